@@ -1,0 +1,76 @@
+// main.c — the longseq binary: subcommand dispatch, global help and version. Only main()
+// decides exit statuses; the libraries report errors as ls_status.
+// Tests: every oracle and integration test in tests/ runs this binary.
+#include "cli.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct command {
+    const char *name;
+    int (*run)(int argc, char **argv);
+    const char *summary;
+} command;
+
+static const command g_commands[] = {
+    {"inspect", cmd_inspect, "show a GGUF model: hyperparameters, RoPE, tokenizer, tensors"},
+    {"tokenize", cmd_tokenize, "print the token ids (or pieces) of a text"},
+    {"detokenize", cmd_detokenize, "turn token ids back into text"},
+};
+
+static void usage(FILE *f) {
+    fprintf(f, "usage: longseq <command> [options]\n\ncommands:\n");
+    for (size_t i = 0; i < sizeof g_commands / sizeof *g_commands; i++)
+        fprintf(f, "  %-12s %s\n", g_commands[i].name, g_commands[i].summary);
+    fprintf(f, "\nEach command takes --help. The default model is $LONGSEQ_MODEL, else\n"
+               "%s\n", ls_default_model_path());
+}
+
+int cli_fail(void) {
+    ls_err_report(stderr);
+    return 1;
+}
+
+int cli_usage_error(const char *cmd, const char *fmt, ...) {
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "longseq %s: %s (see longseq %s --help)\n", cmd, msg, cmd);
+    return 2;
+}
+
+ls_status cli_model_open(const char *path, cli_model *m) {
+    *m = (cli_model){0};
+    if (!path) path = ls_default_model_path();
+    LS_CHECK(ls_gguf_open(path, &m->gguf));
+    ls_status rc = ls_tokenizer_init(m->gguf, &m->tok);
+    if (rc != LS_OK) {
+        ls_err_prefix("%s: ", path);
+        cli_model_close(m);
+    }
+    return rc;
+}
+
+void cli_model_close(cli_model *m) {
+    ls_tokenizer_free(m->tok);
+    ls_gguf_free(m->gguf);
+    *m = (cli_model){0};
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+        usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    if (!strcmp(argv[1], "--version")) {
+        printf("longseq %s\n", LS_VERSION);
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof g_commands / sizeof *g_commands; i++)
+        if (!strcmp(argv[1], g_commands[i].name)) return g_commands[i].run(argc - 1, argv + 1);
+    fprintf(stderr, "longseq: unknown command \"%s\"\n\n", argv[1]);
+    usage(stderr);
+    return 2;
+}

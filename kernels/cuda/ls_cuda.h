@@ -1,0 +1,35 @@
+// ls_cuda.h — the CUDA backend of the op API in ls_kernels.h. Built when nvcc, cuBLAS and
+// NCCL are found (LS_HAVE_CUDA); every entry point checks every CUDA call (LS_CUDA_CHECK) and
+// returns LS_ERR_DEVICE with the call text, file and line. Each kernel's CPU twin lives in
+// kernels/ref. Tests: tests/gpu/test_ops.c (run by tests/gpu/run on a GPU machine).
+#ifndef LS_CUDA_H
+#define LS_CUDA_H
+
+#include "ls_base.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+// True when the CUDA runtime sees at least one device. Any error (no driver, no device)
+// counts as "no GPU"; the reason is kept for ls_cuda_why_unavailable().
+bool ls_cuda_available(void);
+const char *ls_cuda_why_unavailable(void);
+
+// Device memory helpers (for tests and the backend's own setup).
+ls_status ls_cuda_malloc(void **dev, size_t bytes);
+ls_status ls_cuda_free(void *dev);
+ls_status ls_cuda_upload(void *dev, const void *host, size_t bytes);
+ls_status ls_cuda_download(void *host, const void *dev, size_t bytes);
+ls_status ls_cuda_sync(void);
+
+// src_dev: one row of n elements of type t in device memory; dst_dev: [n] f32 (or bf16 bits
+// for the _bf16 variant). Same results as ls_dequant_row (f32 variant: bit-identical).
+ls_status ls_cuda_dequant_f32(ls_dtype t, const void *src_dev, float *dst_dev, int64_t n);
+ls_status ls_cuda_dequant_bf16(ls_dtype t, const void *src_dev, uint16_t *dst_dev, int64_t n);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif // LS_CUDA_H

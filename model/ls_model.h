@@ -1,0 +1,67 @@
+// ls_model.h — model configuration read from GGUF metadata for the `llama` architecture:
+// hyperparameters, the RoPE configuration (base, scaling type and factor, YaRN keys,
+// attention factor, per-frequency factor tensors) and the weight tensors, each checked
+// against the shape the hyperparameters imply. Missing or inconsistent values are errors
+// that name the key or tensor. Spec: ../shared/spec/formats.md §2, ../shared/spec/rope.md §3.
+// Tests: tests/unit/test_model.c, tests/oracle/test_model_config.py.
+#ifndef LS_MODEL_H
+#define LS_MODEL_H
+
+#include "ls_gguf.h"
+
+typedef enum ls_rope_scaling {
+    LS_ROPE_NONE,     // plain RoPE
+    LS_ROPE_LINEAR,   // position interpolation: positions / factor
+    LS_ROPE_NTK,      // static NTK-aware: base * factor^(n_rot/(n_rot-2))
+    LS_ROPE_DYNAMIC,  // dynamic NTK (HF "dynamic")
+    LS_ROPE_YARN,
+    LS_ROPE_LLAMA3,   // per-frequency divisors (rope_freqs tensor, or computed)
+    LS_ROPE_LONGROPE, // per-frequency factors, long and short sets
+    LS_ROPE_SCALING_COUNT
+} ls_rope_scaling;
+
+const char *ls_rope_scaling_name(ls_rope_scaling s);
+// Parses a name ("none", "linear", ...); false when unknown.
+bool ls_rope_scaling_parse(const char *name, ls_rope_scaling *out);
+
+typedef struct ls_rope_config {
+    ls_rope_scaling scaling;
+    int n_rot;            // rotated dimensions per head (= head_dim for llama)
+    double freq_base;     // rope.freq_base (default 10000)
+    double factor;        // scaling factor s (1 = none)
+    int64_t orig_ctx;     // pre-training context (YaRN, LongRoPE, llama3, dynamic)
+    double yarn_beta_fast, yarn_beta_slow; // 32, 1 by default
+    double attn_factor;   // 0 = derive from the method (YaRN g(s), LongRoPE sqrt formula)
+    double llama3_low_freq_factor, llama3_high_freq_factor; // 1, 4
+    // Per-frequency tensors, [n_rot/2] f32 inside the model mapping, or NULL.
+    const float *freq_factors;  // rope_freqs: divisors (Llama 3.1 style)
+    const float *factors_long;  // rope_factors_long (LongRoPE)
+    const float *factors_short; // rope_factors_short (LongRoPE)
+} ls_rope_config;
+
+typedef struct ls_layer_weights {
+    const ls_gguf_tensor *attn_norm, *wq, *wk, *wv, *wo; // wq: ne [n_embd, n_head*head_dim]
+    const ls_gguf_tensor *bq, *bk, *bv, *bo;             // optional biases, NULL if absent
+    const ls_gguf_tensor *ffn_norm, *w_gate, *w_up, *w_down;
+} ls_layer_weights;
+
+typedef struct ls_model_config {
+    char arch[32];
+    char name[128];        // general.name, "" if absent
+    int64_t n_ctx_train;   // llama.context_length
+    int64_t n_embd, n_layer, n_ff, n_head, n_head_kv, head_dim, n_vocab;
+    double rms_eps;
+    bool tied_output;      // no output.weight: token_embd is the LM head
+    ls_rope_config rope;
+    const ls_gguf_tensor *tok_embd, *output_norm, *output; // output == tok_embd when tied
+    ls_layer_weights *layers; // [n_layer]
+} ls_model_config;
+
+// Reads and validates everything above. `cfg` owns `layers`: free with ls_model_config_free.
+ls_status ls_model_config_load(const ls_gguf_t *g, ls_model_config *cfg);
+void ls_model_config_free(ls_model_config *cfg);
+
+// Total bytes of the weight tensors.
+uint64_t ls_model_weight_bytes(const ls_gguf_t *g);
+
+#endif // LS_MODEL_H

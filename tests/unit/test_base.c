@@ -1,0 +1,105 @@
+// test_base.c — unit tests of base/: errors (first cause, trace, prefix), buffers, vectors,
+// both hash maps (against a brute-force check), dtype sizes and overflow checks.
+// `test_base --dtype-table` prints the dtype table for tests/oracle/test_dequant.py.
+#include "ls_base.h"
+#include "ls_test.h"
+
+#include <stdlib.h>
+
+static ls_status inner(void) { return LS_ERR(LS_ERR_FORMAT, "inner failed with %d", 42); }
+static ls_status middle(void) {
+    LS_CHECK(inner());
+    return LS_OK;
+}
+
+static void test_errors(void) {
+    TEST_COND(middle() == LS_ERR_FORMAT, "status passes through LS_CHECK");
+    TEST_COND(!strcmp(ls_err_msg(), "inner failed with 42"), "message: %s", ls_err_msg());
+    LS_ERR(LS_ERR_IO, "second");
+    TEST_COND(strstr(ls_err_msg(), "inner") != NULL, "first cause wins: %s", ls_err_msg());
+    ls_err_prefix("%s: ", "file.gguf");
+    TEST_COND(!strcmp(ls_err_msg(), "file.gguf: inner failed with 42"), "prefix: %s", ls_err_msg());
+    ls_err_clear();
+    TEST_COND(ls_err_code() == LS_OK && ls_err_msg()[0] == 0, "clear");
+    char big[3000];
+    memset(big, 'x', sizeof big - 1);
+    big[sizeof big - 1] = 0;
+    LS_ERR(LS_ERR_INVALID, "%s", big);
+    ls_err_prefix("%s", big);
+    TEST_COND(strlen(ls_err_msg()) < 1024, "long messages are truncated, not overflowed");
+    ls_err_clear();
+}
+
+static void test_buffers(void) {
+    ls_buf b = {0};
+    for (int i = 0; i < 1000; i++) ls_buf_printf(&b, "%d,", i);
+    TEST_COND(b.len == strlen(b.data), "buffer stays NUL-terminated");
+    TEST_COND(!strncmp(b.data, "0,1,2,", 6) && b.data[b.len - 1] == ',', "contents");
+    ls_buf_free(&b);
+    ls_vec_i32 v = {0};
+    for (int i = 0; i < 100000; i++) ls_vec_i32_push(&v, i * 3);
+    TEST_COND(v.len == 100000 && v.data[99999] == 299997, "vector growth");
+    ls_vec_i32_free(&v);
+}
+
+static void test_maps(void) {
+    ls_strmap *m = ls_strmap_init(4);
+    char key[32];
+    for (int i = 0; i < 5000; i++) {
+        int n = snprintf(key, sizeof key, "k%d", i);
+        TEST_COND(ls_strmap_put(m, key, (size_t)n, i), "new key %s", key);
+    }
+    TEST_COND(!ls_strmap_put(m, "k7", 2, -7), "existing key is replaced, not added");
+    int64_t v;
+    TEST_COND(ls_strmap_get(m, "k7", 2, &v) && v == -7, "replaced value");
+    TEST_COND(ls_strmap_get(m, "k4999", 5, &v) && v == 4999, "lookup after growth");
+    TEST_COND(!ls_strmap_get(m, "k5000", 5, &v), "absent key");
+    TEST_COND(ls_strmap_put(m, "", 0, 9) && ls_strmap_get(m, "", 0, &v) && v == 9, "empty key");
+    TEST_COND(ls_strmap_put(m, "a\0b", 3, 1) && !ls_strmap_get(m, "a", 1, NULL), "keys with NUL bytes");
+    TEST_COND(ls_strmap_count(m) == 5002, "count %zu", ls_strmap_count(m));
+    ls_strmap_free(m);
+
+    ls_u64map *u = ls_u64map_init(1);
+    srand(7);
+    uint64_t keys[4000];
+    for (int i = 0; i < 4000; i++) {
+        keys[i] = ((uint64_t)rand() << 32) ^ (uint64_t)rand() ^ (uint64_t)i << 40;
+        ls_u64map_put(u, keys[i], (uint64_t)i);
+    }
+    int ok = 0;
+    for (int i = 0; i < 4000; i++) {
+        uint64_t got;
+        ok += ls_u64map_get(u, keys[i], &got) && got == (uint64_t)i;
+    }
+    TEST_COND(ok == 4000, "u64map finds all keys (%d)", ok);
+    TEST_COND(!ls_u64map_get(u, 12345, NULL) || 1, "absent lookup does not crash");
+    ls_u64map_free(u);
+}
+
+static void test_dtypes(void) {
+    uint64_t b;
+    TEST_COND(ls_dtype_row_bytes(LS_Q4_1, 576, &b) && b == 360, "Q4_1 row of 576: %llu", (unsigned long long)b);
+    TEST_COND(ls_dtype_row_bytes(LS_Q6_K, 512, &b) && b == 420, "Q6_K row of 512");
+    TEST_COND(!ls_dtype_row_bytes(LS_Q4_0, 33, &b), "partial block is rejected");
+    TEST_COND(!ls_dtype_row_bytes(LS_F32, UINT64_MAX / 2, &b), "overflow is detected");
+    TEST_COND(ls_dtype_get(4) == NULL && ls_dtype_get(31) == NULL && ls_dtype_get(1000) == NULL, "removed/unknown ids");
+    TEST_COND(!strcmp(ls_dtype_name(LS_BF16), "BF16"), "names");
+    uint64_t r;
+    TEST_COND(!ls_mul_u64(1ull << 40, 1ull << 30, &r) && ls_mul_u64(3, 5, &r) && r == 15, "mul overflow");
+    TEST_COND(!ls_add_u64(UINT64_MAX, 1, &r), "add overflow");
+}
+
+int main(int argc, char **argv) {
+    if (argc > 1 && !strcmp(argv[1], "--dtype-table")) {
+        for (uint32_t id = 0; id < LS_DTYPE_COUNT; id++) {
+            const ls_dtype_info *t = ls_dtype_get(id);
+            if (t) printf("%u %s %u %u\n", id, t->name, t->block, t->block_bytes);
+        }
+        return 0;
+    }
+    test_errors();
+    test_buffers();
+    test_maps();
+    test_dtypes();
+    return TEST_REPORT("test_base");
+}
