@@ -2,6 +2,7 @@
 // `longseq detokenize` (ids -> bytes). Tests: tests/oracle/test_tokenizer.py,
 // tests/unit/cli_tokenize.sh.
 #include "cli.h"
+#include "ls_chat.h"
 
 #include <errno.h>
 #include <getopt.h>
@@ -11,13 +12,31 @@
 #define MAX_TEXT_BYTES ((size_t)1 << 30)
 
 static void tokenize_help(void) {
-    printf("usage: longseq tokenize [--model F] [--pieces] [--raw] [--parse-special] [--stats] [FILE|-]\n"
+    printf("usage: longseq tokenize [--model F] [--pieces] [--raw] [--parse-special] [--stats]\n"
+           "                        [--chat [--system TEXT] [--chat-template NAME]] [FILE|-]\n"
            "Prints the token ids of FILE (default: standard input) on one line, separated by spaces.\n"
            "  --model F        GGUF model (default: $LONGSEQ_MODEL or the cached SmolLM2)\n"
            "  --pieces         print the vocabulary pieces instead of ids\n"
            "  --raw            do not add BOS/EOS even if the model asks for them\n"
            "  --parse-special  turn control-token text such as <|im_start|> into its id\n"
-           "  --stats          print bytes, tokens and speed to standard error\n");
+           "  --stats          print bytes, tokens and speed to standard error\n"
+           "  --chat           treat the text as one user message in the model's chat template\n"
+           "  --system TEXT    system message for --chat (default: the template's own, if any)\n"
+           "  --chat-template NAME  chatml or llama2 instead of the model's template\n");
+}
+
+// Wraps `text` as a user turn (after an optional system turn) in the chat template; the
+// result contains special tokens as text, so it is tokenized with parse_special.
+static ls_status chat_prompt(const cli_model *m, const char *tmpl, const char *system, ls_buf *text) {
+    ls_chat_t *chat;
+    LS_CHECK(ls_chat_init(m->gguf, m->tok, tmpl, &chat));
+    ls_chat_msg msgs[2] = {{"system", system}, {"user", text->data}};
+    ls_buf out = {0};
+    ls_status rc = ls_chat_apply(chat, system ? msgs : msgs + 1, system ? 2 : 1, true, &out);
+    ls_chat_free(chat);
+    ls_buf_free(text);
+    *text = out;
+    return rc;
 }
 
 int cmd_tokenize(int argc, char **argv) {
@@ -25,9 +44,11 @@ int cmd_tokenize(int argc, char **argv) {
         {"model", required_argument, 0, 'm'}, {"pieces", no_argument, 0, 'p'},
         {"raw", no_argument, 0, 'r'},         {"parse-special", no_argument, 0, 's'},
         {"stats", no_argument, 0, 'S'},       {"help", no_argument, 0, 'h'},
+        {"chat", no_argument, 0, 'c'},        {"system", required_argument, 0, 'y'},
+        {"chat-template", required_argument, 0, 't'},
         {0, 0, 0, 0}};
-    const char *model = NULL;
-    bool pieces = false, raw = false, special = false, stats = false;
+    const char *model = NULL, *system = NULL, *tmpl = NULL;
+    bool pieces = false, raw = false, special = false, stats = false, chat = false;
     int c;
     while ((c = getopt_long(argc, argv, "m:h", opts, NULL)) != -1) {
         switch (c) {
@@ -36,6 +57,9 @@ int cmd_tokenize(int argc, char **argv) {
         case 'r': raw = true; break;
         case 's': special = true; break;
         case 'S': stats = true; break;
+        case 'c': chat = true; break;
+        case 'y': system = optarg; break;
+        case 't': tmpl = optarg; break;
         case 'h': tokenize_help(); return 0;
         default: return cli_usage_error("tokenize", "unknown option");
         }
@@ -48,10 +72,12 @@ int cmd_tokenize(int argc, char **argv) {
     ls_buf text = {0}, out = {0};
     ls_vec_i32 ids = {0};
     int status = 0;
-    if (ls_file_read_all(path, MAX_TEXT_BYTES, &text) != LS_OK) {
+    if (ls_file_read_all(path, MAX_TEXT_BYTES, &text) != LS_OK ||
+        (chat && chat_prompt(&m, tmpl, system, &text) != LS_OK)) {
         status = cli_fail();
         goto done;
     }
+    if (chat) special = true, raw = true; // the template writes its own special tokens
     double t0 = ls_time_ms();
     if (ls_tokenize(m.tok, text.data, text.len, !raw, special, &ids) != LS_OK) {
         status = cli_fail();

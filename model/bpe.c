@@ -187,17 +187,20 @@ void ls_merge_init(merge_scratch *s, size_t n) {
     s->heap_len = 0;
 }
 
-// Emits the bytes of a symbol that is not a vocabulary token one byte-token at a time.
-static ls_status emit_bytes(const ls_tokenizer_t *t, const char *p, size_t n, ls_vec_i32 *out) {
+// Emits the bytes of a symbol that is not a vocabulary token one byte-token at a time. A
+// byte whose character is missing from the vocabulary (SmolLM2 lacks 0xC0, 0xC1, 0xF5-0xFF
+// and a few control bytes) cannot be represented: like llama.cpp and Hugging Face, it is
+// dropped, and counted so ls_tokenize can say so.
+static void emit_bytes(const ls_tokenizer_t *t, const char *p, size_t n, merge_scratch *s,
+                       ls_vec_i32 *out) {
     for (size_t i = 0; i < n; i++) {
         int32_t id = t->byte_token[(uint8_t)p[i]];
-        if (id < 0) id = t->unk;
-        if (id < 0)
-            return LS_ERR(LS_ERR_UNSUPPORTED, "byte 0x%02x has no token in this vocabulary and there is no unknown token",
-                          (uint8_t)p[i]);
-        ls_vec_i32_push(out, id);
+        if (id >= 0) {
+            ls_vec_i32_push(out, id);
+        } else if (s->dropped++ == 0) {
+            s->first_dropped = (uint8_t)p[i];
+        }
     }
-    return LS_OK;
 }
 
 ls_status ls_bpe_piece(const ls_tokenizer_t *t, const char *p, size_t n, merge_scratch *s,
@@ -230,7 +233,7 @@ ls_status ls_bpe_piece(const ls_tokenizer_t *t, const char *p, size_t n, merge_s
     for (int32_t i = 0; i >= 0; i = s->syms[i].next) {
         const struct merge_sym *m = &s->syms[i];
         if (m->sym >= 0 && m->sym < t->n_vocab) ls_vec_i32_push(out, m->sym);
-        else LS_CHECK(emit_bytes(t, p + m->start, m->len, out));
+        else emit_bytes(t, p + m->start, m->len, s, out);
     }
     return LS_OK;
 }

@@ -2,7 +2,9 @@
 // (tokenizer.ggml.model = gpt2; pre-tokenizers gpt-2, smollm, llama-bpe and their aliases)
 // and SentencePiece BPE (llama: scores, byte fallback). Special tokens are matched in the
 // raw text first; invalid UTF-8 is carried byte by byte, so detokenize(tokenize(x)) == x for
-// any bytes x. Unicode classes come from utf8proc.
+// any bytes x the vocabulary can represent (a byte-level BPE vocabulary may lack some bytes,
+// e.g. 0xFF: such bytes are dropped with a warning, as llama.cpp and Hugging Face drop them).
+// Unicode classes come from utf8proc.
 // Spec: ../shared/spec/formats.md §3. Tests: tests/unit/test_tokenizer.c,
 // tests/oracle/test_tokenizer.py (against Hugging Face tokenizers and sentencepiece).
 #ifndef LS_TOKENIZER_H

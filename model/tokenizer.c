@@ -376,6 +376,9 @@ ls_status ls_tokenize(const ls_tokenizer_t *t, const char *text, size_t len, boo
     if (add_special && t->add_bos && t->bos >= 0) ls_vec_i32_push(out, t->bos);
     tok_ctx c = {.t = t, .out = out};
     ls_status rc = tokenize_text(&c, text, len, parse_special);
+    if (c.scratch.dropped)
+        LS_WARN("tokenize: %zu byte(s) have no token in this vocabulary and were dropped (the first is 0x%02x)",
+                c.scratch.dropped, c.scratch.first_dropped);
     ls_free(c.units);
     ls_merge_scratch_free(&c.scratch);
     ls_buf_free(&c.escaped);

@@ -62,6 +62,8 @@ typedef struct merge_scratch {
     struct merge_cand { uint64_t key; int32_t left, right, a, b, merged; uint32_t size; } *heap;
     size_t heap_len, heap_cap;
     ls_buf chars; // byte-level text of a piece
+    size_t dropped;        // bytes with no token in the vocabulary (byte-level BPE)
+    uint8_t first_dropped; // the first such byte
 } merge_scratch;
 void ls_merge_scratch_free(merge_scratch *s);
 // One symbol per unit [i, i+1) of n units (start = i, len = 1, linked list); empties the heap.

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# errors.sh — the binary's behaviour on bad input: each case must exit with the right status
+# and print an error that names the problem, never crash. Uses $LONGSEQ_BIN.
+set -uo pipefail
+bin=${LONGSEQ_BIN:?}
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+fails=0 n=0
+
+# expect STATUS NEEDLE -- ARGS...   (stdin from $input if set)
+expect() {
+    local want=$1 needle=$2; shift 3
+    local out rc
+    out=$("$bin" "$@" 2>&1 < "${input:-/dev/null}"); rc=$?
+    n=$((n + 1))
+    if [ "$rc" != "$want" ] || ! grep -qF -- "$needle" <<<"$out"; then
+        echo "FAIL: longseq $* -> status $rc (want $want), output: $out"
+        fails=$((fails + 1))
+    fi
+}
+
+printf 'GGUF\x03\x00\x00\x00' > "$work/trunc.gguf"
+head -c 1000 /dev/urandom > "$work/random.gguf"
+printf 'hello' > "$work/text.txt"
+expect 2 "usage: longseq" -- 
+expect 2 'unknown command "frobnicate"' -- frobnicate
+expect 2 "unknown option" -- tokenize --bogus
+expect 0 "usage: longseq inspect" -- inspect --help
+expect 1 "cannot open /nonexistent.gguf" -- inspect /nonexistent.gguf
+expect 1 "trunc.gguf: GGUF truncated" -- inspect "$work/trunc.gguf"
+expect 1 "not a GGUF file" -- inspect "$work/random.gguf"
+expect 1 "not a GGUF file" -- tokenize --model "$work/random.gguf" "$work/text.txt"
+expect 1 "cannot open /nonexistent.txt" -- tokenize /nonexistent.txt
+printf '12 abc 7' > "$work/ids.txt"
+expect 1 'entry 1 ("abc") is not a token id' -- detokenize "$work/ids.txt"
+printf '12 99999999 7' > "$work/ids.txt"
+expect 1 "token id 99999999 is outside the vocabulary" -- detokenize "$work/ids.txt"
+expect 1 'unknown chat template "vicuna"' -- tokenize --chat --chat-template vicuna "$work/text.txt"
+input=$work/text.txt expect 0 "" -- tokenize -
+echo "cli errors: $((n - fails)) of $n cases behaved"
+[ $fails = 0 ]

@@ -1,0 +1,79 @@
+#!/usr/bin/env python3
+"""Chat prompts equal what the models' own Jinja templates render (jinja2 from PyPI is the
+oracle): SmolLM2's ChatML template from the default model, with and without a system message
+(its default system message included), and the Hugging Face Llama-2 chat template on a
+fixture vocabulary. `longseq tokenize --chat` ids must equal the ids of the rendered text,
+and detokenizing them must give the rendered text back.
+"""
+import gguf
+import jinja2
+
+from fixtures import tiny_vocab, write_tokenizer_gguf
+from lsoracle import MODEL, check, done, need_file, run, tmpdir
+
+LLAMA2_TEMPLATE = (
+    "{% if messages[0]['role'] == 'system' %}{% set loop_messages = messages[1:] %}"
+    "{% set system_message = messages[0]['content'] %}{% else %}{% set loop_messages = messages %}"
+    "{% set system_message = false %}{% endif %}{% for message in loop_messages %}"
+    "{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}"
+    "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}"
+    "{% if loop.index0 == 0 and system_message != false %}"
+    "{% set content = '<<SYS>>\\n' + system_message + '\\n<</SYS>>\\n\\n' + message['content'] %}"
+    "{% else %}{% set content = message['content'] %}{% endif %}"
+    "{% if message['role'] == 'user' %}{{ bos_token + '[INST] ' + content.strip() + ' [/INST]' }}"
+    "{% elif message['role'] == 'assistant' %}{{ ' '  + content.strip() + ' ' + eos_token }}{% endif %}{% endfor %}")
+
+
+def render(template, messages, **kw):
+    env = jinja2.Environment()
+    env.globals["raise_exception"] = lambda m: (_ for _ in ()).throw(RuntimeError(m))
+    return env.from_string(template).render(messages=messages, add_generation_prompt=True, **kw)
+
+
+def ours(model, text_file, *flags):
+    ids = run(["tokenize", "--model", str(model), "--chat", *flags, str(text_file)]).stdout
+    return ids.split(), run(["detokenize", "--model", str(model), "--special"], input=ids).stdout.decode()
+
+
+def expect_ids(model, text):
+    f = tmpdir() / "rendered.txt"
+    f.write_text(text)
+    return run(["tokenize", "--model", str(model), "--raw", "--parse-special", str(f)]).stdout.split()
+
+
+def main():
+    model = need_file(MODEL, "the default model")
+    template = gguf.GGUFReader(str(model)).fields["tokenizer.chat_template"].contents()
+    work = tmpdir()
+    question = work / "q.txt"
+    question.write_text("What is the capital of France? Answer in one word.")
+    for system in (None, "You are terse."):
+        msgs = ([{"role": "system", "content": system}] if system else []) + \
+               [{"role": "user", "content": question.read_text()}]
+        want = render(template, msgs)
+        ids, text = ours(model, question, *(["--system", system] if system else []))
+        check(text == want, f"ChatML (system={system!r}):\n{text!r}\nvs jinja2\n{want!r}")
+        check(ids == expect_ids(model, want), f"ChatML ids (system={system!r})")
+    check("named SmolLM, trained by Hugging Face" in render(template, [{"role": "user", "content": "x"}]),
+          "the template inserts its default system message")
+
+    tokens, types, merges = tiny_vocab()
+    tokens = tokens + ["<s>", "</s>"]
+    types = types + [3, 3]
+    fixture = work / "llama2.gguf"
+    write_tokenizer_gguf(str(fixture), tokens, types, pre="smollm", merges=merges,
+                         bos=len(tokens) - 2, eos=len(tokens) - 1, add_bos=False,
+                         chat_template=LLAMA2_TEMPLATE)
+    for system in (None, "Answer briefly.\n"):
+        msgs = ([{"role": "system", "content": system}] if system else []) + \
+               [{"role": "user", "content": "  Tell me a story.  "}]
+        want = render(LLAMA2_TEMPLATE, msgs, bos_token="<s>", eos_token="</s>")
+        q = work / "story.txt"
+        q.write_text("  Tell me a story.  ")
+        ids, text = ours(fixture, q, *(["--system", system] if system else []))
+        check(text == want, f"Llama-2 (system={system!r}):\n{text!r}\nvs jinja2\n{want!r}")
+    done("test_chat")
+
+
+if __name__ == "__main__":
+    main()
