@@ -11,6 +11,8 @@
 int cmd_inspect(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);
 int cmd_detokenize(int argc, char **argv);
+int cmd_generate(int argc, char **argv);
+int cmd_perplexity(int argc, char **argv);
 
 // Prints the pending error (ls_err_report) and returns 1.
 int cli_fail(void);
@@ -24,5 +26,52 @@ typedef struct cli_model {
 } cli_model;
 ls_status cli_model_open(const char *path, cli_model *m); // path NULL: the default model
 void cli_model_close(cli_model *m);
+
+// --- options shared by the commands that run the model ---------------------------------------
+#include "ls_engine.h"
+#include <getopt.h>
+
+typedef struct cli_engine_args {
+    const char *model; // NULL: the default model
+    ls_engine_opts opts;
+} cli_engine_args;
+
+// getopt_long entries for --model, --threads, --ubatch, --no-pin and the RoPE overrides
+// (--rope-scaling, --rope-scale, --rope-freq-base, --yarn-orig-ctx, --yarn-beta-fast,
+// --yarn-beta-slow, --yarn-attn-factor). Their vals are >= CLI_ENGINE_OPT.
+#define CLI_ENGINE_OPT 1000
+#define CLI_ENGINE_OPTIONS                                                                 \
+    {"model", required_argument, 0, CLI_ENGINE_OPT + 0},                                  \
+    {"threads", required_argument, 0, CLI_ENGINE_OPT + 1},                                \
+    {"ubatch", required_argument, 0, CLI_ENGINE_OPT + 2},                                 \
+    {"no-pin", no_argument, 0, CLI_ENGINE_OPT + 3},                                       \
+    {"rope-scaling", required_argument, 0, CLI_ENGINE_OPT + 4},                           \
+    {"rope-scale", required_argument, 0, CLI_ENGINE_OPT + 5},                             \
+    {"rope-freq-base", required_argument, 0, CLI_ENGINE_OPT + 6},                         \
+    {"yarn-orig-ctx", required_argument, 0, CLI_ENGINE_OPT + 7},                          \
+    {"yarn-beta-fast", required_argument, 0, CLI_ENGINE_OPT + 8},                         \
+    {"yarn-beta-slow", required_argument, 0, CLI_ENGINE_OPT + 9},                         \
+    {"yarn-attn-factor", required_argument, 0, CLI_ENGINE_OPT + 10},                      \
+    {"act-precision", required_argument, 0, CLI_ENGINE_OPT + 11}
+#define CLI_ENGINE_HELP                                                                    \
+    "  --model F            GGUF model (default: $LONGSEQ_MODEL or the cached SmolLM2)\n"   \
+    "  --threads N          CPU threads (default: all cores); --no-pin: do not pin them\n"  \
+    "  --ubatch N           tokens per prefill micro-batch (default 512)\n"                 \
+    "  --rope-scaling none|linear|ntk|dynamic|yarn|llama3|longrope   override the model's\n" \
+    "  --rope-scale S       scaling factor (linear: positions / S)\n"                       \
+    "  --rope-freq-base B   RoPE base (e.g. 1e6 for Code Llama's ABF)\n"                    \
+    "  --yarn-orig-ctx N    pre-training context for YaRN / dynamic NTK / Llama 3\n"         \
+    "  --yarn-beta-fast X --yarn-beta-slow X --yarn-attn-factor X   YaRN parameters\n"      \
+    "  --act-precision f32|llamacpp   matmul activations exact (default) or rounded to\n"   \
+    "                       8 bits per block as llama.cpp's CPU backend does (to compare)\n"
+
+cli_engine_args cli_engine_args_default(void);
+// Handles one getopt result c >= CLI_ENGINE_OPT; returns 0, or prints why and returns 2.
+int cli_engine_option(const char *cmd, int c, const char *arg, cli_engine_args *a);
+// Loads the engine and prints, once, each setting that overrides the model file.
+ls_status cli_engine_load(const cli_engine_args *a, ls_engine_t **e);
+// Parses a number; false (and a usage message) when arg is not one.
+bool cli_parse_double(const char *cmd, const char *opt, const char *arg, double *out);
+bool cli_parse_int(const char *cmd, const char *opt, const char *arg, int64_t lo, int64_t hi, int64_t *out);
 
 #endif // LS_CLI_H

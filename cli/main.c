@@ -16,6 +16,8 @@ static const command g_commands[] = {
     {"inspect", cmd_inspect, "show a GGUF model: hyperparameters, RoPE, tokenizer, tensors"},
     {"tokenize", cmd_tokenize, "print the token ids (or pieces) of a text"},
     {"detokenize", cmd_detokenize, "turn token ids back into text"},
+    {"generate", cmd_generate, "generate text after a prompt (or a chat message)"},
+    {"perplexity", cmd_perplexity, "perplexity of a text, as llama-perplexity computes it"},
 };
 
 static void usage(FILE *f) {

@@ -12,6 +12,103 @@
 extern "C" {
 #endif
 
+// --- backends -----------------------------------------------------------------------------
+// A backend runs the ops below: the CPU backend (a thread pool over host memory) now, the
+// CUDA backend (device memory, a stream and cuBLAS) later. Pointers passed to ops are in the
+// backend's memory. Each op returns LS_ERR_INVALID for inconsistent arguments.
+typedef struct ls_backend ls_backend_t;
+
+// n_threads <= 0: one per online CPU. pin: bind thread i to CPU i (when there are enough).
+ls_status ls_backend_cpu_init(int n_threads, bool pin, ls_backend_t **out);
+void ls_backend_free(ls_backend_t *b);
+const char *ls_backend_name(const ls_backend_t *b);
+int ls_backend_threads(const ls_backend_t *b);
+
+// Activation precision of matmul. F32 (default): activations stay f32. LLAMACPP: activations
+// are rounded as llama.cpp's CPU backend rounds them before its dot products: 8-bit blocks
+// (Q8_0 with an fp16 scale for Q4_0/Q5_0/Q8_0 and Q4_1/Q5_1 weights, Q8_K with an f32 scale
+// per 256 for K-quants), f16 for F16 weights, bf16 for BF16 weights, nothing for F32 — so
+// results can be compared with llama.cpp's like for like.
+typedef enum ls_act_precision { LS_ACT_F32, LS_ACT_LLAMACPP } ls_act_precision;
+void ls_backend_set_act_precision(ls_backend_t *b, ls_act_precision p);
+
+// A weight matrix as stored in the model file: n_out rows of n_in elements of `type`
+// (GGUF ne = [n_in, n_out]); row r is output feature r, so y[r] = dot(row r, x).
+typedef struct ls_weight {
+    ls_dtype type;
+    int64_t n_in, n_out;
+    size_t row_bytes;
+    const void *data;
+} ls_weight;
+
+// --- ops ------------------------------------------------------------------------------------
+// Shapes are given as [rows][cols], row-major, f32 unless said otherwise.
+
+// y[m][n_out] = x[m][n_in] . W^T. Weights stay in their stored type: rows are dequantized into
+// reusable tiles, never into a whole f32 copy. Activations as ls_backend_set_act_precision says.
+ls_status ls_op_matmul(ls_backend_t *b, const ls_weight *w, const float *x, float *y, int64_t m);
+// out[i][n_in] = row ids[i] of W (embedding lookup). Ids outside [0, n_out) are LS_ERR_INVALID.
+ls_status ls_op_get_rows(ls_backend_t *b, const ls_weight *w, const int32_t *ids, int64_t m, float *out);
+// y[i] = x[i] / sqrt(mean(x[i]^2) + eps) * w, for m rows of n. y may be x.
+ls_status ls_op_rmsnorm(ls_backend_t *b, const float *x, const float *w, float *y, int64_t m,
+                        int64_t n, float eps);
+// out[i] = silu(gate[i]) * up[i] for n elements. out may be gate or up.
+ls_status ls_op_swiglu(ls_backend_t *b, const float *gate, const float *up, float *out, int64_t n);
+// y[i] += x[i] for n elements.
+ls_status ls_op_add(ls_backend_t *b, float *y, const float *x, int64_t n);
+
+// RoPE in place on x[m][n_heads][head_dim]: token t at position pos[t]; pair i of a head is
+// (2i, 2i+1) for LS_ROPE_PAIR_ADJACENT (GGUF llama, Meta) or (i, i + n_rot/2) for
+// LS_ROPE_PAIR_HALVES (HF rotate_half); only the first n_rot dimensions rotate. The angle is
+// pos * inv_freq[i] in f32 from the exact integer position; cos and sin are multiplied by
+// attn_factor (YaRN's mscale).
+typedef enum ls_rope_pairing { LS_ROPE_PAIR_ADJACENT, LS_ROPE_PAIR_HALVES } ls_rope_pairing;
+typedef struct ls_rope_freqs {
+    int n_rot;
+    const float *inv_freq; // [n_rot / 2]
+    float attn_factor;
+    ls_rope_pairing pairing;
+} ls_rope_freqs;
+ls_status ls_op_rope(ls_backend_t *b, float *x, int64_t m, int n_heads, int head_dim,
+                     const int64_t *pos, const ls_rope_freqs *f);
+
+// --- attention ------------------------------------------------------------------------------
+// A rule says which keys query position i of query head h sees: at most two closed ranges
+// of key positions. Only full causal attention exists so far; the rule is the one place the
+// kernel asks, so further rules need no kernel change.
+typedef enum ls_attn_kind { LS_ATTN_FULL } ls_attn_kind;
+typedef struct ls_attn_rule {
+    ls_attn_kind kind;
+} ls_attn_rule;
+// Fills lo[k], hi[k] (inclusive key positions) and returns the number of ranges (0..2).
+int ls_attn_ranges(const ls_attn_rule *r, int64_t i, int h, int64_t lo[2], int64_t hi[2]);
+
+typedef struct ls_attn_args {
+    const float *q;       // [n_q][n_head][head_dim]; query t is at position q_pos0 + t
+    const float *k, *v;   // [n_kv_head][kv_stride][head_dim]; key j is at position kv_pos0 + j
+    float *out;           // [n_q][n_head][head_dim]
+    float *lse;           // [n_q][n_head] log-sum-exp of the scaled scores, or NULL
+    int64_t n_q, q_pos0;
+    int64_t n_kv, kv_pos0, kv_stride;
+    int n_head, n_kv_head, head_dim;
+    float scale;          // usually 1/sqrt(head_dim)
+    ls_attn_rule rule;
+} ls_attn_args;
+
+// Softmax attention over the visible keys, with exact log-sum-exp so partial results over
+// disjoint key sets can be merged. A query that sees no key gets out = 0 and lse = -inf.
+// Query head h reads KV head h / (n_head / n_kv_head).
+ls_status ls_op_attention(ls_backend_t *b, const ls_attn_args *a);
+
+// The activations x[m][n] rounded as llama.cpp rounds them for weights of type t (see
+// ls_act_precision), written to y (may be x). Used by the CPU backend's LLAMACPP mode.
+void ls_act_round(ls_dtype t, const float *x, float *y, int64_t m, int64_t n);
+
+// Merges two partial attention results over disjoint key sets, in place into (o1, lse1):
+// o = (e^lse1 o1 + e^lse2 o2) / (e^lse1 + e^lse2), lse = log(e^lse1 + e^lse2); n rows of d.
+ls_status ls_op_attn_merge(ls_backend_t *b, float *o1, float *lse1, const float *o2,
+                           const float *lse2, int64_t n, int d);
+
 // --- half-precision conversions (exact, subnormals included) ------------------------------
 float ls_fp16_to_f32(uint16_t h);
 uint16_t ls_f32_to_fp16(float f); // round to nearest even, NaN stays NaN

@@ -162,7 +162,7 @@ static ls_status parse_array(cursor *c, gguf_kv *kv) {
 
 static ls_status parse_kv(ls_gguf_t *g, cursor *c, int64_t i) {
     gguf_kv *kv = &g->kv[i];
-    ls_str key;
+    ls_str key = {0};
     LS_CHECK(read_str(c, &key, "a metadata key"));
     if (key.len == 0) return LS_ERR(LS_ERR_FORMAT, "metadata key #%lld is empty", (long long)i);
     if (memchr(key.ptr, 0, key.len))
@@ -203,7 +203,7 @@ static ls_status read_alignment(ls_gguf_t *g) {
 
 static ls_status parse_tensor_info(ls_gguf_t *g, cursor *c, int64_t i) {
     ls_gguf_tensor *t = &g->tensors[i];
-    ls_str name;
+    ls_str name = {0};
     LS_CHECK(read_str(c, &name, "a tensor name"));
     if (name.len >= GGUF_MAX_NAME)
         return LS_ERR(LS_ERR_FORMAT, "tensor #%lld has a %llu-byte name (the limit is %u)",

@@ -31,7 +31,8 @@ typedef struct ls_rope_config {
     double factor;        // scaling factor s (1 = none)
     int64_t orig_ctx;     // pre-training context (YaRN, LongRoPE, llama3, dynamic)
     double yarn_beta_fast, yarn_beta_slow; // 32, 1 by default
-    double attn_factor;   // 0 = derive from the method (YaRN g(s), LongRoPE sqrt formula)
+    double attn_factor;   // YaRN: multiplies g(s) = 1 + 0.1 ln s (llama.cpp's rope.scaling.attn_factor
+                          // and --yarn-attn-factor); LongRoPE: the factor itself; 0 = not given
     double llama3_low_freq_factor, llama3_high_freq_factor; // 1, 4
     // Per-frequency tensors, [n_rot/2] f32 inside the model mapping, or NULL.
     const float *freq_factors;  // rope_freqs: divisors (Llama 3.1 style)
@@ -56,6 +57,12 @@ typedef struct ls_model_config {
     const ls_gguf_tensor *tok_embd, *output_norm, *output; // output == tok_embd when tied
     ls_layer_weights *layers; // [n_layer]
 } ls_model_config;
+
+// The rotary frequencies of a sequence of seq_len tokens (dynamic NTK and LongRoPE depend on
+// it; the others ignore it): inv_freq[i] for pair i < n_rot/2, computed in double from the
+// method's formula (../shared/spec/rope.md §2) and rounded once to f32, and the factor that
+// multiplies cos and sin (YaRN's mscale; 1 for the others).
+ls_status ls_rope_compute(const ls_rope_config *r, int64_t seq_len, float *inv_freq, float *attn_factor);
 
 // Reads and validates everything above. `cfg` owns `layers`: free with ls_model_config_free.
 ls_status ls_model_config_load(const ls_gguf_t *g, ls_model_config *cfg);

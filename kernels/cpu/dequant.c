@@ -6,7 +6,7 @@
 #include "ls_kernels.h"
 
 #include <string.h>
-#if defined(__F16C__)
+#if defined(__F16C__) || defined(__AVX2__)
 #include <immintrin.h>
 #endif
 
@@ -59,31 +59,63 @@ static inline float rd_half(const uint8_t *p) {
     return ls_fp16_to_f32(h);
 }
 
-static void deq_q8_0(const uint8_t *b, float *y) { // {d, qs[32]}
+#if defined(__AVX2__)
+// 16 bytes of nibbles -> 32 int32 lanes in 4 vectors: low nibbles are elements 0..15, high
+// nibbles 16..31 (the ggml layout). `bias` is subtracted (8 for Q4_0, 0 for Q4_1).
+static inline void nibbles_to_ps(const uint8_t *qs, int bias, __m256 out[4]) {
+    __m128i q = _mm_loadu_si128((const __m128i *)qs), mask = _mm_set1_epi8(15);
+    __m128i lo = _mm_and_si128(q, mask), hi = _mm_and_si128(_mm_srli_epi16(q, 4), mask);
+    __m128i parts[4] = {lo, _mm_srli_si128(lo, 8), hi, _mm_srli_si128(hi, 8)};
+    __m256i vb = _mm256_set1_epi32(bias);
+    for (int k = 0; k < 4; k++) out[k] = _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_cvtepu8_epi32(parts[k]), vb));
+}
+#endif
+
+static inline void deq_q8_0(const uint8_t *b, float *y) { // {d, qs[32]}
     float d = rd_half(b);
     const int8_t *qs = (const int8_t *)(b + 2);
+#if defined(__AVX2__)
+    __m256 vd = _mm256_set1_ps(d);
+    for (int k = 0; k < 4; k++) {
+        __m256 q = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(qs + 8 * k))));
+        _mm256_storeu_ps(y + 8 * k, _mm256_mul_ps(q, vd)); // same single rounding as q * d
+    }
+#else
     for (int j = 0; j < 32; j++) y[j] = (float)qs[j] * d;
+#endif
 }
 
-static void deq_q4_0(const uint8_t *b, float *y) { // {d, qs[16]}
+static inline void deq_q4_0(const uint8_t *b, float *y) { // {d, qs[16]}
     float d = rd_half(b);
     const uint8_t *qs = b + 2;
+#if defined(__AVX2__)
+    __m256 q[4], vd = _mm256_set1_ps(d);
+    nibbles_to_ps(qs, 8, q);
+    for (int k = 0; k < 4; k++) _mm256_storeu_ps(y + 8 * k, _mm256_mul_ps(vd, q[k]));
+#else
     for (int j = 0; j < 16; j++) {
         y[j] = d * (float)((qs[j] & 15) - 8);
         y[j + 16] = d * (float)((qs[j] >> 4) - 8);
     }
+#endif
 }
 
-static void deq_q4_1(const uint8_t *b, float *y) { // {d, m, qs[16]}
+static inline void deq_q4_1(const uint8_t *b, float *y) { // {d, m, qs[16]}
     float d = rd_half(b), m = rd_half(b + 2);
     const uint8_t *qs = b + 4;
+#if defined(__AVX2__)
+    __m256 q[4], vd = _mm256_set1_ps(d), vm = _mm256_set1_ps(m);
+    nibbles_to_ps(qs, 0, q);
+    for (int k = 0; k < 4; k++) _mm256_storeu_ps(y + 8 * k, _mm256_add_ps(_mm256_mul_ps(vd, q[k]), vm)); // no FMA
+#else
     for (int j = 0; j < 16; j++) {
         y[j] = d * (float)(qs[j] & 15) + m;
         y[j + 16] = d * (float)(qs[j] >> 4) + m;
     }
+#endif
 }
 
-static void deq_q5_0(const uint8_t *b, float *y) { // {d, qh[4], qs[16]}
+static inline void deq_q5_0(const uint8_t *b, float *y) { // {d, qh[4], qs[16]}
     float d = rd_half(b);
     uint32_t h;
     memcpy(&h, b + 2, 4);
@@ -96,7 +128,7 @@ static void deq_q5_0(const uint8_t *b, float *y) { // {d, qh[4], qs[16]}
     }
 }
 
-static void deq_q5_1(const uint8_t *b, float *y) { // {d, m, qh[4], qs[16]}
+static inline void deq_q5_1(const uint8_t *b, float *y) { // {d, m, qh[4], qs[16]}
     float d = rd_half(b), m = rd_half(b + 2);
     uint32_t h;
     memcpy(&h, b + 4, 4);
@@ -119,7 +151,7 @@ static void unpack_scales_k4(const uint8_t *s, uint8_t sc[8], uint8_t mn[8]) {
     }
 }
 
-static void deq_q4_k(const uint8_t *b, float *y) { // {d, dmin, scales[12], qs[128]}
+static inline void deq_q4_k(const uint8_t *b, float *y) { // {d, dmin, scales[12], qs[128]}
     float d = rd_half(b), dmin = rd_half(b + 2);
     uint8_t sc[8], mn[8];
     unpack_scales_k4(b + 4, sc, mn);
@@ -134,7 +166,7 @@ static void deq_q4_k(const uint8_t *b, float *y) { // {d, dmin, scales[12], qs[1
     }
 }
 
-static void deq_q5_k(const uint8_t *b, float *y) { // {d, dmin, scales[12], qh[32], qs[128]}
+static inline void deq_q5_k(const uint8_t *b, float *y) { // {d, dmin, scales[12], qh[32], qs[128]}
     float d = rd_half(b), dmin = rd_half(b + 2);
     uint8_t sc[8], mn[8];
     unpack_scales_k4(b + 4, sc, mn);
@@ -151,7 +183,7 @@ static void deq_q5_k(const uint8_t *b, float *y) { // {d, dmin, scales[12], qh[3
     }
 }
 
-static void deq_q6_k(const uint8_t *b, float *y) { // {ql[128], qh[64], scales[16], d}
+static inline void deq_q6_k(const uint8_t *b, float *y) { // {ql[128], qh[64], scales[16], d}
     float d = rd_half(b + 208);
     for (int h = 0; h < 2; h++, y += 128) {
         const uint8_t *ql = b + 64 * h, *qh = b + 128 + 32 * h;
@@ -170,18 +202,31 @@ static void deq_q6_k(const uint8_t *b, float *y) { // {ql[128], qh[64], scales[1
     }
 }
 
-typedef void (*block_fn)(const uint8_t *block, float *out);
+// Row loops with the block function inlined (no indirect call per block).
+typedef void (*row_fn)(const uint8_t *src, float *dst, int64_t blocks);
+#define ROW_FN(name, block_fn, bytes, elems)                                                   \
+    static void name(const uint8_t *src, float *dst, int64_t blocks) {                         \
+        for (int64_t b = 0; b < blocks; b++) block_fn(src + b * (bytes), dst + b * (elems));   \
+    }
+ROW_FN(row_q8_0, deq_q8_0, 34, 32)
+ROW_FN(row_q4_0, deq_q4_0, 18, 32)
+ROW_FN(row_q4_1, deq_q4_1, 20, 32)
+ROW_FN(row_q5_0, deq_q5_0, 22, 32)
+ROW_FN(row_q5_1, deq_q5_1, 24, 32)
+ROW_FN(row_q4_k, deq_q4_k, 144, 256)
+ROW_FN(row_q5_k, deq_q5_k, 176, 256)
+ROW_FN(row_q6_k, deq_q6_k, 210, 256)
 
-static block_fn block_dequantizer(ls_dtype t) {
+static row_fn block_dequantizer(ls_dtype t) {
     switch (t) {
-    case LS_Q8_0: return deq_q8_0;
-    case LS_Q4_0: return deq_q4_0;
-    case LS_Q4_1: return deq_q4_1;
-    case LS_Q5_0: return deq_q5_0;
-    case LS_Q5_1: return deq_q5_1;
-    case LS_Q4_K: return deq_q4_k;
-    case LS_Q5_K: return deq_q5_k;
-    case LS_Q6_K: return deq_q6_k;
+    case LS_Q8_0: return row_q8_0;
+    case LS_Q4_0: return row_q4_0;
+    case LS_Q4_1: return row_q4_1;
+    case LS_Q5_0: return row_q5_0;
+    case LS_Q5_1: return row_q5_1;
+    case LS_Q4_K: return row_q4_k;
+    case LS_Q5_K: return row_q5_k;
+    case LS_Q6_K: return row_q6_k;
     default: return NULL;
     }
 }
@@ -207,8 +252,7 @@ ls_status ls_dequant_row(ls_dtype t, const void *src, float *dst, int64_t n) {
             dst[j] = t == LS_F16 ? ls_fp16_to_f32(h) : ls_bf16_to_f32(h);
         }
     } else {
-        block_fn fn = block_dequantizer(t);
-        for (int64_t b = 0; b < n / ti->block; b++) fn(p + b * ti->block_bytes, dst + b * ti->block);
+        block_dequantizer(t)(p, dst, n / ti->block);
     }
     return LS_OK;
 }

@@ -58,8 +58,8 @@ def random_k_blocks(qtype, rows: int, cols: int, rng: np.random.Generator) -> np
     block, size = gguf.GGML_QUANT_SIZES[qtype]
     nb = rows * cols // block
     raw = rng.integers(0, 256, size=(nb, size), dtype=np.uint8)
-    d = rng.uniform(0.001, 0.02, size=nb).astype(np.float16).view(np.uint8).reshape(nb, 2)
-    dmin = rng.uniform(0.0, 0.01, size=nb).astype(np.float16).view(np.uint8).reshape(nb, 2)
+    d = rng.uniform(0.0002, 0.002, size=nb).astype(np.float16).view(np.uint8).reshape(nb, 2)
+    dmin = rng.uniform(0.0, 0.001, size=nb).astype(np.float16).view(np.uint8).reshape(nb, 2)
     if qtype in (Q.Q4_K, Q.Q5_K):
         raw[:, 0:2], raw[:, 2:4] = d, dmin
     elif qtype == Q.Q6_K:
@@ -95,13 +95,16 @@ class TinyModel:
     path: str
     hp: dict
     weights: dict = field(default_factory=dict)  # GGUF name -> float32, numpy (out, in) order
+    types: dict = field(default_factory=dict)    # GGUF name -> stored type name ("Q4_K", ...)
     tokens: list = field(default_factory=list)
 
 
 def write_tiny_llama(path: str, *, embd=64, layers=2, heads=4, kv_heads=2, head_dim=None,
                      ff=128, ctx=256, qtype="F32", tied=True, seed=0, rope_base=10000.0,
                      rope_scaling="none", rope_factor=1.0, rope_orig_ctx=None,
-                     chat_template=None) -> TinyModel:
+                     rope_freqs=None, rope_factors=None, chat_template=None) -> TinyModel:
+    """rope_freqs: Llama-3 divisors [head_dim/2] (the rope_freqs tensor); rope_factors:
+    (long, short) LongRoPE factor lists, written as rope_factors_long/short."""
     rng = np.random.default_rng(seed)
     qt = Q[qtype]
     hd = head_dim or embd // heads
@@ -148,13 +151,20 @@ def write_tiny_llama(path: str, *, embd=64, layers=2, heads=4, kv_heads=2, head_
         else:
             w.add_tensor(name, stored, raw_dtype=t)
         model.weights[name] = real
+        model.types[name] = t.name
 
     def vec(name, n):
         x = (1.0 + rng.normal(0.0, 0.1, size=n)).astype(np.float32)
         w.add_tensor(name, x)
         model.weights[name] = x
+        model.types[name] = "F32"
 
     # Embeddings stay Q8_0 when the layers are quantized, as in the default model.
+    if rope_freqs is not None:
+        w.add_tensor("rope_freqs.weight", np.asarray(rope_freqs, dtype=np.float32))
+    if rope_factors is not None:
+        w.add_tensor("rope_factors_long.weight", np.asarray(rope_factors[0], dtype=np.float32))
+        w.add_tensor("rope_factors_short.weight", np.asarray(rope_factors[1], dtype=np.float32))
     mat("token_embd.weight", nv, embd, 0.5, qt if qt in (Q.F32, Q.F16, Q.BF16) else Q.Q8_0)
     vec("output_norm.weight", embd)
     if not tied:

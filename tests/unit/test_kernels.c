@@ -1,11 +1,13 @@
 // test_kernels.c — CPU kernels against their kernels/ref twins: half conversions over all
 // 65536 values, f32 -> half and bf16 rounding, and dequantization of every supported type on
 // random blocks and random row lengths (bit-exact; NaN only where the twin has NaN).
+#include "../../kernels/cpu/cpu_impl.h" // the pool, for its own test
 #include "ls_kernels.h"
 #include "ls_ref.h"
 #include "ls_test.h"
 
 #include <math.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 
 static uint32_t bits(float f) {
@@ -83,8 +85,215 @@ static void test_dequant(void) {
     TEST_COND(!ls_dequant_supported(LS_Q8_1) && ls_dequant_supported(LS_Q6_K), "supported set");
 }
 
+// --- ops against their twins ----------------------------------------------------------------
+
+static ls_backend_t *g_be;
+
+static float frand(unsigned *seed) { return (float)rand_r(seed) / (float)RAND_MAX * 2.0f - 1.0f; }
+static void fill(float *x, int64_t n, unsigned *seed, float scale) {
+    for (int64_t i = 0; i < n; i++) x[i] = frand(seed) * scale;
+}
+
+// Worst |a - b| / (|b| + rms(b)) over n values: a relative error that stays meaningful for
+// outputs near zero.
+static double rel_err(const float *a, const float *b, int64_t n) {
+    double ss = 0.0, worst = 0.0;
+    for (int64_t i = 0; i < n; i++) ss += (double)b[i] * b[i];
+    double rms = sqrt(ss / (double)(n ? n : 1)) + 1e-30;
+    for (int64_t i = 0; i < n; i++) {
+        if (isnan(a[i]) != isnan(b[i])) return INFINITY;
+        double e = fabs((double)a[i] - b[i]) / (fabs(b[i]) + rms);
+        if (e > worst) worst = e;
+    }
+    return worst;
+}
+
+typedef struct count_ctx {
+    atomic_int *hits;
+    atomic_int threads_seen;
+} count_ctx;
+
+static void count_task(void *vc, int64_t t, int thread) {
+    count_ctx *c = vc;
+    atomic_fetch_add(&c->hits[t], 1);
+    atomic_fetch_or(&c->threads_seen, 1 << thread);
+}
+
+static void test_pool(void) {
+    ls_pool_t *p;
+    TEST_COND(ls_pool_init(3, false, &p) == LS_OK && ls_pool_threads(p) == 3, "pool of 3");
+    atomic_int hits[1000];
+    for (int round = 0; round < 200; round++) {
+        int n = 1 + round * 5;
+        for (int i = 0; i < n; i++) atomic_init(&hits[i], 0);
+        count_ctx c = {hits, 0};
+        ls_pool_run(p, n, count_task, &c);
+        int ok = 1;
+        for (int i = 0; i < n; i++) ok &= atomic_load(&hits[i]) == 1;
+        if (!ok) {
+            TEST_COND(ok, "round %d: every task runs exactly once", round);
+            break;
+        }
+    }
+    ls_pool_free(p);
+}
+
+static ls_weight make_weight(ls_dtype t, int64_t n_out, int64_t n_in, unsigned *seed, uint8_t **buf) {
+    const ls_dtype_info *ti = ls_dtype_get(t);
+    size_t row = (size_t)(n_in / ti->block) * ti->block_bytes;
+    *buf = malloc(row * (size_t)n_out);
+    fill_random(*buf, row * (size_t)n_out, seed);
+    if (t == LS_F32)
+        for (int64_t i = 0; i < n_out * n_in; i++) ((float *)*buf)[i] = frand(seed);
+    else if (t == LS_F16 || t == LS_BF16)
+        for (int64_t i = 0; i < n_out * n_in; i++) {
+            uint16_t h = t == LS_F16 ? ls_f32_to_fp16(frand(seed)) : ls_f32_to_bf16(frand(seed));
+            memcpy(*buf + 2 * i, &h, 2);
+        }
+    else
+        sane_scales(t, *buf, n_out * n_in / ti->block, seed);
+    return (ls_weight){.type = t, .n_in = n_in, .n_out = n_out, .row_bytes = row, .data = *buf};
+}
+
+static void test_matmul(void) {
+    static const ls_dtype types[] = {LS_F32, LS_F16, LS_BF16, LS_Q8_0, LS_Q4_0, LS_Q4_1,
+                                     LS_Q5_0, LS_Q5_1, LS_Q4_K, LS_Q5_K, LS_Q6_K};
+    unsigned seed = 5;
+    for (size_t k = 0; k < sizeof types / sizeof *types; k++) {
+        int64_t block = ls_dtype_get(types[k])->block;
+        for (int trial = 0; trial < 4; trial++) {
+            int64_t m = trial == 0 ? 1 : 1 + rand_r(&seed) % 37, n_out = 1 + rand_r(&seed) % 300;
+            int64_t n_in = block * (1 + rand_r(&seed) % (block == 1 ? 200 : 6));
+            uint8_t *buf;
+            ls_weight w = make_weight(types[k], n_out, n_in, &seed, &buf);
+            float *x = malloc((size_t)(m * n_in) * 4), *y = malloc((size_t)(m * n_out) * 4),
+                  *r = malloc((size_t)(m * n_out) * 4);
+            fill(x, m * n_in, &seed, 1.0f);
+            TEST_COND(ls_op_matmul(g_be, &w, x, y, m) == LS_OK, "matmul %s", ls_dtype_name(types[k]));
+            ls_ref_matmul(&w, x, r, m);
+            double e = rel_err(y, r, m * n_out);
+            TEST_COND(e < 1e-5, "matmul %s m=%lld n_out=%lld n_in=%lld: error %.2e", ls_dtype_name(types[k]),
+                      (long long)m, (long long)n_out, (long long)n_in, e);
+            free(buf), free(x), free(y), free(r);
+        }
+    }
+    uint8_t *buf;
+    ls_weight w = make_weight(LS_Q4_0, 4, 32, &seed, &buf);
+    w.row_bytes = 19;
+    float x[32], y[4];
+    TEST_ERR(ls_op_matmul(g_be, &w, x, y, 1), LS_ERR_INVALID, "inconsistent");
+    int32_t bad = 4;
+    w.row_bytes = 18;
+    TEST_ERR(ls_op_get_rows(g_be, &w, &bad, 1, x), LS_ERR_INVALID, "token id 4 at position 0 is outside the vocabulary (0..3)");
+    free(buf);
+}
+
+static void test_elementwise(void) {
+    unsigned seed = 11;
+    for (int trial = 0; trial < 10; trial++) {
+        int64_t m = 1 + rand_r(&seed) % 70, n = 1 + rand_r(&seed) % 900;
+        float *x = malloc((size_t)(m * n) * 4), *x2 = malloc((size_t)(m * n) * 4), *w = malloc((size_t)n * 4),
+              *a = malloc((size_t)(m * n) * 4), *b = malloc((size_t)(m * n) * 4);
+        fill(x, m * n, &seed, 3.0f), fill(x2, m * n, &seed, 2.0f), fill(w, n, &seed, 1.0f);
+        TEST_COND(ls_op_rmsnorm(g_be, x, w, a, m, n, 1e-5f) == LS_OK, "rmsnorm");
+        ls_ref_rmsnorm(x, w, b, m, n, 1e-5f);
+        TEST_COND(rel_err(a, b, m * n) < 1e-6, "rmsnorm %lldx%lld: %.2e", (long long)m, (long long)n, rel_err(a, b, m * n));
+        TEST_COND(ls_op_swiglu(g_be, x, x2, a, m * n) == LS_OK, "swiglu");
+        ls_ref_swiglu(x, x2, b, m * n);
+        TEST_COND(rel_err(a, b, m * n) < 1e-6, "swiglu: %.2e", rel_err(a, b, m * n));
+        memcpy(a, x, (size_t)(m * n) * 4);
+        TEST_COND(ls_op_add(g_be, a, x2, m * n) == LS_OK && a[m * n - 1] == x[m * n - 1] + x2[m * n - 1], "add");
+        free(x), free(x2), free(w), free(a), free(b);
+    }
+}
+
+static void test_rope(void) {
+    unsigned seed = 17;
+    for (int trial = 0; trial < 12; trial++) {
+        int hd = (int[]){32, 64, 128, 80}[trial % 4], n_rot = trial % 3 == 2 ? hd / 2 : hd;
+        int n_heads = 1 + rand_r(&seed) % 9;
+        int64_t m = 1 + rand_r(&seed) % 40;
+        float inv[64];
+        for (int i = 0; i < n_rot / 2; i++) inv[i] = (float)pow(10000.0, -2.0 * i / n_rot) / (trial % 2 ? 4.0f : 1.0f);
+        ls_rope_freqs f = {n_rot, inv, trial % 5 == 4 ? 1.13862944f : 1.0f,
+                           trial % 2 ? LS_ROPE_PAIR_HALVES : LS_ROPE_PAIR_ADJACENT};
+        int64_t *pos = malloc((size_t)m * sizeof *pos);
+        for (int64_t t = 0; t < m; t++) pos[t] = rand_r(&seed) % 120000;
+        size_t n = (size_t)(m * n_heads * hd);
+        float *a = malloc(n * 4), *b = malloc(n * 4);
+        fill(a, (int64_t)n, &seed, 1.0f);
+        memcpy(b, a, n * 4);
+        TEST_COND(ls_op_rope(g_be, a, m, n_heads, hd, pos, &f) == LS_OK, "rope");
+        ls_ref_rope(b, m, n_heads, hd, pos, &f);
+        TEST_COND(rel_err(a, b, (int64_t)n) < 1e-6, "rope hd=%d n_rot=%d: %.2e", hd, n_rot, rel_err(a, b, (int64_t)n));
+        free(pos), free(a), free(b);
+    }
+    float x[8] = {0}, inv[4] = {1, 1, 1, 1};
+    ls_rope_freqs f = {4, inv, 1.0f, LS_ROPE_PAIR_ADJACENT};
+    TEST_ERR(ls_op_rope(g_be, x, 1, 1, 8, (int64_t[]){1ll << 25}, &f), LS_ERR_INVALID, "outside [0, 2^24]");
+}
+
+// One attention case: random q/k/v, optional split of the keys into two calls merged by lse.
+static void attention_case(int64_t n_q, int64_t q_pos0, int64_t n_kv, int n_head, int rep, int hd,
+                           unsigned *seed, bool split) {
+    int n_kv_head = n_head / rep;
+    int64_t stride = n_kv + rand_r(seed) % 5;
+    size_t nq = (size_t)(n_q * n_head * hd), nk = (size_t)(n_kv_head * stride * hd);
+    float *q = malloc(nq * 4), *k = malloc(nk * 4), *v = malloc(nk * 4), *o = malloc(nq * 4), *r = malloc(nq * 4);
+    float *lse = malloc((size_t)(n_q * n_head) * 4), *rlse = malloc((size_t)(n_q * n_head) * 4);
+    fill(q, (int64_t)nq, seed, 1.0f), fill(k, (int64_t)nk, seed, 1.0f), fill(v, (int64_t)nk, seed, 1.0f);
+    ls_attn_args a = {.q = q, .k = k, .v = v, .out = o, .lse = lse, .n_q = n_q, .q_pos0 = q_pos0, .n_kv = n_kv,
+                      .kv_stride = stride, .n_head = n_head, .n_kv_head = n_kv_head, .head_dim = hd,
+                      .scale = 1.0f / sqrtf((float)hd), .rule = {LS_ATTN_FULL}};
+    ls_attn_args ref = a;
+    ref.out = r, ref.lse = rlse;
+    ls_ref_attention(&ref);
+    if (!split) {
+        TEST_COND(ls_op_attention(g_be, &a) == LS_OK, "attention");
+    } else { // keys [0, c) and [c, n_kv) separately, then merged: what sequence parallelism does
+        int64_t c = n_kv / 2;
+        float *o2 = malloc(nq * 4), *lse2 = malloc((size_t)(n_q * n_head) * 4);
+        ls_attn_args a1 = a, a2 = a;
+        a1.n_kv = c;
+        a2.k = k + c * hd, a2.v = v + c * hd, a2.kv_pos0 = c, a2.n_kv = n_kv - c, a2.out = o2, a2.lse = lse2;
+        TEST_COND(ls_op_attention(g_be, &a1) == LS_OK && ls_op_attention(g_be, &a2) == LS_OK, "split attention");
+        TEST_COND(ls_op_attn_merge(g_be, o, lse, o2, lse2, n_q * n_head, hd) == LS_OK, "merge");
+        free(o2), free(lse2);
+    }
+    double eo = rel_err(o, r, (int64_t)nq), el = rel_err(lse, rlse, n_q * n_head);
+    TEST_COND(eo < 1e-5 && el < 1e-5, "attention n_q=%lld pos0=%lld n_kv=%lld heads=%d/%d hd=%d split=%d: out %.2e lse %.2e",
+              (long long)n_q, (long long)q_pos0, (long long)n_kv, n_head, n_kv_head, hd, split, eo, el);
+    free(q), free(k), free(v), free(o), free(r), free(lse), free(rlse);
+}
+
+static void test_attention(void) {
+    unsigned seed = 23;
+    static const int reps[] = {1, 3, 4, 8}, hds[] = {32, 64, 128};
+    for (int trial = 0; trial < 24; trial++) {
+        int rep = reps[trial % 4], hd = hds[trial % 3], n_head = rep * (1 + rand_r(&seed) % 3);
+        int64_t n_q = 1 + rand_r(&seed) % 77, p0 = trial % 2 ? rand_r(&seed) % 150 : 0;
+        attention_case(n_q, p0, p0 + n_q, n_head, rep, hd, &seed, trial % 5 == 4);
+    }
+    attention_case(1, 2999, 3000, 9, 3, 64, &seed, false);  // decode over a long cache: key splits
+    attention_case(3, 2000, 2003, 4, 4, 64, &seed, false);
+    attention_case(33, 1100, 1133, 6, 2, 64, &seed, true);
+    attention_case(5, 0, 3, 2, 1, 32, &seed, false);        // n_kv < n_q: early queries see a prefix
+    ls_attn_args bad = {.n_q = 1, .n_kv = 1, .kv_stride = 1, .n_head = 3, .n_kv_head = 2, .head_dim = 8, .scale = 1};
+    TEST_ERR(ls_op_attention(g_be, &bad), LS_ERR_INVALID, "inconsistent shape");
+}
+
 int main(void) {
     test_half();
     test_dequant();
+    test_pool();
+    if (ls_backend_cpu_init(2, false, &g_be) != LS_OK) {
+        ls_err_report(stderr);
+        return 1;
+    }
+    test_matmul();
+    test_elementwise();
+    test_rope();
+    test_attention();
+    ls_backend_free(g_be);
     return TEST_REPORT("test_kernels");
 }

@@ -1,0 +1,82 @@
+// engine_args.c — the options every model-running command shares (model, threads, RoPE
+// overrides), their parsing with clear messages, and loading the engine with them.
+// Tests: tests/cli/errors.sh, tests/oracle/test_forward.py.
+#include "cli.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+cli_engine_args cli_engine_args_default(void) {
+    return (cli_engine_args){.model = NULL, .opts = ls_engine_opts_default()};
+}
+
+bool cli_parse_double(const char *cmd, const char *opt, const char *arg, double *out) {
+    char *end;
+    errno = 0;
+    *out = strtod(arg, &end);
+    if (!*arg || *end || errno || !isfinite(*out)) {
+        cli_usage_error(cmd, "%s expects a number, not \"%s\"", opt, arg);
+        return false;
+    }
+    return true;
+}
+
+bool cli_parse_int(const char *cmd, const char *opt, const char *arg, int64_t lo, int64_t hi, int64_t *out) {
+    char *end;
+    errno = 0;
+    long long v = strtoll(arg, &end, 10);
+    if (!*arg || *end || errno || v < lo || v > hi) {
+        cli_usage_error(cmd, "%s expects an integer from %lld to %lld, not \"%s\"", opt, (long long)lo,
+                        (long long)hi, arg);
+        return false;
+    }
+    *out = v;
+    return true;
+}
+
+int cli_engine_option(const char *cmd, int c, const char *arg, cli_engine_args *a) {
+    static const char *names[] = {"--model", "--threads", "--ubatch", "--no-pin", "--rope-scaling",
+                                  "--rope-scale", "--rope-freq-base", "--yarn-orig-ctx", "--yarn-beta-fast",
+                                  "--yarn-beta-slow", "--yarn-attn-factor", "--act-precision"};
+    int k = c - CLI_ENGINE_OPT;
+    int64_t v;
+    ls_rope_override *r = &a->opts.rope;
+    double *dst[] = {&r->factor, &r->freq_base, &r->orig_ctx, &r->beta_fast, &r->beta_slow, &r->attn_factor};
+    switch (k) {
+    case 0: a->model = arg; return 0;
+    case 1:
+        if (!cli_parse_int(cmd, names[k], arg, 1, 1024, &v)) return 2;
+        a->opts.n_threads = (int)v;
+        return 0;
+    case 2:
+        if (!cli_parse_int(cmd, names[k], arg, 1, 65536, &v)) return 2;
+        a->opts.ubatch = v;
+        return 0;
+    case 3: a->opts.pin_threads = false; return 0;
+    case 4: {
+        ls_rope_scaling s;
+        if (!ls_rope_scaling_parse(arg, &s))
+            return cli_usage_error(cmd, "--rope-scaling \"%s\" is not one of none, linear, ntk, dynamic, yarn, llama3, longrope", arg);
+        r->scaling = (int)s;
+        return 0;
+    }
+    case 11:
+        if (!strcmp(arg, "f32")) a->opts.act = LS_ACT_F32;
+        else if (!strcmp(arg, "llamacpp")) a->opts.act = LS_ACT_LLAMACPP;
+        else return cli_usage_error(cmd, "--act-precision \"%s\" is not f32 or llamacpp", arg);
+        return 0;
+    default:
+        if (k < 5 || k > 10) return cli_usage_error(cmd, "unknown option");
+        return cli_parse_double(cmd, names[k], arg, dst[k - 5]) ? 0 : 2;
+    }
+}
+
+ls_status cli_engine_load(const cli_engine_args *a, ls_engine_t **e) {
+    const char *path = a->model ? a->model : ls_default_model_path();
+    LS_CHECK(ls_engine_load(path, &a->opts, e));
+    const char *notes = ls_engine_notes(*e);
+    if (notes && *notes) fputs(notes, stderr);
+    return LS_OK;
+}

@@ -1,0 +1,97 @@
+// ops.c — the op API's front: argument checks done once for every backend, then dispatch
+// through the backend's interface table; and the attention rule (which keys each query
+// sees), which kernels and, later, the shard planner both ask. Tests: tests/unit/test_kernels.c.
+#include "backend_impl.h"
+
+#include <math.h>
+
+void ls_backend_free(ls_backend_t *b) {
+    if (!b) return;
+    b->iface->free(b->ctx);
+    ls_free(b);
+}
+
+const char *ls_backend_name(const ls_backend_t *b) { return b->iface->name; }
+int ls_backend_threads(const ls_backend_t *b) { return b->iface->threads(b->ctx); }
+void ls_backend_set_act_precision(ls_backend_t *b, ls_act_precision p) { b->iface->set_act_precision(b->ctx, p); }
+
+static ls_status check_weight(const ls_weight *w, const char *op) {
+    if (!w || !w->data) return LS_ERR(LS_ERR_INVALID, "%s: no weight data", op);
+    if (!ls_dequant_supported(w->type))
+        return LS_ERR(LS_ERR_UNSUPPORTED, "%s: weights of type %s are not supported", op, ls_dtype_name(w->type));
+    uint64_t rb;
+    if (w->n_in <= 0 || w->n_out <= 0 || !ls_dtype_row_bytes(w->type, (uint64_t)w->n_in, &rb) || rb != w->row_bytes)
+        return LS_ERR(LS_ERR_INVALID, "%s: weight [%lld x %lld] of %s with %zu-byte rows is inconsistent", op,
+                      (long long)w->n_out, (long long)w->n_in, ls_dtype_name(w->type), w->row_bytes);
+    return LS_OK;
+}
+
+ls_status ls_op_matmul(ls_backend_t *b, const ls_weight *w, const float *x, float *y, int64_t m) {
+    LS_CHECK(check_weight(w, "matmul"));
+    if (m < 0 || (m && (!x || !y))) return LS_ERR(LS_ERR_INVALID, "matmul: bad activations (m = %lld)", (long long)m);
+    return m ? b->iface->matmul(b->ctx, w, x, y, m) : LS_OK;
+}
+
+ls_status ls_op_get_rows(ls_backend_t *b, const ls_weight *w, const int32_t *ids, int64_t m, float *out) {
+    LS_CHECK(check_weight(w, "get_rows"));
+    for (int64_t i = 0; i < m; i++)
+        if (ids[i] < 0 || ids[i] >= w->n_out)
+            return LS_ERR(LS_ERR_INVALID, "token id %d at position %lld is outside the vocabulary (0..%lld)",
+                          ids[i], (long long)i, (long long)w->n_out - 1);
+    return m ? b->iface->get_rows(b->ctx, w, ids, m, out) : LS_OK;
+}
+
+ls_status ls_op_rmsnorm(ls_backend_t *b, const float *x, const float *w, float *y, int64_t m,
+                        int64_t n, float eps) {
+    if (m < 0 || n <= 0 || !(eps > 0)) return LS_ERR(LS_ERR_INVALID, "rmsnorm: bad shape or eps");
+    return m ? b->iface->rmsnorm(b->ctx, x, w, y, m, n, eps) : LS_OK;
+}
+
+ls_status ls_op_swiglu(ls_backend_t *b, const float *gate, const float *up, float *out, int64_t n) {
+    if (n < 0) return LS_ERR(LS_ERR_INVALID, "swiglu: bad length");
+    return n ? b->iface->swiglu(b->ctx, gate, up, out, n) : LS_OK;
+}
+
+ls_status ls_op_add(ls_backend_t *b, float *y, const float *x, int64_t n) {
+    if (n < 0) return LS_ERR(LS_ERR_INVALID, "add: bad length");
+    return n ? b->iface->add(b->ctx, y, x, n) : LS_OK;
+}
+
+ls_status ls_op_rope(ls_backend_t *b, float *x, int64_t m, int n_heads, int head_dim,
+                     const int64_t *pos, const ls_rope_freqs *f) {
+    if (m < 0 || n_heads <= 0 || head_dim <= 0 || f->n_rot <= 0 || f->n_rot % 2 || f->n_rot > head_dim)
+        return LS_ERR(LS_ERR_INVALID, "rope: %d rotary dimensions do not fit heads of %d", f->n_rot, head_dim);
+    for (int64_t t = 0; t < m; t++)
+        if (pos[t] < 0 || pos[t] > (1ll << 24))
+            return LS_ERR(LS_ERR_INVALID, "rope: position %lld is outside [0, 2^24] (f32 holds exact integers only up to there)",
+                          (long long)pos[t]);
+    return m ? b->iface->rope(b->ctx, x, m, n_heads, head_dim, pos, f) : LS_OK;
+}
+
+int ls_attn_ranges(const ls_attn_rule *r, int64_t i, int h, int64_t lo[2], int64_t hi[2]) {
+    (void)h;
+    switch (r->kind) {
+    case LS_ATTN_FULL:
+        lo[0] = 0;
+        hi[0] = i;
+        return i >= 0 ? 1 : 0;
+    }
+    return 0;
+}
+
+ls_status ls_op_attention(ls_backend_t *b, const ls_attn_args *a) {
+    if (a->n_q < 0 || a->n_kv < 0 || a->n_head <= 0 || a->n_kv_head <= 0 || a->head_dim <= 0 ||
+        a->n_head % a->n_kv_head || a->kv_stride < a->n_kv || a->q_pos0 < 0 || a->kv_pos0 < 0)
+        return LS_ERR(LS_ERR_INVALID, "attention: inconsistent shape (%lld queries, %lld keys, stride %lld, heads %d/%d, dim %d)",
+                      (long long)a->n_q, (long long)a->n_kv, (long long)a->kv_stride, a->n_head,
+                      a->n_kv_head, a->head_dim);
+    if (!(a->scale > 0) || !isfinite(a->scale)) return LS_ERR(LS_ERR_INVALID, "attention: bad scale");
+    return a->n_q ? b->iface->attention(b->ctx, a) : LS_OK;
+}
+
+ls_status ls_op_attn_merge(ls_backend_t *b, float *o1, float *lse1, const float *o2,
+                           const float *lse2, int64_t n, int d) {
+    if (n < 0 || d <= 0) return LS_ERR(LS_ERR_INVALID, "attn_merge: bad shape");
+    if (!b->iface->attn_merge) return LS_ERR(LS_ERR_UNSUPPORTED, "attn_merge is not implemented by the %s backend", b->iface->name);
+    return n ? b->iface->attn_merge(b->ctx, o1, lse1, o2, lse2, n, d) : LS_OK;
+}

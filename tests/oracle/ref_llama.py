@@ -1,0 +1,145 @@
+"""A numpy (float64) reference of the llama forward pass, written independently of the C
+engine from the Hugging Face Llama semantics:
+
+- RMSNorm, grouped-query attention (query head h reads KV head h // (H / H_kv)), SwiGLU MLP,
+  tied or separate output head;
+- RoPE in HF's rotate_half convention on q/k weights *un-permuted* back to HF's layout (the
+  GGUF converter interleaves each head's rows; the engine rotates adjacent pairs instead), with
+  the angle formed as HF forms it (f32 position times f32 inverse frequency);
+- inverse frequencies for every method as in HF's modeling_rope_utils: default, linear,
+  NTK-aware, dynamic NTK, YaRN (attention factor on cos and sin), Llama 3, LongRoPE; a changed
+  base (ABF) is just the base.
+Optionally the matmul activations are rounded as llama.cpp rounds them (8-bit blocks), to
+check the engine's like-for-like mode.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+def rope_inv_freq(d, base, method="none", factor=1.0, orig_ctx=None, seq_len=None, beta_fast=32.0,
+                  beta_slow=1.0, low_ff=1.0, high_ff=4.0, divisors=None, long=None, short=None,
+                  attn_factor=None):
+    """Returns (inv_freq[d/2] float64, attention factor)."""
+    i = np.arange(0, d, 2, dtype=np.float64)
+    if method == "ntk":
+        base = base * factor ** (d / (d - 2))
+    if method == "dynamic":
+        L = max(seq_len, orig_ctx)
+        base = base * (factor * L / orig_ctx - (factor - 1)) ** (d / (d - 2))
+    f = 1.0 / base ** (i / d)
+    mscale = 1.0
+    if method == "linear":
+        f = f / factor
+    elif method == "yarn":
+        corr = lambda r: d * math.log(orig_ctx / (r * 2 * math.pi)) / (2 * math.log(base))
+        lo, hi = max(math.floor(corr(beta_fast)), 0), min(math.ceil(corr(beta_slow)), d - 1)
+        hi = hi + 0.001 if lo == hi else hi
+        ramp = np.clip((np.arange(d // 2) - lo) / (hi - lo), 0, 1)
+        f = (f / factor) * ramp + f * (1 - ramp)
+        mscale = (0.1 * math.log(factor) + 1.0 if factor > 1 else 1.0) * (attn_factor or 1.0)
+    elif method == "llama3":
+        if divisors is not None:
+            f = f / np.asarray(divisors, dtype=np.float64)
+        else:
+            wl = 2 * math.pi / f
+            lo_wl, hi_wl = orig_ctx / low_ff, orig_ctx / high_ff
+            smooth = (orig_ctx / wl - low_ff) / (high_ff - low_ff)
+            mid = (1 - smooth) * f / factor + smooth * f
+            f = np.where(wl < hi_wl, f, np.where(wl > lo_wl, f / factor, mid))
+    elif method == "longrope":
+        ext = np.asarray(long if seq_len > orig_ctx else short, dtype=np.float64)
+        f = f / ext
+        mscale = attn_factor or (math.sqrt(1 + math.log(factor) / math.log(orig_ctx)) if factor > 1 else 1.0)
+    return f, mscale
+
+
+def unpermute(w, n_heads):
+    """GGUF q/k rows (pairs adjacent within a head) back to HF's layout (halves)."""
+    hd = w.shape[0] // n_heads
+    return w.reshape(n_heads, hd // 2, 2, -1).transpose(0, 2, 1, 3).reshape(w.shape)
+
+
+def rms(x, w, eps):
+    return x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + eps) * w
+
+
+def round_acts(x, wtype):
+    """llama.cpp's activation rounding before its dot products (see kernels/cpu/act_round.c)."""
+    x32 = x.astype(np.float32)
+    if wtype in ("F32",):
+        return x
+    if wtype in ("F16",):
+        return x32.astype(np.float16).astype(np.float64)
+    if wtype in ("BF16",):
+        u = x32.view(np.uint32).astype(np.uint64)
+        u = ((u + 0x7FFF + ((u >> 16) & 1)) >> 16) << 16
+        return u.astype(np.uint32).view(np.float32).astype(np.float64)
+    if wtype in ("Q4_K", "Q5_K", "Q6_K"):
+        b = x32.reshape(-1, 256)
+        idx = np.abs(b).argmax(axis=1)
+        mx = b[np.arange(len(b)), idx]
+        with np.errstate(divide="ignore"):
+            iscale = np.where(mx != 0, np.float32(-127.0) / mx, 0).astype(np.float32)
+        q = np.minimum(np.rint(b * iscale[:, None]), 127)
+        inv = np.where(iscale != 0, np.float32(1.0) / np.where(iscale != 0, iscale, 1), 0).astype(np.float32)
+        return (q * inv[:, None]).astype(np.float32).reshape(x.shape).astype(np.float64)
+    b = x32.reshape(-1, 32)
+    amax = np.abs(b).max(axis=1)
+    with np.errstate(divide="ignore"):
+        ident = np.where(amax != 0, np.float32(127.0) / amax, 0).astype(np.float32)
+    d = (amax / np.float32(127.0)).astype(np.float16).astype(np.float32)
+    return (np.rint(b * ident[:, None]) * d[:, None]).astype(np.float32).reshape(x.shape).astype(np.float64)
+
+
+def forward(model, tokens, rope=None, act_llamacpp=False):
+    """Logits [n][vocab] (float64) for the token ids, positions 0..n-1."""
+    hp, W = model.hp, {k: v.astype(np.float64) for k, v in model.weights.items()}
+    H, KV, hd, eps = hp["heads"], hp["kv_heads"], hp["head_dim"], hp["eps"]
+    n = len(tokens)
+    rope = dict(rope or {})
+    method = rope.pop("method", "none")
+    base = rope.pop("base", hp["rope_base"])
+    inv, mscale = rope_inv_freq(hd, base, method, seq_len=n, **rope)
+    pos = np.arange(n, dtype=np.float32)
+    ang = (pos[:, None] * inv.astype(np.float32)[None, :]).astype(np.float64)  # f32 angle, as HF
+    cos = np.cos(np.concatenate([ang, ang], axis=1)) * mscale
+    sin = np.sin(np.concatenate([ang, ang], axis=1)) * mscale
+
+    def mm(a, name):
+        if act_llamacpp:
+            a = round_acts(a, model.types[name])
+        return a @ W[name].T
+
+    def rot(x):  # x [n][heads][hd], HF rotate_half
+        half = hd // 2
+        rh = np.concatenate([-x[..., half:], x[..., :half]], axis=-1)
+        return x * cos[:, None, :] + rh * sin[:, None, :]
+
+    for key in list(W):
+        if key.endswith("attn_q.weight"):
+            W[key] = unpermute(W[key], H)
+        if key.endswith("attn_k.weight"):
+            W[key] = unpermute(W[key], KV)
+    x = W["token_embd.weight"][tokens]
+    mask = np.triu(np.full((n, n), -np.inf), k=1)
+    for il in range(hp["layers"]):
+        p = f"blk.{il}."
+        h = rms(x, W[p + "attn_norm.weight"], eps)
+        q = rot(mm(h, p + "attn_q.weight").reshape(n, H, hd))
+        k = rot(mm(h, p + "attn_k.weight").reshape(n, KV, hd))
+        v = mm(h, p + "attn_v.weight").reshape(n, KV, hd)
+        out = np.empty((n, H, hd))
+        for head in range(H):
+            g = head // (H // KV)
+            s = q[:, head, :] @ k[:, g, :].T / math.sqrt(hd) + mask
+            s = np.exp(s - s.max(axis=1, keepdims=True))
+            out[:, head, :] = (s / s.sum(axis=1, keepdims=True)) @ v[:, g, :]
+        x = x + mm(out.reshape(n, H * hd), p + "attn_output.weight")
+        h = rms(x, W[p + "ffn_norm.weight"], eps)
+        g = mm(h, p + "ffn_gate.weight")
+        x = x + mm(g / (1 + np.exp(-g)) * mm(h, p + "ffn_up.weight"), p + "ffn_down.weight")
+    h = rms(x, W["output_norm.weight"], eps)
+    return mm(h, "output.weight" if "output.weight" in W else "token_embd.weight")

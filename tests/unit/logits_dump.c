@@ -1,0 +1,79 @@
+// logits_dump.c — test helper: runs token ids through the engine and writes the logits of
+// every position as raw f32 [n][n_vocab] (tests/oracle/test_forward.py compares them with a
+// numpy reference). The first K tokens are prefilled in micro-batches, the rest fed one at a
+// time as in decoding; RoPE overrides are passed as in the CLI.
+//   logits_dump MODEL IDS_FILE OUT [--ubatch N] [--decode-from K] [--act llamacpp]
+//               [--rope-scaling S] [--rope-scale X] [--rope-freq-base B] [--yarn-orig-ctx N]
+#include "ls_engine.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct sink {
+    FILE *f;
+    int64_t n_vocab;
+} sink;
+
+static ls_status write_row(void *ctx, int64_t index, const float *logits) {
+    sink *s = ctx;
+    (void)index;
+    if (fwrite(logits, sizeof *logits, (size_t)s->n_vocab, s->f) != (size_t)s->n_vocab)
+        return LS_ERR(LS_ERR_IO, "short write");
+    return LS_OK;
+}
+
+static ls_status run(int argc, char **argv) {
+    ls_engine_opts o = ls_engine_opts_default();
+    int64_t decode_from = -1;
+    for (int i = 4; i + 1 < argc; i += 2) {
+        const char *k = argv[i], *v = argv[i + 1];
+        if (!strcmp(k, "--ubatch")) o.ubatch = atoll(v);
+        else if (!strcmp(k, "--decode-from")) decode_from = atoll(v);
+        else if (!strcmp(k, "--act")) o.act = strcmp(v, "llamacpp") ? LS_ACT_F32 : LS_ACT_LLAMACPP;
+        else if (!strcmp(k, "--rope-scaling")) {
+            ls_rope_scaling s;
+            if (!ls_rope_scaling_parse(v, &s)) return LS_ERR(LS_ERR_INVALID, "bad scaling %s", v);
+            o.rope.scaling = (int)s;
+        } else if (!strcmp(k, "--rope-scale")) o.rope.factor = atof(v);
+        else if (!strcmp(k, "--rope-freq-base")) o.rope.freq_base = atof(v);
+        else if (!strcmp(k, "--yarn-orig-ctx")) o.rope.orig_ctx = atof(v);
+        else return LS_ERR(LS_ERR_INVALID, "unknown option %s", k);
+    }
+    ls_buf text = {0};
+    LS_CHECK(ls_file_read_all(argv[2], 1 << 26, &text));
+    ls_vec_i32 ids = {0};
+    for (char *p = text.data, *end; *p; p = end) {
+        long v = strtol(p, &end, 10);
+        if (end == p) break;
+        ls_vec_i32_push(&ids, (int32_t)v);
+    }
+    ls_buf_free(&text);
+    ls_engine_t *e;
+    LS_CHECK(ls_engine_load(argv[1], &o, &e));
+    ls_seq_t *s;
+    LS_CHECK(ls_seq_init(e, (int64_t)ids.len, &s));
+    sink sk = {fopen(argv[3], "wb"), ls_engine_config(e)->n_vocab};
+    if (!sk.f) return LS_ERR(LS_ERR_IO, "cannot write %s", argv[3]);
+    int64_t n = (int64_t)ids.len, k = decode_from < 0 || decode_from > n ? n : decode_from;
+    ls_forward_opts fo = {.logits_from = 0, .on_logits = write_row, .ctx = &sk};
+    LS_CHECK(ls_engine_forward(e, s, ids.data, k, &fo));
+    for (int64_t i = k; i < n; i++) LS_CHECK(ls_engine_forward(e, s, ids.data + i, 1, &fo));
+    fclose(sk.f);
+    ls_seq_free(s);
+    ls_engine_free(e);
+    ls_vec_i32_free(&ids);
+    return LS_OK;
+}
+
+int main(int argc, char **argv) {
+    if (argc < 4) {
+        fprintf(stderr, "usage: logits_dump MODEL IDS_FILE OUT [options]\n");
+        return 2;
+    }
+    if (run(argc, argv) != LS_OK) {
+        ls_err_report(stderr);
+        return 1;
+    }
+    return 0;
+}

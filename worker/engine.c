@@ -1,0 +1,231 @@
+// engine.c — loading a model into an engine (configuration, RoPE overrides, tokenizer,
+// backend, weight views, activation buffers) and sequences with their KV cache. The layer
+// loop is in forward.c. Tests: tests/unit/test_engine.c, tests/oracle/test_forward.py.
+#include "engine_impl.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define DEFAULT_UBATCH 512
+
+ls_engine_opts ls_engine_opts_default(void) {
+    return (ls_engine_opts){.n_threads = 0, .pin_threads = true, .ubatch = DEFAULT_UBATCH,
+                            .rope = LS_ROPE_OVERRIDE_NONE};
+}
+
+// --- RoPE overrides -----------------------------------------------------------------------
+
+static void note_double(ls_buf *notes, const char *what, double file, double now) {
+    if (file != now) ls_buf_printf(notes, "rope: %s %g (the model file says %g)\n", what, now, file);
+}
+
+static ls_status apply_rope_override(ls_engine_t *e, const ls_rope_override *o) {
+    ls_rope_config *r = &e->cfg.rope, file = *r;
+    if (o->scaling >= 0) {
+        if (o->scaling >= LS_ROPE_SCALING_COUNT) return LS_ERR(LS_ERR_INVALID, "unknown rope scaling %d", o->scaling);
+        r->scaling = (ls_rope_scaling)o->scaling;
+    }
+    if (!isnan(o->factor)) r->factor = o->factor;
+    if (!isnan(o->freq_base)) r->freq_base = o->freq_base;
+    if (!isnan(o->orig_ctx)) r->orig_ctx = (int64_t)o->orig_ctx;
+    if (!isnan(o->beta_fast)) r->yarn_beta_fast = o->beta_fast;
+    if (!isnan(o->beta_slow)) r->yarn_beta_slow = o->beta_slow;
+    if (!isnan(o->attn_factor)) r->attn_factor = o->attn_factor;
+    if (!(r->factor > 0) || !isfinite(r->factor)) return LS_ERR(LS_ERR_INVALID, "--rope-scale %g must be positive", r->factor);
+    if (!(r->freq_base > 1) || !isfinite(r->freq_base))
+        return LS_ERR(LS_ERR_INVALID, "--rope-freq-base %g must be greater than 1", r->freq_base);
+    if (r->orig_ctx < 1) return LS_ERR(LS_ERR_INVALID, "--yarn-orig-ctx must be at least 1");
+    if (r->scaling == LS_ROPE_LONGROPE && (!r->factors_long || !r->factors_short))
+        return LS_ERR(LS_ERR_INVALID, "--rope-scaling longrope needs the model's rope_factors_long/short tensors");
+    if (r->scaling != file.scaling)
+        ls_buf_printf(&e->notes, "rope: scaling %s (the model file says %s)\n", ls_rope_scaling_name(r->scaling),
+                      ls_rope_scaling_name(file.scaling));
+    note_double(&e->notes, "scale factor", file.factor, r->factor);
+    note_double(&e->notes, "freq base", file.freq_base, r->freq_base);
+    note_double(&e->notes, "original context", (double)file.orig_ctx, (double)r->orig_ctx);
+    note_double(&e->notes, "yarn beta fast", file.yarn_beta_fast, r->yarn_beta_fast);
+    note_double(&e->notes, "yarn beta slow", file.yarn_beta_slow, r->yarn_beta_slow);
+    note_double(&e->notes, "attention factor", file.attn_factor, r->attn_factor);
+    return LS_OK;
+}
+
+// --- weights ------------------------------------------------------------------------------
+
+static ls_status weight_of(const ls_gguf_tensor *t, ls_weight *w) {
+    if (!ls_dequant_supported(t->type))
+        return LS_ERR(LS_ERR_UNSUPPORTED, "tensor '%s' has type %s, which this engine cannot run yet", t->name,
+                      ls_dtype_name(t->type));
+    uint64_t row;
+    ls_dtype_row_bytes(t->type, (uint64_t)t->ne[0], &row); // checked when the file was opened
+    *w = (ls_weight){.type = t->type, .n_in = t->ne[0], .n_out = t->ne[1], .row_bytes = (size_t)row, .data = t->data};
+    return LS_OK;
+}
+
+// A small tensor (norm, bias) as an f32 array; NULL stays NULL.
+static ls_status f32_copy(const ls_gguf_tensor *t, float **out) {
+    *out = NULL;
+    if (!t) return LS_OK;
+    if (!ls_dequant_supported(t->type))
+        return LS_ERR(LS_ERR_UNSUPPORTED, "tensor '%s' has type %s, which this engine cannot run yet", t->name,
+                      ls_dtype_name(t->type));
+    *out = ls_malloc((size_t)t->ne[0] * sizeof **out);
+    return ls_dequant_row(t->type, t->data, *out, t->ne[0]);
+}
+
+static ls_status load_layers(ls_engine_t *e) {
+    const ls_model_config *c = &e->cfg;
+    e->layers = ls_calloc((size_t)c->n_layer, sizeof *e->layers);
+    for (int64_t il = 0; il < c->n_layer; il++) {
+        const ls_layer_weights *src = &c->layers[il];
+        layer *l = &e->layers[il];
+        LS_CHECK(weight_of(src->wq, &l->wq));
+        LS_CHECK(weight_of(src->wk, &l->wk));
+        LS_CHECK(weight_of(src->wv, &l->wv));
+        LS_CHECK(weight_of(src->wo, &l->wo));
+        LS_CHECK(weight_of(src->w_gate, &l->w_gate));
+        LS_CHECK(weight_of(src->w_up, &l->w_up));
+        LS_CHECK(weight_of(src->w_down, &l->w_down));
+        LS_CHECK(f32_copy(src->attn_norm, &l->attn_norm));
+        LS_CHECK(f32_copy(src->ffn_norm, &l->ffn_norm));
+        LS_CHECK(f32_copy(src->bq, &l->bq));
+        LS_CHECK(f32_copy(src->bk, &l->bk));
+        LS_CHECK(f32_copy(src->bv, &l->bv));
+        LS_CHECK(f32_copy(src->bo, &l->bo));
+    }
+    return LS_OK;
+}
+
+static void alloc_activations(ls_engine_t *e) {
+    const ls_model_config *c = &e->cfg;
+    size_t ub = (size_t)e->ubatch, q = (size_t)(c->n_head * c->head_dim), kv = (size_t)(c->n_head_kv * c->head_dim);
+    activations *a = &e->act;
+    a->x = ls_aligned_alloc(64, ub * (size_t)c->n_embd * sizeof(float));
+    a->h = ls_aligned_alloc(64, ub * (size_t)c->n_embd * sizeof(float));
+    a->q = ls_aligned_alloc(64, ub * q * sizeof(float));
+    a->att = ls_aligned_alloc(64, ub * q * sizeof(float));
+    a->k = ls_aligned_alloc(64, ub * kv * sizeof(float));
+    a->v = ls_aligned_alloc(64, ub * kv * sizeof(float));
+    a->gate = ls_aligned_alloc(64, ub * (size_t)c->n_ff * sizeof(float));
+    a->up = ls_aligned_alloc(64, ub * (size_t)c->n_ff * sizeof(float));
+    a->logits = ls_aligned_alloc(64, LOGIT_ROWS * (size_t)c->n_vocab * sizeof(float));
+    a->pos = ls_malloc(ub * sizeof *a->pos);
+}
+
+static ls_status load(ls_engine_t *e, const char *path, const ls_engine_opts *o) {
+    LS_CHECK(ls_gguf_open(path, &e->gguf));
+    LS_CHECK(ls_model_config_load(e->gguf, &e->cfg));
+    LS_CHECK(apply_rope_override(e, &o->rope));
+    LS_CHECK(ls_tokenizer_init(e->gguf, &e->tok));
+    if (ls_tokenizer_n_vocab(e->tok) != e->cfg.n_vocab)
+        return LS_ERR(LS_ERR_FORMAT, "the tokenizer has %d tokens but the embeddings have %lld rows",
+                      ls_tokenizer_n_vocab(e->tok), (long long)e->cfg.n_vocab);
+    LS_CHECK(weight_of(e->cfg.tok_embd, &e->tok_embd));
+    LS_CHECK(weight_of(e->cfg.output, &e->output));
+    LS_CHECK(f32_copy(e->cfg.output_norm, &e->output_norm));
+    LS_CHECK(load_layers(e));
+    if (o->ubatch < 0 || o->ubatch > (1 << 16)) return LS_ERR(LS_ERR_INVALID, "micro-batch of %lld tokens", (long long)o->ubatch);
+    e->ubatch = o->ubatch ? o->ubatch : DEFAULT_UBATCH;
+    LS_CHECK(ls_backend_cpu_init(o->n_threads, o->pin_threads, &e->be));
+    ls_backend_set_act_precision(e->be, o->act);
+    alloc_activations(e);
+    return LS_OK;
+}
+
+ls_status ls_engine_load(const char *path, const ls_engine_opts *opts, ls_engine_t **out) {
+    ls_engine_opts dflt = ls_engine_opts_default();
+    ls_engine_t *e = ls_calloc(1, sizeof *e);
+    ls_buf_append(&e->notes, "", 0);
+    ls_status rc = load(e, path, opts ? opts : &dflt);
+    if (rc != LS_OK) {
+        ls_engine_free(e);
+        *out = NULL;
+        return rc;
+    }
+    *out = e;
+    return LS_OK;
+}
+
+void ls_engine_free(ls_engine_t *e) {
+    if (!e) return;
+    for (int64_t il = 0; e->layers && il < e->cfg.n_layer; il++) {
+        layer *l = &e->layers[il];
+        ls_free(l->attn_norm), ls_free(l->ffn_norm), ls_free(l->bq), ls_free(l->bk), ls_free(l->bv), ls_free(l->bo);
+    }
+    ls_free(e->layers);
+    activations *a = &e->act;
+    ls_free(a->x), ls_free(a->h), ls_free(a->q), ls_free(a->att), ls_free(a->k), ls_free(a->v);
+    ls_free(a->gate), ls_free(a->up), ls_free(a->logits), ls_free(a->pos);
+    ls_free(e->output_norm);
+    ls_backend_free(e->be);
+    ls_tokenizer_free(e->tok);
+    ls_model_config_free(&e->cfg);
+    ls_gguf_free(e->gguf);
+    ls_buf_free(&e->notes);
+    ls_free(e);
+}
+
+const ls_model_config *ls_engine_config(const ls_engine_t *e) { return &e->cfg; }
+const ls_tokenizer_t *ls_engine_tokenizer(const ls_engine_t *e) { return e->tok; }
+const ls_gguf_t *ls_engine_gguf(const ls_engine_t *e) { return e->gguf; }
+ls_backend_t *ls_engine_backend(ls_engine_t *e) { return e->be; }
+const char *ls_engine_notes(const ls_engine_t *e) { return e->notes.data; }
+
+// --- sequences ----------------------------------------------------------------------------
+
+ls_status ls_seq_init(ls_engine_t *e, int64_t capacity, ls_seq_t **out) {
+    *out = NULL;
+    const ls_model_config *c = &e->cfg;
+    if (capacity < 1 || capacity > (1 << 24))
+        return LS_ERR(LS_ERR_RANGE, "a sequence of %lld tokens is outside 1..2^24", (long long)capacity);
+    uint64_t per_layer = (uint64_t)c->n_head_kv * (uint64_t)capacity * (uint64_t)c->head_dim, total, bytes;
+    if (!ls_mul_u64(per_layer, (uint64_t)c->n_layer, &total) || !ls_mul_u64(total, 2 * sizeof(float), &bytes))
+        return LS_ERR(LS_ERR_RANGE, "KV cache size overflows");
+    ls_seq_t *s = ls_calloc(1, sizeof *s);
+    s->e = e;
+    s->cap = capacity;
+    s->k = malloc(bytes / 2);
+    s->v = malloc(bytes / 2);
+    s->inv_freq = ls_malloc((size_t)c->rope.n_rot / 2 * sizeof *s->inv_freq);
+    ls_status rc = LS_OK;
+    if (!s->k || !s->v)
+        rc = LS_ERR(LS_ERR_NOMEM, "cannot allocate a KV cache of %.2f GB for %lld tokens", (double)bytes / 1e9,
+                    (long long)capacity);
+    if (rc == LS_OK) rc = ls_rope_compute(&c->rope, capacity, s->inv_freq, &s->attn_factor);
+    if (rc != LS_OK) {
+        ls_seq_free(s);
+        return rc;
+    }
+    *out = s;
+    return LS_OK;
+}
+
+void ls_seq_free(ls_seq_t *s) {
+    if (!s) return;
+    free(s->k);
+    free(s->v);
+    ls_free(s->inv_freq);
+    ls_free(s);
+}
+
+int64_t ls_seq_len(const ls_seq_t *s) { return s->len; }
+int64_t ls_seq_capacity(const ls_seq_t *s) { return s->cap; }
+void ls_seq_reset(ls_seq_t *s) { s->len = 0; }
+
+ls_status ls_engine_forward(ls_engine_t *e, ls_seq_t *s, const int32_t *tokens, int64_t n,
+                            const ls_forward_opts *o) {
+    if (n < 0) return LS_ERR(LS_ERR_INVALID, "forward: %lld tokens", (long long)n);
+    if (s->len + n > s->cap)
+        return LS_ERR(LS_ERR_RANGE, "the sequence holds %lld of %lld tokens: %lld more do not fit", (long long)s->len,
+                      (long long)s->cap, (long long)n);
+    for (int64_t i = 0; i < n; i++)
+        if (tokens[i] < 0 || tokens[i] >= e->cfg.n_vocab)
+            return LS_ERR(LS_ERR_INVALID, "token %lld is id %d, outside the vocabulary (0..%lld)", (long long)i,
+                          tokens[i], (long long)e->cfg.n_vocab - 1);
+    for (int64_t off = 0; off < n; off += e->ubatch) {
+        int64_t m = n - off < e->ubatch ? n - off : e->ubatch;
+        LS_CHECK(ls_engine_forward_ubatch(e, s, tokens + off, m, o ? o->logits_from - off : m, o, off));
+        if (o && o->on_progress) o->on_progress(o->progress_ctx, off + m, n);
+    }
+    return LS_OK;
+}

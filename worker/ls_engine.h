@@ -1,0 +1,73 @@
+// ls_engine.h — the single-process engine: a llama model loaded from GGUF (weights stay in
+// the file mapping, in their stored types) running on a backend, and sequences with their
+// own KV cache. The forward pass takes any number of tokens (prefill in micro-batches, or one
+// at a time for decode) and hands out logits for the positions asked for, one row at a time,
+// so no [n][vocab] buffer is ever needed. Tests: tests/oracle/test_forward.py (numpy
+// reference), tests/unit/test_engine.c.
+#ifndef LS_ENGINE_H
+#define LS_ENGINE_H
+
+#include "ls_kernels.h"
+#include "ls_model.h"
+#include "ls_tokenizer.h"
+
+typedef struct ls_engine ls_engine_t;
+typedef struct ls_seq ls_seq_t;
+
+// RoPE settings that replace what the model file says. NAN / -1 mean "keep the file's".
+typedef struct ls_rope_override {
+    int scaling; // an ls_rope_scaling, or -1
+    double factor, freq_base, orig_ctx, beta_fast, beta_slow, attn_factor;
+} ls_rope_override;
+#define LS_ROPE_OVERRIDE_NONE ((ls_rope_override){-1, NAN, NAN, NAN, NAN, NAN, NAN})
+
+typedef struct ls_engine_opts {
+    int n_threads;       // <= 0: all cores
+    bool pin_threads;
+    int64_t ubatch;      // tokens per micro-batch in prefill (bounds activation memory); <= 0: 512
+    ls_act_precision act; // matmul activations: f32 (default) or rounded as llama.cpp rounds them
+    ls_rope_override rope;
+} ls_engine_opts;
+ls_engine_opts ls_engine_opts_default(void);
+
+// Loads and validates the model (GGUF, configuration, tokenizer) and starts the backend.
+// Each RoPE override that changes the file's value is reported once through LS_INFO-level
+// lines collected in ls_engine_notes().
+ls_status ls_engine_load(const char *path, const ls_engine_opts *opts, ls_engine_t **out);
+void ls_engine_free(ls_engine_t *e);
+const ls_model_config *ls_engine_config(const ls_engine_t *e);
+const ls_tokenizer_t *ls_engine_tokenizer(const ls_engine_t *e);
+const ls_gguf_t *ls_engine_gguf(const ls_engine_t *e);
+ls_backend_t *ls_engine_backend(ls_engine_t *e);
+// Human-readable lines about settings that differ from the model file ("" if none).
+const char *ls_engine_notes(const ls_engine_t *e);
+
+// A sequence with room for `capacity` tokens of KV cache, allocated once. The RoPE
+// frequencies are fixed for the sequence from its capacity (dynamic NTK and LongRoPE depend on
+// the length; freezing them keeps cached keys and new queries consistent).
+ls_status ls_seq_init(ls_engine_t *e, int64_t capacity, ls_seq_t **out);
+void ls_seq_free(ls_seq_t *s);
+int64_t ls_seq_len(const ls_seq_t *s);
+int64_t ls_seq_capacity(const ls_seq_t *s);
+void ls_seq_reset(ls_seq_t *s); // empty again, same capacity and frequencies
+
+// Receives the logits of token `index` (counted within the ls_engine_forward call).
+typedef ls_status (*ls_logits_fn)(void *ctx, int64_t index, const float *logits /*[n_vocab]*/);
+// Called after each micro-batch with tokens done so far (within the call) and the total.
+typedef void (*ls_progress_fn)(void *ctx, int64_t done, int64_t total);
+
+typedef struct ls_forward_opts {
+    int64_t logits_from;   // logits for tokens [logits_from, n) of this call; n or more: none
+    ls_logits_fn on_logits;
+    void *ctx;
+    ls_progress_fn on_progress; // (optional)
+    void *progress_ctx;
+} ls_forward_opts;
+
+// Runs tokens[0..n) through the model at positions len..len+n-1 of the sequence and appends
+// them to its cache. Ids outside the vocabulary and a full cache are LS_ERR_INVALID /
+// LS_ERR_RANGE, checked before anything runs.
+ls_status ls_engine_forward(ls_engine_t *e, ls_seq_t *s, const int32_t *tokens, int64_t n,
+                            const ls_forward_opts *o);
+
+#endif // LS_ENGINE_H

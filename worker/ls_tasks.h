@@ -1,0 +1,67 @@
+// ls_tasks.h — what a worker does with a sequence: generate text after a prompt (sampling,
+// stop on end-of-generation tokens, stop strings or a length, text streamed in whole UTF-8
+// characters with possible stop-string prefixes held back), and score a text's perplexity
+// with llama.cpp's llama-perplexity protocol. Tests: tests/oracle/test_generate.py,
+// tests/oracle/test_perplexity.py, tests/unit/test_engine.c.
+#ifndef LS_TASKS_H
+#define LS_TASKS_H
+
+#include "ls_engine.h"
+#include "ls_sampler.h"
+
+// --- generation -----------------------------------------------------------------------------
+typedef enum ls_stop_reason { LS_STOP_EOG, LS_STOP_STRING, LS_STOP_LENGTH } ls_stop_reason;
+const char *ls_stop_reason_name(ls_stop_reason r); // "eog", "stop", "length"
+
+typedef struct ls_gen_opts {
+    int64_t max_tokens;           // generate at most this many
+    ls_sampler_opts sampling;
+    const char *const *stop;      // stop strings (not included in the text)
+    size_t n_stop;
+    bool ignore_eog;              // keep going past end-of-generation tokens
+    ls_progress_fn on_prefill;    // (optional) prefill progress
+    void *progress_ctx;
+} ls_gen_opts;
+
+typedef struct ls_gen_result {
+    ls_buf text;                  // the generated text, as streamed
+    ls_vec_i32 tokens;            // the generated ids (an end-of-generation token is not included)
+    int64_t prompt_tokens;
+    double prefill_ms, decode_ms;
+    ls_stop_reason stop;
+} ls_gen_result;
+void ls_gen_result_free(ls_gen_result *r);
+
+// Receives generated text as it becomes final.
+typedef ls_status (*ls_text_fn)(void *ctx, const char *text, size_t len);
+
+// Prefills the prompt (at least one token) into a fresh sequence of capacity
+// n_prompt + max_tokens, then samples until a stop condition.
+ls_status ls_generate(ls_engine_t *e, const int32_t *prompt, int64_t n_prompt, const ls_gen_opts *o,
+                      ls_text_fn on_text, void *text_ctx, ls_gen_result *res);
+
+// --- perplexity -----------------------------------------------------------------------------
+// The text is cut into chunks of ctx tokens (at most max_chunks, <= 0: all). Each chunk runs in
+// a fresh sequence; when the model adds BOS, the chunk's first token is replaced by BOS. The
+// second half of each chunk is scored: -log p(token j+1 | ..j) for j in [ctx/2, ctx-1).
+typedef void (*ls_ppl_chunk_fn)(void *ctx, int64_t chunk, int64_t n_chunks, double ppl_so_far);
+
+typedef struct ls_ppl_opts {
+    int64_t ctx, max_chunks;
+    ls_ppl_chunk_fn on_chunk;     // (optional) after each chunk
+    void *chunk_ctx;
+    ls_progress_fn on_progress;   // (optional) within a chunk
+    void *progress_ctx;
+} ls_ppl_opts;
+
+typedef struct ls_ppl_result {
+    double ppl, ppl_stderr;       // exp(mean NLL) and its standard error, as llama-perplexity
+    int64_t scored, chunks, ctx;  // scored tokens
+    double ms;
+} ls_ppl_result;
+
+// Needs at least 2 * ctx tokens, as llama-perplexity does.
+ls_status ls_perplexity(ls_engine_t *e, const int32_t *tokens, int64_t n, const ls_ppl_opts *o,
+                        ls_ppl_result *res);
+
+#endif // LS_TASKS_H
