@@ -19,6 +19,10 @@ int cli_fail(void);
 // Prints "longseq <cmd>: <message>" plus a hint to run --help, returns 2.
 int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+// A JSON string from bytes that may not be valid UTF-8 (invalid bytes become U+FFFD).
+typedef struct json_t json_t;
+json_t *cli_json_str(const char *p, size_t n);
+
 // A model file opened for its metadata and tokenizer.
 typedef struct cli_model {
     ls_gguf_t *gguf;

@@ -138,15 +138,10 @@ static void print_json(const ls_gen_result *r) {
     for (size_t i = 0; i < r->tokens.len; i++) json_array_append_new(ids, json_integer(r->tokens.data[i]));
     double pre = r->prefill_ms > 0 ? r->prompt_tokens / (r->prefill_ms / 1e3) : 0;
     double dec = r->decode_ms > 0 ? (double)r->tokens.len / (r->decode_ms / 1e3) : 0;
-    json_t *o = json_pack("{s:s%, s:I, s:I, s:f, s:f, s:f, s:f, s:s, s:o}", "text", r->text.data, r->text.len,
+    json_t *o = json_pack("{s:o, s:I, s:I, s:f, s:f, s:f, s:f, s:s, s:o}", "text", cli_json_str(r->text.data, r->text.len),
                           "tokens", (json_int_t)r->tokens.len, "prompt_tokens", (json_int_t)r->prompt_tokens,
                           "prefill_ms", r->prefill_ms, "decode_ms", r->decode_ms, "prefill_tok_per_s", pre,
                           "decode_tok_per_s", dec, "stop", ls_stop_reason_name(r->stop), "ids", ids);
-    if (!o) { // the text is not valid UTF-8 (a cut multi-byte character): escape it instead
-        json_decref(ids);
-        fprintf(stderr, "longseq generate: the output is not valid UTF-8 and cannot be written as JSON\n");
-        return;
-    }
     json_dumpf(o, stdout, JSON_COMPACT);
     printf("\n");
     json_decref(o);

@@ -115,31 +115,10 @@ static void print_human(const inspect_info *in) {
 
 // --- JSON ---------------------------------------------------------------------------------
 
-// A JSON string from bytes that may not be valid UTF-8 (invalid bytes become U+FFFD).
-static json_t *jstr(const char *p, size_t n) {
-    json_t *s = json_stringn(p, n);
-    if (s) return s;
-    ls_buf b = {0};
-    for (size_t i = 0; i < n;) {
-        utf8proc_int32_t cp;
-        utf8proc_ssize_t k = utf8proc_iterate((const uint8_t *)p + i, (utf8proc_ssize_t)(n - i), &cp);
-        if (k <= 0 || cp == 0) {
-            ls_buf_append(&b, "\xef\xbf\xbd", 3);
-            k = 1;
-        } else {
-            ls_buf_append(&b, p + i, (size_t)k);
-        }
-        i += (size_t)k;
-    }
-    s = json_stringn(b.data ? b.data : "", b.len);
-    ls_buf_free(&b);
-    return s;
-}
-
 static json_t *json_scalar_at(const ls_gguf_arr *a, uint64_t k) {
     if (a->type == LS_GGUF_STRING) {
         ls_str s = ls_gguf_arr_str(a, k);
-        return jstr(s.ptr, s.len);
+        return cli_json_str(s.ptr, s.len);
     }
     if (a->type == LS_GGUF_F32 || a->type == LS_GGUF_F64) return json_real(ls_gguf_arr_float(a, k));
     if (a->type == LS_GGUF_BOOL) return json_boolean(a->data[k]);
@@ -153,7 +132,7 @@ static json_t *json_kv(const ls_gguf_t *g, int64_t i) {
     int64_t iv;
     double fv;
     bool bv;
-    if (t == LS_GGUF_STRING && ls_gguf_get_str(g, key, &s) == LS_OK) return jstr(s.ptr, s.len);
+    if (t == LS_GGUF_STRING && ls_gguf_get_str(g, key, &s) == LS_OK) return cli_json_str(s.ptr, s.len);
     if (t == LS_GGUF_BOOL && ls_gguf_get_bool(g, key, &bv) == LS_OK) return json_boolean(bv);
     if ((t == LS_GGUF_F32 || t == LS_GGUF_F64) && ls_gguf_get_float(g, key, &fv) == LS_OK) return json_real(fv);
     if (t != LS_GGUF_ARRAY) {
@@ -211,14 +190,14 @@ static json_t *json_tensors(const ls_gguf_t *g, uint64_t *total) {
 
 static void print_json(const inspect_info *in) {
     json_t *root = json_object(), *meta = json_object();
-    json_object_set_new(root, "file", jstr(in->path, strlen(in->path)));
+    json_object_set_new(root, "file", cli_json_str(in->path, strlen(in->path)));
     json_object_set_new(root, "gguf_version", json_integer(ls_gguf_version(in->g)));
     json_object_set_new(root, "alignment", json_integer(ls_gguf_alignment(in->g)));
     for (int64_t i = 0; i < ls_gguf_n_kv(in->g); i++)
         json_object_set_new(meta, ls_gguf_kv_key(in->g, i), json_kv(in->g, i));
     ls_str arch;
     json_object_set_new(root, "architecture", ls_gguf_get_str(in->g, "general.architecture", &arch) == LS_OK
-                                                  ? jstr(arch.ptr, arch.len) : json_null());
+                                                  ? cli_json_str(arch.ptr, arch.len) : json_null());
     if (in->cfg_ok) {
         const ls_model_config *c = &in->cfg;
         json_object_set_new(root, "context_length", json_integer(c->n_ctx_train));

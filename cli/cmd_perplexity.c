@@ -25,6 +25,14 @@ typedef struct ppl_cli {
     double t0;
 } ppl_cli;
 
+// On a terminal, long chunks show their progress on standard error.
+static void on_progress(void *ctx, int64_t done, int64_t total) {
+    ppl_cli *p = ctx;
+    if (!p->tty || p->json || total < 2048) return;
+    if (done < total) fprintf(stderr, "\r  %lld/%lld tokens of this chunk ", (long long)done, (long long)total);
+    else fprintf(stderr, "\r%40s\r", "");
+}
+
 static void on_chunk(void *ctx, int64_t chunk, int64_t n_chunks, double ppl) {
     ppl_cli *p = ctx;
     if (p->json) return;
@@ -65,6 +73,8 @@ int cmd_perplexity(int argc, char **argv) {
     if (argc - optind != 1) return cli_usage_error("perplexity", "expected one text file");
     po.on_chunk = on_chunk;
     po.chunk_ctx = &pc;
+    po.on_progress = on_progress;
+    po.progress_ctx = &pc;
     ls_engine_t *e = NULL;
     ls_buf text = {0};
     ls_vec_i32 ids = {0};

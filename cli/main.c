@@ -3,8 +3,10 @@
 // Tests: every oracle and integration test in tests/ runs this binary.
 #include "cli.h"
 
+#include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
+#include <utf8proc.h>
 
 typedef struct command {
     const char *name;
@@ -41,6 +43,26 @@ int cli_usage_error(const char *cmd, const char *fmt, ...) {
     va_end(ap);
     fprintf(stderr, "longseq %s: %s (see longseq %s --help)\n", cmd, msg, cmd);
     return 2;
+}
+
+json_t *cli_json_str(const char *p, size_t n) {
+    json_t *s = json_stringn(p, n);
+    if (s) return s;
+    ls_buf b = {0};
+    for (size_t i = 0; i < n;) {
+        utf8proc_int32_t cp;
+        utf8proc_ssize_t k = utf8proc_iterate((const uint8_t *)p + i, (utf8proc_ssize_t)(n - i), &cp);
+        if (k <= 0 || cp == 0) {
+            ls_buf_append(&b, "\xef\xbf\xbd", 3);
+            k = 1;
+        } else {
+            ls_buf_append(&b, p + i, (size_t)k);
+        }
+        i += (size_t)k;
+    }
+    s = json_stringn(b.data ? b.data : "", b.len);
+    ls_buf_free(&b);
+    return s;
 }
 
 ls_status cli_model_open(const char *path, cli_model *m) {

@@ -27,7 +27,7 @@ KJV_SHA256=b5c4940bcfeee072c0935b5200d0f9d88a00a0199cb0961d16133458fcdfae5d
 say() { printf '[setup] %s\n' "$*"; }
 
 # --- Debian packages ----------------------------------------------------------------------
-packages="build-essential cmake pkg-config libutf8proc-dev libjansson-dev python3 python3-venv bible-kjv"
+packages="build-essential cmake pkg-config libutf8proc-dev libjansson-dev libopenblas-dev python3 python3-venv bible-kjv"
 [ $tests = 1 ] && packages="$packages clang libclang-rt-14-dev"
 missing=""
 for p in $packages; do
@@ -87,7 +87,8 @@ if ! sha_ok "$KJV_FILE" "$KJV_SHA256"; then
 fi
 
 # --- build --------------------------------------------------------------------------------
-cmake_args=(-DCMAKE_BUILD_TYPE="${LS_BUILD_TYPE:-Release}" -DLS_PYTHON="$venv/bin/python")
+cmake_args=(-DCMAKE_BUILD_TYPE="${LS_BUILD_TYPE:-Release}")
+[ $tests = 1 ] && cmake_args+=(-DLS_PYTHON="$venv/bin/python") # the oracles need the test venv
 [ "${LS_WERROR:-0}" = 1 ] && cmake_args+=(-DLS_WERROR=ON)
 cmake -S "$root" -B "$root/build" "${cmake_args[@]}" >"$LONGSEQ_HOME/cmake-configure.log" 2>&1 || {
     cat "$LONGSEQ_HOME/cmake-configure.log" >&2

@@ -3,6 +3,7 @@
 // get_rows, rope). Matmul and attention have files of their own. Twins: kernels/ref.
 // Tests: tests/unit/test_kernels.c.
 #include "cpu_impl.h"
+#include "simd.h"
 
 #include <cblas.h>
 #include <math.h>
@@ -22,14 +23,6 @@ float *cpu_scratch_get(cpu_scratch *s, size_t n) {
 
 // --- SIMD helpers ---------------------------------------------------------------------------
 
-#if defined(__AVX2__)
-static inline float hsum256(__m256 v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
-#endif
 
 float cpu_dot(const float *a, const float *b, int64_t n) {
     int64_t i = 0;
@@ -41,7 +34,7 @@ float cpu_dot(const float *a, const float *b, int64_t n) {
         acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), acc1);
     }
     for (; i + 8 <= n; i += 8) acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc0);
-    sum = hsum256(_mm256_add_ps(acc0, acc1));
+    sum = simd_hsum(_mm256_add_ps(acc0, acc1));
 #endif
     for (; i < n; i++) sum += a[i] * b[i];
     return sum;

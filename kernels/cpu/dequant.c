@@ -3,7 +3,7 @@
 // the same, in the same order, as ggml's dequantize_row_* (the build keeps -ffp-contract=off
 // for this file so no FMA changes a rounding). Twin: kernels/ref/dequant_ref.c.
 // Tests: tests/unit/test_kernels.c, tests/oracle/test_dequant.py.
-#include "ls_kernels.h"
+#include "simd.h"
 
 #include <string.h>
 #if defined(__F16C__) || defined(__AVX2__)
@@ -53,26 +53,10 @@ uint16_t ls_f32_to_bf16(float f) {
 
 // --- block dequantizers -------------------------------------------------------------------
 
-static inline float rd_half(const uint8_t *p) {
-    uint16_t h;
-    memcpy(&h, p, 2);
-    return ls_fp16_to_f32(h);
-}
 
-#if defined(__AVX2__)
-// 16 bytes of nibbles -> 32 int32 lanes in 4 vectors: low nibbles are elements 0..15, high
-// nibbles 16..31 (the ggml layout). `bias` is subtracted (8 for Q4_0, 0 for Q4_1).
-static inline void nibbles_to_ps(const uint8_t *qs, int bias, __m256 out[4]) {
-    __m128i q = _mm_loadu_si128((const __m128i *)qs), mask = _mm_set1_epi8(15);
-    __m128i lo = _mm_and_si128(q, mask), hi = _mm_and_si128(_mm_srli_epi16(q, 4), mask);
-    __m128i parts[4] = {lo, _mm_srli_si128(lo, 8), hi, _mm_srli_si128(hi, 8)};
-    __m256i vb = _mm256_set1_epi32(bias);
-    for (int k = 0; k < 4; k++) out[k] = _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_cvtepu8_epi32(parts[k]), vb));
-}
-#endif
 
 static inline void deq_q8_0(const uint8_t *b, float *y) { // {d, qs[32]}
-    float d = rd_half(b);
+    float d = simd_half(b);
     const int8_t *qs = (const int8_t *)(b + 2);
 #if defined(__AVX2__)
     __m256 vd = _mm256_set1_ps(d);
@@ -86,11 +70,11 @@ static inline void deq_q8_0(const uint8_t *b, float *y) { // {d, qs[32]}
 }
 
 static inline void deq_q4_0(const uint8_t *b, float *y) { // {d, qs[16]}
-    float d = rd_half(b);
+    float d = simd_half(b);
     const uint8_t *qs = b + 2;
 #if defined(__AVX2__)
     __m256 q[4], vd = _mm256_set1_ps(d);
-    nibbles_to_ps(qs, 8, q);
+    simd_nibbles(qs, 8, q);
     for (int k = 0; k < 4; k++) _mm256_storeu_ps(y + 8 * k, _mm256_mul_ps(vd, q[k]));
 #else
     for (int j = 0; j < 16; j++) {
@@ -101,11 +85,11 @@ static inline void deq_q4_0(const uint8_t *b, float *y) { // {d, qs[16]}
 }
 
 static inline void deq_q4_1(const uint8_t *b, float *y) { // {d, m, qs[16]}
-    float d = rd_half(b), m = rd_half(b + 2);
+    float d = simd_half(b), m = simd_half(b + 2);
     const uint8_t *qs = b + 4;
 #if defined(__AVX2__)
     __m256 q[4], vd = _mm256_set1_ps(d), vm = _mm256_set1_ps(m);
-    nibbles_to_ps(qs, 0, q);
+    simd_nibbles(qs, 0, q);
     for (int k = 0; k < 4; k++) _mm256_storeu_ps(y + 8 * k, _mm256_add_ps(_mm256_mul_ps(vd, q[k]), vm)); // no FMA
 #else
     for (int j = 0; j < 16; j++) {
@@ -116,7 +100,7 @@ static inline void deq_q4_1(const uint8_t *b, float *y) { // {d, m, qs[16]}
 }
 
 static inline void deq_q5_0(const uint8_t *b, float *y) { // {d, qh[4], qs[16]}
-    float d = rd_half(b);
+    float d = simd_half(b);
     uint32_t h;
     memcpy(&h, b + 2, 4);
     const uint8_t *qs = b + 6;
@@ -129,7 +113,7 @@ static inline void deq_q5_0(const uint8_t *b, float *y) { // {d, qh[4], qs[16]}
 }
 
 static inline void deq_q5_1(const uint8_t *b, float *y) { // {d, m, qh[4], qs[16]}
-    float d = rd_half(b), m = rd_half(b + 2);
+    float d = simd_half(b), m = simd_half(b + 2);
     uint32_t h;
     memcpy(&h, b + 4, 4);
     const uint8_t *qs = b + 8;
@@ -152,7 +136,7 @@ static void unpack_scales_k4(const uint8_t *s, uint8_t sc[8], uint8_t mn[8]) {
 }
 
 static inline void deq_q4_k(const uint8_t *b, float *y) { // {d, dmin, scales[12], qs[128]}
-    float d = rd_half(b), dmin = rd_half(b + 2);
+    float d = simd_half(b), dmin = simd_half(b + 2);
     uint8_t sc[8], mn[8];
     unpack_scales_k4(b + 4, sc, mn);
     const uint8_t *q = b + 16;
@@ -167,7 +151,7 @@ static inline void deq_q4_k(const uint8_t *b, float *y) { // {d, dmin, scales[12
 }
 
 static inline void deq_q5_k(const uint8_t *b, float *y) { // {d, dmin, scales[12], qh[32], qs[128]}
-    float d = rd_half(b), dmin = rd_half(b + 2);
+    float d = simd_half(b), dmin = simd_half(b + 2);
     uint8_t sc[8], mn[8];
     unpack_scales_k4(b + 4, sc, mn);
     const uint8_t *qh = b + 16, *q = b + 48;
@@ -184,7 +168,7 @@ static inline void deq_q5_k(const uint8_t *b, float *y) { // {d, dmin, scales[12
 }
 
 static inline void deq_q6_k(const uint8_t *b, float *y) { // {ql[128], qh[64], scales[16], d}
-    float d = rd_half(b + 208);
+    float d = simd_half(b + 208);
     for (int h = 0; h < 2; h++, y += 128) {
         const uint8_t *ql = b + 64 * h, *qh = b + 128 + 32 * h;
         const int8_t *s = (const int8_t *)(b + 192 + 8 * h);

@@ -120,44 +120,34 @@ __device__ static float dequant_elem(int t, const uint8_t *row, long long j, int
     return __int_as_float(0x7fc00000); // unreachable: the host checks the type
 }
 
-__global__ static void dequant_f32_kernel(int t, const uint8_t *src, float *dst, long long n,
-                                          int block, int bytes) {
+__device__ static void store(float *dst, float v) { *dst = v; }
+__device__ static void store(__nv_bfloat16 *dst, float v) { *dst = __float2bfloat16_rn(v); }
+
+template <typename T>
+__global__ static void dequant_kernel(int t, const uint8_t *src, T *dst, long long n, int block, int bytes) {
     long long j = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (j < n) dst[j] = dequant_elem(t, src, j, block, bytes);
+    if (j < n) store(dst + j, dequant_elem(t, src, j, block, bytes));
 }
 
-__global__ static void dequant_bf16_kernel(int t, const uint8_t *src, __nv_bfloat16 *dst,
-                                           long long n, int block, int bytes) {
-    long long j = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (j < n) dst[j] = __float2bfloat16_rn(dequant_elem(t, src, j, block, bytes));
-}
-
-static ls_status check_args(ls_dtype t, int64_t n) {
+template <typename T>
+static ls_status launch(ls_dtype t, const void *src, T *dst, int64_t n) {
     if (!ls_dequant_supported(t))
         return LS_ERR(LS_ERR_UNSUPPORTED, "no CUDA dequantizer for type %s", ls_dtype_name(t));
     if (n < 0 || n % ls_dtype_get(t)->block)
         return LS_ERR(LS_ERR_INVALID, "row of %lld elements is not a whole number of %s blocks",
                       (long long)n, ls_dtype_name(t));
+    const ls_dtype_info *ti = ls_dtype_get(t);
+    unsigned grid = (unsigned)((n + 255) / 256);
+    if (grid == 0) return LS_OK;
+    dequant_kernel<T><<<grid, 256>>>((int)t, (const uint8_t *)src, dst, n, (int)ti->block, (int)ti->block_bytes);
+    LS_CUDA_CHECK(cudaGetLastError());
     return LS_OK;
 }
 
 extern "C" ls_status ls_cuda_dequant_f32(ls_dtype t, const void *src, float *dst, int64_t n) {
-    LS_CHECK(check_args(t, n));
-    const ls_dtype_info *ti = ls_dtype_get(t);
-    unsigned grid = (unsigned)((n + 255) / 256);
-    if (grid == 0) return LS_OK;
-    dequant_f32_kernel<<<grid, 256>>>((int)t, (const uint8_t *)src, dst, n, (int)ti->block, (int)ti->block_bytes);
-    LS_CUDA_CHECK(cudaGetLastError());
-    return LS_OK;
+    return launch(t, src, dst, n);
 }
 
 extern "C" ls_status ls_cuda_dequant_bf16(ls_dtype t, const void *src, uint16_t *dst, int64_t n) {
-    LS_CHECK(check_args(t, n));
-    const ls_dtype_info *ti = ls_dtype_get(t);
-    unsigned grid = (unsigned)((n + 255) / 256);
-    if (grid == 0) return LS_OK;
-    dequant_bf16_kernel<<<grid, 256>>>((int)t, (const uint8_t *)src, (__nv_bfloat16 *)dst, n,
-                                       (int)ti->block, (int)ti->block_bytes);
-    LS_CUDA_CHECK(cudaGetLastError());
-    return LS_OK;
+    return launch(t, src, (__nv_bfloat16 *)dst, n);
 }

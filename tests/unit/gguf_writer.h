@@ -46,13 +46,6 @@ static inline void gw_kv_i32s(gw *w, const char *k, const int32_t *v, size_t n) 
     gw_u64(w, n);
     gw_raw(w, v, n * 4);
 }
-static inline void gw_kv_f32s(gw *w, const char *k, const float *v, size_t n) {
-    gw_str(w, k);
-    gw_u32(w, 9);
-    gw_u32(w, 6);
-    gw_u64(w, n);
-    gw_raw(w, v, n * 4);
-}
 // A tensor info with up to 4 dims.
 static inline void gw_tensor(gw *w, const char *name, uint32_t n_dims, const uint64_t *ne, uint32_t type, uint64_t offset) {
     gw_str(w, name);

@@ -177,6 +177,17 @@ static void test_matmul(void) {
             free(buf), free(x), free(y), free(r);
         }
     }
+    for (size_t k = 0; k < sizeof types / sizeof *types; k++) { // embedding lookups
+        int64_t n_in = ls_dtype_get(types[k])->block * 3, n_out = 37;
+        uint8_t *buf;
+        ls_weight w = make_weight(types[k], n_out, n_in, &seed, &buf);
+        int32_t ids[5] = {0, 36, 7, 7, 20};
+        float a[5 * 768], b[5 * 768];
+        TEST_COND(ls_op_get_rows(g_be, &w, ids, 5, a) == LS_OK, "get_rows");
+        ls_ref_get_rows(&w, ids, 5, b);
+        TEST_COND(!memcmp(a, b, (size_t)(5 * n_in) * sizeof *a), "get_rows %s is the dequantized row", ls_dtype_name(types[k]));
+        free(buf);
+    }
     uint8_t *buf;
     ls_weight w = make_weight(LS_Q4_0, 4, 32, &seed, &buf);
     w.row_bytes = 19;

@@ -1,0 +1,161 @@
+// bench_engine.c — engine speed on a model (default: the default model): prefill tokens/s for
+// prompts of given lengths (logits for the last position only, as llama-bench's pp tests)
+// and decode tokens/s for a number of tokens after a prompt of a given depth (llama-bench's
+// "tg N @ dD"). Prompts are KJV text tokens. Prints a table, or JSON for
+// bench/compare-llamacpp. A benchmark: it never fails on a time.
+//   bench_engine [--model F] [--threads N] [--reps R] [--prefill 512,2048,8192]
+//                [--decode 128] [--depth 512] [--act f32|llamacpp] [--json]
+#include "ls_engine.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define MAX_TESTS 8
+
+typedef struct bench_opts {
+    const char *model;
+    int threads, reps;
+    int64_t prefill[MAX_TESTS];
+    int n_prefill;
+    int64_t decode, depth;
+    bool json;
+    ls_act_precision act;
+} bench_opts;
+
+static ls_status noop_logits(void *ctx, int64_t i, const float *l) {
+    (void)ctx, (void)i, (void)l;
+    return LS_OK;
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+// Median milliseconds of `reps` prefills of n tokens into a fresh sequence.
+static ls_status bench_prefill(ls_engine_t *e, const int32_t *ids, int64_t n, int reps, double *ms) {
+    double t[32];
+    ls_seq_t *s;
+    LS_CHECK(ls_seq_init(e, n, &s));
+    ls_forward_opts fo = {.logits_from = n - 1, .on_logits = noop_logits};
+    for (int r = 0; r < reps; r++) {
+        ls_seq_reset(s);
+        double t0 = ls_time_ms();
+        LS_CHECK(ls_engine_forward(e, s, ids, n, &fo));
+        t[r] = ls_time_ms() - t0;
+    }
+    ls_seq_free(s);
+    qsort(t, (size_t)reps, sizeof *t, cmp_double);
+    *ms = t[reps / 2];
+    return LS_OK;
+}
+
+// Median milliseconds of `reps` runs of n single-token decode steps after a depth-token prompt.
+static ls_status bench_decode(ls_engine_t *e, const int32_t *ids, int64_t depth, int64_t n, int reps, double *ms) {
+    double t[32];
+    ls_seq_t *s;
+    LS_CHECK(ls_seq_init(e, depth + n, &s));
+    ls_forward_opts fo = {.logits_from = 0, .on_logits = noop_logits};
+    ls_forward_opts none = {.logits_from = depth};
+    for (int r = 0; r < reps; r++) {
+        ls_seq_reset(s);
+        if (depth) LS_CHECK(ls_engine_forward(e, s, ids, depth, &none));
+        double t0 = ls_time_ms();
+        for (int64_t i = 0; i < n; i++) LS_CHECK(ls_engine_forward(e, s, ids + depth + i, 1, &fo));
+        t[r] = ls_time_ms() - t0;
+    }
+    ls_seq_free(s);
+    qsort(t, (size_t)reps, sizeof *t, cmp_double);
+    *ms = t[reps / 2];
+    return LS_OK;
+}
+
+static ls_status kjv_tokens(ls_engine_t *e, int64_t need, ls_vec_i32 *ids) {
+    char path[4200];
+    snprintf(path, sizeof path, "%s/data/kjv.txt", ls_home_dir());
+    ls_buf text = {0};
+    LS_CHECK(ls_file_read_all(path, (size_t)1 << 30, &text));
+    ls_status rc = ls_tokenize(ls_engine_tokenizer(e), text.data, text.len, false, false, ids);
+    ls_buf_free(&text);
+    LS_CHECK(rc);
+    if ((int64_t)ids->len < need) return LS_ERR(LS_ERR_INVALID, "the KJV text has only %zu tokens", ids->len);
+    return LS_OK;
+}
+
+static void print_row(const bench_opts *o, const char *test, int64_t tokens, double ms, bool *first) {
+    if (o->json) {
+        printf("%s{\"test\": \"%s\", \"tokens\": %lld, \"ms\": %.3f, \"tok_per_s\": %.3f}", *first ? "[" : ", ", test,
+               (long long)tokens, ms, tokens / (ms / 1e3));
+    } else {
+        printf("| %-16s | %8lld | %10.1f | %10.2f |\n", test, (long long)tokens, ms, tokens / (ms / 1e3));
+    }
+    *first = false;
+    fflush(stdout);
+}
+
+static ls_status run(const bench_opts *o) {
+    ls_engine_opts eo = ls_engine_opts_default();
+    eo.n_threads = o->threads;
+    eo.act = o->act;
+    ls_engine_t *e;
+    LS_CHECK(ls_engine_load(o->model, &eo, &e));
+    int64_t need = o->depth + o->decode;
+    for (int i = 0; i < o->n_prefill; i++) need = o->prefill[i] > need ? o->prefill[i] : need;
+    ls_vec_i32 ids = {0};
+    ls_status rc = kjv_tokens(e, need, &ids);
+    bool first = true;
+    if (!o->json && rc == LS_OK)
+        printf("engine benchmark: %s, %d threads, median of %d\n\n| %-16s | %8s | %10s | %10s |\n|---|---|---|---|\n",
+               o->model, ls_backend_threads(ls_engine_backend(e)), o->reps, "test", "tokens", "ms", "tok/s");
+    for (int i = 0; i < o->n_prefill && rc == LS_OK; i++) {
+        double ms;
+        char name[32];
+        rc = bench_prefill(e, ids.data, o->prefill[i], o->reps, &ms);
+        snprintf(name, sizeof name, "pp%lld", (long long)o->prefill[i]);
+        if (rc == LS_OK) print_row(o, name, o->prefill[i], ms, &first);
+    }
+    if (o->decode && rc == LS_OK) {
+        double ms;
+        char name[48];
+        rc = bench_decode(e, ids.data, o->depth, o->decode, o->reps, &ms);
+        snprintf(name, sizeof name, "tg%lld @ d%lld", (long long)o->decode, (long long)o->depth);
+        if (rc == LS_OK) print_row(o, name, o->decode, ms, &first);
+    }
+    if (o->json) printf("]\n");
+    ls_vec_i32_free(&ids);
+    ls_engine_free(e);
+    return rc;
+}
+
+int main(int argc, char **argv) {
+    bench_opts o = {.model = ls_default_model_path(), .threads = 0, .reps = 3, .prefill = {512, 2048, 8192},
+                    .n_prefill = 3, .decode = 128, .depth = 512};
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : "";
+        if (!strcmp(a, "--model")) o.model = v, i++;
+        else if (!strcmp(a, "--threads")) o.threads = atoi(v), i++;
+        else if (!strcmp(a, "--reps")) o.reps = atoi(v), i++;
+        else if (!strcmp(a, "--decode")) o.decode = atoll(v), i++;
+        else if (!strcmp(a, "--depth")) o.depth = atoll(v), i++;
+        else if (!strcmp(a, "--act")) o.act = strcmp(v, "llamacpp") ? LS_ACT_F32 : LS_ACT_LLAMACPP, i++;
+        else if (!strcmp(a, "--json")) o.json = true;
+        else if (!strcmp(a, "--prefill")) {
+            o.n_prefill = 0;
+            for (char *p = argv[++i], *end; *p && o.n_prefill < MAX_TESTS; p = *end ? end + 1 : end) {
+                o.prefill[o.n_prefill] = strtoll(p, &end, 10);
+                if (o.prefill[o.n_prefill] > 0) o.n_prefill++;
+                if (end == p) break;
+            }
+        } else {
+            fprintf(stderr, "usage: bench_engine [--model F] [--threads N] [--reps R] [--prefill 512,2048,8192]\n"
+                            "                    [--decode 128] [--depth 512] [--act f32|llamacpp] [--json]\n");
+            return 2;
+        }
+    }
+    if (o.reps < 1 || o.reps > 32) o.reps = 3;
+    if (run(&o) != LS_OK) {
+        ls_err_report(stderr);
+        return 1;
+    }
+    return 0;
+}

@@ -1,0 +1,51 @@
+#!/usr/bin/env python3
+"""Perplexity of the default model on the KJV text matches llama.cpp's llama-perplexity.
+
+Reference values (same file, model and settings, 2 threads), produced on 2026-11-25 with
+llama.cpp as vendored in the PyPI sdist llama-cpp-python==0.3.36 (build 0c1e570, ggml
+0.25.3), built outside this repository with
+  cmake -B build -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON -DLLAMA_CURL=OFF && cmake --build build --target llama-perplexity
+and run as
+  llama-perplexity -m SmolLM2-135M-Instruct.Q4_1.gguf -f kjv.txt -c 512  --chunks 20 -t 2
+  llama-perplexity -m SmolLM2-135M-Instruct.Q4_1.gguf -f kjv.txt -c 2048 --chunks 5  -t 2
+(docs/results.md has the full table.) llama.cpp rounds matmul activations to 8 bits before
+its dot products; `--act-precision llamacpp` does the same, and must land within 0.5%. The
+default, exact f32 activations, is checked too: it sits about 0.5% lower (better), which is
+the cost of llama.cpp's rounding, and must stay within 1%.
+"""
+import json
+
+from lsoracle import KJV, MODEL, check, done, need_file, run
+
+LLAMA_CPP = {512: (20, 7.5499, 0.24647), 2048: (5, 7.7790, 0.25871)}  # ctx: chunks, PPL, +/-
+
+
+def ours(ctx, chunks, *flags):
+    p = run(["perplexity", "--ctx", str(ctx), "--chunks", str(chunks), "--json", *flags, str(KJV)])
+    return json.loads(p.stdout)
+
+
+def main():
+    need_file(MODEL, "the default model")
+    need_file(KJV, "the KJV text")
+    for ctx, (chunks, ref, ref_err) in LLAMA_CPP.items():
+        r = ours(ctx, chunks, "--act-precision", "llamacpp")
+        rel = abs(r["ppl"] - ref) / ref
+        print(f"  ctx {ctx:5d} x {chunks:2d} chunks, llama.cpp rounding: {r['ppl']:.4f} +/- {r['ppl_stderr']:.5f}"
+              f" vs llama.cpp {ref:.4f} +/- {ref_err:.5f} ({rel:.2%}, {r['seconds']:.0f} s)")
+        check(rel < 0.005, f"ctx {ctx}: {r['ppl']:.4f} is {rel:.2%} from llama.cpp's {ref}")
+        check(r["chunks"] == chunks and r["ctx"] == ctx and r["tokens"] == chunks * (ctx - ctx // 2 - 1),
+              f"ctx {ctx}: scored {r['tokens']} tokens in {r['chunks']} chunks")
+        check(abs(r["ppl_stderr"] - ref_err) / ref_err < 0.05, f"ctx {ctx}: uncertainty {r['ppl_stderr']} vs {ref_err}")
+    r = ours(512, 20)
+    rel = (r["ppl"] - LLAMA_CPP[512][1]) / LLAMA_CPP[512][1]
+    print(f"  ctx   512 x 20 chunks, exact f32:        {r['ppl']:.4f} ({rel:+.2%} from llama.cpp)")
+    check(abs(rel) < 0.01, f"f32 activations: {r['ppl']:.4f} is {rel:.2%} from llama.cpp")
+    human = run(["perplexity", "--ctx", "512", "--chunks", "3", str(KJV)]).stdout.decode()
+    check(human.startswith("[1]") and "[3]" in human and "Final estimate: PPL = " in human,
+          f"running values and final estimate: {human!r}")
+    done("test_perplexity")
+
+
+if __name__ == "__main__":
+    main()
