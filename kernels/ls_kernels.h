@@ -73,23 +73,45 @@ ls_status ls_op_rope(ls_backend_t *b, float *x, int64_t m, int n_heads, int head
                      const int64_t *pos, const ls_rope_freqs *f);
 
 // --- attention ------------------------------------------------------------------------------
-// A rule says which keys query position i of query head h sees: at most two closed ranges
-// of key positions. Only full causal attention exists so far; the rule is the one place the
-// kernel asks, so further rules need no kernel change.
-typedef enum ls_attn_kind { LS_ATTN_FULL } ls_attn_kind;
+// A rule says which keys query position i of query head h sees: at most two closed ranges of
+// key positions (../shared/design.md §4). The kernel asks only ls_attn_ranges, and so will the
+// sequence-parallel planner.
+//   full   [0, i]
+//   s2     group G, shift s = G/2: heads h < H/2 see [G*floor(i/G), i]; heads h >= H/2 see
+//          [s + G*floor((i-s)/G), i] for i >= s and [0, i] before (no wrap-around)
+//   sink   S sinks and a window of W predecessors: [0, S) and [max(S, i-W), i]
+//   window [max(0, i-W), i]
+typedef enum ls_attn_kind { LS_ATTN_FULL, LS_ATTN_S2, LS_ATTN_SINK, LS_ATTN_WINDOW, LS_ATTN_KIND_COUNT } ls_attn_kind;
 typedef struct ls_attn_rule {
     ls_attn_kind kind;
+    int64_t group;  // s2: G >= 2
+    int64_t sinks;  // sink: S >= 0
+    int64_t window; // sink, window: W >= 1
+    int n_head;     // s2: the number of query heads (the split is at n_head / 2)
 } ls_attn_rule;
-// Fills lo[k], hi[k] (inclusive key positions) and returns the number of ranges (0..2).
+
+const char *ls_attn_kind_name(ls_attn_kind k); // "full", "s2", "sink", "window"
+bool ls_attn_kind_parse(const char *name, ls_attn_kind *out);
+// LS_ERR_INVALID naming the problem for a rule that cannot be used (G < 2, W < 1, S < 0...).
+ls_status ls_attn_rule_check(const ls_attn_rule *r);
+// Fills lo[k], hi[k] (inclusive key positions) and returns the number of ranges (0..2). For
+// sink, range 0 is the sinks and range 1 the window.
 int ls_attn_ranges(const ls_attn_rule *r, int64_t i, int h, int64_t lo[2], int64_t hi[2]);
 
 typedef struct ls_attn_args {
     const float *q;       // [n_q][n_head][head_dim]; query t is at position q_pos0 + t
-    const float *k, *v;   // [n_kv_head][kv_stride][head_dim]; key j is at position kv_pos0 + j
+    // (optional) the queries rotated at their StreamingLLM cache slot, min(i, S + W): used for
+    // the sink range of the sink rule, so sink keys (rotated at their own index s) are seen at
+    // the distance S + W - s. NULL: use q.
+    const float *q_sink;
+    // Keys in two segments: the first kv_sinks keys are positions 0..kv_sinks-1; key
+    // kv_sinks + j is at position kv_pos0 + j (kv_pos0 >= kv_sinks). A plain cache has
+    // kv_sinks = 0; a streaming cache keeps its sinks in front of a sliding window.
+    const float *k, *v;   // [n_kv_head][kv_stride][head_dim]
     float *out;           // [n_q][n_head][head_dim]
     float *lse;           // [n_q][n_head] log-sum-exp of the scaled scores, or NULL
     int64_t n_q, q_pos0;
-    int64_t n_kv, kv_pos0, kv_stride;
+    int64_t n_kv, kv_sinks, kv_pos0, kv_stride;
     int n_head, n_kv_head, head_dim;
     float scale;          // usually 1/sqrt(head_dim)
     ls_attn_rule rule;
@@ -97,7 +119,8 @@ typedef struct ls_attn_args {
 
 // Softmax attention over the visible keys, with exact log-sum-exp so partial results over
 // disjoint key sets can be merged. A query that sees no key gets out = 0 and lse = -inf.
-// Query head h reads KV head h / (n_head / n_kv_head).
+// Query head h reads KV head h / (n_head / n_kv_head). Work follows the visible keys: key
+// blocks no query of a tile sees are never touched.
 ls_status ls_op_attention(ls_backend_t *b, const ls_attn_args *a);
 
 // The activations x[m][n] rounded as llama.cpp rounds them for weights of type t (see

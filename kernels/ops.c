@@ -1,9 +1,11 @@
 // ops.c — the op API's front: argument checks done once for every backend, then dispatch
-// through the backend's interface table; and the attention rule (which keys each query
-// sees), which kernels and, later, the shard planner both ask. Tests: tests/unit/test_kernels.c.
+// through the backend's interface table; and the attention rules (which keys each query
+// sees), which kernels and, later, the shard planner both ask. Tests: tests/unit/test_kernels.c,
+// tests/unit/test_attn_rules.c.
 #include "backend_impl.h"
 
 #include <math.h>
+#include <string.h>
 
 void ls_backend_free(ls_backend_t *b) {
     if (!b) return;
@@ -62,30 +64,81 @@ ls_status ls_op_rope(ls_backend_t *b, float *x, int64_t m, int n_heads, int head
     if (m < 0 || n_heads <= 0 || head_dim <= 0 || f->n_rot <= 0 || f->n_rot % 2 || f->n_rot > head_dim)
         return LS_ERR(LS_ERR_INVALID, "rope: %d rotary dimensions do not fit heads of %d", f->n_rot, head_dim);
     for (int64_t t = 0; t < m; t++)
-        if (pos[t] < 0 || pos[t] > (1ll << 24))
-            return LS_ERR(LS_ERR_INVALID, "rope: position %lld is outside [0, 2^24] (f32 holds exact integers only up to there)",
+        if (pos[t] < -(1ll << 24) || pos[t] > (1ll << 24))
+            return LS_ERR(LS_ERR_INVALID, "rope: position %lld is outside [-2^24, 2^24] (f32 holds exact integers only up to there)",
                           (long long)pos[t]);
     return m ? b->iface->rope(b->ctx, x, m, n_heads, head_dim, pos, f) : LS_OK;
 }
 
+static const char *g_attn_names[LS_ATTN_KIND_COUNT] = {"full", "s2", "sink", "window"};
+
+const char *ls_attn_kind_name(ls_attn_kind k) {
+    return (unsigned)k < LS_ATTN_KIND_COUNT ? g_attn_names[k] : "invalid";
+}
+
+bool ls_attn_kind_parse(const char *name, ls_attn_kind *out) {
+    for (int k = 0; k < LS_ATTN_KIND_COUNT; k++)
+        if (!strcmp(name, g_attn_names[k])) {
+            *out = (ls_attn_kind)k;
+            return true;
+        }
+    return false;
+}
+
+ls_status ls_attn_rule_check(const ls_attn_rule *r) {
+    switch (r->kind) {
+    case LS_ATTN_FULL: return LS_OK;
+    case LS_ATTN_S2:
+        if (r->group < 2) return LS_ERR(LS_ERR_INVALID, "s2 attention needs a group of at least 2 tokens (got %lld)", (long long)r->group);
+        if (r->n_head < 1) return LS_ERR(LS_ERR_INVALID, "s2 attention needs the number of query heads");
+        return LS_OK;
+    case LS_ATTN_SINK:
+        if (r->sinks < 0) return LS_ERR(LS_ERR_INVALID, "sink attention needs 0 or more sinks (got %lld)", (long long)r->sinks);
+        __attribute__((fallthrough)); // sink has a window too
+    case LS_ATTN_WINDOW:
+        if (r->window < 1) return LS_ERR(LS_ERR_INVALID, "%s attention needs a window of at least 1 token (got %lld)",
+                                         ls_attn_kind_name(r->kind), (long long)r->window);
+        return LS_OK;
+    default: return LS_ERR(LS_ERR_INVALID, "unknown attention rule %d", (int)r->kind);
+    }
+}
+
 int ls_attn_ranges(const ls_attn_rule *r, int64_t i, int h, int64_t lo[2], int64_t hi[2]) {
-    (void)h;
+    if (i < 0) return 0;
     switch (r->kind) {
     case LS_ATTN_FULL:
-        lo[0] = 0;
+        lo[0] = 0, hi[0] = i;
+        return 1;
+    case LS_ATTN_S2: {
+        int64_t g = r->group, s = g / 2;
+        if (h < r->n_head / 2) lo[0] = g * (i / g);       // unshifted half
+        else lo[0] = i < s ? 0 : s + g * ((i - s) / g); // shifted half, no wrap-around
         hi[0] = i;
-        return i >= 0 ? 1 : 0;
+        return 1;
     }
-    return 0;
+    case LS_ATTN_SINK: {
+        int n = 0;
+        int64_t w = i - r->window > r->sinks ? i - r->window : r->sinks;
+        if (r->sinks > 0) lo[n] = 0, hi[n] = i < r->sinks - 1 ? i : r->sinks - 1, n++;
+        if (w <= i) lo[n] = w, hi[n] = i, n++;
+        return n;
+    }
+    case LS_ATTN_WINDOW:
+        lo[0] = i - r->window > 0 ? i - r->window : 0, hi[0] = i;
+        return 1;
+    default: return 0;
+    }
 }
 
 ls_status ls_op_attention(ls_backend_t *b, const ls_attn_args *a) {
     if (a->n_q < 0 || a->n_kv < 0 || a->n_head <= 0 || a->n_kv_head <= 0 || a->head_dim <= 0 ||
-        a->n_head % a->n_kv_head || a->kv_stride < a->n_kv || a->q_pos0 < 0 || a->kv_pos0 < 0)
+        a->n_head % a->n_kv_head || a->kv_stride < a->n_kv || a->q_pos0 < 0 || a->kv_pos0 < 0 ||
+        a->kv_sinks < 0 || a->kv_sinks > a->n_kv || a->kv_pos0 < a->kv_sinks)
         return LS_ERR(LS_ERR_INVALID, "attention: inconsistent shape (%lld queries, %lld keys, stride %lld, heads %d/%d, dim %d)",
                       (long long)a->n_q, (long long)a->n_kv, (long long)a->kv_stride, a->n_head,
                       a->n_kv_head, a->head_dim);
     if (!(a->scale > 0) || !isfinite(a->scale)) return LS_ERR(LS_ERR_INVALID, "attention: bad scale");
+    LS_CHECK(ls_attn_rule_check(&a->rule));
     return a->n_q ? b->iface->attention(b->ctx, a) : LS_OK;
 }
 

@@ -103,6 +103,7 @@ static void alloc_activations(ls_engine_t *e) {
     a->x = ls_aligned_alloc(64, ub * (size_t)c->n_embd * sizeof(float));
     a->h = ls_aligned_alloc(64, ub * (size_t)c->n_embd * sizeof(float));
     a->q = ls_aligned_alloc(64, ub * q * sizeof(float));
+    a->q_sink = ls_aligned_alloc(64, ub * q * sizeof(float));
     a->att = ls_aligned_alloc(64, ub * q * sizeof(float));
     a->k = ls_aligned_alloc(64, ub * kv * sizeof(float));
     a->v = ls_aligned_alloc(64, ub * kv * sizeof(float));
@@ -110,6 +111,7 @@ static void alloc_activations(ls_engine_t *e) {
     a->up = ls_aligned_alloc(64, ub * (size_t)c->n_ff * sizeof(float));
     a->logits = ls_aligned_alloc(64, LOGIT_ROWS * (size_t)c->n_vocab * sizeof(float));
     a->pos = ls_malloc(ub * sizeof *a->pos);
+    a->pos_sink = ls_malloc(ub * sizeof *a->pos_sink);
 }
 
 static ls_status load(ls_engine_t *e, const char *path, const ls_engine_opts *o) {
@@ -154,8 +156,8 @@ void ls_engine_free(ls_engine_t *e) {
     }
     ls_free(e->layers);
     activations *a = &e->act;
-    ls_free(a->x), ls_free(a->h), ls_free(a->q), ls_free(a->att), ls_free(a->k), ls_free(a->v);
-    ls_free(a->gate), ls_free(a->up), ls_free(a->logits), ls_free(a->pos);
+    ls_free(a->x), ls_free(a->h), ls_free(a->q), ls_free(a->q_sink), ls_free(a->att), ls_free(a->k), ls_free(a->v);
+    ls_free(a->gate), ls_free(a->up), ls_free(a->logits), ls_free(a->pos), ls_free(a->pos_sink);
     ls_free(e->output_norm);
     ls_backend_free(e->be);
     ls_tokenizer_free(e->tok);
@@ -173,20 +175,44 @@ const char *ls_engine_notes(const ls_engine_t *e) { return e->notes.data; }
 
 // --- sequences ----------------------------------------------------------------------------
 
-ls_status ls_seq_init(ls_engine_t *e, int64_t capacity, ls_seq_t **out) {
+#define REBASE_AT (1 << 14) // re-rotate a stream's window keys once p - base reaches this
+
+static ls_status check_rule(const ls_engine_t *e, const ls_seq_opts *o, ls_attn_rule *r) {
+    *r = o->rule;
+    r->n_head = (int)e->cfg.n_head;
+    LS_CHECK(ls_attn_rule_check(r));
+    bool evicting = r->kind == LS_ATTN_SINK || r->kind == LS_ATTN_WINDOW;
+    if (o->stream && !evicting)
+        return LS_ERR(LS_ERR_INVALID, "streaming needs the sink or window rule: %s attention keeps every key",
+                      ls_attn_kind_name(r->kind));
+    int64_t span = (r->kind == LS_ATTN_SINK ? r->sinks : 0) + r->window + 1;
+    if (evicting && !o->stream && span > o->capacity)
+        return LS_ERR(LS_ERR_INVALID,
+                      "the %s window (%lld sinks + %lld previous tokens + the query) does not fit in a cache of %lld tokens: "
+                      "nothing would ever be evicted; use a larger context, a smaller window, or streaming",
+                      ls_attn_kind_name(r->kind), (long long)(r->kind == LS_ATTN_SINK ? r->sinks : 0),
+                      (long long)r->window, (long long)o->capacity);
+    return LS_OK;
+}
+
+ls_status ls_seq_init_opts(ls_engine_t *e, const ls_seq_opts *o, ls_seq_t **out) {
     *out = NULL;
     const ls_model_config *c = &e->cfg;
+    ls_attn_rule rule;
+    LS_CHECK(check_rule(e, o, &rule));
+    int64_t sinks = rule.kind == LS_ATTN_SINK ? rule.sinks : 0;
+    int64_t capacity = o->stream ? sinks + rule.window + e->ubatch : o->capacity;
     if (capacity < 1 || capacity > (1 << 24))
         return LS_ERR(LS_ERR_RANGE, "a sequence of %lld tokens is outside 1..2^24", (long long)capacity);
     uint64_t per_layer = (uint64_t)c->n_head_kv * (uint64_t)capacity * (uint64_t)c->head_dim, total, bytes;
     if (!ls_mul_u64(per_layer, (uint64_t)c->n_layer, &total) || !ls_mul_u64(total, 2 * sizeof(float), &bytes))
         return LS_ERR(LS_ERR_RANGE, "KV cache size overflows");
     ls_seq_t *s = ls_calloc(1, sizeof *s);
-    s->e = e;
-    s->cap = capacity;
+    *s = (ls_seq_t){.e = e, .rule = rule, .stream = o->stream, .cap = capacity, .sinks = sinks, .win0 = sinks};
     s->k = malloc(bytes / 2);
     s->v = malloc(bytes / 2);
     s->inv_freq = ls_malloc((size_t)c->rope.n_rot / 2 * sizeof *s->inv_freq);
+    if (o->stream) s->shift_pos = ls_malloc((size_t)capacity * sizeof *s->shift_pos);
     ls_status rc = LS_OK;
     if (!s->k || !s->v)
         rc = LS_ERR(LS_ERR_NOMEM, "cannot allocate a KV cache of %.2f GB for %lld tokens", (double)bytes / 1e9,
@@ -200,22 +226,78 @@ ls_status ls_seq_init(ls_engine_t *e, int64_t capacity, ls_seq_t **out) {
     return LS_OK;
 }
 
+ls_status ls_seq_init(ls_engine_t *e, int64_t capacity, ls_seq_t **out) {
+    ls_seq_opts o = {.capacity = capacity, .rule = {.kind = LS_ATTN_FULL}};
+    return ls_seq_init_opts(e, &o, out);
+}
+
 void ls_seq_free(ls_seq_t *s) {
     if (!s) return;
     free(s->k);
     free(s->v);
+    ls_free(s->shift_pos);
     ls_free(s->inv_freq);
     ls_free(s);
 }
 
 int64_t ls_seq_len(const ls_seq_t *s) { return s->len; }
 int64_t ls_seq_capacity(const ls_seq_t *s) { return s->cap; }
-void ls_seq_reset(ls_seq_t *s) { s->len = 0; }
+
+void ls_seq_reset(ls_seq_t *s) {
+    s->len = 0;
+    s->win0 = s->sinks;
+    s->base = 0;
+}
+
+// Drops window positions [win0, new_win0) from every layer's cache by moving the rest down.
+static void evict(ls_seq_t *s, int64_t new_win0) {
+    const ls_model_config *c = &s->e->cfg;
+    size_t hd = (size_t)c->head_dim;
+    int64_t keep = s->len - new_win0, drop = new_win0 - s->win0;
+    for (int64_t l = 0; l < c->n_layer; l++)
+        for (int64_t g = 0; g < c->n_head_kv; g++) {
+            size_t head = ((size_t)l * (size_t)c->n_head_kv + (size_t)g) * (size_t)s->cap * hd;
+            size_t dst = head + (size_t)s->sinks * hd, src = dst + (size_t)drop * hd;
+            memmove(s->k + dst, s->k + src, (size_t)keep * hd * sizeof(float));
+            memmove(s->v + dst, s->v + src, (size_t)keep * hd * sizeof(float));
+        }
+    s->win0 = new_win0;
+}
+
+// Re-rotates the kept window keys by -(new_base - base): their angles then restart near 0.
+static ls_status rebase(ls_seq_t *s, int64_t new_base) {
+    const ls_model_config *c = &s->e->cfg;
+    int64_t n = s->len - s->win0, delta = new_base - s->base;
+    if (n <= 0 || delta == 0) {
+        s->base = new_base;
+        return LS_OK;
+    }
+    for (int64_t t = 0; t < n; t++) s->shift_pos[t] = -delta;
+    ls_rope_freqs f = {c->rope.n_rot, s->inv_freq, 1.0f, LS_ROPE_PAIR_ADJACENT}; // a pure rotation
+    size_t hd = (size_t)c->head_dim;
+    for (int64_t l = 0; l < c->n_layer; l++)
+        for (int64_t g = 0; g < c->n_head_kv; g++) {
+            size_t at = (((size_t)l * (size_t)c->n_head_kv + (size_t)g) * (size_t)s->cap + (size_t)s->sinks) * hd;
+            LS_CHECK(ls_op_rope(s->e->be, s->k + at, n, 1, (int)c->head_dim, s->shift_pos, &f));
+        }
+    s->base = new_base;
+    return LS_OK;
+}
+
+ls_status ls_seq_make_room(ls_seq_t *s, int64_t m) {
+    int64_t held = (s->len < s->sinks ? s->len : s->sinks) + (s->len > s->win0 ? s->len - s->win0 : 0);
+    if (held + m > s->cap) { // keep the sinks and the last W positions before the new tokens
+        int64_t new_win0 = s->len - s->rule.window;
+        if (new_win0 > s->win0) evict(s, new_win0);
+    }
+    if (s->len + m - s->base > REBASE_AT && s->win0 > s->base) LS_CHECK(rebase(s, s->win0));
+    return LS_OK;
+}
 
 ls_status ls_engine_forward(ls_engine_t *e, ls_seq_t *s, const int32_t *tokens, int64_t n,
                             const ls_forward_opts *o) {
     if (n < 0) return LS_ERR(LS_ERR_INVALID, "forward: %lld tokens", (long long)n);
-    if (s->len + n > s->cap)
+    if (!s->stream && s->len + n > s->cap)
         return LS_ERR(LS_ERR_RANGE, "the sequence holds %lld of %lld tokens: %lld more do not fit", (long long)s->len,
                       (long long)s->cap, (long long)n);
     for (int64_t i = 0; i < n; i++)
@@ -224,6 +306,7 @@ ls_status ls_engine_forward(ls_engine_t *e, ls_seq_t *s, const int32_t *tokens, 
                           tokens[i], (long long)e->cfg.n_vocab - 1);
     for (int64_t off = 0; off < n; off += e->ubatch) {
         int64_t m = n - off < e->ubatch ? n - off : e->ubatch;
+        if (s->stream) LS_CHECK(ls_seq_make_room(s, m));
         LS_CHECK(ls_engine_forward_ubatch(e, s, tokens + off, m, o ? o->logits_from - off : m, o, off));
         if (o && o->on_progress) o->on_progress(o->progress_ctx, off + m, n);
     }

@@ -15,11 +15,13 @@ typedef struct activations {      // sized once for `ubatch` tokens
     float *x;                     // [ub][n_embd] residual stream
     float *h;                     // [ub][n_embd] normalized / projected
     float *q;                     // [ub][n_head * hd]
+    float *q_sink;                // [ub][n_head * hd] queries at their StreamingLLM slot (sink rule)
     float *k, *v;                 // [ub][n_kv_head * hd]
     float *att;                   // [ub][n_head * hd]
     float *gate, *up;             // [ub][n_ff]
     float *logits;                // [LOGIT_ROWS][n_vocab]
-    int64_t *pos;                 // [ub]
+    int64_t *pos;                 // [ub] RoPE positions of the micro-batch (relative to the base)
+    int64_t *pos_sink;            // [ub] min(position, S + W): the slots q_sink is rotated at
 } activations;
 
 #define LOGIT_ROWS 16             // rows of logits computed at once
@@ -37,13 +39,27 @@ struct ls_engine {
     ls_buf notes;
 };
 
+// The cache holds slots [0, cap). Positions below `sinks` live at slot = position; position
+// p >= sinks lives at slot sinks + (p - win0). A plain sequence has sinks = win0 = 0, so
+// slot = position. A streaming sequence (sink or window rule) evicts the oldest window
+// entries before they would overflow, moving win0 forward, and keeps its RoPE angles small:
+// window keys are rotated at p - base, and when p - base grows large the kept keys are
+// re-rotated and base moves up (sinks stay at their own positions: the sink rule only ever
+// reads them through q_sink, rotated at the query's slot min(i, S + W)).
 struct ls_seq {
     ls_engine_t *e;
-    int64_t cap, len;
+    ls_attn_rule rule;
+    bool stream;
+    int64_t cap, len;             // slots; tokens seen (the next position)
+    int64_t sinks, win0, base;
     float *k, *v;                 // [n_layer][n_kv_head][cap][hd]
+    int64_t *shift_pos;           // [cap] scratch for re-rotation
     float *inv_freq;              // [n_rot / 2], fixed for the sequence
     float attn_factor;
 };
+
+// Makes room for m more tokens in a streaming sequence (eviction, re-rotation).
+ls_status ls_seq_make_room(ls_seq_t *s, int64_t m);
 
 ls_status ls_engine_forward_ubatch(ls_engine_t *e, ls_seq_t *s, const int32_t *tokens, int64_t m,
                                    int64_t logits_from, const ls_forward_opts *o, int64_t index0);

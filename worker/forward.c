@@ -16,15 +16,19 @@ static ls_status add_bias(ls_backend_t *be, float *y, const float *bias, int64_t
     return LS_OK;
 }
 
+// The cache slot of position p (see struct ls_seq).
+static int64_t slot(const ls_seq_t *s, int64_t p) { return p < s->sinks ? p : s->sinks + (p - s->win0); }
+
 // Copies this micro-batch's keys and values [m][n_kv_head][hd] into the layer's cache
-// [n_kv_head][cap][hd] at positions p0..p0+m-1.
+// [n_kv_head][cap][hd] at the slots of positions p0..p0+m-1.
 static void store_kv(const ls_seq_t *s, const ls_model_config *c, int64_t il, const float *k,
                      const float *v, int64_t m, int64_t p0) {
     size_t hd = (size_t)c->head_dim, layer = (size_t)(c->n_head_kv * s->cap) * hd;
     float *kc = s->k + (size_t)il * layer, *vc = s->v + (size_t)il * layer;
     for (int64_t t = 0; t < m; t++)
         for (int64_t g = 0; g < c->n_head_kv; g++) {
-            size_t dst = ((size_t)g * (size_t)s->cap + (size_t)(p0 + t)) * hd, src = ((size_t)t * (size_t)c->n_head_kv + (size_t)g) * hd;
+            size_t dst = ((size_t)g * (size_t)s->cap + (size_t)slot(s, p0 + t)) * hd,
+                   src = ((size_t)t * (size_t)c->n_head_kv + (size_t)g) * hd;
             memcpy(kc + dst, k + src, hd * sizeof *k);
             memcpy(vc + dst, v + src, hd * sizeof *v);
         }
@@ -44,14 +48,21 @@ static ls_status attention_block(ls_engine_t *e, ls_seq_t *s, int64_t il, int64_
     LS_CHECK(add_bias(be, a->k, l->bk, m, nkv));
     LS_CHECK(add_bias(be, a->v, l->bv, m, nkv));
     ls_rope_freqs f = {c->rope.n_rot, s->inv_freq, s->attn_factor, LS_ROPE_PAIR_ADJACENT};
+    bool sink = s->rule.kind == LS_ATTN_SINK;
+    if (sink) { // the same queries, rotated at their StreamingLLM slots, for the sink keys
+        memcpy(a->q_sink, a->q, (size_t)(m * nq) * sizeof *a->q);
+        LS_CHECK(ls_op_rope(be, a->q_sink, m, (int)c->n_head, (int)c->head_dim, a->pos_sink, &f));
+    }
     LS_CHECK(ls_op_rope(be, a->q, m, (int)c->n_head, (int)c->head_dim, a->pos, &f));
     LS_CHECK(ls_op_rope(be, a->k, m, (int)c->n_head_kv, (int)c->head_dim, a->pos, &f));
     store_kv(s, c, il, a->k, a->v, m, p0);
     size_t layer_off = (size_t)il * (size_t)(c->n_head_kv * s->cap * c->head_dim);
-    ls_attn_args at = {.q = a->q, .k = s->k + layer_off, .v = s->v + layer_off, .out = a->att,
-                       .n_q = m, .q_pos0 = p0, .n_kv = p0 + m, .kv_pos0 = 0, .kv_stride = s->cap,
-                       .n_head = (int)c->n_head, .n_kv_head = (int)c->n_head_kv, .head_dim = (int)c->head_dim,
-                       .scale = 1.0f / sqrtf((float)c->head_dim), .rule = {LS_ATTN_FULL}};
+    int64_t end = p0 + m, kv_sinks = end < s->sinks ? end : s->sinks;
+    ls_attn_args at = {.q = a->q, .q_sink = sink ? a->q_sink : NULL, .k = s->k + layer_off, .v = s->v + layer_off,
+                       .out = a->att, .n_q = m, .q_pos0 = p0, .n_kv = kv_sinks + (end > s->win0 ? end - s->win0 : 0),
+                       .kv_sinks = kv_sinks, .kv_pos0 = s->win0, .kv_stride = s->cap, .n_head = (int)c->n_head,
+                       .n_kv_head = (int)c->n_head_kv, .head_dim = (int)c->head_dim,
+                       .scale = 1.0f / sqrtf((float)c->head_dim), .rule = s->rule};
     LS_CHECK(ls_op_attention(be, &at));
     LS_CHECK(ls_op_matmul(be, &l->wo, a->att, a->h, m));
     LS_CHECK(add_bias(be, a->h, l->bo, m, c->n_embd));
@@ -88,8 +99,11 @@ static ls_status logits_rows(ls_engine_t *e, int64_t r0, int64_t m, const ls_for
 ls_status ls_engine_forward_ubatch(ls_engine_t *e, ls_seq_t *s, const int32_t *tokens, int64_t m,
                                    int64_t logits_from, const ls_forward_opts *o, int64_t index0) {
     activations *a = &e->act;
-    int64_t p0 = s->len;
-    for (int64_t t = 0; t < m; t++) a->pos[t] = p0 + t;
+    int64_t p0 = s->len, slot_cap = s->rule.sinks + s->rule.window; // S + W: a full StreamingLLM cache
+    for (int64_t t = 0; t < m; t++) {
+        a->pos[t] = p0 + t - (p0 + t < s->sinks ? 0 : s->base);
+        a->pos_sink[t] = p0 + t < slot_cap ? p0 + t : slot_cap;
+    }
     LS_CHECK(ls_op_get_rows(e->be, &e->tok_embd, tokens, m, a->x));
     for (int64_t il = 0; il < e->cfg.n_layer; il++) {
         LS_CHECK(attention_block(e, s, il, m, p0));

@@ -42,12 +42,25 @@ ls_backend_t *ls_engine_backend(ls_engine_t *e);
 // Human-readable lines about settings that differ from the model file ("" if none).
 const char *ls_engine_notes(const ls_engine_t *e);
 
-// A sequence with room for `capacity` tokens of KV cache, allocated once. The RoPE
-// frequencies are fixed for the sequence from its capacity (dynamic NTK and LongRoPE depend on
-// the length; freezing them keeps cached keys and new queries consistent).
+// A sequence with room for `capacity` tokens of KV cache, allocated once, with full causal
+// attention. The RoPE frequencies are fixed for the sequence from its capacity (dynamic NTK
+// and LongRoPE depend on the length; freezing them keeps cached keys and new queries
+// consistent).
 ls_status ls_seq_init(ls_engine_t *e, int64_t capacity, ls_seq_t **out);
+
+typedef struct ls_seq_opts {
+    int64_t capacity;  // tokens (ignored by streaming sequences, which size themselves)
+    ls_attn_rule rule; // full, s2, sink or window (n_head is filled in from the model)
+    // Sink and window rules only: an unbounded stream over a cache of S + W + one
+    // micro-batch: the oldest window entries are evicted as tokens arrive, so memory stays
+    // flat however long the sequence runs.
+    bool stream;
+} ls_seq_opts;
+// A sequence under an attention rule. Rules that can never evict (S + W + 1 > capacity in a
+// non-streaming sequence) and streaming under full or s2 attention are LS_ERR_INVALID.
+ls_status ls_seq_init_opts(ls_engine_t *e, const ls_seq_opts *o, ls_seq_t **out);
 void ls_seq_free(ls_seq_t *s);
-int64_t ls_seq_len(const ls_seq_t *s);
+int64_t ls_seq_len(const ls_seq_t *s); // tokens seen (a stream may hold fewer)
 int64_t ls_seq_capacity(const ls_seq_t *s);
 void ls_seq_reset(ls_seq_t *s); // empty again, same capacity and frequencies
 
@@ -65,8 +78,9 @@ typedef struct ls_forward_opts {
 } ls_forward_opts;
 
 // Runs tokens[0..n) through the model at positions len..len+n-1 of the sequence and appends
-// them to its cache. Ids outside the vocabulary and a full cache are LS_ERR_INVALID /
-// LS_ERR_RANGE, checked before anything runs.
+// them to its cache (a streaming sequence evicts first as needed). Ids outside the vocabulary
+// and a full (non-streaming) cache are LS_ERR_INVALID / LS_ERR_RANGE, checked before anything
+// runs.
 ls_status ls_engine_forward(ls_engine_t *e, ls_seq_t *s, const int32_t *tokens, int64_t n,
                             const ls_forward_opts *o);
 

@@ -58,13 +58,14 @@ void ls_ref_rope(float *x, int64_t m, int n_heads, int head_dim, const int64_t *
         }
 }
 
-// Is key position p visible to query position i of head h under the rule?
-static bool sees(const ls_attn_rule *r, int64_t i, int h, int64_t p) {
+// Which range of the rule, if any, makes key position p visible to query position i of
+// head h: 0 or 1, or -1 when it is not visible.
+static int seen_by(const ls_attn_rule *r, int64_t i, int h, int64_t p) {
     int64_t lo[2], hi[2];
     int n = ls_attn_ranges(r, i, h, lo, hi);
     for (int k = 0; k < n; k++)
-        if (p >= lo[k] && p <= hi[k]) return true;
-    return false;
+        if (p >= lo[k] && p <= hi[k]) return k;
+    return -1;
 }
 
 void ls_ref_attention(const ls_attn_args *a) {
@@ -72,14 +73,17 @@ void ls_ref_attention(const ls_attn_args *a) {
     double *sc = malloc((size_t)(a->n_kv > 0 ? a->n_kv : 1) * sizeof *sc);
     for (int64_t t = 0; t < a->n_q; t++)
         for (int h = 0; h < a->n_head; h++) {
-            const float *q = a->q + (t * a->n_head + h) * hd;
             const float *kh = a->k + (size_t)(h / rep) * a->kv_stride * hd;
             const float *vh = a->v + (size_t)(h / rep) * a->kv_stride * hd;
             float *o = a->out + (t * a->n_head + h) * hd;
             double mx = -INFINITY, sum = 0.0;
             for (int64_t j = 0; j < a->n_kv; j++) {
+                int64_t p = j < a->kv_sinks ? j : a->kv_pos0 + (j - a->kv_sinks);
+                int range = seen_by(&a->rule, a->q_pos0 + t, h, p);
                 sc[j] = -INFINITY;
-                if (!sees(&a->rule, a->q_pos0 + t, h, a->kv_pos0 + j)) continue;
+                if (range < 0) continue;
+                const float *q = (range == 0 && a->rule.kind == LS_ATTN_SINK && a->q_sink ? a->q_sink : a->q) +
+                                 (t * a->n_head + h) * hd;
                 double d = 0.0;
                 for (int i = 0; i < hd; i++) d += (double)q[i] * kh[j * hd + i];
                 sc[j] = d * a->scale;

@@ -241,56 +241,100 @@ static void test_rope(void) {
     }
     float x[8] = {0}, inv[4] = {1, 1, 1, 1};
     ls_rope_freqs f = {4, inv, 1.0f, LS_ROPE_PAIR_ADJACENT};
-    TEST_ERR(ls_op_rope(g_be, x, 1, 1, 8, (int64_t[]){1ll << 25}, &f), LS_ERR_INVALID, "outside [0, 2^24]");
+    TEST_ERR(ls_op_rope(g_be, x, 1, 1, 8, (int64_t[]){1ll << 25}, &f), LS_ERR_INVALID, "outside [-2^24, 2^24]");
 }
 
-// One attention case: random q/k/v, optional split of the keys into two calls merged by lse.
-static void attention_case(int64_t n_q, int64_t q_pos0, int64_t n_kv, int n_head, int rep, int hd,
-                           unsigned *seed, bool split) {
-    int n_kv_head = n_head / rep;
-    int64_t stride = n_kv + rand_r(seed) % 5;
-    size_t nq = (size_t)(n_q * n_head * hd), nk = (size_t)(n_kv_head * stride * hd);
-    float *q = malloc(nq * 4), *k = malloc(nk * 4), *v = malloc(nk * 4), *o = malloc(nq * 4), *r = malloc(nq * 4);
-    float *lse = malloc((size_t)(n_q * n_head) * 4), *rlse = malloc((size_t)(n_q * n_head) * 4);
-    fill(q, (int64_t)nq, seed, 1.0f), fill(k, (int64_t)nk, seed, 1.0f), fill(v, (int64_t)nk, seed, 1.0f);
-    ls_attn_args a = {.q = q, .k = k, .v = v, .out = o, .lse = lse, .n_q = n_q, .q_pos0 = q_pos0, .n_kv = n_kv,
-                      .kv_stride = stride, .n_head = n_head, .n_kv_head = n_kv_head, .head_dim = hd,
-                      .scale = 1.0f / sqrtf((float)hd), .rule = {LS_ATTN_FULL}};
+// One attention case: random q/k/v (and q_sink for the sink rule), optionally keys in two
+// segments (sinks in front of a window that starts at kv_pos0), optionally computed as two
+// calls over the two halves of the keys merged by log-sum-exp, as sequence parallelism does.
+typedef struct attn_case {
+    int64_t n_q, q_pos0, n_kv, kv_sinks, kv_pos0;
+    int n_head, rep, hd;
+    ls_attn_rule rule;
+    bool split;
+} attn_case;
+
+static void run_attention_case(attn_case c, unsigned *seed) {
+    int n_kv_head = c.n_head / c.rep;
+    int64_t stride = c.n_kv + rand_r(seed) % 5;
+    size_t nq = (size_t)(c.n_q * c.n_head * c.hd), nk = (size_t)(n_kv_head * stride * c.hd);
+    float *q = malloc(nq * 4), *qs = malloc(nq * 4), *k = malloc(nk * 4), *v = malloc(nk * 4);
+    float *o = malloc(nq * 4), *r = malloc(nq * 4);
+    float *lse = malloc((size_t)(c.n_q * c.n_head) * 4), *rlse = malloc((size_t)(c.n_q * c.n_head) * 4);
+    fill(q, (int64_t)nq, seed, 1.0f), fill(qs, (int64_t)nq, seed, 1.0f);
+    fill(k, (int64_t)nk, seed, 1.0f), fill(v, (int64_t)nk, seed, 1.0f);
+    c.rule.n_head = c.n_head;
+    ls_attn_args a = {.q = q, .q_sink = c.rule.kind == LS_ATTN_SINK ? qs : NULL, .k = k, .v = v, .out = o, .lse = lse,
+                      .n_q = c.n_q, .q_pos0 = c.q_pos0, .n_kv = c.n_kv, .kv_sinks = c.kv_sinks, .kv_pos0 = c.kv_pos0,
+                      .kv_stride = stride, .n_head = c.n_head, .n_kv_head = n_kv_head, .head_dim = c.hd,
+                      .scale = 1.0f / sqrtf((float)c.hd), .rule = c.rule};
     ls_attn_args ref = a;
     ref.out = r, ref.lse = rlse;
     ls_ref_attention(&ref);
-    if (!split) {
-        TEST_COND(ls_op_attention(g_be, &a) == LS_OK, "attention");
-    } else { // keys [0, c) and [c, n_kv) separately, then merged: what sequence parallelism does
-        int64_t c = n_kv / 2;
-        float *o2 = malloc(nq * 4), *lse2 = malloc((size_t)(n_q * n_head) * 4);
+    if (!c.split || c.kv_sinks) {
+        TEST_COND(ls_op_attention(g_be, &a) == LS_OK, "attention: %s", ls_err_msg());
+    } else { // keys [0, h) and [h, n_kv) separately, then merged
+        int64_t h = c.n_kv / 2;
+        float *o2 = malloc(nq * 4), *lse2 = malloc((size_t)(c.n_q * c.n_head) * 4);
         ls_attn_args a1 = a, a2 = a;
-        a1.n_kv = c;
-        a2.k = k + c * hd, a2.v = v + c * hd, a2.kv_pos0 = c, a2.n_kv = n_kv - c, a2.out = o2, a2.lse = lse2;
+        a1.n_kv = h;
+        a2.k = k + h * c.hd, a2.v = v + h * c.hd, a2.kv_pos0 = c.kv_pos0 + h, a2.n_kv = c.n_kv - h, a2.out = o2, a2.lse = lse2;
         TEST_COND(ls_op_attention(g_be, &a1) == LS_OK && ls_op_attention(g_be, &a2) == LS_OK, "split attention");
-        TEST_COND(ls_op_attn_merge(g_be, o, lse, o2, lse2, n_q * n_head, hd) == LS_OK, "merge");
+        TEST_COND(ls_op_attn_merge(g_be, o, lse, o2, lse2, c.n_q * c.n_head, c.hd) == LS_OK, "merge");
         free(o2), free(lse2);
     }
-    double eo = rel_err(o, r, (int64_t)nq), el = rel_err(lse, rlse, n_q * n_head);
-    TEST_COND(eo < 1e-5 && el < 1e-5, "attention n_q=%lld pos0=%lld n_kv=%lld heads=%d/%d hd=%d split=%d: out %.2e lse %.2e",
-              (long long)n_q, (long long)q_pos0, (long long)n_kv, n_head, n_kv_head, hd, split, eo, el);
-    free(q), free(k), free(v), free(o), free(r), free(lse), free(rlse);
+    double eo = rel_err(o, r, (int64_t)nq), el = rel_err(lse, rlse, c.n_q * c.n_head);
+    TEST_COND(eo < 1e-5 && el < 1e-5,
+              "attention %s G=%lld S=%lld W=%lld n_q=%lld pos0=%lld n_kv=%lld sinks=%lld kv_pos0=%lld heads=%d/%d hd=%d split=%d: out %.2e lse %.2e",
+              ls_attn_kind_name(c.rule.kind), (long long)c.rule.group, (long long)c.rule.sinks, (long long)c.rule.window,
+              (long long)c.n_q, (long long)c.q_pos0, (long long)c.n_kv, (long long)c.kv_sinks, (long long)c.kv_pos0,
+              c.n_head, n_kv_head, c.hd, c.split, eo, el);
+    free(q), free(qs), free(k), free(v), free(o), free(r), free(lse), free(rlse);
+}
+
+static ls_attn_rule random_rule(unsigned *seed, int kind) {
+    ls_attn_rule r = {.kind = (ls_attn_kind)kind};
+    r.group = 2 + rand_r(seed) % 90;          // odd groups and groups longer than the text too
+    r.sinks = rand_r(seed) % 6;
+    r.window = 1 + rand_r(seed) % 70;
+    return r;
 }
 
 static void test_attention(void) {
     unsigned seed = 23;
     static const int reps[] = {1, 3, 4, 8}, hds[] = {32, 64, 128};
-    for (int trial = 0; trial < 24; trial++) {
+    for (int trial = 0; trial < 24; trial++) { // full causal: shapes, chunked prefill, splits
         int rep = reps[trial % 4], hd = hds[trial % 3], n_head = rep * (1 + rand_r(&seed) % 3);
         int64_t n_q = 1 + rand_r(&seed) % 77, p0 = trial % 2 ? rand_r(&seed) % 150 : 0;
-        attention_case(n_q, p0, p0 + n_q, n_head, rep, hd, &seed, trial % 5 == 4);
+        run_attention_case((attn_case){n_q, p0, p0 + n_q, 0, 0, n_head, rep, hd, {LS_ATTN_FULL}, trial % 5 == 4}, &seed);
     }
-    attention_case(1, 2999, 3000, 9, 3, 64, &seed, false);  // decode over a long cache: key splits
-    attention_case(3, 2000, 2003, 4, 4, 64, &seed, false);
-    attention_case(33, 1100, 1133, 6, 2, 64, &seed, true);
-    attention_case(5, 0, 3, 2, 1, 32, &seed, false);        // n_kv < n_q: early queries see a prefix
+    for (int trial = 0; trial < 80; trial++) { // every rule on random shapes
+        int kind = 1 + trial % 3, rep = reps[trial % 4], hd = hds[(trial / 4) % 3];
+        int n_head = rep * (1 + rand_r(&seed) % 3);
+        if (trial % 7 == 3) n_head = 9, rep = 3; // SmolLM2's odd head count: the s2 split at 4
+        int64_t n_q = 1 + rand_r(&seed) % 90, p0 = trial % 3 ? rand_r(&seed) % 200 : 0;
+        run_attention_case((attn_case){n_q, p0, p0 + n_q, 0, 0, n_head, rep, hd, random_rule(&seed, kind), trial % 4 == 1},
+                           &seed);
+    }
+    for (int trial = 0; trial < 30; trial++) { // streaming layout: sinks in front of a later window
+        ls_attn_rule r = random_rule(&seed, trial % 2 ? LS_ATTN_SINK : LS_ATTN_WINDOW);
+        if (r.kind == LS_ATTN_SINK && r.sinks == 0) r.sinks = 1 + trial % 4;
+        int64_t sinks = r.kind == LS_ATTN_SINK ? r.sinks : 0, n_q = 1 + rand_r(&seed) % 40;
+        int64_t p0 = sinks + r.window + rand_r(&seed) % 500; // the first query, well past the start
+        int64_t kv_pos0 = p0 - r.window, n_kv = sinks + (p0 + n_q - kv_pos0);
+        run_attention_case((attn_case){n_q, p0, n_kv, sinks, kv_pos0, 4, 2, 64, r, false}, &seed);
+    }
+    run_attention_case((attn_case){1, 2999, 3000, 0, 0, 9, 3, 64, {LS_ATTN_FULL}, false}, &seed); // decode: key splits
+    run_attention_case((attn_case){1, 4999, 5000, 4, 4, 9, 3, 64, {.kind = LS_ATTN_SINK, .sinks = 4, .window = 1020}, false},
+                       &seed);
+    run_attention_case((attn_case){3, 2000, 2003, 0, 0, 4, 4, 64, {LS_ATTN_FULL}, false}, &seed);
+    run_attention_case((attn_case){33, 1100, 1133, 0, 0, 6, 2, 64, {LS_ATTN_FULL}, true}, &seed);
+    run_attention_case((attn_case){5, 0, 3, 0, 0, 2, 1, 32, {LS_ATTN_FULL}, false}, &seed); // n_kv < n_q
     ls_attn_args bad = {.n_q = 1, .n_kv = 1, .kv_stride = 1, .n_head = 3, .n_kv_head = 2, .head_dim = 8, .scale = 1};
     TEST_ERR(ls_op_attention(g_be, &bad), LS_ERR_INVALID, "inconsistent shape");
+    ls_attn_args bad_rule = {.n_q = 1, .n_kv = 1, .kv_stride = 1, .n_head = 2, .n_kv_head = 2, .head_dim = 8, .scale = 1,
+                             .rule = {.kind = LS_ATTN_S2, .group = 1, .n_head = 2}};
+    TEST_ERR(ls_op_attention(g_be, &bad_rule), LS_ERR_INVALID, "group of at least 2");
 }
 
 int main(void) {
