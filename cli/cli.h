@@ -69,6 +69,30 @@ typedef struct cli_engine_args {
     "  --act-precision f32|llamacpp   matmul activations exact (default) or rounded to\n"   \
     "                       8 bits per block as llama.cpp's CPU backend does (to compare)\n"
 
+// --- attention-rule options (generate, perplexity) -------------------------------------------
+typedef struct cli_attn_args {
+    ls_attn_kind kind;
+    int64_t group, sinks, window; // -1: not given
+    double group_ratio;           // <= 0: not given
+} cli_attn_args;
+#define CLI_ATTN_OPT 1100
+#define CLI_ATTN_OPTIONS                                                                   \
+    {"attn", required_argument, 0, CLI_ATTN_OPT + 0},                                     \
+    {"group", required_argument, 0, CLI_ATTN_OPT + 1},                                    \
+    {"group-ratio", required_argument, 0, CLI_ATTN_OPT + 2},                              \
+    {"sinks", required_argument, 0, CLI_ATTN_OPT + 3},                                    \
+    {"window", required_argument, 0, CLI_ATTN_OPT + 4}
+#define CLI_ATTN_HELP                                                                      \
+    "  --attn full|s2|sink|window   attention rule (default full; docs/attention.md)\n"      \
+    "  --group G | --group-ratio R  s2: group of G tokens, or R times the sequence (default 0.25)\n" \
+    "  --sinks S --window W         sink: S first tokens (default 4) and W previous ones\n"     \
+    "                               (default 1020); window: W previous tokens (default 1024)\n"
+cli_attn_args cli_attn_args_default(void);
+int cli_attn_option(const char *cmd, int c, const char *arg, cli_attn_args *a);
+// The rule for a sequence of seq_len tokens (s2's group from the ratio); options that do not
+// belong to the chosen rule are an error.
+ls_status cli_attn_rule(const cli_attn_args *a, int64_t seq_len, ls_attn_rule *out);
+
 cli_engine_args cli_engine_args_default(void);
 // Handles one getopt result c >= CLI_ENGINE_OPT; returns 0, or prints why and returns 2.
 int cli_engine_option(const char *cmd, int c, const char *arg, cli_engine_args *a);

@@ -29,11 +29,14 @@ static void help(void) {
            "  --ignore-eos         keep going past end-of-generation tokens\n"
            "  --json               print {text, tokens, prompt_tokens, prefill_ms, decode_ms,\n"
            "                       prefill_tok_per_s, decode_tok_per_s, stop, ids} instead\n"
+           CLI_ATTN_HELP
+           "                       (sink and window generate without a length limit, in bounded memory)\n"
            CLI_ENGINE_HELP);
 }
 
 typedef struct gen_args {
     cli_engine_args eng;
+    cli_attn_args attn;
     const char *prompt, *prompt_file, *system, *tmpl;
     bool chat, json;
     ls_gen_opts gen;
@@ -49,13 +52,18 @@ static int parse(int argc, char **argv, gen_args *g) {
         {"min-p", required_argument, 0, 'M'}, {"repeat-penalty", required_argument, 0, 'r'},
         {"repeat-last-n", required_argument, 0, 'R'}, {"seed", required_argument, 0, 's'},
         {"stop", required_argument, 0, 'S'}, {"ignore-eos", no_argument, 0, 'E'},
-        {"json", no_argument, 0, 'j'}, {"help", no_argument, 0, 'h'}, CLI_ENGINE_OPTIONS, {0, 0, 0, 0}};
+        {"json", no_argument, 0, 'j'}, {"help", no_argument, 0, 'h'}, CLI_ENGINE_OPTIONS, CLI_ATTN_OPTIONS,
+        {0, 0, 0, 0}};
     const char *cmd = "generate";
     int c;
     int64_t v;
     double d;
     ls_sampler_opts *s = &g->gen.sampling;
     while ((c = getopt_long(argc, argv, "n:h", opts, NULL)) != -1) {
+        if (c >= CLI_ATTN_OPT) {
+            if (cli_attn_option(cmd, c, optarg, &g->attn)) return 2;
+            continue;
+        }
         if (c >= CLI_ENGINE_OPT) {
             if (cli_engine_option(cmd, c, optarg, &g->eng)) return 2;
             continue;
@@ -147,8 +155,17 @@ static void print_json(const ls_gen_result *r) {
     json_decref(o);
 }
 
+static ls_status run(gen_args *g, ls_engine_t **e, ls_vec_i32 *ids, ls_gen_result *res) {
+    LS_CHECK(cli_engine_load(&g->eng, e));
+    LS_CHECK(prompt_ids(g, *e, ids));
+    LS_CHECK(cli_attn_rule(&g->attn, (int64_t)ids->len + g->gen.max_tokens, &g->gen.rule));
+    g->gen.stream = g->gen.rule.kind == LS_ATTN_SINK || g->gen.rule.kind == LS_ATTN_WINDOW;
+    return ls_generate(*e, ids->data, (int64_t)ids->len, &g->gen, g->json ? NULL : print_text, NULL, res);
+}
+
 int cmd_generate(int argc, char **argv) {
-    gen_args g = {.eng = cli_engine_args_default(), .gen = {.max_tokens = 256, .sampling = ls_sampler_opts_default()}};
+    gen_args g = {.eng = cli_engine_args_default(), .attn = cli_attn_args_default(),
+                  .gen = {.max_tokens = 256, .sampling = ls_sampler_opts_default()}};
     g.gen.sampling.seed = (uint64_t)time(NULL) ^ (uint64_t)getpid() << 32;
     int rc = parse(argc, argv, &g);
     if (rc) return rc;
@@ -159,8 +176,7 @@ int cmd_generate(int argc, char **argv) {
     g.gen.on_prefill = on_progress;
     g.gen.progress_ctx = &pr;
     int status = 0;
-    if (cli_engine_load(&g.eng, &e) != LS_OK || prompt_ids(&g, e, &ids) != LS_OK ||
-        ls_generate(e, ids.data, (int64_t)ids.len, &g.gen, g.json ? NULL : print_text, NULL, &res) != LS_OK) {
+    if (run(&g, &e, &ids, &res) != LS_OK) {
         status = cli_fail();
     } else if (g.json) {
         print_json(&res);

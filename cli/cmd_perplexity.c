@@ -1,27 +1,45 @@
-// cmd_perplexity.c — `longseq perplexity --ctx N FILE`: perplexity with llama-perplexity's
-// protocol (the file without its final newline, tokenized with the model's BOS setting, chunks
-// of N tokens, the second half of each scored), printing the running value per chunk and the
-// final estimate with its uncertainty; --json prints {ppl, ppl_stderr, tokens, chunks, ctx}.
-// Tests: tests/oracle/test_perplexity.py.
+// cmd_perplexity.c — `longseq perplexity`: perplexity of a text file.
+//   chunked (default): llama-perplexity's protocol — the file without its final newline,
+//     tokenized with the model's BOS setting, chunks of --ctx tokens, the second half of each
+//     scored (--score all: every token after a chunk's first) — under any attention rule;
+//   --stream (sink or window rule): the whole file as one sequence over a bounded cache, read
+//     and tokenized block by block, every token after the first scored; memory stays flat
+//     however long the text is.
+// Prints running values and the final estimate with its uncertainty; --json prints one object;
+// --nll-out writes each scored token's position and negative log-likelihood.
+// Tests: tests/oracle/test_perplexity.py, tests/oracle/test_streaming.py.
 #include "cli.h"
 #include "ls_tasks.h"
 
 #include <jansson.h>
-
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
+#define READ_BLOCK ((size_t)1 << 20)
+
 static void help(void) {
-    printf("usage: longseq perplexity --ctx N [--chunks K] [--json] FILE\n"
-           "Perplexity of FILE as llama.cpp's llama-perplexity computes it.\n"
-           "  --ctx N      tokens per chunk (the second half of each is scored)\n"
-           "  --chunks K   score at most K chunks (default: all)\n"
-           "  --json       print {ppl, ppl_stderr, tokens, chunks, ctx, text_tokens, seconds}\n"
-           CLI_ENGINE_HELP);
+    printf("usage: longseq perplexity --ctx N [--chunks K] [--score half|all] [--json] FILE\n"
+           "       longseq perplexity --stream --attn sink|window [--max-tokens N] [--json] FILE\n"
+           "Perplexity of FILE as llama.cpp's llama-perplexity computes it, or as one unbounded stream.\n"
+           "  --ctx N          tokens per chunk (the second half of each is scored)\n"
+           "  --chunks K       score at most K chunks (default: all)\n"
+           "  --score all      score every token of a chunk after its first, not only the second half\n"
+           "  --stream         one sequence over a bounded cache (sink or window rule), read block by block\n"
+           "  --max-tokens N   stream: stop after N tokens\n"
+           "  --nll-out F      write \"position nll\" lines for every scored token\n"
+           "  --json           print {ppl, ppl_stderr, tokens, chunks, ctx, text_tokens, seconds}\n"
+           CLI_ATTN_HELP CLI_ENGINE_HELP);
 }
 
 typedef struct ppl_cli {
-    bool json, tty;
+    cli_engine_args eng;
+    cli_attn_args attn;
+    ls_ppl_opts po;
+    bool json, tty, stream;
+    int64_t max_tokens;
+    const char *path, *nll_path;
+    FILE *nll;
     double t0;
 } ppl_cli;
 
@@ -36,77 +54,172 @@ static void on_progress(void *ctx, int64_t done, int64_t total) {
 static void on_chunk(void *ctx, int64_t chunk, int64_t n_chunks, double ppl) {
     ppl_cli *p = ctx;
     if (p->json) return;
-    if (chunk == 0 && p->tty)
+    if (chunk == 0 && p->tty && n_chunks > 0)
         fprintf(stderr, "[longseq] %.2f s per chunk, %lld chunks\n", (ls_time_ms() - p->t0) / 1e3, (long long)n_chunks);
     printf("[%lld]%.4f,", (long long)chunk + 1, ppl);
     fflush(stdout);
 }
 
-int cmd_perplexity(int argc, char **argv) {
-    static const struct option opts[] = {{"ctx", required_argument, 0, 'c'}, {"chunks", required_argument, 0, 'k'},
-                                         {"json", no_argument, 0, 'j'}, {"help", no_argument, 0, 'h'},
-                                         CLI_ENGINE_OPTIONS, {0, 0, 0, 0}};
-    cli_engine_args eng = cli_engine_args_default();
-    ls_ppl_opts po = {0};
-    ppl_cli pc = {.tty = isatty(2)};
+static void on_nll(void *ctx, int64_t position, double nll) {
+    ppl_cli *p = ctx;
+    fprintf(p->nll, "%lld %.6f\n", (long long)position, nll);
+}
+
+static int parse(int argc, char **argv, ppl_cli *p) {
+    static const struct option opts[] = {
+        {"ctx", required_argument, 0, 'c'},   {"chunks", required_argument, 0, 'k'},
+        {"json", no_argument, 0, 'j'},        {"stream", no_argument, 0, 's'},
+        {"score", required_argument, 0, 'S'}, {"max-tokens", required_argument, 0, 'm'},
+        {"nll-out", required_argument, 0, 'n'}, {"help", no_argument, 0, 'h'},
+        CLI_ENGINE_OPTIONS, CLI_ATTN_OPTIONS, {0, 0, 0, 0}};
+    const char *cmd = "perplexity";
     int c;
-    int64_t v;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-        if (c >= CLI_ENGINE_OPT) {
-            if (cli_engine_option("perplexity", c, optarg, &eng)) return 2;
+        if (c >= CLI_ATTN_OPT) {
+            if (cli_attn_option(cmd, c, optarg, &p->attn)) return 2;
+        } else if (c >= CLI_ENGINE_OPT) {
+            if (cli_engine_option(cmd, c, optarg, &p->eng)) return 2;
         } else if (c == 'c') {
-            if (!cli_parse_int("perplexity", "--ctx", optarg, 4, 1 << 24, &v)) return 2;
-            po.ctx = v;
+            if (!cli_parse_int(cmd, "--ctx", optarg, 4, 1 << 24, &p->po.ctx)) return 2;
         } else if (c == 'k') {
-            if (!cli_parse_int("perplexity", "--chunks", optarg, 1, INT32_MAX, &v)) return 2;
-            po.max_chunks = v;
+            if (!cli_parse_int(cmd, "--chunks", optarg, 1, INT32_MAX, &p->po.max_chunks)) return 2;
+        } else if (c == 'm') {
+            if (!cli_parse_int(cmd, "--max-tokens", optarg, 2, INT64_MAX, &p->max_tokens)) return 2;
+        } else if (c == 'S') {
+            if (strcmp(optarg, "all") && strcmp(optarg, "half"))
+                return cli_usage_error(cmd, "--score \"%s\" is not half or all", optarg);
+            p->po.score_all = !strcmp(optarg, "all");
+        } else if (c == 's') {
+            p->stream = true;
+        } else if (c == 'n') {
+            p->nll_path = optarg;
         } else if (c == 'j') {
-            pc.json = true;
+            p->json = true;
         } else if (c == 'h') {
             help();
-            return 0;
+            exit(0);
         } else {
-            return cli_usage_error("perplexity", "unknown option");
+            return cli_usage_error(cmd, "unknown option");
         }
     }
-    if (!po.ctx) return cli_usage_error("perplexity", "--ctx N is required");
-    if (argc - optind != 1) return cli_usage_error("perplexity", "expected one text file");
-    po.on_chunk = on_chunk;
-    po.chunk_ctx = &pc;
-    po.on_progress = on_progress;
-    po.progress_ctx = &pc;
-    ls_engine_t *e = NULL;
+    if (!p->po.ctx && !p->stream) return cli_usage_error(cmd, "--ctx N is required (or --stream)");
+    if (p->stream && (p->po.max_chunks || p->po.score_all))
+        return cli_usage_error(cmd, "--chunks and --score apply to chunks, not to --stream");
+    if (argc - optind != 1) return cli_usage_error(cmd, "expected one text file");
+    p->path = argv[optind];
+    return 0;
+}
+
+// Chunked perplexity: the whole file, tokenized once.
+static ls_status run_chunked(ppl_cli *p, ls_engine_t *e, ls_ppl_result *r, int64_t *n_tokens) {
     ls_buf text = {0};
     ls_vec_i32 ids = {0};
-    ls_ppl_result r;
-    int status = 0;
-    pc.t0 = ls_time_ms();
-    if (cli_engine_load(&eng, &e) != LS_OK || ls_file_read_all(argv[optind], (size_t)1 << 31, &text) != LS_OK) {
-        status = cli_fail();
-        goto done;
+    ls_status rc = ls_file_read_all(p->path, (size_t)1 << 31, &text);
+    if (rc == LS_OK && text.len && text.data[text.len - 1] == '\n') text.data[--text.len] = 0; // as llama-perplexity -f
+    if (rc == LS_OK) rc = ls_tokenize(ls_engine_tokenizer(e), text.data, text.len, true, false, &ids);
+    if (rc == LS_OK) rc = cli_attn_rule(&p->attn, p->po.ctx, &p->po.rule);
+    if (rc == LS_OK) rc = ls_perplexity(e, ids.data, (int64_t)ids.len, &p->po, r);
+    *n_tokens = (int64_t)ids.len;
+    ls_vec_i32_free(&ids);
+    ls_buf_free(&text);
+    return rc;
+}
+
+// Streaming perplexity: the file read in blocks, each tokenized up to a safe cut and fed on.
+static ls_status feed_file(ppl_cli *p, ls_engine_t *e, ls_ppl_stream_t *st, int64_t *n_tokens) {
+    FILE *f = strcmp(p->path, "-") ? fopen(p->path, "rb") : stdin;
+    if (!f) return LS_ERR(LS_ERR_IO, "cannot open %s", p->path);
+    ls_buf pend = {0};
+    ls_vec_i32 ids = {0};
+    char *block = ls_malloc(READ_BLOCK);
+    ls_status rc = LS_OK;
+    bool first = true, eof = false;
+    while (rc == LS_OK && !eof && (!p->max_tokens || *n_tokens < p->max_tokens)) {
+        size_t got = fread(block, 1, READ_BLOCK, f);
+        eof = got < READ_BLOCK;
+        ls_buf_append(&pend, block, got);
+        if (eof && pend.len && pend.data[pend.len - 1] == '\n') pend.len--; // the final newline, as chunked mode
+        size_t cut = eof ? pend.len : ls_tokenizer_safe_cut(pend.data, pend.len);
+        if (!cut) continue; // no safe place yet: read more
+        ids.len = 0;
+        rc = first ? ls_tokenize(ls_engine_tokenizer(e), pend.data, cut, true, false, &ids)
+                   : ls_tokenize_more(ls_engine_tokenizer(e), pend.data, cut, false, &ids);
+        first = false;
+        int64_t n = (int64_t)ids.len;
+        if (p->max_tokens && *n_tokens + n > p->max_tokens) n = p->max_tokens - *n_tokens;
+        if (rc == LS_OK) rc = ls_ppl_stream_feed(st, ids.data, n);
+        *n_tokens += n;
+        memmove(pend.data, pend.data + cut, pend.len - cut);
+        pend.len -= cut;
     }
-    if (text.len && text.data[text.len - 1] == '\n') text.data[--text.len] = 0; // as llama-perplexity -f
-    if (ls_tokenize(ls_engine_tokenizer(e), text.data, text.len, true, false, &ids) != LS_OK ||
-        ls_perplexity(e, ids.data, (int64_t)ids.len, &po, &r) != LS_OK) {
-        status = cli_fail();
-        goto done;
-    }
-    if (pc.json) {
-        json_t *o = json_pack("{s:f, s:f, s:I, s:I, s:I, s:I, s:f}", "ppl", r.ppl, "ppl_stderr", r.ppl_stderr, "tokens",
-                              (json_int_t)r.scored, "chunks", (json_int_t)r.chunks, "ctx", (json_int_t)r.ctx,
-                              "text_tokens", (json_int_t)ids.len, "seconds", r.ms / 1e3);
+    if (rc == LS_OK && ferror(f)) rc = LS_ERR(LS_ERR_IO, "error reading %s", p->path);
+    if (f != stdin) fclose(f);
+    ls_free(block);
+    ls_buf_free(&pend);
+    ls_vec_i32_free(&ids);
+    return rc;
+}
+
+static ls_status run_stream(ppl_cli *p, ls_engine_t *e, ls_ppl_result *r, int64_t *n_tokens) {
+    ls_ppl_stream_opts so = {.report_every = 2048, .on_report = on_chunk, .report_ctx = p,
+                             .on_nll = p->po.on_nll, .nll_ctx = p->po.nll_ctx};
+    LS_CHECK(cli_attn_rule(&p->attn, 0, &so.rule));
+    ls_ppl_stream_t *st;
+    LS_CHECK(ls_ppl_stream_init(e, &so, &st));
+    ls_status rc = feed_file(p, e, st, n_tokens);
+    ls_ppl_stream_result(st, r);
+    ls_ppl_stream_free(st);
+    if (rc == LS_OK && r->scored < 1) rc = LS_ERR(LS_ERR_INVALID, "the text has fewer than 2 tokens: nothing to score");
+    return rc;
+}
+
+static void print_result(const ppl_cli *p, const ls_ppl_result *r, int64_t n_tokens) {
+    if (p->json) {
+        json_t *o = json_pack("{s:f, s:f, s:I, s:I, s:I, s:I, s:f}", "ppl", r->ppl, "ppl_stderr", r->ppl_stderr, "tokens",
+                              (json_int_t)r->scored, "chunks", (json_int_t)r->chunks, "ctx", (json_int_t)r->ctx,
+                              "text_tokens", (json_int_t)n_tokens, "seconds", r->ms / 1e3);
         json_dumpf(o, stdout, JSON_COMPACT);
         printf("\n");
         json_decref(o);
-    } else {
-        printf("\nFinal estimate: PPL = %.4f +/- %.5f\n", r.ppl, r.ppl_stderr);
-        fprintf(stderr, "[longseq] %lld chunks of %lld tokens, %lld tokens scored, %.1f s (%.1f tok/s)\n",
-                (long long)r.chunks, (long long)r.ctx, (long long)r.scored, r.ms / 1e3,
-                (double)(r.chunks * r.ctx) / (r.ms / 1e3));
+        return;
     }
-done:
-    ls_vec_i32_free(&ids);
-    ls_buf_free(&text);
+    printf("\nFinal estimate: PPL = %.4f +/- %.5f\n", r->ppl, r->ppl_stderr);
+    if (p->stream)
+        fprintf(stderr, "[longseq] %lld tokens streamed through a cache of %lld, %lld scored, %.1f s (%.1f tok/s)\n",
+                (long long)n_tokens, (long long)r->ctx, (long long)r->scored, r->ms / 1e3, n_tokens / (r->ms / 1e3));
+    else
+        fprintf(stderr, "[longseq] %lld chunks of %lld tokens, %lld tokens scored, %.1f s (%.1f tok/s)\n",
+                (long long)r->chunks, (long long)r->ctx, (long long)r->scored, r->ms / 1e3,
+                (double)(r->chunks * r->ctx) / (r->ms / 1e3));
+}
+
+int cmd_perplexity(int argc, char **argv) {
+    ppl_cli p = {.eng = cli_engine_args_default(), .attn = cli_attn_args_default(), .tty = isatty(2)};
+    int rc = parse(argc, argv, &p);
+    if (rc) return rc;
+    p.po.on_chunk = on_chunk;
+    p.po.chunk_ctx = &p;
+    p.po.on_progress = on_progress;
+    p.po.progress_ctx = &p;
+    if (p.nll_path) {
+        if (!(p.nll = fopen(p.nll_path, "w"))) {
+            fprintf(stderr, "longseq perplexity: cannot write %s\n", p.nll_path);
+            return 1;
+        }
+        p.po.on_nll = on_nll;
+        p.po.nll_ctx = &p;
+    }
+    ls_engine_t *e = NULL;
+    ls_ppl_result r = {0};
+    int64_t n_tokens = 0;
+    int status = 0;
+    p.t0 = ls_time_ms();
+    if (cli_engine_load(&p.eng, &e) != LS_OK ||
+        (p.stream ? run_stream(&p, e, &r, &n_tokens) : run_chunked(&p, e, &r, &n_tokens)) != LS_OK)
+        status = cli_fail();
+    else
+        print_result(&p, &r, n_tokens);
+    if (p.nll) fclose(p.nll);
     ls_engine_free(e);
     return status;
 }

@@ -80,3 +80,46 @@ ls_status cli_engine_load(const cli_engine_args *a, ls_engine_t **e) {
     if (notes && *notes) fputs(notes, stderr);
     return LS_OK;
 }
+
+// --- attention rules ------------------------------------------------------------------------
+
+cli_attn_args cli_attn_args_default(void) {
+    return (cli_attn_args){.kind = LS_ATTN_FULL, .group = -1, .sinks = -1, .window = -1, .group_ratio = 0};
+}
+
+int cli_attn_option(const char *cmd, int c, const char *arg, cli_attn_args *a) {
+    switch (c - CLI_ATTN_OPT) {
+    case 0:
+        if (!ls_attn_kind_parse(arg, &a->kind))
+            return cli_usage_error(cmd, "--attn \"%s\" is not one of full, s2, sink, window", arg);
+        return 0;
+    case 1: return cli_parse_int(cmd, "--group", arg, 0, 1 << 24, &a->group) ? 0 : 2;
+    case 2:
+        if (!cli_parse_double(cmd, "--group-ratio", arg, &a->group_ratio)) return 2;
+        if (!(a->group_ratio > 0 && a->group_ratio <= 1)) return cli_usage_error(cmd, "--group-ratio must be in (0, 1]");
+        return 0;
+    case 3: return cli_parse_int(cmd, "--sinks", arg, 0, 1 << 20, &a->sinks) ? 0 : 2;
+    case 4: return cli_parse_int(cmd, "--window", arg, 0, 1 << 24, &a->window) ? 0 : 2;
+    default: return cli_usage_error(cmd, "unknown option");
+    }
+}
+
+ls_status cli_attn_rule(const cli_attn_args *a, int64_t seq_len, ls_attn_rule *out) {
+    const char *name = ls_attn_kind_name(a->kind);
+    if ((a->group >= 0 || a->group_ratio > 0) && a->kind != LS_ATTN_S2)
+        return LS_ERR(LS_ERR_INVALID, "--group and --group-ratio belong to --attn s2, not %s", name);
+    if (a->sinks >= 0 && a->kind != LS_ATTN_SINK)
+        return LS_ERR(LS_ERR_INVALID, "--sinks belongs to --attn sink, not %s", name);
+    if (a->window >= 0 && a->kind != LS_ATTN_SINK && a->kind != LS_ATTN_WINDOW)
+        return LS_ERR(LS_ERR_INVALID, "--window belongs to --attn sink or window, not %s", name);
+    if (a->group >= 0 && a->group_ratio > 0) return LS_ERR(LS_ERR_INVALID, "give --group or --group-ratio, not both");
+    *out = (ls_attn_rule){.kind = a->kind};
+    if (a->kind == LS_ATTN_S2)
+        out->group = a->group >= 0 ? a->group : (int64_t)((a->group_ratio > 0 ? a->group_ratio : 0.25) * (double)seq_len);
+    out->sinks = a->kind == LS_ATTN_SINK ? (a->sinks >= 0 ? a->sinks : 4) : 0;
+    if (a->kind == LS_ATTN_SINK || a->kind == LS_ATTN_WINDOW)
+        out->window = a->window >= 0 ? a->window : a->kind == LS_ATTN_SINK ? 1020 : 1024;
+    ls_attn_rule check = *out;
+    check.n_head = 1; // the engine fills in the model's head count
+    return ls_attn_rule_check(&check);
+}

@@ -54,6 +54,17 @@ int32_t ls_tokenizer_find(const ls_tokenizer_t *t, const char *text, size_t len)
 ls_status ls_tokenize(const ls_tokenizer_t *t, const char *text, size_t len, bool add_special,
                       bool parse_special, ls_vec_i32 *out);
 
+// Tokenizing a long text piece by piece (a stream read in blocks). ls_tokenizer_safe_cut
+// gives the longest prefix of text[0..len) after which the text can be cut so that the two
+// parts tokenize to exactly the ids of the whole: the cut follows a line break that has a
+// non-space ASCII character on both sides (0 when there is none). For SentencePiece a merge
+// across such a line break is possible in principle but absent from usual vocabularies.
+// ls_tokenize_more tokenizes a part that continues earlier text: no BOS/EOS and no
+// SentencePiece dummy prefix.
+size_t ls_tokenizer_safe_cut(const char *text, size_t len);
+ls_status ls_tokenize_more(const ls_tokenizer_t *t, const char *text, size_t len, bool parse_special,
+                           ls_vec_i32 *out);
+
 // Appends the bytes of one token. special: render control tokens (otherwise they produce
 // nothing). Invalid ids are LS_ERR_INVALID.
 ls_status ls_token_to_bytes(const ls_tokenizer_t *t, int32_t id, bool special, ls_buf *out);

@@ -275,6 +275,7 @@ int32_t ls_tokenizer_find(const ls_tokenizer_t *t, const char *text, size_t len)
 
 typedef struct tok_ctx {
     const ls_tokenizer_t *t;
+    bool continuation; // no SentencePiece dummy prefix on the first fragment
     const char *frag;  // current raw fragment
     text_unit *units;
     size_t units_cap;
@@ -304,6 +305,12 @@ static size_t chunk_end(const char *p, size_t n) {
     for (size_t i = BPE_CHUNK; i + 1 < n; i++)
         if (p[i] == '\n' && ascii_solid(p[i - 1]) && ascii_solid(p[i + 1])) return i + 1;
     return n;
+}
+
+size_t ls_tokenizer_safe_cut(const char *text, size_t len) {
+    for (size_t i = len >= 2 ? len - 2 : 0; i >= 1 && len >= 2; i--)
+        if (text[i] == '\n' && ascii_solid(text[i - 1]) && ascii_solid(text[i + 1])) return i + 1;
+    return 0;
 }
 
 static ls_status bpe_fragment(tok_ctx *c, const char *p, size_t n) {
@@ -346,7 +353,9 @@ static int32_t special_at(const ls_tokenizer_t *t, const char *p, size_t n, bool
 static ls_status raw_fragment(tok_ctx *c, const char *p, size_t n) {
     if (!n) return LS_OK;
     if (c->t->model == LS_TOK_BPE) return bpe_fragment(c, p, n);
-    return spm_fragment(c, p, n, c->t->add_space_prefix);
+    bool prefix = c->t->add_space_prefix && !c->continuation;
+    c->continuation = false; // only the text's first fragment continues earlier text
+    return spm_fragment(c, p, n, prefix);
 }
 
 static ls_status tokenize_text(tok_ctx *c, const char *text, size_t len, bool parse_special) {
@@ -369,12 +378,12 @@ static ls_status tokenize_text(tok_ctx *c, const char *text, size_t len, bool pa
     return raw_fragment(c, text + frag, len - frag);
 }
 
-ls_status ls_tokenize(const ls_tokenizer_t *t, const char *text, size_t len, bool add_special,
-                      bool parse_special, ls_vec_i32 *out) {
+static ls_status tokenize(const ls_tokenizer_t *t, const char *text, size_t len, bool add_special,
+                          bool parse_special, bool continuation, ls_vec_i32 *out) {
     if (len >= UINT32_MAX)
         return LS_ERR(LS_ERR_RANGE, "text of %zu bytes is too long to tokenize in one call (limit 4 GiB)", len);
     if (add_special && t->add_bos && t->bos >= 0) ls_vec_i32_push(out, t->bos);
-    tok_ctx c = {.t = t, .out = out};
+    tok_ctx c = {.t = t, .out = out, .continuation = continuation};
     ls_status rc = tokenize_text(&c, text, len, parse_special);
     if (c.scratch.dropped)
         LS_WARN("tokenize: %zu byte(s) have no token in this vocabulary and were dropped (the first is 0x%02x)",
@@ -385,6 +394,16 @@ ls_status ls_tokenize(const ls_tokenizer_t *t, const char *text, size_t len, boo
     LS_CHECK(rc);
     if (add_special && t->add_eos && t->eos >= 0) ls_vec_i32_push(out, t->eos);
     return LS_OK;
+}
+
+ls_status ls_tokenize(const ls_tokenizer_t *t, const char *text, size_t len, bool add_special,
+                      bool parse_special, ls_vec_i32 *out) {
+    return tokenize(t, text, len, add_special, parse_special, false, out);
+}
+
+ls_status ls_tokenize_more(const ls_tokenizer_t *t, const char *text, size_t len, bool parse_special,
+                           ls_vec_i32 *out) {
+    return tokenize(t, text, len, false, parse_special, true, out);
 }
 
 // --- detokenize ---------------------------------------------------------------------------

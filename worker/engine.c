@@ -175,7 +175,9 @@ const char *ls_engine_notes(const ls_engine_t *e) { return e->notes.data; }
 
 // --- sequences ----------------------------------------------------------------------------
 
-#define REBASE_AT (1 << 14) // re-rotate a stream's window keys once p - base reaches this
+// A stream re-rotates its window keys once p - base reaches this (tests set it low to exercise
+// the re-rotation often).
+LS_PARAM(rebase_at, "LS_REBASE_AT", 1 << 14)
 
 static ls_status check_rule(const ls_engine_t *e, const ls_seq_opts *o, ls_attn_rule *r) {
     *r = o->rule;
@@ -290,7 +292,7 @@ ls_status ls_seq_make_room(ls_seq_t *s, int64_t m) {
         int64_t new_win0 = s->len - s->rule.window;
         if (new_win0 > s->win0) evict(s, new_win0);
     }
-    if (s->len + m - s->base > REBASE_AT && s->win0 > s->base) LS_CHECK(rebase(s, s->win0));
+    if (s->len + m - s->base > ls_param_rebase_at() && s->win0 > s->base) LS_CHECK(rebase(s, s->win0));
     return LS_OK;
 }
 

@@ -15,6 +15,8 @@ const char *ls_stop_reason_name(ls_stop_reason r); // "eog", "stop", "length"
 
 typedef struct ls_gen_opts {
     int64_t max_tokens;           // generate at most this many
+    ls_attn_rule rule;            // attention rule (zeroed: full)
+    bool stream;                  // sink/window rule over a bounded cache: no length limit
     ls_sampler_opts sampling;
     const char *const *stop;      // stop strings (not included in the text)
     size_t n_stop;
@@ -36,18 +38,25 @@ void ls_gen_result_free(ls_gen_result *r);
 typedef ls_status (*ls_text_fn)(void *ctx, const char *text, size_t len);
 
 // Prefills the prompt (at least one token) into a fresh sequence of capacity
-// n_prompt + max_tokens, then samples until a stop condition.
+// n_prompt + max_tokens (or a bounded streaming cache), then samples until a stop condition.
 ls_status ls_generate(ls_engine_t *e, const int32_t *prompt, int64_t n_prompt, const ls_gen_opts *o,
                       ls_text_fn on_text, void *text_ctx, ls_gen_result *res);
 
 // --- perplexity -----------------------------------------------------------------------------
 // The text is cut into chunks of ctx tokens (at most max_chunks, <= 0: all). Each chunk runs in
-// a fresh sequence; when the model adds BOS, the chunk's first token is replaced by BOS. The
-// second half of each chunk is scored: -log p(token j+1 | ..j) for j in [ctx/2, ctx-1).
+// a fresh sequence under the attention rule; when the model adds BOS, the chunk's first token
+// is replaced by BOS. The second half of each chunk is scored, -log p(token j+1 | ..j) for j in
+// [ctx/2, ctx-1) (llama-perplexity), or with score_all every j in [0, ctx-1).
 typedef void (*ls_ppl_chunk_fn)(void *ctx, int64_t chunk, int64_t n_chunks, double ppl_so_far);
+// Receives each scored token's negative log-likelihood and its position in the text.
+typedef void (*ls_nll_fn)(void *ctx, int64_t position, double nll);
 
 typedef struct ls_ppl_opts {
     int64_t ctx, max_chunks;
+    ls_attn_rule rule;            // (zeroed: full)
+    bool score_all;
+    ls_nll_fn on_nll;             // (optional)
+    void *nll_ctx;
     ls_ppl_chunk_fn on_chunk;     // (optional) after each chunk
     void *chunk_ctx;
     ls_progress_fn on_progress;   // (optional) within a chunk
@@ -63,5 +72,24 @@ typedef struct ls_ppl_result {
 // Needs at least 2 * ctx tokens, as llama-perplexity does.
 ls_status ls_perplexity(ls_engine_t *e, const int32_t *tokens, int64_t n, const ls_ppl_opts *o,
                         ls_ppl_result *res);
+
+// --- streaming perplexity ---------------------------------------------------------------------
+// One unbounded sequence under a sink or window rule over a bounded cache (memory does not
+// grow with the text): tokens are fed in any pieces as they are read and every token after
+// the first is scored. A report goes out about every report_every scored tokens.
+typedef struct ls_ppl_stream ls_ppl_stream_t;
+typedef struct ls_ppl_stream_opts {
+    ls_attn_rule rule;
+    int64_t report_every;
+    ls_ppl_chunk_fn on_report;    // (optional) chunk = report number, n_chunks = -1
+    void *report_ctx;
+    ls_nll_fn on_nll;             // (optional)
+    void *nll_ctx;
+} ls_ppl_stream_opts;
+ls_status ls_ppl_stream_init(ls_engine_t *e, const ls_ppl_stream_opts *o, ls_ppl_stream_t **out);
+ls_status ls_ppl_stream_feed(ls_ppl_stream_t *st, const int32_t *tokens, int64_t n);
+// The result so far (scored = tokens scored; chunks = reports; ctx = the cache's capacity).
+void ls_ppl_stream_result(const ls_ppl_stream_t *st, ls_ppl_result *res);
+void ls_ppl_stream_free(ls_ppl_stream_t *st);
 
 #endif // LS_TASKS_H

@@ -131,7 +131,8 @@ ls_status ls_generate(ls_engine_t *e, const int32_t *prompt, int64_t n_prompt, c
     if (o->max_tokens < 0) return LS_ERR(LS_ERR_INVALID, "cannot generate %lld tokens", (long long)o->max_tokens);
     ls_seq_t *seq = NULL;
     ls_sampler_t *smp = NULL;
-    LS_CHECK(ls_seq_init(e, n_prompt + o->max_tokens, &seq));
+    ls_seq_opts so = {.capacity = n_prompt + o->max_tokens, .rule = o->rule, .stream = o->stream};
+    LS_CHECK(ls_seq_init_opts(e, &so, &seq));
     ls_status rc = ls_sampler_init(&o->sampling, ls_tokenizer_n_vocab(ls_engine_tokenizer(e)), &smp);
     ls_vec_i32 hist = {0};
     text_stream ts = {.o = o, .on_text = on_text, .ctx = text_ctx, .out = &res->text};
@@ -151,28 +152,45 @@ ls_status ls_generate(ls_engine_t *e, const int32_t *prompt, int64_t n_prompt, c
 
 // --- perplexity -----------------------------------------------------------------------------
 
-typedef struct ppl_acc {
-    const int32_t *chunk; // the chunk's tokens (targets)
-    int64_t first, ctx;
-    int32_t n_vocab;
+typedef struct nll_acc {
     double nll, nll2;
     int64_t count;
-} ppl_acc;
+    ls_nll_fn on_nll;
+    void *nll_ctx;
+} nll_acc;
 
-// -log p(chunk[index + 1]) from the logits at index, computed as llama-perplexity does
-// (f32 max and differences, a double sum of expf).
-static ls_status score(void *vctx, int64_t index, const float *logits) {
-    ppl_acc *a = vctx;
-    if (index >= a->ctx - 1) return LS_OK; // the last position predicts nothing in the chunk
+// -log p(target) from a row of logits, as llama-perplexity computes it (f32 max and
+// differences, a double sum of expf), added to the accumulator.
+static void add_nll(nll_acc *a, const float *logits, int32_t n_vocab, int32_t target, int64_t position) {
     float mx = logits[0];
-    for (int32_t i = 1; i < a->n_vocab; i++) mx = logits[i] > mx ? logits[i] : mx;
+    for (int32_t i = 1; i < n_vocab; i++) mx = logits[i] > mx ? logits[i] : mx;
     double sum = 0.0;
-    for (int32_t i = 0; i < a->n_vocab; i++) sum += expf(logits[i] - mx);
-    double v = -((double)(logits[a->chunk[index + 1]] - mx) - log(sum));
+    for (int32_t i = 0; i < n_vocab; i++) sum += expf(logits[i] - mx);
+    double v = -((double)(logits[target] - mx) - log(sum));
     a->nll += v;
     a->nll2 += v * v;
     a->count++;
-    return LS_OK;
+    if (a->on_nll) a->on_nll(a->nll_ctx, position, v);
+}
+
+static void finish(const nll_acc *a, ls_ppl_result *res) {
+    double mean = a->count ? a->nll / (double)a->count : 0.0, var = a->count ? a->nll2 / (double)a->count - mean * mean : 0.0;
+    res->ppl = exp(mean);
+    res->ppl_stderr = var > 0 && a->count > 1 ? sqrt(var / (double)(a->count - 1)) * res->ppl : 0.0;
+    res->scored = a->count;
+}
+
+typedef struct ppl_chunk {
+    const int32_t *chunk;   // the chunk's tokens (targets)
+    int64_t ctx, offset;    // chunk length; the chunk's first position in the text
+    int32_t n_vocab;
+    nll_acc acc;
+} ppl_chunk;
+
+static ls_status score_chunk(void *vctx, int64_t index, const float *logits) {
+    ppl_chunk *c = vctx;
+    if (index < c->ctx - 1) add_nll(&c->acc, logits, c->n_vocab, c->chunk[index + 1], c->offset + index + 1);
+    return LS_OK; // the last position predicts nothing in the chunk
 }
 
 ls_status ls_perplexity(ls_engine_t *e, const int32_t *tokens, int64_t n, const ls_ppl_opts *o,
@@ -187,28 +205,103 @@ ls_status ls_perplexity(ls_engine_t *e, const int32_t *tokens, int64_t n, const 
     int64_t chunks = n / ctx;
     if (o->max_chunks > 0 && o->max_chunks < chunks) chunks = o->max_chunks;
     ls_seq_t *seq;
-    LS_CHECK(ls_seq_init(e, ctx, &seq));
+    ls_seq_opts so = {.capacity = ctx, .rule = o->rule};
+    LS_CHECK(ls_seq_init_opts(e, &so, &seq));
     int32_t *buf = ls_malloc((size_t)ctx * sizeof *buf);
-    ppl_acc acc = {.chunk = buf, .first = ctx / 2, .ctx = ctx, .n_vocab = ls_tokenizer_n_vocab(tok)};
-    ls_forward_opts fo = {.logits_from = ctx / 2, .on_logits = score, .ctx = &acc,
+    ppl_chunk pc = {.chunk = buf, .ctx = ctx, .n_vocab = ls_tokenizer_n_vocab(tok),
+                    .acc = {.on_nll = o->on_nll, .nll_ctx = o->nll_ctx}};
+    ls_forward_opts fo = {.logits_from = o->score_all ? 0 : ctx / 2, .on_logits = score_chunk, .ctx = &pc,
                           .on_progress = o->on_progress, .progress_ctx = o->progress_ctx};
     ls_status rc = LS_OK;
     double t0 = ls_time_ms();
     for (int64_t c = 0; c < chunks && rc == LS_OK; c++) {
         memcpy(buf, tokens + c * ctx, (size_t)ctx * sizeof *buf);
         if (ls_tokenizer_add_bos(tok) && ls_tokenizer_bos(tok) >= 0) buf[0] = ls_tokenizer_bos(tok);
+        pc.offset = c * ctx;
         ls_seq_reset(seq);
         rc = ls_engine_forward(e, seq, buf, ctx, &fo);
-        if (rc == LS_OK && o->on_chunk) o->on_chunk(o->chunk_ctx, c, chunks, exp(acc.nll / (double)acc.count));
+        if (rc == LS_OK && o->on_chunk) o->on_chunk(o->chunk_ctx, c, chunks, exp(pc.acc.nll / (double)pc.acc.count));
     }
     res->ms = ls_time_ms() - t0;
     ls_free(buf);
     ls_seq_free(seq);
     LS_CHECK(rc);
-    double mean = acc.nll / (double)acc.count, var = acc.nll2 / (double)acc.count - mean * mean;
-    res->ppl = exp(mean);
-    res->ppl_stderr = var > 0 ? sqrt(var / (double)(acc.count - 1)) * res->ppl : 0.0;
-    res->scored = acc.count;
+    finish(&pc.acc, res);
     res->chunks = chunks;
     return LS_OK;
+}
+
+// --- streaming perplexity -----------------------------------------------------------------------
+
+#define STREAM_STEP 2048 // tokens per forward call: the granularity of reports
+
+struct ls_ppl_stream {
+    ls_engine_t *e;
+    ls_ppl_stream_opts o;
+    ls_seq_t *seq;
+    int32_t n_vocab;
+    float *pending;         // [n_vocab] logits of the last token seen, predicting the next
+    bool have_pending;
+    const int32_t *step;    // tokens of the step being run
+    int64_t step_len, step_pos0;
+    nll_acc acc;
+    int64_t reports, next_report;
+    double t0;
+};
+
+static ls_status score_stream(void *vctx, int64_t index, const float *logits) {
+    ls_ppl_stream_t *st = vctx;
+    if (index < st->step_len - 1) {
+        add_nll(&st->acc, logits, st->n_vocab, st->step[index + 1], st->step_pos0 + index + 1);
+    } else { // the step's last token predicts the first token of whatever comes next
+        memcpy(st->pending, logits, (size_t)st->n_vocab * sizeof *logits);
+        st->have_pending = true;
+    }
+    return LS_OK;
+}
+
+ls_status ls_ppl_stream_init(ls_engine_t *e, const ls_ppl_stream_opts *o, ls_ppl_stream_t **out) {
+    *out = NULL;
+    ls_seq_t *seq;
+    ls_seq_opts so = {.rule = o->rule, .stream = true};
+    LS_CHECK(ls_seq_init_opts(e, &so, &seq));
+    ls_ppl_stream_t *st = ls_calloc(1, sizeof *st);
+    *st = (ls_ppl_stream_t){.e = e, .o = *o, .seq = seq, .n_vocab = ls_tokenizer_n_vocab(ls_engine_tokenizer(e)),
+                            .acc = {.on_nll = o->on_nll, .nll_ctx = o->nll_ctx}, .t0 = ls_time_ms()};
+    st->pending = ls_malloc((size_t)st->n_vocab * sizeof *st->pending);
+    st->next_report = o->report_every > 0 ? o->report_every : INT64_MAX;
+    *out = st;
+    return LS_OK;
+}
+
+ls_status ls_ppl_stream_feed(ls_ppl_stream_t *st, const int32_t *tokens, int64_t n) {
+    ls_forward_opts fo = {.logits_from = 0, .on_logits = score_stream, .ctx = st};
+    int64_t done = 0;
+    while (done < n) { // steps of STREAM_STEP tokens (the engine splits them into micro-batches)
+        int64_t m = n - done < STREAM_STEP ? n - done : STREAM_STEP;
+        st->step = tokens + done;
+        st->step_len = m;
+        st->step_pos0 = ls_seq_len(st->seq);
+        if (st->have_pending) add_nll(&st->acc, st->pending, st->n_vocab, tokens[done], st->step_pos0);
+        st->have_pending = false;
+        LS_CHECK(ls_engine_forward(st->e, st->seq, tokens + done, m, &fo));
+        done += m;
+        if (st->acc.count >= st->next_report && st->o.on_report) {
+            st->o.on_report(st->o.report_ctx, st->reports++, -1, exp(st->acc.nll / (double)st->acc.count));
+            st->next_report = st->acc.count + st->o.report_every;
+        }
+    }
+    return LS_OK;
+}
+
+void ls_ppl_stream_result(const ls_ppl_stream_t *st, ls_ppl_result *res) {
+    *res = (ls_ppl_result){.chunks = st->reports, .ctx = ls_seq_capacity(st->seq), .ms = ls_time_ms() - st->t0};
+    finish(&st->acc, res);
+}
+
+void ls_ppl_stream_free(ls_ppl_stream_t *st) {
+    if (!st) return;
+    ls_seq_free(st->seq);
+    ls_free(st->pending);
+    ls_free(st);
 }

@@ -94,8 +94,34 @@ def round_acts(x, wtype):
     return (np.rint(b * ident[:, None]) * d[:, None]).astype(np.float32).reshape(x.shape).astype(np.float64)
 
 
-def forward(model, tokens, rope=None, act_llamacpp=False):
-    """Logits [n][vocab] (float64) for the token ids, positions 0..n-1."""
+def rule_mask(rule, n, n_heads):
+    """[heads][n][n] additive mask (0 visible, -inf hidden) of an attention rule, from its
+    definition: s2 = same LongLoRA group and not in the future (groups kG for heads below
+    H//2, s + kG after a first group [0, s) for the rest, s = G//2); window = the W previous
+    tokens and the query. (The sink rule is checked against a token-by-token evicting cache,
+    forward_streaming, instead.)"""
+    i = np.arange(n)[:, None]
+    j = np.arange(n)[None, :]
+    masks = []
+    for h in range(n_heads):
+        if rule is None or rule["kind"] == "full":
+            vis = j <= i
+        elif rule["kind"] == "s2":
+            g = rule["group"]
+            s = g // 2
+            grp = (np.arange(n) // g) if h < n_heads // 2 else np.where(np.arange(n) < s, -1, (np.arange(n) - s) // g)
+            vis = (j <= i) & (grp[None, :] == grp[:, None])
+        elif rule["kind"] == "window":
+            vis = (j <= i) & (j >= i - rule["window"])
+        else:
+            raise ValueError(rule["kind"])
+        masks.append(np.where(vis, 0.0, -np.inf))
+    return np.stack(masks)
+
+
+def forward(model, tokens, rope=None, act_llamacpp=False, rule=None):
+    """Logits [n][vocab] (float64) for the token ids, positions 0..n-1, under an attention
+    rule (default full causal)."""
     hp, W = model.hp, {k: v.astype(np.float64) for k, v in model.weights.items()}
     H, KV, hd, eps = hp["heads"], hp["kv_heads"], hp["head_dim"], hp["eps"]
     n = len(tokens)
@@ -124,7 +150,7 @@ def forward(model, tokens, rope=None, act_llamacpp=False):
         if key.endswith("attn_k.weight"):
             W[key] = unpermute(W[key], KV)
     x = W["token_embd.weight"][tokens]
-    mask = np.triu(np.full((n, n), -np.inf), k=1)
+    mask = rule_mask(rule, n, H)
     for il in range(hp["layers"]):
         p = f"blk.{il}."
         h = rms(x, W[p + "attn_norm.weight"], eps)
@@ -134,7 +160,7 @@ def forward(model, tokens, rope=None, act_llamacpp=False):
         out = np.empty((n, H, hd))
         for head in range(H):
             g = head // (H // KV)
-            s = q[:, head, :] @ k[:, g, :].T / math.sqrt(hd) + mask
+            s = q[:, head, :] @ k[:, g, :].T / math.sqrt(hd) + mask[head]
             s = np.exp(s - s.max(axis=1, keepdims=True))
             out[:, head, :] = (s / s.sum(axis=1, keepdims=True)) @ v[:, g, :]
         x = x + mm(out.reshape(n, H * hd), p + "attn_output.weight")
@@ -143,3 +169,63 @@ def forward(model, tokens, rope=None, act_llamacpp=False):
         x = x + mm(g / (1 + np.exp(-g)) * mm(h, p + "ffn_up.weight"), p + "ffn_down.weight")
     h = rms(x, W["output_norm.weight"], eps)
     return mm(h, "output.weight" if "output.weight" in W else "token_embd.weight")
+
+
+def forward_streaming(model, tokens, sinks, window, rope=None):
+    """StreamingLLM, token by token, as streaming-llm's code does it: keys are cached *before*
+    RoPE; at every step all cached keys are rotated at their cache slot 0..L-1 and the new
+    query at slot L (the cache length); after the step the cache keeps its first `sinks`
+    entries and the last `window`. Returns the logits [n][vocab] (float64)."""
+    hp, W = model.hp, {k: v.astype(np.float64) for k, v in model.weights.items()}
+    H, KV, hd, eps = hp["heads"], hp["kv_heads"], hp["head_dim"], hp["eps"]
+    rope = dict(rope or {})
+    method = rope.pop("method", "none")
+    base = rope.pop("base", hp["rope_base"])
+    inv, mscale = rope_inv_freq(hd, base, method, seq_len=len(tokens), **rope)
+    inv32 = inv.astype(np.float32)
+    for key in list(W):
+        if key.endswith("attn_q.weight"):
+            W[key] = unpermute(W[key], H)
+        if key.endswith("attn_k.weight"):
+            W[key] = unpermute(W[key], KV)
+
+    def rot(x, pos):  # x [m][heads][hd] at positions pos[m]
+        ang = (np.asarray(pos, dtype=np.float32)[:, None] * inv32[None, :]).astype(np.float64)
+        cos = np.cos(np.concatenate([ang, ang], axis=1)) * mscale
+        sin = np.sin(np.concatenate([ang, ang], axis=1)) * mscale
+        half = hd // 2
+        rh = np.concatenate([-x[..., half:], x[..., :half]], axis=-1)
+        return x * cos[:, None, :] + rh * sin[:, None, :]
+
+    caches = [([], []) for _ in range(hp["layers"])]  # per layer: pre-RoPE keys, values
+    out = []
+    for tok in tokens:
+        x = W["token_embd.weight"][[tok]]
+        for il in range(hp["layers"]):
+            p = f"blk.{il}."
+            kc, vc = caches[il]
+            L = len(kc)
+            h = rms(x, W[p + "attn_norm.weight"], eps)
+            q = rot((h @ W[p + "attn_q.weight"].T).reshape(1, H, hd), [L])
+            k_new = (h @ W[p + "attn_k.weight"].T).reshape(KV, hd)
+            v_new = (h @ W[p + "attn_v.weight"].T).reshape(KV, hd)
+            keys = rot(np.stack(kc + [k_new]), list(range(L + 1)))  # [L+1][KV][hd] at slots
+            vals = np.stack(vc + [v_new])
+            att = np.empty((H, hd))
+            for head in range(H):
+                g = head // (H // KV)
+                sc = keys[:, g, :] @ q[0, head, :] / math.sqrt(hd)
+                pr = np.exp(sc - sc.max())
+                att[head] = (pr / pr.sum()) @ vals[:, g, :]
+            kc.append(k_new)
+            vc.append(v_new)
+            if len(kc) > sinks + window:  # evict: keep the sinks and the last `window`
+                del kc[sinks:len(kc) - window]
+                del vc[sinks:len(vc) - window]
+            x = x + att.reshape(1, H * hd) @ W[p + "attn_output.weight"].T
+            h = rms(x, W[p + "ffn_norm.weight"], eps)
+            gt = h @ W[p + "ffn_gate.weight"].T
+            x = x + (gt / (1 + np.exp(-gt)) * (h @ W[p + "ffn_up.weight"].T)) @ W[p + "ffn_down.weight"].T
+        h = rms(x, W["output_norm.weight"], eps)
+        out.append((h @ W["output.weight" if "output.weight" in W else "token_embd.weight"].T)[0])
+    return np.stack(out)

@@ -4,6 +4,7 @@
 // time as in decoding; RoPE overrides are passed as in the CLI.
 //   logits_dump MODEL IDS_FILE OUT [--ubatch N] [--decode-from K] [--act llamacpp]
 //               [--rope-scaling S] [--rope-scale X] [--rope-freq-base B] [--yarn-orig-ctx N]
+//               [--attn full|s2|sink|window] [--group G] [--sinks S] [--window W] [--stream 1]
 #include "ls_engine.h"
 
 #include <math.h>
@@ -25,6 +26,7 @@ static ls_status write_row(void *ctx, int64_t index, const float *logits) {
 
 static ls_status run(int argc, char **argv) {
     ls_engine_opts o = ls_engine_opts_default();
+    ls_seq_opts so = {.rule = {.kind = LS_ATTN_FULL}};
     int64_t decode_from = -1;
     for (int i = 4; i + 1 < argc; i += 2) {
         const char *k = argv[i], *v = argv[i + 1];
@@ -38,6 +40,12 @@ static ls_status run(int argc, char **argv) {
         } else if (!strcmp(k, "--rope-scale")) o.rope.factor = atof(v);
         else if (!strcmp(k, "--rope-freq-base")) o.rope.freq_base = atof(v);
         else if (!strcmp(k, "--yarn-orig-ctx")) o.rope.orig_ctx = atof(v);
+        else if (!strcmp(k, "--attn")) {
+            if (!ls_attn_kind_parse(v, &so.rule.kind)) return LS_ERR(LS_ERR_INVALID, "bad rule %s", v);
+        } else if (!strcmp(k, "--group")) so.rule.group = atoll(v);
+        else if (!strcmp(k, "--sinks")) so.rule.sinks = atoll(v);
+        else if (!strcmp(k, "--window")) so.rule.window = atoll(v);
+        else if (!strcmp(k, "--stream")) so.stream = atoi(v) != 0;
         else return LS_ERR(LS_ERR_INVALID, "unknown option %s", k);
     }
     ls_buf text = {0};
@@ -52,7 +60,8 @@ static ls_status run(int argc, char **argv) {
     ls_engine_t *e;
     LS_CHECK(ls_engine_load(argv[1], &o, &e));
     ls_seq_t *s;
-    LS_CHECK(ls_seq_init(e, (int64_t)ids.len, &s));
+    so.capacity = (int64_t)ids.len;
+    LS_CHECK(ls_seq_init_opts(e, &so, &s));
     sink sk = {fopen(argv[3], "wb"), ls_engine_config(e)->n_vocab};
     if (!sk.f) return LS_ERR(LS_ERR_IO, "cannot write %s", argv[3]);
     int64_t n = (int64_t)ids.len, k = decode_from < 0 || decode_from > n ? n : decode_from;
