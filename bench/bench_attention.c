@@ -25,7 +25,7 @@ int main(int argc, char **argv) {
     }
     const int H = 9, KV = 3, HD = 64;
     ls_backend_t *be;
-    if (ls_backend_cpu_init(threads, true, &be) != LS_OK) {
+    if (ls_backend_cpu_init(threads, 0, &be) != LS_OK) {
         ls_err_report(stderr);
         return 1;
     }

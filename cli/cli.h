@@ -13,6 +13,7 @@ int cmd_tokenize(int argc, char **argv);
 int cmd_detokenize(int argc, char **argv);
 int cmd_generate(int argc, char **argv);
 int cmd_perplexity(int argc, char **argv);
+int cmd_worker(int argc, char **argv);
 
 // Prints the pending error (ls_err_report) and returns 1.
 int cli_fail(void);
@@ -101,5 +102,27 @@ ls_status cli_engine_load(const cli_engine_args *a, ls_engine_t **e);
 // Parses a number; false (and a usage message) when arg is not one.
 bool cli_parse_double(const char *cmd, const char *opt, const char *arg, double *out);
 bool cli_parse_int(const char *cmd, const char *opt, const char *arg, int64_t lo, int64_t hi, int64_t *out);
+
+// --- worker groups (cmd_worker.c) -----------------------------------------------------------
+typedef struct ls_comm ls_comm_t;
+#define CLI_GROUP_OPTIONS                                                                  \
+    {"np", required_argument, 0, 'N'}, {"launcher", required_argument, 0, 'L'},              \
+    {"stats", no_argument, 0, 'Z'}
+#define CLI_GROUP_HELP                                                                     \
+    "  --np N               run as a worker group of N ranks (sequence parallelism)\n"        \
+    "  --launcher CMD       how to start it (default mpirun; e.g. \"srun --mpi=pmix\")\n"      \
+    "  --stats              with --np: bytes sent/received and wait time per layer and rank\n"
+// In one-shot use with --np: starts `CMD -np N <longseq> worker --task TASK <args>` and returns
+// its exit status; -1 when there is no --np or this already is a worker.
+int cli_maybe_launch(const char *task, int argc, char **argv);
+ls_comm_t *cli_group(void); // NULL outside `longseq worker`
+bool cli_is_leader(void);   // true outside a group, and on rank 0
+// The leader's ids to every rank (no-op outside a group).
+ls_status cli_group_share_ids(ls_vec_i32 *ids);
+// Whether any rank failed (a collective; the local status is returned first).
+ls_status cli_group_status(ls_status rc);
+void cli_group_stats(void); // --stats table on the leader
+// Worker defaults: threads = cores / ranks on the host, disjoint cores per rank.
+void cli_worker_engine_defaults(cli_engine_args *eng);
 
 #endif // LS_CLI_H

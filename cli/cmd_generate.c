@@ -3,7 +3,7 @@
 // timings instead. Long prefills show progress on a terminal. Tests: tests/oracle/test_generate.py.
 #include "cli.h"
 #include "ls_chat.h"
-#include "ls_tasks.h"
+#include "ls_sp_tasks.h"
 
 #include <jansson.h>
 
@@ -31,14 +31,14 @@ static void help(void) {
            "                       prefill_tok_per_s, decode_tok_per_s, stop, ids} instead\n"
            CLI_ATTN_HELP
            "                       (sink and window generate without a length limit, in bounded memory)\n"
-           CLI_ENGINE_HELP);
+           CLI_GROUP_HELP CLI_ENGINE_HELP);
 }
 
 typedef struct gen_args {
     cli_engine_args eng;
     cli_attn_args attn;
     const char *prompt, *prompt_file, *system, *tmpl;
-    bool chat, json;
+    bool chat, json, stats;
     ls_gen_opts gen;
     const char *stop[MAX_STOP];
 } gen_args;
@@ -53,7 +53,7 @@ static int parse(int argc, char **argv, gen_args *g) {
         {"repeat-last-n", required_argument, 0, 'R'}, {"seed", required_argument, 0, 's'},
         {"stop", required_argument, 0, 'S'}, {"ignore-eos", no_argument, 0, 'E'},
         {"json", no_argument, 0, 'j'}, {"help", no_argument, 0, 'h'}, CLI_ENGINE_OPTIONS, CLI_ATTN_OPTIONS,
-        {0, 0, 0, 0}};
+        CLI_GROUP_OPTIONS, {0, 0, 0, 0}};
     const char *cmd = "generate";
     int c;
     int64_t v;
@@ -89,6 +89,8 @@ static int parse(int argc, char **argv, gen_args *g) {
             g->stop[g->gen.n_stop++] = optarg;
             break;
         case 'h': help(); exit(0);
+        case 'N': case 'L': break; // taken by cli_maybe_launch
+        case 'Z': g->stats = true; break;
         default: return cli_usage_error(cmd, "unknown option");
         }
     }
@@ -156,14 +158,21 @@ static void print_json(const ls_gen_result *r) {
 }
 
 static ls_status run(gen_args *g, ls_engine_t **e, ls_vec_i32 *ids, ls_gen_result *res) {
-    LS_CHECK(cli_engine_load(&g->eng, e));
-    LS_CHECK(prompt_ids(g, *e, ids));
+    cli_worker_engine_defaults(&g->eng);
+    ls_status rc = cli_engine_load(&g->eng, e);
+    if (rc == LS_OK && cli_is_leader()) rc = prompt_ids(g, *e, ids); // only the leader reads the input
+    LS_CHECK(cli_group_status(rc));
+    LS_CHECK(cli_group_share_ids(ids));
     LS_CHECK(cli_attn_rule(&g->attn, (int64_t)ids->len + g->gen.max_tokens, &g->gen.rule));
+    ls_text_fn out = g->json || !cli_is_leader() ? NULL : print_text;
+    if (cli_group()) return ls_sp_generate(*e, cli_group(), ids->data, (int64_t)ids->len, &g->gen, out, NULL, res);
     g->gen.stream = g->gen.rule.kind == LS_ATTN_SINK || g->gen.rule.kind == LS_ATTN_WINDOW;
-    return ls_generate(*e, ids->data, (int64_t)ids->len, &g->gen, g->json ? NULL : print_text, NULL, res);
+    return ls_generate(*e, ids->data, (int64_t)ids->len, &g->gen, out, NULL, res);
 }
 
 int cmd_generate(int argc, char **argv) {
+    int launched = cli_maybe_launch("generate", argc, argv);
+    if (launched >= 0) return launched;
     gen_args g = {.eng = cli_engine_args_default(), .attn = cli_attn_args_default(),
                   .gen = {.max_tokens = 256, .sampling = ls_sampler_opts_default()}};
     g.gen.sampling.seed = (uint64_t)time(NULL) ^ (uint64_t)getpid() << 32;
@@ -178,6 +187,8 @@ int cmd_generate(int argc, char **argv) {
     int status = 0;
     if (run(&g, &e, &ids, &res) != LS_OK) {
         status = cli_fail();
+    } else if (!cli_is_leader()) {
+        // the leader writes the output
     } else if (g.json) {
         print_json(&res);
     } else {
@@ -187,6 +198,7 @@ int cmd_generate(int argc, char **argv) {
                 res.tokens.len, res.decode_ms, (double)res.tokens.len / (res.decode_ms / 1e3 + 1e-12),
                 ls_stop_reason_name(res.stop));
     }
+    if (status == 0 && g.stats) cli_group_stats();
     ls_gen_result_free(&res);
     ls_vec_i32_free(&ids);
     ls_engine_free(e);

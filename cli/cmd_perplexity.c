@@ -9,7 +9,7 @@
 // --nll-out writes each scored token's position and negative log-likelihood.
 // Tests: tests/oracle/test_perplexity.py, tests/oracle/test_streaming.py.
 #include "cli.h"
-#include "ls_tasks.h"
+#include "ls_sp_tasks.h"
 
 #include <jansson.h>
 #include <stdlib.h>
@@ -29,14 +29,14 @@ static void help(void) {
            "  --max-tokens N   stream: stop after N tokens\n"
            "  --nll-out F      write \"position nll\" lines for every scored token\n"
            "  --json           print {ppl, ppl_stderr, tokens, chunks, ctx, text_tokens, seconds}\n"
-           CLI_ATTN_HELP CLI_ENGINE_HELP);
+           CLI_ATTN_HELP CLI_GROUP_HELP CLI_ENGINE_HELP);
 }
 
 typedef struct ppl_cli {
     cli_engine_args eng;
     cli_attn_args attn;
     ls_ppl_opts po;
-    bool json, tty, stream;
+    bool json, tty, stream, stats;
     int64_t max_tokens;
     const char *path, *nll_path;
     FILE *nll;
@@ -53,7 +53,7 @@ static void on_progress(void *ctx, int64_t done, int64_t total) {
 
 static void on_chunk(void *ctx, int64_t chunk, int64_t n_chunks, double ppl) {
     ppl_cli *p = ctx;
-    if (p->json) return;
+    if (p->json || !cli_is_leader()) return;
     if (chunk == 0 && p->tty && n_chunks > 0)
         fprintf(stderr, "[longseq] %.2f s per chunk, %lld chunks\n", (ls_time_ms() - p->t0) / 1e3, (long long)n_chunks);
     printf("[%lld]%.4f,", (long long)chunk + 1, ppl);
@@ -71,7 +71,7 @@ static int parse(int argc, char **argv, ppl_cli *p) {
         {"json", no_argument, 0, 'j'},        {"stream", no_argument, 0, 's'},
         {"score", required_argument, 0, 'S'}, {"max-tokens", required_argument, 0, 'm'},
         {"nll-out", required_argument, 0, 'n'}, {"help", no_argument, 0, 'h'},
-        CLI_ENGINE_OPTIONS, CLI_ATTN_OPTIONS, {0, 0, 0, 0}};
+        CLI_ENGINE_OPTIONS, CLI_ATTN_OPTIONS, CLI_GROUP_OPTIONS, {0, 0, 0, 0}};
     const char *cmd = "perplexity";
     int c;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
@@ -95,6 +95,9 @@ static int parse(int argc, char **argv, ppl_cli *p) {
             p->nll_path = optarg;
         } else if (c == 'j') {
             p->json = true;
+        } else if (c == 'N' || c == 'L') { // taken by cli_maybe_launch
+        } else if (c == 'Z') {
+            p->stats = true;
         } else if (c == 'h') {
             help();
             exit(0);
@@ -110,18 +113,30 @@ static int parse(int argc, char **argv, ppl_cli *p) {
     return 0;
 }
 
-// Chunked perplexity: the whole file, tokenized once.
-static ls_status run_chunked(ppl_cli *p, ls_engine_t *e, ls_ppl_result *r, int64_t *n_tokens) {
+// The whole file tokenized once (by the leader of a group, which shares the ids).
+static ls_status read_ids(ppl_cli *p, ls_engine_t *e, ls_vec_i32 *ids) {
     ls_buf text = {0};
+    ls_status rc = LS_OK;
+    if (cli_is_leader()) {
+        rc = ls_file_read_all(p->path, (size_t)1 << 31, &text);
+        if (rc == LS_OK && text.len && text.data[text.len - 1] == '\n') text.data[--text.len] = 0; // as llama-perplexity -f
+        if (rc == LS_OK) rc = ls_tokenize(ls_engine_tokenizer(e), text.data, text.len, true, false, ids);
+    }
+    ls_buf_free(&text);
+    LS_CHECK(cli_group_status(rc));
+    return cli_group_share_ids(ids);
+}
+
+// Chunked perplexity, in one process or over the worker group.
+static ls_status run_chunked(ppl_cli *p, ls_engine_t *e, ls_ppl_result *r, int64_t *n_tokens) {
     ls_vec_i32 ids = {0};
-    ls_status rc = ls_file_read_all(p->path, (size_t)1 << 31, &text);
-    if (rc == LS_OK && text.len && text.data[text.len - 1] == '\n') text.data[--text.len] = 0; // as llama-perplexity -f
-    if (rc == LS_OK) rc = ls_tokenize(ls_engine_tokenizer(e), text.data, text.len, true, false, &ids);
+    ls_status rc = read_ids(p, e, &ids);
     if (rc == LS_OK) rc = cli_attn_rule(&p->attn, p->po.ctx, &p->po.rule);
-    if (rc == LS_OK) rc = ls_perplexity(e, ids.data, (int64_t)ids.len, &p->po, r);
+    if (rc == LS_OK)
+        rc = cli_group() ? ls_sp_perplexity(e, cli_group(), ids.data, (int64_t)ids.len, &p->po, r)
+                         : ls_perplexity(e, ids.data, (int64_t)ids.len, &p->po, r);
     *n_tokens = (int64_t)ids.len;
     ls_vec_i32_free(&ids);
-    ls_buf_free(&text);
     return rc;
 }
 
@@ -161,6 +176,7 @@ static ls_status feed_file(ppl_cli *p, ls_engine_t *e, ls_ppl_stream_t *st, int6
 }
 
 static ls_status run_stream(ppl_cli *p, ls_engine_t *e, ls_ppl_result *r, int64_t *n_tokens) {
+    if (cli_group()) return LS_ERR(LS_ERR_UNSUPPORTED, "--stream runs in one process, not a worker group");
     ls_ppl_stream_opts so = {.report_every = 2048, .on_report = on_chunk, .report_ctx = p,
                              .on_nll = p->po.on_nll, .nll_ctx = p->po.nll_ctx};
     LS_CHECK(cli_attn_rule(&p->attn, 0, &so.rule));
@@ -194,6 +210,8 @@ static void print_result(const ppl_cli *p, const ls_ppl_result *r, int64_t n_tok
 }
 
 int cmd_perplexity(int argc, char **argv) {
+    int launched = cli_maybe_launch("perplexity", argc, argv);
+    if (launched >= 0) return launched;
     ppl_cli p = {.eng = cli_engine_args_default(), .attn = cli_attn_args_default(), .tty = isatty(2)};
     int rc = parse(argc, argv, &p);
     if (rc) return rc;
@@ -201,7 +219,7 @@ int cmd_perplexity(int argc, char **argv) {
     p.po.chunk_ctx = &p;
     p.po.on_progress = on_progress;
     p.po.progress_ctx = &p;
-    if (p.nll_path) {
+    if (p.nll_path && cli_is_leader()) {
         if (!(p.nll = fopen(p.nll_path, "w"))) {
             fprintf(stderr, "longseq perplexity: cannot write %s\n", p.nll_path);
             return 1;
@@ -214,11 +232,13 @@ int cmd_perplexity(int argc, char **argv) {
     int64_t n_tokens = 0;
     int status = 0;
     p.t0 = ls_time_ms();
+    cli_worker_engine_defaults(&p.eng);
     if (cli_engine_load(&p.eng, &e) != LS_OK ||
         (p.stream ? run_stream(&p, e, &r, &n_tokens) : run_chunked(&p, e, &r, &n_tokens)) != LS_OK)
         status = cli_fail();
-    else
+    else if (cli_is_leader())
         print_result(&p, &r, n_tokens);
+    if (status == 0 && p.stats) cli_group_stats();
     if (p.nll) fclose(p.nll);
     ls_engine_free(e);
     return status;

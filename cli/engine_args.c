@@ -54,7 +54,7 @@ int cli_engine_option(const char *cmd, int c, const char *arg, cli_engine_args *
         if (!cli_parse_int(cmd, names[k], arg, 1, 65536, &v)) return 2;
         a->opts.ubatch = v;
         return 0;
-    case 3: a->opts.pin_threads = false; return 0;
+    case 3: a->opts.first_cpu = -1; return 0;
     case 4: {
         ls_rope_scaling s;
         if (!ls_rope_scaling_parse(arg, &s))

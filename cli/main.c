@@ -20,6 +20,7 @@ static const command g_commands[] = {
     {"detokenize", cmd_detokenize, "turn token ids back into text"},
     {"generate", cmd_generate, "generate text after a prompt (or a chat message)"},
     {"perplexity", cmd_perplexity, "perplexity of a text, as llama-perplexity computes it"},
+    {"worker", cmd_worker, "one rank of a worker group (run by mpirun/srun; see --np)"},
 };
 
 static void usage(FILE *f) {

@@ -18,8 +18,9 @@ extern "C" {
 // backend's memory. Each op returns LS_ERR_INVALID for inconsistent arguments.
 typedef struct ls_backend ls_backend_t;
 
-// n_threads <= 0: one per online CPU. pin: bind thread i to CPU i (when there are enough).
-ls_status ls_backend_cpu_init(int n_threads, bool pin, ls_backend_t **out);
+// n_threads <= 0: one per online CPU. first_cpu >= 0: bind thread i to CPU first_cpu + i (when
+// there are enough CPUs; ranks sharing a host pass different first CPUs); < 0: no binding.
+ls_status ls_backend_cpu_init(int n_threads, int first_cpu, ls_backend_t **out);
 void ls_backend_free(ls_backend_t *b);
 const char *ls_backend_name(const ls_backend_t *b);
 int ls_backend_threads(const ls_backend_t *b);

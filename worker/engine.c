@@ -10,7 +10,7 @@
 #define DEFAULT_UBATCH 512
 
 ls_engine_opts ls_engine_opts_default(void) {
-    return (ls_engine_opts){.n_threads = 0, .pin_threads = true, .ubatch = DEFAULT_UBATCH,
+    return (ls_engine_opts){.n_threads = 0, .first_cpu = 0, .ubatch = DEFAULT_UBATCH,
                             .rope = LS_ROPE_OVERRIDE_NONE};
 }
 
@@ -128,7 +128,7 @@ static ls_status load(ls_engine_t *e, const char *path, const ls_engine_opts *o)
     LS_CHECK(load_layers(e));
     if (o->ubatch < 0 || o->ubatch > (1 << 16)) return LS_ERR(LS_ERR_INVALID, "micro-batch of %lld tokens", (long long)o->ubatch);
     e->ubatch = o->ubatch ? o->ubatch : DEFAULT_UBATCH;
-    LS_CHECK(ls_backend_cpu_init(o->n_threads, o->pin_threads, &e->be));
+    LS_CHECK(ls_backend_cpu_init(o->n_threads, o->first_cpu, &e->be));
     ls_backend_set_act_precision(e->be, o->act);
     alloc_activations(e);
     return LS_OK;

@@ -61,6 +61,26 @@ struct ls_seq {
 // Makes room for m more tokens in a streaming sequence (eviction, re-rotation).
 ls_status ls_seq_make_room(ls_seq_t *s, int64_t m);
 
+// Rows of activations going through a layer (pointers into the caller's buffers).
+typedef struct ls_rows {
+    int64_t m;
+    float *x;        // [m][n_embd] residual stream (updated by ls_layer_out_ffn)
+    float *h;        // [m][n_embd] scratch
+    float *q, *k, *v; // [m][n_head*hd], [m][n_kv*hd] x2: projections, q and k rotated
+    float *q_sink;   // [m][n_head*hd] or NULL: q rotated at pos_sink (sink rule)
+    float *att;      // [m][n_head*hd] attention output (input of ls_layer_out_ffn)
+    float *gate, *up; // [m][n_ff] scratch
+    const int64_t *pos, *pos_sink; // [m] RoPE positions
+} ls_rows;
+
+// h = rms(x)·attn_norm; q, k, v = projections (+bias); q and k rotated at pos, and q_sink (if
+// asked) is q rotated at pos_sink. freqs: the sequence's rotary frequencies.
+ls_status ls_layer_qkv(ls_engine_t *e, int64_t il, const ls_rows *r, const ls_rope_freqs *freqs);
+// x += att·Wo (+bias); x += FFN(rms(x)·ffn_norm).
+ls_status ls_layer_out_ffn(ls_engine_t *e, int64_t il, const ls_rows *r);
+// logits[m][n_vocab] = rms(x)·output_norm · Woutᵀ for m <= LOGIT_ROWS rows; h: [m][n_embd] scratch.
+ls_status ls_output_logits(ls_engine_t *e, const float *x, int64_t m, float *h, float *logits);
+
 ls_status ls_engine_forward_ubatch(ls_engine_t *e, ls_seq_t *s, const int32_t *tokens, int64_t m,
                                    int64_t logits_from, const ls_forward_opts *o, int64_t index0);
 

@@ -34,52 +34,64 @@ static void store_kv(const ls_seq_t *s, const ls_model_config *c, int64_t il, co
         }
 }
 
-static ls_status attention_block(ls_engine_t *e, ls_seq_t *s, int64_t il, int64_t m, int64_t p0) {
+ls_status ls_layer_qkv(ls_engine_t *e, int64_t il, const ls_rows *r, const ls_rope_freqs *f) {
     const ls_model_config *c = &e->cfg;
     const layer *l = &e->layers[il];
-    activations *a = &e->act;
     ls_backend_t *be = e->be;
-    int64_t nq = c->n_head * c->head_dim, nkv = c->n_head_kv * c->head_dim;
-    LS_CHECK(ls_op_rmsnorm(be, a->x, l->attn_norm, a->h, m, c->n_embd, (float)c->rms_eps));
-    LS_CHECK(ls_op_matmul(be, &l->wq, a->h, a->q, m));
-    LS_CHECK(ls_op_matmul(be, &l->wk, a->h, a->k, m));
-    LS_CHECK(ls_op_matmul(be, &l->wv, a->h, a->v, m));
-    LS_CHECK(add_bias(be, a->q, l->bq, m, nq));
-    LS_CHECK(add_bias(be, a->k, l->bk, m, nkv));
-    LS_CHECK(add_bias(be, a->v, l->bv, m, nkv));
-    ls_rope_freqs f = {c->rope.n_rot, s->inv_freq, s->attn_factor, LS_ROPE_PAIR_ADJACENT};
-    bool sink = s->rule.kind == LS_ATTN_SINK;
-    if (sink) { // the same queries, rotated at their StreamingLLM slots, for the sink keys
-        memcpy(a->q_sink, a->q, (size_t)(m * nq) * sizeof *a->q);
-        LS_CHECK(ls_op_rope(be, a->q_sink, m, (int)c->n_head, (int)c->head_dim, a->pos_sink, &f));
+    int64_t m = r->m, nq = c->n_head * c->head_dim, nkv = c->n_head_kv * c->head_dim;
+    LS_CHECK(ls_op_rmsnorm(be, r->x, l->attn_norm, r->h, m, c->n_embd, (float)c->rms_eps));
+    LS_CHECK(ls_op_matmul(be, &l->wq, r->h, r->q, m));
+    LS_CHECK(ls_op_matmul(be, &l->wk, r->h, r->k, m));
+    LS_CHECK(ls_op_matmul(be, &l->wv, r->h, r->v, m));
+    LS_CHECK(add_bias(be, r->q, l->bq, m, nq));
+    LS_CHECK(add_bias(be, r->k, l->bk, m, nkv));
+    LS_CHECK(add_bias(be, r->v, l->bv, m, nkv));
+    if (r->q_sink) { // the same queries, rotated at their StreamingLLM slots, for the sink keys
+        memcpy(r->q_sink, r->q, (size_t)(m * nq) * sizeof *r->q);
+        LS_CHECK(ls_op_rope(be, r->q_sink, m, (int)c->n_head, (int)c->head_dim, r->pos_sink, f));
     }
-    LS_CHECK(ls_op_rope(be, a->q, m, (int)c->n_head, (int)c->head_dim, a->pos, &f));
-    LS_CHECK(ls_op_rope(be, a->k, m, (int)c->n_head_kv, (int)c->head_dim, a->pos, &f));
-    store_kv(s, c, il, a->k, a->v, m, p0);
+    LS_CHECK(ls_op_rope(be, r->q, m, (int)c->n_head, (int)c->head_dim, r->pos, f));
+    return ls_op_rope(be, r->k, m, (int)c->n_head_kv, (int)c->head_dim, r->pos, f);
+}
+
+ls_status ls_layer_out_ffn(ls_engine_t *e, int64_t il, const ls_rows *r) {
+    const ls_model_config *c = &e->cfg;
+    const layer *l = &e->layers[il];
+    ls_backend_t *be = e->be;
+    int64_t m = r->m;
+    LS_CHECK(ls_op_matmul(be, &l->wo, r->att, r->h, m));
+    LS_CHECK(add_bias(be, r->h, l->bo, m, c->n_embd));
+    LS_CHECK(ls_op_add(be, r->x, r->h, m * c->n_embd));
+    LS_CHECK(ls_op_rmsnorm(be, r->x, l->ffn_norm, r->h, m, c->n_embd, (float)c->rms_eps));
+    LS_CHECK(ls_op_matmul(be, &l->w_gate, r->h, r->gate, m));
+    LS_CHECK(ls_op_matmul(be, &l->w_up, r->h, r->up, m));
+    LS_CHECK(ls_op_swiglu(be, r->gate, r->up, r->gate, m * c->n_ff));
+    LS_CHECK(ls_op_matmul(be, &l->w_down, r->gate, r->h, m));
+    return ls_op_add(be, r->x, r->h, m * c->n_embd);
+}
+
+ls_status ls_output_logits(ls_engine_t *e, const float *x, int64_t m, float *h, float *logits) {
+    const ls_model_config *c = &e->cfg;
+    LS_CHECK(ls_op_rmsnorm(e->be, x, e->output_norm, h, m, c->n_embd, (float)c->rms_eps));
+    return ls_op_matmul(e->be, &e->output, h, logits, m);
+}
+
+// One layer for the micro-batch: projections, the keys and values into the cache, attention
+// over the cache under the sequence's rule, output projection and FFN.
+static ls_status run_layer(ls_engine_t *e, ls_seq_t *s, int64_t il, const ls_rows *r, int64_t p0) {
+    const ls_model_config *c = &e->cfg;
+    ls_rope_freqs f = {c->rope.n_rot, s->inv_freq, s->attn_factor, LS_ROPE_PAIR_ADJACENT};
+    LS_CHECK(ls_layer_qkv(e, il, r, &f));
+    store_kv(s, c, il, r->k, r->v, r->m, p0);
     size_t layer_off = (size_t)il * (size_t)(c->n_head_kv * s->cap * c->head_dim);
-    int64_t end = p0 + m, kv_sinks = end < s->sinks ? end : s->sinks;
-    ls_attn_args at = {.q = a->q, .q_sink = sink ? a->q_sink : NULL, .k = s->k + layer_off, .v = s->v + layer_off,
-                       .out = a->att, .n_q = m, .q_pos0 = p0, .n_kv = kv_sinks + (end > s->win0 ? end - s->win0 : 0),
+    int64_t end = p0 + r->m, kv_sinks = end < s->sinks ? end : s->sinks;
+    ls_attn_args at = {.q = r->q, .q_sink = r->q_sink, .k = s->k + layer_off, .v = s->v + layer_off, .out = r->att,
+                       .n_q = r->m, .q_pos0 = p0, .n_kv = kv_sinks + (end > s->win0 ? end - s->win0 : 0),
                        .kv_sinks = kv_sinks, .kv_pos0 = s->win0, .kv_stride = s->cap, .n_head = (int)c->n_head,
                        .n_kv_head = (int)c->n_head_kv, .head_dim = (int)c->head_dim,
                        .scale = 1.0f / sqrtf((float)c->head_dim), .rule = s->rule};
-    LS_CHECK(ls_op_attention(be, &at));
-    LS_CHECK(ls_op_matmul(be, &l->wo, a->att, a->h, m));
-    LS_CHECK(add_bias(be, a->h, l->bo, m, c->n_embd));
-    return ls_op_add(be, a->x, a->h, m * c->n_embd);
-}
-
-static ls_status ffn_block(ls_engine_t *e, int64_t il, int64_t m) {
-    const ls_model_config *c = &e->cfg;
-    const layer *l = &e->layers[il];
-    activations *a = &e->act;
-    ls_backend_t *be = e->be;
-    LS_CHECK(ls_op_rmsnorm(be, a->x, l->ffn_norm, a->h, m, c->n_embd, (float)c->rms_eps));
-    LS_CHECK(ls_op_matmul(be, &l->w_gate, a->h, a->gate, m));
-    LS_CHECK(ls_op_matmul(be, &l->w_up, a->h, a->up, m));
-    LS_CHECK(ls_op_swiglu(be, a->gate, a->up, a->gate, m * c->n_ff));
-    LS_CHECK(ls_op_matmul(be, &l->w_down, a->gate, a->h, m));
-    return ls_op_add(be, a->x, a->h, m * c->n_embd);
+    LS_CHECK(ls_op_attention(e->be, &at));
+    return ls_layer_out_ffn(e, il, r);
 }
 
 // Logits for rows [r0, m) of the micro-batch, handed out one row at a time.
@@ -88,9 +100,7 @@ static ls_status logits_rows(ls_engine_t *e, int64_t r0, int64_t m, const ls_for
     activations *a = &e->act;
     for (int64_t r = r0; r < m; r += LOGIT_ROWS) {
         int64_t n = m - r < LOGIT_ROWS ? m - r : LOGIT_ROWS;
-        float *h = a->h + r * c->n_embd;
-        LS_CHECK(ls_op_rmsnorm(e->be, a->x + r * c->n_embd, e->output_norm, h, n, c->n_embd, (float)c->rms_eps));
-        LS_CHECK(ls_op_matmul(e->be, &e->output, h, a->logits, n));
+        LS_CHECK(ls_output_logits(e, a->x + r * c->n_embd, n, a->h + r * c->n_embd, a->logits));
         for (int64_t i = 0; i < n; i++) LS_CHECK(o->on_logits(o->ctx, index0 + r + i, a->logits + i * c->n_vocab));
     }
     return LS_OK;
@@ -105,10 +115,10 @@ ls_status ls_engine_forward_ubatch(ls_engine_t *e, ls_seq_t *s, const int32_t *t
         a->pos_sink[t] = p0 + t < slot_cap ? p0 + t : slot_cap;
     }
     LS_CHECK(ls_op_get_rows(e->be, &e->tok_embd, tokens, m, a->x));
-    for (int64_t il = 0; il < e->cfg.n_layer; il++) {
-        LS_CHECK(attention_block(e, s, il, m, p0));
-        LS_CHECK(ffn_block(e, il, m));
-    }
+    ls_rows r = {.m = m, .x = a->x, .h = a->h, .q = a->q, .k = a->k, .v = a->v, .att = a->att, .gate = a->gate,
+                 .up = a->up, .q_sink = s->rule.kind == LS_ATTN_SINK ? a->q_sink : NULL, .pos = a->pos,
+                 .pos_sink = a->pos_sink};
+    for (int64_t il = 0; il < e->cfg.n_layer; il++) LS_CHECK(run_layer(e, s, il, &r, p0));
     s->len += m;
     if (o && o->on_logits && logits_from < m) LS_CHECK(logits_rows(e, logits_from > 0 ? logits_from : 0, m, o, index0));
     return LS_OK;

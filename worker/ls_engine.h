@@ -23,7 +23,7 @@ typedef struct ls_rope_override {
 
 typedef struct ls_engine_opts {
     int n_threads;       // <= 0: all cores
-    bool pin_threads;
+    int first_cpu;       // bind thread i to CPU first_cpu + i; < 0: no binding
     int64_t ubatch;      // tokens per micro-batch in prefill (bounds activation memory); <= 0: 512
     ls_act_precision act; // matmul activations: f32 (default) or rounded as llama.cpp rounds them
     ls_rope_override rope;

@@ -42,6 +42,16 @@ typedef ls_status (*ls_text_fn)(void *ctx, const char *text, size_t len);
 ls_status ls_generate(ls_engine_t *e, const int32_t *prompt, int64_t n_prompt, const ls_gen_opts *o,
                       ls_text_fn on_text, void *text_ctx, ls_gen_result *res);
 
+// What the generation loop runs the model through: the engine (ls_generate), or a worker
+// group (ls_sp_generate). Both leave the logits of the last token in `logits` [n_vocab].
+typedef struct ls_stepper {
+    ls_status (*prefill)(void *ctx, const int32_t *ids, int64_t n, float *logits);
+    ls_status (*step)(void *ctx, int32_t id, float *logits);
+    void *ctx;
+} ls_stepper;
+ls_status ls_generate_with(const ls_stepper *st, const ls_tokenizer_t *tok, const int32_t *prompt, int64_t n_prompt,
+                           const ls_gen_opts *o, ls_text_fn on_text, void *text_ctx, ls_gen_result *res);
+
 // --- perplexity -----------------------------------------------------------------------------
 // The text is cut into chunks of ctx tokens (at most max_chunks, <= 0: all). Each chunk runs in
 // a fresh sequence under the attention rule; when the model adds BOS, the chunk's first token

@@ -1,7 +1,7 @@
 // tasks.c — generation (prefill, sample, decode, stop conditions, streaming text) and
 // perplexity (llama-perplexity's protocol) on top of the engine.
 // Tests: tests/oracle/test_generate.py, tests/oracle/test_perplexity.py, tests/unit/test_engine.c.
-#include "ls_tasks.h"
+#include "tasks_impl.h"
 
 #include <math.h>
 #include <string.h>
@@ -86,21 +86,14 @@ static ls_status stream_token(text_stream *ts, const ls_tokenizer_t *tok, int32_
 
 // --- generation -----------------------------------------------------------------------------
 
-static ls_status generate_loop(ls_engine_t *e, ls_seq_t *seq, ls_sampler_t *smp, ls_vec_i32 *hist,
+static ls_status generate_loop(const ls_stepper *st, const ls_tokenizer_t *tok, ls_sampler_t *smp, ls_vec_i32 *hist,
                                const ls_gen_opts *o, text_stream *ts, ls_gen_result *res) {
-    const ls_tokenizer_t *tok = ls_engine_tokenizer(e);
-    int32_t n_vocab = ls_tokenizer_n_vocab(tok);
-    float *logits = ls_malloc((size_t)n_vocab * sizeof *logits);
-    logits_sink sink = {logits, n_vocab};
-    ls_forward_opts fo = {.logits_from = (int64_t)hist->len - 1, .on_logits = copy_logits, .ctx = &sink,
-                          .on_progress = o->on_prefill, .progress_ctx = o->progress_ctx};
+    float *logits = ls_malloc((size_t)ls_tokenizer_n_vocab(tok) * sizeof *logits);
     double t0 = ls_time_ms();
-    ls_status rc = ls_engine_forward(e, seq, hist->data, (int64_t)hist->len, &fo);
+    ls_status rc = st->prefill(st->ctx, hist->data, (int64_t)hist->len, logits);
     res->prefill_ms = ls_time_ms() - t0;
     t0 = ls_time_ms();
     res->stop = LS_STOP_LENGTH;
-    fo.logits_from = 0;
-    fo.on_progress = NULL;
     while (rc == LS_OK && (int64_t)res->tokens.len < o->max_tokens) {
         int32_t id = ls_sampler_sample(smp, logits, hist->data, hist->len);
         if (!o->ignore_eog && ls_tokenizer_is_eog(tok, id)) {
@@ -115,7 +108,7 @@ static ls_status generate_loop(ls_engine_t *e, ls_seq_t *seq, ls_sampler_t *smp,
             res->stop = LS_STOP_STRING;
             break;
         }
-        if ((int64_t)res->tokens.len < o->max_tokens) rc = ls_engine_forward(e, seq, &id, 1, &fo);
+        if ((int64_t)res->tokens.len < o->max_tokens) rc = st->step(st->ctx, id, logits);
     }
     res->decode_ms = ls_time_ms() - t0;
     ls_free(logits);
@@ -123,45 +116,70 @@ static ls_status generate_loop(ls_engine_t *e, ls_seq_t *seq, ls_sampler_t *smp,
     return rc;
 }
 
-ls_status ls_generate(ls_engine_t *e, const int32_t *prompt, int64_t n_prompt, const ls_gen_opts *o,
-                      ls_text_fn on_text, void *text_ctx, ls_gen_result *res) {
+ls_status ls_generate_with(const ls_stepper *st, const ls_tokenizer_t *tok, const int32_t *prompt, int64_t n_prompt,
+                           const ls_gen_opts *o, ls_text_fn on_text, void *text_ctx, ls_gen_result *res) {
     *res = (ls_gen_result){.prompt_tokens = n_prompt};
     ls_buf_append(&res->text, "", 0);
     if (n_prompt < 1) return LS_ERR(LS_ERR_INVALID, "the prompt is empty: give at least one token");
     if (o->max_tokens < 0) return LS_ERR(LS_ERR_INVALID, "cannot generate %lld tokens", (long long)o->max_tokens);
-    ls_seq_t *seq = NULL;
     ls_sampler_t *smp = NULL;
-    ls_seq_opts so = {.capacity = n_prompt + o->max_tokens, .rule = o->rule, .stream = o->stream};
-    LS_CHECK(ls_seq_init_opts(e, &so, &seq));
-    ls_status rc = ls_sampler_init(&o->sampling, ls_tokenizer_n_vocab(ls_engine_tokenizer(e)), &smp);
+    LS_CHECK(ls_sampler_init(&o->sampling, ls_tokenizer_n_vocab(tok), &smp));
     ls_vec_i32 hist = {0};
     text_stream ts = {.o = o, .on_text = on_text, .ctx = text_ctx, .out = &res->text};
     ls_buf_append(&ts.held, "", 0);
-    if (rc == LS_OK) {
-        ls_vec_i32_reserve(&hist, (size_t)(n_prompt + o->max_tokens));
-        for (int64_t i = 0; i < n_prompt; i++) ls_vec_i32_push(&hist, prompt[i]);
-        ls_vec_i32_reserve(&res->tokens, (size_t)o->max_tokens + 1);
-        rc = generate_loop(e, seq, smp, &hist, o, &ts, res);
-    }
+    ls_vec_i32_reserve(&hist, (size_t)(n_prompt + o->max_tokens));
+    for (int64_t i = 0; i < n_prompt; i++) ls_vec_i32_push(&hist, prompt[i]);
+    ls_vec_i32_reserve(&res->tokens, (size_t)o->max_tokens + 1);
+    ls_status rc = generate_loop(st, tok, smp, &hist, o, &ts, res);
     ls_buf_free(&ts.held);
     ls_vec_i32_free(&hist);
     ls_sampler_free(smp);
+    return rc;
+}
+
+// The single-process stepper: the engine and one sequence.
+typedef struct local_step {
+    ls_engine_t *e;
+    ls_seq_t *seq;
+    logits_sink sink;
+    const ls_gen_opts *o;
+} local_step;
+
+static ls_status local_prefill(void *ctx, const int32_t *ids, int64_t n, float *logits) {
+    local_step *l = ctx;
+    l->sink.dst = logits;
+    ls_forward_opts fo = {.logits_from = n - 1, .on_logits = copy_logits, .ctx = &l->sink,
+                          .on_progress = l->o->on_prefill, .progress_ctx = l->o->progress_ctx};
+    return ls_engine_forward(l->e, l->seq, ids, n, &fo);
+}
+
+static ls_status local_step_fn(void *ctx, int32_t id, float *logits) {
+    local_step *l = ctx;
+    l->sink.dst = logits;
+    ls_forward_opts fo = {.logits_from = 0, .on_logits = copy_logits, .ctx = &l->sink};
+    return ls_engine_forward(l->e, l->seq, &id, 1, &fo);
+}
+
+ls_status ls_generate(ls_engine_t *e, const int32_t *prompt, int64_t n_prompt, const ls_gen_opts *o,
+                      ls_text_fn on_text, void *text_ctx, ls_gen_result *res) {
+    *res = (ls_gen_result){.prompt_tokens = n_prompt};
+    if (n_prompt < 1) {
+        ls_buf_append(&res->text, "", 0);
+        return LS_ERR(LS_ERR_INVALID, "the prompt is empty: give at least one token");
+    }
+    ls_seq_t *seq = NULL;
+    ls_seq_opts so = {.capacity = n_prompt + (o->max_tokens > 0 ? o->max_tokens : 0), .rule = o->rule, .stream = o->stream};
+    LS_CHECK(ls_seq_init_opts(e, &so, &seq));
+    local_step l = {.e = e, .seq = seq, .sink = {NULL, ls_tokenizer_n_vocab(ls_engine_tokenizer(e))}, .o = o};
+    ls_stepper st = {local_prefill, local_step_fn, &l};
+    ls_status rc = ls_generate_with(&st, ls_engine_tokenizer(e), prompt, n_prompt, o, on_text, text_ctx, res);
     ls_seq_free(seq);
     return rc;
 }
 
 // --- perplexity -----------------------------------------------------------------------------
 
-typedef struct nll_acc {
-    double nll, nll2;
-    int64_t count;
-    ls_nll_fn on_nll;
-    void *nll_ctx;
-} nll_acc;
-
-// -log p(target) from a row of logits, as llama-perplexity computes it (f32 max and
-// differences, a double sum of expf), added to the accumulator.
-static void add_nll(nll_acc *a, const float *logits, int32_t n_vocab, int32_t target, int64_t position) {
+void ls_nll_add(nll_acc *a, const float *logits, int32_t n_vocab, int32_t target, int64_t position) {
     float mx = logits[0];
     for (int32_t i = 1; i < n_vocab; i++) mx = logits[i] > mx ? logits[i] : mx;
     double sum = 0.0;
@@ -173,7 +191,7 @@ static void add_nll(nll_acc *a, const float *logits, int32_t n_vocab, int32_t ta
     if (a->on_nll) a->on_nll(a->nll_ctx, position, v);
 }
 
-static void finish(const nll_acc *a, ls_ppl_result *res) {
+void ls_nll_finish(const nll_acc *a, ls_ppl_result *res) {
     double mean = a->count ? a->nll / (double)a->count : 0.0, var = a->count ? a->nll2 / (double)a->count - mean * mean : 0.0;
     res->ppl = exp(mean);
     res->ppl_stderr = var > 0 && a->count > 1 ? sqrt(var / (double)(a->count - 1)) * res->ppl : 0.0;
@@ -189,7 +207,7 @@ typedef struct ppl_chunk {
 
 static ls_status score_chunk(void *vctx, int64_t index, const float *logits) {
     ppl_chunk *c = vctx;
-    if (index < c->ctx - 1) add_nll(&c->acc, logits, c->n_vocab, c->chunk[index + 1], c->offset + index + 1);
+    if (index < c->ctx - 1) ls_nll_add(&c->acc, logits, c->n_vocab, c->chunk[index + 1], c->offset + index + 1);
     return LS_OK; // the last position predicts nothing in the chunk
 }
 
@@ -226,7 +244,7 @@ ls_status ls_perplexity(ls_engine_t *e, const int32_t *tokens, int64_t n, const 
     ls_free(buf);
     ls_seq_free(seq);
     LS_CHECK(rc);
-    finish(&pc.acc, res);
+    ls_nll_finish(&pc.acc, res);
     res->chunks = chunks;
     return LS_OK;
 }
@@ -252,7 +270,7 @@ struct ls_ppl_stream {
 static ls_status score_stream(void *vctx, int64_t index, const float *logits) {
     ls_ppl_stream_t *st = vctx;
     if (index < st->step_len - 1) {
-        add_nll(&st->acc, logits, st->n_vocab, st->step[index + 1], st->step_pos0 + index + 1);
+        ls_nll_add(&st->acc, logits, st->n_vocab, st->step[index + 1], st->step_pos0 + index + 1);
     } else { // the step's last token predicts the first token of whatever comes next
         memcpy(st->pending, logits, (size_t)st->n_vocab * sizeof *logits);
         st->have_pending = true;
@@ -282,7 +300,7 @@ ls_status ls_ppl_stream_feed(ls_ppl_stream_t *st, const int32_t *tokens, int64_t
         st->step = tokens + done;
         st->step_len = m;
         st->step_pos0 = ls_seq_len(st->seq);
-        if (st->have_pending) add_nll(&st->acc, st->pending, st->n_vocab, tokens[done], st->step_pos0);
+        if (st->have_pending) ls_nll_add(&st->acc, st->pending, st->n_vocab, tokens[done], st->step_pos0);
         st->have_pending = false;
         LS_CHECK(ls_engine_forward(st->e, st->seq, tokens + done, m, &fo));
         done += m;
@@ -296,7 +314,7 @@ ls_status ls_ppl_stream_feed(ls_ppl_stream_t *st, const int32_t *tokens, int64_t
 
 void ls_ppl_stream_result(const ls_ppl_stream_t *st, ls_ppl_result *res) {
     *res = (ls_ppl_result){.chunks = st->reports, .ctx = ls_seq_capacity(st->seq), .ms = ls_time_ms() - st->t0};
-    finish(&st->acc, res);
+    ls_nll_finish(&st->acc, res);
 }
 
 void ls_ppl_stream_free(ls_ppl_stream_t *st) {

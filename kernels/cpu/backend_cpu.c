@@ -217,10 +217,10 @@ static const ls_backend_iface g_cpu_iface = {
     .free = cpu_free,
 };
 
-ls_status ls_backend_cpu_init(int n_threads, bool pin, ls_backend_t **out) {
+ls_status ls_backend_cpu_init(int n_threads, int first_cpu, ls_backend_t **out) {
     *out = NULL;
     cpu_ctx *c = ls_calloc(1, sizeof *c);
-    ls_status rc = ls_pool_init(n_threads, pin, &c->pool);
+    ls_status rc = ls_pool_init(n_threads, first_cpu, &c->pool);
     if (rc != LS_OK) {
         ls_free(c);
         return rc;

@@ -9,8 +9,9 @@
 // --- thread pool ----------------------------------------------------------------------------
 typedef struct ls_pool ls_pool_t;
 typedef void (*ls_pool_fn)(void *ctx, int64_t task, int thread);
-// n_threads counts the caller, which works too; <= 0 means one per online CPU.
-ls_status ls_pool_init(int n_threads, bool pin, ls_pool_t **out);
+// n_threads counts the caller, which works too; <= 0 means one per online CPU. first_cpu >= 0:
+// thread i is bound to CPU first_cpu + i when the CPUs exist.
+ls_status ls_pool_init(int n_threads, int first_cpu, ls_pool_t **out);
 void ls_pool_free(ls_pool_t *p);
 int ls_pool_threads(const ls_pool_t *p);
 // Runs fn(ctx, task, thread) for task in [0, n_tasks) across the pool and returns when all

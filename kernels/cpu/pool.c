@@ -87,7 +87,7 @@ static void pin(pthread_t t, int core) {
     pthread_setaffinity_np(t, sizeof set, &set); // best effort: a refusal only costs speed
 }
 
-ls_status ls_pool_init(int n_threads, bool pin_threads, ls_pool_t **out) {
+ls_status ls_pool_init(int n_threads, int first_cpu, ls_pool_t **out) {
     int n_cpu = (int)sysconf(_SC_NPROCESSORS_ONLN);
     if (n_threads <= 0) n_threads = n_cpu > 0 ? n_cpu : 1;
     if (n_threads > 1024) return LS_ERR(LS_ERR_INVALID, "%d threads is too many", n_threads);
@@ -96,8 +96,8 @@ ls_status ls_pool_init(int n_threads, bool pin_threads, ls_pool_t **out) {
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->wake, NULL);
     p->threads = ls_calloc((size_t)n_threads, sizeof *p->threads);
-    bool do_pin = pin_threads && n_threads <= n_cpu;
-    if (do_pin) pin(pthread_self(), 0);
+    bool do_pin = first_cpu >= 0 && first_cpu + n_threads <= n_cpu;
+    if (do_pin) pin(pthread_self(), first_cpu);
     for (int i = 1; i < n_threads; i++) {
         worker_arg *wa = ls_malloc(sizeof *wa);
         *wa = (worker_arg){p, i};
@@ -108,7 +108,7 @@ ls_status ls_pool_init(int n_threads, bool pin_threads, ls_pool_t **out) {
             ls_pool_free(p);
             return LS_ERR(LS_ERR_NOMEM, "cannot start pool thread %d: error %d", i, e);
         }
-        if (do_pin) pin(p->threads[i], i);
+        if (do_pin) pin(p->threads[i], first_cpu + i);
     }
     *out = p;
     return LS_OK;

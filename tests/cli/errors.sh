@@ -37,5 +37,17 @@ printf '12 99999999 7' > "$work/ids.txt"
 expect 1 "token id 99999999 is outside the vocabulary" -- detokenize "$work/ids.txt"
 expect 1 'unknown chat template "vicuna"' -- tokenize --chat --chat-template vicuna "$work/text.txt"
 input=$work/text.txt expect 0 "" -- tokenize -
+kjv=${LONGSEQ_HOME:-$HOME/.cache/longseq}/data/kjv.txt
+expect 2 '--attn "dense" is not one of full, s2, sink, window' -- generate --prompt x --attn dense
+expect 1 "s2 attention needs a group of at least 2 tokens (got 1)" -- generate --prompt x -n 1 --attn s2 --group 1
+expect 1 "sink attention needs a window of at least 1 token (got 0)" -- generate --prompt x -n 1 --attn sink --window 0
+expect 1 "--sinks belongs to --attn sink, not full" -- generate --prompt x -n 1 --sinks 4
+expect 1 "--group and --group-ratio belong to --attn s2, not window" -- perplexity --ctx 64 --attn window --group 8 "$kjv"
+expect 1 "does not fit in a cache of 512 tokens" -- perplexity --ctx 512 --chunks 1 --attn sink "$kjv"
+expect 1 "streaming needs the sink or window rule: full attention keeps every key" -- perplexity --stream "$kjv"
+expect 2 "--chunks and --score apply to chunks, not to --stream" -- perplexity --stream --attn sink --chunks 2 "$kjv"
+expect 2 '--np expects an integer from 1 to 4096, not "0"' -- generate --prompt x --np 0
+expect 2 "--launcher is empty" -- generate --prompt x --np 2 --launcher ""
+expect 1 'cannot start the launcher "/nonexistent/mpirun"' -- perplexity --np 2 --launcher /nonexistent/mpirun "$kjv"
 echo "cli errors: $((n - fails)) of $n cases behaved"
 [ $fails = 0 ]

@@ -98,8 +98,9 @@ def rule_mask(rule, n, n_heads):
     """[heads][n][n] additive mask (0 visible, -inf hidden) of an attention rule, from its
     definition: s2 = same LongLoRA group and not in the future (groups kG for heads below
     H//2, s + kG after a first group [0, s) for the rest, s = G//2); window = the W previous
-    tokens and the query. (The sink rule is checked against a token-by-token evicting cache,
-    forward_streaming, instead.)"""
+    tokens and the query; sink = the S first tokens, the W previous ones and the query (only
+    which keys are seen: the sink rule's positions are checked against a token-by-token
+    evicting cache, forward_streaming)."""
     i = np.arange(n)[:, None]
     j = np.arange(n)[None, :]
     masks = []
@@ -113,6 +114,8 @@ def rule_mask(rule, n, n_heads):
             vis = (j <= i) & (grp[None, :] == grp[:, None])
         elif rule["kind"] == "window":
             vis = (j <= i) & (j >= i - rule["window"])
+        elif rule["kind"] == "sink":
+            vis = (j <= i) & ((j < rule["sinks"]) | (j >= i - rule["window"]))
         else:
             raise ValueError(rule["kind"])
         masks.append(np.where(vis, 0.0, -np.inf))

@@ -121,7 +121,7 @@ static void count_task(void *vc, int64_t t, int thread) {
 
 static void test_pool(void) {
     ls_pool_t *p;
-    TEST_COND(ls_pool_init(3, false, &p) == LS_OK && ls_pool_threads(p) == 3, "pool of 3");
+    TEST_COND(ls_pool_init(3, -1, &p) == LS_OK && ls_pool_threads(p) == 3, "pool of 3");
     atomic_int hits[1000];
     for (int round = 0; round < 200; round++) {
         int n = 1 + round * 5;
@@ -341,7 +341,7 @@ int main(void) {
     test_half();
     test_dequant();
     test_pool();
-    if (ls_backend_cpu_init(2, false, &g_be) != LS_OK) {
+    if (ls_backend_cpu_init(2, -1, &g_be) != LS_OK) {
         ls_err_report(stderr);
         return 1;
     }

@@ -104,7 +104,7 @@ static void test_rotation(void) {
         {0.42606312, 0.239685325, -0.323276045, 0.666455226, 0.051791655, -0.96277402, 0.614539281, -0.971604826},
     };
     ls_backend_t *be;
-    if (ls_backend_cpu_init(1, false, &be) != LS_OK) return;
+    if (ls_backend_cpu_init(1, -1, &be) != LS_OK) return;
     for (int k = 0; k < 4; k++) {
         ls_rope_config r = method(k < 2 ? NONE : LINEAR);
         float inv[32], attn, x[64];

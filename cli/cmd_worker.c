@@ -1,0 +1,291 @@
+// cmd_worker.c — worker groups: `longseq worker --task generate|perplexity|logits ARGS` is the
+// MPI program (run by mpirun or srun); `--np N [--launcher CMD]` on generate and perplexity
+// starts such a group and waits for it. Inside a group every rank loads the model, the leader
+// (rank 0) reads and tokenizes the input and broadcasts it, and only the leader writes output,
+// so the output has the same form whatever N is. Any error on a rank aborts the whole group,
+// naming the rank. Tests: tests/oracle/test_sp.py.
+#include "cli.h"
+#include "ls_comm.h"
+#include "ls_sp.h"
+
+#include <spawn.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+extern char **environ;
+
+static ls_comm_t *g_comm;
+
+ls_comm_t *cli_group(void) { return g_comm; }
+bool cli_is_leader(void) { return !g_comm || ls_comm_rank(g_comm) == 0; }
+
+// --- launching a group ------------------------------------------------------------------------
+
+// Splits a launcher command line at spaces into argv entries (no quoting: a launcher is a
+// program and plain options).
+static int split_words(char *s, char **out, int max) {
+    int n = 0;
+    for (char *t = strtok(s, " \t"); t && n < max; t = strtok(NULL, " \t")) out[n++] = t;
+    return n;
+}
+
+int cli_maybe_launch(const char *task, int argc, char **argv) {
+    const char *np = NULL, *launcher = "mpirun";
+    for (int i = 1; i + 1 < argc; i++) {
+        if (!strcmp(argv[i], "--np")) np = argv[i + 1];
+        if (!strcmp(argv[i], "--launcher")) launcher = argv[i + 1];
+    }
+    if (!np || g_comm) return -1;
+    int64_t n;
+    if (!cli_parse_int(task, "--np", np, 1, 4096, &n)) return 2;
+    char *words = ls_strndup(launcher, strlen(launcher)), *args[512];
+    int k = split_words(words, args, 16);
+    if (!k) return cli_usage_error(task, "--launcher is empty");
+    const char *prog = strrchr(args[0], '/') ? strrchr(args[0], '/') + 1 : args[0];
+    bool srun = !strcmp(prog, "srun"), mpirun = !strcmp(prog, "mpirun") || !strcmp(prog, "mpiexec");
+    args[k++] = srun ? "-n" : "-np";
+    args[k++] = (char *)np;
+    char self[4096];
+    ssize_t len = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (len <= 0) return cli_usage_error(task, "cannot find the longseq binary");
+    self[len] = 0;
+    args[k++] = self;
+    args[k++] = "worker";
+    args[k++] = "--task";
+    args[k++] = (char *)task;
+    for (int i = 1; i < argc && k < 510; i++) {
+        if (!strcmp(argv[i], "--np") || !strcmp(argv[i], "--launcher")) {
+            i++;
+            continue;
+        }
+        args[k++] = argv[i];
+    }
+    args[k] = NULL;
+    if (mpirun) { // Open MPI refuses root and more ranks than cores unless told (ops.md §1)
+        setenv("OMPI_ALLOW_RUN_AS_ROOT", "1", 0);
+        setenv("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1", 0);
+        setenv("OMPI_MCA_rmaps_base_oversubscribe", "1", 0);
+    }
+    pid_t pid;
+    int e = posix_spawnp(&pid, args[0], NULL, NULL, args, environ);
+    if (e) {
+        fprintf(stderr, "longseq %s: cannot start the launcher \"%s\": %s\n", task, args[0], strerror(e));
+        ls_free(words);
+        return 1;
+    }
+    int st;
+    while (waitpid(pid, &st, 0) < 0) {}
+    ls_free(words);
+    if (WIFEXITED(st)) return WEXITSTATUS(st);
+    fprintf(stderr, "longseq %s: the worker group was killed by signal %d\n", task, WTERMSIG(st));
+    return 1;
+}
+
+// --- group helpers ----------------------------------------------------------------------------
+
+ls_status cli_group_share_ids(ls_vec_i32 *ids) {
+    if (!g_comm) return LS_OK;
+    int64_t n = (int64_t)ids->len;
+    LS_CHECK(ls_comm_bcast(g_comm, &n, sizeof n, 0));
+    if (n < 0 || n > (1ll << 30)) return LS_ERR(LS_ERR_RANGE, "the leader sent %lld tokens", (long long)n);
+    ls_vec_i32_reserve(ids, (size_t)(n > 0 ? n : 1));
+    ids->len = (size_t)n;
+    return ls_comm_bcast(g_comm, ids->data, (size_t)n * sizeof *ids->data, 0);
+}
+
+ls_status cli_group_status(ls_status rc) {
+    if (!g_comm) return rc;
+    double failed = rc != LS_OK; // every rank learns whether any rank failed
+    ls_status crc = ls_comm_allreduce_sum(g_comm, &failed, 1);
+    if (rc != LS_OK) return rc;
+    if (crc != LS_OK) return crc;
+    return failed > 0 ? LS_ERR(LS_ERR_DEVICE, "another rank of the group failed (its message is above)") : LS_OK;
+}
+
+static void print_stats_row(const char *layer, int rank, const double *v) {
+    fprintf(stderr, "[longseq stats] %5s %4d %14.0f %14.0f %10.3f\n", layer, rank, v[0], v[1], v[2]);
+}
+
+// Per layer and rank: bytes sent and received, ms waiting; then each rank's totals and peak
+// resident memory.
+void cli_group_stats(void) {
+    if (!g_comm) return;
+    const ls_comm_stats *s = ls_comm_get_stats(g_comm);
+    int P = ls_comm_size(g_comm), L = s->n_layers;
+    size_t per = (size_t)L * 3 + 1;
+    double *mine = ls_calloc(per, sizeof *mine), *all = ls_calloc(per * (size_t)P, sizeof *all);
+    for (int l = 0; l < L; l++) mine[3 * l] = (double)s->sent[l], mine[3 * l + 1] = (double)s->recvd[l], mine[3 * l + 2] = s->wait_ms[l];
+    struct rusage ru;
+    mine[per - 1] = getrusage(RUSAGE_SELF, &ru) == 0 ? (double)ru.ru_maxrss / 1024.0 : 0.0;
+    if (ls_comm_allgather(g_comm, mine, all, per * sizeof *mine) == LS_OK && cli_is_leader()) {
+        fprintf(stderr, "[longseq stats] %5s %4s %14s %14s %10s\n", "layer", "rank", "bytes_sent", "bytes_received", "wait_ms");
+        char name[16];
+        for (int l = 0; l < L; l++)
+            for (int r = 0; r < P; r++) {
+                snprintf(name, sizeof name, "%d", l);
+                print_stats_row(name, r, all + per * (size_t)r + 3 * (size_t)l);
+            }
+        for (int r = 0; r < P; r++) {
+            double t[3] = {0};
+            for (int l = 0; l < L; l++)
+                for (int j = 0; j < 3; j++) t[j] += all[per * (size_t)r + 3 * (size_t)l + (size_t)j];
+            print_stats_row("all", r, t);
+        }
+        for (int r = 0; r < P; r++)
+            fprintf(stderr, "[longseq stats] rank %d peak resident memory %.1f MiB\n", r, all[per * (size_t)r + per - 1]);
+    }
+    ls_free(mine), ls_free(all);
+}
+
+// The shards of a plan, one line per rank, for --stats.
+static void print_plan(const ls_plan_t *plan) {
+    if (!cli_is_leader()) return;
+    for (int r = 0; r < ls_plan_ranks(plan); r++) {
+        ls_range own[2];
+        int n = ls_plan_owned(plan, r, own);
+        fprintf(stderr, "[longseq plan] rank %d owns", r);
+        for (int i = 0; i < n; i++) fprintf(stderr, " %lld-%lld", (long long)own[i].lo, (long long)own[i].hi);
+        fprintf(stderr, "\n");
+    }
+}
+
+// --- the logits task (for tests and tools) ------------------------------------------------------
+
+typedef struct gathered {
+    float *rows;   // [n][n_vocab] on each rank: its own positions filled
+    int64_t n_vocab;
+} gathered;
+
+static ls_status keep_row(void *ctx, int64_t pos, const float *logits) {
+    gathered *g = ctx;
+    memcpy(g->rows + pos * g->n_vocab, logits, (size_t)g->n_vocab * sizeof *logits);
+    return LS_OK;
+}
+
+// Every rank sends the logits of the positions it owns to the leader.
+static ls_status gather_rows(const ls_plan_t *plan, gathered *g, int64_t n) {
+    int me = ls_comm_rank(g_comm);
+    for (int64_t p = 0; p < n; p++) { // one position at a time: simple and exact, for tests
+        int owner = ls_plan_owner(plan, p);
+        if (owner == 0 || (me != 0 && me != owner)) continue;
+        ls_xfer x = {g->rows + p * g->n_vocab, (size_t)g->n_vocab * sizeof(float), me == 0 ? owner : 0, me == 0};
+        ls_comm_batch b;
+        LS_CHECK(ls_comm_start(g_comm, &x, 1, LS_TAG_LOGITS, &b));
+        LS_CHECK(ls_comm_wait(g_comm, &b));
+    }
+    return LS_OK;
+}
+
+static ls_status logits_task(const cli_engine_args *eng, const cli_attn_args *attn, const char *ids_path,
+                             const char *out_path, int64_t decode_from, bool stats) {
+    ls_engine_t *e = NULL;
+    ls_vec_i32 ids = {0};
+    ls_buf text = {0};
+    ls_status rc = cli_engine_load(eng, &e);
+    if (rc == LS_OK && cli_is_leader()) {
+        rc = ls_file_read_all(ids_path, 1 << 26, &text);
+        for (char *p = text.data, *end; rc == LS_OK && *p; p = end) {
+            long v = strtol(p, &end, 10);
+            if (end == p) break;
+            ls_vec_i32_push(&ids, (int32_t)v);
+        }
+    }
+    rc = cli_group_status(rc);
+    if (rc == LS_OK) rc = cli_group_share_ids(&ids);
+    int64_t n = (int64_t)ids.len, k = decode_from < 0 || decode_from > n ? n : decode_from;
+    gathered g = {0};
+    ls_sp_t *sp = NULL;
+    ls_sp_opts so = {.n = k, .max_new = n - k};
+    if (rc == LS_OK) rc = cli_attn_rule(attn, n, &so.rule);
+    if (rc == LS_OK) rc = ls_sp_init(e, g_comm, &so, &sp);
+    if (rc == LS_OK && stats) print_plan(ls_sp_plan(sp));
+    if (rc == LS_OK) {
+        g.n_vocab = ls_engine_config(e)->n_vocab;
+        g.rows = ls_calloc((size_t)n * (size_t)g.n_vocab, sizeof(float));
+        ls_forward_opts fo = {.logits_from = 0, .on_logits = keep_row, .ctx = &g};
+        rc = ls_sp_prefill(sp, ids.data, &fo, NULL);
+    }
+    if (rc == LS_OK) rc = gather_rows(ls_sp_plan(sp), &g, k);
+    for (int64_t p = k; p < n && rc == LS_OK; p++) rc = ls_sp_decode(sp, ids.data[p], g.rows + p * g.n_vocab);
+    if (rc == LS_OK && cli_is_leader()) {
+        FILE *f = fopen(out_path, "wb");
+        if (!f || fwrite(g.rows, sizeof(float), (size_t)(n * g.n_vocab), f) != (size_t)(n * g.n_vocab))
+            rc = LS_ERR(LS_ERR_IO, "cannot write %s", out_path);
+        if (f) fclose(f);
+    }
+    ls_free(g.rows);
+    ls_sp_free(sp);
+    ls_engine_free(e);
+    ls_vec_i32_free(&ids);
+    ls_buf_free(&text);
+    return rc;
+}
+
+static int cmd_logits(int argc, char **argv) {
+    static const struct option opts[] = {{"ids", required_argument, 0, 'i'}, {"out", required_argument, 0, 'o'},
+                                         {"decode-from", required_argument, 0, 'd'}, {"stats", no_argument, 0, 's'},
+                                         CLI_ENGINE_OPTIONS, CLI_ATTN_OPTIONS, {0, 0, 0, 0}};
+    cli_engine_args eng = cli_engine_args_default();
+    cli_attn_args attn = cli_attn_args_default();
+    const char *ids = NULL, *out = NULL;
+    int64_t decode_from = -1;
+    bool stats = false;
+    int c;
+    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        if (c >= CLI_ATTN_OPT) {
+            if (cli_attn_option("logits", c, optarg, &attn)) return 2;
+        } else if (c >= CLI_ENGINE_OPT) {
+            if (cli_engine_option("logits", c, optarg, &eng)) return 2;
+        } else if (c == 'i') ids = optarg;
+        else if (c == 'o') out = optarg;
+        else if (c == 's') stats = true;
+        else if (c == 'd') {
+            if (!cli_parse_int("logits", "--decode-from", optarg, 0, INT64_MAX, &decode_from)) return 2;
+        } else return cli_usage_error("logits", "unknown option");
+    }
+    if (!ids || !out) return cli_usage_error("logits", "--ids FILE and --out FILE are required");
+    cli_worker_engine_defaults(&eng);
+    if (logits_task(&eng, &attn, ids, out, decode_from, stats) != LS_OK) return cli_fail();
+    if (stats) cli_group_stats();
+    return 0;
+}
+
+// --- the worker command ---------------------------------------------------------------------
+
+void cli_worker_engine_defaults(cli_engine_args *eng) {
+    if (!g_comm) return;
+    int local = ls_comm_local_size(g_comm), cores = (int)sysconf(_SC_NPROCESSORS_ONLN);
+    int per = cores / local > 0 ? cores / local : 1;
+    if (eng->opts.n_threads <= 0) eng->opts.n_threads = per;
+    if (eng->opts.first_cpu >= 0) // ranks of a host take disjoint cores; oversubscribed: no binding
+        eng->opts.first_cpu = local * per <= cores ? ls_comm_local_rank(g_comm) * per : -1;
+}
+
+int cmd_worker(int argc, char **argv) {
+    const char *task = NULL;
+    int k = 1;
+    for (int i = 1; i < argc; i++) { // take --task out; the rest are the task's own options
+        if (!strcmp(argv[i], "--task") && i + 1 < argc) task = argv[++i];
+        else argv[k++] = argv[i];
+    }
+    argc = k;
+    if (!task) return cli_usage_error("worker", "--task generate|perplexity|logits is required");
+    int (*run)(int, char **) = !strcmp(task, "generate") ? cmd_generate : !strcmp(task, "perplexity") ? cmd_perplexity
+                             : !strcmp(task, "logits")   ? cmd_logits : NULL;
+    if (!run) return cli_usage_error("worker", "unknown task \"%s\" (generate, perplexity, logits)", task);
+    if (ls_comm_mpi_init(&argc, &argv, &g_comm) != LS_OK) return cli_fail();
+    ls_log_set_rank(ls_comm_rank(g_comm));
+    argv[0] = (char *)task;
+    int status = run(argc, argv);
+    if (status != 0) { // this rank failed (and said why): take the whole group down now
+        fflush(stdout);
+        fflush(stderr);
+        ls_comm_abort(g_comm, status);
+    }
+    ls_comm_finish(g_comm);
+    g_comm = NULL;
+    return 0;
+}

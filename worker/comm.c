@@ -1,0 +1,124 @@
+// comm.c — the implementation-independent half of the exchange layer: batches, waits with a
+// timeout (LS_COMM_TIMEOUT seconds), per-layer statistics. The transport is an
+// ls_comm_iface (comm_mpi.c). Tests: tests/oracle/test_sp.py.
+#include "ls_comm.h"
+
+#include <time.h>
+
+LS_PARAM(comm_timeout_s, "LS_COMM_TIMEOUT", 300)
+
+#define MAX_REQS (LS_COMM_MAX_XFERS * 4)
+
+struct ls_comm {
+    const ls_comm_iface *iface;
+    void *impl;
+    int rank, size, local_rank, local_size, layer;
+    ls_comm_stats stats;
+    void *reqs;          // [MAX_REQS] of iface->req_size bytes: one batch in flight at a time
+    int peers[MAX_REQS]; // the peer of each request of the batch
+};
+
+ls_comm_t *ls_comm_new(const ls_comm_iface *iface, void *impl, int rank, int size, int local_rank, int local_size) {
+    ls_comm_t *c = ls_calloc(1, sizeof *c);
+    *c = (ls_comm_t){.iface = iface, .impl = impl, .rank = rank, .size = size, .local_rank = local_rank,
+                     .local_size = local_size, .layer = -1};
+    c->reqs = ls_calloc(MAX_REQS, iface->req_size);
+    return c;
+}
+
+void ls_comm_finish(ls_comm_t *c) {
+    if (!c) return;
+    ls_free(c->stats.sent), ls_free(c->stats.recvd), ls_free(c->stats.wait_ms);
+    ls_free(c->reqs);
+    c->iface->finish(c->impl);
+    ls_free(c);
+}
+
+void ls_comm_abort(ls_comm_t *c, int code) { c->iface->abort(c->impl, code); }
+int ls_comm_rank(const ls_comm_t *c) { return c->rank; }
+int ls_comm_size(const ls_comm_t *c) { return c->size; }
+int ls_comm_local_size(const ls_comm_t *c) { return c->local_size; }
+int ls_comm_local_rank(const ls_comm_t *c) { return c->local_rank; }
+void ls_comm_set_layer(ls_comm_t *c, int layer) { c->layer = layer; }
+const ls_comm_stats *ls_comm_get_stats(const ls_comm_t *c) { return &c->stats; }
+
+ls_status ls_comm_stats_init(ls_comm_t *c, int n_layers) {
+    ls_comm_stats *s = &c->stats;
+    ls_free(s->sent), ls_free(s->recvd), ls_free(s->wait_ms);
+    s->n_layers = n_layers;
+    s->sent = ls_calloc((size_t)n_layers, sizeof *s->sent);
+    s->recvd = ls_calloc((size_t)n_layers, sizeof *s->recvd);
+    s->wait_ms = ls_calloc((size_t)n_layers, sizeof *s->wait_ms);
+    return LS_OK;
+}
+
+static void count(ls_comm_t *c, size_t sent, size_t recvd, double ms) {
+    if (c->layer < 0 || c->layer >= c->stats.n_layers) return;
+    c->stats.sent[c->layer] += sent;
+    c->stats.recvd[c->layer] += recvd;
+    c->stats.wait_ms[c->layer] += ms;
+}
+
+// The peer of the first request of a point-to-point batch still pending, or -1.
+static int pending_peer(ls_comm_t *c, int n, void *reqs) {
+    for (int i = 0; i < n; i++) {
+        bool done = true;
+        if (c->iface->test(c->impl, 1, (char *)reqs + (size_t)i * c->iface->req_size, &done) == LS_OK && !done)
+            return c->peers[i];
+    }
+    return -1;
+}
+
+// Polls until the requests complete; after the timeout, an error naming what and whom (peer:
+// the collective's root, -1 for none, -2 for a point-to-point batch).
+static ls_status wait_reqs(ls_comm_t *c, int n, void *reqs, const char *what, int peer) {
+    double t0 = ls_time_ms(), deadline = t0 + 1e3 * (double)ls_param_comm_timeout_s();
+    for (long spins = 0;; spins++) {
+        bool done = false;
+        LS_CHECK(c->iface->test(c->impl, n, reqs, &done));
+        if (done) break;
+        if (ls_time_ms() > deadline) {
+            if (peer == -2) peer = pending_peer(c, n, reqs);
+            return peer >= 0 ? LS_ERR(LS_ERR_DEVICE, "rank %d: no answer from rank %d for %lld s during %s", c->rank, peer,
+                                      (long long)ls_param_comm_timeout_s(), what)
+                             : LS_ERR(LS_ERR_DEVICE, "rank %d: the group did not complete %s within %lld s", c->rank,
+                                      what, (long long)ls_param_comm_timeout_s());
+        }
+        if (spins > 1000) nanosleep(&(struct timespec){0, 20000}, NULL); // a long wait: stop burning a core
+    }
+    count(c, 0, 0, ls_time_ms() - t0);
+    return LS_OK;
+}
+
+ls_status ls_comm_start(ls_comm_t *c, const ls_xfer *x, int n, int tag, ls_comm_batch *b) {
+    if (n > LS_COMM_MAX_XFERS) return LS_ERR(LS_ERR_INTERNAL, "rank %d: %d transfers in one batch", c->rank, n);
+    int k = 0;
+    LS_CHECK(c->iface->start(c->impl, x, n, tag, c->reqs, c->peers, &k));
+    size_t sent = 0, recvd = 0;
+    for (int i = 0; i < n; i++) *(x[i].recv ? &recvd : &sent) += x[i].bytes;
+    count(c, sent, recvd, 0.0);
+    *b = (ls_comm_batch){.n = k, .reqs = c->reqs, .t_start = ls_time_ms()};
+    return LS_OK;
+}
+
+ls_status ls_comm_wait(ls_comm_t *c, ls_comm_batch *b) {
+    ls_status rc = wait_reqs(c, b->n, b->reqs, "a key/value exchange", -2);
+    b->n = 0;
+    return rc;
+}
+
+ls_status ls_comm_bcast(ls_comm_t *c, void *buf, size_t bytes, int root) {
+    LS_CHECK(c->iface->bcast(c->impl, buf, bytes, root, c->reqs));
+    return wait_reqs(c, 1, c->reqs, "a broadcast", root);
+}
+
+ls_status ls_comm_allgather(ls_comm_t *c, const void *send, void *recv, size_t bytes) {
+    LS_CHECK(c->iface->allgather(c->impl, send, recv, bytes, c->reqs));
+    count(c, bytes * (size_t)(c->size - 1), bytes * (size_t)(c->size - 1), 0.0);
+    return wait_reqs(c, 1, c->reqs, "an all-gather", -1);
+}
+
+ls_status ls_comm_allreduce_sum(ls_comm_t *c, double *buf, int n) {
+    LS_CHECK(c->iface->allreduce_sum(c->impl, buf, n, c->reqs));
+    return wait_reqs(c, 1, c->reqs, "a reduction", -1);
+}

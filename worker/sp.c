@@ -1,0 +1,498 @@
+// sp.c — one sequence sharded over the ranks of a worker group (see ls_sp.h for the scheme).
+// Each rank keeps, per layer, a cache [n_kv_head][cap][hd] whose slots hold: its own positions
+// (slots [0, m), in the order of its owned ranges), the decode positions it stores (from slot
+// m), and keys borrowed from other ranks for the current layer (after those). Attention is a
+// series of kernel calls, one per contiguous key segment, merged by log-sum-exp.
+// Tests: tests/oracle/test_sp.py.
+#include "engine_impl.h"
+#include "ls_sp.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define DECODE_BLOCK 64 // decode positions stored together on one rank
+
+typedef struct seg {
+    int64_t pos, n, slot; // key positions [pos, pos + n) at cache slots [slot, slot + n)
+} seg;
+
+struct ls_sp {
+    ls_engine_t *e;
+    ls_comm_t *c;
+    ls_plan_t *plan;
+    ls_attn_rule rule;
+    int rank, P, n_kv, n_head, hd;
+    int64_t n, max_new, len, m, cap, decode_len, decode_room;
+    ls_range own[2];
+    int n_own;
+    int32_t *ids;                     // [m] own token ids
+    int64_t *pos, *pos_sink;          // [rows] RoPE positions of the rows
+    float *k, *v;                     // [n_layer][n_kv][cap][hd]
+    seg *local;                       // keys this rank owns: own ranges, then decode blocks
+    int n_local, max_local;
+    ls_need needs[LS_PLAN_MAX_NEEDS]; // what this rank borrows, and where it goes
+    seg borrowed[LS_PLAN_MAX_NEEDS];
+    int n_needs;
+    int64_t *loads;                   // [P] decode positions stored per rank (same on every rank)
+    int decode_owner;
+    float *x, *q, *q_sink, *att, *lse, *o_tmp, *lse_tmp; // [rows][...]
+    float *h, *kk, *vv, *gate, *up, *logits;             // micro-batch scratch
+    float *send, *recv[2];            // exchange buffers
+    float *part, *gather;             // decode: [n_head*hd + n_head] this rank's part, [P][...] all
+    size_t send_cap, recv_cap;
+    float *inv_freq;
+    float attn_factor;
+};
+
+static int64_t nq_of(const ls_sp_t *s) { return (int64_t)s->n_head * s->hd; }
+static float *layer_k(const ls_sp_t *s, int64_t il) { return s->k + (size_t)il * (size_t)(s->n_kv * s->cap * s->hd); }
+static float *layer_v(const ls_sp_t *s, int64_t il) { return s->v + (size_t)il * (size_t)(s->n_kv * s->cap * s->hd); }
+
+// --- setup ----------------------------------------------------------------------------------
+
+static size_t need_floats(const ls_sp_t *s, const ls_need *nd) {
+    return (size_t)__builtin_popcountll(nd->kv_mask) * (size_t)(nd->pos.hi - nd->pos.lo) * (size_t)s->hd * 2;
+}
+
+// Allocation of the buffers that grow with the shard: may legitimately fail (the caller
+// reports it), counted so the message can say how much was asked for.
+typedef struct allocs {
+    size_t bytes;
+    bool failed;
+} allocs;
+
+static void *big(allocs *a, size_t n, size_t size) {
+    a->bytes += n * size;
+    void *p = calloc(n ? n : 1, size);
+    if (!p) a->failed = true;
+    return p;
+}
+
+// The exchange buffers: the ring's two blocks, or this rank's sends and receives.
+static void alloc_exchange(ls_sp_t *s, allocs *a) {
+    if (ls_plan_ring(s->plan)) {
+        int64_t most = 0;
+        for (int r = 0; r < s->P; r++) most = ls_plan_owned_count(s->plan, r) > most ? ls_plan_owned_count(s->plan, r) : most;
+        s->recv_cap = (size_t)(most * s->n_kv * s->hd * 2);
+        s->recv[0] = big(a, s->recv_cap, sizeof(float));
+        s->recv[1] = big(a, s->recv_cap, sizeof(float));
+        return;
+    }
+    for (int i = 0; i < s->n_needs; i++) s->recv_cap += need_floats(s, &s->needs[i]);
+    for (int d = 0; d < s->P; d++) {
+        ls_need nd[LS_PLAN_MAX_NEEDS];
+        int c = d == s->rank ? 0 : ls_plan_needs(s->plan, d, nd);
+        for (int i = 0; i < c; i++)
+            if (nd[i].from == s->rank) s->send_cap += need_floats(s, &nd[i]);
+    }
+    s->send = big(a, s->send_cap, sizeof(float));
+    s->recv[0] = big(a, s->recv_cap, sizeof(float));
+}
+
+// Per-row activations of the shard, and the micro-batch scratch.
+static void alloc_rows(ls_sp_t *s, allocs *a) {
+    const ls_model_config *c = &s->e->cfg;
+    size_t rows = (size_t)(s->m > 0 ? s->m : 1), ub = (size_t)s->e->ubatch, nq = (size_t)nq_of(s);
+    s->x = big(a, rows * (size_t)c->n_embd, sizeof(float));
+    s->q = big(a, rows * nq, sizeof(float));
+    s->q_sink = s->rule.kind == LS_ATTN_SINK ? big(a, rows * nq, sizeof(float)) : NULL;
+    s->att = big(a, rows * nq, sizeof(float));
+    s->o_tmp = big(a, rows * nq, sizeof(float));
+    s->lse = big(a, rows * (size_t)s->n_head, sizeof(float));
+    s->lse_tmp = big(a, rows * (size_t)s->n_head, sizeof(float));
+    s->pos = big(a, rows, sizeof *s->pos);
+    s->pos_sink = big(a, rows, sizeof *s->pos_sink);
+    s->ids = big(a, rows, sizeof *s->ids);
+    s->h = ls_malloc(ub * (size_t)c->n_embd * sizeof(float));
+    s->kk = ls_malloc(ub * (size_t)(s->n_kv * s->hd) * sizeof(float));
+    s->vv = ls_malloc(ub * (size_t)(s->n_kv * s->hd) * sizeof(float));
+    s->gate = ls_malloc(ub * (size_t)c->n_ff * sizeof(float));
+    s->up = ls_malloc(ub * (size_t)c->n_ff * sizeof(float));
+    s->logits = ls_malloc(LOGIT_ROWS * (size_t)c->n_vocab * sizeof(float));
+}
+
+void ls_sp_reset(ls_sp_t *s) {
+    s->len = 0;
+    s->decode_len = 0;
+    s->n_local = 0;
+    for (int k = 0, slot = 0; k < s->n_own; k++) {
+        s->local[s->n_local++] = (seg){s->own[k].lo, s->own[k].hi - s->own[k].lo, slot};
+        slot += (int)(s->own[k].hi - s->own[k].lo);
+    }
+    memset(s->loads, 0, (size_t)s->P * sizeof *s->loads);
+}
+
+static ls_status init(ls_sp_t *s, const ls_sp_opts *o) {
+    const ls_model_config *c = &s->e->cfg;
+    s->rule = o->rule;
+    s->rule.n_head = (int)c->n_head;
+    s->n_head = (int)c->n_head, s->n_kv = (int)c->n_head_kv, s->hd = (int)c->head_dim;
+    s->n = o->n, s->max_new = o->max_new;
+    if (c->n_layer >= LS_TAG_LOGITS) return LS_ERR(LS_ERR_UNSUPPORTED, "%lld layers is more than sharding supports", (long long)c->n_layer);
+    if (s->n < 1 || s->max_new < 0 || s->n + s->max_new > (1 << 24))
+        return LS_ERR(LS_ERR_RANGE, "a sharded sequence of %lld + %lld tokens is outside 1..2^24", (long long)s->n,
+                      (long long)s->max_new);
+    LS_CHECK(ls_plan_init(&s->rule, s->n, s->P, s->n_kv, &s->plan));
+    s->n_own = ls_plan_owned(s->plan, s->rank, s->own);
+    s->m = ls_plan_owned_count(s->plan, s->rank);
+    s->n_needs = ls_plan_ring(s->plan) ? 0 : ls_plan_needs(s->plan, s->rank, s->needs);
+    int64_t borrow = 0;
+    for (int i = 0; i < s->n_needs; i++) borrow += s->needs[i].pos.hi - s->needs[i].pos.lo;
+    // Decode blocks go to the least-loaded rank, so a rank takes one only while it holds at most
+    // the average: it never holds more than (n + max_new) / P + one block.
+    int64_t fair = (s->n + s->max_new + s->P - 1) / s->P;
+    s->decode_room = fair - s->m + DECODE_BLOCK;
+    s->decode_room = s->decode_room < 0 ? 0 : s->decode_room > s->max_new ? s->max_new : s->decode_room;
+    s->cap = s->m + s->decode_room + borrow;
+    for (int i = 0, slot = (int)(s->m + s->decode_room); i < s->n_needs; i++) {
+        s->borrowed[i] = (seg){s->needs[i].pos.lo, s->needs[i].pos.hi - s->needs[i].pos.lo, slot};
+        slot += (int)s->borrowed[i].n;
+    }
+    size_t kv = (size_t)c->n_layer * (size_t)s->n_kv * (size_t)(s->cap > 0 ? s->cap : 1) * (size_t)s->hd;
+    allocs a = {0};
+    s->k = big(&a, kv, sizeof(float));
+    s->v = big(&a, kv, sizeof(float));
+    alloc_rows(s, &a);
+    alloc_exchange(s, &a);
+    if (a.failed)
+        return LS_ERR(LS_ERR_NOMEM, "rank %d: cannot allocate %.2f GB for its share of %lld tokens (KV cache %.2f GB)",
+                      s->rank, (double)a.bytes / 1e9, (long long)(s->n + s->max_new), 2.0 * (double)kv * sizeof(float) / 1e9);
+    s->max_local = s->n_own + (int)(s->decode_room / DECODE_BLOCK) + 2;
+    s->local = ls_calloc((size_t)s->max_local, sizeof *s->local);
+    s->loads = ls_calloc((size_t)s->P, sizeof *s->loads);
+    s->part = ls_malloc((size_t)(nq_of(s) + s->n_head) * sizeof(float));
+    s->gather = ls_malloc((size_t)s->P * (size_t)(nq_of(s) + s->n_head) * sizeof(float));
+    s->inv_freq = ls_malloc((size_t)c->rope.n_rot / 2 * sizeof *s->inv_freq);
+    LS_CHECK(ls_rope_compute(&c->rope, s->n + s->max_new, s->inv_freq, &s->attn_factor));
+    ls_sp_reset(s);
+    return LS_OK;
+}
+
+ls_status ls_sp_init(ls_engine_t *e, ls_comm_t *c, const ls_sp_opts *o, ls_sp_t **out) {
+    ls_sp_t *s = ls_calloc(1, sizeof *s);
+    s->e = e, s->c = c, s->rank = ls_comm_rank(c), s->P = ls_comm_size(c);
+    ls_status rc = init(s, o);
+    if (rc != LS_OK) {
+        ls_sp_free(s);
+        *out = NULL;
+        return rc;
+    }
+    LS_CHECK(ls_comm_stats_init(c, (int)e->cfg.n_layer));
+    *out = s;
+    return LS_OK;
+}
+
+void ls_sp_free(ls_sp_t *s) {
+    if (!s) return;
+    ls_plan_free(s->plan);
+    ls_free(s->k), ls_free(s->v), ls_free(s->local), ls_free(s->loads), ls_free(s->ids);
+    ls_free(s->x), ls_free(s->q), ls_free(s->q_sink), ls_free(s->att), ls_free(s->o_tmp), ls_free(s->lse);
+    ls_free(s->lse_tmp), ls_free(s->pos), ls_free(s->pos_sink), ls_free(s->h), ls_free(s->kk), ls_free(s->vv);
+    ls_free(s->gate), ls_free(s->up), ls_free(s->logits), ls_free(s->send), ls_free(s->recv[0]), ls_free(s->recv[1]);
+    ls_free(s->part), ls_free(s->gather), ls_free(s->inv_freq);
+    ls_free(s);
+}
+
+const ls_plan_t *ls_sp_plan(const ls_sp_t *s) { return s->plan; }
+
+// --- attention pieces -------------------------------------------------------------------------
+
+// Query rows [r0, r0 + nr) (positions from q_pos0) against nk keys at positions from kv_pos0
+// (k, v: [n_kv][stride][hd]); the result is merged into att and lse.
+static ls_status attend(ls_sp_t *s, int64_t r0, int64_t nr, int64_t q_pos0, const float *k, const float *v,
+                        int64_t stride, int64_t kv_pos0, int64_t nk) {
+    if (nr <= 0 || nk <= 0) return LS_OK;
+    int64_t nq = nq_of(s);
+    ls_attn_args a = {.q = s->q + r0 * nq, .q_sink = s->rule.kind == LS_ATTN_SINK ? s->q_sink + r0 * nq : NULL,
+                      .k = k, .v = v, .out = s->o_tmp + r0 * nq, .lse = s->lse_tmp + r0 * s->n_head, .n_q = nr,
+                      .q_pos0 = q_pos0, .n_kv = nk, .kv_pos0 = kv_pos0, .kv_stride = stride, .n_head = s->n_head,
+                      .n_kv_head = s->n_kv, .head_dim = s->hd, .scale = 1.0f / sqrtf((float)s->hd), .rule = s->rule};
+    LS_CHECK(ls_op_attention(s->e->be, &a));
+    return ls_op_attn_merge(s->e->be, s->att + r0 * nq, s->lse + r0 * s->n_head, a.out, a.lse, nr * s->n_head, s->hd);
+}
+
+static void clear_rows(ls_sp_t *s, int64_t rows) {
+    memset(s->att, 0, (size_t)(rows * nq_of(s)) * sizeof(float));
+    for (int64_t i = 0; i < rows * s->n_head; i++) s->lse[i] = -INFINITY;
+}
+
+// The cache slot of one of this rank's own positions.
+static int64_t own_slot(const ls_sp_t *s, int64_t p) {
+    int64_t off = 0;
+    for (int k = 0; k < s->n_own; k++) {
+        if (p >= s->own[k].lo && p < s->own[k].hi) return off + p - s->own[k].lo;
+        off += s->own[k].hi - s->own[k].lo;
+    }
+    return -1;
+}
+
+// Copies rows of KV head g for positions [lo, hi) out of (pack) or into (!pack) the cache.
+static size_t copy_rows(ls_sp_t *s, int64_t il, int g, int64_t slot0, int64_t n, float *buf, bool pack) {
+    size_t row = (size_t)s->hd, bytes = (size_t)n * row * sizeof(float);
+    float *kc = layer_k(s, il) + ((size_t)g * (size_t)s->cap + (size_t)slot0) * row;
+    float *vc = layer_v(s, il) + ((size_t)g * (size_t)s->cap + (size_t)slot0) * row;
+    if (pack) memcpy(buf, kc, bytes), memcpy(buf + (size_t)n * row, vc, bytes);
+    else memcpy(kc, buf, bytes), memcpy(vc, buf + (size_t)n * row, bytes);
+    return 2 * (size_t)n * row;
+}
+
+// Non-ring rules: send what other ranks need from this rank, receive what it needs, put the
+// received keys into the borrowed slots.
+static ls_status exchange(ls_sp_t *s, int64_t il) {
+    ls_xfer x[LS_COMM_MAX_XFERS];
+    int nx = 0;
+    float *sp = s->send;
+    for (int d = 0; d < s->P; d++) {
+        ls_need nd[LS_PLAN_MAX_NEEDS];
+        int c = d == s->rank ? 0 : ls_plan_needs(s->plan, d, nd);
+        for (int i = 0; i < c; i++) {
+            if (nd[i].from != s->rank) continue;
+            float *start = sp;
+            for (int g = 0; g < s->n_kv; g++)
+                if (nd[i].kv_mask >> g & 1)
+                    sp += copy_rows(s, il, g, own_slot(s, nd[i].pos.lo), nd[i].pos.hi - nd[i].pos.lo, sp, true);
+            if (nx == LS_COMM_MAX_XFERS) return LS_ERR(LS_ERR_INTERNAL, "too many transfers");
+            x[nx++] = (ls_xfer){start, (size_t)(sp - start) * sizeof(float), d, false};
+        }
+    }
+    float *rp = s->recv[0];
+    for (int i = 0; i < s->n_needs; i++) {
+        if (nx == LS_COMM_MAX_XFERS) return LS_ERR(LS_ERR_INTERNAL, "too many transfers");
+        x[nx++] = (ls_xfer){rp, need_floats(s, &s->needs[i]) * sizeof(float), s->needs[i].from, true};
+        rp += need_floats(s, &s->needs[i]);
+    }
+    if (!nx) return LS_OK;
+    ls_comm_batch b;
+    LS_CHECK(ls_comm_start(s->c, x, nx, (int)il, &b));
+    LS_CHECK(ls_comm_wait(s->c, &b));
+    rp = s->recv[0];
+    for (int i = 0; i < s->n_needs; i++)
+        for (int g = 0; g < s->n_kv; g++)
+            if (s->needs[i].kv_mask >> g & 1) rp += copy_rows(s, il, g, s->borrowed[i].slot, s->borrowed[i].n, rp, false);
+    return LS_OK;
+}
+
+// Non-ring prefill attention: own keys, then each borrowed segment.
+static ls_status attention_local(ls_sp_t *s, int64_t il) {
+    LS_CHECK(exchange(s, il));
+    clear_rows(s, s->m);
+    float *k = layer_k(s, il), *v = layer_v(s, il);
+    size_t hd = (size_t)s->hd;
+    LS_CHECK(attend(s, 0, s->m, s->own[0].lo, k, v, s->cap, s->own[0].lo, s->m)); // one contiguous shard
+    for (int i = 0; i < s->n_needs; i++) {
+        const seg *b = &s->borrowed[i];
+        LS_CHECK(attend(s, 0, s->m, s->own[0].lo, k + (size_t)b->slot * hd, v + (size_t)b->slot * hd, s->cap, b->pos, b->n));
+    }
+    return LS_OK;
+}
+
+// Full attention: each rank's block of keys travels the ring; the next block's transfer runs
+// while the current block is used.
+static ls_status attention_ring(ls_sp_t *s, int64_t il) {
+    size_t hd = (size_t)s->hd;
+    float *cur = s->recv[0], *next = s->recv[1];
+    for (int g = 0; g < s->n_kv; g++) { // this rank's block: [K: kv][m][hd], then [V: kv][m][hd]
+        memcpy(cur + (size_t)g * (size_t)s->m * hd, layer_k(s, il) + (size_t)g * (size_t)s->cap * hd, (size_t)s->m * hd * sizeof(float));
+        memcpy(cur + ((size_t)s->n_kv + (size_t)g) * (size_t)s->m * hd, layer_v(s, il) + (size_t)g * (size_t)s->cap * hd,
+               (size_t)s->m * hd * sizeof(float));
+    }
+    clear_rows(s, s->m);
+    int holder = s->rank;
+    for (int step = 0; step < s->P; step++) {
+        int from = (s->rank - step - 1 + s->P) % s->P;
+        int64_t mh = ls_plan_owned_count(s->plan, holder), mf = ls_plan_owned_count(s->plan, from);
+        ls_comm_batch b = {0};
+        if (step < s->P - 1) {
+            ls_xfer x[2] = {{cur, (size_t)mh * s->n_kv * hd * 2 * sizeof(float), (s->rank + 1) % s->P, false},
+                            {next, (size_t)mf * s->n_kv * hd * 2 * sizeof(float), (s->rank - 1 + s->P) % s->P, true}};
+            LS_CHECK(ls_comm_start(s->c, x, 2, (int)il, &b));
+        }
+        ls_range hr[2];
+        int nh = ls_plan_owned(s->plan, holder, hr);
+        for (int c = 0, row = 0; c < s->n_own; c++) {
+            int64_t len = s->own[c].hi - s->own[c].lo;
+            for (int d = 0, off = 0; d < nh; d++) {
+                int64_t hl = hr[d].hi - hr[d].lo;
+                if (hl > 0 && hr[d].lo < s->own[c].hi) // not entirely in this chunk's future
+                    LS_CHECK(attend(s, row, len, s->own[c].lo, cur + (size_t)off * hd, cur + ((size_t)s->n_kv * (size_t)mh + (size_t)off) * hd,
+                                    mh, hr[d].lo, hl));
+                off += (int)hl;
+            }
+            row += (int)len;
+        }
+        if (step < s->P - 1) {
+            LS_CHECK(ls_comm_wait(s->c, &b));
+            float *t = cur;
+            cur = next, next = t;
+            holder = from;
+        }
+    }
+    return LS_OK;
+}
+
+// --- prefill --------------------------------------------------------------------------------
+
+static void store_rows(ls_sp_t *s, int64_t il, int64_t slot0, int64_t n) {
+    size_t hd = (size_t)s->hd;
+    for (int64_t t = 0; t < n; t++)
+        for (int g = 0; g < s->n_kv; g++) {
+            size_t dst = ((size_t)g * (size_t)s->cap + (size_t)(slot0 + t)) * hd, src = ((size_t)t * (size_t)s->n_kv + (size_t)g) * hd;
+            memcpy(layer_k(s, il) + dst, s->kk + src, hd * sizeof(float));
+            memcpy(layer_v(s, il) + dst, s->vv + src, hd * sizeof(float));
+        }
+}
+
+static ls_rows rows_at(ls_sp_t *s, int64_t r0, int64_t n) {
+    const ls_model_config *c = &s->e->cfg;
+    int64_t nq = nq_of(s);
+    return (ls_rows){.m = n, .x = s->x + r0 * c->n_embd, .h = s->h, .q = s->q + r0 * nq, .k = s->kk, .v = s->vv,
+                     .q_sink = s->rule.kind == LS_ATTN_SINK ? s->q_sink + r0 * nq : NULL, .att = s->att + r0 * nq,
+                     .gate = s->gate, .up = s->up, .pos = s->pos + r0, .pos_sink = s->pos_sink + r0};
+}
+
+static ls_status prefill_layer(ls_sp_t *s, int64_t il) {
+    const ls_model_config *c = &s->e->cfg;
+    ls_rope_freqs f = {c->rope.n_rot, s->inv_freq, s->attn_factor, LS_ROPE_PAIR_ADJACENT};
+    ls_comm_set_layer(s->c, (int)il);
+    for (int64_t r0 = 0; r0 < s->m; r0 += s->e->ubatch) { // projections, micro-batch by micro-batch
+        int64_t n = s->m - r0 < s->e->ubatch ? s->m - r0 : s->e->ubatch;
+        ls_rows r = rows_at(s, r0, n);
+        LS_CHECK(ls_layer_qkv(s->e, il, &r, &f));
+        store_rows(s, il, r0, n);
+    }
+    LS_CHECK(ls_plan_ring(s->plan) ? attention_ring(s, il) : attention_local(s, il));
+    for (int64_t r0 = 0; r0 < s->m; r0 += s->e->ubatch) {
+        int64_t n = s->m - r0 < s->e->ubatch ? s->m - r0 : s->e->ubatch;
+        ls_rows r = rows_at(s, r0, n);
+        LS_CHECK(ls_layer_out_ffn(s->e, il, &r));
+    }
+    ls_comm_set_layer(s->c, -1);
+    return LS_OK;
+}
+
+// The owner of position n - 1 computes its logits and sends them to the leader.
+static ls_status last_logits(ls_sp_t *s, float *out) {
+    const ls_model_config *c = &s->e->cfg;
+    int owner = ls_plan_owner(s->plan, s->n - 1);
+    size_t bytes = (size_t)c->n_vocab * sizeof(float);
+    if (owner == s->rank) {
+        int64_t row = own_slot(s, s->n - 1);
+        LS_CHECK(ls_output_logits(s->e, s->x + row * c->n_embd, 1, s->h, s->logits));
+        if (s->rank == 0) {
+            if (out) memcpy(out, s->logits, bytes);
+            return LS_OK;
+        }
+    } else if (s->rank != 0) {
+        return LS_OK;
+    }
+    ls_xfer x = {s->logits, bytes, s->rank == 0 ? owner : 0, s->rank == 0};
+    ls_comm_batch b;
+    LS_CHECK(ls_comm_start(s->c, &x, 1, LS_TAG_LOGITS, &b));
+    LS_CHECK(ls_comm_wait(s->c, &b));
+    if (s->rank == 0 && out) memcpy(out, s->logits, bytes);
+    return LS_OK;
+}
+
+static ls_status own_logits(ls_sp_t *s, const ls_forward_opts *o) {
+    const ls_model_config *c = &s->e->cfg;
+    for (int64_t r = 0; r < s->m; r++) {
+        if (s->pos[r] < o->logits_from) continue;
+        int64_t n = 1; // a run of rows wanting logits, at most LOGIT_ROWS
+        while (n < LOGIT_ROWS && r + n < s->m && s->pos[r + n] >= o->logits_from) n++;
+        LS_CHECK(ls_output_logits(s->e, s->x + r * c->n_embd, n, s->h, s->logits));
+        for (int64_t i = 0; i < n; i++) LS_CHECK(o->on_logits(o->ctx, s->pos[r + i], s->logits + i * c->n_vocab));
+        r += n - 1;
+    }
+    return LS_OK;
+}
+
+ls_status ls_sp_prefill(ls_sp_t *s, const int32_t *tokens, const ls_forward_opts *o, float *last) {
+    if (s->len) return LS_ERR(LS_ERR_INVALID, "prefill of a sequence that is not empty");
+    int64_t slot_cap = s->rule.kind == LS_ATTN_SINK ? s->rule.sinks + s->rule.window : 0;
+    for (int k = 0, row = 0; k < s->n_own; k++)
+        for (int64_t p = s->own[k].lo; p < s->own[k].hi; p++, row++) {
+            s->ids[row] = tokens[p];
+            s->pos[row] = p;
+            s->pos_sink[row] = p < slot_cap ? p : slot_cap;
+        }
+    if (s->m) LS_CHECK(ls_op_get_rows(s->e->be, &s->e->tok_embd, s->ids, s->m, s->x));
+    for (int64_t il = 0; il < s->e->cfg.n_layer; il++) LS_CHECK(prefill_layer(s, il));
+    if (o && o->on_logits) LS_CHECK(own_logits(s, o));
+    LS_CHECK(last_logits(s, last));
+    s->len = s->n;
+    return LS_OK;
+}
+
+// --- decode ---------------------------------------------------------------------------------
+
+// Chooses where position p is stored: each block of DECODE_BLOCK positions goes to the rank
+// holding the fewest keys (the same choice on every rank).
+static int decode_owner(ls_sp_t *s, int64_t p) {
+    if ((p - s->n) % DECODE_BLOCK == 0) {
+        int best = 0;
+        for (int r = 1; r < s->P; r++)
+            if (ls_plan_owned_count(s->plan, r) + s->loads[r] < ls_plan_owned_count(s->plan, best) + s->loads[best]) best = r;
+        s->decode_owner = best;
+    }
+    s->loads[s->decode_owner]++;
+    return s->decode_owner;
+}
+
+// Attention of the single decode row over this rank's keys, merged across ranks.
+static ls_status attention_decode(ls_sp_t *s, int64_t il, int64_t p) {
+    size_t hd = (size_t)s->hd, nq = (size_t)nq_of(s), part = nq + (size_t)s->n_head;
+    clear_rows(s, 1);
+    for (int i = 0; i < s->n_local; i++) {
+        const seg *g = &s->local[i];
+        LS_CHECK(attend(s, 0, 1, p, layer_k(s, il) + (size_t)g->slot * hd, layer_v(s, il) + (size_t)g->slot * hd, s->cap,
+                        g->pos, g->n));
+    }
+    float *mine = s->part, *all = s->gather;
+    memcpy(mine, s->att, nq * sizeof(float));
+    memcpy(mine + nq, s->lse, (size_t)s->n_head * sizeof(float));
+    LS_CHECK(ls_comm_allgather(s->c, mine, all, part * sizeof(float)));
+    memcpy(s->att, all, nq * sizeof(float)); // rank 0's part, then the others merged in rank order
+    memcpy(s->lse, all + nq, (size_t)s->n_head * sizeof(float));
+    for (int r = 1; r < s->P; r++)
+        LS_CHECK(ls_op_attn_merge(s->e->be, s->att, s->lse, all + (size_t)r * part, all + (size_t)r * part + nq, s->n_head, s->hd));
+    return LS_OK;
+}
+
+ls_status ls_sp_decode(ls_sp_t *s, int32_t token, float *logits) {
+    const ls_model_config *c = &s->e->cfg;
+    if (s->len < s->n) return LS_ERR(LS_ERR_INVALID, "decode before prefill");
+    if (s->len - s->n >= s->max_new)
+        return LS_ERR(LS_ERR_RANGE, "the sequence has room for %lld decoded tokens", (long long)s->max_new);
+    int64_t p = s->len, slot = -1;
+    int owner = decode_owner(s, p);
+    if (owner == s->rank) { // this rank stores the new key/value: extend or open its decode segment
+        slot = s->m + s->decode_len;
+        if (s->decode_len >= s->decode_room)
+            return LS_ERR(LS_ERR_INTERNAL, "rank %d: decode room of %lld keys exceeded", s->rank, (long long)s->decode_room);
+        seg *last = s->n_local > s->n_own ? &s->local[s->n_local - 1] : NULL;
+        if (last && last->pos + last->n == p) last->n++;
+        else s->local[s->n_local++] = (seg){p, 1, slot};
+    }
+    int64_t slot_cap = s->rule.kind == LS_ATTN_SINK ? s->rule.sinks + s->rule.window : 0;
+    s->pos[0] = p;
+    s->pos_sink[0] = p < slot_cap ? p : slot_cap;
+    LS_CHECK(ls_op_get_rows(s->e->be, &s->e->tok_embd, &token, 1, s->x));
+    ls_rope_freqs f = {c->rope.n_rot, s->inv_freq, s->attn_factor, LS_ROPE_PAIR_ADJACENT};
+    for (int64_t il = 0; il < c->n_layer; il++) {
+        ls_rows r = rows_at(s, 0, 1);
+        LS_CHECK(ls_layer_qkv(s->e, il, &r, &f));
+        if (slot >= 0) store_rows(s, il, slot, 1);
+        ls_comm_set_layer(s->c, (int)il);
+        LS_CHECK(attention_decode(s, il, p));
+        ls_comm_set_layer(s->c, -1);
+        LS_CHECK(ls_layer_out_ffn(s->e, il, &r));
+    }
+    s->decode_len += owner == s->rank;
+    s->len++;
+    if (s->rank == 0 && logits) {
+        LS_CHECK(ls_output_logits(s->e, s->x, 1, s->h, s->logits));
+        memcpy(logits, s->logits, (size_t)c->n_vocab * sizeof(float));
+    }
+    return LS_OK;
+}
