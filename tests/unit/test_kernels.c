@@ -306,7 +306,7 @@ static void test_attention(void) {
     for (int trial = 0; trial < 24; trial++) { // full causal: shapes, chunked prefill, splits
         int rep = reps[trial % 4], hd = hds[trial % 3], n_head = rep * (1 + rand_r(&seed) % 3);
         int64_t n_q = 1 + rand_r(&seed) % 77, p0 = trial % 2 ? rand_r(&seed) % 150 : 0;
-        run_attention_case((attn_case){n_q, p0, p0 + n_q, 0, 0, n_head, rep, hd, {LS_ATTN_FULL}, trial % 5 == 4}, &seed);
+        run_attention_case((attn_case){n_q, p0, p0 + n_q, 0, 0, n_head, rep, hd, {.kind = LS_ATTN_FULL}, trial % 5 == 4}, &seed);
     }
     for (int trial = 0; trial < 80; trial++) { // every rule on random shapes
         int kind = 1 + trial % 3, rep = reps[trial % 4], hd = hds[(trial / 4) % 3];
@@ -324,12 +324,12 @@ static void test_attention(void) {
         int64_t kv_pos0 = p0 - r.window, n_kv = sinks + (p0 + n_q - kv_pos0);
         run_attention_case((attn_case){n_q, p0, n_kv, sinks, kv_pos0, 4, 2, 64, r, false}, &seed);
     }
-    run_attention_case((attn_case){1, 2999, 3000, 0, 0, 9, 3, 64, {LS_ATTN_FULL}, false}, &seed); // decode: key splits
+    run_attention_case((attn_case){1, 2999, 3000, 0, 0, 9, 3, 64, {.kind = LS_ATTN_FULL}, false}, &seed); // decode: key splits
     run_attention_case((attn_case){1, 4999, 5000, 4, 4, 9, 3, 64, {.kind = LS_ATTN_SINK, .sinks = 4, .window = 1020}, false},
                        &seed);
-    run_attention_case((attn_case){3, 2000, 2003, 0, 0, 4, 4, 64, {LS_ATTN_FULL}, false}, &seed);
-    run_attention_case((attn_case){33, 1100, 1133, 0, 0, 6, 2, 64, {LS_ATTN_FULL}, true}, &seed);
-    run_attention_case((attn_case){5, 0, 3, 0, 0, 2, 1, 32, {LS_ATTN_FULL}, false}, &seed); // n_kv < n_q
+    run_attention_case((attn_case){3, 2000, 2003, 0, 0, 4, 4, 64, {.kind = LS_ATTN_FULL}, false}, &seed);
+    run_attention_case((attn_case){33, 1100, 1133, 0, 0, 6, 2, 64, {.kind = LS_ATTN_FULL}, true}, &seed);
+    run_attention_case((attn_case){5, 0, 3, 0, 0, 2, 1, 32, {.kind = LS_ATTN_FULL}, false}, &seed); // n_kv < n_q
     ls_attn_args bad = {.n_q = 1, .n_kv = 1, .kv_stride = 1, .n_head = 3, .n_kv_head = 2, .head_dim = 8, .scale = 1};
     TEST_ERR(ls_op_attention(g_be, &bad), LS_ERR_INVALID, "inconsistent shape");
     ls_attn_args bad_rule = {.n_q = 1, .n_kv = 1, .kv_stride = 1, .n_head = 2, .n_kv_head = 2, .head_dim = 8, .scale = 1,
