@@ -31,6 +31,7 @@ typedef enum ls_status {
     LS_ERR_NOMEM,       // an allocation that may legitimately fail did fail
     LS_ERR_INTERNAL,    // a bug: an invariant that should hold did not
     LS_ERR_DEVICE,      // CUDA / NCCL / MPI reported an error
+    LS_ERR_CANCELLED,   // stopped on request (a progress callback said so)
 } ls_status;
 
 const char *ls_status_name(ls_status s);

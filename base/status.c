@@ -34,6 +34,7 @@ const char *ls_status_name(ls_status s) {
     case LS_ERR_NOMEM: return "out of memory";
     case LS_ERR_INTERNAL: return "internal error";
     case LS_ERR_DEVICE: return "device error";
+    case LS_ERR_CANCELLED: return "cancelled";
     }
     return "unknown status";
 }

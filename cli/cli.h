@@ -14,6 +14,13 @@ int cmd_detokenize(int argc, char **argv);
 int cmd_generate(int argc, char **argv);
 int cmd_perplexity(int argc, char **argv);
 int cmd_worker(int argc, char **argv);
+int cmd_serve(int argc, char **argv);
+int cmd_summarize(int argc, char **argv);
+int cmd_submit(int argc, char **argv);
+int cmd_watch(int argc, char **argv);
+int cmd_result(int argc, char **argv);
+int cmd_jobs(int argc, char **argv);
+int cmd_cancel(int argc, char **argv);
 
 // Prints the pending error (ls_err_report) and returns 1.
 int cli_fail(void);
@@ -122,6 +129,8 @@ ls_status cli_group_share_ids(ls_vec_i32 *ids);
 // Whether any rank failed (a collective; the local status is returned first).
 ls_status cli_group_status(ls_status rc);
 void cli_group_stats(void); // --stats table on the leader
+// `longseq worker --connect ...`: a group serving a coordinator (cmd_worker_serve.c).
+int cli_worker_serve(ls_comm_t *comm, int argc, char **argv);
 // Worker defaults: threads = cores / ranks on the host, disjoint cores per rank.
 void cli_worker_engine_defaults(cli_engine_args *eng);
 

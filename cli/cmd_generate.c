@@ -127,13 +127,14 @@ typedef struct progress {
     bool tty;
 } progress;
 
-static void on_progress(void *ctx, int64_t done, int64_t total) {
+static ls_status on_progress(void *ctx, int64_t done, int64_t total) {
     progress *p = ctx;
-    if (!p->tty || total < 256) return;
+    if (!p->tty || total < 256) return LS_OK;
     double s = (ls_time_ms() - p->t0) / 1e3, rate = done / (s > 0 ? s : 1e-9);
     fprintf(stderr, "\rprefill %lld/%lld tokens, %.0f tok/s, ETA %.0f s   ", (long long)done, (long long)total, rate,
             (double)(total - done) / rate);
     if (done == total) fprintf(stderr, "\r%60s\r", "");
+    return LS_OK;
 }
 
 static ls_status print_text(void *ctx, const char *text, size_t len) {

@@ -44,11 +44,12 @@ typedef struct ppl_cli {
 } ppl_cli;
 
 // On a terminal, long chunks show their progress on standard error.
-static void on_progress(void *ctx, int64_t done, int64_t total) {
+static ls_status on_progress(void *ctx, int64_t done, int64_t total) {
     ppl_cli *p = ctx;
-    if (!p->tty || p->json || total < 2048) return;
+    if (!p->tty || p->json || total < 2048) return LS_OK;
     if (done < total) fprintf(stderr, "\r  %lld/%lld tokens of this chunk ", (long long)done, (long long)total);
     else fprintf(stderr, "\r%40s\r", "");
+    return LS_OK;
 }
 
 static void on_chunk(void *ctx, int64_t chunk, int64_t n_chunks, double ppl) {

@@ -266,20 +266,23 @@ void cli_worker_engine_defaults(cli_engine_args *eng) {
 
 int cmd_worker(int argc, char **argv) {
     const char *task = NULL;
+    bool service = false;
     int k = 1;
     for (int i = 1; i < argc; i++) { // take --task out; the rest are the task's own options
         if (!strcmp(argv[i], "--task") && i + 1 < argc) task = argv[++i];
         else argv[k++] = argv[i];
+        if (!strcmp(argv[i], "--connect")) service = true;
     }
     argc = k;
-    if (!task) return cli_usage_error("worker", "--task generate|perplexity|logits is required");
-    int (*run)(int, char **) = !strcmp(task, "generate") ? cmd_generate : !strcmp(task, "perplexity") ? cmd_perplexity
+    if (!task && !service) return cli_usage_error("worker", "--task generate|perplexity|logits or --connect HOST:PORT is required");
+    if (task && service) return cli_usage_error("worker", "--task and --connect do not go together");
+    int (*run)(int, char **) = !task ? NULL : !strcmp(task, "generate") ? cmd_generate : !strcmp(task, "perplexity") ? cmd_perplexity
                              : !strcmp(task, "logits")   ? cmd_logits : NULL;
-    if (!run) return cli_usage_error("worker", "unknown task \"%s\" (generate, perplexity, logits)", task);
+    if (task && !run) return cli_usage_error("worker", "unknown task \"%s\" (generate, perplexity, logits)", task);
     if (ls_comm_mpi_init(&argc, &argv, &g_comm) != LS_OK) return cli_fail();
     ls_log_set_rank(ls_comm_rank(g_comm));
-    argv[0] = (char *)task;
-    int status = run(argc, argv);
+    argv[0] = (char *)(task ? task : "worker");
+    int status = service ? cli_worker_serve(g_comm, argc, argv) : run(argc, argv);
     if (status != 0) { // this rank failed (and said why): take the whole group down now
         fflush(stdout);
         fflush(stderr);

@@ -21,6 +21,13 @@ static const command g_commands[] = {
     {"generate", cmd_generate, "generate text after a prompt (or a chat message)"},
     {"perplexity", cmd_perplexity, "perplexity of a text, as llama-perplexity computes it"},
     {"worker", cmd_worker, "one rank of a worker group (run by mpirun/srun; see --np)"},
+    {"summarize", cmd_summarize, "summarize long documents (a coordinator and worker group in one go)"},
+    {"serve", cmd_serve, "the job service: protocol, durable queue, worker group"},
+    {"submit", cmd_submit, "submit documents to a server; prints job ids"},
+    {"watch", cmd_watch, "follow a job: progress and text as it streams"},
+    {"result", cmd_result, "a job's text or record (--json)"},
+    {"jobs", cmd_jobs, "list the server's jobs"},
+    {"cancel", cmd_cancel, "cancel a queued or running job"},
 };
 
 static void usage(FILE *f) {

@@ -17,11 +17,11 @@ ls_engine_opts ls_engine_opts_default(void) {
 // --- RoPE overrides -----------------------------------------------------------------------
 
 static void note_double(ls_buf *notes, const char *what, double file, double now) {
-    if (file != now) ls_buf_printf(notes, "rope: %s %g (the model file says %g)\n", what, now, file);
+    if (notes && file != now) ls_buf_printf(notes, "rope: %s %g (the model file says %g)\n", what, now, file);
 }
 
-static ls_status apply_rope_override(ls_engine_t *e, const ls_rope_override *o) {
-    ls_rope_config *r = &e->cfg.rope, file = *r;
+ls_status ls_rope_override_apply(ls_rope_config *r, const ls_rope_override *o, ls_buf *notes) {
+    ls_rope_config file = *r;
     if (o->scaling >= 0) {
         if (o->scaling >= LS_ROPE_SCALING_COUNT) return LS_ERR(LS_ERR_INVALID, "unknown rope scaling %d", o->scaling);
         r->scaling = (ls_rope_scaling)o->scaling;
@@ -38,15 +38,15 @@ static ls_status apply_rope_override(ls_engine_t *e, const ls_rope_override *o) 
     if (r->orig_ctx < 1) return LS_ERR(LS_ERR_INVALID, "--yarn-orig-ctx must be at least 1");
     if (r->scaling == LS_ROPE_LONGROPE && (!r->factors_long || !r->factors_short))
         return LS_ERR(LS_ERR_INVALID, "--rope-scaling longrope needs the model's rope_factors_long/short tensors");
-    if (r->scaling != file.scaling)
-        ls_buf_printf(&e->notes, "rope: scaling %s (the model file says %s)\n", ls_rope_scaling_name(r->scaling),
+    if (notes && r->scaling != file.scaling)
+        ls_buf_printf(notes, "rope: scaling %s (the model file says %s)\n", ls_rope_scaling_name(r->scaling),
                       ls_rope_scaling_name(file.scaling));
-    note_double(&e->notes, "scale factor", file.factor, r->factor);
-    note_double(&e->notes, "freq base", file.freq_base, r->freq_base);
-    note_double(&e->notes, "original context", (double)file.orig_ctx, (double)r->orig_ctx);
-    note_double(&e->notes, "yarn beta fast", file.yarn_beta_fast, r->yarn_beta_fast);
-    note_double(&e->notes, "yarn beta slow", file.yarn_beta_slow, r->yarn_beta_slow);
-    note_double(&e->notes, "attention factor", file.attn_factor, r->attn_factor);
+    note_double(notes, "scale factor", file.factor, r->factor);
+    note_double(notes, "freq base", file.freq_base, r->freq_base);
+    note_double(notes, "original context", (double)file.orig_ctx, (double)r->orig_ctx);
+    note_double(notes, "yarn beta fast", file.yarn_beta_fast, r->yarn_beta_fast);
+    note_double(notes, "yarn beta slow", file.yarn_beta_slow, r->yarn_beta_slow);
+    note_double(notes, "attention factor", file.attn_factor, r->attn_factor);
     return LS_OK;
 }
 
@@ -117,7 +117,7 @@ static void alloc_activations(ls_engine_t *e) {
 static ls_status load(ls_engine_t *e, const char *path, const ls_engine_opts *o) {
     LS_CHECK(ls_gguf_open(path, &e->gguf));
     LS_CHECK(ls_model_config_load(e->gguf, &e->cfg));
-    LS_CHECK(apply_rope_override(e, &o->rope));
+    LS_CHECK(ls_rope_override_apply(&e->cfg.rope, &o->rope, &e->notes));
     LS_CHECK(ls_tokenizer_init(e->gguf, &e->tok));
     if (ls_tokenizer_n_vocab(e->tok) != e->cfg.n_vocab)
         return LS_ERR(LS_ERR_FORMAT, "the tokenizer has %d tokens but the embeddings have %lld rows",
@@ -310,7 +310,7 @@ ls_status ls_engine_forward(ls_engine_t *e, ls_seq_t *s, const int32_t *tokens, 
         int64_t m = n - off < e->ubatch ? n - off : e->ubatch;
         if (s->stream) LS_CHECK(ls_seq_make_room(s, m));
         LS_CHECK(ls_engine_forward_ubatch(e, s, tokens + off, m, o ? o->logits_from - off : m, o, off));
-        if (o && o->on_progress) o->on_progress(o->progress_ctx, off + m, n);
+        if (o && o->on_progress) LS_CHECK(o->on_progress(o->progress_ctx, off + m, n));
     }
     return LS_OK;
 }

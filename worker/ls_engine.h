@@ -11,6 +11,8 @@
 #include "ls_model.h"
 #include "ls_tokenizer.h"
 
+#include <math.h> // NAN in LS_ROPE_OVERRIDE_NONE
+
 typedef struct ls_engine ls_engine_t;
 typedef struct ls_seq ls_seq_t;
 
@@ -20,6 +22,9 @@ typedef struct ls_rope_override {
     double factor, freq_base, orig_ctx, beta_fast, beta_slow, attn_factor;
 } ls_rope_override;
 #define LS_ROPE_OVERRIDE_NONE ((ls_rope_override){-1, NAN, NAN, NAN, NAN, NAN, NAN})
+// Applies the overrides to r and checks the result; a line per changed value goes to notes
+// (may be NULL).
+ls_status ls_rope_override_apply(ls_rope_config *r, const ls_rope_override *o, ls_buf *notes);
 
 typedef struct ls_engine_opts {
     int n_threads;       // <= 0: all cores
@@ -66,8 +71,10 @@ void ls_seq_reset(ls_seq_t *s); // empty again, same capacity and frequencies
 
 // Receives the logits of token `index` (counted within the ls_engine_forward call).
 typedef ls_status (*ls_logits_fn)(void *ctx, int64_t index, const float *logits /*[n_vocab]*/);
-// Called after each micro-batch with tokens done so far (within the call) and the total.
-typedef void (*ls_progress_fn)(void *ctx, int64_t done, int64_t total);
+// Called after each micro-batch (worker groups: each layer) with the work done so far, in
+// tokens, and the total. Anything but LS_OK stops the call with that status (e.g.
+// LS_ERR_CANCELLED when a client cancelled the job).
+typedef ls_status (*ls_progress_fn)(void *ctx, int64_t done, int64_t total);
 
 typedef struct ls_forward_opts {
     int64_t logits_from;   // logits for tokens [logits_from, n) of this call; n or more: none

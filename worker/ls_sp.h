@@ -23,6 +23,12 @@ typedef struct ls_sp_opts {
     ls_attn_rule rule;  // n_head is filled in from the model
     int64_t n;          // prefill tokens
     int64_t max_new;    // tokens that may be decoded after the prefill
+    // Prefill progress: called on the leader after each layer (done = n * layers done /
+    // layers). With `checkpoints` (the same on every rank), the leader's answer is broadcast
+    // after each layer, so a cancel (anything but LS_OK) stops every rank at the same layer.
+    ls_progress_fn on_progress;
+    void *progress_ctx;
+    bool checkpoints;
 } ls_sp_opts;
 
 ls_status ls_sp_init(ls_engine_t *e, ls_comm_t *c, const ls_sp_opts *o, ls_sp_t **out);

@@ -21,8 +21,10 @@ typedef struct ls_gen_opts {
     const char *const *stop;      // stop strings (not included in the text)
     size_t n_stop;
     bool ignore_eog;              // keep going past end-of-generation tokens
-    ls_progress_fn on_prefill;    // (optional) prefill progress
+    ls_progress_fn on_prefill;    // (optional) prefill progress; not LS_OK: stop with that status
     void *progress_ctx;
+    bool checkpoints;             // worker groups: share the leader's progress answer per layer
+                                  // (ls_sp_opts), so every rank can stop on a cancel
 } ls_gen_opts;
 
 typedef struct ls_gen_result {
@@ -69,8 +71,9 @@ typedef struct ls_ppl_opts {
     void *nll_ctx;
     ls_ppl_chunk_fn on_chunk;     // (optional) after each chunk
     void *chunk_ctx;
-    ls_progress_fn on_progress;   // (optional) within a chunk
+    ls_progress_fn on_progress;   // (optional) within a chunk; not LS_OK: stop with that status
     void *progress_ctx;
+    bool checkpoints;             // worker groups: as in ls_gen_opts
 } ls_ppl_opts;
 
 typedef struct ls_ppl_result {

@@ -22,6 +22,9 @@ struct ls_sp {
     ls_comm_t *c;
     ls_plan_t *plan;
     ls_attn_rule rule;
+    ls_progress_fn on_progress;
+    void *progress_ctx;
+    bool checkpoints;
     int rank, P, n_kv, n_head, hd;
     int64_t n, max_new, len, m, cap, decode_len, decode_room;
     ls_range own[2];
@@ -127,6 +130,7 @@ static ls_status init(ls_sp_t *s, const ls_sp_opts *o) {
     const ls_model_config *c = &s->e->cfg;
     s->rule = o->rule;
     s->rule.n_head = (int)c->n_head;
+    s->on_progress = o->on_progress, s->progress_ctx = o->progress_ctx, s->checkpoints = o->checkpoints;
     s->n_head = (int)c->n_head, s->n_kv = (int)c->n_head_kv, s->hd = (int)c->head_dim;
     s->n = o->n, s->max_new = o->max_new;
     if (c->n_layer >= LS_TAG_LOGITS) return LS_ERR(LS_ERR_UNSUPPORTED, "%lld layers is more than sharding supports", (long long)c->n_layer);
@@ -407,6 +411,22 @@ static ls_status own_logits(ls_sp_t *s, const ls_forward_opts *o) {
     return LS_OK;
 }
 
+// After a layer: the leader reports progress; with checkpoints its answer reaches every rank,
+// so all stop together (the answer's status) or go on.
+static ls_status checkpoint(ls_sp_t *s, int64_t done) {
+    int32_t answer = LS_OK;
+    if (s->rank == 0 && s->on_progress) {
+        answer = (int32_t)s->on_progress(s->progress_ctx, done, s->n);
+        if (answer != LS_OK && !s->checkpoints) return (ls_status)answer;
+    }
+    if (!s->checkpoints) return LS_OK;
+    ls_comm_set_layer(s->c, -1);
+    LS_CHECK(ls_comm_bcast(s->c, &answer, sizeof answer, 0));
+    if (answer == LS_OK) return LS_OK;
+    if (s->rank == 0) return (ls_status)answer; // the leader's callback said why
+    return LS_ERR((ls_status)answer, "rank %d: stopped by the leader (%s)", s->rank, ls_status_name((ls_status)answer));
+}
+
 ls_status ls_sp_prefill(ls_sp_t *s, const int32_t *tokens, const ls_forward_opts *o, float *last) {
     if (s->len) return LS_ERR(LS_ERR_INVALID, "prefill of a sequence that is not empty");
     int64_t slot_cap = s->rule.kind == LS_ATTN_SINK ? s->rule.sinks + s->rule.window : 0;
@@ -417,7 +437,10 @@ ls_status ls_sp_prefill(ls_sp_t *s, const int32_t *tokens, const ls_forward_opts
             s->pos_sink[row] = p < slot_cap ? p : slot_cap;
         }
     if (s->m) LS_CHECK(ls_op_get_rows(s->e->be, &s->e->tok_embd, s->ids, s->m, s->x));
-    for (int64_t il = 0; il < s->e->cfg.n_layer; il++) LS_CHECK(prefill_layer(s, il));
+    for (int64_t il = 0; il < s->e->cfg.n_layer; il++) {
+        LS_CHECK(prefill_layer(s, il));
+        LS_CHECK(checkpoint(s, (il + 1) * s->n / s->e->cfg.n_layer));
+    }
     if (o && o->on_logits) LS_CHECK(own_logits(s, o));
     LS_CHECK(last_logits(s, last));
     s->len = s->n;

@@ -12,12 +12,15 @@
 typedef struct group_step {
     ls_sp_t *sp;
     ls_comm_t *c;
+    bool prefilled; // the others are now following the broadcast tokens
 } group_step;
 
 static ls_status group_prefill(void *ctx, const int32_t *ids, int64_t n, float *logits) {
     (void)n;
     group_step *g = ctx;
-    return ls_sp_prefill(g->sp, ids, NULL, logits);
+    LS_CHECK(ls_sp_prefill(g->sp, ids, NULL, logits));
+    g->prefilled = true;
+    return LS_OK;
 }
 
 static ls_status group_step_fn(void *ctx, int32_t id, float *logits) {
@@ -44,18 +47,24 @@ ls_status ls_sp_generate(ls_engine_t *e, ls_comm_t *c, const int32_t *prompt, in
     if (o->stream) return LS_ERR(LS_ERR_UNSUPPORTED, "streaming (sink/window generation without a limit) runs in one process, not a worker group");
     if (n_prompt < 1) return LS_ERR(LS_ERR_INVALID, "the prompt is empty: give at least one token");
     ls_sp_t *sp;
-    ls_sp_opts so = {.rule = o->rule, .n = n_prompt, .max_new = o->max_tokens};
+    ls_sp_opts so = {.rule = o->rule, .n = n_prompt, .max_new = o->max_tokens, .on_progress = o->on_prefill,
+                     .progress_ctx = o->progress_ctx, .checkpoints = o->checkpoints};
     LS_CHECK(ls_sp_init(e, c, &so, &sp));
     ls_status rc;
     if (ls_comm_rank(c) == 0) {
-        group_step g = {sp, c};
+        group_step g = {sp, c, false};
         ls_stepper st = {group_prefill, group_step_fn, &g};
         ls_gen_result r;
         rc = ls_generate_with(&st, ls_engine_tokenizer(e), prompt, n_prompt, o, on_text, text_ctx, &r);
         ls_gen_result_free(res);
         *res = r;
+        // the others wait for the end of the tokens: send it also when the leader stopped on
+        // its own (a cancel, a failed callback), unless the group itself failed
         int32_t stop = -1;
-        if (rc == LS_OK) rc = ls_comm_bcast(c, &stop, sizeof stop, 0);
+        if (g.prefilled && rc != LS_ERR_DEVICE) {
+            ls_status brc = ls_comm_bcast(c, &stop, sizeof stop, 0);
+            if (rc == LS_OK) rc = brc;
+        }
     } else {
         rc = follow(sp, c, prompt);
     }
@@ -89,7 +98,8 @@ ls_status ls_sp_perplexity(ls_engine_t *e, ls_comm_t *c, const int32_t *tokens, 
     int64_t chunks = n / ctx;
     if (o->max_chunks > 0 && o->max_chunks < chunks) chunks = o->max_chunks;
     ls_sp_t *sp;
-    ls_sp_opts so = {.rule = o->rule, .n = ctx, .max_new = 0};
+    ls_sp_opts so = {.rule = o->rule, .n = ctx, .max_new = 0, .on_progress = o->on_progress,
+                     .progress_ctx = o->progress_ctx, .checkpoints = o->checkpoints};
     LS_CHECK(ls_sp_init(e, c, &so, &sp));
     int32_t *buf = ls_malloc((size_t)ctx * sizeof *buf);
     group_ppl g = {.chunk = buf, .ctx = ctx, .n_vocab = ls_tokenizer_n_vocab(tok)};

@@ -1,0 +1,610 @@
+// cmd_client.c — the client commands of the job service: submit, watch, result, jobs, cancel,
+// and summarize (which runs a coordinator in this process on a loopback port, with a worker
+// group it launches, and summarizes the given files end to end). They speak the protocol of
+// docs/protocol.md through proto/ls_wire.h. Tests: tests/oracle/test_service.py.
+#include "cli.h"
+#include "ls_server.h"
+#include "ls_wire.h"
+
+#include <jansson.h>
+
+#include <dirent.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+// --- the connection ---------------------------------------------------------------------------
+
+typedef struct client {
+    int fd;
+    char *token;
+} client;
+
+static ls_status client_open(const char *addr, const char *token_file, client *c) {
+    *c = (client){.fd = -1};
+    if (!addr) addr = getenv("LONGSEQ_SERVER") && *getenv("LONGSEQ_SERVER") ? getenv("LONGSEQ_SERVER") : "127.0.0.1:7070";
+    LS_CHECK(ls_wire_read_token(token_file, &c->token));
+    return ls_net_connect(addr, 2000, &c->fd);
+}
+
+static void client_close(client *c) {
+    if (c->fd >= 0) close(c->fd);
+    ls_free(c->token);
+    *c = (client){.fd = -1};
+}
+
+static ls_status client_send(client *c, Longseq__Request *q) {
+    q->token = c->token;
+    return ls_wire_send(c->fd, &q->base);
+}
+
+// The next reply; a Status other than OK becomes an error with the server's message.
+static ls_status client_next(client *c, Longseq__Reply **out) {
+    ls_buf body = {0};
+    ls_status rc = ls_wire_recv(c->fd, (size_t)1 << 30, -1, &body);
+    if (rc == LS_OK) rc = ls_wire_unpack_reply((const uint8_t *)body.data, body.len, out);
+    ls_buf_free(&body);
+    LS_CHECK(rc);
+    Longseq__Reply *r = *out;
+    if (r->body_case == LONGSEQ__REPLY__BODY_STATUS && r->status->code != LONGSEQ__CODE__OK) {
+        rc = LS_ERR(r->status->code == LONGSEQ__CODE__NOT_FOUND ? LS_ERR_NOT_FOUND : LS_ERR_INVALID, "the server says %s: %s",
+                    ls_wire_code_name(r->status->code), r->status->message);
+        longseq__reply__free_unpacked(r, NULL);
+        *out = NULL;
+    }
+    return rc;
+}
+
+// Sends a call and returns its first reply of the given kind (the final Status is read too).
+static ls_status client_unary(client *c, Longseq__Request *q, Longseq__Reply__BodyCase want, Longseq__Reply **out) {
+    LS_CHECK(client_send(c, q));
+    *out = NULL;
+    for (;;) {
+        Longseq__Reply *r;
+        LS_CHECK(client_next(c, &r));
+        if (r->body_case == LONGSEQ__REPLY__BODY_STATUS) {
+            longseq__reply__free_unpacked(r, NULL);
+            return *out || want == LONGSEQ__REPLY__BODY_STATUS ? LS_OK : LS_ERR(LS_ERR_FORMAT, "the server sent no answer");
+        }
+        if (r->body_case == want && !*out) *out = r;
+        else longseq__reply__free_unpacked(r, NULL);
+    }
+}
+
+// --- job options ------------------------------------------------------------------------------
+
+#define JOB_OPT 1200
+#define JOB_OPTIONS                                                                               \
+    {"task", required_argument, 0, JOB_OPT + 0}, {"max-tokens", required_argument, 0, JOB_OPT + 1},  \
+    {"temp", required_argument, 0, JOB_OPT + 2}, {"seed", required_argument, 0, JOB_OPT + 3},        \
+    {"attn", required_argument, 0, JOB_OPT + 4}, {"group", required_argument, 0, JOB_OPT + 5},       \
+    {"sinks", required_argument, 0, JOB_OPT + 6}, {"window", required_argument, 0, JOB_OPT + 7},     \
+    {"rope-scaling", required_argument, 0, JOB_OPT + 8}, {"rope-scale", required_argument, 0, JOB_OPT + 9}, \
+    {"rope-freq-base", required_argument, 0, JOB_OPT + 10}, {"yarn-orig-ctx", required_argument, 0, JOB_OPT + 11}, \
+    {"instruction", required_argument, 0, JOB_OPT + 12}, {"ctx", required_argument, 0, JOB_OPT + 13}, \
+    {"chunks", required_argument, 0, JOB_OPT + 14}, {"top-p", required_argument, 0, JOB_OPT + 15},   \
+    {"top-k", required_argument, 0, JOB_OPT + 16}, {"repeat-penalty", required_argument, 0, JOB_OPT + 17}
+#define JOB_HELP                                                                                  \
+    "  --task summarize|generate|perplexity   (default summarize)\n"                                \
+    "  --max-tokens N       tokens to generate (default 256)\n"                                       \
+    "  --temp T --seed S --top-k K --top-p P --repeat-penalty R   sampling (default greedy;\n"        \
+    "                       summarize: repeat penalty 1.1)\n"                                         \
+    "  --attn full|s2|sink|window --group G --sinks S --window W   attention rule\n"                 \
+    "  --rope-scaling M --rope-scale S --rope-freq-base B --yarn-orig-ctx N   RoPE for this job\n"   \
+    "  --instruction TEXT   summarize: the request after the document\n"                              \
+    "  --ctx N --chunks N   perplexity: context (default 512) and at most N chunks\n"
+
+static int job_option(const char *cmd, int c, const char *arg, Longseq__Settings *s) {
+    int64_t v;
+    double d;
+    switch (c - JOB_OPT) {
+    case 0:
+        if (!strcmp(arg, "summarize")) s->task = LONGSEQ__TASK__SUMMARIZE;
+        else if (!strcmp(arg, "generate")) s->task = LONGSEQ__TASK__GENERATE;
+        else if (!strcmp(arg, "perplexity")) s->task = LONGSEQ__TASK__PERPLEXITY;
+        else return cli_usage_error(cmd, "--task is summarize, generate or perplexity, not \"%s\"", arg);
+        return 0;
+    case 1: if (!cli_parse_int(cmd, "--max-tokens", arg, 1, 1 << 24, &v)) return 2; s->max_tokens = (uint32_t)v; return 0;
+    case 2:
+        if (!cli_parse_double(cmd, "--temp", arg, &d)) return 2;
+        s->temperature_opt_case = LONGSEQ__SETTINGS__TEMPERATURE_OPT_TEMPERATURE, s->temperature = (float)d;
+        return 0;
+    case 3:
+        if (!cli_parse_int(cmd, "--seed", arg, 0, INT64_MAX, &v)) return 2;
+        s->seed_opt_case = LONGSEQ__SETTINGS__SEED_OPT_SEED, s->seed = (uint64_t)v;
+        return 0;
+    case 4: s->attention = (char *)arg; return 0;
+    case 5: if (!cli_parse_int(cmd, "--group", arg, 2, 1 << 24, &v)) return 2; s->group = (uint32_t)v; return 0;
+    case 6:
+        if (!cli_parse_int(cmd, "--sinks", arg, 0, 1 << 20, &v)) return 2;
+        s->sinks_opt_case = LONGSEQ__SETTINGS__SINKS_OPT_SINKS, s->sinks = (uint32_t)v;
+        return 0;
+    case 7: if (!cli_parse_int(cmd, "--window", arg, 1, 1 << 24, &v)) return 2; s->window = (uint32_t)v; return 0;
+    case 8: s->rope_scaling = (char *)arg; return 0;
+    case 9: if (!cli_parse_double(cmd, "--rope-scale", arg, &d)) return 2; s->rope_scale = (float)d; return 0;
+    case 10: if (!cli_parse_double(cmd, "--rope-freq-base", arg, &d)) return 2; s->rope_freq_base = (float)d; return 0;
+    case 11: if (!cli_parse_int(cmd, "--yarn-orig-ctx", arg, 1, 1 << 24, &v)) return 2; s->yarn_orig_ctx = (uint32_t)v; return 0;
+    case 12: s->instruction = (char *)arg; return 0;
+    case 13: if (!cli_parse_int(cmd, "--ctx", arg, 4, 1 << 24, &v)) return 2; s->ctx = (uint32_t)v; return 0;
+    case 14: if (!cli_parse_int(cmd, "--chunks", arg, 1, 1 << 24, &v)) return 2; s->max_chunks = (uint32_t)v; return 0;
+    case 15: if (!cli_parse_double(cmd, "--top-p", arg, &d)) return 2; s->top_p = (float)d; return 0;
+    case 16: if (!cli_parse_int(cmd, "--top-k", arg, 1, 1 << 24, &v)) return 2; s->top_k = (uint32_t)v; return 0;
+    case 17: if (!cli_parse_double(cmd, "--repeat-penalty", arg, &d)) return 2; s->repeat_penalty = (float)d; return 0;
+    default: return cli_usage_error(cmd, "unknown option");
+    }
+}
+
+// --- submitting, watching, results ------------------------------------------------------------
+
+// Reads the files and submits them as one call; ids: one per file, in order.
+static ls_status submit_files(client *c, char **files, int n, Longseq__Settings *s, char ***ids) {
+    Longseq__Document *docs = ls_calloc((size_t)n, sizeof *docs), **dp = ls_calloc((size_t)n, sizeof *dp);
+    ls_buf *texts = ls_calloc((size_t)n, sizeof *texts);
+    ls_status rc = LS_OK;
+    for (int i = 0; i < n && rc == LS_OK; i++) {
+        rc = ls_file_read_all(files[i], LS_FRAME_MAX_DEFAULT, &texts[i]);
+        longseq__document__init(&docs[i]);
+        docs[i].name = files[i];
+        docs[i].text.data = (uint8_t *)texts[i].data;
+        docs[i].text.len = texts[i].len;
+        dp[i] = &docs[i];
+    }
+    Longseq__Reply *r = NULL;
+    if (rc == LS_OK) {
+        Longseq__SubmitRequest sub = LONGSEQ__SUBMIT_REQUEST__INIT;
+        sub.n_documents = (size_t)n;
+        sub.documents = dp;
+        sub.settings = s;
+        Longseq__Request q = LONGSEQ__REQUEST__INIT;
+        q.method_case = LONGSEQ__REQUEST__METHOD_SUBMIT;
+        q.submit = &sub;
+        rc = client_unary(c, &q, LONGSEQ__REPLY__BODY_SUBMIT, &r);
+    }
+    if (rc == LS_OK && r->submit->n_job_ids != (size_t)n)
+        rc = LS_ERR(LS_ERR_FORMAT, "the server returned %zu ids for %d documents", r->submit->n_job_ids, n);
+    if (rc == LS_OK) {
+        *ids = ls_calloc((size_t)n, sizeof **ids);
+        for (int i = 0; i < n; i++) (*ids)[i] = ls_strndup(r->submit->job_ids[i], strlen(r->submit->job_ids[i]));
+    }
+    if (r) longseq__reply__free_unpacked(r, NULL);
+    for (int i = 0; i < n; i++) ls_buf_free(&texts[i]);
+    ls_free(texts), ls_free(docs), ls_free(dp);
+    return rc;
+}
+
+// Streams a job's events: states and progress to stderr, text to stdout. *final: its state.
+static ls_status watch(client *c, const char *id, bool show_text, Longseq__JobState *final) {
+    Longseq__WatchRequest w = LONGSEQ__WATCH_REQUEST__INIT;
+    w.job_id = (char *)id;
+    Longseq__Request q = LONGSEQ__REQUEST__INIT;
+    q.method_case = LONGSEQ__REQUEST__METHOD_WATCH;
+    q.watch = &w;
+    LS_CHECK(client_send(c, &q));
+    bool tty = isatty(2), mid_line = false, text_open = false; // text_open: stdout's line is unfinished
+    *final = LONGSEQ__JOB_STATE__QUEUED;
+    for (;;) {
+        Longseq__Reply *r;
+        LS_CHECK(client_next(c, &r));
+        if (r->body_case == LONGSEQ__REPLY__BODY_STATUS) {
+            longseq__reply__free_unpacked(r, NULL);
+            break;
+        }
+        Longseq__Event *e = r->body_case == LONGSEQ__REPLY__BODY_EVENT ? r->event : NULL;
+        if (e && e->kind != LONGSEQ__EVENT__KIND__TEXT && text_open) {
+            fputc('\n', stdout);
+            fflush(stdout);
+            text_open = false;
+        }
+        if (e && e->kind == LONGSEQ__EVENT__KIND__STATE) {
+            *final = e->state;
+            if (mid_line) fprintf(stderr, "\n"), mid_line = false;
+            const char *names[] = {"queued", "running", "done", "failed", "cancelled"};
+            fprintf(stderr, "[%s] %s", id, (unsigned)e->state < 5 ? names[e->state] : "?");
+            if (e->state == LONGSEQ__JOB_STATE__QUEUED && e->queue_position) fprintf(stderr, " (%llu ahead)", (unsigned long long)e->queue_position);
+            if (e->state == LONGSEQ__JOB_STATE__RUNNING) fprintf(stderr, " (attempt %u)", e->attempt);
+            if (e->error && *e->error) fprintf(stderr, ": %s", e->error);
+            fprintf(stderr, "\n");
+        } else if (e && e->kind == LONGSEQ__EVENT__KIND__PREFILL) {
+            if (tty || e->fraction >= 1) {
+                fprintf(stderr, "%s[%s] prefill %3.0f%%, %.0f tok/s, ETA %.0f s   ", tty ? "\r" : "", id, 100 * e->fraction,
+                        e->tok_per_s, e->eta_s);
+                mid_line = true;
+                if (e->fraction >= 1) fprintf(stderr, "\n"), mid_line = false;
+            }
+        } else if (e && e->kind == LONGSEQ__EVENT__KIND__TEXT && show_text) {
+            if (mid_line) fprintf(stderr, "\n"), mid_line = false;
+            fputs(e->text ? e->text : "", stdout);
+            fflush(stdout);
+            text_open = true;
+        }
+        longseq__reply__free_unpacked(r, NULL);
+    }
+    if (mid_line) fprintf(stderr, "\n");
+    if (text_open) fputc('\n', stdout);
+    return LS_OK;
+}
+
+static ls_status get_result(client *c, const char *id, Longseq__Reply **r) {
+    Longseq__ResultRequest rr = LONGSEQ__RESULT_REQUEST__INIT;
+    rr.job_id = (char *)id;
+    Longseq__Request q = LONGSEQ__REQUEST__INIT;
+    q.method_case = LONGSEQ__REQUEST__METHOD_RESULT;
+    q.result = &rr;
+    return client_unary(c, &q, LONGSEQ__REPLY__BODY_RESULT, r);
+}
+
+// The batch record of a job: {id, file, tokens, summary, prefill_ms, decode_ms, ranks,
+// attention, rope, status, error} (+ generated, stop, attempts; ppl for perplexity).
+static json_t *result_json(const Longseq__JobResult *j) {
+    const char *states[] = {"queued", "running", "done", "failed", "cancelled"};
+    const char *text = j->text ? j->text : "";
+    json_t *o = json_pack("{s:s, s:o, s:I, s:o, s:f, s:f, s:i, s:s, s:s, s:s, s:s, s:I, s:s, s:i}", "id", j->id,
+                          "file", cli_json_str(j->name, strlen(j->name)), "tokens", (json_int_t)j->tokens, "summary",
+                          cli_json_str(text, strlen(text)), "prefill_ms", j->prefill_ms, "decode_ms", j->decode_ms,
+                          "ranks", (int)j->ranks, "attention", j->attention ? j->attention : "", "rope",
+                          j->rope ? j->rope : "", "status", (unsigned)j->state < 5 ? states[j->state] : "?", "error",
+                          j->error ? j->error : "", "generated", (json_int_t)j->generated, "stop", j->stop ? j->stop : "",
+                          "attempts", (int)j->attempts);
+    if (j->task == LONGSEQ__TASK__PERPLEXITY) {
+        json_object_set_new(o, "ppl", json_real(j->ppl));
+        json_object_set_new(o, "ppl_stderr", json_real(j->ppl_stderr));
+    }
+    return o;
+}
+
+// --- commands ---------------------------------------------------------------------------------
+
+#define CLIENT_OPTIONS {"server", required_argument, 0, 'A'}, {"token-file", required_argument, 0, 'K'}
+#define CLIENT_HELP                                                                         \
+    "  --server HOST:PORT   the coordinator (default $LONGSEQ_SERVER, else 127.0.0.1:7070)\n" \
+    "  --token-file F       bearer token (default $LONGSEQ_TOKEN, else $LONGSEQ_HOME/token)\n"
+
+int cmd_submit(int argc, char **argv) {
+    static const struct option opts[] = {CLIENT_OPTIONS, {"watch", no_argument, 0, 'w'}, {"help", no_argument, 0, 'h'},
+                                         JOB_OPTIONS, {0, 0, 0, 0}};
+    Longseq__Settings s = LONGSEQ__SETTINGS__INIT;
+    const char *addr = NULL, *tf = NULL;
+    bool follow = false;
+    int c;
+    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        if (c >= JOB_OPT) {
+            if (job_option("submit", c, optarg, &s)) return 2;
+        } else if (c == 'A') addr = optarg;
+        else if (c == 'K') tf = optarg;
+        else if (c == 'w') follow = true;
+        else if (c == 'h') {
+            printf("usage: longseq submit [options] FILE...\nSubmits one job per file; prints one job id per line.\n"
+                   "  --watch              then follow the jobs to the end\n" CLIENT_HELP JOB_HELP);
+            return 0;
+        } else return cli_usage_error("submit", "unknown option");
+    }
+    if (optind >= argc) return cli_usage_error("submit", "give at least one FILE");
+    client cl;
+    char **ids = NULL;
+    int n = argc - optind, status = 0;
+    ls_status rc = client_open(addr, tf, &cl);
+    if (rc == LS_OK) rc = submit_files(&cl, argv + optind, n, &s, &ids);
+    if (rc == LS_OK)
+        for (int i = 0; i < n; i++) printf("%s\n", ids[i]);
+    fflush(stdout);
+    for (int i = 0; rc == LS_OK && follow && i < n; i++) {
+        Longseq__JobState st;
+        rc = watch(&cl, ids[i], false, &st);
+        if (st != LONGSEQ__JOB_STATE__DONE) status = 1;
+    }
+    if (rc != LS_OK) status = cli_fail();
+    for (int i = 0; ids && i < n; i++) ls_free(ids[i]);
+    ls_free(ids);
+    client_close(&cl);
+    return status;
+}
+
+// watch / result / cancel: one job id.
+static int one_id_command(const char *cmd, int argc, char **argv, const char *usage, bool *json) {
+    static const struct option opts[] = {CLIENT_OPTIONS, {"json", no_argument, 0, 'j'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+    const char *addr = NULL, *tf = NULL;
+    int c;
+    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        if (c == 'A') addr = optarg;
+        else if (c == 'K') tf = optarg;
+        else if (c == 'j' && json) *json = true;
+        else if (c == 'h') {
+            printf("usage: longseq %s%s\n" CLIENT_HELP, cmd, usage);
+            exit(0);
+        } else return cli_usage_error(cmd, "unknown option");
+    }
+    if (optind + 1 != argc) return cli_usage_error(cmd, "give exactly one job id");
+    client cl;
+    if (client_open(addr, tf, &cl) != LS_OK) return cli_fail();
+    Longseq__JobState st;
+    ls_status rc = LS_OK;
+    int status = 0;
+    const char *id = argv[optind];
+    if (!strcmp(cmd, "watch")) {
+        rc = watch(&cl, id, true, &st);
+        if (rc == LS_OK && st != LONGSEQ__JOB_STATE__DONE) status = 1;
+    } else if (!strcmp(cmd, "result")) {
+        Longseq__Reply *r;
+        rc = get_result(&cl, id, &r);
+        if (rc == LS_OK) {
+            const Longseq__JobResult *j = r->result;
+            if (*json) {
+                json_t *o = result_json(j);
+                json_dumpf(o, stdout, JSON_COMPACT);
+                printf("\n");
+                json_decref(o);
+            } else if (j->task == LONGSEQ__TASK__PERPLEXITY && j->state == LONGSEQ__JOB_STATE__DONE) {
+                printf("ppl %.4f +/- %.4f\n", j->ppl, j->ppl_stderr);
+            } else {
+                printf("%s\n", j->text ? j->text : "");
+                if (j->error && *j->error) fprintf(stderr, "[%s] %s\n", j->id, j->error);
+            }
+            if (j->state != LONGSEQ__JOB_STATE__DONE) status = 1;
+            longseq__reply__free_unpacked(r, NULL);
+        }
+    } else {
+        Longseq__CancelRequest cr = LONGSEQ__CANCEL_REQUEST__INIT;
+        cr.job_id = (char *)id;
+        Longseq__Request q = LONGSEQ__REQUEST__INIT;
+        q.method_case = LONGSEQ__REQUEST__METHOD_CANCEL;
+        q.cancel = &cr;
+        Longseq__Reply *r = NULL;
+        rc = client_send(&cl, &q);
+        if (rc == LS_OK) rc = client_next(&cl, &r);
+        if (rc == LS_OK) {
+            if (r->body_case == LONGSEQ__REPLY__BODY_STATUS) printf("%s\n", r->status->message);
+            longseq__reply__free_unpacked(r, NULL);
+        }
+    }
+    client_close(&cl);
+    return rc == LS_OK ? status : cli_fail();
+}
+
+int cmd_watch(int argc, char **argv) {
+    return one_id_command("watch", argc, argv, " ID\nShows a job's progress and streams its text until it ends.", NULL);
+}
+int cmd_result(int argc, char **argv) {
+    bool json = false;
+    return one_id_command("result", argc, argv, " ID [--json]\nPrints a job's text (or its record as JSON).", &json);
+}
+int cmd_cancel(int argc, char **argv) {
+    return one_id_command("cancel", argc, argv, " ID\nCancels a queued or running job.", NULL);
+}
+
+int cmd_jobs(int argc, char **argv) {
+    static const struct option opts[] = {CLIENT_OPTIONS, {"limit", required_argument, 0, 'n'}, {"json", no_argument, 0, 'j'},
+                                         {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+    const char *addr = NULL, *tf = NULL;
+    int64_t limit = 50;
+    bool json = false;
+    int c;
+    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        if (c == 'A') addr = optarg;
+        else if (c == 'K') tf = optarg;
+        else if (c == 'j') json = true;
+        else if (c == 'n') {
+            if (!cli_parse_int("jobs", "--limit", optarg, 1, 10000, &limit)) return 2;
+        } else if (c == 'h') {
+            printf("usage: longseq jobs [--limit N] [--json]\nLists the newest jobs.\n" CLIENT_HELP);
+            return 0;
+        } else return cli_usage_error("jobs", "unknown option");
+    }
+    client cl;
+    if (client_open(addr, tf, &cl) != LS_OK) return cli_fail();
+    Longseq__ListRequest lr = LONGSEQ__LIST_REQUEST__INIT;
+    lr.limit = (uint32_t)limit;
+    Longseq__Request q = LONGSEQ__REQUEST__INIT;
+    q.method_case = LONGSEQ__REQUEST__METHOD_LIST;
+    q.list = &lr;
+    Longseq__Reply *r;
+    ls_status rc = client_unary(&cl, &q, LONGSEQ__REPLY__BODY_LIST, &r);
+    if (rc == LS_OK) {
+        const char *states[] = {"queued", "running", "done", "failed", "cancelled"};
+        if (!json) printf("%-18s %-10s %8s %8s  %s\n", "id", "state", "tokens", "attempts", "name");
+        for (size_t i = 0; i < r->list->n_jobs; i++) {
+            const Longseq__JobResult *j = r->list->jobs[i];
+            if (json) {
+                json_t *o = result_json(j);
+                json_dumpf(o, stdout, JSON_COMPACT);
+                printf("\n");
+                json_decref(o);
+            } else {
+                printf("%-18s %-10s %8llu %8u  %s\n", j->id, (unsigned)j->state < 5 ? states[j->state] : "?",
+                       (unsigned long long)j->tokens, j->attempts, j->name);
+            }
+        }
+        longseq__reply__free_unpacked(r, NULL);
+    }
+    client_close(&cl);
+    return rc == LS_OK ? 0 : cli_fail();
+}
+
+// --- summarize: everything in one command -----------------------------------------------------
+
+typedef struct inproc {
+    ls_server_opts o;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int port;         // 0 until listening, -1 when the server failed
+    ls_status rc;
+    char err[1024];
+} inproc;
+
+static void on_ready(void *ctx, int port) {
+    inproc *p = ctx;
+    pthread_mutex_lock(&p->mu);
+    p->port = port;
+    pthread_cond_signal(&p->cv);
+    pthread_mutex_unlock(&p->mu);
+}
+
+static void *server_thread(void *ctx) {
+    inproc *p = ctx;
+    p->rc = ls_server_run(&p->o);
+    if (p->rc != LS_OK) snprintf(p->err, sizeof p->err, "%s", ls_err_msg());
+    ls_err_clear();
+    pthread_mutex_lock(&p->mu);
+    if (!p->port) p->port = -1;
+    pthread_cond_signal(&p->cv);
+    pthread_mutex_unlock(&p->mu);
+    return NULL;
+}
+
+static void remove_tree(const char *dir) {
+    DIR *d = opendir(dir);
+    if (!d) return;
+    struct dirent *e;
+    while ((e = readdir(d)))
+        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) {
+            char path[4096];
+            snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+            unlink(path);
+        }
+    closedir(d);
+    rmdir(dir);
+}
+
+static void summarize_help(void) {
+    printf("usage: longseq summarize [options] FILE...\n"
+           "Summarizes each file with the model: starts a coordinator in this process and a worker\n"
+           "group of --np ranks, submits the files, streams each summary to standard output and\n"
+           "writes one JSON object per file to --out.\n"
+           "  --np N               ranks (default 1)\n"
+           "  --launcher CMD       how to start them (default mpirun)\n"
+           "  --out F              JSONL results: {id, file, tokens, summary, prefill_ms, decode_ms,\n"
+           "                       ranks, attention, rope, status, error, ...}\n"
+           "  --state DIR          keep the job store there (default: a temporary directory)\n"
+           "  --verbose            the coordinator's log lines\n" JOB_HELP CLI_ENGINE_HELP);
+}
+
+// The summaries: submit, then watch each job in turn and write its record.
+static int summarize_jobs(const char *token, int port, char **files, int n, Longseq__Settings *s, FILE *out) {
+    char addr[64];
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", port);
+    client cl = {.fd = -1, .token = ls_strndup(token, strlen(token))};
+    char **ids = NULL;
+    int status = 0;
+    ls_status rc = ls_net_connect(addr, 5000, &cl.fd);
+    if (rc == LS_OK) rc = submit_files(&cl, files, n, s, &ids);
+    for (int i = 0; rc == LS_OK && i < n; i++) {
+        fprintf(stderr, "[longseq] %s: job %s\n", files[i], ids[i]);
+        Longseq__JobState st;
+        rc = watch(&cl, ids[i], true, &st);
+        Longseq__Reply *r = NULL;
+        if (rc == LS_OK) rc = get_result(&cl, ids[i], &r);
+        if (rc != LS_OK) break;
+        const Longseq__JobResult *j = r->result;
+        if (j->state == LONGSEQ__JOB_STATE__DONE)
+            fprintf(stderr, "[longseq] %s: %llu tokens on %u rank%s (%s), prefill %.1f s, %llu tokens generated in %.1f s\n",
+                    files[i], (unsigned long long)j->tokens, j->ranks, j->ranks == 1 ? "" : "s", j->attention,
+                    j->prefill_ms / 1e3, (unsigned long long)j->generated, j->decode_ms / 1e3);
+        else {
+            fprintf(stderr, "[longseq] %s: %s\n", files[i], j->error);
+            status = 1;
+        }
+        if (out) {
+            json_t *o = result_json(j);
+            json_dumpf(o, out, JSON_COMPACT);
+            fprintf(out, "\n");
+            fflush(out);
+            json_decref(o);
+        }
+        longseq__reply__free_unpacked(r, NULL);
+    }
+    if (rc != LS_OK) status = cli_fail();
+    for (int i = 0; ids && i < n; i++) ls_free(ids[i]);
+    ls_free(ids);
+    client_close(&cl);
+    return status;
+}
+
+int cmd_summarize(int argc, char **argv) {
+    static const struct option opts[] = {{"np", required_argument, 0, 'N'}, {"launcher", required_argument, 0, 'L'},
+                                         {"out", required_argument, 0, 'o'}, {"state", required_argument, 0, 's'},
+                                         {"verbose", no_argument, 0, 'v'}, {"help", no_argument, 0, 'h'},
+                                         JOB_OPTIONS, CLI_ENGINE_OPTIONS, {0, 0, 0, 0}};
+    inproc p = {.o = ls_server_opts_default(), .mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+    Longseq__Settings s = LONGSEQ__SETTINGS__INIT;
+    cli_engine_args eng = cli_engine_args_default();
+    const char *out_path = NULL, *state = NULL;
+    char **wargs = ls_calloc((size_t)argc * 2 + 1, sizeof *wargs);
+    int c, nw = 0, status = 0;
+    int64_t v;
+    p.o.quiet = true;
+    while (status == 0 && (c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        if (c >= JOB_OPT) status = job_option("summarize", c, optarg, &s);
+        else if (c >= CLI_ENGINE_OPT) {
+            status = cli_engine_option("summarize", c, optarg, &eng);
+            const struct option *opt = opts;
+            while (opt->val != c) opt++;
+            ls_buf dashed = {0};
+            ls_buf_printf(&dashed, "--%s", opt->name);
+            wargs[nw++] = dashed.data;
+            if (optarg) wargs[nw++] = ls_strndup(optarg, strlen(optarg));
+        } else if (c == 'N') status = cli_parse_int("summarize", "--np", optarg, 1, 4096, &v) ? (p.o.np = (int)v, 0) : 2;
+        else if (c == 'L') p.o.launcher = optarg;
+        else if (c == 'o') out_path = optarg;
+        else if (c == 's') state = optarg;
+        else if (c == 'v') p.o.quiet = false;
+        else if (c == 'h') summarize_help(), exit(0);
+        else status = cli_usage_error("summarize", "unknown option");
+    }
+    if (status == 0 && optind >= argc) status = cli_usage_error("summarize", "give at least one FILE");
+    for (int i = optind; status == 0 && i < argc; i++)
+        if (access(argv[i], R_OK) != 0) {
+            fprintf(stderr, "longseq summarize: cannot read %s\n", argv[i]);
+            status = 1;
+        }
+    FILE *out = NULL;
+    if (status == 0 && out_path && !(out = fopen(out_path, "w"))) {
+        fprintf(stderr, "longseq summarize: cannot write %s\n", out_path);
+        status = 1;
+    }
+    char tmp[4096] = "", token[65];
+    if (status == 0 && !state) {
+        snprintf(tmp, sizeof tmp, "%s/longseq-summarize-XXXXXX", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
+        if (!mkdtemp(tmp)) status = 1, fprintf(stderr, "longseq summarize: cannot create a directory in /tmp\n");
+        state = tmp;
+    }
+    if (status == 0) { // a one-off token for this process's own coordinator
+        char path[4200];
+        snprintf(path, sizeof path, "%s/token", state);
+        char *t = NULL;
+        if (ls_wire_write_new_token(path) != LS_OK || ls_wire_read_token(path, &t) != LS_OK) status = cli_fail();
+        else snprintf(token, sizeof token, "%s", t), ls_free(t);
+    }
+    pthread_t th;
+    bool started = false;
+    if (status == 0) {
+        p.o.listen = "127.0.0.1:0";
+        p.o.state_dir = state;
+        p.o.token = token;
+        p.o.model = eng.model;
+        p.o.rope = eng.opts.rope;
+        p.o.worker_args = wargs;
+        p.o.n_worker_args = nw;
+        p.o.max_launch_failures = 2;
+        p.o.on_ready = on_ready;
+        p.o.ready_ctx = &p;
+        started = pthread_create(&th, NULL, server_thread, &p) == 0;
+        pthread_mutex_lock(&p.mu);
+        while (started && !p.port) pthread_cond_wait(&p.cv, &p.mu);
+        pthread_mutex_unlock(&p.mu);
+        if (!started || p.port < 0) {
+            fprintf(stderr, "longseq summarize: the coordinator did not start: %s\n", p.err);
+            status = 1;
+        }
+    }
+    if (status == 0) status = summarize_jobs(token, p.port, argv + optind, argc - optind, &s, out);
+    if (started) {
+        ls_server_stop();
+        pthread_join(th, NULL);
+    }
+    if (out) fclose(out);
+    if (tmp[0]) remove_tree(tmp);
+    for (int i = 0; i < nw; i++) ls_free(wargs[i]);
+    ls_free(wargs);
+    return status;
+}

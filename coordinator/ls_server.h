@@ -1,0 +1,63 @@
+// ls_server.h — the coordinator (`longseq serve`): an event loop (poll) that speaks the framed
+// protobuf protocol of ls_wire.h to many clients at once, keeps every job in the SQLite store
+// (ls_store.h), turns documents into token sequences (task prompt, chat template, length
+// checks), and hands them one at a time, FIFO, to a worker group that it launches (or that
+// connects from outside) and relaunches when it dies. Also the job settings helpers the worker
+// side shares (rule, RoPE, sampling from a longseq.Settings).
+// Tests: tests/oracle/test_service.py, tests/unit/test_store.c, tests/fuzz/fuzz_frame.c.
+#ifndef LS_SERVER_H
+#define LS_SERVER_H
+
+#include "ls_engine.h"
+#include "ls_sampler.h"
+#include "ls_store.h"
+#include "ls_wire.h"
+
+typedef struct ls_server_opts {
+    const char *listen;          // HOST:PORT (port 0: any free port, see on_ready)
+    const char *state_dir;       // the job store lives here
+    const char *token;           // the bearer token itself
+    const char *model;           // GGUF (NULL: the default model)
+    ls_rope_override rope;       // the server's RoPE overrides (also given to the workers)
+    int np;                      // ranks of the worker group
+    const char *launcher;        // e.g. "mpirun" or "srun --mpi=pmix"
+    bool external_workers;       // do not launch: wait for `longseq worker --connect`
+    char **worker_args;          // extra options for `longseq worker` (engine options)
+    int n_worker_args;
+    size_t max_frame;            // bytes per message
+    int max_docs;                // documents per Submit
+    int64_t max_job_tokens;      // tokens per job (prompt + generated)
+    int max_conns;               // open connections
+    int idle_timeout_s;          // a connection with no call in progress is closed after this
+    int attempts;                // runs of a job before a dying worker group fails it
+    int worker_timeout_s;        // a running group that says nothing for this long is restarted
+    int start_timeout_s;         // a group that does not say hello in this time is restarted
+    int max_launch_failures;     // consecutive failed starts before queued jobs fail (0: never)
+    bool quiet;                  // no per-job log lines
+    void (*on_ready)(void *ctx, int port); // called once listening
+    void *ready_ctx;
+} ls_server_opts;
+ls_server_opts ls_server_opts_default(void);
+
+// Runs until SIGTERM/SIGINT (or ls_server_stop): then stops accepting, puts a running job
+// back in the queue, stops the worker group and returns LS_OK.
+ls_status ls_server_run(const ls_server_opts *o);
+// Asks a running server to stop as on SIGTERM (async-signal-safe; from any thread).
+void ls_server_stop(void);
+
+// --- job settings (shared by the server and the workers) --------------------------------------
+// Checks names and ranges (attention, RoPE scaling, task); the message names the field.
+ls_status ls_settings_check(const Longseq__Settings *s);
+// The attention rule for a sequence of seq_len tokens (s2: G = group or seq_len / 4).
+ls_status ls_settings_rule(const Longseq__Settings *s, int64_t seq_len, ls_attn_rule *out);
+// The job's RoPE overrides on top of base.
+void ls_settings_rope(const Longseq__Settings *s, const ls_rope_override *base, ls_rope_override *out);
+ls_sampler_opts ls_settings_sampling(const Longseq__Settings *s);
+int64_t ls_settings_max_tokens(const Longseq__Settings *s); // default 256 (summarize, generate)
+int64_t ls_settings_ppl_ctx(const Longseq__Settings *s);    // default 512
+// "full", "s2 G=1024", "sink 4+1020", "window 1024"
+void ls_rule_describe(const ls_attn_rule *r, char *out, size_t cap);
+// "none", "linear x2", "yarn x4 (orig 8192)", with freq base when overridden
+void ls_rope_describe(const ls_rope_config *r, char *out, size_t cap);
+
+#endif // LS_SERVER_H

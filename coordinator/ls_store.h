@@ -1,0 +1,62 @@
+// ls_store.h — the durable job store of `longseq serve`: one SQLite database in the state
+// directory (WAL, synchronous=FULL), so a call returns only after its rows are committed and a
+// kill -9 loses nothing that was acknowledged. Jobs keep their tokens (tokenized and templated
+// at submit), their settings and, once finished, their result; every state change is also a
+// row of job_log. The schema carries a version (PRAGMA user_version) and is migrated step by
+// step on open. Tests: tests/unit/test_store.c, tests/oracle/test_service.py (durability).
+#ifndef LS_STORE_H
+#define LS_STORE_H
+
+#include "ls_base.h"
+
+#define LS_STORE_SCHEMA 2
+
+typedef struct ls_store ls_store_t;
+
+typedef enum ls_job_state { LS_JOB_QUEUED, LS_JOB_RUNNING, LS_JOB_DONE, LS_JOB_FAILED, LS_JOB_CANCELLED } ls_job_state;
+const char *ls_job_state_name(ls_job_state s); // "queued", ...
+static inline bool ls_job_state_final(ls_job_state s) { return s >= LS_JOB_DONE; }
+
+// A job as stored. Blobs are owned by the record (ls_job_free).
+typedef struct ls_job {
+    int64_t seq;           // FIFO order
+    char id[40];
+    char *name;
+    ls_job_state state;
+    int64_t attempts;
+    int64_t created_ms, finished_ms;
+    uint8_t *settings;     // packed longseq.Settings
+    size_t settings_len;
+    int32_t *tokens;       // the sequence to run (NULL unless asked for)
+    int64_t n_tokens;
+    uint8_t *result;       // packed longseq.JobResult, once finished (NULL before)
+    size_t result_len;
+    char *error;           // why it failed or was cancelled ("" otherwise)
+} ls_job;
+void ls_job_free(ls_job *j);
+
+// Opens (creating or migrating) DIR/jobs.db. A database newer than this program is refused.
+ls_status ls_store_open(const char *dir, ls_store_t **out);
+void ls_store_close(ls_store_t *s);
+// After a restart: running jobs go back to the queue; *n how many.
+ls_status ls_store_requeue_running(ls_store_t *s, int64_t *n);
+// Adds jobs (id, name, settings, tokens set; state queued) in one transaction: all or none.
+ls_status ls_store_add(ls_store_t *s, ls_job *jobs, size_t n);
+// The oldest queued job with its tokens; *found false when the queue is empty.
+ls_status ls_store_next_queued(ls_store_t *s, ls_job *j, bool *found);
+// A state change (attempts and error as given), logged in job_log, committed.
+ls_status ls_store_set_state(ls_store_t *s, const char *id, ls_job_state st, int64_t attempts, const char *error);
+// The final state with the packed JobResult, committed.
+ls_status ls_store_finish(ls_store_t *s, const char *id, ls_job_state st, const uint8_t *result, size_t len,
+                          const char *error);
+// One job without its tokens; LS_ERR_NOT_FOUND when there is none with that id.
+ls_status ls_store_get(ls_store_t *s, const char *id, ls_job *j);
+// Newest first, at most `limit`, without tokens or results; fn is called per job.
+ls_status ls_store_list(ls_store_t *s, int64_t limit, void (*fn)(void *ctx, const ls_job *j), void *ctx);
+ls_status ls_store_count(ls_store_t *s, ls_job_state st, int64_t *n);
+// Queued jobs ahead of the job with this seq.
+ls_status ls_store_ahead(ls_store_t *s, int64_t seq, int64_t *n);
+// A new job id ("j" + 16 hex digits from the kernel's random source).
+ls_status ls_store_new_id(char id[40]);
+
+#endif // LS_STORE_H

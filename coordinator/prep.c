@@ -1,0 +1,194 @@
+// prep.c — job settings (defaults, checks, the attention rule and RoPE they ask for) and the
+// preparation of a document into the job's tokens. Tests: tests/oracle/test_service.py.
+#include "server_impl.h"
+
+#include <math.h>
+#include <string.h>
+
+// --- settings ---------------------------------------------------------------------------------
+
+ls_status ls_settings_check(const Longseq__Settings *s) {
+    ls_attn_kind k;
+    ls_rope_scaling r;
+    if ((unsigned)s->task > LONGSEQ__TASK__PERPLEXITY) return LS_ERR(LS_ERR_INVALID, "settings.task %d is not a task", s->task);
+    if (s->attention && *s->attention && !ls_attn_kind_parse(s->attention, &k))
+        return LS_ERR(LS_ERR_INVALID, "settings.attention \"%s\" is not full, s2, sink or window", s->attention);
+    if (s->rope_scaling && *s->rope_scaling && !ls_rope_scaling_parse(s->rope_scaling, &r))
+        return LS_ERR(LS_ERR_INVALID, "settings.rope_scaling \"%s\" is not a RoPE method", s->rope_scaling);
+    if (s->rope_scale < 0 || !isfinite(s->rope_scale)) return LS_ERR(LS_ERR_INVALID, "settings.rope_scale %g", s->rope_scale);
+    if (s->rope_freq_base < 0 || !isfinite(s->rope_freq_base) || (s->rope_freq_base > 0 && s->rope_freq_base <= 1))
+        return LS_ERR(LS_ERR_INVALID, "settings.rope_freq_base %g must be greater than 1", s->rope_freq_base);
+    if (s->temperature_opt_case && (!(s->temperature >= 0) || s->temperature > 100))
+        return LS_ERR(LS_ERR_INVALID, "settings.temperature %g is not in [0, 100]", s->temperature);
+    if (!(s->top_p >= 0) || s->top_p > 1) return LS_ERR(LS_ERR_INVALID, "settings.top_p %g is not in [0, 1]", s->top_p);
+    if (!(s->repeat_penalty >= 0) || s->repeat_penalty > 10)
+        return LS_ERR(LS_ERR_INVALID, "settings.repeat_penalty %g is not in [0, 10]", s->repeat_penalty);
+    if (s->max_tokens > (1u << 24)) return LS_ERR(LS_ERR_INVALID, "settings.max_tokens %u is over 16777216", s->max_tokens);
+    if (s->instruction && strlen(s->instruction) > 65536) return LS_ERR(LS_ERR_INVALID, "settings.instruction is over 64 KiB");
+    ls_attn_rule rule;
+    return ls_settings_rule(s, 1 << 16, &rule);
+}
+
+ls_status ls_settings_rule(const Longseq__Settings *s, int64_t seq_len, ls_attn_rule *out) {
+    ls_attn_kind k = LS_ATTN_FULL;
+    if (s->attention && *s->attention && !ls_attn_kind_parse(s->attention, &k))
+        return LS_ERR(LS_ERR_INVALID, "settings.attention \"%s\" is not full, s2, sink or window", s->attention);
+    if (s->group && k != LS_ATTN_S2) return LS_ERR(LS_ERR_INVALID, "settings.group belongs to attention s2, not %s", ls_attn_kind_name(k));
+    if (s->sinks_opt_case && k != LS_ATTN_SINK) return LS_ERR(LS_ERR_INVALID, "settings.sinks belongs to attention sink");
+    if (s->window && k != LS_ATTN_SINK && k != LS_ATTN_WINDOW)
+        return LS_ERR(LS_ERR_INVALID, "settings.window belongs to attention sink or window");
+    *out = (ls_attn_rule){.kind = k};
+    if (k == LS_ATTN_S2) out->group = s->group ? s->group : seq_len / 4;
+    if (k == LS_ATTN_SINK) out->sinks = s->sinks_opt_case ? s->sinks : 4;
+    if (k == LS_ATTN_SINK || k == LS_ATTN_WINDOW) out->window = s->window ? s->window : k == LS_ATTN_SINK ? 1020 : 1024;
+    ls_attn_rule check = *out;
+    check.n_head = 1; // the engine fills in the model's head count
+    return ls_attn_rule_check(&check);
+}
+
+void ls_settings_rope(const Longseq__Settings *s, const ls_rope_override *base, ls_rope_override *o) {
+    *o = *base;
+    ls_rope_scaling r;
+    if (s->rope_scaling && *s->rope_scaling && ls_rope_scaling_parse(s->rope_scaling, &r)) o->scaling = (int)r;
+    if (s->rope_scale > 0) o->factor = s->rope_scale;
+    if (s->rope_freq_base > 0) o->freq_base = s->rope_freq_base;
+    if (s->yarn_orig_ctx > 0) o->orig_ctx = s->yarn_orig_ctx;
+}
+
+ls_sampler_opts ls_settings_sampling(const Longseq__Settings *s) {
+    ls_sampler_opts o = ls_sampler_opts_default();
+    o.temp = s->temperature_opt_case ? s->temperature : 0.0f; // greedy unless asked
+    o.seed = s->seed_opt_case ? s->seed : 0;
+    if (s->top_k) o.top_k = (int)s->top_k;
+    if (s->top_p > 0) o.top_p = s->top_p;
+    o.repeat_penalty = s->repeat_penalty > 0 ? s->repeat_penalty : s->task == LONGSEQ__TASK__SUMMARIZE ? 1.1f : 1.0f;
+    return o;
+}
+
+int64_t ls_settings_max_tokens(const Longseq__Settings *s) { return s->max_tokens ? s->max_tokens : 256; }
+int64_t ls_settings_ppl_ctx(const Longseq__Settings *s) { return s->ctx ? s->ctx : 512; }
+
+void ls_rule_describe(const ls_attn_rule *r, char *out, size_t cap) {
+    switch (r->kind) {
+    case LS_ATTN_S2: snprintf(out, cap, "s2 G=%lld", (long long)r->group); break;
+    case LS_ATTN_SINK: snprintf(out, cap, "sink %lld+%lld", (long long)r->sinks, (long long)r->window); break;
+    case LS_ATTN_WINDOW: snprintf(out, cap, "window %lld", (long long)r->window); break;
+    default: snprintf(out, cap, "full");
+    }
+}
+
+void ls_rope_describe(const ls_rope_config *r, char *out, size_t cap) {
+    int k = r->scaling == LS_ROPE_NONE ? snprintf(out, cap, "none")
+                                       : snprintf(out, cap, "%s x%g", ls_rope_scaling_name(r->scaling), r->factor);
+    if (k > 0 && (size_t)k < cap && (r->scaling == LS_ROPE_YARN || r->scaling == LS_ROPE_DYNAMIC || r->scaling == LS_ROPE_LLAMA3))
+        k += snprintf(out + k, cap - (size_t)k, " (orig %lld)", (long long)r->orig_ctx);
+    if (k > 0 && (size_t)k < cap) snprintf(out + k, cap - (size_t)k, ", base %g", r->freq_base);
+}
+
+// --- documents --------------------------------------------------------------------------------
+
+ls_status ls_prep_init(const char *model, const ls_rope_override *rope, ls_prep **out) {
+    ls_prep *p = ls_calloc(1, sizeof *p);
+    p->rope = *rope;
+    if (!model) model = ls_default_model_path();
+    ls_status rc = ls_gguf_open(model, &p->gguf);
+    if (rc == LS_OK) rc = ls_model_config_load(p->gguf, &p->cfg);
+    if (rc == LS_OK) rc = ls_tokenizer_init(p->gguf, &p->tok);
+    if (rc == LS_OK) {
+        ls_rope_config check = p->cfg.rope;
+        rc = ls_rope_override_apply(&check, rope, NULL);
+    }
+    if (rc == LS_OK && ls_chat_init(p->gguf, p->tok, NULL, &p->chat) != LS_OK) {
+        LS_WARN("%s has no chat template longseq knows: summarize jobs will be refused (%s)", model, ls_err_msg());
+        ls_err_clear();
+        p->chat = NULL;
+    }
+    if (rc != LS_OK) {
+        ls_err_prefix("%s: ", model);
+        ls_prep_free(p);
+        return rc;
+    }
+    *out = p;
+    return LS_OK;
+}
+
+void ls_prep_free(ls_prep *p) {
+    if (!p) return;
+    ls_chat_free(p->chat);
+    ls_tokenizer_free(p->tok);
+    ls_model_config_free(&p->cfg);
+    ls_gguf_free(p->gguf);
+    ls_free(p);
+}
+
+ls_status ls_prep_context(const ls_prep *p, const Longseq__Settings *s, int64_t *limit, ls_rope_config *rope) {
+    ls_rope_override o;
+    ls_settings_rope(s, &p->rope, &o);
+    *rope = p->cfg.rope;
+    LS_CHECK(ls_rope_override_apply(rope, &o, NULL));
+    ls_attn_rule rule;
+    LS_CHECK(ls_settings_rule(s, 1 << 16, &rule));
+    if (rule.kind == LS_ATTN_SINK || rule.kind == LS_ATTN_WINDOW) {
+        *limit = -1; // keys are only ever seen within the window's distance (sink: re-assigned positions)
+        return LS_OK;
+    }
+    int64_t ctx = p->cfg.n_ctx_train;
+    if (rope->scaling != LS_ROPE_NONE) {
+        int64_t orig = rope->orig_ctx > 0 ? rope->orig_ctx : ctx, scaled = (int64_t)((double)orig * rope->factor);
+        if (scaled > ctx) ctx = scaled;
+    }
+    *limit = ctx;
+    return LS_OK;
+}
+
+// The summarization prompt: the document, then the request, as a user turn.
+static ls_status summarize_prompt(const ls_prep *p, const Longseq__Settings *s, const uint8_t *text, size_t len,
+                                  ls_buf *out) {
+    if (!p->chat) return LS_ERR(LS_ERR_UNSUPPORTED, "the model has no chat template, so it cannot summarize; use task generate");
+    const char *ask = s->instruction && *s->instruction ? s->instruction : "Summarize the text above in a few sentences.";
+    ls_buf user = {0};
+    ls_buf_append(&user, text, len);
+    ls_buf_printf(&user, "\n\n%s", ask);
+    ls_chat_msg msg = {"user", user.data};
+    ls_status rc = ls_chat_apply(p->chat, &msg, 1, true, out);
+    ls_buf_free(&user);
+    return rc;
+}
+
+ls_status ls_prep_document(const ls_prep *p, const Longseq__Settings *s, const uint8_t *text, size_t len,
+                           int64_t max_job_tokens, ls_vec_i32 *ids) {
+    size_t bad;
+    if (!ls_utf8_valid((const char *)text, len, &bad)) return LS_ERR(LS_ERR_INVALID, "the text is not valid UTF-8 (at byte %zu)", bad);
+    if (memchr(text, 0, len)) return LS_ERR(LS_ERR_INVALID, "the text contains a NUL byte");
+    ls_buf prompt = {0};
+    ls_status rc = LS_OK;
+    bool chat = s->task == LONGSEQ__TASK__SUMMARIZE;
+    if (chat) rc = summarize_prompt(p, s, text, len, &prompt);
+    else ls_buf_append(&prompt, text, len);
+    if (rc == LS_OK) rc = ls_tokenize(p->tok, prompt.data, prompt.len, !chat, chat, ids);
+    ls_buf_free(&prompt);
+    LS_CHECK(rc);
+    int64_t n = (int64_t)ids->len, gen = s->task == LONGSEQ__TASK__PERPLEXITY ? 0 : ls_settings_max_tokens(s);
+    if (n == 0) return LS_ERR(LS_ERR_INVALID, "the text is empty (no tokens)");
+    if (s->task == LONGSEQ__TASK__PERPLEXITY && n < 2 * ls_settings_ppl_ctx(s))
+        return LS_ERR(LS_ERR_INVALID, "perplexity with a context of %lld needs at least %lld tokens; the text has %lld",
+                      (long long)ls_settings_ppl_ctx(s), (long long)(2 * ls_settings_ppl_ctx(s)), (long long)n);
+    if (n + gen > max_job_tokens)
+        return LS_ERR(LS_ERR_RANGE, "the job needs %lld tokens (%lld in the prompt + %lld to generate); this server takes at most %lld per job",
+                      (long long)(n + gen), (long long)n, (long long)gen, (long long)max_job_tokens);
+    int64_t limit;
+    ls_rope_config rope;
+    LS_CHECK(ls_prep_context(p, s, &limit, &rope));
+    int64_t need = s->task == LONGSEQ__TASK__PERPLEXITY ? ls_settings_ppl_ctx(s) : n + gen;
+    if (limit >= 0 && need > limit) {
+        char r[128];
+        ls_rope_describe(&rope, r, sizeof r);
+        return LS_ERR(LS_ERR_RANGE,
+                      "the sequence needs %lld positions (%lld prompt + %lld to generate) but the model's context with RoPE %s "
+                      "is %lld (trained %lld): shorten the text, extend RoPE (e.g. rope_scaling yarn, rope_scale %.3g), or use "
+                      "attention sink/window",
+                      (long long)need, (long long)n, (long long)gen, r, (long long)limit, (long long)p->cfg.n_ctx_train,
+                      ceil((double)need / (double)p->cfg.n_ctx_train * 10) / 10);
+    }
+    return LS_OK;
+}

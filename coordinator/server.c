@@ -1,0 +1,911 @@
+// server.c — `longseq serve`: one thread, one poll() loop. Connections carry frames in both
+// directions; a call is one Request answered by zero or more Replies and a final Status. The
+// worker group is a child process (the launcher) in its own process group whose leader
+// connects back and says hello; it runs one job at a time and reports progress, text and the
+// result as WorkerEvents. Every job state change is committed to the store before anyone is
+// told. Tests: tests/oracle/test_service.py.
+#include "server_impl.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+extern char **environ;
+
+#define OUT_CAP ((size_t)64 << 20) // a client that reads this far behind is dropped
+
+typedef struct conn {
+    int fd;
+    bool worker, closing;    // closing: flush what is queued, then close
+    ls_buf in, out;
+    double last_ms;
+    char watch[40];          // the job this connection watches ("" none)
+} conn;
+
+typedef enum group_state { G_DOWN, G_STARTING, G_IDLE, G_BUSY } group_state;
+
+typedef struct server {
+    const ls_server_opts *o;
+    ls_store_t *store;
+    ls_prep *prep;
+    int lfd, port;
+    conn **conns;
+    size_t n_conns;
+    bool stopping;
+    // the worker group
+    group_state g;
+    pid_t gpid;              // the launcher (0: none; external groups have none)
+    conn *leader;
+    double g_since, g_heard, relaunch_at;
+    int launch_failures;
+    char g_error[512];       // why the group last went down
+    // the job it runs
+    char run_id[40], run_name[256];
+    int64_t run_attempts, run_tokens;
+    ls_buf run_text;
+    bool cancel_asked;
+} server;
+
+static int g_sigpipe[2] = {-1, -1};
+
+void ls_server_stop(void) {
+    if (g_sigpipe[1] >= 0) {
+        char c = 'T';
+        ssize_t k = write(g_sigpipe[1], &c, 1);
+        (void)k;
+    }
+}
+
+static void on_signal(int sig) {
+    int e = errno;
+    char c = sig == SIGCHLD ? 'C' : 'T';
+    ssize_t k = write(g_sigpipe[1], &c, 1);
+    (void)k;
+    errno = e;
+}
+
+ls_server_opts ls_server_opts_default(void) {
+    return (ls_server_opts){.listen = "127.0.0.1:7070", .rope = LS_ROPE_OVERRIDE_NONE, .np = 1, .launcher = "mpirun",
+                            .max_frame = LS_FRAME_MAX_DEFAULT, .max_docs = 1024, .max_job_tokens = 1 << 20,
+                            .max_conns = 1000, .idle_timeout_s = 300, .attempts = 3, .worker_timeout_s = 600,
+                            .start_timeout_s = 300};
+}
+
+static void say(server *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void say(server *s, const char *fmt, ...) {
+    if (s->o->quiet) return;
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "[longseq serve] ");
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, "\n");
+    va_end(ap);
+}
+
+// --- replies ----------------------------------------------------------------------------------
+
+static void send_reply(conn *c, Longseq__Reply *r) {
+    if (c->closing && !c->out.len) return;
+    ls_frame_append(&c->out, &r->base);
+}
+
+static void send_status(conn *c, Longseq__Code code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void send_status(conn *c, Longseq__Code code, const char *fmt, ...) {
+    char msg[2048];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    Longseq__Status st = LONGSEQ__STATUS__INIT;
+    st.code = code;
+    st.message = msg;
+    Longseq__Reply r = LONGSEQ__REPLY__INIT;
+    r.body_case = LONGSEQ__REPLY__BODY_STATUS;
+    r.status = &st;
+    send_reply(c, &r);
+}
+
+// The status code for a failed call's pending error (which is then cleared).
+static void send_error(conn *c, const char *prefix) {
+    Longseq__Code code = LONGSEQ__CODE__INTERNAL;
+    switch (ls_err_code()) {
+    case LS_ERR_INVALID: case LS_ERR_FORMAT: case LS_ERR_UNSUPPORTED: code = LONGSEQ__CODE__INVALID_ARGUMENT; break;
+    case LS_ERR_RANGE: code = LONGSEQ__CODE__RESOURCE_EXHAUSTED; break;
+    case LS_ERR_NOT_FOUND: code = LONGSEQ__CODE__NOT_FOUND; break;
+    default: break;
+    }
+    send_status(c, code, "%s%s", prefix, ls_err_msg());
+    ls_err_clear();
+}
+
+// --- jobs -------------------------------------------------------------------------------------
+
+// Replaces a string field of an unpacked message (unset ones share protobuf-c's constant "").
+static void set_str(char **field, const char *v) {
+    if (*field && *field != protobuf_c_empty_string) free(*field);
+    *field = strdup(v ? v : "");
+}
+
+static int64_t queue_ahead(server *s, const ls_job *j) {
+    int64_t n = 0;
+    if (j->state == LS_JOB_QUEUED && ls_store_ahead(s->store, j->seq, &n) != LS_OK) ls_err_clear();
+    return n;
+}
+
+// The record of a job as Result and List return it (text from the stored result, or the text
+// streamed so far for the running job). Free with free_result.
+static Longseq__JobResult *job_result(server *s, const ls_job *j, bool with_text) {
+    Longseq__JobResult *r = NULL;
+    if (j->result && j->result_len) r = longseq__job_result__unpack(NULL, j->result_len, j->result);
+    if (!r) {
+        r = longseq__job_result__unpack(NULL, 0, (const uint8_t *)""); // an empty record, same allocator
+        if (!r) return NULL;
+    }
+    // fields the store owns take precedence over what was packed
+    set_str(&r->id, j->id);
+    set_str(&r->name, j->name);
+    set_str(&r->error, j->error);
+    r->state = (Longseq__JobState)j->state;
+    r->attempts = (uint32_t)j->attempts;
+    r->created_unix_ms = j->created_ms;
+    r->finished_unix_ms = j->finished_ms;
+    r->queue_position = (uint64_t)queue_ahead(s, j);
+    if (!r->tokens) r->tokens = (uint64_t)j->n_tokens;
+    if (j->state == LS_JOB_RUNNING && !strcmp(j->id, s->run_id) && with_text)
+        set_str(&r->text, s->run_text.len ? s->run_text.data : "");
+    if (!with_text && r->text && *r->text) set_str(&r->text, "");
+    return r;
+}
+
+static void free_result(Longseq__JobResult *r) {
+    if (r) longseq__job_result__free_unpacked(r, NULL);
+}
+
+static void send_event(conn *c, Longseq__Event *e) {
+    Longseq__Reply r = LONGSEQ__REPLY__INIT;
+    r.body_case = LONGSEQ__REPLY__BODY_EVENT;
+    r.event = e;
+    send_reply(c, &r);
+}
+
+// Tells the job's watchers its new state; a final state ends their streams.
+static void notify_state(server *s, const char *id, ls_job_state st, int64_t attempt, const char *error) {
+    for (size_t i = 0; i < s->n_conns; i++) {
+        conn *c = s->conns[i];
+        if (strcmp(c->watch, id)) continue;
+        Longseq__Event e = LONGSEQ__EVENT__INIT;
+        e.job_id = (char *)id;
+        e.kind = LONGSEQ__EVENT__KIND__STATE;
+        e.state = (Longseq__JobState)st;
+        e.attempt = (uint32_t)attempt;
+        e.error = (char *)(error ? error : "");
+        send_event(c, &e);
+        if (ls_job_state_final(st)) {
+            send_status(c, LONGSEQ__CODE__OK, "job %s %s", id, ls_job_state_name(st));
+            c->watch[0] = 0;
+        }
+    }
+}
+
+// A state change: committed (with why, the job's error or note), logged (with why or note),
+// then told to the watchers.
+static void set_state(server *s, const char *id, const char *name, ls_job_state st, int64_t attempts, const char *why,
+                      const char *note) {
+    if (ls_store_set_state(s->store, id, st, attempts, why) != LS_OK) {
+        say(s, "cannot record job %s %s: %s", id, ls_job_state_name(st), ls_err_msg());
+        ls_err_clear();
+    }
+    const char *line = why && *why ? why : note;
+    say(s, "job %s (%s) %s%s%s", id, name, ls_job_state_name(st), line && *line ? ": " : "", line ? line : "");
+    notify_state(s, id, st, attempts, why);
+}
+
+static void finish(server *s, const char *id, const char *name, ls_job_state st, Longseq__JobResult *r, const char *why) {
+    uint8_t *packed = NULL;
+    size_t len = 0;
+    if (r) {
+        len = longseq__job_result__get_packed_size(r);
+        packed = ls_malloc(len ? len : 1);
+        longseq__job_result__pack(r, packed);
+    }
+    if (ls_store_finish(s->store, id, st, packed, len, why) != LS_OK) {
+        say(s, "cannot record job %s %s: %s", id, ls_job_state_name(st), ls_err_msg());
+        ls_err_clear();
+    }
+    ls_free(packed);
+    if (r && st == LS_JOB_DONE)
+        say(s, "job %s (%s) done: %llu tokens, prefill %.0f ms, %llu generated in %.0f ms", id, name,
+            (unsigned long long)r->tokens, r->prefill_ms, (unsigned long long)r->generated, r->decode_ms);
+    else say(s, "job %s (%s) %s%s%s", id, name, ls_job_state_name(st), why && *why ? ": " : "", why ? why : "");
+    notify_state(s, id, st, s->run_attempts, why);
+}
+
+// --- the worker group -------------------------------------------------------------------------
+
+static void conn_close(conn *c) {
+    c->closing = true;
+    c->out.len = 0;
+}
+
+// Starts the launcher: LAUNCHER -np N <longseq> worker --connect ADDR --token-file - ... in a
+// process group of its own (so the whole group can be stopped at once).
+static void launch(server *s) {
+    char self[4096];
+    ssize_t len = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (len <= 0) {
+        snprintf(s->g_error, sizeof s->g_error, "cannot find the longseq binary");
+        return;
+    }
+    self[len] = 0;
+    char *words = strdup(s->o->launcher), *args[600], np[16], addr[64];
+    int k = 0;
+    for (char *t = strtok(words, " \t"); t && k < 16; t = strtok(NULL, " \t")) args[k++] = t;
+    const char *prog = k && strrchr(args[0], '/') ? strrchr(args[0], '/') + 1 : k ? args[0] : "";
+    snprintf(np, sizeof np, "%d", s->o->np);
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", s->port);
+    args[k++] = !strcmp(prog, "srun") ? "-n" : "-np";
+    args[k++] = np;
+    args[k++] = self;
+    args[k++] = "worker";
+    args[k++] = "--connect";
+    args[k++] = addr;
+    for (int i = 0; i < s->o->n_worker_args && k < 590; i++) args[k++] = s->o->worker_args[i];
+    args[k] = NULL;
+    posix_spawnattr_t at;
+    posix_spawnattr_init(&at);
+    posix_spawnattr_setpgroup(&at, 0);
+    sigset_t none;
+    sigemptyset(&none);
+    posix_spawnattr_setsigmask(&at, &none);
+    posix_spawnattr_setflags(&at, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK);
+    setenv("OMPI_ALLOW_RUN_AS_ROOT", "1", 0); // ops.md §1: Open MPI as root, more ranks than cores
+    setenv("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1", 0);
+    setenv("OMPI_MCA_rmaps_base_oversubscribe", "1", 0);
+    setenv("LONGSEQ_TOKEN", s->o->token, 1); // the workers' credential, never on a command line
+    int e = posix_spawnp(&s->gpid, args[0], NULL, &at, args, environ);
+    unsetenv("LONGSEQ_TOKEN");
+    posix_spawnattr_destroy(&at);
+    free(words);
+    if (e) {
+        s->gpid = 0;
+        snprintf(s->g_error, sizeof s->g_error, "cannot start the launcher \"%s\": %s", s->o->launcher, strerror(e));
+        s->launch_failures++;
+        s->relaunch_at = ls_time_ms() + 1000.0 * (1 << (s->launch_failures < 5 ? s->launch_failures : 5));
+        say(s, "%s", s->g_error);
+        return;
+    }
+    s->g = G_STARTING;
+    s->g_since = ls_time_ms();
+    say(s, "worker group starting: %s -np %d (pid %d)", s->o->launcher, s->o->np, (int)s->gpid);
+}
+
+static void kill_group(server *s, int sig) {
+    if (s->gpid > 0) kill(-s->gpid, sig);
+}
+
+// The queued jobs fail when the group cannot be started (max_launch_failures).
+static void fail_queued(server *s) {
+    ls_job j;
+    bool found;
+    while (ls_store_next_queued(s->store, &j, &found) == LS_OK && found) {
+        char why[700];
+        snprintf(why, sizeof why, "the worker group could not be started %d times: %s", s->launch_failures, s->g_error);
+        finish(s, j.id, j.name, LS_JOB_FAILED, NULL, why);
+        ls_job_free(&j);
+    }
+    ls_err_clear();
+}
+
+// The group is gone (its process exited, its leader hung up or stopped answering): the running
+// job goes back to the queue, or fails when it has had all its attempts.
+static void group_down(server *s, const char *why) {
+    bool was_ready = s->g == G_IDLE || s->g == G_BUSY;
+    snprintf(s->g_error, sizeof s->g_error, "%s", why);
+    say(s, "worker group down: %s", why);
+    if (s->g == G_BUSY) {
+        char msg[700];
+        if (s->cancel_asked) {
+            finish(s, s->run_id, s->run_name, LS_JOB_CANCELLED, NULL, "cancelled (the worker group went down)");
+        } else if (s->run_attempts >= s->o->attempts) {
+            snprintf(msg, sizeof msg, "the worker group failed on each of %lld attempts; the last time: %s",
+                     (long long)s->run_attempts, why);
+            finish(s, s->run_id, s->run_name, LS_JOB_FAILED, NULL, msg);
+        } else {
+            snprintf(msg, sizeof msg, "attempt %lld failed (%s); queued again", (long long)s->run_attempts, why);
+            set_state(s, s->run_id, s->run_name, LS_JOB_QUEUED, s->run_attempts, msg, NULL);
+        }
+        s->run_id[0] = 0;
+    }
+    if (s->leader) conn_close(s->leader), s->leader = NULL;
+    s->g = G_DOWN;
+    if (was_ready) s->launch_failures = 0, s->relaunch_at = ls_time_ms();
+    else {
+        s->launch_failures++;
+        s->relaunch_at = ls_time_ms() + 1000.0 * (1 << (s->launch_failures < 5 ? s->launch_failures : 5));
+        if (s->o->max_launch_failures > 0 && s->launch_failures >= s->o->max_launch_failures) fail_queued(s);
+    }
+}
+
+static void reap(server *s) {
+    int st;
+    pid_t p;
+    while ((p = waitpid(-1, &st, WNOHANG)) > 0) {
+        if (p != s->gpid) continue;
+        s->gpid = 0;
+        char why[128];
+        if (WIFEXITED(st)) snprintf(why, sizeof why, "the launcher exited with status %d", WEXITSTATUS(st));
+        else snprintf(why, sizeof why, "the launcher was killed by signal %d (%s)", WTERMSIG(st), strsignal(WTERMSIG(st)));
+        kill(-p, SIGKILL); // anything of the group still alive
+        if (s->g != G_DOWN) group_down(s, why);
+    }
+}
+
+// Hands the oldest queued job to an idle group.
+static void schedule(server *s) {
+    if (s->stopping) return;
+    if (s->g == G_DOWN && !s->o->external_workers && !s->gpid && ls_time_ms() >= s->relaunch_at) launch(s);
+    if (s->g != G_IDLE) return;
+    ls_job j;
+    bool found;
+    if (ls_store_next_queued(s->store, &j, &found) != LS_OK) {
+        say(s, "cannot read the queue: %s", ls_err_msg());
+        ls_err_clear();
+        return;
+    }
+    if (!found) return;
+    snprintf(s->run_id, sizeof s->run_id, "%s", j.id);
+    snprintf(s->run_name, sizeof s->run_name, "%s", j.name);
+    s->run_attempts = j.attempts + 1;
+    s->run_tokens = j.n_tokens;
+    s->run_text.len = 0;
+    s->cancel_asked = false;
+    char note[64];
+    snprintf(note, sizeof note, "attempt %lld, %lld tokens", (long long)s->run_attempts, (long long)j.n_tokens);
+    set_state(s, j.id, j.name, LS_JOB_RUNNING, s->run_attempts, "", note);
+    Longseq__Settings *set = longseq__settings__unpack(NULL, j.settings_len, j.settings);
+    Longseq__RunSequence run = LONGSEQ__RUN_SEQUENCE__INIT;
+    run.job_id = j.id;
+    run.n_tokens = (size_t)j.n_tokens;
+    run.tokens = j.tokens;
+    run.settings = set;
+    run.attempt = (uint32_t)s->run_attempts;
+    Longseq__Reply r = LONGSEQ__REPLY__INIT;
+    r.body_case = LONGSEQ__REPLY__BODY_RUN;
+    r.run = &run;
+    send_reply(s->leader, &r);
+    if (set) longseq__settings__free_unpacked(set, NULL);
+    ls_job_free(&j);
+    s->g = G_BUSY;
+    s->g_heard = ls_time_ms();
+}
+
+// --- client methods ---------------------------------------------------------------------------
+
+static void do_submit(server *s, conn *c, const Longseq__SubmitRequest *q) {
+    static const Longseq__Settings none = LONGSEQ__SETTINGS__INIT;
+    const Longseq__Settings *set = q->settings ? q->settings : &none;
+    if (q->n_documents == 0) return send_status(c, LONGSEQ__CODE__INVALID_ARGUMENT, "submit: no documents");
+    if (q->n_documents > (size_t)s->o->max_docs)
+        return send_status(c, LONGSEQ__CODE__RESOURCE_EXHAUSTED, "submit: %zu documents in one call; the limit is %d",
+                           q->n_documents, s->o->max_docs);
+    if (ls_settings_check(set) != LS_OK) return send_error(c, "submit: ");
+    size_t n = q->n_documents, packed_len = longseq__settings__get_packed_size(set);
+    ls_job *jobs = ls_calloc(n, sizeof *jobs);
+    uint8_t *packed = ls_malloc(packed_len ? packed_len : 1);
+    longseq__settings__pack(set, packed);
+    bool ok = true;
+    for (size_t i = 0; i < n && ok; i++) {
+        const Longseq__Document *d = q->documents[i];
+        const char *name = d->name ? d->name : "";
+        ls_vec_i32 ids = {0};
+        if (strlen(name) > 1024 || !ls_utf8_valid(name, strlen(name), NULL)) {
+            send_status(c, LONGSEQ__CODE__INVALID_ARGUMENT, "submit: document %zu: the name is not UTF-8 of at most 1024 bytes", i + 1);
+            ok = false;
+        } else if (ls_prep_document(s->prep, set, d->text.data, d->text.len, s->o->max_job_tokens, &ids) != LS_OK) {
+            char pre[1200];
+            snprintf(pre, sizeof pre, "submit: document %zu (\"%s\"): ", i + 1, name);
+            send_error(c, pre);
+            ok = false;
+        } else if (ls_store_new_id(jobs[i].id) != LS_OK) {
+            send_error(c, "submit: ");
+            ok = false;
+        }
+        jobs[i].name = ls_strndup(name, strlen(name));
+        jobs[i].tokens = ids.data;
+        jobs[i].n_tokens = (int64_t)ids.len;
+        jobs[i].settings = NULL;
+    }
+    if (ok) {
+        for (size_t i = 0; i < n; i++) jobs[i].settings = packed, jobs[i].settings_len = packed_len;
+        if (ls_store_add(s->store, jobs, n) != LS_OK) { // nothing is acknowledged unless committed
+            send_status(c, LONGSEQ__CODE__UNAVAILABLE, "submit: the job store could not commit: %s", ls_err_msg());
+            ls_err_clear();
+            ok = false;
+        }
+        for (size_t i = 0; i < n; i++) jobs[i].settings = NULL;
+    }
+    if (ok) {
+        Longseq__SubmitReply sr = LONGSEQ__SUBMIT_REPLY__INIT;
+        char **ids = ls_calloc(n, sizeof *ids);
+        for (size_t i = 0; i < n; i++) {
+            ids[i] = jobs[i].id;
+            say(s, "job %s (%s) queued: %lld tokens", jobs[i].id, jobs[i].name, (long long)jobs[i].n_tokens);
+        }
+        sr.n_job_ids = n;
+        sr.job_ids = ids;
+        Longseq__Reply r = LONGSEQ__REPLY__INIT;
+        r.body_case = LONGSEQ__REPLY__BODY_SUBMIT;
+        r.submit = &sr;
+        send_reply(c, &r);
+        send_status(c, LONGSEQ__CODE__OK, "%zu job%s queued", n, n == 1 ? "" : "s");
+        ls_free(ids);
+    }
+    for (size_t i = 0; i < n; i++) ls_job_free(&jobs[i]);
+    ls_free(jobs);
+    ls_free(packed);
+}
+
+static bool get_job(server *s, conn *c, const char *id, ls_job *j) {
+    if (!id || !*id || strlen(id) >= sizeof j->id) {
+        send_status(c, LONGSEQ__CODE__INVALID_ARGUMENT, "a job id is required");
+        return false;
+    }
+    if (ls_store_get(s->store, id, j) != LS_OK) {
+        send_error(c, "");
+        return false;
+    }
+    return true;
+}
+
+// The job's state now, the text generated so far, then (unless it has ended) every event as it
+// happens. A finished job's stream is its text, then its final state.
+static void do_watch(server *s, conn *c, const Longseq__WatchRequest *q) {
+    ls_job j;
+    if (!get_job(s, c, q->job_id, &j)) return;
+    Longseq__Event e = LONGSEQ__EVENT__INIT;
+    e.job_id = j.id;
+    e.kind = LONGSEQ__EVENT__KIND__STATE;
+    e.state = (Longseq__JobState)j.state;
+    e.attempt = (uint32_t)j.attempts;
+    e.error = j.error;
+    e.queue_position = (uint64_t)queue_ahead(s, &j);
+    bool final = ls_job_state_final(j.state), running = j.state == LS_JOB_RUNNING && !strcmp(j.id, s->run_id);
+    if (!final) send_event(c, &e);
+    Longseq__JobResult *r = final ? job_result(s, &j, true) : NULL;
+    const char *text = running ? s->run_text.data : r ? r->text : NULL;
+    if (text && *text) {
+        Longseq__Event t = LONGSEQ__EVENT__INIT;
+        t.job_id = j.id;
+        t.kind = LONGSEQ__EVENT__KIND__TEXT;
+        t.text = (char *)text;
+        send_event(c, &t);
+    }
+    if (final) send_event(c, &e);
+    free_result(r);
+    if (ls_job_state_final(j.state)) send_status(c, LONGSEQ__CODE__OK, "job %s %s", j.id, ls_job_state_name(j.state));
+    else snprintf(c->watch, sizeof c->watch, "%s", j.id);
+    ls_job_free(&j);
+}
+
+static void do_result(server *s, conn *c, const Longseq__ResultRequest *q) {
+    ls_job j;
+    if (!get_job(s, c, q->job_id, &j)) return;
+    Longseq__JobResult *jr = job_result(s, &j, true);
+    Longseq__Reply r = LONGSEQ__REPLY__INIT;
+    r.body_case = LONGSEQ__REPLY__BODY_RESULT;
+    r.result = jr;
+    send_reply(c, &r);
+    send_status(c, LONGSEQ__CODE__OK, "job %s %s", j.id, ls_job_state_name(j.state));
+    free_result(jr);
+    ls_job_free(&j);
+}
+
+static void do_cancel(server *s, conn *c, const Longseq__CancelRequest *q) {
+    ls_job j;
+    if (!get_job(s, c, q->job_id, &j)) return;
+    if (ls_job_state_final(j.state)) {
+        send_status(c, LONGSEQ__CODE__FAILED_PRECONDITION, "job %s is already %s", j.id, ls_job_state_name(j.state));
+    } else if (j.state == LS_JOB_RUNNING && !strcmp(j.id, s->run_id) && s->leader) {
+        if (!s->cancel_asked) {
+            Longseq__CancelRequest cr = LONGSEQ__CANCEL_REQUEST__INIT;
+            cr.job_id = j.id;
+            Longseq__Reply r = LONGSEQ__REPLY__INIT;
+            r.body_case = LONGSEQ__REPLY__BODY_CANCEL_RUN;
+            r.cancel_run = &cr;
+            send_reply(s->leader, &r);
+            s->cancel_asked = true;
+        }
+        send_status(c, LONGSEQ__CODE__OK, "job %s is running: the worker group stops it at its next step", j.id);
+    } else {
+        finish(s, j.id, j.name, LS_JOB_CANCELLED, NULL, "cancelled by a client");
+        send_status(c, LONGSEQ__CODE__OK, "job %s cancelled", j.id);
+    }
+    ls_job_free(&j);
+}
+
+typedef struct list_ctx {
+    server *s;
+    Longseq__JobResult **items;
+    size_t n, cap;
+} list_ctx;
+
+static void list_one(void *ctx, const ls_job *j) {
+    list_ctx *l = ctx;
+    if (l->n == l->cap) l->items = ls_realloc(l->items, (l->cap = l->cap ? 2 * l->cap : 64) * sizeof *l->items);
+    Longseq__JobResult *r = job_result(l->s, j, false);
+    if (r) l->items[l->n++] = r;
+}
+
+static void do_list(server *s, conn *c, const Longseq__ListRequest *q) {
+    list_ctx l = {s, NULL, 0, 0};
+    int64_t limit = q->limit ? q->limit : 100;
+    if (limit > 10000) limit = 10000;
+    if (ls_store_list(s->store, limit, list_one, &l) != LS_OK) {
+        send_error(c, "list: ");
+    } else {
+        Longseq__ListReply lr = LONGSEQ__LIST_REPLY__INIT;
+        lr.n_jobs = l.n;
+        lr.jobs = l.items;
+        Longseq__Reply r = LONGSEQ__REPLY__INIT;
+        r.body_case = LONGSEQ__REPLY__BODY_LIST;
+        r.list = &lr;
+        send_reply(c, &r);
+        send_status(c, LONGSEQ__CODE__OK, "%zu jobs", l.n);
+    }
+    for (size_t i = 0; i < l.n; i++) free_result(l.items[i]);
+    ls_free(l.items);
+}
+
+static void do_health(server *s, conn *c) {
+    Longseq__HealthReply h = LONGSEQ__HEALTH_REPLY__INIT;
+    int64_t q = 0, r = 0;
+    if (ls_store_count(s->store, LS_JOB_QUEUED, &q) != LS_OK || ls_store_count(s->store, LS_JOB_RUNNING, &r) != LS_OK)
+        ls_err_clear();
+    h.version = LS_VERSION_STRING;
+    h.workers_ready = s->g == G_IDLE || s->g == G_BUSY;
+    h.ranks = (uint32_t)s->o->np;
+    h.queued = (uint64_t)q;
+    h.running = (uint64_t)r;
+    h.model = s->prep->cfg.name;
+    h.connections = (uint32_t)s->n_conns;
+    Longseq__Reply rep = LONGSEQ__REPLY__INIT;
+    rep.body_case = LONGSEQ__REPLY__BODY_HEALTH;
+    rep.health = &h;
+    send_reply(c, &rep);
+    if (h.workers_ready || !s->g_error[0]) send_status(c, LONGSEQ__CODE__OK, "serving");
+    else send_status(c, LONGSEQ__CODE__OK, "workers not ready: %s", s->g_error);
+}
+
+// --- worker messages --------------------------------------------------------------------------
+
+static void do_hello(server *s, conn *c, const Longseq__WorkerHello *h) {
+    bool expected = s->g == G_STARTING || (s->o->external_workers && s->g == G_DOWN);
+    if (!expected || s->leader) {
+        send_status(c, LONGSEQ__CODE__FAILED_PRECONDITION, "a worker group is already connected");
+        c->closing = true;
+        return;
+    }
+    c->worker = true;
+    s->leader = c;
+    s->g = G_IDLE;
+    s->g_error[0] = 0;
+    say(s, "worker group ready: %u ranks, pid %u, model %s, after %.1f s", h->ranks, h->pid, h->model ? h->model : "",
+        (ls_time_ms() - s->g_since) / 1e3);
+    send_status(c, LONGSEQ__CODE__OK, "welcome");
+}
+
+static void forward_event(server *s, Longseq__Event *e) {
+    for (size_t i = 0; i < s->n_conns; i++)
+        if (!strcmp(s->conns[i]->watch, s->run_id)) send_event(s->conns[i], e);
+}
+
+static void do_worker_event(server *s, conn *c, const Longseq__WorkerEvent *w) {
+    if (c != s->leader) {
+        send_status(c, LONGSEQ__CODE__PERMISSION_DENIED, "worker events come from the worker group's leader only");
+        c->closing = true;
+        return;
+    }
+    s->g_heard = ls_time_ms();
+    if (s->g != G_BUSY || !w->job_id || strcmp(w->job_id, s->run_id)) return; // a late event of a finished job
+    Longseq__Event e = LONGSEQ__EVENT__INIT;
+    e.job_id = s->run_id;
+    e.state = LONGSEQ__JOB_STATE__RUNNING;
+    switch (w->kind) {
+    case LONGSEQ__WORKER_EVENT__KIND__PROGRESS:
+        e.kind = LONGSEQ__EVENT__KIND__PREFILL;
+        e.fraction = w->fraction;
+        e.tok_per_s = w->tok_per_s;
+        e.eta_s = w->tok_per_s > 0 ? (1 - w->fraction) * (double)s->run_tokens / w->tok_per_s : 0;
+        forward_event(s, &e);
+        return;
+    case LONGSEQ__WORKER_EVENT__KIND__TEXT:
+        if (w->text) ls_buf_append(&s->run_text, w->text, strlen(w->text));
+        e.kind = LONGSEQ__EVENT__KIND__TEXT;
+        e.text = w->text;
+        forward_event(s, &e);
+        return;
+    case LONGSEQ__WORKER_EVENT__KIND__DONE:
+        if (w->result) {
+            w->result->ranks = w->result->ranks ? w->result->ranks : (uint32_t)s->o->np;
+            finish(s, s->run_id, s->run_name, LS_JOB_DONE, w->result, "");
+            break;
+        }
+        __attribute__((fallthrough)); // a DONE without a result is a failure
+    case LONGSEQ__WORKER_EVENT__KIND__FAILED:
+        finish(s, s->run_id, s->run_name, LS_JOB_FAILED, w->result, w->error && *w->error ? w->error : "the worker failed");
+        break;
+    case LONGSEQ__WORKER_EVENT__KIND__CANCELLED:
+        finish(s, s->run_id, s->run_name, LS_JOB_CANCELLED, w->result, "cancelled by a client");
+        break;
+    default: return;
+    }
+    s->run_id[0] = 0;
+    s->g = G_IDLE;
+}
+
+// --- connections ------------------------------------------------------------------------------
+
+static void handle_request(server *s, conn *c, const uint8_t *p, size_t n) {
+    Longseq__Request *q;
+    if (ls_wire_unpack_request(p, n, &q) != LS_OK) return send_error(c, "");
+    if (!q->token || !ls_wire_token_equal(s->o->token, q->token)) {
+        send_status(c, LONGSEQ__CODE__UNAUTHENTICATED, "a valid bearer token is required");
+        c->closing = true;
+    } else if (c->worker && q->method_case != LONGSEQ__REQUEST__METHOD_WORKER_EVENT) {
+        send_status(c, LONGSEQ__CODE__FAILED_PRECONDITION, "a worker connection sends worker events only");
+    } else {
+        switch (q->method_case) {
+        case LONGSEQ__REQUEST__METHOD_SUBMIT: do_submit(s, c, q->submit); break;
+        case LONGSEQ__REQUEST__METHOD_WATCH: do_watch(s, c, q->watch); break;
+        case LONGSEQ__REQUEST__METHOD_RESULT: do_result(s, c, q->result); break;
+        case LONGSEQ__REQUEST__METHOD_CANCEL: do_cancel(s, c, q->cancel); break;
+        case LONGSEQ__REQUEST__METHOD_LIST: do_list(s, c, q->list); break;
+        case LONGSEQ__REQUEST__METHOD_HEALTH: do_health(s, c); break;
+        case LONGSEQ__REQUEST__METHOD_WORKER_HELLO: do_hello(s, c, q->worker_hello); break;
+        case LONGSEQ__REQUEST__METHOD_WORKER_EVENT: do_worker_event(s, c, q->worker_event); break;
+        default: send_status(c, LONGSEQ__CODE__UNIMPLEMENTED, "unknown method (no known field of Request.method is set)");
+        }
+    }
+    longseq__request__free_unpacked(q, NULL);
+}
+
+// Runs the complete frames in c->in; a broken frame ends the connection after its status.
+static void handle_input(server *s, conn *c) {
+    size_t off = 0;
+    while (!c->closing && !c->watch[0]) { // a watch stream holds further calls until it ends
+        bool ready;
+        size_t len;
+        if (ls_frame_scan((const uint8_t *)c->in.data + off, c->in.len - off, s->o->max_frame, &ready, &len) != LS_OK) {
+            send_error(c, "");
+            c->closing = true;
+            break;
+        }
+        if (!ready) break;
+        handle_request(s, c, (const uint8_t *)c->in.data + off + LS_FRAME_HEADER, len);
+        off += LS_FRAME_HEADER + len;
+    }
+    memmove(c->in.data, c->in.data + off, c->in.len - off);
+    c->in.len -= off;
+}
+
+static void conn_read(server *s, conn *c) {
+    char buf[65536];
+    for (;;) {
+        ssize_t k = recv(c->fd, buf, sizeof buf, MSG_DONTWAIT);
+        if (k > 0) {
+            ls_buf_append(&c->in, buf, (size_t)k);
+            c->last_ms = ls_time_ms();
+            if (c->in.len > s->o->max_frame + 2 * LS_FRAME_HEADER) break; // let the scan refuse it
+            continue;
+        }
+        if (k < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
+        if (k < 0 && errno == EINTR) continue;
+        conn_close(c); // closed by the peer, or failed
+        break;
+    }
+    handle_input(s, c);
+}
+
+static void conn_write(conn *c) {
+    size_t off = 0;
+    while (off < c->out.len) {
+        ssize_t k = send(c->fd, c->out.data + off, c->out.len - off, MSG_DONTWAIT | MSG_NOSIGNAL);
+        if (k > 0) off += (size_t)k;
+        else if (k < 0 && errno == EINTR) continue;
+        else if (k < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
+        else {
+            off = c->out.len;
+            c->closing = true;
+            c->out.len = 0;
+            break;
+        }
+    }
+    memmove(c->out.data, c->out.data + off, c->out.len - off);
+    c->out.len -= off;
+}
+
+static void accept_all(server *s) {
+    for (;;) {
+        int fd = accept4(s->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) return;
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        conn *c = ls_calloc(1, sizeof *c);
+        c->fd = fd;
+        c->last_ms = ls_time_ms();
+        s->conns = ls_realloc(s->conns, (s->n_conns + 1) * sizeof *s->conns);
+        s->conns[s->n_conns++] = c;
+        if ((int)s->n_conns > s->o->max_conns) {
+            send_status(c, LONGSEQ__CODE__RESOURCE_EXHAUSTED, "too many connections (the limit is %d)", s->o->max_conns);
+            c->closing = true;
+        }
+    }
+}
+
+// Drops closed connections (after their last replies went out) and idle ones.
+static void sweep(server *s) {
+    double now = ls_time_ms();
+    size_t k = 0;
+    for (size_t i = 0; i < s->n_conns; i++) {
+        conn *c = s->conns[i];
+        bool idle = !c->worker && !c->watch[0] && now - c->last_ms > 1e3 * s->o->idle_timeout_s;
+        if (idle && !c->closing) {
+            send_status(c, LONGSEQ__CODE__DEADLINE_EXCEEDED, "idle for %d s: closing", s->o->idle_timeout_s);
+            c->closing = true;
+            conn_write(c);
+        }
+        if (c->out.len > OUT_CAP) c->closing = true, c->out.len = 0;
+        if (c->closing && !c->out.len) {
+            if (c == s->leader) {
+                s->leader = NULL;
+                if (s->g != G_DOWN) {
+                    kill_group(s, SIGTERM);
+                    group_down(s, "the worker group's leader closed its connection");
+                }
+            }
+            close(c->fd);
+            ls_buf_free(&c->in), ls_buf_free(&c->out);
+            ls_free(c);
+            continue;
+        }
+        s->conns[k++] = c;
+    }
+    s->n_conns = k;
+}
+
+static void timers(server *s) {
+    double now = ls_time_ms();
+    if (s->g == G_STARTING && now - s->g_since > 1e3 * s->o->start_timeout_s) {
+        kill_group(s, SIGKILL);
+        group_down(s, "the worker group did not connect in time");
+    }
+    if (s->g == G_BUSY && now - s->g_heard > 1e3 * s->o->worker_timeout_s) {
+        char why[128];
+        snprintf(why, sizeof why, "the worker group said nothing for %d s", s->o->worker_timeout_s);
+        kill_group(s, SIGKILL);
+        group_down(s, why);
+    }
+}
+
+// --- the loop ---------------------------------------------------------------------------------
+
+static void on_signals(server *s) {
+    char buf[64];
+    ssize_t k;
+    while ((k = read(g_sigpipe[0], buf, sizeof buf)) > 0)
+        for (ssize_t i = 0; i < k; i++) {
+            if (buf[i] == 'C') reap(s);
+            else s->stopping = true;
+        }
+}
+
+static void loop(server *s) {
+    struct pollfd *pf = NULL;
+    while (!s->stopping) {
+        size_t n = 2 + s->n_conns;
+        pf = ls_realloc(pf, n * sizeof *pf);
+        pf[0] = (struct pollfd){g_sigpipe[0], POLLIN, 0};
+        pf[1] = (struct pollfd){s->lfd, POLLIN, 0};
+        for (size_t i = 0; i < s->n_conns; i++)
+            pf[2 + i] = (struct pollfd){s->conns[i]->fd, (short)(POLLIN | (s->conns[i]->out.len ? POLLOUT : 0)), 0};
+        int r = poll(pf, n, 200);
+        if (r < 0 && errno != EINTR) break;
+        if (pf[0].revents) on_signals(s);
+        size_t before = s->n_conns;
+        for (size_t i = 0; i < before && r > 0; i++) {
+            conn *c = s->conns[i];
+            if (pf[2 + i].revents & (POLLIN | POLLHUP | POLLERR)) conn_read(s, c);
+            else if (c->in.len && !c->watch[0] && !c->closing) handle_input(s, c); // calls held by a finished watch
+        }
+        if (pf[1].revents & POLLIN) accept_all(s);
+        for (size_t i = 0; i < s->n_conns; i++) {
+            conn *c = s->conns[i];
+            if (c->in.len && !c->watch[0] && !c->closing) handle_input(s, c);
+            if (c->out.len) conn_write(c);
+        }
+        reap(s);
+        timers(s);
+        schedule(s);
+        sweep(s);
+    }
+    ls_free(pf);
+}
+
+// SIGTERM: stop accepting, put the running job back in the queue (it runs again on the next
+// start) and stop the worker group.
+static void shut_down(server *s) {
+    close(s->lfd);
+    if (s->g == G_BUSY) {
+        set_state(s, s->run_id, s->run_name, LS_JOB_QUEUED, s->run_attempts - 1, "", "the server stopped; queued again");
+        s->run_id[0] = 0;
+    }
+    for (size_t i = 0; i < s->n_conns; i++)
+        if (!s->conns[i]->worker) send_status(s->conns[i], LONGSEQ__CODE__UNAVAILABLE, "the server is stopping");
+    for (size_t i = 0; i < s->n_conns; i++) conn_write(s->conns[i]);
+    if (s->gpid > 0) {
+        kill_group(s, SIGTERM);
+        for (int t = 0; t < 50 && s->gpid > 0; t++) {
+            usleep(100000);
+            int st;
+            if (waitpid(s->gpid, &st, WNOHANG) == s->gpid) s->gpid = 0;
+        }
+        if (s->gpid > 0) kill_group(s, SIGKILL), waitpid(s->gpid, NULL, 0);
+    }
+    for (size_t i = 0; i < s->n_conns; i++) {
+        close(s->conns[i]->fd);
+        ls_buf_free(&s->conns[i]->in), ls_buf_free(&s->conns[i]->out);
+        ls_free(s->conns[i]);
+    }
+    ls_free(s->conns);
+    say(s, "stopped");
+}
+
+ls_status ls_server_run(const ls_server_opts *o) {
+    server s = {.o = o, .lfd = -1};
+    if (pipe2(g_sigpipe, O_NONBLOCK | O_CLOEXEC) != 0) return LS_ERR(LS_ERR_IO, "pipe: %s", strerror(errno));
+    struct sigaction sa = {.sa_handler = on_signal, .sa_flags = SA_RESTART}, old_term, old_int, old_chld, old_pipe;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, &old_term);
+    sigaction(SIGINT, &sa, &old_int);
+    sigaction(SIGCHLD, &sa, &old_chld);
+    struct sigaction ign = {.sa_handler = SIG_IGN};
+    sigaction(SIGPIPE, &ign, &old_pipe);
+    ls_status rc = ls_prep_init(o->model, &o->rope, &s.prep);
+    if (rc == LS_OK) rc = ls_store_open(o->state_dir, &s.store);
+    int64_t requeued = 0;
+    if (rc == LS_OK) rc = ls_store_requeue_running(s.store, &requeued);
+    if (rc == LS_OK) rc = ls_net_listen(o->listen, 512, &s.lfd, &s.port);
+    if (rc == LS_OK) {
+        int64_t queued = 0;
+        if (ls_store_count(s.store, LS_JOB_QUEUED, &queued) != LS_OK) ls_err_clear();
+        if (!o->on_ready) // (always said: it tells the port)
+            fprintf(stderr, "[longseq serve] listening on %s (port %d), state %s, %lld jobs queued (%lld were running), %d rank%s%s\n",
+                    o->listen, s.port, o->state_dir, (long long)queued, (long long)requeued, o->np, o->np == 1 ? "" : "s",
+            o->external_workers ? ", external workers" : "");
+        if (o->on_ready) o->on_ready(o->ready_ctx, s.port);
+        loop(&s);
+        shut_down(&s);
+    }
+    ls_buf_free(&s.run_text);
+    ls_store_close(s.store);
+    ls_prep_free(s.prep);
+    sigaction(SIGTERM, &old_term, NULL);
+    sigaction(SIGINT, &old_int, NULL);
+    sigaction(SIGCHLD, &old_chld, NULL);
+    sigaction(SIGPIPE, &old_pipe, NULL);
+    close(g_sigpipe[0]), close(g_sigpipe[1]);
+    g_sigpipe[0] = g_sigpipe[1] = -1;
+    return rc;
+}

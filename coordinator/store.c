@@ -1,0 +1,336 @@
+// store.c — the job store on SQLite (ls_store.h): schema migrations, one transaction per call,
+// prepared statements kept for the life of the store. Tests: tests/unit/test_store.c.
+#include "ls_store.h"
+
+#include <sqlite3.h>
+
+#include <errno.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <time.h>
+
+struct ls_store {
+    sqlite3 *db;
+    char *path;
+};
+
+// Step k takes the schema from version k to k + 1; each runs in its own transaction.
+static const char *const MIGRATIONS[LS_STORE_SCHEMA] = {
+    // 1: the jobs
+    "CREATE TABLE jobs ("
+    "  seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+    "  id TEXT NOT NULL UNIQUE,"
+    "  name TEXT NOT NULL,"
+    "  state INTEGER NOT NULL,"
+    "  attempts INTEGER NOT NULL DEFAULT 0,"
+    "  created_ms INTEGER NOT NULL,"
+    "  finished_ms INTEGER NOT NULL DEFAULT 0,"
+    "  settings BLOB NOT NULL,"
+    "  tokens BLOB NOT NULL,"
+    "  n_tokens INTEGER NOT NULL,"
+    "  result BLOB,"
+    "  error TEXT NOT NULL DEFAULT '');"
+    "CREATE INDEX jobs_by_state ON jobs(state, seq);",
+    // 2: the history of every state change
+    "CREATE TABLE job_log ("
+    "  job_id TEXT NOT NULL,"
+    "  at_ms INTEGER NOT NULL,"
+    "  state INTEGER NOT NULL,"
+    "  attempts INTEGER NOT NULL,"
+    "  error TEXT NOT NULL DEFAULT '');"
+    "CREATE INDEX job_log_by_job ON job_log(job_id);"
+    "INSERT INTO job_log SELECT id, created_ms, state, attempts, error FROM jobs;",
+};
+
+const char *ls_job_state_name(ls_job_state s) {
+    static const char *names[] = {"queued", "running", "done", "failed", "cancelled"};
+    return (unsigned)s < 5 ? names[s] : "?";
+}
+
+void ls_job_free(ls_job *j) {
+    ls_free(j->name), ls_free(j->settings), ls_free(j->tokens), ls_free(j->result), ls_free(j->error);
+    *j = (ls_job){0};
+}
+
+static int64_t now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static ls_status db_error(ls_store_t *s, const char *what) {
+    return LS_ERR(LS_ERR_IO, "job store %s: %s: %s", s->path, what, sqlite3_errmsg(s->db));
+}
+
+static ls_status exec(ls_store_t *s, const char *sql) {
+    char *msg = NULL;
+    if (sqlite3_exec(s->db, sql, NULL, NULL, &msg) == SQLITE_OK) return LS_OK;
+    ls_status rc = LS_ERR(LS_ERR_IO, "job store %s: %s", s->path, msg ? msg : sqlite3_errmsg(s->db));
+    sqlite3_free(msg);
+    return rc;
+}
+
+static ls_status prepare(ls_store_t *s, const char *sql, sqlite3_stmt **st) {
+    return sqlite3_prepare_v2(s->db, sql, -1, st, NULL) == SQLITE_OK ? LS_OK : db_error(s, "prepare");
+}
+
+// Runs a statement that returns no rows, then finalizes it.
+static ls_status run(ls_store_t *s, sqlite3_stmt *st) {
+    int e = sqlite3_step(st);
+    sqlite3_finalize(st);
+    return e == SQLITE_DONE ? LS_OK : db_error(s, "write");
+}
+
+static ls_status migrate(ls_store_t *s) {
+    sqlite3_stmt *st;
+    LS_CHECK(prepare(s, "PRAGMA user_version", &st));
+    int v = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int(st, 0) : -1;
+    sqlite3_finalize(st);
+    if (v < 0 || v > LS_STORE_SCHEMA)
+        return LS_ERR(LS_ERR_UNSUPPORTED, "job store %s has schema version %d; this longseq knows versions up to %d",
+                      s->path, v, LS_STORE_SCHEMA);
+    for (; v < LS_STORE_SCHEMA; v++) {
+        char bump[64];
+        snprintf(bump, sizeof bump, "PRAGMA user_version = %d;", v + 1);
+        LS_CHECK(exec(s, "BEGIN IMMEDIATE"));
+        ls_status rc = exec(s, MIGRATIONS[v]);
+        if (rc == LS_OK) rc = exec(s, bump);
+        if (rc == LS_OK) rc = exec(s, "COMMIT");
+        if (rc != LS_OK) {
+            exec(s, "ROLLBACK");
+            ls_err_prefix("migrating to schema version %d: ", v + 1);
+            return rc;
+        }
+        LS_INFO("job store %s: migrated to schema version %d", s->path, v + 1);
+    }
+    return LS_OK;
+}
+
+ls_status ls_store_open(const char *dir, ls_store_t **out) {
+    if (mkdir(dir, 0700) != 0 && errno != EEXIST)
+        return LS_ERR(LS_ERR_IO, "cannot create the state directory %s: %s", dir, strerror(errno));
+    ls_store_t *s = ls_calloc(1, sizeof *s);
+    ls_buf p = {0};
+    ls_buf_printf(&p, "%s/jobs.db", dir);
+    s->path = p.data;
+    ls_status rc = LS_OK;
+    if (sqlite3_open_v2(s->path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX, NULL) !=
+        SQLITE_OK)
+        rc = db_error(s, "open");
+    if (rc == LS_OK) sqlite3_busy_timeout(s->db, 10000);
+    // WAL with synchronous=FULL: every commit is on disk before the call returns.
+    if (rc == LS_OK) rc = exec(s, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;");
+    if (rc == LS_OK) rc = migrate(s);
+    if (rc != LS_OK) {
+        ls_store_close(s);
+        return rc;
+    }
+    *out = s;
+    return LS_OK;
+}
+
+void ls_store_close(ls_store_t *s) {
+    if (!s) return;
+    sqlite3_close(s->db);
+    ls_free(s->path);
+    ls_free(s);
+}
+
+ls_status ls_store_requeue_running(ls_store_t *s, int64_t *n) {
+    LS_CHECK(exec(s, "BEGIN IMMEDIATE"));
+    sqlite3_stmt *st;
+    ls_status rc = prepare(s, "INSERT INTO job_log SELECT id, ?1, 0, attempts, 'requeued after a restart' FROM jobs WHERE state = 1", &st);
+    if (rc == LS_OK) {
+        sqlite3_bind_int64(st, 1, now_ms());
+        rc = run(s, st);
+    }
+    if (rc == LS_OK) rc = exec(s, "UPDATE jobs SET state = 0 WHERE state = 1");
+    *n = sqlite3_changes(s->db);
+    if (rc == LS_OK) return exec(s, "COMMIT");
+    exec(s, "ROLLBACK");
+    return rc;
+}
+
+static ls_status log_state(ls_store_t *s, const char *id, ls_job_state state, int64_t attempts, const char *error) {
+    sqlite3_stmt *st;
+    LS_CHECK(prepare(s, "INSERT INTO job_log(job_id, at_ms, state, attempts, error) VALUES (?1, ?2, ?3, ?4, ?5)", &st));
+    sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, now_ms());
+    sqlite3_bind_int(st, 3, (int)state);
+    sqlite3_bind_int64(st, 4, attempts);
+    sqlite3_bind_text(st, 5, error ? error : "", -1, SQLITE_STATIC);
+    return run(s, st);
+}
+
+static ls_status add_one(ls_store_t *s, ls_job *j) {
+    sqlite3_stmt *st;
+    j->created_ms = now_ms();
+    LS_CHECK(prepare(s, "INSERT INTO jobs(id, name, state, created_ms, settings, tokens, n_tokens) "
+                        "VALUES (?1, ?2, 0, ?3, ?4, ?5, ?6)", &st));
+    sqlite3_bind_text(st, 1, j->id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, j->name ? j->name : "", -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 3, j->created_ms);
+    sqlite3_bind_blob(st, 4, j->settings ? (const void *)j->settings : "", (int)j->settings_len, SQLITE_STATIC);
+    sqlite3_bind_blob64(st, 5, j->tokens ? (const void *)j->tokens : "", (sqlite3_uint64)j->n_tokens * sizeof(int32_t),
+                        SQLITE_STATIC);
+    sqlite3_bind_int64(st, 6, j->n_tokens);
+    LS_CHECK(run(s, st));
+    j->seq = sqlite3_last_insert_rowid(s->db);
+    return log_state(s, j->id, LS_JOB_QUEUED, 0, "");
+}
+
+ls_status ls_store_add(ls_store_t *s, ls_job *jobs, size_t n) {
+    LS_CHECK(exec(s, "BEGIN IMMEDIATE"));
+    ls_status rc = LS_OK;
+    for (size_t i = 0; i < n && rc == LS_OK; i++) rc = add_one(s, &jobs[i]);
+    if (rc == LS_OK) rc = exec(s, "COMMIT");
+    if (rc != LS_OK) exec(s, "ROLLBACK");
+    return rc;
+}
+
+static void *blob_copy(sqlite3_stmt *st, int col, size_t *len) {
+    const void *p = sqlite3_column_blob(st, col);
+    size_t n = (size_t)sqlite3_column_bytes(st, col);
+    if (len) *len = n;
+    if (!p) return NULL;
+    void *q = ls_malloc(n ? n : 1);
+    memcpy(q, p, n);
+    return q;
+}
+
+#define JOB_COLUMNS "seq, id, name, state, attempts, created_ms, finished_ms, settings, result, error, n_tokens"
+
+// The row's columns (in JOB_COLUMNS order) into j.
+static void read_row(sqlite3_stmt *st, ls_job *j) {
+    *j = (ls_job){.seq = sqlite3_column_int64(st, 0)};
+    snprintf(j->id, sizeof j->id, "%s", (const char *)sqlite3_column_text(st, 1));
+    const char *name = (const char *)sqlite3_column_text(st, 2), *err = (const char *)sqlite3_column_text(st, 9);
+    j->name = ls_strndup(name ? name : "", name ? strlen(name) : 0);
+    j->state = (ls_job_state)sqlite3_column_int(st, 3);
+    j->attempts = sqlite3_column_int64(st, 4);
+    j->created_ms = sqlite3_column_int64(st, 5);
+    j->finished_ms = sqlite3_column_int64(st, 6);
+    j->settings = blob_copy(st, 7, &j->settings_len);
+    j->result = blob_copy(st, 8, &j->result_len);
+    j->error = ls_strndup(err ? err : "", err ? strlen(err) : 0);
+    j->n_tokens = sqlite3_column_int64(st, 10);
+}
+
+ls_status ls_store_next_queued(ls_store_t *s, ls_job *j, bool *found) {
+    sqlite3_stmt *st;
+    LS_CHECK(prepare(s, "SELECT " JOB_COLUMNS ", tokens FROM jobs WHERE state = 0 ORDER BY seq LIMIT 1", &st));
+    int e = sqlite3_step(st);
+    *found = e == SQLITE_ROW;
+    if (*found) {
+        read_row(st, j);
+        size_t bytes;
+        j->tokens = blob_copy(st, 11, &bytes);
+        if (bytes != (size_t)j->n_tokens * sizeof(int32_t)) {
+            sqlite3_finalize(st);
+            return LS_ERR(LS_ERR_FORMAT, "job store %s: job %s has %zu token bytes for %lld tokens", s->path, j->id, bytes,
+                          (long long)j->n_tokens);
+        }
+    }
+    sqlite3_finalize(st);
+    return e == SQLITE_ROW || e == SQLITE_DONE ? LS_OK : db_error(s, "read");
+}
+
+ls_status ls_store_set_state(ls_store_t *s, const char *id, ls_job_state state, int64_t attempts, const char *error) {
+    LS_CHECK(exec(s, "BEGIN IMMEDIATE"));
+    sqlite3_stmt *st;
+    ls_status rc = prepare(s, "UPDATE jobs SET state = ?2, attempts = ?3, error = ?4 WHERE id = ?1", &st);
+    if (rc == LS_OK) {
+        sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+        sqlite3_bind_int(st, 2, (int)state);
+        sqlite3_bind_int64(st, 3, attempts);
+        sqlite3_bind_text(st, 4, error ? error : "", -1, SQLITE_STATIC);
+        rc = run(s, st);
+    }
+    if (rc == LS_OK) rc = log_state(s, id, state, attempts, error);
+    if (rc == LS_OK) return exec(s, "COMMIT");
+    exec(s, "ROLLBACK");
+    return rc;
+}
+
+ls_status ls_store_finish(ls_store_t *s, const char *id, ls_job_state state, const uint8_t *result, size_t len,
+                          const char *error) {
+    LS_CHECK(exec(s, "BEGIN IMMEDIATE"));
+    sqlite3_stmt *st;
+    ls_status rc = prepare(s, "UPDATE jobs SET state = ?2, result = ?3, error = ?4, finished_ms = ?5 WHERE id = ?1", &st);
+    if (rc == LS_OK) {
+        sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+        sqlite3_bind_int(st, 2, (int)state);
+        sqlite3_bind_blob(st, 3, result ? (const void *)result : "", (int)len, SQLITE_STATIC);
+        sqlite3_bind_text(st, 4, error ? error : "", -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 5, now_ms());
+        rc = run(s, st);
+    }
+    if (rc == LS_OK) {
+        sqlite3_stmt *a;
+        rc = prepare(s, "SELECT attempts FROM jobs WHERE id = ?1", &a);
+        int64_t attempts = 0;
+        if (rc == LS_OK) {
+            sqlite3_bind_text(a, 1, id, -1, SQLITE_STATIC);
+            if (sqlite3_step(a) == SQLITE_ROW) attempts = sqlite3_column_int64(a, 0);
+            sqlite3_finalize(a);
+            rc = log_state(s, id, state, attempts, error);
+        }
+    }
+    if (rc == LS_OK) return exec(s, "COMMIT");
+    exec(s, "ROLLBACK");
+    return rc;
+}
+
+ls_status ls_store_get(ls_store_t *s, const char *id, ls_job *j) {
+    sqlite3_stmt *st;
+    LS_CHECK(prepare(s, "SELECT " JOB_COLUMNS " FROM jobs WHERE id = ?1", &st));
+    sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+    int e = sqlite3_step(st);
+    if (e == SQLITE_ROW) read_row(st, j);
+    sqlite3_finalize(st);
+    if (e == SQLITE_ROW) return LS_OK;
+    return e == SQLITE_DONE ? LS_ERR(LS_ERR_NOT_FOUND, "no job %s", id) : db_error(s, "read");
+}
+
+ls_status ls_store_list(ls_store_t *s, int64_t limit, void (*fn)(void *ctx, const ls_job *j), void *ctx) {
+    sqlite3_stmt *st;
+    LS_CHECK(prepare(s, "SELECT seq, id, name, state, attempts, created_ms, finished_ms, NULL, NULL, error, n_tokens "
+                        "FROM jobs ORDER BY seq DESC LIMIT ?1", &st));
+    sqlite3_bind_int64(st, 1, limit);
+    int e;
+    while ((e = sqlite3_step(st)) == SQLITE_ROW) {
+        ls_job j;
+        read_row(st, &j);
+        fn(ctx, &j);
+        ls_job_free(&j);
+    }
+    sqlite3_finalize(st);
+    return e == SQLITE_DONE ? LS_OK : db_error(s, "read");
+}
+
+static ls_status count_where(ls_store_t *s, const char *sql, int64_t arg, int64_t *n) {
+    sqlite3_stmt *st;
+    LS_CHECK(prepare(s, sql, &st));
+    sqlite3_bind_int64(st, 1, arg);
+    int e = sqlite3_step(st);
+    *n = e == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
+    sqlite3_finalize(st);
+    return e == SQLITE_ROW ? LS_OK : db_error(s, "read");
+}
+
+ls_status ls_store_count(ls_store_t *s, ls_job_state state, int64_t *n) {
+    return count_where(s, "SELECT count(*) FROM jobs WHERE state = ?1", (int64_t)state, n);
+}
+
+ls_status ls_store_ahead(ls_store_t *s, int64_t seq, int64_t *n) {
+    return count_where(s, "SELECT count(*) FROM jobs WHERE state = 0 AND seq < ?1", seq, n);
+}
+
+ls_status ls_store_new_id(char id[40]) {
+    uint8_t r[8];
+    if (getrandom(r, sizeof r, 0) != (ssize_t)sizeof r) return LS_ERR(LS_ERR_IO, "getrandom: %s", strerror(errno));
+    id[0] = 'j';
+    for (int i = 0; i < 8; i++) snprintf(id + 1 + 2 * i, 3, "%02x", r[i]);
+    return LS_OK;
+}

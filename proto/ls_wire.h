@@ -1,0 +1,60 @@
+// ls_wire.h — the job protocol on the wire (docs/protocol.md): the messages generated from
+// longseq.proto, frames (1 flags byte = 0, 4-byte big-endian length, the packed message) with
+// their limits checked before anything is allocated, the bearer token, and the blocking socket
+// helpers that clients and worker leaders use (the server has its own event loop).
+// Tests: tests/unit/test_wire.c, tests/fuzz/fuzz_frame.c, tests/oracle/test_service.py.
+#ifndef LS_WIRE_H
+#define LS_WIRE_H
+
+#include "ls_base.h"
+#include "longseq.pb-c.h"
+
+#define LS_FRAME_HEADER 5
+#define LS_FRAME_MAX_DEFAULT (64u << 20) // bytes of one message, unless configured
+
+// --- frames -----------------------------------------------------------------------------------
+// Looks at the received bytes p[0..n): *ready tells whether a whole frame is there, and then
+// its message is p[5 .. 5 + *len). LS_ERR_FORMAT for a flags byte other than 0, LS_ERR_RANGE
+// for a length over `max` (both with the numbers in the message).
+ls_status ls_frame_scan(const uint8_t *p, size_t n, size_t max, bool *ready, size_t *len);
+// Appends the frame of message m to out.
+void ls_frame_append(ls_buf *out, const ProtobufCMessage *m);
+
+// Unpacks a Request / Reply; LS_ERR_FORMAT when the bytes are not one. Free with the
+// generated __free_unpacked(msg, NULL).
+ls_status ls_wire_unpack_request(const uint8_t *p, size_t n, Longseq__Request **out);
+ls_status ls_wire_unpack_reply(const uint8_t *p, size_t n, Longseq__Reply **out);
+
+// Whether p[0..n) is valid UTF-8 (no overlongs, no surrogates, nothing above U+10FFFF);
+// *bad_at: the offset of the first invalid byte.
+bool ls_utf8_valid(const char *p, size_t n, size_t *bad_at);
+
+// Appends p[0..n) to out with each byte that does not start a valid character (and each NUL)
+// replaced by U+FFFD, as protobuf `string` fields must be UTF-8.
+void ls_utf8_sanitize(const char *p, size_t n, ls_buf *out);
+
+// gRPC's name of a status code ("OK", "INVALID_ARGUMENT", ...).
+const char *ls_wire_code_name(int code);
+
+// --- the bearer token -------------------------------------------------------------------------
+// From the file (trailing whitespace dropped) or, when path is NULL, $LONGSEQ_TOKEN or
+// $LONGSEQ_HOME/token. Empty tokens and tokens over 4096 bytes are refused.
+ls_status ls_wire_read_token(const char *path, char **token);
+// Equality in time that depends only on the length of `expected`.
+bool ls_wire_token_equal(const char *expected, const char *given);
+// A new random token (64 hex digits) written to path with mode 0600.
+ls_status ls_wire_write_new_token(const char *path);
+
+// --- sockets (blocking, for clients and workers) ----------------------------------------------
+// "HOST:PORT" (HOST a name or an IPv4 address; "[v6]:PORT" too).
+ls_status ls_net_split(const char *addr, char *host, size_t host_cap, int *port);
+// A listening TCP socket (non-blocking, SO_REUSEADDR) on addr; port 0 picks one (*port_out).
+ls_status ls_net_listen(const char *addr, int backlog, int *fd, int *port_out);
+ls_status ls_net_connect(const char *addr, int timeout_ms, int *fd);
+// Sends a whole frame (retrying short writes).
+ls_status ls_wire_send(int fd, const ProtobufCMessage *m);
+// Receives one frame's message into body (replacing its contents). timeout_ms < 0: no limit.
+// LS_ERR_IO with "closed" in the message when the peer closed the connection.
+ls_status ls_wire_recv(int fd, size_t max, int timeout_ms, ls_buf *body);
+
+#endif // LS_WIRE_H

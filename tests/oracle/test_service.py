@@ -1,0 +1,702 @@
+#!/usr/bin/env python3
+"""The job service (`longseq serve` and its clients), checked from outside by an independent
+client: this file speaks the protocol of docs/protocol.md with the `protobuf` package and code
+generated from proto/longseq.proto (grpc_tools' protoc), not with longseq's own C client.
+
+- protocol: Submit (several documents in one call), Watch (states, prefill progress, text),
+  Result, List, Health, Cancel; the text of each job equals `longseq generate` run on the same
+  prompt in one process (summarize: the document and the request in the model's chat template);
+  perplexity equals `longseq perplexity`; the C client commands (submit, watch, result, jobs,
+  cancel) against the same server; `longseq summarize --np 2` end to end with its JSONL;
+- hostile input: random bytes, truncated frames, oversize lengths, unknown methods, messages
+  that do not parse, invalid UTF-8, missing and wrong tokens, too many documents, documents too
+  long for the context, idle connections: each gets its status code, and a client watching a
+  job on another connection meanwhile is served to the end;
+- durability: 50 jobs, kill -9 of the coordinator in the middle, restart: every job done
+  exactly once (job_log), results of jobs finished before the crash unchanged, PRAGMA
+  integrity_check ok; SIGTERM: exit 0, the running job is queued again and finishes after a
+  restart; a schema-1 store is migrated; a store from a newer longseq is refused;
+- worker failure: a rank killed mid-prefill: the job is retried and completes (attempts 2); a
+  job whose group is killed on every attempt fails after --attempts with the reason;
+- cancel: a queued job at once; a running job within seconds, in prefill and in decode;
+- load: 200 concurrent clients each submitting a job and watching it to the end, twice: all
+  done; the server's open descriptors return to where they were and its resident memory does
+  not grow between the rounds.
+
+`test_service.py --quick` skips the default-model parts (worker failure, cancel, summarize).
+"""
+import os
+import random
+import re
+import signal
+import socket
+import sqlite3
+import struct
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from fixtures import write_tiny_llama
+from lsoracle import BIN, KJV, MODEL, REPO, check, done, fail, need_file, run, tmpdir
+
+WORK = tmpdir()
+subprocess.run([sys.executable, "-m", "grpc_tools.protoc", f"-I{REPO / 'proto'}", f"--python_out={WORK}",
+                str(REPO / "proto" / "longseq.proto")], check=True)
+sys.path.insert(0, str(WORK))
+import longseq_pb2 as pb  # noqa: E402
+
+CHATML = ("{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + "
+          "'<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
+TOKEN = "s3cret-" + "%016x" % random.getrandbits(64)
+ENV = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
+           OMPI_MCA_rmaps_base_oversubscribe="1")
+TOKEN_FILE = WORK / "token"
+TOKEN_FILE.write_text(TOKEN + "\n")
+SUMMARIZE_ASK = "Summarize the text above in a few sentences."
+
+
+# --- the protocol, from the outside --------------------------------------------------------
+
+def frame(msg: bytes) -> bytes:
+    return b"\x00" + struct.pack(">I", len(msg)) + msg
+
+
+def recv_exact(s, n):
+    b = b""
+    while len(b) < n:
+        k = s.recv(n - len(b))
+        if not k:
+            raise ConnectionError("closed")
+        b += k
+    return b
+
+
+def recv_reply(s):
+    h = recv_exact(s, 5)
+    check(h[0] == 0, f"reply flags byte {h[0]}")
+    r = pb.Reply()
+    r.ParseFromString(recv_exact(s, struct.unpack(">I", h[1:])[0]))
+    return r
+
+
+def call(s, req, token=TOKEN):
+    """Sends a Request; returns (the replies before the status, the status)."""
+    if token is not None:
+        req.token = token
+    s.sendall(frame(req.SerializeToString()))
+    out = []
+    while True:
+        r = recv_reply(s)
+        if r.WhichOneof("body") == "status":
+            return out, r.status
+        out.append(r)
+
+
+class Server:
+    def __init__(self, state, model, np_=1, extra=(), log=None):
+        self.state, self.model = state, model
+        self.log = log or (WORK / f"serve-{random.getrandbits(32):08x}.log")
+        args = [str(BIN), "serve", "--listen", "127.0.0.1:0", "--state", str(state), "--token-file", str(TOKEN_FILE),
+                "--np", str(np_), "--model", str(model), *map(str, extra)]
+        self.f = open(self.log, "w")
+        self.p = subprocess.Popen(args, stderr=self.f, stdout=self.f, env=ENV, start_new_session=True)
+        self.port = None
+        deadline = time.time() + 60
+        while time.time() < deadline and self.port is None:
+            m = re.search(r"\(port (\d+)\)", self.log.read_text())
+            if m:
+                self.port = int(m.group(1))
+            elif self.p.poll() is not None:
+                fail(f"longseq serve exited {self.p.returncode}:\n{self.log.read_text()}")
+            time.sleep(0.05)
+        check(self.port is not None, "the server printed its port")
+
+    def connect(self):
+        s = socket.create_connection(("127.0.0.1", self.port), timeout=600)
+        return s
+
+    def rpc(self, req, token=TOKEN):
+        with self.connect() as s:
+            return call(s, req, token)
+
+    def submit(self, docs, **settings):
+        req = pb.Request(submit=pb.SubmitRequest(documents=[pb.Document(name=n, text=t) for n, t in docs],
+                                                 settings=pb.Settings(**settings)))
+        replies, st = self.rpc(req)
+        check(st.code == pb.OK, f"submit: {pb.Code.Name(st.code)} {st.message}")
+        return list(replies[0].submit.job_ids)
+
+    def watch(self, job_id, on_event=None):
+        """All events of a job until its stream ends; returns (events, status)."""
+        with self.connect() as s:
+            s.sendall(frame(pb.Request(token=TOKEN, watch=pb.WatchRequest(job_id=job_id)).SerializeToString()))
+            events = []
+            while True:
+                r = recv_reply(s)
+                if r.WhichOneof("body") == "status":
+                    return events, r.status
+                events.append(r.event)
+                if on_event:
+                    on_event(r.event)
+
+    def result(self, job_id):
+        replies, st = self.rpc(pb.Request(result=pb.ResultRequest(job_id=job_id)))
+        check(st.code == pb.OK, f"result {job_id}: {st.message}")
+        return replies[0].result
+
+    def health(self):
+        replies, st = self.rpc(pb.Request(health=pb.HealthRequest()))
+        check(st.code == pb.OK, f"health: {st.message}")
+        return replies[0].health
+
+    def wait_ready(self, timeout=120):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.health().workers_ready:
+                return
+            time.sleep(0.2)
+        fail(f"the worker group did not connect:\n{self.log.read_text()}")
+
+    def stop(self, sig=signal.SIGTERM, timeout=60):
+        self.p.send_signal(sig)
+        try:
+            rc = self.p.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.p.pid, signal.SIGKILL)
+            fail("the server did not stop after %s" % sig)
+        self.f.close()
+        return rc
+
+    def kill_all(self):
+        """SIGKILL to the server's session (the server, launcher and ranks)."""
+        try:
+            os.killpg(self.p.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.p.wait()
+        self.f.close()
+
+
+def worker_pids(server):
+    """The ranks of the server's worker group (processes `longseq worker --connect ...:PORT`)."""
+    out = subprocess.run(["pgrep", "-f", f"longseq worker --connect 127.0.0.1:{server.port}"], capture_output=True,
+                         text=True).stdout.split()
+    ranks = []
+    for p in out:
+        try:
+            argv0 = Path(f"/proc/{p}/cmdline").read_bytes().split(b"\0")[0]
+        except OSError:
+            continue
+        if argv0.endswith(b"longseq"):  # not the launcher, whose command line holds the same words
+            ranks.append(int(p))
+    return ranks
+
+
+def wait_no_workers(server, timeout=60):
+    deadline = time.time() + timeout
+    while time.time() < deadline and worker_pids(server):
+        time.sleep(0.2)
+    check(not worker_pids(server), f"the worker group of port {server.port} is gone")
+
+
+def generate_text(model, prompt_path, n, chat=False, penalty=None):
+    args = ["generate", "--model", str(model), "--prompt-file", str(prompt_path), "-n", str(n), "--temp", "0", "--json"]
+    if chat:
+        args.append("--chat")
+    if penalty:
+        args += ["--repeat-penalty", str(penalty)]
+    import json
+    return json.loads(run(args).stdout)["text"]
+
+
+def words(n, seed):
+    rng = random.Random(seed)
+    vocab = "the of and to in a is that for it as was with be by on not he I this are or his from at which".split()
+    return " ".join(rng.choice(vocab) for _ in range(n))
+
+
+# --- tests ---------------------------------------------------------------------------------
+
+def test_protocol(tiny):
+    state = WORK / "state-protocol"
+    srv = Server(state, tiny, np_=2)
+    try:
+        srv.wait_ready()
+        h = srv.health()
+        check(h.workers_ready and h.ranks == 2 and h.model == "longseq tiny fixture", f"health: {h}")
+        docs = [(f"doc{i}.txt", words(40 + 17 * i, i).encode()) for i in range(3)]
+        ids = srv.submit(docs, task=pb.GENERATE, max_tokens=12)
+        check(len(ids) == 3 and len(set(ids)) == 3, f"three job ids: {ids}")
+        events, st = srv.watch(ids[2])
+        kinds = [pb.Event.Kind.Name(e.kind) for e in events]
+        check(st.code == pb.OK and events[-1].kind == pb.Event.STATE and events[-1].state == pb.DONE,
+              f"watch ends with DONE then OK: {kinds} {st}")
+        streamed = "".join(e.text for e in events if e.kind == pb.Event.TEXT)
+        for i, (name, text) in enumerate(docs):
+            r = srv.result(ids[i])
+            p = WORK / name
+            p.write_bytes(text)
+            want = generate_text(tiny, p, 12)
+            check(r.state == pb.DONE and r.text == want, f"job {i}: {r.text!r} == one-process generate {want!r}")
+            check(r.name == name and r.ranks == 2 and r.attention == "full" and r.generated > 0 and r.attempts == 1,
+                  f"record of job {i}: {r}")
+            if i == 2:
+                check(streamed == want, f"watched text {streamed!r} is the result")
+        # summarize: the document and the request in the chat template
+        doc = words(60, 7)
+        [sid] = srv.submit([("s.txt", doc.encode())], task=pb.SUMMARIZE, max_tokens=10)
+        srv.watch(sid)
+        p = WORK / "summ-prompt.txt"
+        p.write_text(doc + "\n\n" + SUMMARIZE_ASK)
+        want = generate_text(tiny, p, 10, chat=True, penalty=1.1)
+        check(srv.result(sid).text == want, f"summary {srv.result(sid).text!r} == generate --chat {want!r}")
+        # perplexity: as `longseq perplexity`
+        long_doc = words(400, 9)
+        [pid] = srv.submit([("p.txt", long_doc.encode())], task=pb.PERPLEXITY, ctx=32)
+        srv.watch(pid)
+        p = WORK / "ppl.txt"
+        p.write_text(long_doc)
+        import json
+        want = json.loads(run(["perplexity", "--model", str(tiny), "--ctx", "32", "--json", str(p)]).stdout)["ppl"]
+        got = srv.result(pid).ppl
+        check(abs(got - want) <= 1e-6 * want, f"perplexity {got} == longseq perplexity {want}")
+        # list: newest first
+        replies, st = srv.rpc(pb.Request(list=pb.ListRequest(limit=10)))
+        listed = [j.id for j in replies[0].list.jobs]
+        check(listed[:5] == [pid, sid, ids[2], ids[1], ids[0]], f"list, newest first: {listed}")
+        # the C client commands against this server
+        cenv = dict(ENV, LONGSEQ_SERVER=f"127.0.0.1:{srv.port}", LONGSEQ_TOKEN=TOKEN)
+        f = WORK / "c-client.txt"
+        f.write_bytes(docs[0][1])
+        out = subprocess.run([str(BIN), "submit", "--task", "generate", "--max-tokens", "12", str(f)], env=cenv,
+                             capture_output=True, text=True)
+        cid = out.stdout.strip()
+        check(out.returncode == 0 and re.fullmatch(r"j[0-9a-f]{16}", cid), f"longseq submit: {out}")
+        w = subprocess.run([str(BIN), "watch", cid], env=cenv, capture_output=True, text=True)
+        check(w.returncode == 0 and "done" in w.stderr, f"longseq watch: {w.stderr}")
+        r = subprocess.run([str(BIN), "result", cid, "--json"], env=cenv, capture_output=True, text=True)
+        rec = json.loads(r.stdout)
+        check(rec["summary"] == srv.result(ids[0]).text and rec["status"] == "done" and rec["file"] == str(f)
+              and set(rec) >= {"id", "file", "tokens", "summary", "prefill_ms", "decode_ms", "ranks", "attention",
+                               "rope", "status", "error"}, f"longseq result --json: {rec}")
+        j = subprocess.run([str(BIN), "jobs"], env=cenv, capture_output=True, text=True)
+        check(j.returncode == 0 and cid in j.stdout, "longseq jobs lists the job")
+        c = subprocess.run([str(BIN), "cancel", cid], env=cenv, capture_output=True, text=True)
+        check(c.returncode == 1 and "FAILED_PRECONDITION" in c.stderr and "already done" in c.stderr,
+              f"cancelling a finished job: {c.stderr}")
+        bad = subprocess.run([str(BIN), "result", cid], env=dict(cenv, LONGSEQ_TOKEN="wrong"), capture_output=True,
+                             text=True)
+        check(bad.returncode == 1 and "UNAUTHENTICATED" in bad.stderr, f"a wrong token: {bad.stderr}")
+        check(srv.stop() == 0, "SIGTERM: exit 0")
+        wait_no_workers(srv)
+    finally:
+        if srv.p.poll() is None:
+            srv.kill_all()
+    print("protocol: submit/watch/result/list/health/cancel, texts equal one-process runs")
+
+
+def expect_status(s, code, what):
+    try:
+        r = recv_reply(s)
+    except (ConnectionError, OSError) as e:
+        fail(f"{what}: no status, the connection ended ({e})")
+    check(r.WhichOneof("body") == "status" and r.status.code == code,
+          f"{what}: {pb.Code.Name(code)} expected, got {r}")
+    return r.status.message
+
+
+def expect_closed(s, what):
+    s.settimeout(10)
+    try:
+        while s.recv(4096):
+            pass
+    except OSError:
+        pass
+
+
+def test_hostile(tiny):
+    state = WORK / "state-hostile"
+    srv = Server(state, tiny, np_=1, extra=["--max-docs", "4", "--idle-timeout", "3", "--max-frame", "1000000"])
+    try:
+        srv.wait_ready()
+        # a client watching a job on its own connection throughout
+        [long_id] = srv.submit([("long", words(200, 3).encode())], task=pb.GENERATE, max_tokens=3000)
+        watched = {}
+        wt = threading.Thread(target=lambda: watched.update(r=srv.watch(long_id)))
+        wt.start()
+        rng = random.Random(5)
+        for i in range(20):  # random bytes
+            with srv.connect() as s:
+                junk = bytes([rng.randrange(1, 256)]) + bytes(rng.randrange(256) for _ in range(rng.randrange(0, 200)))
+                s.sendall(junk)
+                msg = expect_status(s, pb.INVALID_ARGUMENT, "random bytes")
+                check("flags byte" in msg, f"the message names the flags byte: {msg}")
+                expect_closed(s, "random bytes")
+        with srv.connect() as s:  # truncated frame, then the client goes away
+            s.sendall(b"\x00\x00\x00\x01\x00abc")
+        with srv.connect() as s:  # oversize length
+            s.sendall(b"\x00\x7f\xff\xff\xff")
+            msg = expect_status(s, pb.RESOURCE_EXHAUSTED, "oversize frame")
+            check("2147483647" in msg and "1000000" in msg, f"the numbers are in the message: {msg}")
+        with srv.connect() as s:  # a message that does not parse
+            s.sendall(frame(b"\xff\xff\xff\xff"))
+            expect_status(s, pb.INVALID_ARGUMENT, "garbage message")
+        with srv.connect() as s:  # unknown method: a field the server does not know
+            body = pb.Request(token=TOKEN).SerializeToString() + b"\xfa\x06\x00"  # field 111, empty bytes
+            s.sendall(frame(body))
+            expect_status(s, pb.UNIMPLEMENTED, "unknown method")
+            _, st = call(s, pb.Request(health=pb.HealthRequest()))  # the connection still works
+            check(st.code == pb.OK, "a call after an unknown method on the same connection")
+        for token, what in ((None, "missing token"), ("", "empty token"), (TOKEN[:-1], "wrong token"),
+                            (TOKEN + "x", "longer token")):
+            with srv.connect() as s:
+                _, st = call(s, pb.Request(health=pb.HealthRequest()), token=token)
+                check(st.code == pb.UNAUTHENTICATED, f"{what}: {st}")
+        before = len(srv.rpc(pb.Request(list=pb.ListRequest(limit=1000)))[0][0].list.jobs)
+        bad_utf8 = [("ok", b"fine text"), ("bad", b"caf\xc3 \xff\xfe broken")]
+        _, st = srv.rpc(pb.Request(submit=pb.SubmitRequest(documents=[pb.Document(name=n, text=t) for n, t in bad_utf8],
+                                                           settings=pb.Settings(task=pb.GENERATE))))
+        check(st.code == pb.INVALID_ARGUMENT and "document 2" in st.message and "UTF-8" in st.message,
+              f"invalid UTF-8: {st}")
+        _, st = srv.rpc(pb.Request(submit=pb.SubmitRequest(documents=[pb.Document(name=str(i), text=b"x") for i in range(5)])))
+        check(st.code == pb.RESOURCE_EXHAUSTED and "limit is 4" in st.message, f"too many documents: {st}")
+        _, st = srv.rpc(pb.Request(submit=pb.SubmitRequest(documents=[pb.Document(name="huge", text=words(1500, 1).encode())],
+                                                           settings=pb.Settings(task=pb.GENERATE))))
+        check(st.code == pb.RESOURCE_EXHAUSTED and re.search(r"needs \d+ positions", st.message) and "is 4096" in st.message,
+              f"a document too long for the 4096-token context: {st}")
+        _, st = srv.rpc(pb.Request(submit=pb.SubmitRequest(documents=[pb.Document(name="x", text=b"abc")],
+                                                           settings=pb.Settings(attention="sparse"))))
+        check(st.code == pb.INVALID_ARGUMENT and "sparse" in st.message, f"unknown attention: {st}")
+        for bad, what in ((dict(attention="s2", group=1), "group"), (dict(attention="full", window=5), "window")):
+            _, st = srv.rpc(pb.Request(submit=pb.SubmitRequest(documents=[pb.Document(name="x", text=b"abc")],
+                                                               settings=pb.Settings(**bad))))
+            check(st.code == pb.INVALID_ARGUMENT and what in st.message, f"an invalid rule {bad}: {st}")
+        _, st = srv.rpc(pb.Request(result=pb.ResultRequest(job_id="jdoesnotexist")))
+        check(st.code == pb.NOT_FOUND, f"unknown job: {st}")
+        after = len(srv.rpc(pb.Request(list=pb.ListRequest(limit=1000)))[0][0].list.jobs)
+        check(after == before, f"no job was created by refused submits ({before} -> {after})")
+        with srv.connect() as s:  # idle: closed after --idle-timeout 3
+            t0 = time.time()
+            msg = expect_status(s, pb.DEADLINE_EXCEEDED, "idle connection")
+            check(2 <= time.time() - t0 < 15, f"closed after the idle timeout ({time.time() - t0:.1f} s)")
+        wt.join(300)
+        events, st = watched["r"]
+        check(st.code == pb.OK and events[-1].state == pb.DONE, "the watching client was served to the end")
+        check(srv.health().workers_ready, "still serving")
+        check(srv.stop() == 0, f"exit 0 (under the sanitizers: no leak)\n{srv.log.read_text()[-3000:]}")
+    finally:
+        if srv.p.poll() is None:
+            srv.kill_all()
+    print("hostile input: each refused with its code; other clients unaffected")
+
+
+def job_log(state):
+    db = sqlite3.connect(state / "jobs.db")
+    try:
+        return db.execute("SELECT job_id, state FROM job_log").fetchall(), db.execute("PRAGMA integrity_check").fetchone()[0]
+    finally:
+        db.close()
+
+
+def test_durability(tiny):
+    state = WORK / "state-durable"
+    srv = Server(state, tiny, np_=1)
+    srv.wait_ready()
+    docs = [(f"d{i}", words(30 + i, 100 + i).encode()) for i in range(50)]
+    ids = []
+    for i in range(0, 50, 10):  # five calls of ten
+        ids += srv.submit(docs[i:i + 10], task=pb.GENERATE, max_tokens=40)
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        jobs = srv.rpc(pb.Request(list=pb.ListRequest(limit=100)))[0][0].list.jobs
+        finished = [j.id for j in jobs if j.state == pb.DONE]
+        if len(finished) >= 8:
+            break
+        time.sleep(0.05)
+    early = {i: srv.result(i).text for i in finished}
+    srv.kill_all()  # kill -9: the coordinator and its group
+    wait_no_workers(srv)
+    rows, integrity = job_log(state)
+    check(integrity == "ok", f"integrity after kill -9: {integrity}")
+    srv = Server(state, tiny, np_=1)
+    try:
+        for i in ids:
+            events, st = srv.watch(i)
+            check(st.code == pb.OK and events[-1].state == pb.DONE, f"job {i} done after the restart")
+        rows, integrity = job_log(state)
+        check(integrity == "ok", f"integrity: {integrity}")
+        dones = {}
+        for job, st in rows:
+            if st == pb.DONE:
+                dones[job] = dones.get(job, 0) + 1
+        check(sorted(dones) == sorted(ids) and set(dones.values()) == {1}, "each of the 50 jobs done exactly once")
+        jobs = srv.rpc(pb.Request(list=pb.ListRequest(limit=1000)))[0][0].list.jobs
+        check(len(jobs) == 50, f"50 jobs, none lost or added ({len(jobs)})")
+        for i, text in early.items():
+            check(srv.result(i).text == text, f"job {i}'s result kept")
+        for i, (name, text) in list(enumerate(docs))[::10]:
+            p = WORK / f"dur{i}.txt"
+            p.write_bytes(text)
+            check(srv.result(ids[i]).text == generate_text(tiny, p, 40), f"job {i}'s text is right")
+        # SIGTERM during a job: exit 0, the job is queued again and finishes after a restart
+        [tid] = srv.submit([("term", words(200, 8).encode())], task=pb.GENERATE, max_tokens=200)
+        seen = threading.Event()
+        th = threading.Thread(target=lambda: srv.watch(tid, lambda e: e.kind == pb.Event.TEXT and seen.set()))
+        th.start()
+        check(seen.wait(120), "the job started")
+        check(srv.stop() == 0, "SIGTERM: exit 0")
+        th.join(30)
+        wait_no_workers(srv)
+    finally:
+        if srv.p.poll() is None:
+            srv.kill_all()
+    db = sqlite3.connect(state / "jobs.db")
+    st = db.execute("SELECT state FROM jobs WHERE id = ?", (tid,)).fetchone()[0]
+    db.close()
+    check(st == pb.QUEUED, f"after SIGTERM the running job is queued ({st})")
+    srv = Server(state, tiny, np_=1)
+    try:
+        events, _ = srv.watch(tid)
+        check(events[-1].state == pb.DONE, "and done after the restart")
+        srv.stop()
+    finally:
+        if srv.p.poll() is None:
+            srv.kill_all()
+    print(f"durability: 50 jobs, kill -9 after {len(early)} were done: all done exactly once; SIGTERM requeues")
+
+
+def test_schema(tiny):
+    # a store written by schema 1 (jobs only) is migrated, its job kept and run
+    state = WORK / "state-v1"
+    state.mkdir()
+    db = sqlite3.connect(state / "jobs.db")
+    db.executescript("""
+      CREATE TABLE jobs (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, name TEXT NOT NULL,
+        state INTEGER NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, created_ms INTEGER NOT NULL,
+        finished_ms INTEGER NOT NULL DEFAULT 0, settings BLOB NOT NULL, tokens BLOB NOT NULL,
+        n_tokens INTEGER NOT NULL, result BLOB, error TEXT NOT NULL DEFAULT '');
+      CREATE INDEX jobs_by_state ON jobs(state, seq);
+      PRAGMA user_version = 1;""")
+    ids = [int(t) for t in run(["tokenize", "--model", str(tiny), "-"], input=b"hello old store").stdout.split()]
+    db.execute("INSERT INTO jobs(id, name, state, created_ms, settings, tokens, n_tokens) VALUES (?,?,?,?,?,?,?)",
+               ("j00000000000000aa", "old", 0, 1, pb.Settings(task=pb.GENERATE, max_tokens=5).SerializeToString(),
+                struct.pack(f"<{len(ids)}i", *ids), len(ids)))
+    db.commit()
+    db.close()
+    srv = Server(state, tiny)
+    try:
+        events, _ = srv.watch("j00000000000000aa")
+        check(events[-1].state == pb.DONE, "the schema-1 job ran")
+        srv.stop()
+    finally:
+        if srv.p.poll() is None:
+            srv.kill_all()
+    db = sqlite3.connect(state / "jobs.db")
+    v = db.execute("PRAGMA user_version").fetchone()[0]
+    n = db.execute("SELECT count(*) FROM job_log").fetchone()[0]
+    db.execute("PRAGMA user_version = 99")
+    db.commit()
+    db.close()
+    check(v == 2 and n >= 3, f"migrated to version 2 with a job log ({v}, {n} rows)")
+    p = subprocess.run([str(BIN), "serve", "--listen", "127.0.0.1:0", "--state", str(state), "--token-file",
+                        str(TOKEN_FILE), "--model", str(tiny)], capture_output=True, text=True, timeout=60, env=ENV)
+    check(p.returncode == 1 and "schema version 99" in p.stderr, f"a newer store is refused: {p.stderr}")
+    print("schema: version 1 migrated to 2; version 99 refused")
+
+
+def test_load(tiny):
+    state = WORK / "state-load"
+    srv = Server(state, tiny, np_=1, extra=["--quiet"])
+    try:
+        srv.wait_ready()
+
+        def fds():
+            return len(os.listdir(f"/proc/{srv.p.pid}/fd"))
+
+        def rss():
+            for line in open(f"/proc/{srv.p.pid}/status"):
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+
+        time.sleep(0.5)  # the readiness checks' connections closed
+        base_fds = fds()
+        results, rss_after = [], []
+        for rnd in range(2):
+            errors = []
+
+            def client(i):
+                try:
+                    with srv.connect() as s:
+                        replies, st = call(s, pb.Request(submit=pb.SubmitRequest(
+                            documents=[pb.Document(name=f"c{i}", text=words(8, 1000 * rnd + i).encode())],
+                            settings=pb.Settings(task=pb.GENERATE, max_tokens=2))))
+                        if st.code != pb.OK:
+                            errors.append(st.message)
+                            return
+                        jid = replies[0].submit.job_ids[0]
+                        s.sendall(frame(pb.Request(token=TOKEN, watch=pb.WatchRequest(job_id=jid)).SerializeToString()))
+                        last = None
+                        while True:
+                            r = recv_reply(s)
+                            if r.WhichOneof("body") == "status":
+                                break
+                            last = r.event
+                        results.append(last.state == pb.DONE)
+                except Exception as e:  # noqa: BLE001 - reported below
+                    errors.append(repr(e))
+
+            threads = [threading.Thread(target=client, args=(i,)) for i in range(200)]
+            t0 = time.time()
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(600)
+            check(not errors, f"round {rnd}: every client answered ({errors[:3]})")
+            time.sleep(0.5)
+            rss_after.append(rss())
+            print(f"  round {rnd}: 200 clients in {time.time() - t0:.1f} s, {fds()} fds, RSS {rss_after[-1]} kB")
+        check(len(results) == 400 and all(results), f"400 jobs done ({sum(results)})")
+        check(fds() == base_fds, f"descriptors back to {base_fds} ({fds()})")
+        if "ASAN_OPTIONS" in os.environ:  # ASan's quarantine holds freed memory: LeakSanitizer checks at exit
+            print("  (sanitizer build: leaks are checked by LeakSanitizer when the server exits)")
+        else:
+            check(rss_after[1] - rss_after[0] < 4096, f"resident memory steady between rounds ({rss_after})")
+        check(srv.stop() == 0, f"exit 0 (under the sanitizers: no leak)\n{srv.log.read_text()[-3000:]}")
+    finally:
+        if srv.p.poll() is None:
+            srv.kill_all()
+    print("load: 2 x 200 concurrent clients, all done, no descriptor or memory growth")
+
+
+def kjv_text(tokens):
+    """A KJV passage of about `tokens` tokens of the default model."""
+    text = need_file(KJV, "the KJV text").read_text()
+    return text[200000:200000 + int(tokens * 4.3)]
+
+
+def test_worker_failure():
+    state = WORK / "state-fail"
+    doc = kjv_text(3000).encode()
+    srv = Server(state, MODEL, np_=2, extra=["--attempts", "2"])
+    try:
+        srv.wait_ready()
+        # a rank killed mid-prefill: retried, then done
+        [jid] = srv.submit([("kjv", doc)], task=pb.GENERATE, max_tokens=8)
+        killed = []
+
+        def on_event(e):
+            if e.kind == pb.Event.PREFILL and 0.1 < e.fraction < 0.9 and not killed:
+                pids = worker_pids(srv)
+                os.kill(pids[-1], signal.SIGKILL)
+                killed.append(pids[-1])
+        events, st = srv.watch(jid, on_event)
+        r = srv.result(jid)
+        check(killed and r.state == pb.DONE and r.attempts == 2 and r.generated > 0,
+              f"killed rank {killed}: the job was retried and completed: {r.state} attempts {r.attempts}")
+        states = [(pb.JobState.Name(e.state), e.attempt) for e in events if e.kind == pb.Event.STATE]
+        check(("QUEUED", 1) in states and ("RUNNING", 2) in states, f"the watcher saw the retry: {states}")
+        # a job whose group dies on every attempt fails after --attempts 2 with the reason
+        [jid] = srv.submit([("doomed", doc)], task=pb.GENERATE, max_tokens=8)
+        kills = []
+
+        def on_event2(e):
+            if e.kind == pb.Event.PREFILL and 0.1 < e.fraction < 0.9:
+                pids = worker_pids(srv)
+                if pids and pids[0] not in kills:
+                    os.kill(pids[0], signal.SIGKILL)
+                    kills.append(pids[0])
+        events, st = srv.watch(jid, on_event2)
+        r = srv.result(jid)
+        check(r.state == pb.FAILED and len(kills) == 2 and "each of 2 attempts" in r.error,
+              f"failed after 2 attempts with the reason: {r.error!r} ({len(kills)} kills)")
+        print(f"  failure message: {r.error}")
+        srv.wait_ready()
+        check(srv.stop() == 0, "exit 0")
+        wait_no_workers(srv)
+    finally:
+        if srv.p.poll() is None:
+            srv.kill_all()
+    print("worker failure: a killed rank's job retried and done; always-killed job failed after 2 attempts")
+
+
+def test_cancel():
+    state = WORK / "state-cancel"
+    srv = Server(state, MODEL, np_=2)
+    try:
+        srv.wait_ready()
+        doc = kjv_text(3000).encode()
+        a, b = srv.submit([("a", doc), ("b", doc)], task=pb.GENERATE, max_tokens=400)
+        # b is queued: cancelled at once
+        _, st = srv.rpc(pb.Request(cancel=pb.CancelRequest(job_id=b)))
+        check(st.code == pb.OK and srv.result(b).state == pb.CANCELLED, f"queued job cancelled: {st}")
+        t = {}
+
+        def on_event(e):  # a in prefill: cancel
+            if e.kind == pb.Event.PREFILL and e.fraction > 0.1 and "t" not in t:
+                t["t"] = time.time()
+                threading.Thread(target=lambda: srv.rpc(pb.Request(cancel=pb.CancelRequest(job_id=a)))).start()
+        events, st = srv.watch(a, on_event)
+        dt = time.time() - t["t"]
+        check(events[-1].state == pb.CANCELLED and dt < 15, f"cancelled in prefill after {dt:.1f} s")
+        [c] = srv.submit([("c", kjv_text(300).encode())], task=pb.GENERATE, max_tokens=2000)
+        t.clear()
+
+        def on_text(e):  # c in decode: cancel
+            if e.kind == pb.Event.TEXT and "t" not in t:
+                t["t"] = time.time()
+                threading.Thread(target=lambda: srv.rpc(pb.Request(cancel=pb.CancelRequest(job_id=c)))).start()
+        events, st = srv.watch(c, on_text)
+        dt = time.time() - t["t"]
+        r = srv.result(c)
+        check(r.state == pb.CANCELLED and dt < 15, f"cancelled in decode after {dt:.1f} s")
+        # the group is still there and serves the next job
+        [d] = srv.submit([("d", b"In the beginning")], task=pb.GENERATE, max_tokens=4)
+        events, _ = srv.watch(d)
+        check(events[-1].state == pb.DONE and "group starting" not in srv.log.read_text().split("cancelled")[-1],
+              "the next job runs on the same group")
+        srv.stop()
+    finally:
+        if srv.p.poll() is None:
+            srv.kill_all()
+    print("cancel: queued at once, running in prefill and in decode within seconds")
+
+
+def test_summarize_cli():
+    doc = WORK / "ruth.txt"
+    doc.write_text(kjv_text(600))
+    out = WORK / "results.jsonl"
+    p = subprocess.run([str(BIN), "summarize", "--np", "2", "--max-tokens", "24", "--out", str(out), str(doc)],
+                       capture_output=True, text=True, timeout=600, env=ENV)
+    check(p.returncode == 0, f"longseq summarize: {p.stderr}")
+    import json
+    rec = json.loads(out.read_text().splitlines()[0])
+    prompt = WORK / "ruth-prompt.txt"
+    prompt.write_text(doc.read_text() + "\n\n" + SUMMARIZE_ASK)
+    want = generate_text(MODEL, prompt, 24, chat=True, penalty=1.1)
+    check(rec["summary"] == want and rec["summary"] in p.stdout, f"summary {rec['summary']!r} == {want!r}")
+    check(rec["status"] == "done" and rec["ranks"] == 2 and rec["file"] == str(doc) and rec["tokens"] > 500,
+          f"record: {rec}")
+    print(f"summarize --np 2: {rec['tokens']} tokens, summary as one-process generate --chat")
+
+
+def main():
+    quick = "--quick" in sys.argv
+    tiny = WORK / "tiny.gguf"
+    write_tiny_llama(str(tiny), embd=64, heads=4, kv_heads=2, ff=128, ctx=4096, chat_template=CHATML)
+    test_protocol(tiny)
+    test_hostile(tiny)
+    test_schema(tiny)
+    test_durability(tiny)
+    test_load(tiny)
+    if not quick:
+        need_file(MODEL, "the default model")
+        test_summarize_cli()
+        test_cancel()
+        test_worker_failure()
+    done("test_service")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,87 @@
+// test_store.c — the SQLite job store: FIFO order, all-or-nothing submits, state changes and
+// results that survive closing and reopening, running jobs queued again after a restart, the
+// state log, and a store from a newer schema refused.
+#include "ls_store.h"
+#include "ls_test.h"
+
+#include <sqlite3.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+static ls_job make(const char *name, int32_t n) {
+    ls_job j = {0};
+    ls_store_new_id(j.id);
+    j.name = ls_strndup(name, strlen(name));
+    j.settings = ls_malloc(3);
+    memcpy(j.settings, "\x08\x01\x10", 3);
+    j.settings_len = 3;
+    j.n_tokens = n;
+    j.tokens = ls_malloc((size_t)n * sizeof(int32_t));
+    for (int32_t i = 0; i < n; i++) j.tokens[i] = 7 * i + 1;
+    return j;
+}
+
+static void on_job(void *ctx, const ls_job *j) {
+    ls_buf *names = ctx;
+    ls_buf_printf(names, "%s:%s ", j->name, ls_job_state_name(j->state));
+}
+
+int main(void) {
+    char dir[] = "/tmp/ls-store-XXXXXX";
+    TEST_COND(mkdtemp(dir) != NULL, "temp dir");
+    ls_store_t *s;
+    TEST_COND(ls_store_open(dir, &s) == LS_OK, "open: %s", ls_err_msg());
+    ls_job jobs[3] = {make("a", 5), make("b", 1), make("c", 300)};
+    TEST_COND(strlen(jobs[0].id) == 17 && strcmp(jobs[0].id, jobs[1].id), "ids %s %s", jobs[0].id, jobs[1].id);
+    TEST_COND(ls_store_add(s, jobs, 3) == LS_OK, "add");
+    ls_job dup = make("dup", 2);
+    snprintf(dup.id, sizeof dup.id, "%s", jobs[0].id); // a repeated id: the whole call is refused
+    ls_job two[2] = {make("d", 2), dup};
+    TEST_COND(ls_store_add(s, two, 2) != LS_OK, "a failing add");
+    ls_err_clear();
+    int64_t n = 0;
+    TEST_COND(ls_store_count(s, LS_JOB_QUEUED, &n) == LS_OK && n == 3, "all or nothing: %lld queued", (long long)n);
+    ls_job j;
+    bool found;
+    TEST_COND(ls_store_next_queued(s, &j, &found) == LS_OK && found && !strcmp(j.name, "a") && j.n_tokens == 5 &&
+                  j.tokens[4] == 29 && j.settings_len == 3, "FIFO: the first job with its tokens");
+    ls_job_free(&j);
+    TEST_COND(ls_store_set_state(s, jobs[0].id, LS_JOB_RUNNING, 1, "") == LS_OK, "running");
+    TEST_COND(ls_store_next_queued(s, &j, &found) == LS_OK && found && !strcmp(j.name, "b"), "next is b");
+    ls_job_free(&j);
+    TEST_COND(ls_store_ahead(s, jobs[2].seq, &n) == LS_OK && n == 1, "one queued ahead of c (%lld)", (long long)n);
+    TEST_COND(ls_store_finish(s, jobs[1].id, LS_JOB_DONE, (const uint8_t *)"RESULT", 6, "") == LS_OK, "b done");
+    ls_store_close(s);
+
+    TEST_COND(ls_store_open(dir, &s) == LS_OK, "reopen");
+    TEST_COND(ls_store_requeue_running(s, &n) == LS_OK && n == 1, "one running job queued again (%lld)", (long long)n);
+    TEST_COND(ls_store_get(s, jobs[1].id, &j) == LS_OK && j.state == LS_JOB_DONE && j.result_len == 6 &&
+                  !memcmp(j.result, "RESULT", 6) && j.finished_ms >= j.created_ms, "b's result kept");
+    ls_job_free(&j);
+    TEST_COND(ls_store_get(s, jobs[0].id, &j) == LS_OK && j.state == LS_JOB_QUEUED && j.attempts == 1, "a queued, 1 attempt");
+    ls_job_free(&j);
+    TEST_ERR(ls_store_get(s, "jnope", &j), LS_ERR_NOT_FOUND, "no job jnope");
+    ls_buf names = {0};
+    TEST_COND(ls_store_list(s, 2, on_job, &names) == LS_OK && !strcmp(names.data, "c:queued b:done "), "list: %s", names.data);
+    ls_buf_free(&names);
+    ls_store_close(s);
+
+    char path[128];
+    snprintf(path, sizeof path, "%s/jobs.db", dir);
+    sqlite3 *db;
+    sqlite3_open(path, &db);
+    sqlite3_stmt *st;
+    sqlite3_prepare_v2(db, "SELECT count(*) FROM job_log", -1, &st, NULL);
+    sqlite3_step(st);
+    TEST_COND(sqlite3_column_int(st, 0) == 6, "six state changes logged (%d)", sqlite3_column_int(st, 0));
+    sqlite3_finalize(st);
+    sqlite3_exec(db, "PRAGMA user_version = 7", NULL, NULL, NULL);
+    sqlite3_close(db);
+    TEST_ERR(ls_store_open(dir, &s), LS_ERR_UNSUPPORTED, "schema version 7");
+    for (int i = 0; i < 3; i++) ls_job_free(&jobs[i]);
+    ls_job_free(&two[0]), ls_job_free(&two[1]);
+    char cmd[160];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    TEST_COND(system(cmd) == 0, "cleanup");
+    return TEST_REPORT("test_store");
+}
