@@ -173,9 +173,6 @@ ls_status ls_prep_document(const ls_prep *p, const Longseq__Settings *s, const u
     if (s->task == LONGSEQ__TASK__PERPLEXITY && n < 2 * ls_settings_ppl_ctx(s))
         return LS_ERR(LS_ERR_INVALID, "perplexity with a context of %lld needs at least %lld tokens; the text has %lld",
                       (long long)ls_settings_ppl_ctx(s), (long long)(2 * ls_settings_ppl_ctx(s)), (long long)n);
-    if (n + gen > max_job_tokens)
-        return LS_ERR(LS_ERR_RANGE, "the job needs %lld tokens (%lld in the prompt + %lld to generate); this server takes at most %lld per job",
-                      (long long)(n + gen), (long long)n, (long long)gen, (long long)max_job_tokens);
     int64_t limit;
     ls_rope_config rope;
     LS_CHECK(ls_prep_context(p, s, &limit, &rope));
@@ -183,12 +180,15 @@ ls_status ls_prep_document(const ls_prep *p, const Longseq__Settings *s, const u
     if (limit >= 0 && need > limit) {
         char r[128];
         ls_rope_describe(&rope, r, sizeof r);
-        return LS_ERR(LS_ERR_RANGE,
+        return LS_ERR(LS_ERR_INVALID,
                       "the sequence needs %lld positions (%lld prompt + %lld to generate) but the model's context with RoPE %s "
                       "is %lld (trained %lld): shorten the text, extend RoPE (e.g. rope_scaling yarn, rope_scale %.3g), or use "
                       "attention sink/window",
                       (long long)need, (long long)n, (long long)gen, r, (long long)limit, (long long)p->cfg.n_ctx_train,
                       ceil((double)need / (double)p->cfg.n_ctx_train * 10) / 10);
     }
+    if (n + gen > max_job_tokens)
+        return LS_ERR(LS_ERR_RANGE, "the job needs %lld tokens (%lld in the prompt + %lld to generate); this server takes at most %lld per job",
+                      (long long)(n + gen), (long long)n, (long long)gen, (long long)max_job_tokens);
     return LS_OK;
 }

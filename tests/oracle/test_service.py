@@ -318,7 +318,8 @@ def expect_closed(s, what):
 
 def test_hostile(tiny):
     state = WORK / "state-hostile"
-    srv = Server(state, tiny, np_=1, extra=["--max-docs", "4", "--idle-timeout", "3", "--max-frame", "1000000"])
+    srv = Server(state, tiny, np_=1, extra=["--max-docs", "4", "--idle-timeout", "3", "--max-frame", "1000000",
+                                            "--max-conns", "12", "--max-job-tokens", "3800"])
     try:
         srv.wait_ready()
         # a client watching a job on its own connection throughout
@@ -364,7 +365,7 @@ def test_hostile(tiny):
         check(st.code == pb.RESOURCE_EXHAUSTED and "limit is 4" in st.message, f"too many documents: {st}")
         _, st = srv.rpc(pb.Request(submit=pb.SubmitRequest(documents=[pb.Document(name="huge", text=words(1500, 1).encode())],
                                                            settings=pb.Settings(task=pb.GENERATE))))
-        check(st.code == pb.RESOURCE_EXHAUSTED and re.search(r"needs \d+ positions", st.message) and "is 4096" in st.message,
+        check(st.code == pb.INVALID_ARGUMENT and re.search(r"needs \d+ positions", st.message) and "is 4096" in st.message,
               f"a document too long for the 4096-token context: {st}")
         _, st = srv.rpc(pb.Request(submit=pb.SubmitRequest(documents=[pb.Document(name="x", text=b"abc")],
                                                            settings=pb.Settings(attention="sparse"))))
@@ -373,6 +374,24 @@ def test_hostile(tiny):
             _, st = srv.rpc(pb.Request(submit=pb.SubmitRequest(documents=[pb.Document(name="x", text=b"abc")],
                                                                settings=pb.Settings(**bad))))
             check(st.code == pb.INVALID_ARGUMENT and what in st.message, f"an invalid rule {bad}: {st}")
+        _, st = srv.rpc(pb.Request(submit=pb.SubmitRequest(documents=[pb.Document(name="big", text=words(300, 2).encode())],
+                                                           settings=pb.Settings(task=pb.GENERATE, max_tokens=3000))))
+        check(st.code == pb.RESOURCE_EXHAUSTED and "at most 3800 per job" in st.message, f"--max-job-tokens: {st}")
+        socks, refused = [], None
+        for i in range(14):  # beyond --max-conns 12 (the worker leader and the watcher hold two): refused
+            s = srv.connect()
+            socks.append(s)
+            s.settimeout(0.1)  # (all within the 3 s idle timeout)
+            try:
+                r = recv_reply(s)
+                refused = (i, r.status)
+                break
+            except (socket.timeout, TimeoutError):
+                pass
+        check(refused and refused[1].code == pb.RESOURCE_EXHAUSTED and "limit is 12" in refused[1].message
+              and refused[0] == 10, f"--max-conns 12: {refused}")
+        for s in socks:
+            s.close()
         _, st = srv.rpc(pb.Request(result=pb.ResultRequest(job_id="jdoesnotexist")))
         check(st.code == pb.NOT_FOUND, f"unknown job: {st}")
         after = len(srv.rpc(pb.Request(list=pb.ListRequest(limit=1000)))[0][0].list.jobs)
@@ -465,6 +484,32 @@ def test_durability(tiny):
         if srv.p.poll() is None:
             srv.kill_all()
     print(f"durability: 50 jobs, kill -9 after {len(early)} were done: all done exactly once; SIGTERM requeues")
+
+
+def test_external(tiny):
+    """serve --workers external: a group started by hand (as an sbatch script would) connects."""
+    state = WORK / "state-external"
+    srv = Server(state, tiny, np_=2, extra=["--workers", "external"])
+    group = None
+    try:
+        check(not srv.health().workers_ready and not worker_pids(srv), "no group launched")
+        [jid] = srv.submit([("e", words(30, 4).encode())], task=pb.GENERATE, max_tokens=6)
+        group = subprocess.Popen(["mpirun", "-np", "2", str(BIN), "worker", "--connect", f"127.0.0.1:{srv.port}",
+                                  "--model", str(tiny)], env=dict(ENV, LONGSEQ_TOKEN=TOKEN),
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        events, _ = srv.watch(jid)
+        check(events[-1].state == pb.DONE and srv.result(jid).ranks == 2, "the external group ran the job")
+        check(srv.stop() == 0, "exit 0")
+        check(group.wait(60) == 0, "the group ends when the coordinator goes away")
+    finally:
+        if srv.p.poll() is None:
+            srv.kill_all()
+        if group and group.poll() is None:
+            group.kill()
+    bad = subprocess.run(["mpirun", "-np", "1", str(BIN), "worker", "--connect", "127.0.0.1:1", "--model", str(tiny)],
+                         env=dict(ENV, LONGSEQ_TOKEN=TOKEN), capture_output=True, text=True, timeout=120)
+    check(bad.returncode != 0 and "cannot connect to 127.0.0.1:1" in bad.stderr, f"no coordinator: {bad.stderr[-500:]}")
+    print("external workers: a group started by hand serves the queue")
 
 
 def test_schema(tiny):
@@ -687,6 +732,7 @@ def main():
     write_tiny_llama(str(tiny), embd=64, heads=4, kv_heads=2, ff=128, ctx=4096, chat_template=CHATML)
     test_protocol(tiny)
     test_hostile(tiny)
+    test_external(tiny)
     test_schema(tiny)
     test_durability(tiny)
     test_load(tiny)
