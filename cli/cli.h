@@ -104,6 +104,9 @@ ls_status cli_attn_rule(const cli_attn_args *a, int64_t seq_len, ls_attn_rule *o
 cli_engine_args cli_engine_args_default(void);
 // Handles one getopt result c >= CLI_ENGINE_OPT; returns 0, or prints why and returns 2.
 int cli_engine_option(const char *cmd, int c, const char *arg, cli_engine_args *a);
+// Appends "--NAME" (and arg, when given) of option c to args[*n..] (allocated: ls_free each),
+// to hand the same engine options to a worker group.
+void cli_engine_option_keep(const struct option *opts, int c, const char *arg, char **args, int *n);
 // Loads the engine and prints, once, each setting that overrides the model file.
 ls_status cli_engine_load(const cli_engine_args *a, ls_engine_t **e);
 // Parses a number; false (and a usage message) when arg is not one.

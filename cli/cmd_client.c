@@ -537,12 +537,7 @@ int cmd_summarize(int argc, char **argv) {
         if (c >= JOB_OPT) status = job_option("summarize", c, optarg, &s);
         else if (c >= CLI_ENGINE_OPT) {
             status = cli_engine_option("summarize", c, optarg, &eng);
-            const struct option *opt = opts;
-            while (opt->val != c) opt++;
-            ls_buf dashed = {0};
-            ls_buf_printf(&dashed, "--%s", opt->name);
-            wargs[nw++] = dashed.data;
-            if (optarg) wargs[nw++] = ls_strndup(optarg, strlen(optarg));
+            cli_engine_option_keep(opts, c, optarg, wargs, &nw);
         } else if (c == 'N') status = cli_parse_int("summarize", "--np", optarg, 1, 4096, &v) ? (p.o.np = (int)v, 0) : 2;
         else if (c == 'L') p.o.launcher = optarg;
         else if (c == 'o') out_path = optarg;

@@ -68,12 +68,7 @@ int cmd_serve(int argc, char **argv) {
     while (status == 0 && (c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         if (c >= CLI_ENGINE_OPT) { // the workers get it as it was given
             status = cli_engine_option("serve", c, optarg, &eng);
-            const struct option *opt = opts;
-            while (opt->val != c) opt++;
-            ls_buf dashed = {0};
-            ls_buf_printf(&dashed, "--%s", opt->name);
-            wargs[nw++] = dashed.data;
-            if (optarg) wargs[nw++] = ls_strndup(optarg, strlen(optarg));
+            cli_engine_option_keep(opts, c, optarg, wargs, &nw);
             continue;
         }
         switch (c) {

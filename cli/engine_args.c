@@ -73,6 +73,16 @@ int cli_engine_option(const char *cmd, int c, const char *arg, cli_engine_args *
     }
 }
 
+void cli_engine_option_keep(const struct option *opts, int c, const char *arg, char **args, int *n) {
+    const struct option *opt = opts;
+    while (opt->name && opt->val != c) opt++;
+    if (!opt->name) return;
+    ls_buf dashed = {0};
+    ls_buf_printf(&dashed, "--%s", opt->name);
+    args[(*n)++] = dashed.data;
+    if (arg) args[(*n)++] = ls_strndup(arg, strlen(arg));
+}
+
 ls_status cli_engine_load(const cli_engine_args *a, ls_engine_t **e) {
     const char *path = a->model ? a->model : ls_default_model_path();
     LS_CHECK(ls_engine_load(path, &a->opts, e));
