@@ -239,6 +239,15 @@ static void conn_close(conn *c) {
     c->out.len = 0;
 }
 
+static void fail_queued(server *s);
+
+// A start that failed: try again later (1, 2, 4 ... 32 s), or give up on the queue.
+static void start_failed(server *s) {
+    s->launch_failures++;
+    s->relaunch_at = ls_time_ms() + 1000.0 * (1 << (s->launch_failures < 5 ? s->launch_failures : 5));
+    if (s->o->max_launch_failures > 0 && s->launch_failures >= s->o->max_launch_failures) fail_queued(s);
+}
+
 // Starts the launcher: LAUNCHER -np N <longseq> worker --connect ADDR --token-file - ... in a
 // process group of its own (so the whole group can be stopped at once).
 static void launch(server *s) {
@@ -281,9 +290,8 @@ static void launch(server *s) {
     if (e) {
         s->gpid = 0;
         snprintf(s->g_error, sizeof s->g_error, "cannot start the launcher \"%s\": %s", s->o->launcher, strerror(e));
-        s->launch_failures++;
-        s->relaunch_at = ls_time_ms() + 1000.0 * (1 << (s->launch_failures < 5 ? s->launch_failures : 5));
         say(s, "%s", s->g_error);
+        start_failed(s);
         return;
     }
     s->g = G_STARTING;
@@ -331,11 +339,7 @@ static void group_down(server *s, const char *why) {
     if (s->leader) conn_close(s->leader), s->leader = NULL;
     s->g = G_DOWN;
     if (was_ready) s->launch_failures = 0, s->relaunch_at = ls_time_ms();
-    else {
-        s->launch_failures++;
-        s->relaunch_at = ls_time_ms() + 1000.0 * (1 << (s->launch_failures < 5 ? s->launch_failures : 5));
-        if (s->o->max_launch_failures > 0 && s->launch_failures >= s->o->max_launch_failures) fail_queued(s);
-    }
+    else start_failed(s);
 }
 
 static void reap(server *s) {

@@ -49,5 +49,16 @@ expect 2 "--chunks and --score apply to chunks, not to --stream" -- perplexity -
 expect 2 '--np expects an integer from 1 to 4096, not "0"' -- generate --prompt x --np 0
 expect 2 "--launcher is empty" -- generate --prompt x --np 2 --launcher ""
 expect 1 'cannot start the launcher "/nonexistent/mpirun"' -- perplexity --np 2 --launcher /nonexistent/mpirun "$kjv"
+# the service's commands
+expect 2 "give at least one FILE" -- submit
+expect 2 "give exactly one job id" -- watch
+expect 2 "--task is summarize, generate or perplexity" -- submit --task translate "$work/text.txt"
+expect 1 "cannot connect to 127.0.0.1:1" -- jobs --server 127.0.0.1:1 --token-file "$work/text.txt"
+expect 1 "the token file" -- result j1 --token-file /nonexistent/token
+expect 1 'address "nocolon" is not HOST:PORT' -- jobs --server nocolon --token-file "$work/text.txt"
+expect 2 '--workers is launch or external, not "maybe"' -- serve --workers maybe
+expect 1 "cannot listen on 192.0.2.1:7070" -- serve --listen 192.0.2.1:7070 --state "$work/state" --token-file "$work/text.txt"
+expect 1 "cannot read /nonexistent.txt" -- summarize /nonexistent.txt
+expect 1 "the worker group could not be started" -- summarize --launcher /nonexistent/mpirun "$work/text.txt"
 echo "cli errors: $((n - fails)) of $n cases behaved"
 [ $fails = 0 ]

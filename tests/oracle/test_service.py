@@ -25,6 +25,7 @@ generated from proto/longseq.proto (grpc_tools' protoc), not with longseq's own 
 
 `test_service.py --quick` skips the default-model parts (worker failure, cancel, summarize).
 """
+import atexit
 import os
 import random
 import re
@@ -94,6 +95,18 @@ def call(s, req, token=TOKEN):
         out.append(r)
 
 
+STARTED = []  # every server's process group, killed at exit whatever happened
+
+
+@atexit.register
+def _kill_leftovers():
+    for pgid in STARTED:
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
 class Server:
     def __init__(self, state, model, np_=1, extra=(), log=None):
         self.state, self.model = state, model
@@ -102,6 +115,7 @@ class Server:
                 "--np", str(np_), "--model", str(model), *map(str, extra)]
         self.f = open(self.log, "w")
         self.p = subprocess.Popen(args, stderr=self.f, stdout=self.f, env=ENV, start_new_session=True)
+        STARTED.append(self.p.pid)
         self.port = None
         deadline = time.time() + 60
         while time.time() < deadline and self.port is None:
