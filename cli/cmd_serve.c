@@ -13,6 +13,8 @@ static void help(void) {
            "Runs the job service: accepts jobs over the framed protobuf protocol (docs/protocol.md),\n"
            "keeps them in a SQLite store, and runs them one at a time on a worker group.\n"
            "  --listen HOST:PORT   address (default 127.0.0.1:7070; port 0 picks one)\n"
+           "  --advertise HOST     where the launched workers reach it (default 127.0.0.1; on\n"
+           "                       several nodes: this node's name, with --listen 0.0.0.0:PORT)\n"
            "  --state DIR          job store directory (default $LONGSEQ_HOME/state)\n"
            "  --token-file F       bearer token (default $LONGSEQ_TOKEN, else $LONGSEQ_HOME/token,\n"
            "                       created with a random token when missing)\n"
@@ -56,7 +58,8 @@ int cmd_serve(int argc, char **argv) {
         {"start-timeout", required_argument, 0, 'S'}, {"max-frame", required_argument, 0, 'F'},
         {"max-docs", required_argument, 0, 'D'}, {"max-job-tokens", required_argument, 0, 'J'},
         {"max-conns", required_argument, 0, 'C'}, {"idle-timeout", required_argument, 0, 'I'},
-        {"quiet", no_argument, 0, 'q'}, {"help", no_argument, 0, 'h'}, CLI_ENGINE_OPTIONS, {0, 0, 0, 0}};
+        {"quiet", no_argument, 0, 'q'}, {"advertise", required_argument, 0, 'V'}, {"help", no_argument, 0, 'h'},
+        CLI_ENGINE_OPTIONS, {0, 0, 0, 0}};
     ls_server_opts o = ls_server_opts_default();
     cli_engine_args eng = cli_engine_args_default();
     const char *token_file = NULL;
@@ -73,6 +76,10 @@ int cmd_serve(int argc, char **argv) {
         }
         switch (c) {
         case 'l': o.listen = optarg; break;
+        case 'V':
+            if (strlen(optarg) > 255) status = cli_usage_error("serve", "--advertise: a host name of at most 255 bytes");
+            o.advertise = optarg;
+            break;
         case 's': o.state_dir = optarg; break;
         case 't': token_file = optarg; break;
         case 'L': o.launcher = optarg; break;

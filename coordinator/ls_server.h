@@ -15,6 +15,7 @@
 
 typedef struct ls_server_opts {
     const char *listen;          // HOST:PORT (port 0: any free port, see on_ready)
+    const char *advertise;       // the host the workers it launches connect to (NULL: 127.0.0.1)
     const char *state_dir;       // the job store lives here
     const char *token;           // the bearer token itself
     const char *model;           // GGUF (NULL: the default model)

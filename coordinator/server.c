@@ -212,7 +212,8 @@ static void set_state(server *s, const char *id, const char *name, ls_job_state 
     notify_state(s, id, st, attempts, why);
 }
 
-static void finish(server *s, const char *id, const char *name, ls_job_state st, Longseq__JobResult *r, const char *why) {
+static void finish(server *s, const char *id, const char *name, int64_t attempts, ls_job_state st, Longseq__JobResult *r,
+                   const char *why) {
     uint8_t *packed = NULL;
     size_t len = 0;
     if (r) {
@@ -229,7 +230,7 @@ static void finish(server *s, const char *id, const char *name, ls_job_state st,
         say(s, "job %s (%s) done: %llu tokens, prefill %.0f ms, %llu generated in %.0f ms", id, name,
             (unsigned long long)r->tokens, r->prefill_ms, (unsigned long long)r->generated, r->decode_ms);
     else say(s, "job %s (%s) %s%s%s", id, name, ls_job_state_name(st), why && *why ? ": " : "", why ? why : "");
-    notify_state(s, id, st, s->run_attempts, why);
+    notify_state(s, id, st, attempts, why);
 }
 
 // --- the worker group -------------------------------------------------------------------------
@@ -258,12 +259,12 @@ static void launch(server *s) {
         return;
     }
     self[len] = 0;
-    char *words = strdup(s->o->launcher), *args[600], np[16], addr[64];
+    char *words = strdup(s->o->launcher), *args[600], np[16], addr[300];
     int k = 0;
     for (char *t = strtok(words, " \t"); t && k < 16; t = strtok(NULL, " \t")) args[k++] = t;
     const char *prog = k && strrchr(args[0], '/') ? strrchr(args[0], '/') + 1 : k ? args[0] : "";
     snprintf(np, sizeof np, "%d", s->o->np);
-    snprintf(addr, sizeof addr, "127.0.0.1:%d", s->port);
+    snprintf(addr, sizeof addr, "%s:%d", s->o->advertise ? s->o->advertise : "127.0.0.1", s->port);
     args[k++] = !strcmp(prog, "srun") ? "-n" : "-np";
     args[k++] = np;
     args[k++] = self;
@@ -310,7 +311,7 @@ static void fail_queued(server *s) {
     while (ls_store_next_queued(s->store, &j, &found) == LS_OK && found) {
         char why[700];
         snprintf(why, sizeof why, "the worker group could not be started %d times: %s", s->launch_failures, s->g_error);
-        finish(s, j.id, j.name, LS_JOB_FAILED, NULL, why);
+        finish(s, j.id, j.name, j.attempts, LS_JOB_FAILED, NULL, why);
         ls_job_free(&j);
     }
     ls_err_clear();
@@ -325,11 +326,11 @@ static void group_down(server *s, const char *why) {
     if (s->g == G_BUSY) {
         char msg[700];
         if (s->cancel_asked) {
-            finish(s, s->run_id, s->run_name, LS_JOB_CANCELLED, NULL, "cancelled (the worker group went down)");
+            finish(s, s->run_id, s->run_name, s->run_attempts, LS_JOB_CANCELLED, NULL, "cancelled (the worker group went down)");
         } else if (s->run_attempts >= s->o->attempts) {
             snprintf(msg, sizeof msg, "the worker group failed on each of %lld attempts; the last time: %s",
                      (long long)s->run_attempts, why);
-            finish(s, s->run_id, s->run_name, LS_JOB_FAILED, NULL, msg);
+            finish(s, s->run_id, s->run_name, s->run_attempts, LS_JOB_FAILED, NULL, msg);
         } else {
             snprintf(msg, sizeof msg, "attempt %lld failed (%s); queued again", (long long)s->run_attempts, why);
             set_state(s, s->run_id, s->run_name, LS_JOB_QUEUED, s->run_attempts, msg, NULL);
@@ -533,7 +534,7 @@ static void do_cancel(server *s, conn *c, const Longseq__CancelRequest *q) {
         }
         send_status(c, LONGSEQ__CODE__OK, "job %s is running: the worker group stops it at its next step", j.id);
     } else {
-        finish(s, j.id, j.name, LS_JOB_CANCELLED, NULL, "cancelled by a client");
+        finish(s, j.id, j.name, j.attempts, LS_JOB_CANCELLED, NULL, "cancelled by a client");
         send_status(c, LONGSEQ__CODE__OK, "job %s cancelled", j.id);
     }
     ls_job_free(&j);
@@ -643,15 +644,15 @@ static void do_worker_event(server *s, conn *c, const Longseq__WorkerEvent *w) {
     case LONGSEQ__WORKER_EVENT__KIND__DONE:
         if (w->result) {
             w->result->ranks = w->result->ranks ? w->result->ranks : (uint32_t)s->o->np;
-            finish(s, s->run_id, s->run_name, LS_JOB_DONE, w->result, "");
+            finish(s, s->run_id, s->run_name, s->run_attempts, LS_JOB_DONE, w->result, "");
             break;
         }
         __attribute__((fallthrough)); // a DONE without a result is a failure
     case LONGSEQ__WORKER_EVENT__KIND__FAILED:
-        finish(s, s->run_id, s->run_name, LS_JOB_FAILED, w->result, w->error && *w->error ? w->error : "the worker failed");
+        finish(s, s->run_id, s->run_name, s->run_attempts, LS_JOB_FAILED, w->result, w->error && *w->error ? w->error : "the worker failed");
         break;
     case LONGSEQ__WORKER_EVENT__KIND__CANCELLED:
-        finish(s, s->run_id, s->run_name, LS_JOB_CANCELLED, w->result, "cancelled by a client");
+        finish(s, s->run_id, s->run_name, s->run_attempts, LS_JOB_CANCELLED, w->result, "cancelled by a client");
         break;
     default: return;
     }
@@ -711,7 +712,7 @@ static void conn_read(server *s, conn *c) {
         if (k > 0) {
             ls_buf_append(&c->in, buf, (size_t)k);
             c->last_ms = ls_time_ms();
-            if (c->in.len > s->o->max_frame + 2 * LS_FRAME_HEADER) break; // let the scan refuse it
+            if (c->in.len > s->o->max_frame + LS_FRAME_HEADER) break; // a whole frame or a refusal is there
             continue;
         }
         if (k < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
@@ -822,8 +823,11 @@ static void loop(server *s) {
         pf = ls_realloc(pf, n * sizeof *pf);
         pf[0] = (struct pollfd){g_sigpipe[0], POLLIN, 0};
         pf[1] = (struct pollfd){s->lfd, POLLIN, 0};
-        for (size_t i = 0; i < s->n_conns; i++)
-            pf[2 + i] = (struct pollfd){s->conns[i]->fd, (short)(POLLIN | (s->conns[i]->out.len ? POLLOUT : 0)), 0};
+        for (size_t i = 0; i < s->n_conns; i++) { // a client that sends faster than its calls run waits
+            conn *c = s->conns[i];
+            bool room = c->in.len <= s->o->max_frame + LS_FRAME_HEADER;
+            pf[2 + i] = (struct pollfd){c->fd, (short)((room ? POLLIN : 0) | (c->out.len ? POLLOUT : 0)), 0};
+        }
         int r = poll(pf, n, 200);
         if (r < 0 && errno != EINTR) break;
         if (pf[0].revents) on_signals(s);
