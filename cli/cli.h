@@ -21,6 +21,7 @@ int cmd_watch(int argc, char **argv);
 int cmd_result(int argc, char **argv);
 int cmd_jobs(int argc, char **argv);
 int cmd_cancel(int argc, char **argv);
+int cmd_plan(int argc, char **argv);
 
 // Prints the pending error (ls_err_report) and returns 1.
 int cli_fail(void);

@@ -28,6 +28,7 @@ static const command g_commands[] = {
     {"result", cmd_result, "a job's text or record (--json)"},
     {"jobs", cmd_jobs, "list the server's jobs"},
     {"cancel", cmd_cancel, "cancel a queued or running job"},
+    {"plan", cmd_plan, "capacity planner: memory, time and traffic for N tokens on P ranks"},
 };
 
 static void usage(FILE *f) {

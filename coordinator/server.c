@@ -689,6 +689,7 @@ static void handle_request(server *s, conn *c, const uint8_t *p, size_t n) {
 // Runs the complete frames in c->in; a broken frame ends the connection after its status.
 static void handle_input(server *s, conn *c) {
     size_t off = 0;
+    if (!c->in.len) return;
     while (!c->closing && !c->watch[0]) { // a watch stream holds further calls until it ends
         bool ready;
         size_t len;
@@ -701,8 +702,10 @@ static void handle_input(server *s, conn *c) {
         handle_request(s, c, (const uint8_t *)c->in.data + off + LS_FRAME_HEADER, len);
         off += LS_FRAME_HEADER + len;
     }
-    memmove(c->in.data, c->in.data + off, c->in.len - off);
-    c->in.len -= off;
+    if (off) {
+        memmove(c->in.data, c->in.data + off, c->in.len - off);
+        c->in.len -= off;
+    }
 }
 
 static void conn_read(server *s, conn *c) {
@@ -730,15 +733,16 @@ static void conn_write(conn *c) {
         if (k > 0) off += (size_t)k;
         else if (k < 0 && errno == EINTR) continue;
         else if (k < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
-        else {
-            off = c->out.len;
+        else { // the peer is gone: drop what is queued
             c->closing = true;
             c->out.len = 0;
-            break;
+            return;
         }
     }
-    memmove(c->out.data, c->out.data + off, c->out.len - off);
-    c->out.len -= off;
+    if (off) {
+        memmove(c->out.data, c->out.data + off, c->out.len - off);
+        c->out.len -= off;
+    }
 }
 
 static void accept_all(server *s) {
