@@ -406,6 +406,9 @@ def test_hostile(tiny):
               and refused[0] == 10, f"--max-conns 12: {refused}")
         for s in socks:
             s.close()
+        deadline = time.time() + 20  # the server notices the closed connections on its next turns
+        while time.time() < deadline and srv.rpc(pb.Request(health=pb.HealthRequest()))[1].code != pb.OK:
+            time.sleep(0.1)
         _, st = srv.rpc(pb.Request(result=pb.ResultRequest(job_id="jdoesnotexist")))
         check(st.code == pb.NOT_FOUND, f"unknown job: {st}")
         after = len(srv.rpc(pb.Request(list=pb.ListRequest(limit=1000)))[0][0].list.jobs)
