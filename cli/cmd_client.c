@@ -138,39 +138,62 @@ static int job_option(const char *cmd, int c, const char *arg, Longseq__Settings
 
 // --- submitting, watching, results ------------------------------------------------------------
 
-// Reads the files and submits them as one call; ids: one per file, in order.
-static ls_status submit_files(client *c, char **files, int n, Longseq__Settings *s, char ***ids) {
+#define BATCH_BYTES ((size_t)32 << 20) // per Submit call, well under the server's frame limit
+#define BATCH_DOCS 256
+
+// Submits files[0..n) as one call; ids[i] receives each job id.
+static ls_status submit_batch(client *c, char **files, ls_buf *texts, int n, Longseq__Settings *s, char **ids) {
     Longseq__Document *docs = ls_calloc((size_t)n, sizeof *docs), **dp = ls_calloc((size_t)n, sizeof *dp);
-    ls_buf *texts = ls_calloc((size_t)n, sizeof *texts);
-    ls_status rc = LS_OK;
-    for (int i = 0; i < n && rc == LS_OK; i++) {
-        rc = ls_file_read_all(files[i], LS_FRAME_MAX_DEFAULT, &texts[i]);
+    for (int i = 0; i < n; i++) {
         longseq__document__init(&docs[i]);
         docs[i].name = files[i];
         docs[i].text.data = (uint8_t *)texts[i].data;
         docs[i].text.len = texts[i].len;
         dp[i] = &docs[i];
     }
+    Longseq__SubmitRequest sub = LONGSEQ__SUBMIT_REQUEST__INIT;
+    sub.n_documents = (size_t)n;
+    sub.documents = dp;
+    sub.settings = s;
+    Longseq__Request q = LONGSEQ__REQUEST__INIT;
+    q.method_case = LONGSEQ__REQUEST__METHOD_SUBMIT;
+    q.submit = &sub;
     Longseq__Reply *r = NULL;
-    if (rc == LS_OK) {
-        Longseq__SubmitRequest sub = LONGSEQ__SUBMIT_REQUEST__INIT;
-        sub.n_documents = (size_t)n;
-        sub.documents = dp;
-        sub.settings = s;
-        Longseq__Request q = LONGSEQ__REQUEST__INIT;
-        q.method_case = LONGSEQ__REQUEST__METHOD_SUBMIT;
-        q.submit = &sub;
-        rc = client_unary(c, &q, LONGSEQ__REPLY__BODY_SUBMIT, &r);
-    }
+    ls_status rc = client_unary(c, &q, LONGSEQ__REPLY__BODY_SUBMIT, &r);
     if (rc == LS_OK && r->submit->n_job_ids != (size_t)n)
         rc = LS_ERR(LS_ERR_FORMAT, "the server returned %zu ids for %d documents", r->submit->n_job_ids, n);
-    if (rc == LS_OK) {
-        *ids = ls_calloc((size_t)n, sizeof **ids);
-        for (int i = 0; i < n; i++) (*ids)[i] = ls_strndup(r->submit->job_ids[i], strlen(r->submit->job_ids[i]));
-    }
+    for (int i = 0; rc == LS_OK && i < n; i++) ids[i] = ls_strndup(r->submit->job_ids[i], strlen(r->submit->job_ids[i]));
     if (r) longseq__reply__free_unpacked(r, NULL);
-    for (int i = 0; i < n; i++) ls_buf_free(&texts[i]);
-    ls_free(texts), ls_free(docs), ls_free(dp);
+    ls_free(docs), ls_free(dp);
+    return rc;
+}
+
+// Reads the files and submits them in calls of at most BATCH_BYTES / BATCH_DOCS (a single file
+// may be up to the default frame limit); ids: one per file, in order.
+static ls_status submit_files(client *c, char **files, int n, Longseq__Settings *s, char ***ids) {
+    ls_buf *texts = ls_calloc((size_t)n, sizeof *texts);
+    *ids = ls_calloc((size_t)n, sizeof **ids);
+    ls_status rc = LS_OK;
+    for (int first = 0, i = 0; rc == LS_OK && first < n; first = i) {
+        size_t bytes = 0;
+        for (; i < n && i - first < BATCH_DOCS && rc == LS_OK; i++) {
+            rc = ls_file_read_all(files[i], LS_FRAME_MAX_DEFAULT - 4096, &texts[i]);
+            if (rc != LS_OK) ls_err_prefix("%s: ", files[i]);
+            bytes += texts[i].len;
+            if (bytes > BATCH_BYTES && i > first) { // this file starts the next call
+                ls_buf_free(&texts[i]);
+                break;
+            }
+        }
+        if (rc == LS_OK) rc = submit_batch(c, files + first, texts + first, i - first, s, *ids + first);
+        for (int k = first; k < i; k++) ls_buf_free(&texts[k]);
+    }
+    if (rc != LS_OK) {
+        for (int k = 0; k < n; k++) ls_free((*ids)[k]);
+        ls_free(*ids);
+        *ids = NULL;
+    }
+    ls_free(texts);
     return rc;
 }
 
