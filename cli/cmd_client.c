@@ -223,8 +223,7 @@ static ls_status watch(client *c, const char *id, bool show_text, Longseq__JobSt
         if (e && e->kind == LONGSEQ__EVENT__KIND__STATE) {
             *final = e->state;
             if (mid_line) fprintf(stderr, "\n"), mid_line = false;
-            const char *names[] = {"queued", "running", "done", "failed", "cancelled"};
-            fprintf(stderr, "[%s] %s", id, (unsigned)e->state < 5 ? names[e->state] : "?");
+            fprintf(stderr, "[%s] %s", id, ls_job_state_name((ls_job_state)e->state));
             if (e->state == LONGSEQ__JOB_STATE__QUEUED && e->queue_position) fprintf(stderr, " (%llu ahead)", (unsigned long long)e->queue_position);
             if (e->state == LONGSEQ__JOB_STATE__RUNNING) fprintf(stderr, " (attempt %u)", e->attempt);
             if (e->error && *e->error) fprintf(stderr, ": %s", e->error);
@@ -261,13 +260,12 @@ static ls_status get_result(client *c, const char *id, Longseq__Reply **r) {
 // The batch record of a job: {id, file, tokens, summary, prefill_ms, decode_ms, ranks,
 // attention, rope, status, error} (+ generated, stop, attempts; ppl for perplexity).
 static json_t *result_json(const Longseq__JobResult *j) {
-    const char *states[] = {"queued", "running", "done", "failed", "cancelled"};
     const char *text = j->text ? j->text : "";
     json_t *o = json_pack("{s:s, s:o, s:I, s:o, s:f, s:f, s:i, s:s, s:s, s:s, s:s, s:I, s:s, s:i}", "id", j->id,
                           "file", cli_json_str(j->name, strlen(j->name)), "tokens", (json_int_t)j->tokens, "summary",
                           cli_json_str(text, strlen(text)), "prefill_ms", j->prefill_ms, "decode_ms", j->decode_ms,
                           "ranks", (int)j->ranks, "attention", j->attention ? j->attention : "", "rope",
-                          j->rope ? j->rope : "", "status", (unsigned)j->state < 5 ? states[j->state] : "?", "error",
+                          j->rope ? j->rope : "", "status", ls_job_state_name((ls_job_state)j->state), "error",
                           j->error ? j->error : "", "generated", (json_int_t)j->generated, "stop", j->stop ? j->stop : "",
                           "attempts", (int)j->attempts);
     if (j->task == LONGSEQ__TASK__PERPLEXITY) {
@@ -424,7 +422,6 @@ int cmd_jobs(int argc, char **argv) {
     Longseq__Reply *r;
     ls_status rc = client_unary(&cl, &q, LONGSEQ__REPLY__BODY_LIST, &r);
     if (rc == LS_OK) {
-        const char *states[] = {"queued", "running", "done", "failed", "cancelled"};
         if (!json) printf("%-18s %-10s %8s %8s  %s\n", "id", "state", "tokens", "attempts", "name");
         for (size_t i = 0; i < r->list->n_jobs; i++) {
             const Longseq__JobResult *j = r->list->jobs[i];
@@ -434,7 +431,7 @@ int cmd_jobs(int argc, char **argv) {
                 printf("\n");
                 json_decref(o);
             } else {
-                printf("%-18s %-10s %8llu %8u  %s\n", j->id, (unsigned)j->state < 5 ? states[j->state] : "?",
+                printf("%-18s %-10s %8llu %8u  %s\n", j->id, ls_job_state_name((ls_job_state)j->state),
                        (unsigned long long)j->tokens, j->attempts, j->name);
             }
         }

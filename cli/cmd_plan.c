@@ -5,6 +5,7 @@
 // Tests: tests/oracle/test_plan_cli.py.
 #include "cli.h"
 #include "ls_capacity.h"
+#include "ls_server.h"
 
 #include <jansson.h>
 
@@ -145,12 +146,7 @@ int cmd_plan(int argc, char **argv) {
         cli_attn_rule(&a.attn, a.tokens, &rule) != LS_OK ||
         ls_capacity_predict(&m, &rule, a.tokens, (int)a.ranks, &d, &l, &cap) != LS_OK)
         return cli_fail();
-    switch (rule.kind) {
-    case LS_ATTN_S2: snprintf(rule_name, sizeof rule_name, "s2 G=%lld", (long long)rule.group); break;
-    case LS_ATTN_SINK: snprintf(rule_name, sizeof rule_name, "sink %lld+%lld", (long long)rule.sinks, (long long)rule.window); break;
-    case LS_ATTN_WINDOW: snprintf(rule_name, sizeof rule_name, "window %lld", (long long)rule.window); break;
-    default: snprintf(rule_name, sizeof rule_name, "full");
-    }
+    ls_rule_describe(&rule, rule_name, sizeof rule_name);
     if (!a.json) {
         print_text(&a, &m, rule_name, &cap, src);
         return 0;

@@ -30,6 +30,7 @@ typedef struct wserve {
     const Longseq__RunSequence *run;
     double t0, last_progress;
     bool cancelled, lost;     // a client cancelled / the coordinator went away
+    ls_buf text;              // the leader's streamed text, sanitized (reused for every piece)
 } wserve;
 
 static bool leader(const wserve *w) { return ls_comm_rank(w->comm) == 0; }
@@ -88,14 +89,13 @@ static ls_status on_progress(void *ctx, int64_t done, int64_t total) {
 
 static ls_status on_text(void *ctx, const char *text, size_t len) {
     wserve *w = ctx;
-    ls_buf t = {0};
-    ls_utf8_sanitize(text, len, &t);
+    w->text.len = 0;
+    ls_utf8_sanitize(text, len, &w->text);
     Longseq__WorkerEvent ev = LONGSEQ__WORKER_EVENT__INIT;
     ev.job_id = w->run->job_id;
     ev.kind = LONGSEQ__WORKER_EVENT__KIND__TEXT;
-    ev.text = t.data ? t.data : "";
+    ev.text = w->text.data ? w->text.data : "";
     if (send_event(w, &ev) != LS_OK) ls_err_clear(), w->lost = true;
-    ls_buf_free(&t);
     return stop_if_cancelled(w);
 }
 
@@ -284,6 +284,7 @@ int cli_worker_serve(ls_comm_t *comm, int argc, char **argv) {
     if (rc == LS_OK) rc = serve(&w, addr);
     if (w.fd >= 0) close(w.fd);
     ls_free(w.token);
+    ls_buf_free(&w.text);
     ls_engine_free(w.e);
     return rc == LS_OK ? 0 : cli_fail();
 }

@@ -6,7 +6,7 @@
 #include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
-#include <utf8proc.h>
+#include "ls_wire.h" // ls_utf8_sanitize
 
 typedef struct command {
     const char *name;
@@ -58,17 +58,7 @@ json_t *cli_json_str(const char *p, size_t n) {
     json_t *s = json_stringn(p, n);
     if (s) return s;
     ls_buf b = {0};
-    for (size_t i = 0; i < n;) {
-        utf8proc_int32_t cp;
-        utf8proc_ssize_t k = utf8proc_iterate((const uint8_t *)p + i, (utf8proc_ssize_t)(n - i), &cp);
-        if (k <= 0 || cp == 0) {
-            ls_buf_append(&b, "\xef\xbf\xbd", 3);
-            k = 1;
-        } else {
-            ls_buf_append(&b, p + i, (size_t)k);
-        }
-        i += (size_t)k;
-    }
+    ls_utf8_sanitize(p, n, &b);
     s = json_stringn(b.data ? b.data : "", b.len);
     ls_buf_free(&b);
     return s;

@@ -76,7 +76,7 @@ def main():
     for args, needle in ((["--model", "gpt5", "--tokens", "10"], 'no model shape "gpt5"'),
                          (["--tokens", "10", "--gpu", "tpu"], 'no device "tpu"'),
                          (["--tokens", "10", "--link", "carrier-pigeon"], 'no link "carrier-pigeon"'),
-                         (["--tokens", "10", "--rates", str(prompt)], "capacity" if False else "prompt.txt"),
+                         (["--tokens", "10", "--rates", str(prompt)], "prompt.txt"),
                          (["--tokens", "ten"], "is not a length"), (["--ranks", "2"], "--tokens N is required")):
         p = subprocess.run([str(BIN), "plan", *args], capture_output=True, text=True)
         check(p.returncode in (1, 2) and needle in p.stderr, f"plan {args}: {p.stderr}")
