@@ -65,7 +65,8 @@ typedef struct cli_engine_args {
     {"yarn-beta-fast", required_argument, 0, CLI_ENGINE_OPT + 8},                         \
     {"yarn-beta-slow", required_argument, 0, CLI_ENGINE_OPT + 9},                         \
     {"yarn-attn-factor", required_argument, 0, CLI_ENGINE_OPT + 10},                      \
-    {"act-precision", required_argument, 0, CLI_ENGINE_OPT + 11}
+    {"act-precision", required_argument, 0, CLI_ENGINE_OPT + 11},                         \
+    {"device", required_argument, 0, CLI_ENGINE_OPT + 12}
 #define CLI_ENGINE_HELP                                                                    \
     "  --model F            GGUF model (default: $LONGSEQ_MODEL or the cached SmolLM2)\n"   \
     "  --threads N          CPU threads (default: all cores); --no-pin: do not pin them\n"  \
@@ -76,7 +77,9 @@ typedef struct cli_engine_args {
     "  --yarn-orig-ctx N    pre-training context for YaRN / dynamic NTK / Llama 3\n"         \
     "  --yarn-beta-fast X --yarn-beta-slow X --yarn-attn-factor X   YaRN parameters\n"      \
     "  --act-precision f32|llamacpp   matmul activations exact (default) or rounded to\n"   \
-    "                       8 bits per block as llama.cpp's CPU backend does (to compare)\n"
+    "                       8 bits per block as llama.cpp's CPU backend does (to compare)\n" \
+    "  --device auto|cpu|cuda   where the model runs (default auto: CUDA when a GPU is\n"   \
+    "                       visible and the build has it; worker groups: cpu)\n"
 
 // --- attention-rule options (generate, perplexity) -------------------------------------------
 typedef struct cli_attn_args {

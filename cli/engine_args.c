@@ -39,7 +39,7 @@ bool cli_parse_int(const char *cmd, const char *opt, const char *arg, int64_t lo
 int cli_engine_option(const char *cmd, int c, const char *arg, cli_engine_args *a) {
     static const char *names[] = {"--model", "--threads", "--ubatch", "--no-pin", "--rope-scaling",
                                   "--rope-scale", "--rope-freq-base", "--yarn-orig-ctx", "--yarn-beta-fast",
-                                  "--yarn-beta-slow", "--yarn-attn-factor", "--act-precision"};
+                                  "--yarn-beta-slow", "--yarn-attn-factor", "--act-precision", "--device"};
     int k = c - CLI_ENGINE_OPT;
     int64_t v;
     ls_rope_override *r = &a->opts.rope;
@@ -66,6 +66,10 @@ int cli_engine_option(const char *cmd, int c, const char *arg, cli_engine_args *
         if (!strcmp(arg, "f32")) a->opts.act = LS_ACT_F32;
         else if (!strcmp(arg, "llamacpp")) a->opts.act = LS_ACT_LLAMACPP;
         else return cli_usage_error(cmd, "--act-precision \"%s\" is not f32 or llamacpp", arg);
+        return 0;
+    case 12:
+        if (!ls_device_parse(arg, &a->opts.device))
+            return cli_usage_error(cmd, "--device \"%s\" is not auto, cpu or cuda", arg);
         return 0;
     default:
         if (k < 5 || k > 10) return cli_usage_error(cmd, "unknown option");

@@ -21,6 +21,17 @@ typedef struct ls_backend_iface {
     ls_status (*attention)(void *ctx, const ls_attn_args *a);
     ls_status (*attn_merge)(void *ctx, float *o1, float *lse1, const float *o2, const float *lse2,
                             int64_t n, int d); // (optional)
+    // memory (see ls_kernels.h); on_host backends may leave weight_load NULL (used in place)
+    bool on_host;
+    ls_status (*alloc)(void *ctx, size_t bytes, void **out);
+    void (*release)(void *ctx, void *p);
+    ls_status (*upload)(void *ctx, void *dst, const void *host, size_t bytes);
+    ls_status (*download)(void *ctx, void *host, const void *src, size_t bytes);
+    ls_status (*copy)(void *ctx, void *dst, size_t dpitch, const void *src, size_t spitch, size_t width,
+                      size_t rows);
+    ls_status (*weight_load)(void *ctx, const ls_weight *host, ls_weight *out); // (optional)
+    void (*weight_release)(void *ctx, ls_weight *w);                           // (optional)
+    ls_status (*sync)(void *ctx);                                              // (optional)
     void (*free)(void *ctx);
 } ls_backend_iface;
 

@@ -13,9 +13,9 @@ extern "C" {
 #endif
 
 // --- backends -----------------------------------------------------------------------------
-// A backend runs the ops below: the CPU backend (a thread pool over host memory) now, the
-// CUDA backend (device memory, a stream and cuBLAS) later. Pointers passed to ops are in the
-// backend's memory. Each op returns LS_ERR_INVALID for inconsistent arguments.
+// A backend runs the ops below: the CPU backend (a thread pool over host memory) or the CUDA
+// backend (kernels/cuda, ls_cuda.h: device memory, a stream and cuBLAS). Each op returns
+// LS_ERR_INVALID for inconsistent arguments.
 typedef struct ls_backend ls_backend_t;
 
 // n_threads <= 0: one per online CPU. first_cpu >= 0: bind thread i to CPU first_cpu + i (when
@@ -24,6 +24,23 @@ ls_status ls_backend_cpu_init(int n_threads, int first_cpu, ls_backend_t **out);
 void ls_backend_free(ls_backend_t *b);
 const char *ls_backend_name(const ls_backend_t *b);
 int ls_backend_threads(const ls_backend_t *b);
+
+// --- backend memory -------------------------------------------------------------------------
+// Tensors handed to the ops below live in the backend's memory: host memory for the CPU
+// backend, device memory for CUDA. Index arrays (token ids, positions, rotary frequencies)
+// are host memory for every backend and are read during the call.
+bool ls_backend_on_host(const ls_backend_t *b);
+ls_status ls_backend_alloc(ls_backend_t *b, size_t bytes, void **out); // LS_ERR_NOMEM naming the size
+void ls_backend_release(ls_backend_t *b, void *p);                      // NULL is fine
+ls_status ls_backend_upload(ls_backend_t *b, void *dst, const void *host, size_t bytes);
+ls_status ls_backend_download(ls_backend_t *b, void *host, const void *src, size_t bytes);
+// rows x width bytes from src (rows spitch bytes apart) to dst (dpitch apart), both in
+// backend memory. A single row may overlap its source (memmove).
+ls_status ls_backend_copy(ls_backend_t *b, void *dst, size_t dpitch, const void *src, size_t spitch,
+                          size_t width, size_t rows);
+// Waits until every op issued so far has finished (ops may run asynchronously on a device;
+// downloads wait by themselves). For timing.
+ls_status ls_backend_sync(ls_backend_t *b);
 
 // Activation precision of matmul. F32 (default): activations stay f32. LLAMACPP: activations
 // are rounded as llama.cpp's CPU backend rounds them before its dot products: 8-bit blocks
@@ -41,6 +58,12 @@ typedef struct ls_weight {
     size_t row_bytes;
     const void *data;
 } ls_weight;
+
+// Makes a host weight (e.g. in a file mapping) usable by the backend. The CPU backend uses the
+// bytes in place; the CUDA backend uploads them once and keeps them dequantized to bf16 on
+// the device (2 bytes per weight; the GEMMs then read bf16). Undo with ls_backend_weight_release.
+ls_status ls_backend_weight_load(ls_backend_t *b, const ls_weight *host, ls_weight *out);
+void ls_backend_weight_release(ls_backend_t *b, ls_weight *w);
 
 // --- ops ------------------------------------------------------------------------------------
 // Shapes are given as [rows][cols], row-major, f32 unless said otherwise.

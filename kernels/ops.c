@@ -2,6 +2,7 @@
 // through the backend's interface table; and the attention rules (which keys each query
 // sees), which kernels and, later, the shard planner both ask. Tests: tests/unit/test_kernels.c,
 // tests/unit/test_attn_rules.c.
+#include "attn_rule.h"
 #include "backend_impl.h"
 
 #include <math.h>
@@ -16,6 +17,45 @@ void ls_backend_free(ls_backend_t *b) {
 const char *ls_backend_name(const ls_backend_t *b) { return b->iface->name; }
 int ls_backend_threads(const ls_backend_t *b) { return b->iface->threads(b->ctx); }
 void ls_backend_set_act_precision(ls_backend_t *b, ls_act_precision p) { b->iface->set_act_precision(b->ctx, p); }
+
+bool ls_backend_on_host(const ls_backend_t *b) { return b->iface->on_host; }
+
+ls_status ls_backend_alloc(ls_backend_t *b, size_t bytes, void **out) {
+    *out = NULL;
+    if (bytes == 0) bytes = 1;
+    return b->iface->alloc(b->ctx, bytes, out);
+}
+
+void ls_backend_release(ls_backend_t *b, void *p) {
+    if (p) b->iface->release(b->ctx, p);
+}
+
+ls_status ls_backend_upload(ls_backend_t *b, void *dst, const void *host, size_t bytes) {
+    return bytes ? b->iface->upload(b->ctx, dst, host, bytes) : LS_OK;
+}
+
+ls_status ls_backend_download(ls_backend_t *b, void *host, const void *src, size_t bytes) {
+    return bytes ? b->iface->download(b->ctx, host, src, bytes) : LS_OK;
+}
+
+ls_status ls_backend_copy(ls_backend_t *b, void *dst, size_t dpitch, const void *src, size_t spitch,
+                          size_t width, size_t rows) {
+    if (rows > 1 && (dpitch < width || spitch < width))
+        return LS_ERR(LS_ERR_INVALID, "copy: rows of %zu bytes do not fit pitches %zu/%zu", width, dpitch, spitch);
+    return width && rows ? b->iface->copy(b->ctx, dst, dpitch, src, spitch, width, rows) : LS_OK;
+}
+
+ls_status ls_backend_sync(ls_backend_t *b) { return b->iface->sync ? b->iface->sync(b->ctx) : LS_OK; }
+
+ls_status ls_backend_weight_load(ls_backend_t *b, const ls_weight *host, ls_weight *out) {
+    *out = *host;
+    return b->iface->weight_load ? b->iface->weight_load(b->ctx, host, out) : LS_OK;
+}
+
+void ls_backend_weight_release(ls_backend_t *b, ls_weight *w) {
+    if (b->iface->weight_release && w->data) b->iface->weight_release(b->ctx, w);
+    w->data = NULL;
+}
 
 static ls_status check_weight(const ls_weight *w, const char *op) {
     if (!w || !w->data) return LS_ERR(LS_ERR_INVALID, "%s: no weight data", op);
@@ -104,30 +144,7 @@ ls_status ls_attn_rule_check(const ls_attn_rule *r) {
 }
 
 int ls_attn_ranges(const ls_attn_rule *r, int64_t i, int h, int64_t lo[2], int64_t hi[2]) {
-    if (i < 0) return 0;
-    switch (r->kind) {
-    case LS_ATTN_FULL:
-        lo[0] = 0, hi[0] = i;
-        return 1;
-    case LS_ATTN_S2: {
-        int64_t g = r->group, s = g / 2;
-        if (h < r->n_head / 2) lo[0] = g * (i / g);       // unshifted half
-        else lo[0] = i < s ? 0 : s + g * ((i - s) / g); // shifted half, no wrap-around
-        hi[0] = i;
-        return 1;
-    }
-    case LS_ATTN_SINK: {
-        int n = 0;
-        int64_t w = i - r->window > r->sinks ? i - r->window : r->sinks;
-        if (r->sinks > 0) lo[n] = 0, hi[n] = i < r->sinks - 1 ? i : r->sinks - 1, n++;
-        if (w <= i) lo[n] = w, hi[n] = i, n++;
-        return n;
-    }
-    case LS_ATTN_WINDOW:
-        lo[0] = i - r->window > 0 ? i - r->window : 0, hi[0] = i;
-        return 1;
-    default: return 0;
-    }
+    return ls_attn_ranges_inl(r->kind, r->group, r->sinks, r->window, r->n_head, i, h, lo, hi);
 }
 
 ls_status ls_op_attention(ls_backend_t *b, const ls_attn_args *a) {

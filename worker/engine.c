@@ -2,6 +2,9 @@
 // backend, weight views, activation buffers) and sequences with their KV cache. The layer
 // loop is in forward.c. Tests: tests/unit/test_engine.c, tests/oracle/test_forward.py.
 #include "engine_impl.h"
+#if LS_HAVE_CUDA
+#include "ls_cuda.h"
+#endif
 
 #include <math.h>
 #include <stdlib.h>
@@ -10,9 +13,22 @@
 #define DEFAULT_UBATCH 512
 
 ls_engine_opts ls_engine_opts_default(void) {
-    return (ls_engine_opts){.n_threads = 0, .first_cpu = 0, .ubatch = DEFAULT_UBATCH,
+    return (ls_engine_opts){.device = LS_DEVICE_AUTO, .n_threads = 0, .first_cpu = 0, .ubatch = DEFAULT_UBATCH,
                             .rope = LS_ROPE_OVERRIDE_NONE};
 }
+
+static const char *g_device_names[] = {"auto", "cpu", "cuda"};
+
+bool ls_device_parse(const char *name, ls_device *out) {
+    for (int d = 0; d < 3; d++)
+        if (!strcmp(name, g_device_names[d])) {
+            *out = (ls_device)d;
+            return true;
+        }
+    return false;
+}
+
+const char *ls_device_name(ls_device d) { return (unsigned)d < 3 ? g_device_names[d] : "invalid"; }
 
 // --- RoPE overrides -----------------------------------------------------------------------
 
@@ -52,25 +68,31 @@ ls_status ls_rope_override_apply(ls_rope_config *r, const ls_rope_override *o, l
 
 // --- weights ------------------------------------------------------------------------------
 
-static ls_status weight_of(const ls_gguf_tensor *t, ls_weight *w) {
+// A weight as the backend runs it: the file's bytes in place (CPU) or uploaded once (CUDA).
+static ls_status weight_of(ls_engine_t *e, const ls_gguf_tensor *t, ls_weight *w) {
     if (!ls_dequant_supported(t->type))
         return LS_ERR(LS_ERR_UNSUPPORTED, "tensor '%s' has type %s, which this engine cannot run yet", t->name,
                       ls_dtype_name(t->type));
     uint64_t row;
     ls_dtype_row_bytes(t->type, (uint64_t)t->ne[0], &row); // checked when the file was opened
-    *w = (ls_weight){.type = t->type, .n_in = t->ne[0], .n_out = t->ne[1], .row_bytes = (size_t)row, .data = t->data};
-    return LS_OK;
+    ls_weight host = {.type = t->type, .n_in = t->ne[0], .n_out = t->ne[1], .row_bytes = (size_t)row, .data = t->data};
+    return ls_backend_weight_load(e->be, &host, w);
 }
 
-// A small tensor (norm, bias) as an f32 array; NULL stays NULL.
-static ls_status f32_copy(const ls_gguf_tensor *t, float **out) {
+// A small tensor (norm, bias) as an f32 array in backend memory; NULL stays NULL.
+static ls_status f32_copy(ls_engine_t *e, const ls_gguf_tensor *t, float **out) {
     *out = NULL;
     if (!t) return LS_OK;
     if (!ls_dequant_supported(t->type))
         return LS_ERR(LS_ERR_UNSUPPORTED, "tensor '%s' has type %s, which this engine cannot run yet", t->name,
                       ls_dtype_name(t->type));
-    *out = ls_malloc((size_t)t->ne[0] * sizeof **out);
-    return ls_dequant_row(t->type, t->data, *out, t->ne[0]);
+    size_t bytes = (size_t)t->ne[0] * sizeof(float);
+    float *host = ls_malloc(bytes);
+    ls_status rc = ls_dequant_row(t->type, t->data, host, t->ne[0]);
+    if (rc == LS_OK) rc = ls_backend_alloc(e->be, bytes, (void **)out);
+    if (rc == LS_OK) rc = ls_backend_upload(e->be, *out, host, bytes);
+    ls_free(host);
+    return rc;
 }
 
 static ls_status load_layers(ls_engine_t *e) {
@@ -79,39 +101,52 @@ static ls_status load_layers(ls_engine_t *e) {
     for (int64_t il = 0; il < c->n_layer; il++) {
         const ls_layer_weights *src = &c->layers[il];
         layer *l = &e->layers[il];
-        LS_CHECK(weight_of(src->wq, &l->wq));
-        LS_CHECK(weight_of(src->wk, &l->wk));
-        LS_CHECK(weight_of(src->wv, &l->wv));
-        LS_CHECK(weight_of(src->wo, &l->wo));
-        LS_CHECK(weight_of(src->w_gate, &l->w_gate));
-        LS_CHECK(weight_of(src->w_up, &l->w_up));
-        LS_CHECK(weight_of(src->w_down, &l->w_down));
-        LS_CHECK(f32_copy(src->attn_norm, &l->attn_norm));
-        LS_CHECK(f32_copy(src->ffn_norm, &l->ffn_norm));
-        LS_CHECK(f32_copy(src->bq, &l->bq));
-        LS_CHECK(f32_copy(src->bk, &l->bk));
-        LS_CHECK(f32_copy(src->bv, &l->bv));
-        LS_CHECK(f32_copy(src->bo, &l->bo));
+        LS_CHECK(weight_of(e, src->wq, &l->wq));
+        LS_CHECK(weight_of(e, src->wk, &l->wk));
+        LS_CHECK(weight_of(e, src->wv, &l->wv));
+        LS_CHECK(weight_of(e, src->wo, &l->wo));
+        LS_CHECK(weight_of(e, src->w_gate, &l->w_gate));
+        LS_CHECK(weight_of(e, src->w_up, &l->w_up));
+        LS_CHECK(weight_of(e, src->w_down, &l->w_down));
+        LS_CHECK(f32_copy(e, src->attn_norm, &l->attn_norm));
+        LS_CHECK(f32_copy(e, src->ffn_norm, &l->ffn_norm));
+        LS_CHECK(f32_copy(e, src->bq, &l->bq));
+        LS_CHECK(f32_copy(e, src->bk, &l->bk));
+        LS_CHECK(f32_copy(e, src->bv, &l->bv));
+        LS_CHECK(f32_copy(e, src->bo, &l->bo));
     }
     return LS_OK;
 }
 
-static void alloc_activations(ls_engine_t *e) {
+static ls_status alloc_activations(ls_engine_t *e) {
     const ls_model_config *c = &e->cfg;
     size_t ub = (size_t)e->ubatch, q = (size_t)(c->n_head * c->head_dim), kv = (size_t)(c->n_head_kv * c->head_dim);
+    size_t f = sizeof(float), logits = LOGIT_ROWS * (size_t)c->n_vocab * f;
     activations *a = &e->act;
-    a->x = ls_aligned_alloc(64, ub * (size_t)c->n_embd * sizeof(float));
-    a->h = ls_aligned_alloc(64, ub * (size_t)c->n_embd * sizeof(float));
-    a->q = ls_aligned_alloc(64, ub * q * sizeof(float));
-    a->q_sink = ls_aligned_alloc(64, ub * q * sizeof(float));
-    a->att = ls_aligned_alloc(64, ub * q * sizeof(float));
-    a->k = ls_aligned_alloc(64, ub * kv * sizeof(float));
-    a->v = ls_aligned_alloc(64, ub * kv * sizeof(float));
-    a->gate = ls_aligned_alloc(64, ub * (size_t)c->n_ff * sizeof(float));
-    a->up = ls_aligned_alloc(64, ub * (size_t)c->n_ff * sizeof(float));
-    a->logits = ls_aligned_alloc(64, LOGIT_ROWS * (size_t)c->n_vocab * sizeof(float));
+    struct { float **p; size_t bytes; } bufs[] = {
+        {&a->x, ub * (size_t)c->n_embd * f}, {&a->h, ub * (size_t)c->n_embd * f}, {&a->q, ub * q * f},
+        {&a->q_sink, ub * q * f}, {&a->att, ub * q * f}, {&a->k, ub * kv * f}, {&a->v, ub * kv * f},
+        {&a->gate, ub * (size_t)c->n_ff * f}, {&a->up, ub * (size_t)c->n_ff * f}, {&a->logits, logits}};
+    for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) LS_CHECK(ls_backend_alloc(e->be, bufs[i].bytes, (void **)bufs[i].p));
+    a->logits_host = ls_backend_on_host(e->be) ? a->logits : ls_aligned_alloc(64, logits);
     a->pos = ls_malloc(ub * sizeof *a->pos);
     a->pos_sink = ls_malloc(ub * sizeof *a->pos_sink);
+    return LS_OK;
+}
+
+static ls_status start_backend(ls_engine_t *e, const ls_engine_opts *o) {
+    ls_device d = o->device;
+#if LS_HAVE_CUDA
+    if (d == LS_DEVICE_AUTO) d = ls_cuda_available() ? LS_DEVICE_CUDA : LS_DEVICE_CPU;
+    if (d == LS_DEVICE_CUDA) return ls_backend_cuda_init(o->gpu, &e->be);
+#else
+    if (d == LS_DEVICE_CUDA)
+        return LS_ERR(LS_ERR_UNSUPPORTED, "--device cuda: this build has no CUDA backend (nvcc, cuBLAS and NCCL were "
+                                          "not found when it was configured)");
+#endif
+    LS_CHECK(ls_backend_cpu_init(o->n_threads, o->first_cpu, &e->be));
+    ls_backend_set_act_precision(e->be, o->act);
+    return LS_OK;
 }
 
 static ls_status load(ls_engine_t *e, const char *path, const ls_engine_opts *o) {
@@ -122,16 +157,15 @@ static ls_status load(ls_engine_t *e, const char *path, const ls_engine_opts *o)
     if (ls_tokenizer_n_vocab(e->tok) != e->cfg.n_vocab)
         return LS_ERR(LS_ERR_FORMAT, "the tokenizer has %d tokens but the embeddings have %lld rows",
                       ls_tokenizer_n_vocab(e->tok), (long long)e->cfg.n_vocab);
-    LS_CHECK(weight_of(e->cfg.tok_embd, &e->tok_embd));
-    LS_CHECK(weight_of(e->cfg.output, &e->output));
-    LS_CHECK(f32_copy(e->cfg.output_norm, &e->output_norm));
-    LS_CHECK(load_layers(e));
     if (o->ubatch < 0 || o->ubatch > (1 << 16)) return LS_ERR(LS_ERR_INVALID, "micro-batch of %lld tokens", (long long)o->ubatch);
     e->ubatch = o->ubatch ? o->ubatch : DEFAULT_UBATCH;
-    LS_CHECK(ls_backend_cpu_init(o->n_threads, o->first_cpu, &e->be));
-    ls_backend_set_act_precision(e->be, o->act);
-    alloc_activations(e);
-    return LS_OK;
+    LS_CHECK(start_backend(e, o));
+    LS_CHECK(weight_of(e, e->cfg.tok_embd, &e->tok_embd));
+    if (e->cfg.output == e->cfg.tok_embd) e->output = e->tok_embd; // tied: one copy
+    else LS_CHECK(weight_of(e, e->cfg.output, &e->output));
+    LS_CHECK(f32_copy(e, e->cfg.output_norm, &e->output_norm));
+    LS_CHECK(load_layers(e));
+    return alloc_activations(e);
 }
 
 ls_status ls_engine_load(const char *path, const ls_engine_opts *opts, ls_engine_t **out) {
@@ -150,16 +184,26 @@ ls_status ls_engine_load(const char *path, const ls_engine_opts *opts, ls_engine
 
 void ls_engine_free(ls_engine_t *e) {
     if (!e) return;
-    for (int64_t il = 0; e->layers && il < e->cfg.n_layer; il++) {
-        layer *l = &e->layers[il];
-        ls_free(l->attn_norm), ls_free(l->ffn_norm), ls_free(l->bq), ls_free(l->bk), ls_free(l->bv), ls_free(l->bo);
+    ls_backend_t *be = e->be;
+    if (be) {
+        for (int64_t il = 0; e->layers && il < e->cfg.n_layer; il++) {
+            layer *l = &e->layers[il];
+            ls_weight *w[] = {&l->wq, &l->wk, &l->wv, &l->wo, &l->w_gate, &l->w_up, &l->w_down};
+            for (size_t i = 0; i < sizeof w / sizeof *w; i++) ls_backend_weight_release(be, w[i]);
+            float *v[] = {l->attn_norm, l->ffn_norm, l->bq, l->bk, l->bv, l->bo};
+            for (size_t i = 0; i < sizeof v / sizeof *v; i++) ls_backend_release(be, v[i]);
+        }
+        if (e->output.data != e->tok_embd.data) ls_backend_weight_release(be, &e->output);
+        ls_backend_weight_release(be, &e->tok_embd);
+        ls_backend_release(be, e->output_norm);
+        activations *a = &e->act;
+        float *bufs[] = {a->x, a->h, a->q, a->q_sink, a->att, a->k, a->v, a->gate, a->up, a->logits};
+        for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) ls_backend_release(be, bufs[i]);
+        if (a->logits_host != a->logits) ls_free(a->logits_host);
+        ls_free(a->pos), ls_free(a->pos_sink);
+        ls_backend_free(be);
     }
     ls_free(e->layers);
-    activations *a = &e->act;
-    ls_free(a->x), ls_free(a->h), ls_free(a->q), ls_free(a->q_sink), ls_free(a->att), ls_free(a->k), ls_free(a->v);
-    ls_free(a->gate), ls_free(a->up), ls_free(a->logits), ls_free(a->pos), ls_free(a->pos_sink);
-    ls_free(e->output_norm);
-    ls_backend_free(e->be);
     ls_tokenizer_free(e->tok);
     ls_model_config_free(&e->cfg);
     ls_gguf_free(e->gguf);
@@ -211,14 +255,13 @@ ls_status ls_seq_init_opts(ls_engine_t *e, const ls_seq_opts *o, ls_seq_t **out)
         return LS_ERR(LS_ERR_RANGE, "KV cache size overflows");
     ls_seq_t *s = ls_calloc(1, sizeof *s);
     *s = (ls_seq_t){.e = e, .rule = rule, .stream = o->stream, .cap = capacity, .sinks = sinks, .win0 = sinks};
-    s->k = malloc(bytes / 2);
-    s->v = malloc(bytes / 2);
     s->inv_freq = ls_malloc((size_t)c->rope.n_rot / 2 * sizeof *s->inv_freq);
     if (o->stream) s->shift_pos = ls_malloc((size_t)capacity * sizeof *s->shift_pos);
-    ls_status rc = LS_OK;
-    if (!s->k || !s->v)
-        rc = LS_ERR(LS_ERR_NOMEM, "cannot allocate a KV cache of %.2f GB for %lld tokens", (double)bytes / 1e9,
-                    (long long)capacity);
+    ls_status rc = ls_backend_alloc(e->be, bytes / 2, (void **)&s->k);
+    if (rc == LS_OK) rc = ls_backend_alloc(e->be, bytes / 2, (void **)&s->v);
+    if (rc != LS_OK)
+        rc = LS_ERR(LS_ERR_NOMEM, "cannot allocate a KV cache of %.2f GB for %lld tokens on the %s backend",
+                    (double)bytes / 1e9, (long long)capacity, ls_backend_name(e->be));
     if (rc == LS_OK) rc = ls_rope_compute(&c->rope, capacity, s->inv_freq, &s->attn_factor);
     if (rc != LS_OK) {
         ls_seq_free(s);
@@ -235,8 +278,8 @@ ls_status ls_seq_init(ls_engine_t *e, int64_t capacity, ls_seq_t **out) {
 
 void ls_seq_free(ls_seq_t *s) {
     if (!s) return;
-    free(s->k);
-    free(s->v);
+    ls_backend_release(s->e->be, s->k);
+    ls_backend_release(s->e->be, s->v);
     ls_free(s->shift_pos);
     ls_free(s->inv_freq);
     ls_free(s);
@@ -252,7 +295,7 @@ void ls_seq_reset(ls_seq_t *s) {
 }
 
 // Drops window positions [win0, new_win0) from every layer's cache by moving the rest down.
-static void evict(ls_seq_t *s, int64_t new_win0) {
+static ls_status evict(ls_seq_t *s, int64_t new_win0) {
     const ls_model_config *c = &s->e->cfg;
     size_t hd = (size_t)c->head_dim;
     int64_t keep = s->len - new_win0, drop = new_win0 - s->win0;
@@ -260,10 +303,11 @@ static void evict(ls_seq_t *s, int64_t new_win0) {
         for (int64_t g = 0; g < c->n_head_kv; g++) {
             size_t head = ((size_t)l * (size_t)c->n_head_kv + (size_t)g) * (size_t)s->cap * hd;
             size_t dst = head + (size_t)s->sinks * hd, src = dst + (size_t)drop * hd;
-            memmove(s->k + dst, s->k + src, (size_t)keep * hd * sizeof(float));
-            memmove(s->v + dst, s->v + src, (size_t)keep * hd * sizeof(float));
+            LS_CHECK(ls_backend_copy(s->e->be, s->k + dst, 0, s->k + src, 0, (size_t)keep * hd * sizeof(float), 1));
+            LS_CHECK(ls_backend_copy(s->e->be, s->v + dst, 0, s->v + src, 0, (size_t)keep * hd * sizeof(float), 1));
         }
     s->win0 = new_win0;
+    return LS_OK;
 }
 
 // Re-rotates the kept window keys by -(new_base - base): their angles then restart near 0.
@@ -290,7 +334,7 @@ ls_status ls_seq_make_room(ls_seq_t *s, int64_t m) {
     int64_t held = (s->len < s->sinks ? s->len : s->sinks) + (s->len > s->win0 ? s->len - s->win0 : 0);
     if (held + m > s->cap) { // keep the sinks and the last W positions before the new tokens
         int64_t new_win0 = s->len - s->rule.window;
-        if (new_win0 > s->win0) evict(s, new_win0);
+        if (new_win0 > s->win0) LS_CHECK(evict(s, new_win0));
     }
     if (s->len + m - s->base > ls_param_rebase_at() && s->win0 > s->base) LS_CHECK(rebase(s, s->win0));
     return LS_OK;

@@ -5,13 +5,13 @@
 
 #include "ls_engine.h"
 
-typedef struct layer {
+typedef struct layer {             // every pointer is backend memory
     ls_weight wq, wk, wv, wo, w_gate, w_up, w_down;
     float *attn_norm, *ffn_norm;  // [n_embd], f32 copies (small)
     float *bq, *bk, *bv, *bo;     // optional biases, f32 copies, or NULL
 } layer;
 
-typedef struct activations {      // sized once for `ubatch` tokens
+typedef struct activations {      // sized once for `ubatch` tokens, in backend memory but pos*
     float *x;                     // [ub][n_embd] residual stream
     float *h;                     // [ub][n_embd] normalized / projected
     float *q;                     // [ub][n_head * hd]
@@ -19,7 +19,8 @@ typedef struct activations {      // sized once for `ubatch` tokens
     float *k, *v;                 // [ub][n_kv_head * hd]
     float *att;                   // [ub][n_head * hd]
     float *gate, *up;             // [ub][n_ff]
-    float *logits;                // [LOGIT_ROWS][n_vocab]
+    float *logits;                // [LOGIT_ROWS][n_vocab] (backend memory)
+    float *logits_host;           // [LOGIT_ROWS][n_vocab] host copy, when the backend is a device
     int64_t *pos;                 // [ub] RoPE positions of the micro-batch (relative to the base)
     int64_t *pos_sink;            // [ub] min(position, S + W): the slots q_sink is rotated at
 } activations;
@@ -31,7 +32,7 @@ struct ls_engine {
     ls_model_config cfg;          // cfg.rope holds the overrides applied
     ls_tokenizer_t *tok;
     ls_backend_t *be;
-    ls_weight tok_embd, output;
+    ls_weight tok_embd, output;   // in the backend (the same one when the output is tied)
     float *output_norm;           // [n_embd]
     layer *layers;                // [n_layer]
     int64_t ubatch;
@@ -52,7 +53,7 @@ struct ls_seq {
     bool stream;
     int64_t cap, len;             // slots; tokens seen (the next position)
     int64_t sinks, win0, base;
-    float *k, *v;                 // [n_layer][n_kv_head][cap][hd]
+    float *k, *v;                 // [n_layer][n_kv_head][cap][hd] (backend memory)
     int64_t *shift_pos;           // [cap] scratch for re-rotation
     float *inv_freq;              // [n_rot / 2], fixed for the sequence
     float attn_factor;

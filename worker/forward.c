@@ -20,18 +20,24 @@ static ls_status add_bias(ls_backend_t *be, float *y, const float *bias, int64_t
 static int64_t slot(const ls_seq_t *s, int64_t p) { return p < s->sinks ? p : s->sinks + (p - s->win0); }
 
 // Copies this micro-batch's keys and values [m][n_kv_head][hd] into the layer's cache
-// [n_kv_head][cap][hd] at the slots of positions p0..p0+m-1.
-static void store_kv(const ls_seq_t *s, const ls_model_config *c, int64_t il, const float *k,
-                     const float *v, int64_t m, int64_t p0) {
-    size_t hd = (size_t)c->head_dim, layer = (size_t)(c->n_head_kv * s->cap) * hd;
+// [n_kv_head][cap][hd] at the slots of positions p0..p0+m-1: one strided copy per KV head and
+// run of consecutive slots (the slots jump where the sinks end).
+static ls_status store_kv(const ls_seq_t *s, const ls_model_config *c, int64_t il, const float *k,
+                          const float *v, int64_t m, int64_t p0) {
+    size_t hd = (size_t)c->head_dim, nkv = (size_t)c->n_head_kv, layer = nkv * (size_t)s->cap * hd, row = hd * sizeof(float);
     float *kc = s->k + (size_t)il * layer, *vc = s->v + (size_t)il * layer;
-    for (int64_t t = 0; t < m; t++)
-        for (int64_t g = 0; g < c->n_head_kv; g++) {
-            size_t dst = ((size_t)g * (size_t)s->cap + (size_t)slot(s, p0 + t)) * hd,
-                   src = ((size_t)t * (size_t)c->n_head_kv + (size_t)g) * hd;
-            memcpy(kc + dst, k + src, hd * sizeof *k);
-            memcpy(vc + dst, v + src, hd * sizeof *v);
+    ls_backend_t *be = s->e->be;
+    for (int64_t t0 = 0; t0 < m;) {
+        int64_t t1 = p0 + t0 < s->sinks && p0 + m > s->sinks ? s->sinks - p0 : m; // end of this run
+        size_t rows = (size_t)(t1 - t0), at = (size_t)slot(s, p0 + t0);
+        for (size_t g = 0; g < nkv; g++) {
+            size_t dst = (g * (size_t)s->cap + at) * hd, src = ((size_t)t0 * nkv + g) * hd;
+            LS_CHECK(ls_backend_copy(be, kc + dst, row, k + src, nkv * row, row, rows));
+            LS_CHECK(ls_backend_copy(be, vc + dst, row, v + src, nkv * row, row, rows));
         }
+        t0 = t1;
+    }
+    return LS_OK;
 }
 
 ls_status ls_layer_qkv(ls_engine_t *e, int64_t il, const ls_rows *r, const ls_rope_freqs *f) {
@@ -47,7 +53,7 @@ ls_status ls_layer_qkv(ls_engine_t *e, int64_t il, const ls_rows *r, const ls_ro
     LS_CHECK(add_bias(be, r->k, l->bk, m, nkv));
     LS_CHECK(add_bias(be, r->v, l->bv, m, nkv));
     if (r->q_sink) { // the same queries, rotated at their StreamingLLM slots, for the sink keys
-        memcpy(r->q_sink, r->q, (size_t)(m * nq) * sizeof *r->q);
+        LS_CHECK(ls_backend_copy(be, r->q_sink, 0, r->q, 0, (size_t)(m * nq) * sizeof *r->q, 1));
         LS_CHECK(ls_op_rope(be, r->q_sink, m, (int)c->n_head, (int)c->head_dim, r->pos_sink, f));
     }
     LS_CHECK(ls_op_rope(be, r->q, m, (int)c->n_head, (int)c->head_dim, r->pos, f));
@@ -82,7 +88,7 @@ static ls_status run_layer(ls_engine_t *e, ls_seq_t *s, int64_t il, const ls_row
     const ls_model_config *c = &e->cfg;
     ls_rope_freqs f = {c->rope.n_rot, s->inv_freq, s->attn_factor, LS_ROPE_PAIR_ADJACENT};
     LS_CHECK(ls_layer_qkv(e, il, r, &f));
-    store_kv(s, c, il, r->k, r->v, r->m, p0);
+    LS_CHECK(store_kv(s, c, il, r->k, r->v, r->m, p0));
     size_t layer_off = (size_t)il * (size_t)(c->n_head_kv * s->cap * c->head_dim);
     int64_t end = p0 + r->m, kv_sinks = end < s->sinks ? end : s->sinks;
     ls_attn_args at = {.q = r->q, .q_sink = r->q_sink, .k = s->k + layer_off, .v = s->v + layer_off, .out = r->att,
@@ -101,7 +107,9 @@ static ls_status logits_rows(ls_engine_t *e, int64_t r0, int64_t m, const ls_for
     for (int64_t r = r0; r < m; r += LOGIT_ROWS) {
         int64_t n = m - r < LOGIT_ROWS ? m - r : LOGIT_ROWS;
         LS_CHECK(ls_output_logits(e, a->x + r * c->n_embd, n, a->h + r * c->n_embd, a->logits));
-        for (int64_t i = 0; i < n; i++) LS_CHECK(o->on_logits(o->ctx, index0 + r + i, a->logits + i * c->n_vocab));
+        if (a->logits_host != a->logits)
+            LS_CHECK(ls_backend_download(e->be, a->logits_host, a->logits, (size_t)(n * c->n_vocab) * sizeof(float)));
+        for (int64_t i = 0; i < n; i++) LS_CHECK(o->on_logits(o->ctx, index0 + r + i, a->logits_host + i * c->n_vocab));
     }
     return LS_OK;
 }

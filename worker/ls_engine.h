@@ -26,7 +26,16 @@ typedef struct ls_rope_override {
 // (may be NULL).
 ls_status ls_rope_override_apply(ls_rope_config *r, const ls_rope_override *o, ls_buf *notes);
 
+// Where the engine runs. AUTO: the CUDA backend when this build has one and a GPU is visible,
+// else the CPU. On CUDA, weights live on the device as bf16, and so do the activations and
+// the KV cache (f32); logits come back to the host a few rows at a time.
+typedef enum ls_device { LS_DEVICE_AUTO, LS_DEVICE_CPU, LS_DEVICE_CUDA } ls_device;
+bool ls_device_parse(const char *name, ls_device *out); // "auto", "cpu", "cuda"
+const char *ls_device_name(ls_device d);
+
 typedef struct ls_engine_opts {
+    ls_device device;    // default AUTO
+    int gpu;             // CUDA device index (CUDA backend)
     int n_threads;       // <= 0: all cores
     int first_cpu;       // bind thread i to CPU first_cpu + i; < 0: no binding
     int64_t ubatch;      // tokens per micro-batch in prefill (bounds activation memory); <= 0: 512

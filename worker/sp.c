@@ -174,6 +174,10 @@ static ls_status init(ls_sp_t *s, const ls_sp_opts *o) {
 }
 
 ls_status ls_sp_init(ls_engine_t *e, ls_comm_t *c, const ls_sp_opts *o, ls_sp_t **out) {
+    *out = NULL;
+    if (!ls_backend_on_host(ls_engine_backend(e)))
+        return LS_ERR(LS_ERR_UNSUPPORTED, "sequence-parallel groups run on CPU ranks for now (the %s backend's NCCL "
+                                          "exchange is not built yet): use --device cpu", ls_backend_name(ls_engine_backend(e)));
     ls_sp_t *s = ls_calloc(1, sizeof *s);
     s->e = e, s->c = c, s->rank = ls_comm_rank(c), s->P = ls_comm_size(c);
     ls_status rc = init(s, o);

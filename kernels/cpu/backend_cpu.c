@@ -7,6 +7,7 @@
 
 #include <cblas.h>
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 #if defined(__AVX2__)
 #include <immintrin.h>
@@ -202,6 +203,27 @@ static void cpu_free(void *ctx) {
     ls_free(c);
 }
 
+// Host memory: plain allocations (64-byte aligned) and memcpy/memmove.
+static ls_status cpu_alloc(void *ctx, size_t bytes, void **out) {
+    (void)ctx;
+    if (posix_memalign(out, 64, bytes) != 0) {
+        *out = NULL;
+        return LS_ERR(LS_ERR_NOMEM, "cannot allocate %.3f GB of host memory", (double)bytes / 1e9);
+    }
+    return LS_OK;
+}
+static void cpu_release(void *ctx, void *p) { (void)ctx, free(p); }
+static ls_status cpu_move(void *ctx, void *dst, const void *src, size_t bytes) {
+    (void)ctx, memmove(dst, src, bytes);
+    return LS_OK;
+}
+static ls_status cpu_copy(void *ctx, void *dst, size_t dpitch, const void *src, size_t spitch, size_t width,
+                          size_t rows) {
+    (void)ctx;
+    for (size_t r = 0; r < rows; r++) memmove((char *)dst + r * dpitch, (const char *)src + r * spitch, width);
+    return LS_OK;
+}
+
 static const ls_backend_iface g_cpu_iface = {
     .name = "cpu",
     .threads = cpu_threads,
@@ -214,6 +236,12 @@ static const ls_backend_iface g_cpu_iface = {
     .rope = cpu_rope,
     .attention = cpu_attention,
     .attn_merge = cpu_attn_merge,
+    .on_host = true,
+    .alloc = cpu_alloc,
+    .release = cpu_release,
+    .upload = cpu_move,
+    .download = cpu_move,
+    .copy = cpu_copy,
     .free = cpu_free,
 };
 

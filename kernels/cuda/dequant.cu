@@ -1,21 +1,9 @@
 // dequant.cu — CUDA dequantization of every supported type to f32 and bf16, one thread per
-// output element (the formulas of kernels/ref/dequant_ref.c, its CPU twin). Products and sums
+// output element, and the embedding lookup (get_rows) built on it (the formulas of kernels/ref/dequant_ref.c, its CPU twin). Products and sums
 // use __fmul_rn/__fadd_rn so nvcc cannot fuse them into FMAs: the f32 output is bit-identical
 // to ggml's and to the CPU path. Also the small runtime helpers declared in ls_cuda.h.
 // Tests: tests/gpu/test_ops.c.
-#include "ls_cuda.h"
-#include "ls_kernels.h"
-
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
-#include <cuda_runtime.h>
-
-#define LS_CUDA_CHECK(call)                                                              \
-    do {                                                                                 \
-        cudaError_t e_ = (call);                                                         \
-        if (e_ != cudaSuccess)                                                           \
-            return LS_ERR(LS_ERR_DEVICE, "%s failed: %s", #call, cudaGetErrorString(e_)); \
-    } while (0)
+#include "cuda_impl.h"
 
 // --- runtime helpers ----------------------------------------------------------------------
 
@@ -130,7 +118,7 @@ __global__ static void dequant_kernel(int t, const uint8_t *src, T *dst, long lo
 }
 
 template <typename T>
-static ls_status launch(ls_dtype t, const void *src, T *dst, int64_t n) {
+static ls_status launch(ls_dtype t, const void *src, T *dst, int64_t n, cudaStream_t st = 0) {
     if (!ls_dequant_supported(t))
         return LS_ERR(LS_ERR_UNSUPPORTED, "no CUDA dequantizer for type %s", ls_dtype_name(t));
     if (n < 0 || n % ls_dtype_get(t)->block)
@@ -139,7 +127,7 @@ static ls_status launch(ls_dtype t, const void *src, T *dst, int64_t n) {
     const ls_dtype_info *ti = ls_dtype_get(t);
     unsigned grid = (unsigned)((n + 255) / 256);
     if (grid == 0) return LS_OK;
-    dequant_kernel<T><<<grid, 256>>>((int)t, (const uint8_t *)src, dst, n, (int)ti->block, (int)ti->block_bytes);
+    dequant_kernel<T><<<grid, 256, 0, st>>>((int)t, (const uint8_t *)src, dst, n, (int)ti->block, (int)ti->block_bytes);
     LS_CUDA_CHECK(cudaGetLastError());
     return LS_OK;
 }
@@ -150,4 +138,26 @@ extern "C" ls_status ls_cuda_dequant_f32(ls_dtype t, const void *src, float *dst
 
 extern "C" ls_status ls_cuda_dequant_bf16(ls_dtype t, const void *src, uint16_t *dst, int64_t n) {
     return launch(t, src, (__nv_bfloat16 *)dst, n);
+}
+
+ls_status cuda_dequant_bf16(cudaStream_t st, ls_dtype t, const void *src, __nv_bfloat16 *dst, int64_t n) {
+    return launch(t, src, dst, n, st);
+}
+
+// out[i][j] = row ids[i] of w, element j; one block per row.
+__global__ static void get_rows_kernel(int t, const uint8_t *w, size_t row_bytes, long long n_in, const int32_t *ids,
+                                       float *out, int block, int bytes) {
+    const uint8_t *row = w + (size_t)ids[blockIdx.x] * row_bytes;
+    for (long long j = threadIdx.x; j < n_in; j += blockDim.x)
+        out[(long long)blockIdx.x * n_in + j] = dequant_elem(t, row, j, block, bytes);
+}
+
+ls_status cuda_get_rows(cudaStream_t st, ls_dtype t, const void *w, size_t row_bytes, int64_t n_in,
+                        const int32_t *ids_dev, int64_t m, float *out) {
+    const ls_dtype_info *ti = ls_dtype_get(t);
+    if (m > INT32_MAX) return LS_ERR(LS_ERR_RANGE, "get_rows: %lld rows", (long long)m);
+    get_rows_kernel<<<(unsigned)m, 256, 0, st>>>((int)t, (const uint8_t *)w, row_bytes, n_in, ids_dev, out,
+                                                 (int)ti->block, (int)ti->block_bytes);
+    LS_CUDA_CHECK(cudaGetLastError());
+    return LS_OK;
 }

@@ -1,4 +1,5 @@
-// test_ops.c — the GPU op-consistency test: every CUDA op against its CPU twin in kernels/ref
+// test_ops.c — the GPU op-consistency test: every CUDA op (through the CUDA backend of the op
+// API) against its CPU twin in kernels/ref
 // on random shapes (odd sizes included), with guard bytes around every device output to catch
 // out-of-bounds writes, and a tolerance per op. `-o NAME` runs one op; `--perf` also times
 // each op. Exits 77 (ctest: skipped) with the reason when no GPU is visible.
@@ -111,9 +112,340 @@ static ls_status dequant_case(unsigned *seed, bool bf16, bool perf, int *wrong, 
 static ls_status op_dequant(unsigned *s, bool perf, int *wrong, double *ms) { return dequant_case(s, false, perf, wrong, ms); }
 static ls_status op_dequant_bf16(unsigned *s, bool perf, int *wrong, double *ms) { return dequant_case(s, true, perf, wrong, ms); }
 
+// --- the backend's ops --------------------------------------------------------------------------
+
+static ls_backend_t *g_be;
+
+static float frand(unsigned *seed) { return (float)rand_r(seed) / (float)RAND_MAX * 2.0f - 1.0f; }
+static float *rand_vec(size_t n, unsigned *seed) {
+    float *v = malloc(n * sizeof *v + 1);
+    for (size_t i = 0; i < n; i++) v[i] = frand(seed);
+    return v;
+}
+
+// A device copy of a host array.
+static ls_status to_dev(const void *host, size_t bytes, void **dev) {
+    LS_CHECK(ls_cuda_malloc(dev, bytes ? bytes : 1));
+    return ls_cuda_upload(*dev, host, bytes);
+}
+
+// Compares n floats: |got - want| <= atol + rtol·|want| (tol[i] instead of atol when given);
+// NaN/inf must match exactly. Returns the count of misses and prints the first.
+static int compare(const char *what, const float *got, const float *want, int64_t n, float atol, float rtol,
+                   const float *tol) {
+    int bad = 0;
+    for (int64_t i = 0; i < n; i++) {
+        float g = got[i], w = want[i], t = (tol ? tol[i] : atol) + rtol * fabsf(w);
+        bool ok = isfinite(w) ? fabsf(g - w) <= t : (isnan(w) ? isnan(g) : g == w);
+        if (!ok && bad++ == 0) fprintf(stderr, "  %s[%lld]: got %.7g want %.7g (tol %.3g)\n", what, (long long)i, g, w, t);
+    }
+    return bad;
+}
+
+// Runs an op with one guarded f32 output of n elements initialised from init (or zeros);
+// got receives the result; *damaged the guard words it overwrote.
+typedef struct gout {
+    uint32_t *base;
+    float *dev;
+    size_t n;
+} gout;
+static ls_status gout_init(gout *g, size_t n, const float *init) {
+    g->n = n;
+    LS_CHECK(guarded_alloc(n, &g->base, (void **)&g->dev));
+    if (init) LS_CHECK(ls_cuda_upload(g->dev, init, n * 4));
+    return LS_OK;
+}
+static ls_status gout_read(gout *g, float *got, int *damaged) {
+    LS_CHECK(guarded_read(g->base, g->n, 4, got, damaged));
+    return ls_cuda_free(g->base);
+}
+
+// matmul: every weight type, odd row counts, bf16 GEMM inputs: the tolerance per output is
+// 2^-7 of sum |x||w| (each operand rounded to bf16) plus fp32 accumulation.
+static ls_status op_matmul(unsigned *seed, bool perf, int *wrong, double *ms) {
+    (void)perf;
+    *wrong = 0, *ms = 0;
+    for (size_t k = 0; k < sizeof g_types / sizeof *g_types; k++) {
+        ls_dtype t = g_types[k];
+        const ls_dtype_info *ti = ls_dtype_get(t);
+        int64_t n_in = ti->block * (1 + rand_r(seed) % (ti->block >= 256 ? 3 : 9)), n_out = 1 + rand_r(seed) % 97;
+        if (ti->block == 1) n_in = 1 + rand_r(seed) % 300;
+        int64_t m = k % 3 == 0 ? 1 : 1 + rand_r(seed) % 41;
+        uint64_t rb;
+        ls_dtype_row_bytes(t, (uint64_t)n_in, &rb);
+        uint8_t *wd = malloc(rb * (size_t)n_out);
+        for (int64_t r = 0; r < n_out; r++) random_row(t, n_in, wd + r * rb, seed);
+        ls_weight w = {t, n_in, n_out, (size_t)rb, wd};
+        float *x = rand_vec((size_t)(m * n_in), seed), *want = malloc((size_t)(m * n_out) * 4),
+              *got = malloc((size_t)(m * n_out) * 4), *tol = calloc((size_t)(m * n_out), 4), *row = malloc((size_t)n_in * 4);
+        ls_ref_matmul(&w, x, want, m);
+        for (int64_t r = 0; r < n_out; r++) {
+            ls_ref_dequant_row(t, wd + r * rb, row, n_in);
+            for (int64_t i = 0; i < m; i++) {
+                double a = 0;
+                for (int64_t j = 0; j < n_in; j++) a += fabs((double)x[i * n_in + j] * row[j]);
+                tol[i * n_out + r] = (float)(a / 128.0 + 1e-6);
+            }
+        }
+        // through a weight loaded once (bf16 on the device) and straight from the raw type
+        for (int loaded = 0; loaded < 2; loaded++) {
+            void *draw, *dx;
+            ls_weight dw;
+            LS_CHECK(to_dev(wd, rb * (size_t)n_out, &draw));
+            LS_CHECK(to_dev(x, (size_t)(m * n_in) * 4, &dx));
+            ls_weight raw = {t, n_in, n_out, (size_t)rb, draw};
+            if (loaded) LS_CHECK(ls_backend_weight_load(g_be, &w, &dw));
+            gout y;
+            LS_CHECK(gout_init(&y, (size_t)(m * n_out), NULL));
+            LS_CHECK(ls_op_matmul(g_be, loaded ? &dw : &raw, dx, y.dev, m));
+            int damaged;
+            LS_CHECK(gout_read(&y, got, &damaged));
+            int bad = damaged + compare("matmul", got, want, m * n_out, 0, 0, tol);
+            if (bad) fprintf(stderr, "  matmul %s [%lld x %lld] m=%lld %s: %d wrong\n", ti->name, (long long)n_out,
+                             (long long)n_in, (long long)m, loaded ? "loaded" : "raw", bad);
+            *wrong += bad;
+            if (loaded) ls_backend_weight_release(g_be, &dw);
+            LS_CHECK(ls_cuda_free(draw));
+            LS_CHECK(ls_cuda_free(dx));
+        }
+        free(wd), free(x), free(want), free(got), free(tol), free(row);
+    }
+    return LS_OK;
+}
+
+static ls_status op_get_rows(unsigned *seed, bool perf, int *wrong, double *ms) {
+    (void)perf;
+    *wrong = 0, *ms = 0;
+    for (size_t k = 0; k < sizeof g_types / sizeof *g_types; k++) {
+        ls_dtype t = g_types[k];
+        const ls_dtype_info *ti = ls_dtype_get(t);
+        int64_t n_in = ti->block * (1 + rand_r(seed) % 5), n_out = 3 + rand_r(seed) % 50, m = 1 + rand_r(seed) % 33;
+        if (ti->block == 1) n_in = 1 + rand_r(seed) % 300;
+        uint64_t rb;
+        ls_dtype_row_bytes(t, (uint64_t)n_in, &rb);
+        uint8_t *wd = malloc(rb * (size_t)n_out);
+        for (int64_t r = 0; r < n_out; r++) random_row(t, n_in, wd + r * rb, seed);
+        int32_t *ids = malloc((size_t)m * 4);
+        for (int64_t i = 0; i < m; i++) ids[i] = rand_r(seed) % (int)n_out;
+        ls_weight w = {t, n_in, n_out, (size_t)rb, wd};
+        float *want = malloc((size_t)(m * n_in) * 4), *got = malloc((size_t)(m * n_in) * 4);
+        ls_ref_get_rows(&w, ids, m, want);
+        void *dw;
+        LS_CHECK(to_dev(wd, rb * (size_t)n_out, &dw));
+        ls_weight dwt = {t, n_in, n_out, (size_t)rb, dw};
+        gout y;
+        LS_CHECK(gout_init(&y, (size_t)(m * n_in), NULL));
+        LS_CHECK(ls_op_get_rows(g_be, &dwt, ids, m, y.dev));
+        int damaged;
+        LS_CHECK(gout_read(&y, got, &damaged));
+        int bad = damaged + compare("get_rows", got, want, m * n_in, 0, 0, NULL); // bit-exact dequantization
+        if (bad) fprintf(stderr, "  get_rows %s: %d wrong\n", ti->name, bad);
+        *wrong += bad;
+        LS_CHECK(ls_cuda_free(dw));
+        free(wd), free(ids), free(want), free(got);
+    }
+    return LS_OK;
+}
+
+static ls_status op_rmsnorm(unsigned *seed, bool perf, int *wrong, double *ms) {
+    (void)perf;
+    *wrong = 0, *ms = 0;
+    for (int rep = 0; rep < 6; rep++) {
+        int64_t m = 1 + rand_r(seed) % 37, n = 1 + rand_r(seed) % 3000;
+        float *x = rand_vec((size_t)(m * n), seed), *w = rand_vec((size_t)n, seed), *want = malloc((size_t)(m * n) * 4),
+              *got = malloc((size_t)(m * n) * 4);
+        ls_ref_rmsnorm(x, w, want, m, n, 1e-5f);
+        void *dx, *dw;
+        LS_CHECK(to_dev(x, (size_t)(m * n) * 4, &dx));
+        LS_CHECK(to_dev(w, (size_t)n * 4, &dw));
+        gout y;
+        LS_CHECK(gout_init(&y, (size_t)(m * n), NULL));
+        LS_CHECK(ls_op_rmsnorm(g_be, dx, dw, y.dev, m, n, 1e-5f));
+        int damaged;
+        LS_CHECK(gout_read(&y, got, &damaged));
+        *wrong += damaged + compare("rmsnorm", got, want, m * n, 1e-6f, 2e-5f, NULL);
+        LS_CHECK(ls_cuda_free(dx)); LS_CHECK(ls_cuda_free(dw));
+        free(x), free(w), free(want), free(got);
+    }
+    return LS_OK;
+}
+
+// swiglu and add (element-wise, odd lengths).
+static ls_status op_elementwise(unsigned *seed, bool perf, int *wrong, double *ms) {
+    (void)perf;
+    *wrong = 0, *ms = 0;
+    for (int rep = 0; rep < 4; rep++) {
+        int64_t n = 1 + rand_r(seed) % 100003;
+        float *a = rand_vec((size_t)n, seed), *b = rand_vec((size_t)n, seed), *want = malloc((size_t)n * 4),
+              *got = malloc((size_t)n * 4);
+        for (int64_t i = 0; i < n; i++) a[i] *= 8; // silu over a wider range
+        void *da, *db;
+        LS_CHECK(to_dev(a, (size_t)n * 4, &da));
+        LS_CHECK(to_dev(b, (size_t)n * 4, &db));
+        gout y;
+        ls_ref_swiglu(a, b, want, n);
+        LS_CHECK(gout_init(&y, (size_t)n, NULL));
+        LS_CHECK(ls_op_swiglu(g_be, da, db, y.dev, n));
+        int damaged;
+        LS_CHECK(gout_read(&y, got, &damaged));
+        *wrong += damaged + compare("swiglu", got, want, n, 1e-6f, 1e-5f, NULL);
+        for (int64_t i = 0; i < n; i++) want[i] = b[i] + a[i];
+        LS_CHECK(gout_init(&y, (size_t)n, b));
+        LS_CHECK(ls_op_add(g_be, y.dev, da, n));
+        LS_CHECK(gout_read(&y, got, &damaged));
+        *wrong += damaged + compare("add", got, want, n, 0, 0, NULL);
+        LS_CHECK(ls_cuda_free(da)); LS_CHECK(ls_cuda_free(db));
+        free(a), free(b), free(want), free(got);
+    }
+    return LS_OK;
+}
+
+// rope: both pairings, partial rotation, positions up to 2^20 and negative (re-rotation).
+static ls_status op_rope(unsigned *seed, bool perf, int *wrong, double *ms) {
+    (void)perf;
+    *wrong = 0, *ms = 0;
+    static const int dims[] = {32, 64, 128, 80};
+    for (int rep = 0; rep < 8; rep++) {
+        int hd = dims[rep % 4], heads = 1 + rand_r(seed) % 9, n_rot = rep % 3 == 2 ? hd / 2 : hd;
+        int64_t m = 1 + rand_r(seed) % 29, n = m * heads * hd;
+        int64_t *pos = malloc((size_t)m * 8);
+        for (int64_t t = 0; t < m; t++) pos[t] = rand_r(seed) % (1 << 20) - (rep == 5 ? (1 << 19) : 0);
+        float *freq = malloc((size_t)n_rot / 2 * 4);
+        for (int i = 0; i < n_rot / 2; i++) freq[i] = powf(10000.0f, -2.0f * (float)i / (float)n_rot);
+        ls_rope_freqs f = {n_rot, freq, rep == 3 ? 1.1f : 1.0f, rep % 2 ? LS_ROPE_PAIR_HALVES : LS_ROPE_PAIR_ADJACENT};
+        float *x = rand_vec((size_t)n, seed), *want = malloc((size_t)n * 4), *got = malloc((size_t)n * 4);
+        memcpy(want, x, (size_t)n * 4);
+        ls_ref_rope(want, m, heads, hd, pos, &f);
+        gout y;
+        LS_CHECK(gout_init(&y, (size_t)n, x));
+        LS_CHECK(ls_op_rope(g_be, y.dev, m, heads, hd, pos, &f));
+        int damaged;
+        LS_CHECK(gout_read(&y, got, &damaged));
+        *wrong += damaged + compare("rope", got, want, n, 2e-6f, 2e-6f, NULL);
+        free(pos), free(freq), free(x), free(want), free(got);
+    }
+    return LS_OK;
+}
+
+// attention: every rule, GQA, head dims 32/64/128, odd lengths, queries after a prefix, the
+// streaming layout (sinks + a window segment) and q_sink. bf16 inputs: absolute tolerance
+// 3e-2 on outputs in [-1, 1], lse 2e-2.
+static ls_status attention_case(unsigned *seed, ls_attn_kind kind, int hd, int rep, bool stream, int *wrong) {
+    int n_kv_head = 1 + rand_r(seed) % 3, n_head = n_kv_head * rep;
+    int64_t n_q = 1 + rand_r(seed) % 150, q_pos0 = rand_r(seed) % 3 ? rand_r(seed) % 200 : 0;
+    ls_attn_rule rule = {.kind = kind, .group = 2 + rand_r(seed) % 40, .sinks = rand_r(seed) % 5,
+                         .window = 1 + rand_r(seed) % 90, .n_head = n_head};
+    int64_t end = q_pos0 + n_q, kv_sinks = 0, kv_pos0 = 0;
+    if (stream) { // sinks in front, then a window segment starting after the oldest kept key
+        kv_sinks = rule.sinks < end ? rule.sinks : end;
+        kv_pos0 = end - n_q - rule.window > kv_sinks ? end - n_q - rule.window : kv_sinks;
+    }
+    int64_t n_kv = kv_sinks + (end - kv_pos0), stride = n_kv + rand_r(seed) % 5;
+    size_t nq = (size_t)(n_q * n_head * hd), nk = (size_t)(n_kv_head * stride * hd);
+    float *q = rand_vec(nq, seed), *qs = rand_vec(nq, seed), *k = rand_vec(nk, seed), *v = rand_vec(nk, seed);
+    float *want = malloc(nq * 4), *got = malloc(nq * 4), *lw = malloc((size_t)(n_q * n_head) * 4),
+          *lg = malloc((size_t)(n_q * n_head) * 4);
+    ls_attn_args a = {.q = q, .q_sink = kind == LS_ATTN_SINK ? qs : NULL, .k = k, .v = v, .out = want, .lse = lw,
+                      .n_q = n_q, .q_pos0 = q_pos0, .n_kv = n_kv, .kv_sinks = kv_sinks, .kv_pos0 = kv_pos0,
+                      .kv_stride = stride, .n_head = n_head, .n_kv_head = n_kv_head, .head_dim = hd,
+                      .scale = 1.0f / sqrtf((float)hd), .rule = rule};
+    ls_ref_attention(&a);
+    void *dq, *dqs, *dk, *dv;
+    LS_CHECK(to_dev(q, nq * 4, &dq)); LS_CHECK(to_dev(qs, nq * 4, &dqs));
+    LS_CHECK(to_dev(k, nk * 4, &dk)); LS_CHECK(to_dev(v, nk * 4, &dv));
+    gout o, l;
+    LS_CHECK(gout_init(&o, nq, NULL));
+    LS_CHECK(gout_init(&l, (size_t)(n_q * n_head), NULL));
+    ls_attn_args d = a;
+    d.q = dq, d.q_sink = a.q_sink ? dqs : NULL, d.k = dk, d.v = dv, d.out = o.dev, d.lse = l.dev;
+    LS_CHECK(ls_op_attention(g_be, &d));
+    int dam1, dam2;
+    LS_CHECK(gout_read(&o, got, &dam1));
+    LS_CHECK(gout_read(&l, lg, &dam2));
+    int bad = dam1 + dam2 + compare("attention out", got, want, (int64_t)nq, 3e-2f, 0, NULL) +
+              compare("attention lse", lg, lw, n_q * n_head, 2e-2f, 0, NULL);
+    if (bad)
+        fprintf(stderr, "  attention %s hd=%d heads=%d/%d n_q=%lld q_pos0=%lld n_kv=%lld sinks=%lld pos0=%lld G=%lld S=%lld W=%lld: %d wrong\n",
+                ls_attn_kind_name(kind), hd, n_head, n_kv_head, (long long)n_q, (long long)q_pos0, (long long)n_kv,
+                (long long)kv_sinks, (long long)kv_pos0, (long long)rule.group, (long long)rule.sinks,
+                (long long)rule.window, bad);
+    *wrong += bad;
+    LS_CHECK(ls_cuda_free(dq)); LS_CHECK(ls_cuda_free(dqs)); LS_CHECK(ls_cuda_free(dk)); LS_CHECK(ls_cuda_free(dv));
+    free(q), free(qs), free(k), free(v), free(want), free(got), free(lw), free(lg);
+    return LS_OK;
+}
+
+static ls_status op_attention(unsigned *seed, bool perf, int *wrong, double *ms) {
+    (void)perf;
+    *wrong = 0, *ms = 0;
+    static const int dims[] = {32, 64, 128}, reps[] = {1, 3, 4};
+    for (int kind = 0; kind < LS_ATTN_KIND_COUNT; kind++)
+        for (int di = 0; di < 3; di++)
+            for (int ri = 0; ri < 3; ri++) {
+                LS_CHECK(attention_case(seed, (ls_attn_kind)kind, dims[di], reps[ri], false, wrong));
+                if (kind == LS_ATTN_SINK || kind == LS_ATTN_WINDOW)
+                    LS_CHECK(attention_case(seed, (ls_attn_kind)kind, dims[di], reps[ri], true, wrong));
+            }
+    return LS_OK;
+}
+
+static ls_status op_attn_merge(unsigned *seed, bool perf, int *wrong, double *ms) {
+    (void)perf;
+    *wrong = 0, *ms = 0;
+    int64_t n = 1 + rand_r(seed) % 300;
+    int d = 1 + rand_r(seed) % 130;
+    float *o1 = rand_vec((size_t)(n * d), seed), *o2 = rand_vec((size_t)(n * d), seed), *l1 = rand_vec((size_t)n, seed),
+          *l2 = rand_vec((size_t)n, seed), *got = malloc((size_t)(n * d) * 4), *lg = malloc((size_t)n * 4);
+    for (int64_t r = 0; r < n; r++) { // empty sides: -inf on either, or both
+        if (r % 7 == 1) l1[r] = -INFINITY;
+        if (r % 5 == 2) l2[r] = -INFINITY;
+        l1[r] *= 30, l2[r] *= 30;
+    }
+    gout go, gl;
+    LS_CHECK(gout_init(&go, (size_t)(n * d), o1));
+    LS_CHECK(gout_init(&gl, (size_t)n, l1));
+    void *do2, *dl2;
+    LS_CHECK(to_dev(o2, (size_t)(n * d) * 4, &do2)); LS_CHECK(to_dev(l2, (size_t)n * 4, &dl2));
+    LS_CHECK(ls_op_attn_merge(g_be, go.dev, gl.dev, do2, dl2, n, d));
+    ls_ref_attn_merge(o1, l1, o2, l2, n, d);
+    int dam1, dam2;
+    LS_CHECK(gout_read(&go, got, &dam1));
+    LS_CHECK(gout_read(&gl, lg, &dam2));
+    *wrong += dam1 + dam2 + compare("merge out", got, o1, n * d, 1e-5f, 1e-5f, NULL) +
+              compare("merge lse", lg, l1, n, 1e-5f, 1e-5f, NULL);
+    LS_CHECK(ls_cuda_free(do2)); LS_CHECK(ls_cuda_free(dl2));
+    free(o1), free(o2), free(l1), free(l2), free(got), free(lg);
+    return LS_OK;
+}
+
+// Backend memory: strided copies and an overlapping single-row move, against memmove.
+static ls_status op_copy(unsigned *seed, bool perf, int *wrong, double *ms) {
+    (void)perf;
+    *wrong = 0, *ms = 0;
+    size_t n = 4096 + (size_t)(rand_r(seed) % 1000);
+    float *h = rand_vec(n, seed), *want = malloc(n * 4), *got = malloc(n * 4);
+    void *d;
+    LS_CHECK(ls_backend_alloc(g_be, n * 4, &d));
+    LS_CHECK(ls_backend_upload(g_be, d, h, n * 4));
+    memcpy(want, h, n * 4);
+    memmove(want + 5, want + 100, 3000 * 4); // overlapping, downwards
+    LS_CHECK(ls_backend_copy(g_be, (float *)d + 5, 0, (float *)d + 100, 0, 3000 * 4, 1));
+    memmove(want + 200, want + 7, 2000 * 4); // overlapping, upwards
+    LS_CHECK(ls_backend_copy(g_be, (float *)d + 200, 0, (float *)d + 7, 0, 2000 * 4, 1));
+    for (int r = 0; r < 9; r++) memcpy(want + 3000 + r * 100, want + r * 37, 33 * 4); // 9 rows of 33
+    LS_CHECK(ls_backend_copy(g_be, (float *)d + 3000, 400, d, 37 * 4, 33 * 4, 9));
+    LS_CHECK(ls_backend_download(g_be, got, d, n * 4));
+    *wrong += compare("copy", got, want, (int64_t)n, 0, 0, NULL);
+    ls_backend_release(g_be, d);
+    free(h), free(want), free(got);
+    return LS_OK;
+}
+
 static const op_case g_ops[] = {
-    {"dequant", op_dequant},
-    {"dequant_bf16", op_dequant_bf16},
+    {"dequant", op_dequant},       {"dequant_bf16", op_dequant_bf16}, {"matmul", op_matmul},
+    {"get_rows", op_get_rows},     {"rmsnorm", op_rmsnorm},           {"swiglu_add", op_elementwise},
+    {"rope", op_rope},             {"attention", op_attention},       {"attn_merge", op_attn_merge},
+    {"copy", op_copy},
 };
 
 int main(int argc, char **argv) {
@@ -126,6 +458,10 @@ int main(int argc, char **argv) {
     if (!ls_cuda_available()) {
         printf("SKIP: no GPU (%s)\n", ls_cuda_why_unavailable());
         return 77;
+    }
+    if (ls_backend_cuda_init(0, &g_be) != LS_OK) {
+        ls_err_report(stderr);
+        return 1;
     }
     printf("%-16s %8s %10s\n", "op", "#wrong", perf ? "ms" : "");
     int total_wrong = 0;
@@ -143,5 +479,6 @@ int main(int argc, char **argv) {
         printf("\n");
         total_wrong += wrong;
     }
+    ls_backend_free(g_be);
     return total_wrong ? 1 : 0;
 }

@@ -1,0 +1,44 @@
+// cuda_impl.h — private to kernels/cuda: the error-check macro, the backend's context and the
+// launchers the .cu files share. Tests: tests/gpu/test_ops.c.
+#ifndef LS_CUDA_IMPL_H
+#define LS_CUDA_IMPL_H
+
+#include "ls_cuda.h"
+#include "ls_kernels.h"
+
+#include <cublas_v2.h>
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+// Every CUDA runtime call and launch goes through this: an error returns LS_ERR_DEVICE
+// naming the call, with file and line (and rank, from ls_err_set).
+#define LS_CUDA_CHECK(call)                                                              \
+    do {                                                                                 \
+        cudaError_t e_ = (call);                                                         \
+        if (e_ != cudaSuccess)                                                           \
+            return LS_ERR(LS_ERR_DEVICE, "%s failed: %s", #call, cudaGetErrorString(e_)); \
+    } while (0)
+#define LS_CUBLAS_CHECK(call)                                                                   \
+    do {                                                                                        \
+        cublasStatus_t s_ = (call);                                                             \
+        if (s_ != CUBLAS_STATUS_SUCCESS)                                                        \
+            return LS_ERR(LS_ERR_DEVICE, "%s failed: %s", #call, cublasGetStatusString(s_));    \
+    } while (0)
+
+// A device buffer that grows on demand (scratch for conversions, indices, dequantized tiles).
+typedef struct cuda_scratch {
+    void *p;
+    size_t cap;
+} cuda_scratch;
+ls_status cuda_scratch_get(cuda_scratch *s, size_t bytes, void **out);
+
+// Launchers (stream st): dequant.cu
+ls_status cuda_get_rows(cudaStream_t st, ls_dtype t, const void *w, size_t row_bytes, int64_t n_in,
+                        const int32_t *ids_dev, int64_t m, float *out);
+ls_status cuda_dequant_bf16(cudaStream_t st, ls_dtype t, const void *src, __nv_bfloat16 *dst, int64_t n);
+
+// attention.cu: q/k/v/out of type T (float or bf16) as in ls_attn_args.
+ls_status cuda_attention_f32(cudaStream_t st, const ls_attn_args *a);
+ls_status cuda_attention_bf16(cudaStream_t st, const ls_attn_args *a); // pointers are bf16
+
+#endif // LS_CUDA_IMPL_H
