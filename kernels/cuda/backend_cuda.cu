@@ -359,6 +359,24 @@ extern "C" ls_status ls_cuda_attention_bf16(ls_backend_t *b, const ls_attn_args 
     return cuda_attention_bf16(((cuda_ctx *)b->ctx)->st, a);
 }
 
+// Uniform values in [-scale, scale] from a hash of (seed, index): the same data for the same
+// seed on any GPU, no host transfer.
+__global__ static void fill_kernel(__nv_bfloat16 *p, long long n, unsigned seed, float scale) {
+    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    unsigned long long x = (unsigned long long)i * 0x9E3779B97F4A7C15ull + seed;
+    x ^= x >> 33, x *= 0xff51afd7ed558ccdull, x ^= x >> 33, x *= 0xc4ceb9fe1a85ec53ull, x ^= x >> 33;
+    p[i] = __float2bfloat16_rn(((float)(x >> 40) / 16777216.0f * 2.f - 1.f) * scale);
+}
+
+extern "C" ls_status ls_cuda_fill_bf16(void *dev, int64_t n, unsigned seed, float scale) {
+    if (n <= 0) return LS_OK;
+    fill_kernel<<<blocks_for(n, 256), 256>>>((__nv_bfloat16 *)dev, n, seed, scale);
+    LS_CUDA_CHECK(cudaGetLastError());
+    LS_CUDA_CHECK(cudaDeviceSynchronize());
+    return LS_OK;
+}
+
 extern "C" ls_status ls_cuda_device_name(int device, char *buf, size_t size) {
     cudaDeviceProp prop;
     LS_CUDA_CHECK(cudaGetDeviceProperties(&prop, device));

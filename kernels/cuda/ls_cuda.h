@@ -26,6 +26,9 @@ ls_status ls_cuda_device_name(int device, char *buf, size_t size);
 // backend's stream. For benchmarks and a bf16 KV cache.
 ls_status ls_cuda_attention_bf16(ls_backend_t *b, const ls_attn_args *a);
 
+// n bf16 values, uniform in [-scale, scale], from a hash of (seed, index). For benchmarks.
+ls_status ls_cuda_fill_bf16(void *dev, int64_t n, unsigned seed, float scale);
+
 // Device memory helpers (for tests and the backend's own setup).
 ls_status ls_cuda_malloc(void **dev, size_t bytes);
 ls_status ls_cuda_free(void *dev);

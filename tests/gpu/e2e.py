@@ -1,0 +1,60 @@
+#!/usr/bin/env python3
+"""e2e.py — the model end to end on the GPU against the CPU engine (run by tests/gpu/run):
+perplexity within 0.5% (512-token chunks; one 4096-token chunk under full, s2 and sink; a
+sink stream long enough to evict and re-rotate its cache), and greedy generation giving the
+same 32 tokens. Usage: e2e.py LONGSEQ_BINARY TEXT_FILE (the model: $LONGSEQ_MODEL or the
+default). Prints one row per check and exits 1 if any fails."""
+import json
+import os
+import subprocess
+import sys
+import time
+
+LONGSEQ, TEXT = sys.argv[1], sys.argv[2]
+ENV = dict(os.environ, LS_REBASE_AT="1000")  # streams re-rotate their keys often
+failed = False
+
+
+def run(*args):
+    t0 = time.time()
+    p = subprocess.run([LONGSEQ, *args], capture_output=True, text=True, env=ENV)
+    if p.returncode:
+        raise RuntimeError(f"longseq {' '.join(args)} exited {p.returncode}: {p.stderr.strip()[-2000:]}")
+    return json.loads(p.stdout), time.time() - t0
+
+
+def row(name, cpu, gpu, ok, t_cpu, t_gpu):
+    global failed
+    failed |= not ok
+    print(f"{name:34} cpu {cpu:>12} cuda {gpu:>12} {'pass' if ok else 'FAIL':4}  ({t_cpu:.1f} s / {t_gpu:.1f} s)", flush=True)
+
+
+def ppl(name, *args):
+    try:
+        (c, tc), (g, tg) = (run("perplexity", "--device", d, "--json", *args, TEXT) for d in ("cpu", "cuda"))
+    except RuntimeError as e:
+        print(f"{name:34} ERROR {e}", flush=True)
+        global failed
+        failed = True
+        return
+    rel = abs(g["ppl"] - c["ppl"]) / c["ppl"]
+    row(f"{name} ({rel * 100:.3f}%)", f"{c['ppl']:.4f}", f"{g['ppl']:.4f}", rel <= 0.005, tc, tg)
+
+
+ppl("ppl 512 x 20 full", "--ctx", "512", "--chunks", "20")
+for rule in ("full", "s2", "sink"):
+    ppl(f"ppl 4096 x 1 {rule}", "--ctx", "4096", "--chunks", "1", "--attn", rule, "--window", "1020")
+ppl("ppl stream sink 3000", "--stream", "--attn", "sink", "--window", "500", "--max-tokens", "3000")
+
+prompt = open(TEXT, encoding="utf-8").read()[:2000]
+try:
+    (c, tc), (g, tg) = (run("generate", "--device", d, "--json", "--temp", "0", "-n", "32", "--ignore-eos",
+                            "--prompt", prompt) for d in ("cpu", "cuda"))
+    same = c["ids"] == g["ids"]
+    row("greedy 32 tokens", f"{len(c['ids'])} ids", f"{len(g['ids'])} ids", same, tc, tg)
+    if not same:
+        print(f"  cpu:  {c['text']!r}\n  cuda: {g['text']!r}")
+except RuntimeError as e:
+    print(f"greedy 32 tokens                   ERROR {e}")
+    failed = True
+sys.exit(1 if failed else 0)
