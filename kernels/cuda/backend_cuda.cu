@@ -310,7 +310,9 @@ const ls_backend_iface g_cuda_iface = {
 
 ls_status init_ctx(cuda_ctx *c, int device) {
     LS_CUDA_CHECK(cudaSetDevice(device));
-    LS_CUDA_CHECK(cudaStreamCreateWithFlags(&c->st, cudaStreamNonBlocking));
+    // A blocking stream: work on the legacy default stream (plain cudaMemcpy, as the
+    // ls_cuda_* helpers use) waits for it, so mixing the two stays ordered.
+    LS_CUDA_CHECK(cudaStreamCreate(&c->st));
     LS_CUBLAS_CHECK(cublasCreate(&c->blas));
     LS_CUBLAS_CHECK(cublasSetStream(c->blas, c->st));
     return LS_OK;

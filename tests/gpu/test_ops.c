@@ -156,8 +156,26 @@ static ls_status gout_init(gout *g, size_t n, const float *init) {
     return LS_OK;
 }
 static ls_status gout_read(gout *g, float *got, int *damaged) {
+    LS_CHECK(ls_backend_sync(g_be)); // the op ran on the backend's stream
     LS_CHECK(guarded_read(g->base, g->n, 4, got, damaged));
     return ls_cuda_free(g->base);
+}
+
+// A random row with finite, moderate values (for the ops that multiply: no inf/NaN from
+// random half-precision bits, finite block minimums).
+static void finite_row(ls_dtype t, int64_t n, uint8_t *p, unsigned *seed) {
+    random_row(t, n, p, seed);
+    const ls_dtype_info *ti = ls_dtype_get(t);
+    for (int64_t j = 0; j < n && (t == LS_F16 || t == LS_BF16); j++) {
+        float v = (float)(rand_r(seed) % 2001 - 1000) / 500.0f;
+        uint16_t h = t == LS_F16 ? ls_f32_to_fp16(v) : ls_f32_to_bf16(v);
+        memcpy(p + 2 * j, &h, 2);
+    }
+    if (t == LS_Q4_1 || t == LS_Q5_1 || t == LS_Q4_K || t == LS_Q5_K)
+        for (int64_t b = 0; b < n / ti->block; b++) { // the block minimum (or dmin) after d
+            uint16_t m = ls_f32_to_fp16((float)(rand_r(seed) % 100) / 1000.0f);
+            memcpy(p + b * ti->block_bytes + 2, &m, 2);
+        }
 }
 
 // matmul: every weight type, odd row counts, bf16 GEMM inputs: the tolerance per output is
@@ -174,7 +192,7 @@ static ls_status op_matmul(unsigned *seed, bool perf, int *wrong, double *ms) {
         uint64_t rb;
         ls_dtype_row_bytes(t, (uint64_t)n_in, &rb);
         uint8_t *wd = malloc(rb * (size_t)n_out);
-        for (int64_t r = 0; r < n_out; r++) random_row(t, n_in, wd + r * rb, seed);
+        for (int64_t r = 0; r < n_out; r++) finite_row(t, n_in, wd + r * rb, seed);
         ls_weight w = {t, n_in, n_out, (size_t)rb, wd};
         float *x = rand_vec((size_t)(m * n_in), seed), *want = malloc((size_t)(m * n_out) * 4),
               *got = malloc((size_t)(m * n_out) * 4), *tol = calloc((size_t)(m * n_out), 4), *row = malloc((size_t)n_in * 4);
