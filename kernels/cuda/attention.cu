@@ -3,9 +3,12 @@
 // (kernels/ref/ops_ref.c); tests: tests/gpu/test_ops.c (op "attention"), benchmark:
 // tests/gpu/bench_attention.c.
 //
-// A block takes 64 queries of one head (4 warps x 16 rows). Each warp keeps its 16 query rows
-// as bf16 mma fragments and runs the online softmax in registers (FlashAttention-2's layout):
-// for every tile of 64 keys staged in shared memory (K as rows, V transposed, both bf16),
+// The kernel reads bf16 (f32 inputs are converted once per call into scratch, dropping the KV
+// stride). A block takes 128 queries of one head (8 warps x 16 rows). Each warp keeps its 16
+// query rows as bf16 mma fragments and runs the online softmax in registers
+// (FlashAttention-2's layout): tiles of 64 keys are copied to shared memory with cp.async,
+// two stages deep so the next tile loads while this one computes; K and V stay row-major and
+// ldmatrix (.trans for V) feeds the tensor cores;
 //   S = Q·Kᵀ (mma.sync m16n8k16, fp32 accumulate), masked by the rule, scaled by
 //   scale·log2(e); row max and sum across the 4 lanes that share a row; O rescaled; O += P·V
 // with P re-packed from the S accumulators without leaving registers.
@@ -21,11 +24,12 @@
 
 namespace {
 
-constexpr int WARPS = 4, BQ = 16 * WARPS, BK = 64, THREADS = 32 * WARPS;
+constexpr int WARPS = 8, BQ = 16 * WARPS, BK = 64, THREADS = 32 * WARPS;
 constexpr float LN2 = 0.693147180559945309f;
+typedef __nv_bfloat16 bf16;
 
 struct params {
-    const void *q, *q_sink, *k, *v;
+    const bf16 *q, *q_sink, *k, *v;
     void *out;
     float *lse;
     long long n_q, q_pos0, n_kv, kv_sinks, kv_pos0, kv_stride;
@@ -37,24 +41,12 @@ struct params {
     bool use_q_sink;           // slot 0 of the sink rule reads q_sink
 };
 
-__device__ __forceinline__ float to_f(float x) { return x; }
-__device__ __forceinline__ float to_f(__nv_bfloat16 x) { return __bfloat162float(x); }
 __device__ __forceinline__ void put(float *p, float v) { *p = v; }
-__device__ __forceinline__ void put(__nv_bfloat16 *p, float v) { *p = __float2bfloat16_rn(v); }
+__device__ __forceinline__ void put(bf16 *p, float v) { *p = __float2bfloat16_rn(v); }
 
 __device__ __forceinline__ uint32_t pack(float lo, float hi) {
     __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi); // .x (lo) in the low half
     return *reinterpret_cast<uint32_t *>(&v);
-}
-
-__device__ __forceinline__ void load4(const float *p, float x[4]) {
-    float4 v = *reinterpret_cast<const float4 *>(p);
-    x[0] = v.x, x[1] = v.y, x[2] = v.z, x[3] = v.w;
-}
-__device__ __forceinline__ void load4(const __nv_bfloat16 *p, float x[4]) {
-    uint2 raw = *reinterpret_cast<const uint2 *>(p);
-    const __nv_bfloat16 *h = reinterpret_cast<const __nv_bfloat16 *>(&raw);
-    for (int e = 0; e < 4; e++) x[e] = __bfloat162float(h[e]);
 }
 
 // c += a·b for one 16x8 tile: a 16x16 bf16 (row), b 16x8 bf16 (col), c fp32.
@@ -64,6 +56,27 @@ __device__ __forceinline__ void mma(float c[4], const uint32_t a[4], uint32_t b0
                  : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
+
+// Four 8x8 bf16 matrices from shared memory; lane l gives the address of row l % 8 of matrix
+// l / 8. Plain: lane gets (row lane/4, cols 2(lane%4)..+1) of each; .trans: the transpose.
+__device__ __forceinline__ void ldsm4(uint32_t r[4], const bf16 *p) {
+    unsigned a = (unsigned)__cvta_generic_to_shared(p);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(a));
+}
+__device__ __forceinline__ void ldsm4_t(uint32_t r[4], const bf16 *p) {
+    unsigned a = (unsigned)__cvta_generic_to_shared(p);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(a));
+}
+
+// 16 bytes global -> shared without registers; src_bytes 0 writes zeros.
+__device__ __forceinline__ void cp16(bf16 *dst, const bf16 *src, int src_bytes) {
+    unsigned a = (unsigned)__cvta_generic_to_shared(dst);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(a), "l"(src), "r"(src_bytes));
+}
+__device__ __forceinline__ void cp_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+__device__ __forceinline__ void cp_wait_all_but_one() { asm volatile("cp.async.wait_group 1;\n" ::); }
 
 __device__ __forceinline__ int ranges(const params &p, long long i, int h, long long lo[2], long long hi[2]) {
     int64_t l[2], u[2];
@@ -83,35 +96,32 @@ __device__ __forceinline__ void to_index(const params &p, long long lo, long lon
     *jh = e < p.n_kv - 1 ? e : p.n_kv - 1;
 }
 
-// Stages keys [j0, j0 + BK) of one KV head: K as rows, V transposed; keys past n_kv are 0.
-template <typename T, int HD>
-__device__ __forceinline__ void load_tile(const T *kh, const T *vh, long long j0, long long n_kv,
-                                          __nv_bfloat16 (*ks)[HD + 8], __nv_bfloat16 (*vt)[BK + 8]) {
-    constexpr int CHUNKS = HD / 4;
-    for (int c = threadIdx.x; c < BK * CHUNKS; c += THREADS) {
-        int r = c / CHUNKS, d = (c % CHUNKS) * 4;
+// Starts copying keys and values [j0, j0 + BK) of one KV head into a stage; past n_kv: 0.
+template <int HD>
+__device__ __forceinline__ void issue_tile(const bf16 *kh, const bf16 *vh, long long j0, long long n_kv, bf16 *ks,
+                                           bf16 *vs) {
+    constexpr int CH = HD / 8, LD = HD + 8;
+    for (int c = threadIdx.x; c < BK * CH; c += THREADS) {
+        int r = c / CH, d = (c % CH) * 8;
         long long j = j0 + r;
-        float kx[4] = {0, 0, 0, 0}, vx[4] = {0, 0, 0, 0};
-        if (j < n_kv) {
-            load4(kh + j * HD + d, kx);
-            load4(vh + j * HD + d, vx);
-        }
-        *reinterpret_cast<uint2 *>(&ks[r][d]) = make_uint2(pack(kx[0], kx[1]), pack(kx[2], kx[3]));
-        for (int e = 0; e < 4; e++) vt[d + e][r] = __float2bfloat16_rn(vx[e]);
+        bool in = j < n_kv;
+        cp16(ks + r * LD + d, in ? kh + j * HD + d : kh, in ? 16 : 0);
+        cp16(vs + r * LD + d, in ? vh + j * HD + d : vh, in ? 16 : 0);
     }
 }
 
-template <typename T, int HD>
+template <typename TO, int HD>
 __global__ void __launch_bounds__(THREADS) attn_kernel(params p) {
-    __shared__ __align__(16) __nv_bfloat16 ks[BK][HD + 8];
-    __shared__ __align__(16) __nv_bfloat16 vt[HD][BK + 8];
+    constexpr int LD = HD + 8, STAGE = BK * LD; // padded rows: ldmatrix rows fall in distinct banks
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    bf16 *ks = reinterpret_cast<bf16 *>(smem_raw), *vs = ks + 2 * STAGE; // [2][BK][LD] each
     __shared__ long long env_lo[2], env_hi[2], in_lo[2], in_hi[2];
     __shared__ int n_slots;
 
     const int h = blockIdx.y, warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, tq = lane % 4;
     const long long row0 = (long long)blockIdx.x * BQ;
-    const T *kh = (const T *)p.k + (long long)(h / p.rep) * p.kv_stride * HD;
-    const T *vh = (const T *)p.v + (long long)(h / p.rep) * p.kv_stride * HD;
+    const bf16 *kh = p.k + (long long)(h / p.rep) * p.kv_stride * HD;
+    const bf16 *vh = p.v + (long long)(h / p.rep) * p.kv_stride * HD;
 
     // The block's key envelope per slot (union of its rows' ranges) and the part every row sees.
     if (threadIdx.x < 2) {
@@ -146,37 +156,43 @@ __global__ void __launch_bounds__(THREADS) attn_kernel(params p) {
     float o[HD / 8][4];
     for (int dt = 0; dt < HD / 8; dt++) o[dt][0] = o[dt][1] = o[dt][2] = o[dt][3] = 0.f;
     float m_r[2] = {-INFINITY, -INFINITY}, l_r[2] = {0.f, 0.f};
+    // ldmatrix row addresses of this lane: matrix lane/8, row lane%8
+    const int mi = lane / 8, mr = lane % 8;
 
     for (int k = 0; k < n_slots; k++) {
         if (env_lo[k] > env_hi[k]) continue;
-        const T *qs = (const T *)(k == 0 && p.use_q_sink ? p.q_sink : p.q);
+        const bf16 *qs = k == 0 && p.use_q_sink ? p.q_sink : p.q;
         uint32_t qa[HD / 16][4];
         for (int kt = 0; kt < HD / 16; kt++)
             for (int half = 0; half < 2; half++) // a[0],a[1]: cols 2tq..; a[2],a[3]: cols 2tq+8..
-                for (int r = 0; r < 2; r++) {
-                    float x0 = 0.f, x1 = 0.f;
-                    if (qi[r] < p.n_q) {
-                        const T *src = qs + (qi[r] * p.n_head + h) * HD + kt * 16 + half * 8 + 2 * tq;
-                        x0 = to_f(src[0]), x1 = to_f(src[1]);
-                    }
-                    qa[kt][2 * half + r] = pack(x0, x1);
-                }
+                for (int r = 0; r < 2; r++)
+                    qa[kt][2 * half + r] =
+                        qi[r] < p.n_q ? *reinterpret_cast<const uint32_t *>(qs + (qi[r] * p.n_head + h) * HD + kt * 16 +
+                                                                            half * 8 + 2 * tq)
+                                      : 0u;
 
-        for (long long j0 = env_lo[k]; j0 <= env_hi[k]; j0 += BK) {
-            __syncthreads(); // the previous tile is consumed
-            load_tile<T, HD>(kh, vh, j0, p.n_kv, ks, vt);
+        const long long first = env_lo[k];
+        const int n_tiles = (int)((env_hi[k] - first) / BK + 1);
+        issue_tile<HD>(kh, vh, first, p.n_kv, ks, vs);
+        cp_commit();
+        for (int t = 0; t < n_tiles; t++) {
+            const long long j0 = first + (long long)t * BK;
+            if (t + 1 < n_tiles) issue_tile<HD>(kh, vh, j0 + BK, p.n_kv, ks + ((t + 1) & 1) * STAGE, vs + ((t + 1) & 1) * STAGE);
+            cp_commit();
+            cp_wait_all_but_one(); // tile t has landed
             __syncthreads();
+            const bf16 *kt_s = ks + (t & 1) * STAGE, *vt_s = vs + (t & 1) * STAGE;
             const bool unmasked = j0 >= in_lo[k] && j0 + BK - 1 <= in_hi[k];
 
             float s[BK / 8][4];
-            for (int nt = 0; nt < BK / 8; nt++) {
-                s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.f;
-                for (int kt = 0; kt < HD / 16; kt++) {
-                    uint32_t b0 = *reinterpret_cast<const uint32_t *>(&ks[nt * 8 + g][kt * 16 + 2 * tq]);
-                    uint32_t b1 = *reinterpret_cast<const uint32_t *>(&ks[nt * 8 + g][kt * 16 + 8 + 2 * tq]);
-                    mma(s[nt], qa[kt], b0, b1);
+            for (int nt = 0; nt < BK / 8; nt++) s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.f;
+            for (int nt = 0; nt < BK / 8; nt += 2)
+                for (int kt = 0; kt < HD / 16; kt++) { // matrices: (nt, d lo), (nt, d hi), (nt+1, lo), (nt+1, hi)
+                    uint32_t b[4];
+                    ldsm4(b, kt_s + ((nt + (mi >> 1)) * 8 + mr) * LD + kt * 16 + (mi & 1) * 8);
+                    mma(s[nt], qa[kt], b[0], b[1]);
+                    mma(s[nt + 1], qa[kt], b[2], b[3]);
                 }
-            }
             for (int nt = 0; nt < BK / 8; nt++)
                 for (int e = 0; e < 4; e++) {
                     int r = e >> 1;
@@ -208,12 +224,14 @@ __global__ void __launch_bounds__(THREADS) attn_kernel(params p) {
             for (int kk = 0; kk < BK / 16; kk++) { // O += P·V, P straight from the S registers
                 uint32_t a[4] = {pack(s[2 * kk][0], s[2 * kk][1]), pack(s[2 * kk][2], s[2 * kk][3]),
                                  pack(s[2 * kk + 1][0], s[2 * kk + 1][1]), pack(s[2 * kk + 1][2], s[2 * kk + 1][3])};
-                for (int dt = 0; dt < HD / 8; dt++) {
-                    uint32_t b0 = *reinterpret_cast<const uint32_t *>(&vt[dt * 8 + g][kk * 16 + 2 * tq]);
-                    uint32_t b1 = *reinterpret_cast<const uint32_t *>(&vt[dt * 8 + g][kk * 16 + 8 + 2 * tq]);
-                    mma(o[dt], a, b0, b1);
+                for (int dt = 0; dt < HD / 8; dt += 2) { // matrices: (keys lo, dt), (keys hi, dt), (lo, dt+1), (hi, dt+1)
+                    uint32_t b[4];
+                    ldsm4_t(b, vt_s + (kk * 16 + (mi & 1) * 8 + mr) * LD + (dt + (mi >> 1)) * 8);
+                    mma(o[dt], a, b[0], b[1]);
+                    mma(o[dt + 1], a, b[2], b[3]);
                 }
             }
+            __syncthreads(); // this stage is free for the tile after next
         }
     }
 
@@ -223,7 +241,7 @@ __global__ void __launch_bounds__(THREADS) attn_kernel(params p) {
         l += __shfl_xor_sync(0xffffffffu, l, 2);
         if (qi[r] >= p.n_q) continue;
         float inv = l > 0.f ? 1.f / l : 0.f;
-        T *dst = (T *)p.out + (qi[r] * p.n_head + h) * HD + 2 * tq;
+        TO *dst = (TO *)p.out + (qi[r] * p.n_head + h) * HD + 2 * tq;
         for (int dt = 0; dt < HD / 8; dt++) {
             put(dst + dt * 8, o[dt][2 * r] * inv);
             put(dst + dt * 8 + 1, o[dt][2 * r + 1] * inv);
@@ -232,32 +250,89 @@ __global__ void __launch_bounds__(THREADS) attn_kernel(params p) {
     }
 }
 
-template <typename T>
-ls_status launch(cudaStream_t st, const ls_attn_args *a) {
+template <typename TO, int HD>
+ls_status launch_hd(cudaStream_t st, dim3 grid, const params &p) {
+    constexpr size_t smem = 2 * 2 * BK * (HD + 8) * sizeof(bf16); // K and V, two stages
+    static bool sized = false;
+    if (!sized) {
+        LS_CUDA_CHECK(cudaFuncSetAttribute(attn_kernel<TO, HD>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+        sized = true;
+    }
+    attn_kernel<TO, HD><<<grid, THREADS, smem, st>>>(p);
+    LS_CUDA_CHECK(cudaGetLastError());
+    return LS_OK;
+}
+
+template <typename TO>
+ls_status launch(cudaStream_t st, const ls_attn_args *a, const bf16 *q, const bf16 *q_sink, const bf16 *k,
+                 const bf16 *v, long long kv_stride) {
     const ls_attn_rule *r = &a->rule;
-    params p = {a->q, a->q_sink, a->k, a->v, a->out, a->lse, a->n_q, a->q_pos0, a->n_kv, a->kv_sinks, a->kv_pos0,
-                a->kv_stride, a->n_head, a->n_head / a->n_kv_head,
+    params p = {q, q_sink, k, v, a->out, a->lse, a->n_q, a->q_pos0, a->n_kv, a->kv_sinks, a->kv_pos0,
+                kv_stride, a->n_head, a->n_head / a->n_kv_head,
                 a->scale * 1.4426950408889634f, r->kind, r->group, r->sinks, r->window, r->n_head,
-                r->kind == LS_ATTN_SINK && a->q_sink != nullptr};
-    if (((uintptr_t)a->k | (uintptr_t)a->v) % (4 * sizeof(T)))
-        return LS_ERR(LS_ERR_INVALID, "CUDA attention: keys and values must be %zu-byte aligned", 4 * sizeof(T));
-    if (a->n_q == 0) return LS_OK;
+                r->kind == LS_ATTN_SINK && q_sink != nullptr};
+    if (((uintptr_t)k | (uintptr_t)v) % 16)
+        return LS_ERR(LS_ERR_INVALID, "CUDA attention: keys and values must be 16-byte aligned");
     long long blocks = (a->n_q + BQ - 1) / BQ;
     if (blocks > INT_MAX || a->n_head > 65535) return LS_ERR(LS_ERR_RANGE, "CUDA attention: grid too large");
     dim3 grid((unsigned)blocks, (unsigned)a->n_head);
     switch (a->head_dim) {
-    case 32: attn_kernel<T, 32><<<grid, THREADS, 0, st>>>(p); break;
-    case 64: attn_kernel<T, 64><<<grid, THREADS, 0, st>>>(p); break;
-    case 96: attn_kernel<T, 96><<<grid, THREADS, 0, st>>>(p); break;
-    case 128: attn_kernel<T, 128><<<grid, THREADS, 0, st>>>(p); break;
+    case 32: return launch_hd<TO, 32>(st, grid, p);
+    case 64: return launch_hd<TO, 64>(st, grid, p);
+    case 96: return launch_hd<TO, 96>(st, grid, p);
+    case 128: return launch_hd<TO, 128>(st, grid, p);
     default:
         return LS_ERR(LS_ERR_UNSUPPORTED, "CUDA attention: head dimension %d (supported: 32, 64, 96, 128)", a->head_dim);
     }
+}
+
+__global__ void to_bf16(const float *x, bf16 *y, long long n) {
+    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) y[i] = __float2bfloat16_rn(x[i]);
+}
+
+// [heads][stride][hd] f32 -> [heads][n][hd] bf16 (the first n rows of each head).
+__global__ void kv_to_bf16(const float *x, bf16 *y, long long n, long long stride, int hd, long long total) {
+    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= total) return;
+    long long head = i / (n * hd), rest = i % (n * hd);
+    y[i] = __float2bfloat16_rn(x[head * stride * hd + rest]);
+}
+
+ls_status convert(cudaStream_t st, cuda_scratch *s, const float *x, long long n, bf16 **out) {
+    void *p = nullptr;
+    LS_CHECK(cuda_scratch_get(s, (size_t)n * sizeof(bf16), &p));
+    if (n) to_bf16<<<(unsigned)((n + 255) / 256), 256, 0, st>>>(x, (bf16 *)p, n);
     LS_CUDA_CHECK(cudaGetLastError());
+    *out = (bf16 *)p;
+    return LS_OK;
+}
+
+ls_status convert_kv(cudaStream_t st, cuda_scratch *s, const float *x, const ls_attn_args *a, bf16 **out) {
+    long long total = (long long)a->n_kv_head * a->n_kv * a->head_dim;
+    void *p = nullptr;
+    LS_CHECK(cuda_scratch_get(s, (size_t)total * sizeof(bf16), &p));
+    if (total) kv_to_bf16<<<(unsigned)((total + 255) / 256), 256, 0, st>>>(x, (bf16 *)p, a->n_kv, a->kv_stride, a->head_dim, total);
+    LS_CUDA_CHECK(cudaGetLastError());
+    *out = (bf16 *)p;
     return LS_OK;
 }
 
 } // namespace
 
-ls_status cuda_attention_f32(cudaStream_t st, const ls_attn_args *a) { return launch<float>(st, a); }
-ls_status cuda_attention_bf16(cudaStream_t st, const ls_attn_args *a) { return launch<__nv_bfloat16>(st, a); }
+ls_status cuda_attention_f32(cudaStream_t st, const ls_attn_args *a, cuda_scratch scr[4]) {
+    if (a->n_q == 0) return LS_OK;
+    bf16 *q, *qs = nullptr, *k, *v;
+    long long nq = a->n_q * a->n_head * a->head_dim;
+    LS_CHECK(convert(st, &scr[0], a->q, nq, &q));
+    if (a->q_sink) LS_CHECK(convert(st, &scr[1], a->q_sink, nq, &qs));
+    LS_CHECK(convert_kv(st, &scr[2], a->k, a, &k));
+    LS_CHECK(convert_kv(st, &scr[3], a->v, a, &v));
+    return launch<float>(st, a, q, qs, k, v, a->n_kv);
+}
+
+ls_status cuda_attention_bf16(cudaStream_t st, const ls_attn_args *a) {
+    if (a->n_q == 0) return LS_OK;
+    return launch<bf16>(st, a, (const bf16 *)a->q, (const bf16 *)a->q_sink, (const bf16 *)a->k, (const bf16 *)a->v,
+                        a->kv_stride);
+}

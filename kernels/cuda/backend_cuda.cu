@@ -18,6 +18,7 @@ struct cuda_ctx {
     cudaStream_t st;
     cublasHandle_t blas;
     cuda_scratch xb, wb, idx, freq, tmp;
+    cuda_scratch attn[4]; // attention inputs converted to bf16
 };
 
 unsigned blocks_for(long long n, int threads) { return (unsigned)((n + threads - 1) / threads); }
@@ -171,7 +172,10 @@ ls_status cu_rope(void *ctx, float *x, int64_t m, int n_heads, int head_dim, con
     return LS_OK;
 }
 
-ls_status cu_attention(void *ctx, const ls_attn_args *a) { return cuda_attention_f32(((cuda_ctx *)ctx)->st, a); }
+ls_status cu_attention(void *ctx, const ls_attn_args *a) {
+    cuda_ctx *c = (cuda_ctx *)ctx;
+    return cuda_attention_f32(c->st, a, c->attn);
+}
 
 ls_status cu_attn_merge(void *ctx, float *o1, float *lse1, const float *o2, const float *lse2, int64_t n, int d) {
     cuda_ctx *c = (cuda_ctx *)ctx;
@@ -279,6 +283,7 @@ void cu_free(void *ctx) {
     if (!c) return;
     cudaStreamSynchronize(c->st);
     scratch_free(&c->xb), scratch_free(&c->wb), scratch_free(&c->idx), scratch_free(&c->freq), scratch_free(&c->tmp);
+    for (int i = 0; i < 4; i++) scratch_free(&c->attn[i]);
     if (c->blas) cublasDestroy(c->blas);
     if (c->st) cudaStreamDestroy(c->st);
     ls_free(c);

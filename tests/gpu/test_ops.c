@@ -348,6 +348,42 @@ static ls_status op_rope(unsigned *seed, bool perf, int *wrong, double *ms) {
 // attention: every rule, GQA, head dims 32/64/128, odd lengths, queries after a prefix, the
 // streaming layout (sinks + a window segment) and q_sink. bf16 inputs: absolute tolerance
 // 3e-2 on outputs in [-1, 1], lse 2e-2.
+// bf16 copies of n floats (on the host), and the floats rounded the same way in place.
+static uint16_t *to_bf16_rounding(float *x, size_t n) {
+    uint16_t *h = malloc(n * 2 + 2);
+    for (size_t i = 0; i < n; i++) h[i] = ls_f32_to_bf16(x[i]), x[i] = ls_bf16_to_f32(h[i]);
+    return h;
+}
+
+// The bf16 entry point (ls_cuda_attention_bf16): inputs rounded to bf16 for both sides.
+static int attention_bf16(const ls_attn_args *ref, size_t nq, size_t nk, float *q, float *qs, float *k, float *v) {
+    uint16_t *hq = to_bf16_rounding(q, nq), *hqs = to_bf16_rounding(qs, nq), *hk = to_bf16_rounding(k, nk),
+             *hv = to_bf16_rounding(v, nk), *got16 = malloc(nq * 2 + 2);
+    float *want = malloc(nq * 4), *got = malloc(nq * 4), *lw = malloc((size_t)(ref->n_q * ref->n_head) * 4),
+          *lg = malloc((size_t)(ref->n_q * ref->n_head) * 4);
+    ls_attn_args a = *ref;
+    a.out = want, a.lse = lw;
+    ls_ref_attention(&a);
+    void *dq, *dqs, *dk, *dv, *dout;
+    uint32_t *base;
+    int bad = 0, dam1 = 0, dam2 = 0;
+    gout l;
+    if (to_dev(hq, nq * 2, &dq) || to_dev(hqs, nq * 2, &dqs) || to_dev(hk, nk * 2, &dk) || to_dev(hv, nk * 2, &dv) ||
+        guarded_alloc(nq, &base, &dout) || gout_init(&l, (size_t)(ref->n_q * ref->n_head), NULL))
+        return -1;
+    ls_attn_args d = a;
+    d.q = dq, d.q_sink = a.q_sink ? dqs : NULL, d.k = dk, d.v = dv, d.out = dout, d.lse = l.dev;
+    if (ls_cuda_attention_bf16(g_be, &d) || ls_backend_sync(g_be) || guarded_read(base, nq, 2, got16, &dam1) ||
+        gout_read(&l, lg, &dam2))
+        return -1;
+    for (size_t i = 0; i < nq; i++) got[i] = ls_bf16_to_f32(got16[i]);
+    bad = dam1 + dam2 + compare("attention bf16 out", got, want, (int64_t)nq, 3e-2f, 0, NULL) +
+          compare("attention bf16 lse", lg, lw, ref->n_q * ref->n_head, 2e-2f, 0, NULL);
+    ls_cuda_free(dq), ls_cuda_free(dqs), ls_cuda_free(dk), ls_cuda_free(dv), ls_cuda_free(base);
+    free(hq), free(hqs), free(hk), free(hv), free(got16), free(want), free(got), free(lw), free(lg);
+    return bad;
+}
+
 static ls_status attention_case(unsigned *seed, ls_attn_kind kind, int hd, int rep, bool stream, int *wrong) {
     int n_kv_head = 1 + rand_r(seed) % 3, n_head = n_kv_head * rep;
     int64_t n_q = 1 + rand_r(seed) % 150, q_pos0 = rand_r(seed) % 3 ? rand_r(seed) % 200 : 0;
@@ -389,6 +425,10 @@ static ls_status attention_case(unsigned *seed, ls_attn_kind kind, int hd, int r
                 (long long)rule.window, bad);
     *wrong += bad;
     LS_CHECK(ls_cuda_free(dq)); LS_CHECK(ls_cuda_free(dqs)); LS_CHECK(ls_cuda_free(dk)); LS_CHECK(ls_cuda_free(dv));
+    int bad16 = attention_bf16(&a, nq, nk, q, qs, k, v);
+    if (bad16 < 0) return LS_ERR(LS_ERR_DEVICE, "attention (bf16 entry point) failed");
+    if (bad16) fprintf(stderr, "  attention bf16 %s hd=%d: %d wrong\n", ls_attn_kind_name(kind), hd, bad16);
+    *wrong += bad16;
     free(q), free(qs), free(k), free(v), free(want), free(got), free(lw), free(lg);
     return LS_OK;
 }
