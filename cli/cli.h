@@ -79,7 +79,7 @@ typedef struct cli_engine_args {
     "  --act-precision f32|llamacpp   matmul activations exact (default) or rounded to\n"   \
     "                       8 bits per block as llama.cpp's CPU backend does (to compare)\n" \
     "  --device auto|cpu|cuda   where the model runs (default auto: CUDA when a GPU is\n"   \
-    "                       visible and the build has it; worker groups: cpu)\n"
+    "                       visible and the build has it; a group's ranks: one GPU each)\n"
 
 // --- attention-rule options (generate, perplexity) -------------------------------------------
 typedef struct cli_attn_args {

@@ -260,6 +260,7 @@ void cli_worker_engine_defaults(cli_engine_args *eng) {
     int local = ls_comm_local_size(g_comm), cores = (int)sysconf(_SC_NPROCESSORS_ONLN);
     int per = cores / local > 0 ? cores / local : 1;
     if (eng->opts.n_threads <= 0) eng->opts.n_threads = per;
+    eng->opts.gpu = ls_comm_local_rank(g_comm); // GPU ranks: one GPU each, round robin on the node
     if (eng->opts.first_cpu >= 0) // ranks of a host take disjoint cores; oversubscribed: no binding
         eng->opts.first_cpu = local * per <= cores ? ls_comm_local_rank(g_comm) * per : -1;
 }
@@ -288,6 +289,7 @@ int cmd_worker(int argc, char **argv) {
         fflush(stderr);
         ls_comm_abort(g_comm, status);
     }
+    ls_sp_exchange_release();
     ls_comm_finish(g_comm);
     g_comm = NULL;
     return 0;

@@ -108,7 +108,6 @@ static ls_status engine_for(wserve *w, const Longseq__Settings *s) {
     w->e = NULL;
     cli_engine_args a = w->eng;
     a.opts.rope = o;
-    if (a.opts.device == LS_DEVICE_AUTO) a.opts.device = LS_DEVICE_CPU; // groups: CPU ranks until NCCL lands
     w->rope = o;
     return ls_engine_load(a.model ? a.model : ls_default_model_path(), &a.opts, &w->e);
 }

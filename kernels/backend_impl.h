@@ -16,6 +16,7 @@ typedef struct ls_backend_iface {
     ls_status (*rmsnorm)(void *ctx, const float *x, const float *w, float *y, int64_t m, int64_t n, float eps);
     ls_status (*swiglu)(void *ctx, const float *gate, const float *up, float *out, int64_t n);
     ls_status (*add)(void *ctx, float *y, const float *x, int64_t n);
+    ls_status (*fill)(void *ctx, float *y, float value, int64_t n);
     ls_status (*rope)(void *ctx, float *x, int64_t m, int n_heads, int head_dim, const int64_t *pos,
                       const ls_rope_freqs *f);
     ls_status (*attention)(void *ctx, const ls_attn_args *a);

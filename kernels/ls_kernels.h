@@ -80,6 +80,8 @@ ls_status ls_op_rmsnorm(ls_backend_t *b, const float *x, const float *w, float *
 ls_status ls_op_swiglu(ls_backend_t *b, const float *gate, const float *up, float *out, int64_t n);
 // y[i] += x[i] for n elements.
 ls_status ls_op_add(ls_backend_t *b, float *y, const float *x, int64_t n);
+// y[i] = value for n elements (e.g. -inf into an lse buffer).
+ls_status ls_op_fill(ls_backend_t *b, float *y, float value, int64_t n);
 
 // RoPE in place on x[m][n_heads][head_dim]: token t at position pos[t]; pair i of a head is
 // (2i, 2i+1) for LS_ROPE_PAIR_ADJACENT (GGUF llama, Meta) or (i, i + n_rot/2) for

@@ -99,6 +99,11 @@ ls_status ls_op_add(ls_backend_t *b, float *y, const float *x, int64_t n) {
     return n ? b->iface->add(b->ctx, y, x, n) : LS_OK;
 }
 
+ls_status ls_op_fill(ls_backend_t *b, float *y, float value, int64_t n) {
+    if (n < 0) return LS_ERR(LS_ERR_INVALID, "fill: bad length");
+    return n ? b->iface->fill(b->ctx, y, value, n) : LS_OK;
+}
+
 ls_status ls_op_rope(ls_backend_t *b, float *x, int64_t m, int n_heads, int head_dim,
                      const int64_t *pos, const ls_rope_freqs *f) {
     if (m < 0 || n_heads <= 0 || head_dim <= 0 || f->n_rot <= 0 || f->n_rot % 2 || f->n_rot > head_dim)

@@ -14,6 +14,7 @@ struct ls_comm {
     void *impl;
     int rank, size, local_rank, local_size, layer;
     ls_comm_stats stats;
+    ls_comm_t *stats_owner; // counts go to this group's statistics (NCCL: its MPI group), or NULL
     void *reqs;          // [MAX_REQS] of iface->req_size bytes: one batch in flight at a time
     int peers[MAX_REQS]; // the peer of each request of the batch
 };
@@ -39,10 +40,17 @@ int ls_comm_rank(const ls_comm_t *c) { return c->rank; }
 int ls_comm_size(const ls_comm_t *c) { return c->size; }
 int ls_comm_local_size(const ls_comm_t *c) { return c->local_size; }
 int ls_comm_local_rank(const ls_comm_t *c) { return c->local_rank; }
-void ls_comm_set_layer(ls_comm_t *c, int layer) { c->layer = layer; }
-const ls_comm_stats *ls_comm_get_stats(const ls_comm_t *c) { return &c->stats; }
+void ls_comm_set_layer(ls_comm_t *c, int layer) {
+    c->layer = layer;
+    if (c->stats_owner) c->stats_owner->layer = layer;
+}
+const ls_comm_stats *ls_comm_get_stats(const ls_comm_t *c) { return c->stats_owner ? &c->stats_owner->stats : &c->stats; }
+bool ls_comm_device_buffers(const ls_comm_t *c) { return c->iface->device_buffers; }
+const char *ls_comm_name(const ls_comm_t *c) { return c->iface->name; }
+void ls_comm_count_into(ls_comm_t *c, ls_comm_t *owner) { c->stats_owner = owner; }
 
 ls_status ls_comm_stats_init(ls_comm_t *c, int n_layers) {
+    if (c->stats_owner) c = c->stats_owner;
     ls_comm_stats *s = &c->stats;
     ls_free(s->sent), ls_free(s->recvd), ls_free(s->wait_ms);
     s->n_layers = n_layers;
@@ -53,6 +61,7 @@ ls_status ls_comm_stats_init(ls_comm_t *c, int n_layers) {
 }
 
 static void count(ls_comm_t *c, size_t sent, size_t recvd, double ms) {
+    if (c->stats_owner) c = c->stats_owner;
     if (c->layer < 0 || c->layer >= c->stats.n_layers) return;
     c->stats.sent[c->layer] += sent;
     c->stats.recvd[c->layer] += recvd;

@@ -138,7 +138,10 @@ static ls_status start_backend(ls_engine_t *e, const ls_engine_opts *o) {
     ls_device d = o->device;
 #if LS_HAVE_CUDA
     if (d == LS_DEVICE_AUTO) d = ls_cuda_available() ? LS_DEVICE_CUDA : LS_DEVICE_CPU;
-    if (d == LS_DEVICE_CUDA) return ls_backend_cuda_init(o->gpu, &e->be);
+    if (d == LS_DEVICE_CUDA) {
+        int n = ls_cuda_device_count();
+        return ls_backend_cuda_init(n > 0 && o->gpu >= 0 ? o->gpu % n : 0, &e->be);
+    }
 #else
     if (d == LS_DEVICE_CUDA)
         return LS_ERR(LS_ERR_UNSUPPORTED, "--device cuda: this build has no CUDA backend (nvcc, cuBLAS and NCCL were "
@@ -259,9 +262,11 @@ ls_status ls_seq_init_opts(ls_engine_t *e, const ls_seq_opts *o, ls_seq_t **out)
     if (o->stream) s->shift_pos = ls_malloc((size_t)capacity * sizeof *s->shift_pos);
     ls_status rc = ls_backend_alloc(e->be, bytes / 2, (void **)&s->k);
     if (rc == LS_OK) rc = ls_backend_alloc(e->be, bytes / 2, (void **)&s->v);
-    if (rc != LS_OK)
+    if (rc != LS_OK) {
+        ls_err_clear(); // the backend's message says less than this one
         rc = LS_ERR(LS_ERR_NOMEM, "cannot allocate a KV cache of %.2f GB for %lld tokens on the %s backend",
                     (double)bytes / 1e9, (long long)capacity, ls_backend_name(e->be));
+    }
     if (rc == LS_OK) rc = ls_rope_compute(&c->rope, capacity, s->inv_freq, &s->attn_factor);
     if (rc != LS_OK) {
         ls_seq_free(s);

@@ -1,7 +1,7 @@
 // ls_comm.h — the exchange layer of a worker group: point-to-point transfers started together
 // and waited for later (so compute can run in between), broadcast, all-gather and a sum
-// reduction. An interface (iface + ctx) with an MPI implementation over host buffers now; an
-// NCCL one over device buffers fits the same slots later. Every wait has a timeout
+// reduction. An interface (iface + ctx) with an MPI implementation over host buffers
+// (comm_mpi.c) and an NCCL one over device buffers (comm_nccl.c). Every wait has a timeout
 // (LS_COMM_TIMEOUT seconds, default 300): a peer that hangs becomes an error naming it, never
 // a hang. Each transfer is counted per layer (bytes sent, received, time spent waiting) for
 // `--stats`. Tests: tests/oracle/test_sp.py (under mpirun, failures included).
@@ -48,12 +48,26 @@ typedef struct ls_comm_iface {
     void (*abort)(void *impl, int code);
     void (*finish)(void *impl);
     size_t req_size; // bytes of one request
+    // Where start's and allgather's buffers live: host memory (MPI) or device memory (NCCL).
+    // bcast and allreduce_sum always take host memory (job control).
+    bool device_buffers;
 } ls_comm_iface;
 
 // A group over an implementation that knows its rank, size and node-local layout.
 ls_comm_t *ls_comm_new(const ls_comm_iface *iface, void *impl, int rank, int size, int local_rank, int local_size);
 // MPI_Init (thread level funneled) and a communicator over all ranks. argc/argv may be NULL.
 ls_status ls_comm_mpi_init(int *argc, char ***argv, ls_comm_t **out);
+// An NCCL group over the same ranks as `mpi` (which carries the unique id and the host-side
+// control), on CUDA device `device` (< 0: the current one); its transfers are counted in mpi's statistics. Every rank
+// calls it together; all of them fail together (LS_ERR_DEVICE naming NCCL's reason) if any
+// rank cannot start. Only in builds with CUDA (LS_HAVE_CUDA).
+ls_status ls_comm_nccl_init(ls_comm_t *mpi, int device, ls_comm_t **out);
+// Counts c's transfers in owner's statistics (the NCCL group in its MPI group's).
+void ls_comm_count_into(ls_comm_t *c, ls_comm_t *owner);
+// True when start/allgather buffers must be device memory (NCCL).
+bool ls_comm_device_buffers(const ls_comm_t *c);
+const char *ls_comm_name(const ls_comm_t *c);
+
 // Ends the group; an error on this rank aborts every rank (MPI_Abort) with `code`.
 void ls_comm_finish(ls_comm_t *c);
 void ls_comm_abort(ls_comm_t *c, int code);

@@ -35,7 +35,7 @@ const char *ls_device_name(ls_device d);
 
 typedef struct ls_engine_opts {
     ls_device device;    // default AUTO
-    int gpu;             // CUDA device index (CUDA backend)
+    int gpu;             // CUDA device (CUDA backend), taken modulo the number of GPUs
     int n_threads;       // <= 0: all cores
     int first_cpu;       // bind thread i to CPU first_cpu + i; < 0: no binding
     int64_t ubatch;      // tokens per micro-batch in prefill (bounds activation memory); <= 0: 512

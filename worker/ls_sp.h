@@ -31,8 +31,13 @@ typedef struct ls_sp_opts {
     bool checkpoints;
 } ls_sp_opts;
 
+// Collective: every rank of c calls it. The exchange is c (MPI) for CPU ranks; when every
+// rank's engine runs on a GPU, an NCCL group over the same ranks (made once per process;
+// LS_COMM=mpi keeps MPI, copying through host memory).
 ls_status ls_sp_init(ls_engine_t *e, ls_comm_t *c, const ls_sp_opts *o, ls_sp_t **out);
 void ls_sp_free(ls_sp_t *s);
+// Ends the NCCL group kept for GPU ranks (if one was made); before the MPI group ends.
+void ls_sp_exchange_release(void);
 void ls_sp_reset(ls_sp_t *s); // empty again, for another prefill of the same length
 const ls_plan_t *ls_sp_plan(const ls_sp_t *s);
 

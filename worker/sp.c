@@ -3,7 +3,10 @@
 // (slots [0, m), in the order of its owned ranges), the decode positions it stores (from slot
 // m), and keys borrowed from other ranks for the current layer (after those). Attention is a
 // series of kernel calls, one per contiguous key segment, merged by log-sum-exp.
-// Tests: tests/oracle/test_sp.py.
+// Everything a rank computes on lives in its backend's memory (host for CPU ranks, the GPU for
+// CUDA ranks). The exchange is the MPI group, or NCCL when every rank has a GPU; GPU ranks
+// exchanging over MPI copy through host mirrors of the exchange buffers ("staging").
+// Tests: tests/oracle/test_sp.py, tests/gpu/e2e.py.
 #include "engine_impl.h"
 #include "ls_sp.h"
 
@@ -19,7 +22,9 @@ typedef struct seg {
 
 struct ls_sp {
     ls_engine_t *e;
-    ls_comm_t *c;
+    ls_backend_t *be;
+    ls_comm_t *c;                     // the exchange: the MPI group or its NCCL twin
+    bool stage;                       // GPU ranks over MPI: exchange through host mirrors
     ls_plan_t *plan;
     ls_attn_rule rule;
     ls_progress_fn on_progress;
@@ -39,10 +44,13 @@ struct ls_sp {
     int n_needs;
     int64_t *loads;                   // [P] decode positions stored per rank (same on every rank)
     int decode_owner;
+    // backend memory
     float *x, *q, *q_sink, *att, *lse, *o_tmp, *lse_tmp; // [rows][...]
     float *h, *kk, *vv, *gate, *up, *logits;             // micro-batch scratch
     float *send, *recv[2];            // exchange buffers
     float *part, *gather;             // decode: [n_head*hd + n_head] this rank's part, [P][...] all
+    // host memory: mirrors of the exchange buffers when staging (else NULL), logits for callers
+    float *send_h, *recv_h[2], *part_h, *gather_h, *logits_h;
     size_t send_cap, recv_cap;
     float *inv_freq;
     float attn_factor;
@@ -59,18 +67,32 @@ static size_t need_floats(const ls_sp_t *s, const ls_need *nd) {
 }
 
 // Allocation of the buffers that grow with the shard: may legitimately fail (the caller
-// reports it), counted so the message can say how much was asked for.
+// reports it), counted so the message can say how much was asked for. big: backend memory;
+// host: host memory, zeroed.
 typedef struct allocs {
+    ls_backend_t *be;
     size_t bytes;
     bool failed;
 } allocs;
 
 static void *big(allocs *a, size_t n, size_t size) {
     a->bytes += n * size;
+    void *p = NULL;
+    if (!a->failed && ls_backend_alloc(a->be, (n ? n : 1) * size, &p) != LS_OK) a->failed = true;
+    return p;
+}
+
+static void *host(allocs *a, size_t n, size_t size) {
+    a->bytes += n * size;
     void *p = calloc(n ? n : 1, size);
     if (!p) a->failed = true;
     return p;
 }
+
+// A host mirror of an exchange buffer when staging, else NULL.
+static float *mirror(ls_sp_t *s, allocs *a, size_t n) { return s->stage ? host(a, n, sizeof(float)) : NULL; }
+// The exchange's view of a buffer: the buffer itself, or its host mirror when staging.
+static float *xv(const ls_sp_t *s, float *buf, float *mirror_buf) { return s->stage ? mirror_buf : buf; }
 
 // The exchange buffers: the ring's two blocks, or this rank's sends and receives.
 static void alloc_exchange(ls_sp_t *s, allocs *a) {
@@ -80,6 +102,8 @@ static void alloc_exchange(ls_sp_t *s, allocs *a) {
         s->recv_cap = (size_t)(most * s->n_kv * s->hd * 2);
         s->recv[0] = big(a, s->recv_cap, sizeof(float));
         s->recv[1] = big(a, s->recv_cap, sizeof(float));
+        s->recv_h[0] = mirror(s, a, s->recv_cap);
+        s->recv_h[1] = mirror(s, a, s->recv_cap);
         return;
     }
     for (int i = 0; i < s->n_needs; i++) s->recv_cap += need_floats(s, &s->needs[i]);
@@ -91,6 +115,8 @@ static void alloc_exchange(ls_sp_t *s, allocs *a) {
     }
     s->send = big(a, s->send_cap, sizeof(float));
     s->recv[0] = big(a, s->recv_cap, sizeof(float));
+    s->send_h = mirror(s, a, s->send_cap);
+    s->recv_h[0] = mirror(s, a, s->recv_cap);
 }
 
 // Per-row activations of the shard, and the micro-batch scratch.
@@ -104,15 +130,21 @@ static void alloc_rows(ls_sp_t *s, allocs *a) {
     s->o_tmp = big(a, rows * nq, sizeof(float));
     s->lse = big(a, rows * (size_t)s->n_head, sizeof(float));
     s->lse_tmp = big(a, rows * (size_t)s->n_head, sizeof(float));
-    s->pos = big(a, rows, sizeof *s->pos);
-    s->pos_sink = big(a, rows, sizeof *s->pos_sink);
-    s->ids = big(a, rows, sizeof *s->ids);
-    s->h = ls_malloc(ub * (size_t)c->n_embd * sizeof(float));
-    s->kk = ls_malloc(ub * (size_t)(s->n_kv * s->hd) * sizeof(float));
-    s->vv = ls_malloc(ub * (size_t)(s->n_kv * s->hd) * sizeof(float));
-    s->gate = ls_malloc(ub * (size_t)c->n_ff * sizeof(float));
-    s->up = ls_malloc(ub * (size_t)c->n_ff * sizeof(float));
-    s->logits = ls_malloc(LOGIT_ROWS * (size_t)c->n_vocab * sizeof(float));
+    s->pos = host(a, rows, sizeof *s->pos);
+    s->pos_sink = host(a, rows, sizeof *s->pos_sink);
+    s->ids = host(a, rows, sizeof *s->ids);
+    s->h = big(a, ub * (size_t)c->n_embd, sizeof(float));
+    s->kk = big(a, ub * (size_t)(s->n_kv * s->hd), sizeof(float));
+    s->vv = big(a, ub * (size_t)(s->n_kv * s->hd), sizeof(float));
+    s->gate = big(a, ub * (size_t)c->n_ff, sizeof(float));
+    s->up = big(a, ub * (size_t)c->n_ff, sizeof(float));
+    s->logits = big(a, LOGIT_ROWS * (size_t)c->n_vocab, sizeof(float));
+    s->logits_h = host(a, LOGIT_ROWS * (size_t)c->n_vocab, sizeof(float));
+    size_t part = (size_t)(nq_of(s) + s->n_head);
+    s->part = big(a, part, sizeof(float));
+    s->gather = big(a, (size_t)s->P * part, sizeof(float));
+    s->part_h = mirror(s, a, part);
+    s->gather_h = mirror(s, a, (size_t)s->P * part);
 }
 
 void ls_sp_reset(ls_sp_t *s) {
@@ -154,39 +186,73 @@ static ls_status init(ls_sp_t *s, const ls_sp_opts *o) {
         slot += (int)s->borrowed[i].n;
     }
     size_t kv = (size_t)c->n_layer * (size_t)s->n_kv * (size_t)(s->cap > 0 ? s->cap : 1) * (size_t)s->hd;
-    allocs a = {0};
+    allocs a = {.be = s->be};
     s->k = big(&a, kv, sizeof(float));
     s->v = big(&a, kv, sizeof(float));
     alloc_rows(s, &a);
     alloc_exchange(s, &a);
-    if (a.failed)
-        return LS_ERR(LS_ERR_NOMEM, "rank %d: cannot allocate %.2f GB for its share of %lld tokens (KV cache %.2f GB)",
-                      s->rank, (double)a.bytes / 1e9, (long long)(s->n + s->max_new), 2.0 * (double)kv * sizeof(float) / 1e9);
+    if (a.failed) {
+        ls_err_clear(); // the allocator's own message says less than this one
+        return LS_ERR(LS_ERR_NOMEM, "rank %d: cannot allocate %.2f GB (%s backend) for its share of %lld tokens (KV cache %.2f GB)",
+                      s->rank, (double)a.bytes / 1e9, ls_backend_name(s->be), (long long)(s->n + s->max_new),
+                      2.0 * (double)kv * sizeof(float) / 1e9);
+    }
     s->max_local = s->n_own + (int)(s->decode_room / DECODE_BLOCK) + 2;
     s->local = ls_calloc((size_t)s->max_local, sizeof *s->local);
     s->loads = ls_calloc((size_t)s->P, sizeof *s->loads);
-    s->part = ls_malloc((size_t)(nq_of(s) + s->n_head) * sizeof(float));
-    s->gather = ls_malloc((size_t)s->P * (size_t)(nq_of(s) + s->n_head) * sizeof(float));
     s->inv_freq = ls_malloc((size_t)c->rope.n_rot / 2 * sizeof *s->inv_freq);
     LS_CHECK(ls_rope_compute(&c->rope, s->n + s->max_new, s->inv_freq, &s->attn_factor));
     ls_sp_reset(s);
     return LS_OK;
 }
 
+// One NCCL group per process, made the first time every rank of the MPI group has a GPU and
+// kept for later sequences (making one costs a round of bootstrapping).
+static ls_comm_t *g_nccl, *g_nccl_parent;
+
+void ls_sp_exchange_release(void) {
+    if (g_nccl) ls_comm_finish(g_nccl);
+    g_nccl = g_nccl_parent = NULL;
+}
+
+// The exchange for this group (collective: every rank calls it). CPU ranks: the MPI group.
+// GPU ranks: NCCL when every rank has a GPU and NCCL starts (LS_COMM=mpi skips it), else the
+// MPI group with host staging.
+static ls_status pick_exchange(ls_sp_t *s, ls_comm_t *mpi) {
+    bool gpu = !ls_backend_on_host(s->be);
+    double gpus = gpu;
+    LS_CHECK(ls_comm_allreduce_sum(mpi, &gpus, 1));
+    s->c = mpi;
+#if LS_HAVE_CUDA
+    const char *want = getenv("LS_COMM");
+    if (gpu && (int)gpus == ls_comm_size(mpi) && !(want && !strcmp(want, "mpi"))) {
+        if (g_nccl_parent != mpi) {
+            ls_sp_exchange_release();
+            if (ls_comm_nccl_init(mpi, -1, &g_nccl) == LS_OK) g_nccl_parent = mpi;
+            else {
+                if (ls_comm_rank(mpi) == 0) LS_WARN("%s; exchanging through host memory over MPI instead", ls_err_msg());
+                ls_err_clear();
+            }
+        }
+        if (g_nccl) s->c = g_nccl;
+    }
+#endif
+    s->stage = gpu && !ls_comm_device_buffers(s->c);
+    return LS_OK;
+}
+
 ls_status ls_sp_init(ls_engine_t *e, ls_comm_t *c, const ls_sp_opts *o, ls_sp_t **out) {
     *out = NULL;
-    if (!ls_backend_on_host(ls_engine_backend(e)))
-        return LS_ERR(LS_ERR_UNSUPPORTED, "sequence-parallel groups run on CPU ranks for now (the %s backend's NCCL "
-                                          "exchange is not built yet): use --device cpu", ls_backend_name(ls_engine_backend(e)));
     ls_sp_t *s = ls_calloc(1, sizeof *s);
-    s->e = e, s->c = c, s->rank = ls_comm_rank(c), s->P = ls_comm_size(c);
-    ls_status rc = init(s, o);
+    s->e = e, s->be = ls_engine_backend(e), s->rank = ls_comm_rank(c), s->P = ls_comm_size(c);
+    ls_status rc = pick_exchange(s, c);
+    if (rc == LS_OK) rc = init(s, o);
     if (rc != LS_OK) {
         ls_sp_free(s);
         *out = NULL;
         return rc;
     }
-    LS_CHECK(ls_comm_stats_init(c, (int)e->cfg.n_layer));
+    LS_CHECK(ls_comm_stats_init(s->c, (int)e->cfg.n_layer));
     *out = s;
     return LS_OK;
 }
@@ -194,11 +260,12 @@ ls_status ls_sp_init(ls_engine_t *e, ls_comm_t *c, const ls_sp_opts *o, ls_sp_t 
 void ls_sp_free(ls_sp_t *s) {
     if (!s) return;
     ls_plan_free(s->plan);
-    ls_free(s->k), ls_free(s->v), ls_free(s->local), ls_free(s->loads), ls_free(s->ids);
-    ls_free(s->x), ls_free(s->q), ls_free(s->q_sink), ls_free(s->att), ls_free(s->o_tmp), ls_free(s->lse);
-    ls_free(s->lse_tmp), ls_free(s->pos), ls_free(s->pos_sink), ls_free(s->h), ls_free(s->kk), ls_free(s->vv);
-    ls_free(s->gate), ls_free(s->up), ls_free(s->logits), ls_free(s->send), ls_free(s->recv[0]), ls_free(s->recv[1]);
-    ls_free(s->part), ls_free(s->gather), ls_free(s->inv_freq);
+    float *dev[] = {s->k, s->v, s->x, s->q, s->q_sink, s->att, s->o_tmp, s->lse, s->lse_tmp, s->h, s->kk, s->vv,
+                    s->gate, s->up, s->logits, s->send, s->recv[0], s->recv[1], s->part, s->gather};
+    for (size_t i = 0; i < sizeof dev / sizeof *dev; i++) ls_backend_release(s->be, dev[i]);
+    free(s->send_h), free(s->recv_h[0]), free(s->recv_h[1]), free(s->part_h), free(s->gather_h), free(s->logits_h);
+    free(s->ids), free(s->pos), free(s->pos_sink);
+    ls_free(s->local), ls_free(s->loads), ls_free(s->inv_freq);
     ls_free(s);
 }
 
@@ -216,13 +283,13 @@ static ls_status attend(ls_sp_t *s, int64_t r0, int64_t nr, int64_t q_pos0, cons
                       .k = k, .v = v, .out = s->o_tmp + r0 * nq, .lse = s->lse_tmp + r0 * s->n_head, .n_q = nr,
                       .q_pos0 = q_pos0, .n_kv = nk, .kv_pos0 = kv_pos0, .kv_stride = stride, .n_head = s->n_head,
                       .n_kv_head = s->n_kv, .head_dim = s->hd, .scale = 1.0f / sqrtf((float)s->hd), .rule = s->rule};
-    LS_CHECK(ls_op_attention(s->e->be, &a));
-    return ls_op_attn_merge(s->e->be, s->att + r0 * nq, s->lse + r0 * s->n_head, a.out, a.lse, nr * s->n_head, s->hd);
+    LS_CHECK(ls_op_attention(s->be, &a));
+    return ls_op_attn_merge(s->be, s->att + r0 * nq, s->lse + r0 * s->n_head, a.out, a.lse, nr * s->n_head, s->hd);
 }
 
-static void clear_rows(ls_sp_t *s, int64_t rows) {
-    memset(s->att, 0, (size_t)(rows * nq_of(s)) * sizeof(float));
-    for (int64_t i = 0; i < rows * s->n_head; i++) s->lse[i] = -INFINITY;
+static ls_status clear_rows(ls_sp_t *s, int64_t rows) {
+    LS_CHECK(ls_op_fill(s->be, s->att, 0.0f, rows * nq_of(s)));
+    return ls_op_fill(s->be, s->lse, -INFINITY, rows * s->n_head);
 }
 
 // The cache slot of one of this rank's own positions.
@@ -235,14 +302,17 @@ static int64_t own_slot(const ls_sp_t *s, int64_t p) {
     return -1;
 }
 
-// Copies rows of KV head g for positions [lo, hi) out of (pack) or into (!pack) the cache.
-static size_t copy_rows(ls_sp_t *s, int64_t il, int g, int64_t slot0, int64_t n, float *buf, bool pack) {
+// Copies n cache rows of KV head g from slot0 on out of (pack) or into (!pack) buf (backend
+// memory): [K rows][V rows]. Returns the floats moved.
+static ls_status copy_rows(ls_sp_t *s, int64_t il, int g, int64_t slot0, int64_t n, float *buf, bool pack, size_t *moved) {
     size_t row = (size_t)s->hd, bytes = (size_t)n * row * sizeof(float);
     float *kc = layer_k(s, il) + ((size_t)g * (size_t)s->cap + (size_t)slot0) * row;
     float *vc = layer_v(s, il) + ((size_t)g * (size_t)s->cap + (size_t)slot0) * row;
-    if (pack) memcpy(buf, kc, bytes), memcpy(buf + (size_t)n * row, vc, bytes);
-    else memcpy(kc, buf, bytes), memcpy(vc, buf + (size_t)n * row, bytes);
-    return 2 * (size_t)n * row;
+    float *kb = buf, *vb = buf + (size_t)n * row;
+    LS_CHECK(ls_backend_copy(s->be, pack ? kb : kc, 0, pack ? kc : kb, 0, bytes, 1));
+    LS_CHECK(ls_backend_copy(s->be, pack ? vb : vc, 0, pack ? vc : vb, 0, bytes, 1));
+    *moved = 2 * (size_t)n * row;
+    return LS_OK;
 }
 
 // Non-ring rules: send what other ranks need from this rank, receive what it needs, put the
@@ -256,35 +326,44 @@ static ls_status exchange(ls_sp_t *s, int64_t il) {
         int c = d == s->rank ? 0 : ls_plan_needs(s->plan, d, nd);
         for (int i = 0; i < c; i++) {
             if (nd[i].from != s->rank) continue;
-            float *start = sp;
+            size_t start = (size_t)(sp - s->send), moved;
             for (int g = 0; g < s->n_kv; g++)
-                if (nd[i].kv_mask >> g & 1)
-                    sp += copy_rows(s, il, g, own_slot(s, nd[i].pos.lo), nd[i].pos.hi - nd[i].pos.lo, sp, true);
+                if (nd[i].kv_mask >> g & 1) {
+                    LS_CHECK(copy_rows(s, il, g, own_slot(s, nd[i].pos.lo), nd[i].pos.hi - nd[i].pos.lo, sp, true, &moved));
+                    sp += moved;
+                }
             if (nx == LS_COMM_MAX_XFERS) return LS_ERR(LS_ERR_INTERNAL, "too many transfers");
-            x[nx++] = (ls_xfer){start, (size_t)(sp - start) * sizeof(float), d, false};
+            x[nx++] = (ls_xfer){xv(s, s->send, s->send_h) + start, (size_t)(sp - s->send - start) * sizeof(float), d, false};
         }
     }
-    float *rp = s->recv[0];
+    size_t recvd = 0;
     for (int i = 0; i < s->n_needs; i++) {
         if (nx == LS_COMM_MAX_XFERS) return LS_ERR(LS_ERR_INTERNAL, "too many transfers");
-        x[nx++] = (ls_xfer){rp, need_floats(s, &s->needs[i]) * sizeof(float), s->needs[i].from, true};
-        rp += need_floats(s, &s->needs[i]);
+        x[nx++] = (ls_xfer){xv(s, s->recv[0], s->recv_h[0]) + recvd, need_floats(s, &s->needs[i]) * sizeof(float),
+                            s->needs[i].from, true};
+        recvd += need_floats(s, &s->needs[i]);
     }
     if (!nx) return LS_OK;
+    if (s->stage) LS_CHECK(ls_backend_download(s->be, s->send_h, s->send, (size_t)(sp - s->send) * sizeof(float)));
     ls_comm_batch b;
     LS_CHECK(ls_comm_start(s->c, x, nx, (int)il, &b));
     LS_CHECK(ls_comm_wait(s->c, &b));
-    rp = s->recv[0];
+    if (s->stage) LS_CHECK(ls_backend_upload(s->be, s->recv[0], s->recv_h[0], recvd * sizeof(float)));
+    float *rp = s->recv[0];
     for (int i = 0; i < s->n_needs; i++)
         for (int g = 0; g < s->n_kv; g++)
-            if (s->needs[i].kv_mask >> g & 1) rp += copy_rows(s, il, g, s->borrowed[i].slot, s->borrowed[i].n, rp, false);
+            if (s->needs[i].kv_mask >> g & 1) {
+                size_t moved;
+                LS_CHECK(copy_rows(s, il, g, s->borrowed[i].slot, s->borrowed[i].n, rp, false, &moved));
+                rp += moved;
+            }
     return LS_OK;
 }
 
 // Non-ring prefill attention: own keys, then each borrowed segment.
 static ls_status attention_local(ls_sp_t *s, int64_t il) {
     LS_CHECK(exchange(s, il));
-    clear_rows(s, s->m);
+    LS_CHECK(clear_rows(s, s->m));
     float *k = layer_k(s, il), *v = layer_v(s, il);
     size_t hd = (size_t)s->hd;
     LS_CHECK(attend(s, 0, s->m, s->own[0].lo, k, v, s->cap, s->own[0].lo, s->m)); // one contiguous shard
@@ -298,22 +377,23 @@ static ls_status attention_local(ls_sp_t *s, int64_t il) {
 // Full attention: each rank's block of keys travels the ring; the next block's transfer runs
 // while the current block is used.
 static ls_status attention_ring(ls_sp_t *s, int64_t il) {
-    size_t hd = (size_t)s->hd;
-    float *cur = s->recv[0], *next = s->recv[1];
+    size_t hd = (size_t)s->hd, bytes = (size_t)s->m * hd * sizeof(float);
+    float *cur = s->recv[0], *next = s->recv[1], *cur_x = xv(s, s->recv[0], s->recv_h[0]), *next_x = xv(s, s->recv[1], s->recv_h[1]);
     for (int g = 0; g < s->n_kv; g++) { // this rank's block: [K: kv][m][hd], then [V: kv][m][hd]
-        memcpy(cur + (size_t)g * (size_t)s->m * hd, layer_k(s, il) + (size_t)g * (size_t)s->cap * hd, (size_t)s->m * hd * sizeof(float));
-        memcpy(cur + ((size_t)s->n_kv + (size_t)g) * (size_t)s->m * hd, layer_v(s, il) + (size_t)g * (size_t)s->cap * hd,
-               (size_t)s->m * hd * sizeof(float));
+        LS_CHECK(ls_backend_copy(s->be, cur + (size_t)g * (size_t)s->m * hd, 0, layer_k(s, il) + (size_t)g * (size_t)s->cap * hd, 0, bytes, 1));
+        LS_CHECK(ls_backend_copy(s->be, cur + ((size_t)s->n_kv + (size_t)g) * (size_t)s->m * hd, 0,
+                                 layer_v(s, il) + (size_t)g * (size_t)s->cap * hd, 0, bytes, 1));
     }
-    clear_rows(s, s->m);
+    if (s->stage) LS_CHECK(ls_backend_download(s->be, cur_x, cur, 2 * (size_t)s->n_kv * bytes));
+    LS_CHECK(clear_rows(s, s->m));
     int holder = s->rank;
     for (int step = 0; step < s->P; step++) {
         int from = (s->rank - step - 1 + s->P) % s->P;
         int64_t mh = ls_plan_owned_count(s->plan, holder), mf = ls_plan_owned_count(s->plan, from);
         ls_comm_batch b = {0};
         if (step < s->P - 1) {
-            ls_xfer x[2] = {{cur, (size_t)mh * s->n_kv * hd * 2 * sizeof(float), (s->rank + 1) % s->P, false},
-                            {next, (size_t)mf * s->n_kv * hd * 2 * sizeof(float), (s->rank - 1 + s->P) % s->P, true}};
+            ls_xfer x[2] = {{cur_x, (size_t)mh * s->n_kv * hd * 2 * sizeof(float), (s->rank + 1) % s->P, false},
+                            {next_x, (size_t)mf * s->n_kv * hd * 2 * sizeof(float), (s->rank - 1 + s->P) % s->P, true}};
             LS_CHECK(ls_comm_start(s->c, x, 2, (int)il, &b));
         }
         ls_range hr[2];
@@ -331,8 +411,9 @@ static ls_status attention_ring(ls_sp_t *s, int64_t il) {
         }
         if (step < s->P - 1) {
             LS_CHECK(ls_comm_wait(s->c, &b));
-            float *t = cur;
-            cur = next, next = t;
+            if (s->stage) LS_CHECK(ls_backend_upload(s->be, next, next_x, (size_t)mf * s->n_kv * hd * 2 * sizeof(float)));
+            float *t = cur, *tx = cur_x;
+            cur = next, next = t, cur_x = next_x, next_x = tx;
             holder = from;
         }
     }
@@ -341,14 +422,15 @@ static ls_status attention_ring(ls_sp_t *s, int64_t il) {
 
 // --- prefill --------------------------------------------------------------------------------
 
-static void store_rows(ls_sp_t *s, int64_t il, int64_t slot0, int64_t n) {
-    size_t hd = (size_t)s->hd;
-    for (int64_t t = 0; t < n; t++)
-        for (int g = 0; g < s->n_kv; g++) {
-            size_t dst = ((size_t)g * (size_t)s->cap + (size_t)(slot0 + t)) * hd, src = ((size_t)t * (size_t)s->n_kv + (size_t)g) * hd;
-            memcpy(layer_k(s, il) + dst, s->kk + src, hd * sizeof(float));
-            memcpy(layer_v(s, il) + dst, s->vv + src, hd * sizeof(float));
-        }
+// The micro-batch's keys and values [n][n_kv][hd] into cache slots slot0.. of each KV head.
+static ls_status store_rows(ls_sp_t *s, int64_t il, int64_t slot0, int64_t n) {
+    size_t hd = (size_t)s->hd, row = hd * sizeof(float), pitch = (size_t)s->n_kv * row;
+    for (int g = 0; g < s->n_kv; g++) {
+        size_t dst = ((size_t)g * (size_t)s->cap + (size_t)slot0) * hd;
+        LS_CHECK(ls_backend_copy(s->be, layer_k(s, il) + dst, row, s->kk + (size_t)g * hd, pitch, row, (size_t)n));
+        LS_CHECK(ls_backend_copy(s->be, layer_v(s, il) + dst, row, s->vv + (size_t)g * hd, pitch, row, (size_t)n));
+    }
+    return LS_OK;
 }
 
 static ls_rows rows_at(ls_sp_t *s, int64_t r0, int64_t n) {
@@ -367,7 +449,7 @@ static ls_status prefill_layer(ls_sp_t *s, int64_t il) {
         int64_t n = s->m - r0 < s->e->ubatch ? s->m - r0 : s->e->ubatch;
         ls_rows r = rows_at(s, r0, n);
         LS_CHECK(ls_layer_qkv(s->e, il, &r, &f));
-        store_rows(s, il, r0, n);
+        LS_CHECK(store_rows(s, il, r0, n));
     }
     LS_CHECK(ls_plan_ring(s->plan) ? attention_ring(s, il) : attention_local(s, il));
     for (int64_t r0 = 0; r0 < s->m; r0 += s->e->ubatch) {
@@ -384,21 +466,23 @@ static ls_status last_logits(ls_sp_t *s, float *out) {
     const ls_model_config *c = &s->e->cfg;
     int owner = ls_plan_owner(s->plan, s->n - 1);
     size_t bytes = (size_t)c->n_vocab * sizeof(float);
+    bool dev_x = ls_comm_device_buffers(s->c); // the exchange takes the backend buffer itself
     if (owner == s->rank) {
         int64_t row = own_slot(s, s->n - 1);
         LS_CHECK(ls_output_logits(s->e, s->x + row * c->n_embd, 1, s->h, s->logits));
-        if (s->rank == 0) {
-            if (out) memcpy(out, s->logits, bytes);
-            return LS_OK;
-        }
+        if (s->rank == 0) return out ? ls_backend_download(s->be, out, s->logits, bytes) : LS_OK;
+        if (!dev_x) LS_CHECK(ls_backend_download(s->be, s->logits_h, s->logits, bytes));
     } else if (s->rank != 0) {
         return LS_OK;
     }
-    ls_xfer x = {s->logits, bytes, s->rank == 0 ? owner : 0, s->rank == 0};
+    ls_xfer x = {dev_x ? s->logits : s->logits_h, bytes, s->rank == 0 ? owner : 0, s->rank == 0};
     ls_comm_batch b;
     LS_CHECK(ls_comm_start(s->c, &x, 1, LS_TAG_LOGITS, &b));
     LS_CHECK(ls_comm_wait(s->c, &b));
-    if (s->rank == 0 && out) memcpy(out, s->logits, bytes);
+    if (s->rank == 0 && out) {
+        if (dev_x) LS_CHECK(ls_backend_download(s->be, out, s->logits, bytes));
+        else memcpy(out, s->logits_h, bytes);
+    }
     return LS_OK;
 }
 
@@ -409,7 +493,8 @@ static ls_status own_logits(ls_sp_t *s, const ls_forward_opts *o) {
         int64_t n = 1; // a run of rows wanting logits, at most LOGIT_ROWS
         while (n < LOGIT_ROWS && r + n < s->m && s->pos[r + n] >= o->logits_from) n++;
         LS_CHECK(ls_output_logits(s->e, s->x + r * c->n_embd, n, s->h, s->logits));
-        for (int64_t i = 0; i < n; i++) LS_CHECK(o->on_logits(o->ctx, s->pos[r + i], s->logits + i * c->n_vocab));
+        LS_CHECK(ls_backend_download(s->be, s->logits_h, s->logits, (size_t)(n * c->n_vocab) * sizeof(float)));
+        for (int64_t i = 0; i < n; i++) LS_CHECK(o->on_logits(o->ctx, s->pos[r + i], s->logits_h + i * c->n_vocab));
         r += n - 1;
     }
     return LS_OK;
@@ -440,7 +525,7 @@ ls_status ls_sp_prefill(ls_sp_t *s, const int32_t *tokens, const ls_forward_opts
             s->pos[row] = p;
             s->pos_sink[row] = p < slot_cap ? p : slot_cap;
         }
-    if (s->m) LS_CHECK(ls_op_get_rows(s->e->be, &s->e->tok_embd, s->ids, s->m, s->x));
+    if (s->m) LS_CHECK(ls_op_get_rows(s->be, &s->e->tok_embd, s->ids, s->m, s->x));
     for (int64_t il = 0; il < s->e->cfg.n_layer; il++) {
         LS_CHECK(prefill_layer(s, il));
         LS_CHECK(checkpoint(s, (il + 1) * s->n / s->e->cfg.n_layer));
@@ -468,21 +553,24 @@ static int decode_owner(ls_sp_t *s, int64_t p) {
 
 // Attention of the single decode row over this rank's keys, merged across ranks.
 static ls_status attention_decode(ls_sp_t *s, int64_t il, int64_t p) {
-    size_t hd = (size_t)s->hd, nq = (size_t)nq_of(s), part = nq + (size_t)s->n_head;
-    clear_rows(s, 1);
+    size_t hd = (size_t)s->hd, nq = (size_t)nq_of(s), part = nq + (size_t)s->n_head, f = sizeof(float);
+    LS_CHECK(clear_rows(s, 1));
     for (int i = 0; i < s->n_local; i++) {
         const seg *g = &s->local[i];
         LS_CHECK(attend(s, 0, 1, p, layer_k(s, il) + (size_t)g->slot * hd, layer_v(s, il) + (size_t)g->slot * hd, s->cap,
                         g->pos, g->n));
     }
     float *mine = s->part, *all = s->gather;
-    memcpy(mine, s->att, nq * sizeof(float));
-    memcpy(mine + nq, s->lse, (size_t)s->n_head * sizeof(float));
-    LS_CHECK(ls_comm_allgather(s->c, mine, all, part * sizeof(float)));
-    memcpy(s->att, all, nq * sizeof(float)); // rank 0's part, then the others merged in rank order
-    memcpy(s->lse, all + nq, (size_t)s->n_head * sizeof(float));
+    LS_CHECK(ls_backend_copy(s->be, mine, 0, s->att, 0, nq * f, 1));
+    LS_CHECK(ls_backend_copy(s->be, mine + nq, 0, s->lse, 0, (size_t)s->n_head * f, 1));
+    if (s->stage) LS_CHECK(ls_backend_download(s->be, s->part_h, mine, part * f));
+    LS_CHECK(ls_comm_allgather(s->c, xv(s, mine, s->part_h), xv(s, all, s->gather_h), part * f));
+    if (s->stage) LS_CHECK(ls_backend_upload(s->be, all, s->gather_h, (size_t)s->P * part * f));
+    // rank 0's part, then the others merged in rank order
+    LS_CHECK(ls_backend_copy(s->be, s->att, 0, all, 0, nq * f, 1));
+    LS_CHECK(ls_backend_copy(s->be, s->lse, 0, all + nq, 0, (size_t)s->n_head * f, 1));
     for (int r = 1; r < s->P; r++)
-        LS_CHECK(ls_op_attn_merge(s->e->be, s->att, s->lse, all + (size_t)r * part, all + (size_t)r * part + nq, s->n_head, s->hd));
+        LS_CHECK(ls_op_attn_merge(s->be, s->att, s->lse, all + (size_t)r * part, all + (size_t)r * part + nq, s->n_head, s->hd));
     return LS_OK;
 }
 
@@ -504,12 +592,12 @@ ls_status ls_sp_decode(ls_sp_t *s, int32_t token, float *logits) {
     int64_t slot_cap = s->rule.kind == LS_ATTN_SINK ? s->rule.sinks + s->rule.window : 0;
     s->pos[0] = p;
     s->pos_sink[0] = p < slot_cap ? p : slot_cap;
-    LS_CHECK(ls_op_get_rows(s->e->be, &s->e->tok_embd, &token, 1, s->x));
+    LS_CHECK(ls_op_get_rows(s->be, &s->e->tok_embd, &token, 1, s->x));
     ls_rope_freqs f = {c->rope.n_rot, s->inv_freq, s->attn_factor, LS_ROPE_PAIR_ADJACENT};
     for (int64_t il = 0; il < c->n_layer; il++) {
         ls_rows r = rows_at(s, 0, 1);
         LS_CHECK(ls_layer_qkv(s->e, il, &r, &f));
-        if (slot >= 0) store_rows(s, il, slot, 1);
+        if (slot >= 0) LS_CHECK(store_rows(s, il, slot, 1));
         ls_comm_set_layer(s->c, (int)il);
         LS_CHECK(attention_decode(s, il, p));
         ls_comm_set_layer(s->c, -1);
@@ -519,7 +607,7 @@ ls_status ls_sp_decode(ls_sp_t *s, int32_t token, float *logits) {
     s->len++;
     if (s->rank == 0 && logits) {
         LS_CHECK(ls_output_logits(s->e, s->x, 1, s->h, s->logits));
-        memcpy(logits, s->logits, (size_t)c->n_vocab * sizeof(float));
+        LS_CHECK(ls_backend_download(s->be, logits, s->logits, (size_t)c->n_vocab * sizeof(float)));
     }
     return LS_OK;
 }

@@ -203,6 +203,12 @@ static void cpu_free(void *ctx) {
     ls_free(c);
 }
 
+static ls_status cpu_fill(void *ctx, float *y, float value, int64_t n) {
+    (void)ctx;
+    for (int64_t i = 0; i < n; i++) y[i] = value;
+    return LS_OK;
+}
+
 // Host memory: plain allocations (64-byte aligned) and memcpy/memmove.
 static ls_status cpu_alloc(void *ctx, size_t bytes, void **out) {
     (void)ctx;
@@ -233,6 +239,7 @@ static const ls_backend_iface g_cpu_iface = {
     .rmsnorm = cpu_rmsnorm,
     .swiglu = cpu_swiglu,
     .add = cpu_add,
+    .fill = cpu_fill,
     .rope = cpu_rope,
     .attention = cpu_attention,
     .attn_merge = cpu_attn_merge,

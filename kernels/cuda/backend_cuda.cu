@@ -63,6 +63,11 @@ __global__ void add_kernel(float *y, const float *x, long long n) {
     if (i < n) y[i] += x[i];
 }
 
+__global__ void fill_f32_kernel(float *y, float v, long long n) {
+    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) y[i] = v;
+}
+
 // One thread per rotated pair: the angle pos·inv_freq in f32 from the exact integer
 // position, then sincosf (full range reduction; the build never uses fast-math).
 __global__ void rope_kernel(float *x, long long m, int n_heads, int head_dim, const int64_t *pos,
@@ -153,6 +158,13 @@ ls_status cu_swiglu(void *ctx, const float *gate, const float *up, float *out, i
 ls_status cu_add(void *ctx, float *y, const float *x, int64_t n) {
     cuda_ctx *c = (cuda_ctx *)ctx;
     add_kernel<<<blocks_for(n, 256), 256, 0, c->st>>>(y, x, n);
+    LS_CUDA_CHECK(cudaGetLastError());
+    return LS_OK;
+}
+
+ls_status cu_fill(void *ctx, float *y, float value, int64_t n) {
+    cuda_ctx *c = (cuda_ctx *)ctx;
+    fill_f32_kernel<<<blocks_for(n, 256), 256, 0, c->st>>>(y, value, n);
     LS_CUDA_CHECK(cudaGetLastError());
     return LS_OK;
 }
@@ -298,6 +310,7 @@ const ls_backend_iface g_cuda_iface = {
     .rmsnorm = cu_rmsnorm,
     .swiglu = cu_swiglu,
     .add = cu_add,
+    .fill = cu_fill,
     .rope = cu_rope,
     .attention = cu_attention,
     .attn_merge = cu_attn_merge,

@@ -25,6 +25,11 @@ extern "C" bool ls_cuda_available(void) {
 
 extern "C" const char *ls_cuda_why_unavailable(void) { return g_why; }
 
+extern "C" int ls_cuda_device_count(void) {
+    int n = 0;
+    return cudaGetDeviceCount(&n) == cudaSuccess ? n : 0;
+}
+
 extern "C" ls_status ls_cuda_malloc(void **dev, size_t bytes) {
     LS_CUDA_CHECK(cudaMalloc(dev, bytes));
     return LS_OK;

@@ -16,6 +16,7 @@ extern "C" {
 // counts as "no GPU"; the reason is kept for ls_cuda_why_unavailable().
 bool ls_cuda_available(void);
 const char *ls_cuda_why_unavailable(void);
+int ls_cuda_device_count(void); // 0 when none is visible
 
 // The CUDA backend on GPU `device`: ops run in order on one stream of that device; tensors
 // are device memory (ls_backend_alloc), weights bf16 on the device (ls_backend_weight_load).

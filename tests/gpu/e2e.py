@@ -2,7 +2,8 @@
 """e2e.py — the model end to end on the GPU against the CPU engine (run by tests/gpu/run):
 perplexity within 0.5% (512-token chunks; one 4096-token chunk under full, s2 and sink; a
 sink stream long enough to evict and re-rotate its cache), and greedy generation giving the
-same 32 tokens. Usage: e2e.py LONGSEQ_BINARY TEXT_FILE (the model: $LONGSEQ_MODEL or the
+same 32 tokens; the same through worker groups of GPU ranks (--np 1: NCCL; --np 2 on one
+GPU: MPI with host staging). Usage: e2e.py LONGSEQ_BINARY TEXT_FILE (the model: $LONGSEQ_MODEL or the
 default). Prints one row per check and exits 1 if any fails."""
 import json
 import os
@@ -29,9 +30,11 @@ def row(name, cpu, gpu, ok, t_cpu, t_gpu):
     print(f"{name:34} cpu {cpu:>12} cuda {gpu:>12} {'pass' if ok else 'FAIL':4}  ({t_cpu:.1f} s / {t_gpu:.1f} s)", flush=True)
 
 
-def ppl(name, *args, limit=0.005):
+def ppl(name, *args, limit=0.005, gpu_args=()):
+    """The CPU engine (one process) against the GPU run with gpu_args added (e.g. --np 2)."""
     try:
-        (c, tc), (g, tg) = (run("perplexity", "--device", d, "--json", *args, TEXT) for d in ("cpu", "cuda"))
+        (c, tc), (g, tg) = (run("perplexity", "--device", d, "--json", *args, *(gpu_args if d == "cuda" else ()), TEXT)
+                            for d in ("cpu", "cuda"))
     except RuntimeError as e:
         print(f"{name:34} ERROR {e}", flush=True)
         global failed
@@ -51,15 +54,23 @@ for rule in ("full", "s2", "sink"):
         *(["--window", "1020"] if rule == "sink" else []), limit=0.01)
 ppl("ppl stream sink 3000", "--stream", "--attn", "sink", "--window", "500", "--max-tokens", "3000", limit=0.01)
 
+# Worker groups of GPU ranks: one rank (an NCCL group of one), and two ranks sharing the one
+# GPU (NCCL refuses two ranks on one device, so that group exchanges over MPI through host
+# memory): the ring (full), the boundary exchange (s2) and the decode all-gather (generate).
+ppl("ppl 4096 x 1 full, --np 1 (NCCL)", "--ctx", "4096", "--chunks", "1", limit=0.01, gpu_args=("--np", "1"))
+ppl("ppl 4096 x 1 full, --np 2", "--ctx", "4096", "--chunks", "1", limit=0.01, gpu_args=("--np", "2"))
+ppl("ppl 4096 x 1 s2, --np 2", "--ctx", "4096", "--chunks", "1", "--attn", "s2", limit=0.01, gpu_args=("--np", "2"))
+
 prompt = open(TEXT, encoding="utf-8").read()[:2000]
-try:
-    (c, tc), (g, tg) = (run("generate", "--device", d, "--json", "--temp", "0", "-n", "32", "--ignore-eos",
-                            "--prompt", prompt) for d in ("cpu", "cuda"))
-    same = c["ids"] == g["ids"]
-    row("greedy 32 tokens", f"{len(c['ids'])} ids", f"{len(g['ids'])} ids", same, tc, tg)
-    if not same:
-        print(f"  cpu:  {c['text']!r}\n  cuda: {g['text']!r}")
-except RuntimeError as e:
-    print(f"greedy 32 tokens                   ERROR {e}")
-    failed = True
+for name, extra in (("greedy 32 tokens", ()), ("greedy 32 tokens, --np 2", ("--np", "2"))):
+    try:
+        (c, tc), (g, tg) = (run("generate", "--device", d, "--json", "--temp", "0", "-n", "32", "--ignore-eos",
+                                "--prompt", prompt, *(extra if d == "cuda" else ())) for d in ("cpu", "cuda"))
+        same = c["ids"] == g["ids"]
+        row(name, f"{len(c['ids'])} ids", f"{len(g['ids'])} ids", same, tc, tg)
+        if not same:
+            print(f"  cpu:  {c['text']!r}\n  cuda: {g['text']!r}")
+    except RuntimeError as e:
+        print(f"{name:34} ERROR {e}")
+        failed = True
 sys.exit(1 if failed else 0)

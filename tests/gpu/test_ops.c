@@ -312,6 +312,11 @@ static ls_status op_elementwise(unsigned *seed, bool perf, int *wrong, double *m
         LS_CHECK(ls_op_add(g_be, y.dev, da, n));
         LS_CHECK(gout_read(&y, got, &damaged));
         *wrong += damaged + compare("add", got, want, n, 0, 0, NULL);
+        for (int64_t i = 0; i < n; i++) want[i] = -INFINITY;
+        LS_CHECK(gout_init(&y, (size_t)n, NULL));
+        LS_CHECK(ls_op_fill(g_be, y.dev, -INFINITY, n));
+        LS_CHECK(gout_read(&y, got, &damaged));
+        *wrong += damaged + compare("fill", got, want, n, 0, 0, NULL);
         LS_CHECK(ls_cuda_free(da)); LS_CHECK(ls_cuda_free(db));
         free(a), free(b), free(want), free(got);
     }
@@ -501,7 +506,7 @@ static ls_status op_copy(unsigned *seed, bool perf, int *wrong, double *ms) {
 
 static const op_case g_ops[] = {
     {"dequant", op_dequant},       {"dequant_bf16", op_dequant_bf16}, {"matmul", op_matmul},
-    {"get_rows", op_get_rows},     {"rmsnorm", op_rmsnorm},           {"swiglu_add", op_elementwise},
+    {"get_rows", op_get_rows},     {"rmsnorm", op_rmsnorm},           {"swiglu_add_fill", op_elementwise},
     {"rope", op_rope},             {"attention", op_attention},       {"attn_merge", op_attn_merge},
     {"copy", op_copy},
 };

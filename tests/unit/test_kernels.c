@@ -214,6 +214,7 @@ static void test_elementwise(void) {
         TEST_COND(rel_err(a, b, m * n) < 1e-6, "swiglu: %.2e", rel_err(a, b, m * n));
         memcpy(a, x, (size_t)(m * n) * 4);
         TEST_COND(ls_op_add(g_be, a, x2, m * n) == LS_OK && a[m * n - 1] == x[m * n - 1] + x2[m * n - 1], "add");
+        TEST_COND(ls_op_fill(g_be, a, -INFINITY, m * n) == LS_OK && a[0] == -INFINITY && a[m * n - 1] == -INFINITY, "fill");
         free(x), free(x2), free(w), free(a), free(b);
     }
 }
