@@ -17,6 +17,8 @@ typedef struct ls_backend_iface {
     ls_status (*swiglu)(void *ctx, const float *gate, const float *up, float *out, int64_t n);
     ls_status (*add)(void *ctx, float *y, const float *x, int64_t n);
     ls_status (*fill)(void *ctx, float *y, float value, int64_t n);
+    ls_status (*convert)(void *ctx, ls_dtype dst_t, void *dst, size_t dpitch, ls_dtype src_t, const void *src,
+                         size_t spitch, size_t width, size_t rows);
     ls_status (*rope)(void *ctx, float *x, int64_t m, int n_heads, int head_dim, const int64_t *pos,
                       const ls_rope_freqs *f);
     ls_status (*attention)(void *ctx, const ls_attn_args *a);

@@ -82,6 +82,11 @@ ls_status ls_op_swiglu(ls_backend_t *b, const float *gate, const float *up, floa
 ls_status ls_op_add(ls_backend_t *b, float *y, const float *x, int64_t n);
 // y[i] = value for n elements (e.g. -inf into an lse buffer).
 ls_status ls_op_fill(ls_backend_t *b, float *y, float value, int64_t n);
+// rows x width elements from src (type src_t, rows spitch elements apart) to dst (dst_t,
+// dpitch apart), converting: F32 -> BF16 (round to nearest even, as ls_f32_to_bf16), BF16 ->
+// F32 (exact), or a plain F32/BF16 copy. Used for a bf16 KV cache.
+ls_status ls_op_convert(ls_backend_t *b, ls_dtype dst_t, void *dst, size_t dpitch, ls_dtype src_t, const void *src,
+                        size_t spitch, size_t width, size_t rows);
 
 // RoPE in place on x[m][n_heads][head_dim]: token t at position pos[t]; pair i of a head is
 // (2i, 2i+1) for LS_ROPE_PAIR_ADJACENT (GGUF llama, Meta) or (i, i + n_rot/2) for
@@ -133,7 +138,9 @@ typedef struct ls_attn_args {
     // Keys in two segments: the first kv_sinks keys are positions 0..kv_sinks-1; key
     // kv_sinks + j is at position kv_pos0 + j (kv_pos0 >= kv_sinks). A plain cache has
     // kv_sinks = 0; a streaming cache keeps its sinks in front of a sliding window.
-    const float *k, *v;   // [n_kv_head][kv_stride][head_dim]
+    const float *k, *v;   // [n_kv_head][kv_stride][head_dim], of kv_type
+    ls_dtype kv_type;     // LS_F32 (0, the default), or LS_BF16 (device backends: the pointers
+                          // then hold bf16 values, e.g. the engine's cache on a GPU)
     float *out;           // [n_q][n_head][head_dim]
     float *lse;           // [n_q][n_head] log-sum-exp of the scaled scores, or NULL
     int64_t n_q, q_pos0;

@@ -104,6 +104,15 @@ ls_status ls_op_fill(ls_backend_t *b, float *y, float value, int64_t n) {
     return n ? b->iface->fill(b->ctx, y, value, n) : LS_OK;
 }
 
+ls_status ls_op_convert(ls_backend_t *b, ls_dtype dst_t, void *dst, size_t dpitch, ls_dtype src_t, const void *src,
+                        size_t spitch, size_t width, size_t rows) {
+    bool ok_t = (dst_t == LS_F32 || dst_t == LS_BF16) && (src_t == LS_F32 || src_t == LS_BF16);
+    if (!ok_t) return LS_ERR(LS_ERR_UNSUPPORTED, "convert: %s to %s", ls_dtype_name(src_t), ls_dtype_name(dst_t));
+    if (rows > 1 && (dpitch < width || spitch < width))
+        return LS_ERR(LS_ERR_INVALID, "convert: rows of %zu elements do not fit pitches %zu/%zu", width, dpitch, spitch);
+    return width && rows ? b->iface->convert(b->ctx, dst_t, dst, dpitch, src_t, src, spitch, width, rows) : LS_OK;
+}
+
 ls_status ls_op_rope(ls_backend_t *b, float *x, int64_t m, int n_heads, int head_dim,
                      const int64_t *pos, const ls_rope_freqs *f) {
     if (m < 0 || n_heads <= 0 || head_dim <= 0 || f->n_rot <= 0 || f->n_rot % 2 || f->n_rot > head_dim)
@@ -160,6 +169,9 @@ ls_status ls_op_attention(ls_backend_t *b, const ls_attn_args *a) {
                       (long long)a->n_q, (long long)a->n_kv, (long long)a->kv_stride, a->n_head,
                       a->n_kv_head, a->head_dim);
     if (!(a->scale > 0) || !isfinite(a->scale)) return LS_ERR(LS_ERR_INVALID, "attention: bad scale");
+    if (a->kv_type != LS_F32 && (a->kv_type != LS_BF16 || b->iface->on_host))
+        return LS_ERR(LS_ERR_UNSUPPORTED, "attention: keys and values of type %s on the %s backend",
+                      ls_dtype_name(a->kv_type), b->iface->name);
     LS_CHECK(ls_attn_rule_check(&a->rule));
     return a->n_q ? b->iface->attention(b->ctx, a) : LS_OK;
 }

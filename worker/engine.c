@@ -253,15 +253,20 @@ ls_status ls_seq_init_opts(ls_engine_t *e, const ls_seq_opts *o, ls_seq_t **out)
     int64_t capacity = o->stream ? sinks + rule.window + e->ubatch : o->capacity;
     if (capacity < 1 || capacity > (1 << 24))
         return LS_ERR(LS_ERR_RANGE, "a sequence of %lld tokens is outside 1..2^24", (long long)capacity);
+    bool bf16 = !ls_backend_on_host(e->be); // a GPU keeps its cache in bf16
+    size_t elem = bf16 ? 2 : sizeof(float);
     uint64_t per_layer = (uint64_t)c->n_head_kv * (uint64_t)capacity * (uint64_t)c->head_dim, total, bytes;
-    if (!ls_mul_u64(per_layer, (uint64_t)c->n_layer, &total) || !ls_mul_u64(total, 2 * sizeof(float), &bytes))
+    if (!ls_mul_u64(per_layer, (uint64_t)c->n_layer, &total) || !ls_mul_u64(total, 2 * elem, &bytes))
         return LS_ERR(LS_ERR_RANGE, "KV cache size overflows");
     ls_seq_t *s = ls_calloc(1, sizeof *s);
-    *s = (ls_seq_t){.e = e, .rule = rule, .stream = o->stream, .cap = capacity, .sinks = sinks, .win0 = sinks};
+    *s = (ls_seq_t){.e = e, .rule = rule, .stream = o->stream, .cap = capacity, .sinks = sinks, .win0 = sinks,
+                    .kv_type = bf16 ? LS_BF16 : LS_F32, .kv_elem = elem};
     s->inv_freq = ls_malloc((size_t)c->rope.n_rot / 2 * sizeof *s->inv_freq);
     if (o->stream) s->shift_pos = ls_malloc((size_t)capacity * sizeof *s->shift_pos);
-    ls_status rc = ls_backend_alloc(e->be, bytes / 2, (void **)&s->k);
-    if (rc == LS_OK) rc = ls_backend_alloc(e->be, bytes / 2, (void **)&s->v);
+    ls_status rc = ls_backend_alloc(e->be, bytes / 2, &s->k);
+    if (rc == LS_OK) rc = ls_backend_alloc(e->be, bytes / 2, &s->v);
+    if (rc == LS_OK && o->stream && bf16)
+        rc = ls_backend_alloc(e->be, (size_t)capacity * (size_t)c->head_dim * sizeof(float), (void **)&s->rot);
     if (rc != LS_OK) {
         ls_err_clear(); // the backend's message says less than this one
         rc = LS_ERR(LS_ERR_NOMEM, "cannot allocate a KV cache of %.2f GB for %lld tokens on the %s backend",
@@ -285,6 +290,7 @@ void ls_seq_free(ls_seq_t *s) {
     if (!s) return;
     ls_backend_release(s->e->be, s->k);
     ls_backend_release(s->e->be, s->v);
+    ls_backend_release(s->e->be, s->rot);
     ls_free(s->shift_pos);
     ls_free(s->inv_freq);
     ls_free(s);
@@ -308,11 +314,21 @@ static ls_status evict(ls_seq_t *s, int64_t new_win0) {
         for (int64_t g = 0; g < c->n_head_kv; g++) {
             size_t head = ((size_t)l * (size_t)c->n_head_kv + (size_t)g) * (size_t)s->cap * hd;
             size_t dst = head + (size_t)s->sinks * hd, src = dst + (size_t)drop * hd;
-            LS_CHECK(ls_backend_copy(s->e->be, s->k + dst, 0, s->k + src, 0, (size_t)keep * hd * sizeof(float), 1));
-            LS_CHECK(ls_backend_copy(s->e->be, s->v + dst, 0, s->v + src, 0, (size_t)keep * hd * sizeof(float), 1));
+            size_t e = s->kv_elem, n = (size_t)keep * hd * e;
+            LS_CHECK(ls_backend_copy(s->e->be, (char *)s->k + dst * e, 0, (char *)s->k + src * e, 0, n, 1));
+            LS_CHECK(ls_backend_copy(s->e->be, (char *)s->v + dst * e, 0, (char *)s->v + src * e, 0, n, 1));
         }
     s->win0 = new_win0;
     return LS_OK;
+}
+
+// Rotates n cached keys [n][hd] by shift_pos; a bf16 cache goes through f32 and back.
+static ls_status rotate_keys(ls_seq_t *s, void *keys, int64_t n, const ls_rope_freqs *f) {
+    int hd = (int)s->e->cfg.head_dim;
+    if (s->kv_type == LS_F32) return ls_op_rope(s->e->be, keys, n, 1, hd, s->shift_pos, f);
+    LS_CHECK(ls_op_convert(s->e->be, LS_F32, s->rot, 0, LS_BF16, keys, 0, (size_t)(n * hd), 1));
+    LS_CHECK(ls_op_rope(s->e->be, s->rot, n, 1, hd, s->shift_pos, f));
+    return ls_op_convert(s->e->be, LS_BF16, keys, 0, LS_F32, s->rot, 0, (size_t)(n * hd), 1);
 }
 
 // Re-rotates the kept window keys by -(new_base - base): their angles then restart near 0.
@@ -329,7 +345,7 @@ static ls_status rebase(ls_seq_t *s, int64_t new_base) {
     for (int64_t l = 0; l < c->n_layer; l++)
         for (int64_t g = 0; g < c->n_head_kv; g++) {
             size_t at = (((size_t)l * (size_t)c->n_head_kv + (size_t)g) * (size_t)s->cap + (size_t)s->sinks) * hd;
-            LS_CHECK(ls_op_rope(s->e->be, s->k + at, n, 1, (int)c->head_dim, s->shift_pos, &f));
+            LS_CHECK(rotate_keys(s, (char *)s->k + at * s->kv_elem, n, &f));
         }
     s->base = new_base;
     return LS_OK;

@@ -53,7 +53,10 @@ struct ls_seq {
     bool stream;
     int64_t cap, len;             // slots; tokens seen (the next position)
     int64_t sinks, win0, base;
-    float *k, *v;                 // [n_layer][n_kv_head][cap][hd] (backend memory)
+    void *k, *v;                  // [n_layer][n_kv_head][cap][hd] of kv_type (backend memory)
+    ls_dtype kv_type;             // F32 on the CPU, BF16 on a GPU (half the memory)
+    size_t kv_elem;               // bytes per element: 4 or 2
+    float *rot;                   // [cap][hd] f32 scratch for re-rotating a bf16 cache, or NULL
     int64_t *shift_pos;           // [cap] scratch for re-rotation
     float *inv_freq;              // [n_rot / 2], fixed for the sequence
     float attn_factor;

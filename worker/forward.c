@@ -24,16 +24,16 @@ static int64_t slot(const ls_seq_t *s, int64_t p) { return p < s->sinks ? p : s-
 // run of consecutive slots (the slots jump where the sinks end).
 static ls_status store_kv(const ls_seq_t *s, const ls_model_config *c, int64_t il, const float *k,
                           const float *v, int64_t m, int64_t p0) {
-    size_t hd = (size_t)c->head_dim, nkv = (size_t)c->n_head_kv, layer = nkv * (size_t)s->cap * hd, row = hd * sizeof(float);
-    float *kc = s->k + (size_t)il * layer, *vc = s->v + (size_t)il * layer;
+    size_t hd = (size_t)c->head_dim, nkv = (size_t)c->n_head_kv, layer = nkv * (size_t)s->cap * hd, e = s->kv_elem;
+    char *kc = (char *)s->k + (size_t)il * layer * e, *vc = (char *)s->v + (size_t)il * layer * e;
     ls_backend_t *be = s->e->be;
     for (int64_t t0 = 0; t0 < m;) {
         int64_t t1 = p0 + t0 < s->sinks && p0 + m > s->sinks ? s->sinks - p0 : m; // end of this run
         size_t rows = (size_t)(t1 - t0), at = (size_t)slot(s, p0 + t0);
-        for (size_t g = 0; g < nkv; g++) {
-            size_t dst = (g * (size_t)s->cap + at) * hd, src = ((size_t)t0 * nkv + g) * hd;
-            LS_CHECK(ls_backend_copy(be, kc + dst, row, k + src, nkv * row, row, rows));
-            LS_CHECK(ls_backend_copy(be, vc + dst, row, v + src, nkv * row, row, rows));
+        for (size_t g = 0; g < nkv; g++) { // rows of hd, nkv*hd apart in the batch, hd apart in the cache
+            size_t dst = (g * (size_t)s->cap + at) * hd * e, src = ((size_t)t0 * nkv + g) * hd;
+            LS_CHECK(ls_op_convert(be, s->kv_type, kc + dst, hd, LS_F32, k + src, nkv * hd, hd, rows));
+            LS_CHECK(ls_op_convert(be, s->kv_type, vc + dst, hd, LS_F32, v + src, nkv * hd, hd, rows));
         }
         t0 = t1;
     }
@@ -89,9 +89,10 @@ static ls_status run_layer(ls_engine_t *e, ls_seq_t *s, int64_t il, const ls_row
     ls_rope_freqs f = {c->rope.n_rot, s->inv_freq, s->attn_factor, LS_ROPE_PAIR_ADJACENT};
     LS_CHECK(ls_layer_qkv(e, il, r, &f));
     LS_CHECK(store_kv(s, c, il, r->k, r->v, r->m, p0));
-    size_t layer_off = (size_t)il * (size_t)(c->n_head_kv * s->cap * c->head_dim);
+    size_t layer_off = (size_t)il * (size_t)(c->n_head_kv * s->cap * c->head_dim) * s->kv_elem; // bytes
     int64_t end = p0 + r->m, kv_sinks = end < s->sinks ? end : s->sinks;
-    ls_attn_args at = {.q = r->q, .q_sink = r->q_sink, .k = s->k + layer_off, .v = s->v + layer_off, .out = r->att,
+    ls_attn_args at = {.q = r->q, .q_sink = r->q_sink, .k = (const float *)((const char *)s->k + layer_off),
+                       .v = (const float *)((const char *)s->v + layer_off), .kv_type = s->kv_type, .out = r->att,
                        .n_q = r->m, .q_pos0 = p0, .n_kv = kv_sinks + (end > s->win0 ? end - s->win0 : 0),
                        .kv_sinks = kv_sinks, .kv_pos0 = s->win0, .kv_stride = s->cap, .n_head = (int)c->n_head,
                        .n_kv_head = (int)c->n_head_kv, .head_dim = (int)c->head_dim,

@@ -209,6 +209,19 @@ static ls_status cpu_fill(void *ctx, float *y, float value, int64_t n) {
     return LS_OK;
 }
 
+static ls_status cpu_convert(void *ctx, ls_dtype dst_t, void *dst, size_t dpitch, ls_dtype src_t, const void *src,
+                             size_t spitch, size_t width, size_t rows) {
+    (void)ctx;
+    for (size_t r = 0; r < rows; r++)
+        for (size_t i = 0; i < width; i++) {
+            size_t d = r * dpitch + i, s = r * spitch + i;
+            float v = src_t == LS_F32 ? ((const float *)src)[s] : ls_bf16_to_f32(((const uint16_t *)src)[s]);
+            if (dst_t == LS_F32) ((float *)dst)[d] = v;
+            else ((uint16_t *)dst)[d] = src_t == LS_BF16 ? ((const uint16_t *)src)[s] : ls_f32_to_bf16(v);
+        }
+    return LS_OK;
+}
+
 // Host memory: plain allocations (64-byte aligned) and memcpy/memmove.
 static ls_status cpu_alloc(void *ctx, size_t bytes, void **out) {
     (void)ctx;
@@ -240,6 +253,7 @@ static const ls_backend_iface g_cpu_iface = {
     .swiglu = cpu_swiglu,
     .add = cpu_add,
     .fill = cpu_fill,
+    .convert = cpu_convert,
     .rope = cpu_rope,
     .attention = cpu_attention,
     .attn_merge = cpu_attn_merge,

@@ -326,6 +326,8 @@ ls_status cuda_attention_f32(cudaStream_t st, const ls_attn_args *a, cuda_scratc
     long long nq = a->n_q * a->n_head * a->head_dim;
     LS_CHECK(convert(st, &scr[0], a->q, nq, &q));
     if (a->q_sink) LS_CHECK(convert(st, &scr[1], a->q_sink, nq, &qs));
+    if (a->kv_type == LS_BF16) // a bf16 cache: read in place
+        return launch<float>(st, a, q, qs, (const bf16 *)a->k, (const bf16 *)a->v, a->kv_stride);
     LS_CHECK(convert_kv(st, &scr[2], a->k, a, &k));
     LS_CHECK(convert_kv(st, &scr[3], a->v, a, &v));
     return launch<float>(st, a, q, qs, k, v, a->n_kv);

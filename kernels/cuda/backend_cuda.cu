@@ -68,6 +68,17 @@ __global__ void fill_f32_kernel(float *y, float v, long long n) {
     if (i < n) y[i] = v;
 }
 
+// One thread per element of a rows x width block; F32/BF16 either way.
+__global__ void convert_kernel(int dst_bf16, void *dst, long long dpitch, int src_bf16, const void *src, long long spitch,
+                               long long width, long long total) {
+    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= total) return;
+    long long r = i / width, c = i % width, d = r * dpitch + c, s = r * spitch + c;
+    if (dst_bf16 && src_bf16) ((__nv_bfloat16 *)dst)[d] = ((const __nv_bfloat16 *)src)[s];
+    else if (dst_bf16) ((__nv_bfloat16 *)dst)[d] = __float2bfloat16_rn(((const float *)src)[s]);
+    else ((float *)dst)[d] = src_bf16 ? __bfloat162float(((const __nv_bfloat16 *)src)[s]) : ((const float *)src)[s];
+}
+
 // One thread per rotated pair: the angle pos·inv_freq in f32 from the exact integer
 // position, then sincosf (full range reduction; the build never uses fast-math).
 __global__ void rope_kernel(float *x, long long m, int n_heads, int head_dim, const int64_t *pos,
@@ -165,6 +176,16 @@ ls_status cu_add(void *ctx, float *y, const float *x, int64_t n) {
 ls_status cu_fill(void *ctx, float *y, float value, int64_t n) {
     cuda_ctx *c = (cuda_ctx *)ctx;
     fill_f32_kernel<<<blocks_for(n, 256), 256, 0, c->st>>>(y, value, n);
+    LS_CUDA_CHECK(cudaGetLastError());
+    return LS_OK;
+}
+
+ls_status cu_convert(void *ctx, ls_dtype dst_t, void *dst, size_t dpitch, ls_dtype src_t, const void *src,
+                     size_t spitch, size_t width, size_t rows) {
+    cuda_ctx *c = (cuda_ctx *)ctx;
+    long long total = (long long)(width * rows);
+    convert_kernel<<<blocks_for(total, 256), 256, 0, c->st>>>(dst_t == LS_BF16, dst, (long long)dpitch, src_t == LS_BF16, src,
+                                                              (long long)spitch, (long long)width, total);
     LS_CUDA_CHECK(cudaGetLastError());
     return LS_OK;
 }
@@ -311,6 +332,7 @@ const ls_backend_iface g_cuda_iface = {
     .swiglu = cu_swiglu,
     .add = cu_add,
     .fill = cu_fill,
+    .convert = cu_convert,
     .rope = cu_rope,
     .attention = cu_attention,
     .attn_merge = cu_attn_merge,

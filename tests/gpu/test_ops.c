@@ -288,7 +288,7 @@ static ls_status op_rmsnorm(unsigned *seed, bool perf, int *wrong, double *ms) {
     return LS_OK;
 }
 
-// swiglu and add (element-wise, odd lengths).
+// swiglu, add, fill and convert (element-wise, odd lengths).
 static ls_status op_elementwise(unsigned *seed, bool perf, int *wrong, double *ms) {
     (void)perf;
     *wrong = 0, *ms = 0;
@@ -317,6 +317,16 @@ static ls_status op_elementwise(unsigned *seed, bool perf, int *wrong, double *m
         LS_CHECK(ls_op_fill(g_be, y.dev, -INFINITY, n));
         LS_CHECK(gout_read(&y, got, &damaged));
         *wrong += damaged + compare("fill", got, want, n, 0, 0, NULL);
+        // convert f32 -> bf16 -> f32 through the device: exactly the host's rounding
+        for (int64_t i = 0; i < n; i++) want[i] = ls_bf16_to_f32(ls_f32_to_bf16(a[i]));
+        void *d16;
+        LS_CHECK(ls_cuda_malloc(&d16, (size_t)n * 2));
+        LS_CHECK(gout_init(&y, (size_t)n, NULL));
+        LS_CHECK(ls_op_convert(g_be, LS_BF16, d16, 0, LS_F32, da, 0, (size_t)n, 1));
+        LS_CHECK(ls_op_convert(g_be, LS_F32, y.dev, 0, LS_BF16, d16, 0, (size_t)n, 1));
+        LS_CHECK(gout_read(&y, got, &damaged));
+        *wrong += damaged + compare("convert", got, want, n, 0, 0, NULL);
+        LS_CHECK(ls_cuda_free(d16));
         LS_CHECK(ls_cuda_free(da)); LS_CHECK(ls_cuda_free(db));
         free(a), free(b), free(want), free(got);
     }
@@ -506,7 +516,7 @@ static ls_status op_copy(unsigned *seed, bool perf, int *wrong, double *ms) {
 
 static const op_case g_ops[] = {
     {"dequant", op_dequant},       {"dequant_bf16", op_dequant_bf16}, {"matmul", op_matmul},
-    {"get_rows", op_get_rows},     {"rmsnorm", op_rmsnorm},           {"swiglu_add_fill", op_elementwise},
+    {"get_rows", op_get_rows},     {"rmsnorm", op_rmsnorm},           {"elementwise", op_elementwise},
     {"rope", op_rope},             {"attention", op_attention},       {"attn_merge", op_attn_merge},
     {"copy", op_copy},
 };

@@ -215,6 +215,18 @@ static void test_elementwise(void) {
         memcpy(a, x, (size_t)(m * n) * 4);
         TEST_COND(ls_op_add(g_be, a, x2, m * n) == LS_OK && a[m * n - 1] == x[m * n - 1] + x2[m * n - 1], "add");
         TEST_COND(ls_op_fill(g_be, a, -INFINITY, m * n) == LS_OK && a[0] == -INFINITY && a[m * n - 1] == -INFINITY, "fill");
+        // convert: f32 rows (pitch n) -> bf16 rows (pitch n + 3) -> f32 again, against the scalar conversions
+        uint16_t *h = calloc((size_t)(m * (n + 3)), 2);
+        TEST_COND(ls_op_convert(g_be, LS_BF16, h, (size_t)n + 3, LS_F32, x, (size_t)n, (size_t)n, (size_t)m) == LS_OK, "convert");
+        TEST_COND(ls_op_convert(g_be, LS_F32, a, (size_t)n, LS_BF16, h, (size_t)n + 3, (size_t)n, (size_t)m) == LS_OK, "convert back");
+        int bad = 0;
+        for (int64_t r = 0; r < m; r++)
+            for (int64_t i = 0; i < n; i++)
+                bad += h[r * (n + 3) + i] != ls_f32_to_bf16(x[r * n + i]) || a[r * n + i] != ls_bf16_to_f32(ls_f32_to_bf16(x[r * n + i]));
+        TEST_COND(bad == 0, "convert: %d elements differ from ls_f32_to_bf16", bad);
+        TEST_COND(ls_op_convert(g_be, LS_Q8_0, h, 1, LS_F32, x, 1, 1, 1) == LS_ERR_UNSUPPORTED, "convert to Q8_0 is refused");
+        ls_err_clear();
+        free(h);
         free(x), free(x2), free(w), free(a), free(b);
     }
 }
