@@ -2,17 +2,29 @@
 // split over tiles of weight rows; each thread dequantizes its tile into its own f32 scratch
 // (sized to stay in L2) and then either takes dot products (one token: decode) or hands the
 // tile to OpenBLAS's sgemm (many tokens: prefill). The whole matrix is never expanded.
+// With llama.cpp's activation precision (LS_ACT_LLAMACPP), decode of Q4_0/Q4_1/Q8_0 weights
+// runs llama.cpp's own arithmetic instead: the token quantized once to 8-bit blocks, integer
+// multiply-adds (AVX2 maddubs), one float scale per block.
 // Twin: ls_ref_matmul (kernels/ref/ops_ref.c). Tests: tests/unit/test_kernels.c.
 #include "cpu_impl.h"
 
 #include "simd.h"
 
 #include <cblas.h>
+#include <math.h>
 
 #define TILE_BYTES (256 * 1024) // f32 tile budget per thread (half of this machine's L2)
 
+// One block of 32 activations quantized as ggml's q8_0 / q8_1: scale d and d·Σq rounded
+// through fp16, as ggml stores them.
+typedef struct q8_block {
+    float d, s;
+    int8_t q[32];
+} q8_block;
+
 typedef struct mm_job {
     const ls_weight *w;
+    const q8_block *xq; // [n_in / 32] the token in 8-bit blocks (int8 decode), or NULL
     const float *x; // [m][n_in]
     float *y;       // [m][n_out]
     int64_t m, rows_per_task;
@@ -55,6 +67,61 @@ static float dot_q8_0(const uint8_t *row, const float *x, int64_t k) {
 }
 #endif
 
+#if defined(__AVX2__)
+// --- int8 decode (llama.cpp's arithmetic) ---------------------------------------------------
+static void quantize_q8(const float *x, q8_block *y, int64_t n) {
+    for (int64_t b = 0; b < n / 32; b++, x += 32) {
+        float amax = 0.0f;
+        for (int j = 0; j < 32; j++) amax = fmaxf(amax, fabsf(x[j]));
+        float d = amax / 127.0f, id = amax != 0.0f ? 127.0f / amax : 0.0f;
+        int sum = 0;
+        for (int j = 0; j < 32; j++) sum += y[b].q[j] = (int8_t)nearbyintf(x[j] * id);
+        y[b].d = ls_fp16_to_f32(ls_f32_to_fp16(d));
+        y[b].s = ls_fp16_to_f32(ls_f32_to_fp16(d * (float)sum));
+    }
+}
+
+// 8 int32 sums of products of signed bytes a·b, in pairs of 4.
+static inline __m256 dot_i8(__m256i a, __m256i b) {
+    __m256i p = _mm256_maddubs_epi16(_mm256_sign_epi8(a, a), _mm256_sign_epi8(b, a)); // |a|·(b·sign a)
+    return _mm256_cvtepi32_ps(_mm256_madd_epi16(p, _mm256_set1_epi16(1)));
+}
+
+// 32 nibbles: the low ones (elements 0..15) then the high ones (16..31), as ggml packs them.
+static inline __m256i nibbles(const uint8_t *p) {
+    __m128i t = _mm_loadu_si128((const __m128i *)p);
+    __m256i b = _mm256_insertf128_si256(_mm256_castsi128_si256(t), _mm_srli_epi16(t, 4), 1);
+    return _mm256_and_si256(b, _mm256_set1_epi8(0x0f));
+}
+
+// Σ over blocks of d_w·d_x·Σ(q_w·q_x) (+ m_w·s_x for Q4_1), as ggml_vec_dot_q4_1_q8_1 & co.
+static float dot_int8(ls_dtype t, const uint8_t *row, const q8_block *x, int64_t blocks) {
+    __m256 acc = _mm256_setzero_ps();
+    float mins = 0.0f;
+    for (int64_t b = 0; b < blocks; b++) {
+        __m256i q8 = _mm256_loadu_si256((const __m256i *)x[b].q);
+        float dw = simd_half(row);
+        if (t == LS_Q8_0) {
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(dw * x[b].d), dot_i8(_mm256_loadu_si256((const __m256i *)(row + 2)), q8), acc);
+            row += 34;
+        } else if (t == LS_Q4_0) {
+            __m256i q4 = _mm256_sub_epi8(nibbles(row + 2), _mm256_set1_epi8(8));
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(dw * x[b].d), dot_i8(q4, q8), acc);
+            row += 18;
+        } else { // Q4_1: unsigned nibbles times signed bytes, plus the block minimum
+            __m256i p = _mm256_maddubs_epi16(nibbles(row + 4), q8);
+            __m256 s = _mm256_cvtepi32_ps(_mm256_madd_epi16(p, _mm256_set1_epi16(1)));
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(dw * x[b].d), s, acc);
+            mins += simd_half(row + 2) * x[b].s;
+            row += 20;
+        }
+    }
+    return simd_hsum(acc) + mins;
+}
+#endif
+
+static inline bool int8_type(ls_dtype t) { return t == LS_Q4_0 || t == LS_Q4_1 || t == LS_Q8_0; }
+
 // dot(row r of w, x); `buf` [n_in] is scratch for the types without a fused kernel.
 static float dot_row(const ls_weight *w, const uint8_t *row, const float *x, float *buf) {
 #if defined(__AVX2__)
@@ -73,6 +140,12 @@ static void mm_task(void *vj, int64_t task, int thread) {
     int64_t r1 = r0 + j->rows_per_task < w->n_out ? r0 + j->rows_per_task : w->n_out;
     const uint8_t *rows = (const uint8_t *)w->data + (size_t)r0 * w->row_bytes;
     if (j->m == 1) { // decode: one row at a time
+#if defined(__AVX2__)
+        if (j->xq) {
+            for (int64_t r = r0; r < r1; r++, rows += w->row_bytes) j->y[r] = dot_int8(w->type, rows, j->xq, k / 32);
+            return;
+        }
+#endif
         float *buf = cpu_scratch_get(&j->c->thread_scratch[thread], (size_t)k);
         for (int64_t r = r0; r < r1; r++, rows += w->row_bytes) j->y[r] = dot_row(w, rows, j->x, buf);
         return;
@@ -85,6 +158,14 @@ static void mm_task(void *vj, int64_t task, int thread) {
 
 ls_status cpu_matmul(void *ctx, const ls_weight *w, const float *x, float *y, int64_t m) {
     cpu_ctx *c = ctx;
+    const q8_block *xq = NULL;
+#if defined(__AVX2__)
+    if (c->act == LS_ACT_LLAMACPP && m == 1 && int8_type(w->type)) { // llama.cpp's own decode arithmetic
+        q8_block *q = (q8_block *)cpu_scratch_get(&c->shared, (size_t)(w->n_in / 32) * (sizeof(q8_block) / sizeof(float) + 1));
+        quantize_q8(x, q, w->n_in);
+        xq = q;
+    } else
+#endif
     if (c->act == LS_ACT_LLAMACPP && w->type != LS_F32) { // round a copy, as llama.cpp would
         float *xr = cpu_scratch_get(&c->shared, (size_t)(m * w->n_in));
         ls_act_round(w->type, x, xr, m, w->n_in);
@@ -98,7 +179,7 @@ ls_status cpu_matmul(void *ctx, const ls_weight *w, const float *x, float *y, in
     // At least a few tasks per thread so the last ones balance; at most the tile budget.
     int64_t per_thread = (w->n_out + 4 * c->n_threads - 1) / (4 * c->n_threads);
     if (rows > per_thread) rows = per_thread > 0 ? per_thread : 1;
-    mm_job j = {.w = w, .x = x, .y = y, .m = m, .rows_per_task = rows, .c = c};
+    mm_job j = {.w = w, .xq = xq, .x = x, .y = y, .m = m, .rows_per_task = rows, .c = c};
     ls_pool_run(c->pool, (w->n_out + rows - 1) / rows, mm_task, &j);
     return LS_OK;
 }

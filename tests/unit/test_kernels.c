@@ -177,6 +177,28 @@ static void test_matmul(void) {
             free(buf), free(x), free(y), free(r);
         }
     }
+    // llama.cpp's precision: one token of Q4_0/Q4_1/Q8_0 goes through int8 dot products; they
+    // agree with the f32 product of the rounded activations up to float/fp16 rounding (the
+    // Q4_1 minimum term uses ggml's fp16 d·Σq).
+    ls_backend_set_act_precision(g_be, LS_ACT_LLAMACPP);
+    static const ls_dtype int8_types[] = {LS_Q8_0, LS_Q4_0, LS_Q4_1};
+    for (size_t k = 0; k < 3; k++)
+        for (int trial = 0; trial < 4; trial++) {
+            int64_t n_out = 1 + rand_r(&seed) % 300, n_in = 32 * (1 + rand_r(&seed) % 40);
+            uint8_t *buf;
+            ls_weight w = make_weight(int8_types[k], n_out, n_in, &seed, &buf);
+            float *x = malloc((size_t)n_in * 4), *xr = malloc((size_t)n_in * 4), *y = malloc((size_t)n_out * 4),
+                  *r = malloc((size_t)n_out * 4);
+            fill(x, n_in, &seed, 1.0f);
+            ls_act_round(int8_types[k], x, xr, 1, n_in);
+            TEST_COND(ls_op_matmul(g_be, &w, x, y, 1) == LS_OK, "int8 matmul");
+            ls_ref_matmul(&w, xr, r, 1);
+            double e = rel_err(y, r, n_out);
+            TEST_COND(e < 2e-3, "int8 decode %s n_in=%lld: error %.2e against the rounded activations",
+                      ls_dtype_name(int8_types[k]), (long long)n_in, e);
+            free(buf), free(x), free(xr), free(y), free(r);
+        }
+    ls_backend_set_act_precision(g_be, LS_ACT_F32);
     for (size_t k = 0; k < sizeof types / sizeof *types; k++) { // embedding lookups
         int64_t n_in = ls_dtype_get(types[k])->block * 3, n_out = 37;
         uint8_t *buf;
