@@ -39,8 +39,8 @@ static float dot_q4(const uint8_t *row, const float *x, int64_t k, bool has_min)
     size_t bytes = has_min ? 20 : 18;
     __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
     for (int64_t b = 0; b < k / 32; b++, row += bytes, x += 32) {
-        __m256 d = _mm256_set1_ps(simd_half(row));
-        __m256 m = has_min ? _mm256_set1_ps(simd_half(row + 2)) : _mm256_mul_ps(d, _mm256_set1_ps(-8.0f));
+        __m256 d = _mm256_set1_ps(simd_half_fast(row));
+        __m256 m = has_min ? _mm256_set1_ps(simd_half_fast(row + 2)) : _mm256_mul_ps(d, _mm256_set1_ps(-8.0f));
         __m256 w[4];
         simd_nibbles(row + (has_min ? 4 : 2), 0, w);
         acc0 = _mm256_fmadd_ps(_mm256_fmadd_ps(w[0], d, m), _mm256_loadu_ps(x), acc0);
@@ -54,7 +54,7 @@ static float dot_q4(const uint8_t *row, const float *x, int64_t k, bool has_min)
 static float dot_q8_0(const uint8_t *row, const float *x, int64_t k) {
     __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
     for (int64_t b = 0; b < k / 32; b++, row += 34, x += 32) {
-        __m256 d = _mm256_set1_ps(simd_half(row));
+        __m256 d = _mm256_set1_ps(simd_half_fast(row));
         const int8_t *q = (const int8_t *)(row + 2);
         for (int j = 0; j < 4; j += 2) {
             __m256 w0 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(q + 8 * j))));
@@ -76,7 +76,7 @@ static void quantize_q8(const float *x, q8_block *y, int64_t n) {
         float d = amax / 127.0f, id = amax != 0.0f ? 127.0f / amax : 0.0f;
         int sum = 0;
         for (int j = 0; j < 32; j++) sum += y[b].q[j] = (int8_t)nearbyintf(x[j] * id);
-        y[b].d = ls_fp16_to_f32(ls_f32_to_fp16(d));
+        y[b].d = ls_fp16_to_f32(ls_f32_to_fp16(d)); // once per 32 activations: the portable one is fine
         y[b].s = ls_fp16_to_f32(ls_f32_to_fp16(d * (float)sum));
     }
 }
@@ -100,7 +100,7 @@ static float dot_int8(ls_dtype t, const uint8_t *row, const q8_block *x, int64_t
     float mins = 0.0f;
     for (int64_t b = 0; b < blocks; b++) {
         __m256i q8 = _mm256_loadu_si256((const __m256i *)x[b].q);
-        float dw = simd_half(row);
+        float dw = simd_half_fast(row);
         if (t == LS_Q8_0) {
             acc = _mm256_fmadd_ps(_mm256_set1_ps(dw * x[b].d), dot_i8(_mm256_loadu_si256((const __m256i *)(row + 2)), q8), acc);
             row += 34;
@@ -112,7 +112,7 @@ static float dot_int8(ls_dtype t, const uint8_t *row, const q8_block *x, int64_t
             __m256i p = _mm256_maddubs_epi16(nibbles(row + 4), q8);
             __m256 s = _mm256_cvtepi32_ps(_mm256_madd_epi16(p, _mm256_set1_epi16(1)));
             acc = _mm256_fmadd_ps(_mm256_set1_ps(dw * x[b].d), s, acc);
-            mins += simd_half(row + 2) * x[b].s;
+            mins += simd_half_fast(row + 2) * x[b].s;
             row += 20;
         }
     }
