@@ -69,10 +69,15 @@ ls_status ls_rope_override_apply(ls_rope_config *r, const ls_rope_override *o, l
 // --- weights ------------------------------------------------------------------------------
 
 // A weight as the backend runs it: the file's bytes in place (CPU) or uploaded once (CUDA).
+// LS_ERR_UNSUPPORTED naming the tensor when the engine has no dequantizer for its type.
+static ls_status runnable(const ls_gguf_tensor *t) {
+    if (ls_dequant_supported(t->type)) return LS_OK;
+    return LS_ERR(LS_ERR_UNSUPPORTED, "tensor '%s' has type %s, which this engine cannot run yet", t->name,
+                  ls_dtype_name(t->type));
+}
+
 static ls_status weight_of(ls_engine_t *e, const ls_gguf_tensor *t, ls_weight *w) {
-    if (!ls_dequant_supported(t->type))
-        return LS_ERR(LS_ERR_UNSUPPORTED, "tensor '%s' has type %s, which this engine cannot run yet", t->name,
-                      ls_dtype_name(t->type));
+    LS_CHECK(runnable(t));
     uint64_t row;
     ls_dtype_row_bytes(t->type, (uint64_t)t->ne[0], &row); // checked when the file was opened
     ls_weight host = {.type = t->type, .n_in = t->ne[0], .n_out = t->ne[1], .row_bytes = (size_t)row, .data = t->data};
@@ -83,9 +88,7 @@ static ls_status weight_of(ls_engine_t *e, const ls_gguf_tensor *t, ls_weight *w
 static ls_status f32_copy(ls_engine_t *e, const ls_gguf_tensor *t, float **out) {
     *out = NULL;
     if (!t) return LS_OK;
-    if (!ls_dequant_supported(t->type))
-        return LS_ERR(LS_ERR_UNSUPPORTED, "tensor '%s' has type %s, which this engine cannot run yet", t->name,
-                      ls_dtype_name(t->type));
+    LS_CHECK(runnable(t));
     size_t bytes = (size_t)t->ne[0] * sizeof(float);
     float *host = ls_malloc(bytes);
     ls_status rc = ls_dequant_row(t->type, t->data, host, t->ne[0]);
