@@ -15,8 +15,10 @@
 
 #define TILE_BYTES (256 * 1024) // f32 tile budget per thread (half of this machine's L2)
 
-// One block of 32 activations quantized as ggml's q8_0 / q8_1: scale d and d·Σq rounded
-// through fp16, as ggml stores them.
+// One block of 32 activations quantized as ggml's q8_0 / q8_1: the scale d rounded through
+// fp16 as ggml stores it, and s = d·Σq for Q4_1's minimum term. ggml rounds s to fp16 too; here
+// it is the product of the rounded d and Σq, so the result equals ls_act_round's rounded
+// activations times the weights exactly, up to summation order.
 typedef struct q8_block {
     float d, s;
     int8_t q[32];
@@ -77,7 +79,7 @@ static void quantize_q8(const float *x, q8_block *y, int64_t n) {
         int sum = 0;
         for (int j = 0; j < 32; j++) sum += y[b].q[j] = (int8_t)nearbyintf(x[j] * id);
         y[b].d = ls_fp16_to_f32(ls_f32_to_fp16(d)); // once per 32 activations: the portable one is fine
-        y[b].s = ls_fp16_to_f32(ls_f32_to_fp16(d * (float)sum));
+        y[b].s = y[b].d * (float)sum;
     }
 }
 
