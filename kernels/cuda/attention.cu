@@ -286,34 +286,11 @@ ls_status launch(cudaStream_t st, const ls_attn_args *a, const bf16 *q, const bf
     }
 }
 
-__global__ void to_bf16(const float *x, bf16 *y, long long n) {
-    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i < n) y[i] = __float2bfloat16_rn(x[i]);
-}
-
-// [heads][stride][hd] f32 -> [heads][n][hd] bf16 (the first n rows of each head).
-__global__ void kv_to_bf16(const float *x, bf16 *y, long long n, long long stride, int hd, long long total) {
-    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= total) return;
-    long long head = i / (n * hd), rest = i % (n * hd);
-    y[i] = __float2bfloat16_rn(x[head * stride * hd + rest]);
-}
-
-ls_status convert(cudaStream_t st, cuda_scratch *s, const float *x, long long n, bf16 **out) {
+// x (f32, rows spitch elements apart) into scratch s as bf16 rows of `width`, packed.
+ls_status to_scratch(cudaStream_t st, cuda_scratch *s, const float *x, size_t width, size_t rows, size_t spitch, bf16 **out) {
     void *p = nullptr;
-    LS_CHECK(cuda_scratch_get(s, (size_t)n * sizeof(bf16), &p));
-    if (n) to_bf16<<<(unsigned)((n + 255) / 256), 256, 0, st>>>(x, (bf16 *)p, n);
-    LS_CUDA_CHECK(cudaGetLastError());
-    *out = (bf16 *)p;
-    return LS_OK;
-}
-
-ls_status convert_kv(cudaStream_t st, cuda_scratch *s, const float *x, const ls_attn_args *a, bf16 **out) {
-    long long total = (long long)a->n_kv_head * a->n_kv * a->head_dim;
-    void *p = nullptr;
-    LS_CHECK(cuda_scratch_get(s, (size_t)total * sizeof(bf16), &p));
-    if (total) kv_to_bf16<<<(unsigned)((total + 255) / 256), 256, 0, st>>>(x, (bf16 *)p, a->n_kv, a->kv_stride, a->head_dim, total);
-    LS_CUDA_CHECK(cudaGetLastError());
+    LS_CHECK(cuda_scratch_get(s, width * rows * sizeof(bf16), &p));
+    LS_CHECK(cuda_convert(st, LS_BF16, p, width, LS_F32, x, spitch, width, rows));
     *out = (bf16 *)p;
     return LS_OK;
 }
@@ -323,13 +300,15 @@ ls_status convert_kv(cudaStream_t st, cuda_scratch *s, const float *x, const ls_
 ls_status cuda_attention_f32(cudaStream_t st, const ls_attn_args *a, cuda_scratch scr[4]) {
     if (a->n_q == 0) return LS_OK;
     bf16 *q, *qs = nullptr, *k, *v;
-    long long nq = a->n_q * a->n_head * a->head_dim;
-    LS_CHECK(convert(st, &scr[0], a->q, nq, &q));
-    if (a->q_sink) LS_CHECK(convert(st, &scr[1], a->q_sink, nq, &qs));
+    size_t nq = (size_t)(a->n_q * a->n_head * a->head_dim);
+    LS_CHECK(to_scratch(st, &scr[0], a->q, nq, 1, nq, &q));
+    if (a->q_sink) LS_CHECK(to_scratch(st, &scr[1], a->q_sink, nq, 1, nq, &qs));
     if (a->kv_type == LS_BF16) // a bf16 cache: read in place
         return launch<float>(st, a, q, qs, (const bf16 *)a->k, (const bf16 *)a->v, a->kv_stride);
-    LS_CHECK(convert_kv(st, &scr[2], a->k, a, &k));
-    LS_CHECK(convert_kv(st, &scr[3], a->v, a, &v));
+    // per KV head, its first n_kv rows, dropping the stride: [n_kv_head][n_kv][hd]
+    size_t width = (size_t)(a->n_kv * a->head_dim), spitch = (size_t)(a->kv_stride * a->head_dim);
+    LS_CHECK(to_scratch(st, &scr[2], a->k, width, (size_t)a->n_kv_head, spitch, &k));
+    LS_CHECK(to_scratch(st, &scr[3], a->v, width, (size_t)a->n_kv_head, spitch, &v));
     return launch<float>(st, a, q, qs, k, v, a->n_kv);
 }
 

@@ -9,26 +9,31 @@
 #include "cuda_impl.h"
 
 #include <climits>
+#include <cstring>
 #include <cmath>
 
 namespace {
+
+// A small host array's device copy that is uploaded again only when the host bytes change:
+// RoPE gets the same positions for q and k of every layer, and the same frequencies always.
+struct cuda_mirror {
+    cuda_scratch dev;
+    void *host; // the bytes last uploaded
+    size_t bytes;
+};
 
 struct cuda_ctx {
     int device;
     cudaStream_t st;
     cublasHandle_t blas;
-    cuda_scratch xb, wb, idx, freq, tmp;
+    cuda_scratch xb, wb, idx, tmp;
+    cuda_mirror pos, freq;
     cuda_scratch attn[4]; // attention inputs converted to bf16
 };
 
 unsigned blocks_for(long long n, int threads) { return (unsigned)((n + threads - 1) / threads); }
 
 // --- kernels ----------------------------------------------------------------------------
-
-__global__ void to_bf16_kernel(const float *x, __nv_bfloat16 *y, long long n) {
-    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i < n) y[i] = __float2bfloat16_rn(x[i]);
-}
 
 // One block per row: sum of squares in f32, reduced over warps.
 __global__ void rmsnorm_kernel(const float *x, const float *w, float *y, long long n, float eps) {
@@ -119,6 +124,21 @@ ls_status upload_small(cuda_ctx *c, cuda_scratch *s, const T *host, size_t n, T 
     return LS_OK;
 }
 
+// Ordered on the stream like the uploads, so a changed array never races kernels reading the
+// old one; an unchanged one costs a memcmp.
+ls_status mirror_get(cuda_ctx *c, cuda_mirror *m, const void *host, size_t bytes, void **dev) {
+    if (m->dev.p && bytes == m->bytes && !memcmp(m->host, host, bytes)) {
+        *dev = m->dev.p;
+        return LS_OK;
+    }
+    LS_CHECK(cuda_scratch_get(&m->dev, bytes, dev));
+    LS_CUDA_CHECK(cudaMemcpyAsync(*dev, host, bytes, cudaMemcpyHostToDevice, c->st));
+    m->host = ls_realloc(m->host, bytes ? bytes : 1);
+    memcpy(m->host, host, bytes);
+    m->bytes = bytes;
+    return LS_OK;
+}
+
 ls_status cu_matmul(void *ctx, const ls_weight *w, const float *x, float *y, int64_t m) {
     cuda_ctx *c = (cuda_ctx *)ctx;
     if (w->n_in > INT_MAX || w->n_out > INT_MAX || m > INT_MAX)
@@ -134,8 +154,7 @@ ls_status cu_matmul(void *ctx, const ls_weight *w, const float *x, float *y, int
     void *xb = nullptr;
     long long n = m * w->n_in;
     LS_CHECK(cuda_scratch_get(&c->xb, (size_t)n * 2, &xb));
-    to_bf16_kernel<<<blocks_for(n, 256), 256, 0, c->st>>>(x, (__nv_bfloat16 *)xb, n);
-    LS_CUDA_CHECK(cudaGetLastError());
+    LS_CHECK(cuda_convert(c->st, LS_BF16, xb, 0, LS_F32, x, 0, (size_t)n, 1));
     const float one = 1.f, zero = 0.f;
     // Column-major view: y^T [n_out x m] = W [n_out x n_in] (stored as W^T) · x^T [n_in x m].
     LS_CUBLAS_CHECK(cublasGemmEx(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)w->n_out, (int)m, (int)w->n_in, &one, wb,
@@ -182,24 +201,18 @@ ls_status cu_fill(void *ctx, float *y, float value, int64_t n) {
 
 ls_status cu_convert(void *ctx, ls_dtype dst_t, void *dst, size_t dpitch, ls_dtype src_t, const void *src,
                      size_t spitch, size_t width, size_t rows) {
-    cuda_ctx *c = (cuda_ctx *)ctx;
-    long long total = (long long)(width * rows);
-    convert_kernel<<<blocks_for(total, 256), 256, 0, c->st>>>(dst_t == LS_BF16, dst, (long long)dpitch, src_t == LS_BF16, src,
-                                                              (long long)spitch, (long long)width, total);
-    LS_CUDA_CHECK(cudaGetLastError());
-    return LS_OK;
+    return cuda_convert(((cuda_ctx *)ctx)->st, dst_t, dst, dpitch, src_t, src, spitch, width, rows);
 }
 
 ls_status cu_rope(void *ctx, float *x, int64_t m, int n_heads, int head_dim, const int64_t *pos,
                   const ls_rope_freqs *f) {
     cuda_ctx *c = (cuda_ctx *)ctx;
-    int64_t *pos_dev = nullptr;
-    float *freq_dev = nullptr;
+    void *pos_dev = nullptr, *freq_dev = nullptr;
     int half = f->n_rot / 2;
-    LS_CHECK(upload_small(c, &c->idx, pos, (size_t)m, &pos_dev));
-    LS_CHECK(upload_small(c, &c->freq, f->inv_freq, (size_t)half, &freq_dev));
+    LS_CHECK(mirror_get(c, &c->pos, pos, (size_t)m * sizeof *pos, &pos_dev));
+    LS_CHECK(mirror_get(c, &c->freq, f->inv_freq, (size_t)half * sizeof *f->inv_freq, &freq_dev));
     long long n = m * n_heads * half;
-    rope_kernel<<<blocks_for(n, 256), 256, 0, c->st>>>(x, m, n_heads, head_dim, pos_dev, freq_dev, half,
+    rope_kernel<<<blocks_for(n, 256), 256, 0, c->st>>>(x, m, n_heads, head_dim, (const int64_t *)pos_dev, (const float *)freq_dev, half,
                                                        f->attn_factor, f->pairing == LS_ROPE_PAIR_ADJACENT);
     LS_CUDA_CHECK(cudaGetLastError());
     return LS_OK;
@@ -315,7 +328,9 @@ void cu_free(void *ctx) {
     cuda_ctx *c = (cuda_ctx *)ctx;
     if (!c) return;
     cudaStreamSynchronize(c->st);
-    scratch_free(&c->xb), scratch_free(&c->wb), scratch_free(&c->idx), scratch_free(&c->freq), scratch_free(&c->tmp);
+    scratch_free(&c->xb), scratch_free(&c->wb), scratch_free(&c->idx), scratch_free(&c->tmp);
+    scratch_free(&c->pos.dev), scratch_free(&c->freq.dev);
+    ls_free(c->pos.host), ls_free(c->freq.host);
     for (int i = 0; i < 4; i++) scratch_free(&c->attn[i]);
     if (c->blas) cublasDestroy(c->blas);
     if (c->st) cudaStreamDestroy(c->st);
@@ -359,6 +374,16 @@ ls_status init_ctx(cuda_ctx *c, int device) {
 }
 
 } // namespace
+
+ls_status cuda_convert(cudaStream_t st, ls_dtype dst_t, void *dst, size_t dpitch, ls_dtype src_t, const void *src,
+                       size_t spitch, size_t width, size_t rows) {
+    long long total = (long long)(width * rows);
+    if (!total) return LS_OK;
+    convert_kernel<<<blocks_for(total, 256), 256, 0, st>>>(dst_t == LS_BF16, dst, (long long)dpitch, src_t == LS_BF16, src,
+                                                           (long long)spitch, (long long)width, total);
+    LS_CUDA_CHECK(cudaGetLastError());
+    return LS_OK;
+}
 
 ls_status cuda_scratch_get(cuda_scratch *s, size_t bytes, void **out) {
     if (bytes > s->cap) {

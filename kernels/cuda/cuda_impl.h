@@ -32,7 +32,11 @@ typedef struct cuda_scratch {
 } cuda_scratch;
 ls_status cuda_scratch_get(cuda_scratch *s, size_t bytes, void **out);
 
-// Launchers (stream st): dequant.cu
+// Launchers (stream st). backend_cuda.cu: rows x width elements, F32/BF16 either way, with
+// row pitches in elements (ls_op_convert's kernel; also the bf16 inputs of GEMM and attention).
+ls_status cuda_convert(cudaStream_t st, ls_dtype dst_t, void *dst, size_t dpitch, ls_dtype src_t, const void *src,
+                       size_t spitch, size_t width, size_t rows);
+// dequant.cu
 ls_status cuda_get_rows(cudaStream_t st, ls_dtype t, const void *w, size_t row_bytes, int64_t n_in,
                         const int32_t *ids_dev, int64_t m, float *out);
 ls_status cuda_dequant_bf16(cudaStream_t st, ls_dtype t, const void *src, __nv_bfloat16 *dst, int64_t n);
