@@ -248,13 +248,6 @@ int ls_safetensors_shards(const ls_safetensors_t *st) { return st->n_files; }
 const ls_st_tensor *ls_safetensors_at(const ls_safetensors_t *st, int64_t i) { return i >= 0 && i < st->n ? &st->t[i] : NULL; }
 
 const ls_st_tensor *ls_safetensors_find(const ls_safetensors_t *st, const char *name) {
-    int64_t lo = 0, hi = st->n - 1;
-    while (lo <= hi) {
-        int64_t mid = lo + (hi - lo) / 2;
-        int c = strcmp(st->t[mid].name, name);
-        if (!c) return &st->t[mid];
-        if (c < 0) lo = mid + 1;
-        else hi = mid - 1;
-    }
-    return NULL;
+    ls_st_tensor key = {.name = name};
+    return st->n ? bsearch(&key, st->t, (size_t)st->n, sizeof *st->t, by_name) : NULL;
 }

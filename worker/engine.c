@@ -263,7 +263,7 @@ ls_status ls_seq_init_opts(ls_engine_t *e, const ls_seq_opts *o, ls_seq_t **out)
         return LS_ERR(LS_ERR_RANGE, "KV cache size overflows");
     ls_seq_t *s = ls_calloc(1, sizeof *s);
     *s = (ls_seq_t){.e = e, .rule = rule, .stream = o->stream, .cap = capacity, .sinks = sinks, .win0 = sinks,
-                    .kv_type = bf16 ? LS_BF16 : LS_F32, .kv_elem = elem};
+                    .kv_type = bf16 ? LS_BF16 : LS_F32};
     s->inv_freq = ls_malloc((size_t)c->rope.n_rot / 2 * sizeof *s->inv_freq);
     if (o->stream) s->shift_pos = ls_malloc((size_t)capacity * sizeof *s->shift_pos);
     ls_status rc = ls_backend_alloc(e->be, bytes / 2, &s->k);
@@ -317,7 +317,7 @@ static ls_status evict(ls_seq_t *s, int64_t new_win0) {
         for (int64_t g = 0; g < c->n_head_kv; g++) {
             size_t head = ((size_t)l * (size_t)c->n_head_kv + (size_t)g) * (size_t)s->cap * hd;
             size_t dst = head + (size_t)s->sinks * hd, src = dst + (size_t)drop * hd;
-            size_t e = s->kv_elem, n = (size_t)keep * hd * e;
+            size_t e = ls_seq_kv_bytes(s), n = (size_t)keep * hd * e;
             LS_CHECK(ls_backend_copy(s->e->be, (char *)s->k + dst * e, 0, (char *)s->k + src * e, 0, n, 1));
             LS_CHECK(ls_backend_copy(s->e->be, (char *)s->v + dst * e, 0, (char *)s->v + src * e, 0, n, 1));
         }
@@ -348,7 +348,7 @@ static ls_status rebase(ls_seq_t *s, int64_t new_base) {
     for (int64_t l = 0; l < c->n_layer; l++)
         for (int64_t g = 0; g < c->n_head_kv; g++) {
             size_t at = (((size_t)l * (size_t)c->n_head_kv + (size_t)g) * (size_t)s->cap + (size_t)s->sinks) * hd;
-            LS_CHECK(rotate_keys(s, (char *)s->k + at * s->kv_elem, n, &f));
+            LS_CHECK(rotate_keys(s, (char *)s->k + at * ls_seq_kv_bytes(s), n, &f));
         }
     s->base = new_base;
     return LS_OK;

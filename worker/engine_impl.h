@@ -55,12 +55,14 @@ struct ls_seq {
     int64_t sinks, win0, base;
     void *k, *v;                  // [n_layer][n_kv_head][cap][hd] of kv_type (backend memory)
     ls_dtype kv_type;             // F32 on the CPU, BF16 on a GPU (half the memory)
-    size_t kv_elem;               // bytes per element: 4 or 2
     float *rot;                   // [cap][hd] f32 scratch for re-rotating a bf16 cache, or NULL
     int64_t *shift_pos;           // [cap] scratch for re-rotation
     float *inv_freq;              // [n_rot / 2], fixed for the sequence
     float attn_factor;
 };
+
+// Bytes per cache element: 4 (F32) or 2 (BF16).
+static inline size_t ls_seq_kv_bytes(const ls_seq_t *s) { return ls_dtype_get(s->kv_type)->block_bytes; }
 
 // Makes room for m more tokens in a streaming sequence (eviction, re-rotation).
 ls_status ls_seq_make_room(ls_seq_t *s, int64_t m);

@@ -24,7 +24,7 @@ static int64_t slot(const ls_seq_t *s, int64_t p) { return p < s->sinks ? p : s-
 // run of consecutive slots (the slots jump where the sinks end).
 static ls_status store_kv(const ls_seq_t *s, const ls_model_config *c, int64_t il, const float *k,
                           const float *v, int64_t m, int64_t p0) {
-    size_t hd = (size_t)c->head_dim, nkv = (size_t)c->n_head_kv, layer = nkv * (size_t)s->cap * hd, e = s->kv_elem;
+    size_t hd = (size_t)c->head_dim, nkv = (size_t)c->n_head_kv, layer = nkv * (size_t)s->cap * hd, e = ls_seq_kv_bytes(s);
     char *kc = (char *)s->k + (size_t)il * layer * e, *vc = (char *)s->v + (size_t)il * layer * e;
     ls_backend_t *be = s->e->be;
     for (int64_t t0 = 0; t0 < m;) {
@@ -89,7 +89,7 @@ static ls_status run_layer(ls_engine_t *e, ls_seq_t *s, int64_t il, const ls_row
     ls_rope_freqs f = {c->rope.n_rot, s->inv_freq, s->attn_factor, LS_ROPE_PAIR_ADJACENT};
     LS_CHECK(ls_layer_qkv(e, il, r, &f));
     LS_CHECK(store_kv(s, c, il, r->k, r->v, r->m, p0));
-    size_t layer_off = (size_t)il * (size_t)(c->n_head_kv * s->cap * c->head_dim) * s->kv_elem; // bytes
+    size_t layer_off = (size_t)il * (size_t)(c->n_head_kv * s->cap * c->head_dim) * ls_seq_kv_bytes(s); // bytes
     int64_t end = p0 + r->m, kv_sinks = end < s->sinks ? end : s->sinks;
     ls_attn_args at = {.q = r->q, .q_sink = r->q_sink, .k = (const float *)((const char *)s->k + layer_off),
                        .v = (const float *)((const char *)s->v + layer_off), .kv_type = s->kv_type, .out = r->att,

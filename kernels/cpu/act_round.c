@@ -7,17 +7,23 @@
 //     q = min(127, round-half-even(x * iscale)), x' = q / iscale (an f32 scale);
 //   F16 / BF16 weights: x rounded to f16 / bf16; F32: unchanged.
 // Tests: tests/unit/test_kernels.c.
-#include "ls_kernels.h"
+#include "cpu_impl.h"
 
 #include <math.h>
 
+float cpu_q8_block(const float *x, int8_t q[32]) {
+    float amax = 0.0f;
+    for (int j = 0; j < 32; j++) amax = fmaxf(amax, fabsf(x[j]));
+    float id = amax != 0.0f ? 127.0f / amax : 0.0f;
+    for (int j = 0; j < 32; j++) q[j] = (int8_t)nearbyintf(x[j] * id);
+    return ls_fp16_to_f32(ls_f32_to_fp16(amax / 127.0f));
+}
+
 static void round_q8_0(const float *x, float *y, int64_t n) {
     for (int64_t b = 0; b + 32 <= n; b += 32) {
-        float amax = 0.0f;
-        for (int j = 0; j < 32; j++) amax = fmaxf(amax, fabsf(x[b + j]));
-        float id = amax != 0.0f ? 127.0f / amax : 0.0f;
-        float d = ls_fp16_to_f32(ls_f32_to_fp16(amax / 127.0f));
-        for (int j = 0; j < 32; j++) y[b + j] = nearbyintf(x[b + j] * id) * d;
+        int8_t q[32];
+        float d = cpu_q8_block(x + b, q);
+        for (int j = 0; j < 32; j++) y[b + j] = (float)q[j] * d;
     }
 }
 

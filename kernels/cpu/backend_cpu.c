@@ -212,6 +212,11 @@ static ls_status cpu_fill(void *ctx, float *y, float value, int64_t n) {
 static ls_status cpu_convert(void *ctx, ls_dtype dst_t, void *dst, size_t dpitch, ls_dtype src_t, const void *src,
                              size_t spitch, size_t width, size_t rows) {
     (void)ctx;
+    if (dst_t == src_t) { // a copy (the f32 KV cache)
+        size_t e = dst_t == LS_F32 ? 4 : 2;
+        for (size_t r = 0; r < rows; r++) memmove((char *)dst + r * dpitch * e, (const char *)src + r * spitch * e, width * e);
+        return LS_OK;
+    }
     for (size_t r = 0; r < rows; r++)
         for (size_t i = 0; i < width; i++) {
             size_t d = r * dpitch + i, s = r * spitch + i;

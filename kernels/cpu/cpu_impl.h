@@ -40,6 +40,9 @@ ls_status cpu_get_rows(void *ctx, const ls_weight *w, const int32_t *ids, int64_
 ls_status cpu_rmsnorm(void *ctx, const float *x, const float *w, float *y, int64_t m, int64_t n, float eps);
 ls_status cpu_swiglu(void *ctx, const float *gate, const float *up, float *out, int64_t n);
 ls_status cpu_add(void *ctx, float *y, const float *x, int64_t n);
+// One block of 32 activations as ggml's q8_0/q8_1 quantize it (act_round.c): q = round-half-
+// even(x·127/amax); returns the scale amax/127 rounded through fp16.
+float cpu_q8_block(const float *x, int8_t q[32]);
 ls_status cpu_rope(void *ctx, float *x, int64_t m, int n_heads, int head_dim, const int64_t *pos,
                    const ls_rope_freqs *f);
 ls_status cpu_attention(void *ctx, const ls_attn_args *a);

@@ -11,7 +11,6 @@
 #include "simd.h"
 
 #include <cblas.h>
-#include <math.h>
 
 #define TILE_BYTES (256 * 1024) // f32 tile budget per thread (half of this machine's L2)
 
@@ -73,12 +72,9 @@ static float dot_q8_0(const uint8_t *row, const float *x, int64_t k) {
 // --- int8 decode (llama.cpp's arithmetic) ---------------------------------------------------
 static void quantize_q8(const float *x, q8_block *y, int64_t n) {
     for (int64_t b = 0; b < n / 32; b++, x += 32) {
-        float amax = 0.0f;
-        for (int j = 0; j < 32; j++) amax = fmaxf(amax, fabsf(x[j]));
-        float d = amax / 127.0f, id = amax != 0.0f ? 127.0f / amax : 0.0f;
+        y[b].d = cpu_q8_block(x, y[b].q);
         int sum = 0;
-        for (int j = 0; j < 32; j++) sum += y[b].q[j] = (int8_t)nearbyintf(x[j] * id);
-        y[b].d = ls_fp16_to_f32(ls_f32_to_fp16(d)); // once per 32 activations: the portable one is fine
+        for (int j = 0; j < 32; j++) sum += y[b].q[j];
         y[b].s = y[b].d * (float)sum;
     }
 }
