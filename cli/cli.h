@@ -6,6 +6,7 @@
 
 #include "ls_base.h"
 #include "ls_gguf.h"
+#include "ls_loader.h"
 #include "ls_tokenizer.h"
 
 int cmd_inspect(int argc, char **argv);
@@ -37,16 +38,21 @@ typedef struct cli_model {
     ls_gguf_t *gguf;
     ls_tokenizer_t *tok;
 } cli_model;
-ls_status cli_model_open(const char *path, cli_model *m); // path NULL: the default model
+// path NULL: the default model. lo: adapters (which may grow the vocabulary); NULL for none.
+// Opens shapes only (nothing is copied or merged).
+ls_status cli_model_open(const char *path, const ls_load_opts *lo, cli_model *m);
 void cli_model_close(cli_model *m);
 
 // --- options shared by the commands that run the model ---------------------------------------
 #include "ls_engine.h"
 #include <getopt.h>
 
+#define CLI_MAX_LORA 16
 typedef struct cli_engine_args {
     const char *model; // NULL: the default model
-    ls_engine_opts opts;
+    ls_engine_opts opts; // opts.load points into lora when the engine loads
+    ls_lora_spec lora[CLI_MAX_LORA];
+    int n_lora;
 } cli_engine_args;
 
 // getopt_long entries for --model, --threads, --ubatch, --no-pin and the RoPE overrides
@@ -66,9 +72,15 @@ typedef struct cli_engine_args {
     {"yarn-beta-slow", required_argument, 0, CLI_ENGINE_OPT + 9},                         \
     {"yarn-attn-factor", required_argument, 0, CLI_ENGINE_OPT + 10},                      \
     {"act-precision", required_argument, 0, CLI_ENGINE_OPT + 11},                         \
-    {"device", required_argument, 0, CLI_ENGINE_OPT + 12}
+    {"device", required_argument, 0, CLI_ENGINE_OPT + 12},                                \
+    {"lora", required_argument, 0, CLI_ENGINE_OPT + 13},                                  \
+    {"lora-scale", required_argument, 0, CLI_ENGINE_OPT + 14}
 #define CLI_ENGINE_HELP                                                                    \
-    "  --model F            GGUF model (default: $LONGSEQ_MODEL or the cached SmolLM2)\n"   \
+    "  --model F            GGUF file or Hugging Face checkpoint directory (default:\n"   \
+    "                       $LONGSEQ_MODEL or the cached SmolLM2)\n"                       \
+    "  --lora A [--lora-scale X]   merge a LoRA adapter at load (PEFT directory, LoRA+\n"   \
+    "                       extras included, or llama.cpp GGUF adapter), scaled by X;\n"   \
+    "                       repeatable\n"                                                  \
     "  --threads N          CPU threads (default: all cores); --no-pin: do not pin them\n"  \
     "  --ubatch N           tokens per prefill micro-batch (default 512)\n"                 \
     "  --rope-scaling none|linear|ntk|dynamic|yarn|llama3|longrope   override the model's\n" \
@@ -113,6 +125,8 @@ int cli_engine_option(const char *cmd, int c, const char *arg, cli_engine_args *
 void cli_engine_option_keep(const struct option *opts, int c, const char *arg, char **args, int *n);
 // Loads the engine and prints, once, each setting that overrides the model file.
 ls_status cli_engine_load(const cli_engine_args *a, ls_engine_t **e);
+// The adapters of a (for opening the model outside the engine: shapes_only).
+ls_load_opts cli_load_opts(const cli_engine_args *a, bool shapes_only);
 // Parses a number; false (and a usage message) when arg is not one.
 bool cli_parse_double(const char *cmd, const char *opt, const char *arg, double *out);
 bool cli_parse_int(const char *cmd, const char *opt, const char *arg, int64_t lo, int64_t hi, int64_t *out);

@@ -1,4 +1,4 @@
-// cmd_inspect.c — `longseq inspect FILE.gguf [--json]`: the file header, metadata, the model
+// cmd_inspect.c — `longseq inspect FILE.gguf|DIR [--json]`: the file header, metadata, the model
 // configuration (hyperparameters, RoPE), the tokenizer summary and the tensor table with
 // totals. A valid GGUF that is not a loadable llama model still gets its metadata and tensor
 // table, with the reason printed. Tests: tests/oracle/test_inspect.py.
@@ -55,9 +55,14 @@ static void print_rope(const ls_rope_config *r) {
 
 static void print_human(const inspect_info *in) {
     char sz[32];
-    human_bytes(ls_gguf_file_size(in->g), sz, sizeof sz);
-    printf("file           %s (%s, GGUF v%u, alignment %u)\n", in->path, sz, ls_gguf_version(in->g),
-           ls_gguf_alignment(in->g));
+    if (ls_model_is_dir(in->path)) {
+        human_bytes(ls_model_weight_bytes(in->g), sz, sizeof sz);
+        printf("checkpoint     %s (Hugging Face, %s of tensors; shown as the GGUF it becomes)\n", in->path, sz);
+    } else {
+        human_bytes(ls_gguf_file_size(in->g), sz, sizeof sz);
+        printf("file           %s (%s, GGUF v%u, alignment %u)\n", in->path, sz, ls_gguf_version(in->g),
+               ls_gguf_alignment(in->g));
+    }
     if (in->cfg_ok) {
         const ls_model_config *c = &in->cfg;
         printf("architecture   %s%s%s%s\n", c->arch, c->name[0] ? " (" : "", c->name, c->name[0] ? ")" : "");
@@ -253,7 +258,7 @@ int cmd_inspect(int argc, char **argv) {
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         if (c == 'j') json = true;
         else if (c == 'h') {
-            printf("usage: longseq inspect [--json] [FILE.gguf]\n"
+            printf("usage: longseq inspect [--json] [FILE.gguf|DIR]\n"
                    "Shows the model's architecture, hyperparameters, RoPE configuration, tokenizer,\n"
                    "metadata and tensor table (name, type, shape, bytes). Default FILE: the default model.\n");
             return 0;
@@ -261,7 +266,7 @@ int cmd_inspect(int argc, char **argv) {
     }
     if (argc - optind > 1) return cli_usage_error("inspect", "expected one file");
     inspect_info in = {.path = optind < argc ? argv[optind] : ls_default_model_path()};
-    if (ls_gguf_open(in.path, &in.g) != LS_OK) return cli_fail();
+    if (ls_model_open(in.path, &(ls_load_opts){.shapes_only = true}, &in.g) != LS_OK) return cli_fail();
     collect(&in);
     if (json) print_json(&in);
     else print_human(&in);

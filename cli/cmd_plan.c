@@ -78,7 +78,7 @@ static ls_status load_rates(const plan_args *a, ls_device_rates *d, ls_link_rate
 static ls_status model_shape(const char *model, ls_model_shape *m) {
     if (model && access(model, R_OK) != 0 && !strchr(model, '/') && !strstr(model, ".gguf")) return ls_shape_named(model, m);
     cli_model cm;
-    LS_CHECK(cli_model_open(model, &cm));
+    LS_CHECK(cli_model_open(model, NULL, &cm));
     ls_model_config cfg;
     ls_status rc = ls_model_config_load(cm.gguf, &cfg);
     if (rc == LS_OK) {

@@ -68,7 +68,7 @@ int cmd_tokenize(int argc, char **argv) {
     const char *path = optind < argc ? argv[optind] : "-";
 
     cli_model m;
-    if (cli_model_open(model, &m) != LS_OK) return cli_fail();
+    if (cli_model_open(model, NULL, &m) != LS_OK) return cli_fail();
     ls_buf text = {0}, out = {0};
     ls_vec_i32 ids = {0};
     int status = 0;
@@ -158,7 +158,7 @@ int cmd_detokenize(int argc, char **argv) {
     }
     if (argc - optind > 1) return cli_usage_error("detokenize", "expected at most one input file");
     cli_model m;
-    if (cli_model_open(model, &m) != LS_OK) return cli_fail();
+    if (cli_model_open(model, NULL, &m) != LS_OK) return cli_fail();
     ls_buf in = {0}, out = {0};
     ls_vec_i32 ids = {0};
     int status = 0;

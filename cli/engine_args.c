@@ -39,7 +39,8 @@ bool cli_parse_int(const char *cmd, const char *opt, const char *arg, int64_t lo
 int cli_engine_option(const char *cmd, int c, const char *arg, cli_engine_args *a) {
     static const char *names[] = {"--model", "--threads", "--ubatch", "--no-pin", "--rope-scaling",
                                   "--rope-scale", "--rope-freq-base", "--yarn-orig-ctx", "--yarn-beta-fast",
-                                  "--yarn-beta-slow", "--yarn-attn-factor", "--act-precision", "--device"};
+                                  "--yarn-beta-slow", "--yarn-attn-factor", "--act-precision", "--device",
+                                  "--lora", "--lora-scale"};
     int k = c - CLI_ENGINE_OPT;
     int64_t v;
     ls_rope_override *r = &a->opts.rope;
@@ -71,6 +72,15 @@ int cli_engine_option(const char *cmd, int c, const char *arg, cli_engine_args *
         if (!ls_device_parse(arg, &a->opts.device))
             return cli_usage_error(cmd, "--device \"%s\" is not auto, cpu or cuda", arg);
         return 0;
+    case 13:
+        if (a->n_lora == CLI_MAX_LORA) return cli_usage_error(cmd, "at most %d --lora adapters", CLI_MAX_LORA);
+        a->lora[a->n_lora++] = (ls_lora_spec){.path = arg, .scale = 1.0};
+        return 0;
+    case 14:
+        if (!a->n_lora) return cli_usage_error(cmd, "--lora-scale follows the --lora it scales");
+        if (!cli_parse_double(cmd, names[k], arg, &a->lora[a->n_lora - 1].scale)) return 2;
+        if (a->lora[a->n_lora - 1].scale < 0) return cli_usage_error(cmd, "--lora-scale must not be negative");
+        return 0;
     default:
         if (k < 5 || k > 10) return cli_usage_error(cmd, "unknown option");
         return cli_parse_double(cmd, names[k], arg, dst[k - 5]) ? 0 : 2;
@@ -87,9 +97,15 @@ void cli_engine_option_keep(const struct option *opts, int c, const char *arg, c
     if (arg) args[(*n)++] = ls_strndup(arg, strlen(arg));
 }
 
+ls_load_opts cli_load_opts(const cli_engine_args *a, bool shapes_only) {
+    return (ls_load_opts){.lora = a->lora, .n_lora = a->n_lora, .shapes_only = shapes_only};
+}
+
 ls_status cli_engine_load(const cli_engine_args *a, ls_engine_t **e) {
     const char *path = a->model ? a->model : ls_default_model_path();
-    LS_CHECK(ls_engine_load(path, &a->opts, e));
+    ls_engine_opts o = a->opts;
+    o.load = cli_load_opts(a, false);
+    LS_CHECK(ls_engine_load(path, &o, e));
     const char *notes = ls_engine_notes(*e);
     if (notes && *notes) fputs(notes, stderr);
     return LS_OK;

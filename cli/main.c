@@ -64,10 +64,12 @@ json_t *cli_json_str(const char *p, size_t n) {
     return s;
 }
 
-ls_status cli_model_open(const char *path, cli_model *m) {
+ls_status cli_model_open(const char *path, const ls_load_opts *lo, cli_model *m) {
     *m = (cli_model){0};
     if (!path) path = ls_default_model_path();
-    LS_CHECK(ls_gguf_open(path, &m->gguf));
+    ls_load_opts o = lo ? *lo : (ls_load_opts){0};
+    o.shapes_only = true;
+    LS_CHECK(ls_model_open(path, &o, &m->gguf));
     ls_status rc = ls_tokenizer_init(m->gguf, &m->tok);
     if (rc != LS_OK) {
         ls_err_prefix("%s: ", path);

@@ -87,16 +87,22 @@ void ls_rope_describe(const ls_rope_config *r, char *out, size_t cap) {
 
 // --- documents --------------------------------------------------------------------------------
 
-ls_status ls_prep_init(const char *model, const ls_rope_override *rope, ls_prep **out) {
+ls_status ls_prep_init(const char *model, const ls_rope_override *rope, const ls_load_opts *load, ls_prep **out) {
     ls_prep *p = ls_calloc(1, sizeof *p);
     p->rope = *rope;
     if (!model) model = ls_default_model_path();
-    ls_status rc = ls_gguf_open(model, &p->gguf);
+    ls_load_opts lo = load ? *load : (ls_load_opts){0};
+    lo.shapes_only = true; // the coordinator reads the vocabulary and configuration only
+    ls_status rc = ls_model_open(model, &lo, &p->gguf);
     if (rc == LS_OK) rc = ls_model_config_load(p->gguf, &p->cfg);
     if (rc == LS_OK) rc = ls_tokenizer_init(p->gguf, &p->tok);
     if (rc == LS_OK) {
         ls_rope_config check = p->cfg.rope;
         rc = ls_rope_override_apply(&check, rope, NULL);
+        char hint[512];
+        ls_model_config with = p->cfg;
+        with.rope = check;
+        if (rc == LS_OK && ls_rope_scaling_missing(&with, hint, sizeof hint)) LS_WARN("%s", hint);
     }
     if (rc == LS_OK && ls_chat_init(p->gguf, p->tok, NULL, &p->chat) != LS_OK) {
         LS_WARN("%s has no chat template longseq knows: summarize jobs will be refused (%s)", model, ls_err_msg());

@@ -894,7 +894,7 @@ ls_status ls_server_run(const ls_server_opts *o) {
     sigaction(SIGCHLD, &sa, &old_chld);
     struct sigaction ign = {.sa_handler = SIG_IGN};
     sigaction(SIGPIPE, &ign, &old_pipe);
-    ls_status rc = ls_prep_init(o->model, &o->rope, &s.prep);
+    ls_status rc = ls_prep_init(o->model, &o->rope, &o->load, &s.prep);
     if (rc == LS_OK) rc = ls_store_open(o->state_dir, &s.store);
     int64_t requeued = 0;
     if (rc == LS_OK) rc = ls_store_requeue_running(s.store, &requeued);

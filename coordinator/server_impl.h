@@ -16,7 +16,7 @@ typedef struct ls_prep {
     ls_rope_override rope;  // the server's overrides
 } ls_prep;
 
-ls_status ls_prep_init(const char *model, const ls_rope_override *rope, ls_prep **out);
+ls_status ls_prep_init(const char *model, const ls_rope_override *rope, const ls_load_opts *load, ls_prep **out);
 void ls_prep_free(ls_prep *p);
 // The tokens of a job over this document: summarize wraps it with the request in the chat
 // template, generate and perplexity take it as it is. Checks UTF-8 and the length against the

@@ -5,6 +5,7 @@
 #include "ls_model.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 static const char *g_scaling_names[LS_ROPE_SCALING_COUNT] = {
@@ -132,13 +133,15 @@ static ls_status rope_scaling_type(keys *k, ls_rope_scaling *s) {
     LS_CHECK(rc);
     static const struct { const char *n; ls_rope_scaling s; } types[] = {
         {"none", LS_ROPE_NONE}, {"linear", LS_ROPE_LINEAR}, {"yarn", LS_ROPE_YARN},
-        {"longrope", LS_ROPE_LONGROPE}};
+        {"longrope", LS_ROPE_LONGROPE},
+        // longseq's own values (Hugging Face types llama.cpp's GGUF has no name for)
+        {"dynamic", LS_ROPE_DYNAMIC}, {"llama3", LS_ROPE_LLAMA3}, {"ntk", LS_ROPE_NTK}};
     for (size_t i = 0; i < sizeof types / sizeof *types; i++)
         if (strlen(types[i].n) == v.len && !memcmp(types[i].n, v.ptr, v.len)) {
             *s = types[i].s;
             return LS_OK;
         }
-    return LS_ERR(LS_ERR_UNSUPPORTED, "%s = \"%.*s\" is not supported (none, linear, yarn, longrope)",
+    return LS_ERR(LS_ERR_UNSUPPORTED, "%s = \"%.*s\" is not supported (none, linear, yarn, longrope, dynamic, llama3, ntk)",
                   name, (int)(v.len > 32 ? 32 : v.len), v.ptr);
 }
 
@@ -163,8 +166,11 @@ static ls_status rope_config(keys *k, const ls_model_config *c, ls_rope_config *
     LS_CHECK(get_float(k, "rope.scaling.attn_factor", 0.0, &r->attn_factor));
     LS_CHECK(get_float(k, "rope.scaling.yarn_beta_fast", 32.0, &r->yarn_beta_fast));
     LS_CHECK(get_float(k, "rope.scaling.yarn_beta_slow", 1.0, &r->yarn_beta_slow));
-    r->llama3_low_freq_factor = 1.0;
-    r->llama3_high_freq_factor = 4.0;
+    LS_CHECK(get_float(k, "rope.scaling.low_freq_factor", 1.0, &r->llama3_low_freq_factor));
+    LS_CHECK(get_float(k, "rope.scaling.high_freq_factor", 4.0, &r->llama3_high_freq_factor));
+    if (!(r->llama3_high_freq_factor > r->llama3_low_freq_factor && r->llama3_low_freq_factor > 0))
+        return LS_ERR(LS_ERR_FORMAT, "rope.scaling low/high frequency factors %g/%g must satisfy 0 < low < high",
+                      r->llama3_low_freq_factor, r->llama3_high_freq_factor);
     LS_CHECK(factor_tensor(k->g, "rope_freqs.weight", r->n_rot, &r->freq_factors));
     LS_CHECK(factor_tensor(k->g, "rope_factors_long.weight", r->n_rot, &r->factors_long));
     LS_CHECK(factor_tensor(k->g, "rope_factors_short.weight", r->n_rot, &r->factors_short));
@@ -222,6 +228,38 @@ static ls_status vocab_size(const ls_gguf_t *g, keys *k, ls_model_config *c) {
     return LS_OK;
 }
 
+// The context a model claims beyond its configuration: a "<N>k" in its name (LongLoRA's
+// "Llama-2-7b-longlora-100k-ft": 100k = 102400 tokens) or the tokenizer's model_max_length.
+static void context_hint(const ls_gguf_t *g, ls_model_config *c) {
+    for (const char *p = c->name; *p; p++) {
+        if (*p < '0' || *p > '9' || (p > c->name && p[-1] >= '0' && p[-1] <= '9')) continue;
+        char *end;
+        long n = strtol(p, &end, 10);
+        if ((*end == 'k' || *end == 'K') && !((end[1] >= 'a' && end[1] <= 'z') || (end[1] >= 'A' && end[1] <= 'Z')) &&
+            n >= 1 && n <= 100000 && n * 1024 > c->ctx_hint) {
+            c->ctx_hint = n * 1024;
+            snprintf(c->ctx_hint_src, sizeof c->ctx_hint_src, "its name says %ldk", n);
+        }
+    }
+    int64_t mml;
+    if (ls_gguf_get_int(g, "longseq.model_max_length", &mml) == LS_OK && mml > c->ctx_hint) {
+        c->ctx_hint = mml;
+        snprintf(c->ctx_hint_src, sizeof c->ctx_hint_src, "its tokenizer's model_max_length is %lld", (long long)mml);
+    }
+    ls_err_clear();
+}
+
+bool ls_rope_scaling_missing(const ls_model_config *c, char *msg, size_t cap) {
+    if (c->rope.scaling != LS_ROPE_NONE || c->ctx_hint <= c->n_ctx_train) return false;
+    long factor = (long)((c->ctx_hint + c->n_ctx_train - 1) / c->n_ctx_train);
+    snprintf(msg, cap,
+             "the model has no RoPE scaling and a training context of %lld, but %s: a long-context fine-tune whose "
+             "config lost rope_scaling produces garbage (LongLoRA issue #181). If it was trained with position "
+             "interpolation, run with --rope-scaling linear --rope-scale %ld",
+             (long long)c->n_ctx_train, c->ctx_hint_src, factor);
+    return true;
+}
+
 static ls_status load(const ls_gguf_t *g, ls_model_config *c) {
     ls_str arch;
     ls_status rc = ls_gguf_get_str(g, "general.architecture", &arch);
@@ -235,6 +273,7 @@ static ls_status load(const ls_gguf_t *g, ls_model_config *c) {
         snprintf(c->name, sizeof c->name, "%.*s", (int)(name.len < 127 ? name.len : 127), name.ptr);
     keys k = {.g = g, .arch = c->arch};
     LS_CHECK(hyperparameters(&k, c));
+    context_hint(g, c);
     LS_CHECK(vocab_size(g, &k, c));
     LS_CHECK(rope_config(&k, c, &c->rope));
     LS_CHECK(tensor(g, "token_embd.weight", c->n_embd, c->n_vocab, true, &c->tok_embd));

@@ -30,6 +30,10 @@ struct ls_gguf {
     gguf_kv *kv;
     ls_gguf_tensor *tensors;
     ls_strmap *kv_index, *tensor_index;
+    // Assembled handles (ls_gguf_assemble): resources released with the handle, last first.
+    struct gguf_keep { void *ctx; void (*release)(void *ctx); } *keeps;
+    int64_t n_keeps;
+    ls_buf meta; // the owned metadata image
 };
 
 // --- bounds-checked cursor ----------------------------------------------------------------
@@ -201,6 +205,21 @@ static ls_status read_alignment(ls_gguf_t *g) {
     return LS_OK;
 }
 
+// Checks the type id of a tensor whose name and shape are set, and sets its type and nbytes.
+static ls_status tensor_type_and_size(ls_gguf_tensor *t, uint32_t type, uint64_t n_elem) {
+    const ls_dtype_info *ti = ls_dtype_get(type);
+    if (!ti) return LS_ERR(LS_ERR_FORMAT, "tensor '%s' has unknown ggml type %u", t->name, type);
+    t->type = (ls_dtype)type;
+    if (t->ne[0] % ti->block)
+        return LS_ERR(LS_ERR_FORMAT, "tensor '%s': row length %lld is not a multiple of %s's block of %u",
+                      t->name, (long long)t->ne[0], ti->name, ti->block);
+    uint64_t row;
+    if (!ls_dtype_row_bytes(t->type, (uint64_t)t->ne[0], &row) ||
+        !ls_mul_u64(row, n_elem / (uint64_t)t->ne[0], &t->nbytes))
+        return LS_ERR(LS_ERR_FORMAT, "tensor '%s': byte size overflows", t->name);
+    return LS_OK;
+}
+
 static ls_status parse_tensor_info(ls_gguf_t *g, cursor *c, int64_t i) {
     ls_gguf_tensor *t = &g->tensors[i];
     ls_str name = {0};
@@ -230,16 +249,7 @@ static ls_status parse_tensor_info(ls_gguf_t *g, cursor *c, int64_t i) {
     }
     uint32_t type;
     LS_CHECK(read_u32(c, &type, "a tensor type"));
-    const ls_dtype_info *ti = ls_dtype_get(type);
-    if (!ti) return LS_ERR(LS_ERR_FORMAT, "tensor '%s' has unknown ggml type %u", t->name, type);
-    t->type = (ls_dtype)type;
-    if (t->ne[0] % ti->block)
-        return LS_ERR(LS_ERR_FORMAT, "tensor '%s': row length %lld is not a multiple of %s's block of %u",
-                      t->name, (long long)t->ne[0], ti->name, ti->block);
-    uint64_t row;
-    if (!ls_dtype_row_bytes(t->type, (uint64_t)t->ne[0], &row) ||
-        !ls_mul_u64(row, n_elem / (uint64_t)t->ne[0], &t->nbytes))
-        return LS_ERR(LS_ERR_FORMAT, "tensor '%s': byte size overflows", t->name);
+    LS_CHECK(tensor_type_and_size(t, type, n_elem));
     LS_CHECK(read_u64(c, &t->offset, "a tensor offset"));
     if (t->offset % g->alignment)
         return LS_ERR(LS_ERR_FORMAT, "tensor '%s': offset %llu is not a multiple of the alignment %u",
@@ -343,7 +353,91 @@ void ls_gguf_free(ls_gguf_t *g) {
     ls_strmap_free(g->kv_index);
     ls_strmap_free(g->tensor_index);
     if (g->file.fd >= 0) ls_file_unmap(&g->file);
+    for (int64_t i = g->n_keeps - 1; i >= 0; i--) g->keeps[i].release(g->keeps[i].ctx);
+    ls_free(g->keeps);
+    ls_buf_free(&g->meta);
     ls_free(g);
+}
+
+ls_str ls_gguf_kv_raw(const ls_gguf_t *g, int64_t i) {
+    LS_ASSERT(i >= 0 && i < g->n_kv);
+    const gguf_kv *kv = &g->kv[i];
+    uint64_t len;
+    if (kv->type == LS_GGUF_STRING) {
+        memcpy(&len, kv->val, 8);
+        len += 8;
+    } else if (kv->type != LS_GGUF_ARRAY) {
+        len = g_vsize[kv->type];
+    } else if (kv->arr.type != LS_GGUF_STRING) {
+        len = 12 + kv->arr.count * g_vsize[kv->arr.type];
+    } else {
+        len = 12;
+        if (kv->arr.count) {
+            uint64_t last = kv->arr.str_offs[kv->arr.count - 1], slen;
+            memcpy(&slen, kv->arr.data + last, 8);
+            len += last + 8 + slen;
+        }
+    }
+    return (ls_str){(const char *)kv->val, len};
+}
+
+// --- assembled handles --------------------------------------------------------------------
+
+void ls_gguf_keep(ls_gguf_t *g, void *ctx, void (*release)(void *ctx)) {
+    g->keeps = ls_realloc(g->keeps, (size_t)(g->n_keeps + 1) * sizeof *g->keeps);
+    g->keeps[g->n_keeps++] = (struct gguf_keep){ctx, release};
+}
+
+static ls_status add_tensor(ls_gguf_t *g, const ls_gguf_tensor *src, int64_t i) {
+    ls_gguf_tensor *t = &g->tensors[i];
+    size_t len = strlen(src->name);
+    if (len == 0 || len >= GGUF_MAX_NAME)
+        return LS_ERR(LS_ERR_FORMAT, "tensor name '%s' is empty or longer than %u bytes", src->name, GGUF_MAX_NAME - 1);
+    t->name = ls_strndup(src->name, len);
+    if (!ls_strmap_put(g->tensor_index, t->name, len, i)) return LS_ERR(LS_ERR_FORMAT, "duplicate tensor name '%s'", t->name);
+    t->n_dims = src->n_dims;
+    if (t->n_dims == 0 || t->n_dims > GGUF_MAX_DIMS)
+        return LS_ERR(LS_ERR_FORMAT, "tensor '%s' has %u dimensions (1 to %u allowed)", t->name, t->n_dims, GGUF_MAX_DIMS);
+    uint64_t n_elem = 1;
+    for (uint32_t d = 0; d < GGUF_MAX_DIMS; d++) {
+        t->ne[d] = d < t->n_dims ? src->ne[d] : 1;
+        if (t->ne[d] <= 0 || !ls_mul_u64(n_elem, (uint64_t)t->ne[d], &n_elem) || n_elem > (uint64_t)INT64_MAX)
+            return LS_ERR(LS_ERR_FORMAT, "tensor '%s' has an invalid shape (dimension %u is %lld)", t->name, d,
+                          (long long)t->ne[d]);
+    }
+    LS_CHECK(tensor_type_and_size(t, (uint32_t)src->type, n_elem));
+    if (!src->data) return LS_ERR(LS_ERR_INVALID, "tensor '%s' has no data", t->name);
+    t->data = src->data;
+    return LS_OK;
+}
+
+ls_status ls_gguf_assemble(ls_buf *meta, const ls_gguf_tensor *tensors, int64_t n, ls_gguf_t **out) {
+    *out = NULL;
+    ls_gguf_t *g = ls_calloc(1, sizeof *g);
+    g->file.fd = -1;
+    g->meta = *meta;
+    *meta = (ls_buf){0};
+    g->data = (const uint8_t *)g->meta.data;
+    g->size = g->meta.len;
+    ls_status rc = parse(g);
+    if (rc == LS_OK && g->n_tensors)
+        rc = LS_ERR(LS_ERR_INVALID, "an assembled GGUF's metadata image must hold no tensors");
+    if (rc == LS_OK) {
+        ls_free(g->tensors);
+        ls_strmap_free(g->tensor_index);
+        g->tensors = ls_calloc((size_t)n + 1, sizeof *g->tensors);
+        g->tensor_index = ls_strmap_init((size_t)n);
+        for (int64_t i = 0; i < n && rc == LS_OK; i++) {
+            g->n_tensors = i + 1; // freed with the handle even when tensor i fails
+            rc = add_tensor(g, &tensors[i], i);
+        }
+    }
+    if (rc != LS_OK) {
+        ls_gguf_free(g);
+        return rc;
+    }
+    *out = g;
+    return LS_OK;
 }
 
 // --- accessors ----------------------------------------------------------------------------

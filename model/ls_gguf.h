@@ -76,6 +76,8 @@ ls_str ls_gguf_arr_str(const ls_gguf_arr *a, uint64_t i);
 int64_t ls_gguf_arr_int(const ls_gguf_arr *a, uint64_t i);
 double ls_gguf_arr_float(const ls_gguf_arr *a, uint64_t i);
 
+// The serialized bytes of value i as the file stores them (after the key and type).
+ls_str ls_gguf_kv_raw(const ls_gguf_t *g, int64_t i);
 // Appends a short human-readable rendering of value i to `out` (arrays: type, count and up to
 // `max_elems` elements).
 void ls_gguf_kv_render(const ls_gguf_t *g, int64_t i, int max_elems, ls_buf *out);
@@ -84,5 +86,35 @@ void ls_gguf_kv_render(const ls_gguf_t *g, int64_t i, int max_elems, ls_buf *out
 int64_t ls_gguf_n_tensors(const ls_gguf_t *g);
 const ls_gguf_tensor *ls_gguf_tensor_at(const ls_gguf_t *g, int64_t i);
 const ls_gguf_tensor *ls_gguf_find_tensor(const ls_gguf_t *g, const char *name); // NULL if absent
+
+// --- assembled handles (model/gguf_build.c) -----------------------------------------------
+// A handle built in memory rather than read from one file: a Hugging Face checkpoint or a
+// model with LoRA adapters merged is presented to the rest of the system as a GGUF whose
+// metadata is a serialized image and whose tensors point into other mappings or buffers.
+
+// Takes over meta (a GGUF image with key/values and no tensors), validates it like a file, and
+// adds the tensors (name, type, n_dims, ne and data are used; shapes and types are checked).
+// Tensor data must stay valid until ls_gguf_free: hand its owners over with ls_gguf_keep.
+ls_status ls_gguf_assemble(ls_buf *meta, const ls_gguf_tensor *tensors, int64_t n, ls_gguf_t **out);
+// release(ctx) runs when g is freed (in reverse order of the calls).
+void ls_gguf_keep(ls_gguf_t *g, void *ctx, void (*release)(void *ctx));
+
+// Writes a GGUF v3 metadata image (key/values only) for ls_gguf_assemble.
+typedef struct ls_gguf_meta {
+    ls_buf kv;   // the serialized key/values
+    uint64_t n_kv;
+} ls_gguf_meta;
+void ls_gguf_meta_u32(ls_gguf_meta *m, const char *key, uint32_t v);
+void ls_gguf_meta_i32(ls_gguf_meta *m, const char *key, int32_t v);
+void ls_gguf_meta_f32(ls_gguf_meta *m, const char *key, float v);
+void ls_gguf_meta_bool(ls_gguf_meta *m, const char *key, bool v);
+void ls_gguf_meta_str(ls_gguf_meta *m, const char *key, const char *v, size_t len);
+// Arrays: strings (n pointers and lengths), or n packed scalars of type t (not STRING/ARRAY).
+void ls_gguf_meta_strs(ls_gguf_meta *m, const char *key, const char *const *v, const size_t *len, uint64_t n);
+void ls_gguf_meta_arr(ls_gguf_meta *m, const char *key, ls_gguf_vtype t, const void *v, uint64_t n);
+// Copies key/value i of src unchanged.
+void ls_gguf_meta_copy(ls_gguf_meta *m, const ls_gguf_t *src, int64_t i);
+// Header + key/values into *image (m is emptied).
+void ls_gguf_meta_finish(ls_gguf_meta *m, ls_buf *image);
 
 #endif // LS_GGUF_H

@@ -54,6 +54,8 @@ typedef struct ls_model_config {
     double rms_eps;
     bool tied_output;      // no output.weight: token_embd is the LM head
     ls_rope_config rope;
+    int64_t ctx_hint;      // the context the name or tokenizer claims (0: none); see below
+    char ctx_hint_src[64];
     const ls_gguf_tensor *tok_embd, *output_norm, *output; // output == tok_embd when tied
     ls_layer_weights *layers; // [n_layer]
 } ls_model_config;
@@ -67,6 +69,11 @@ ls_status ls_rope_compute(const ls_rope_config *r, int64_t seq_len, float *inv_f
 // Reads and validates everything above. `cfg` owns `layers`: free with ls_model_config_free.
 ls_status ls_model_config_load(const ls_gguf_t *g, ls_model_config *cfg);
 void ls_model_config_free(ls_model_config *cfg);
+
+// LongLoRA's pitfall: a checkpoint trained longer whose config lost rope_scaling. True (and
+// a message with the fix) when the RoPE configuration, after overrides, has no scaling while the
+// model's name ("...-100k-...") or tokenizer model_max_length claims more than its context.
+bool ls_rope_scaling_missing(const ls_model_config *c, char *msg, size_t cap);
 
 // Total bytes of the weight tensors.
 uint64_t ls_model_weight_bytes(const ls_gguf_t *g);

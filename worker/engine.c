@@ -156,9 +156,13 @@ static ls_status start_backend(ls_engine_t *e, const ls_engine_opts *o) {
 }
 
 static ls_status load(ls_engine_t *e, const char *path, const ls_engine_opts *o) {
-    LS_CHECK(ls_gguf_open(path, &e->gguf));
+    ls_load_opts lo = o->load;
+    lo.shapes_only = false;
+    LS_CHECK(ls_model_open(path, &lo, &e->gguf));
     LS_CHECK(ls_model_config_load(e->gguf, &e->cfg));
     LS_CHECK(ls_rope_override_apply(&e->cfg.rope, &o->rope, &e->notes));
+    char hint[512];
+    if (ls_rope_scaling_missing(&e->cfg, hint, sizeof hint)) LS_WARN("%s", hint);
     LS_CHECK(ls_tokenizer_init(e->gguf, &e->tok));
     if (ls_tokenizer_n_vocab(e->tok) != e->cfg.n_vocab)
         return LS_ERR(LS_ERR_FORMAT, "the tokenizer has %d tokens but the embeddings have %lld rows",

@@ -8,6 +8,7 @@
 #define LS_ENGINE_H
 
 #include "ls_kernels.h"
+#include "ls_loader.h"
 #include "ls_model.h"
 #include "ls_tokenizer.h"
 
@@ -41,10 +42,12 @@ typedef struct ls_engine_opts {
     int64_t ubatch;      // tokens per micro-batch in prefill (bounds activation memory); <= 0: 512
     ls_act_precision act; // matmul activations: f32 (default) or rounded as llama.cpp rounds them
     ls_rope_override rope;
+    ls_load_opts load;   // LoRA adapters to merge (the model path may also be a HF checkpoint directory)
 } ls_engine_opts;
 ls_engine_opts ls_engine_opts_default(void);
 
-// Loads and validates the model (GGUF, configuration, tokenizer) and starts the backend.
+// Loads and validates the model (a GGUF file or a Hugging Face checkpoint directory, with
+// any LoRA adapters merged; configuration, tokenizer) and starts the backend.
 // Each RoPE override that changes the file's value is reported once through LS_INFO-level
 // lines collected in ls_engine_notes().
 ls_status ls_engine_load(const char *path, const ls_engine_opts *opts, ls_engine_t **out);

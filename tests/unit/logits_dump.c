@@ -4,6 +4,7 @@
 // time as in decoding; RoPE overrides are passed as in the CLI.
 //   logits_dump MODEL IDS_FILE OUT [--ubatch N] [--decode-from K] [--act llamacpp]
 //               [--rope-scaling S] [--rope-scale X] [--rope-freq-base B] [--yarn-orig-ctx N]
+//               [--lora DIR [--lora-scale X]]...
 //               [--attn full|s2|sink|window] [--group G] [--sinks S] [--window W] [--stream 1]
 #include "ls_engine.h"
 
@@ -28,6 +29,8 @@ static ls_status run(int argc, char **argv) {
     ls_engine_opts o = ls_engine_opts_default();
     ls_seq_opts so = {.rule = {.kind = LS_ATTN_FULL}};
     int64_t decode_from = -1;
+    ls_lora_spec lora[8];
+    int n_lora = 0;
     for (int i = 4; i + 1 < argc; i += 2) {
         const char *k = argv[i], *v = argv[i + 1];
         if (!strcmp(k, "--ubatch")) o.ubatch = atoll(v);
@@ -46,6 +49,8 @@ static ls_status run(int argc, char **argv) {
         else if (!strcmp(k, "--sinks")) so.rule.sinks = atoll(v);
         else if (!strcmp(k, "--window")) so.rule.window = atoll(v);
         else if (!strcmp(k, "--stream")) so.stream = atoi(v) != 0;
+        else if (!strcmp(k, "--lora") && n_lora < 8) lora[n_lora++] = (ls_lora_spec){.path = v, .scale = 1.0};
+        else if (!strcmp(k, "--lora-scale") && n_lora) lora[n_lora - 1].scale = atof(v);
         else return LS_ERR(LS_ERR_INVALID, "unknown option %s", k);
     }
     ls_buf text = {0};
@@ -58,7 +63,12 @@ static ls_status run(int argc, char **argv) {
     }
     ls_buf_free(&text);
     ls_engine_t *e;
-    LS_CHECK(ls_engine_load(argv[1], &o, &e));
+    o.load = (ls_load_opts){.lora = lora, .n_lora = n_lora};
+    ls_status rc = ls_engine_load(argv[1], &o, &e);
+    if (rc != LS_OK) {
+        ls_vec_i32_free(&ids); // the loader's error paths run under LeakSanitizer (test_hf.py)
+        return rc;
+    }
     ls_seq_t *s;
     so.capacity = (int64_t)ids.len;
     LS_CHECK(ls_seq_init_opts(e, &so, &s));

@@ -268,8 +268,80 @@ static void test_file_errors(void) {
     TEST_ERR(ls_gguf_open("/", &g), LS_ERR_IO, "not a regular file");
 }
 
+// Assembled handles (gguf_build.c): a metadata image written with ls_gguf_meta_*, a copy of
+// key/values from another handle, tensors pointing at caller memory, and the checks on them.
+static int g_released;
+static void count_release(void *ctx) { g_released += *(int *)ctx; }
+
+static ls_gguf_t *assemble(const ls_gguf_tensor *t, int64_t n, ls_status want) {
+    ls_gguf_meta m = {0};
+    const char *strs[] = {"a", "bc"};
+    size_t lens[] = {1, 2};
+    int32_t ints[] = {7, -8, 9};
+    ls_gguf_meta_str(&m, "general.architecture", "llama", 5);
+    ls_gguf_meta_u32(&m, "llama.block_count", 3);
+    ls_gguf_meta_f32(&m, "llama.rope.freq_base", 10000.0f);
+    ls_gguf_meta_bool(&m, "flag", true);
+    ls_gguf_meta_strs(&m, "strs", strs, lens, 2);
+    ls_gguf_meta_arr(&m, "ints", LS_GGUF_I32, ints, 3);
+    ls_buf image;
+    ls_gguf_meta_finish(&m, &image);
+    ls_gguf_t *g = NULL;
+    ls_status rc = ls_gguf_assemble(&image, t, n, &g);
+    TEST_COND(rc == want, "assemble returned %d, expected %d (%s)", rc, want, ls_err_msg());
+    if (rc != LS_OK) ls_err_clear();
+    ls_buf_free(&image);
+    return g;
+}
+
+static void test_assembled(void) {
+    static float data[6] = {1, 2, 3, 4, 5, 6};
+    ls_gguf_tensor t[2] = {{.name = "w", .type = LS_F32, .n_dims = 2, .ne = {3, 2}, .data = data},
+                           {.name = "v", .type = LS_F32, .n_dims = 1, .ne = {6}, .data = data}};
+    ls_gguf_t *g = assemble(t, 2, LS_OK);
+    if (!g) return;
+    int64_t v;
+    ls_str s;
+    ls_gguf_arr a;
+    TEST_COND(ls_gguf_get_int(g, "llama.block_count", &v) == LS_OK && v == 3, "u32 key");
+    TEST_COND(ls_gguf_get_str(g, "general.architecture", &s) == LS_OK && s.len == 5, "string key");
+    TEST_COND(ls_gguf_get_arr(g, "strs", &a) == LS_OK && a.count == 2 && ls_gguf_arr_str(&a, 1).len == 2, "string array");
+    TEST_COND(ls_gguf_get_arr(g, "ints", &a) == LS_OK && ls_gguf_arr_int(&a, 1) == -8, "int array");
+    const ls_gguf_tensor *w = ls_gguf_find_tensor(g, "w");
+    TEST_COND(w && w->data == data && w->nbytes == 24 && w->ne[2] == 1, "tensor points at the caller's data");
+    // a copy through ls_gguf_meta_copy keeps every key and value byte for byte
+    ls_gguf_meta m = {0};
+    for (int64_t i = 0; i < ls_gguf_n_kv(g); i++) ls_gguf_meta_copy(&m, g, i);
+    ls_buf image;
+    ls_gguf_meta_finish(&m, &image);
+    ls_gguf_t *c = NULL;
+    TEST_COND(ls_gguf_assemble(&image, NULL, 0, &c) == LS_OK && ls_gguf_n_kv(c) == ls_gguf_n_kv(g), "copied metadata");
+    for (int64_t i = 0; c && i < ls_gguf_n_kv(g); i++) {
+        ls_str x = ls_gguf_kv_raw(g, i), y = ls_gguf_kv_raw(c, i);
+        TEST_COND(x.len == y.len && !memcmp(x.ptr, y.ptr, x.len), "key %s copied", ls_gguf_kv_key(g, i));
+    }
+    static int one = 1, ten = 10;
+    g_released = 0;
+    ls_gguf_keep(g, &one, count_release);
+    ls_gguf_keep(g, &ten, count_release);
+    ls_gguf_free(c);
+    ls_gguf_free(g);
+    ls_buf_free(&image);
+    TEST_COND(g_released == 11, "resources kept by the handle are released with it");
+    // bad tensors: duplicate names, a row that is not whole blocks, no data, zero sizes
+    ls_gguf_tensor dup[2] = {t[0], t[0]};
+    TEST_COND(!assemble(dup, 2, LS_ERR_FORMAT), "duplicate tensor names refused");
+    ls_gguf_tensor q = {.name = "q", .type = LS_Q8_0, .n_dims = 1, .ne = {33}, .data = data};
+    TEST_COND(!assemble(&q, 1, LS_ERR_FORMAT), "partial quant block refused");
+    ls_gguf_tensor nod = {.name = "n", .type = LS_F32, .n_dims = 1, .ne = {4}};
+    TEST_COND(!assemble(&nod, 1, LS_ERR_INVALID), "tensor without data refused");
+    ls_gguf_tensor zero = {.name = "z", .type = LS_F32, .n_dims = 2, .ne = {4, 0}, .data = data};
+    TEST_COND(!assemble(&zero, 1, LS_ERR_FORMAT), "zero-sized dimension refused");
+}
+
 int main(void) {
     test_valid();
+    test_assembled();
     test_hostile();
     test_truncation();
     test_corruption();

@@ -1,0 +1,387 @@
+// hf.c — a Hugging Face Llama checkpoint directory as a model under construction: config.json
+// (hyperparameters, RoPE base and every rope_scaling type, tied embeddings) becomes llama.*
+// GGUF keys, and the safetensors tensors (single or sharded) are mapped to GGUF names in their
+// stored F32/F16/BF16 form, straight from the file mapping. q/k rows (and biases) are
+// permuted from rotate-half pairs to adjacent pairs, the only copy made. Spec:
+// ../shared/spec/formats.md §2, §5; ../shared/spec/rope.md §2. Tests: tests/oracle/test_hf.py,
+// tests/unit/test_loader.c.
+#include "loader_impl.h"
+#include "ls_safetensors.h"
+
+#include <libgen.h>
+#include <limits.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+ls_status ld_json_load(const char *path, size_t max_bytes, json_t **out) {
+    ls_buf b = {0};
+    *out = NULL;
+    LS_CHECK(ls_file_read_all(path, max_bytes, &b));
+    json_error_t e;
+    *out = json_loadb(b.data ? b.data : "", b.len, JSON_REJECT_DUPLICATES, &e);
+    ls_buf_free(&b);
+    if (!*out) return LS_ERR(LS_ERR_FORMAT, "%s: invalid JSON at line %d, column %d: %s", path, e.line, e.column, e.text);
+    return LS_OK;
+}
+
+// --- names and layout ------------------------------------------------------------------------
+
+bool ld_hf_name(const char *hf, char *out, size_t cap, int *perm) {
+    static const struct { const char *hf, *gguf; int perm; } layer[] = {
+        {"input_layernorm", "attn_norm", 0},        {"self_attn.q_proj", "attn_q", 1},
+        {"self_attn.k_proj", "attn_k", 2},          {"self_attn.v_proj", "attn_v", 0},
+        {"self_attn.o_proj", "attn_output", 0},     {"post_attention_layernorm", "ffn_norm", 0},
+        {"mlp.gate_proj", "ffn_gate", 0},           {"mlp.up_proj", "ffn_up", 0},
+        {"mlp.down_proj", "ffn_down", 0}};
+    *perm = 0;
+    if (!strcmp(hf, "model.embed_tokens")) return snprintf(out, cap, "token_embd") > 0;
+    if (!strcmp(hf, "model.norm")) return snprintf(out, cap, "output_norm") > 0;
+    if (!strcmp(hf, "lm_head")) return snprintf(out, cap, "output") > 0;
+    const char *p = "model.layers.";
+    if (strncmp(hf, p, strlen(p))) return false;
+    char *end;
+    long il = strtol(hf + strlen(p), &end, 10);
+    if (end == hf + strlen(p) || *end != '.' || il < 0 || il > 100000) return false;
+    for (size_t i = 0; i < sizeof layer / sizeof *layer; i++)
+        if (!strcmp(end + 1, layer[i].hf)) {
+            *perm = layer[i].perm;
+            return snprintf(out, cap, "blk.%ld.%s", il, layer[i].gguf) < (int)cap;
+        }
+    return false;
+}
+
+void ld_permute_rows(void *dst, const void *src, int64_t rows, int64_t hd, size_t row_bytes) {
+    char *d = dst;
+    const char *s = src;
+    for (int64_t h = 0; h < rows / hd; h++)
+        for (int64_t i = 0; i < hd / 2; i++)
+            for (int j = 0; j < 2; j++)
+                memcpy(d + (size_t)(h * hd + 2 * i + j) * row_bytes, s + (size_t)(h * hd + j * (hd / 2) + i) * row_bytes,
+                       row_bytes);
+}
+
+// --- config.json ---------------------------------------------------------------------------
+
+typedef struct hf_config {
+    const char *file;
+    json_t *root;
+    int64_t n_embd, n_layer, n_ff, n_head, n_head_kv, head_dim, max_pos, vocab;
+    bool tied, bias;
+} hf_config;
+
+// An integer field in [lo, hi]; absent or null: dflt, or an error when dflt < 0.
+static ls_status cfg_int(const hf_config *c, json_t *o, const char *key, int64_t dflt, int64_t lo, int64_t hi, int64_t *v) {
+    json_t *j = json_object_get(o, key);
+    if (!j || json_is_null(j)) {
+        if (dflt < 0) return LS_ERR(LS_ERR_FORMAT, "%s has no \"%s\"", c->file, key);
+        *v = dflt;
+        return LS_OK;
+    }
+    if (json_is_real(j) && json_real_value(j) == floor(json_real_value(j)) && fabs(json_real_value(j)) < 1e15)
+        *v = (int64_t)json_real_value(j);
+    else if (json_is_integer(j)) *v = json_integer_value(j);
+    else return LS_ERR(LS_ERR_FORMAT, "%s: \"%s\" must be an integer", c->file, key);
+    if (*v < lo || *v > hi)
+        return LS_ERR(LS_ERR_FORMAT, "%s: \"%s\" = %lld is out of range (%lld to %lld)", c->file, key, (long long)*v,
+                      (long long)lo, (long long)hi);
+    return LS_OK;
+}
+
+// A number field; absent or null: dflt (NAN = required).
+static ls_status cfg_num(const hf_config *c, json_t *o, const char *key, double dflt, double *v) {
+    json_t *j = json_object_get(o, key);
+    if (!j || json_is_null(j)) {
+        if (isnan(dflt)) return LS_ERR(LS_ERR_FORMAT, "%s has no \"%s\"", c->file, key);
+        *v = dflt;
+        return LS_OK;
+    }
+    if (!json_is_number(j)) return LS_ERR(LS_ERR_FORMAT, "%s: \"%s\" must be a number", c->file, key);
+    *v = json_number_value(j);
+    if (!isfinite(*v)) return LS_ERR(LS_ERR_FORMAT, "%s: \"%s\" is not finite", c->file, key);
+    return LS_OK;
+}
+
+static ls_status cfg_bool(const hf_config *c, const char *key, bool dflt, bool *v) {
+    json_t *j = json_object_get(c->root, key);
+    *v = dflt;
+    if (!j || json_is_null(j)) return LS_OK;
+    if (!json_is_boolean(j)) return LS_ERR(LS_ERR_FORMAT, "%s: \"%s\" must be true or false", c->file, key);
+    *v = json_is_true(j);
+    return LS_OK;
+}
+
+static ls_status architecture(const hf_config *c) {
+    const char *type = json_string_value(json_object_get(c->root, "model_type"));
+    if (!type) return LS_ERR(LS_ERR_FORMAT, "%s has no \"model_type\"", c->file);
+    if (strcmp(type, "llama"))
+        return LS_ERR(LS_ERR_UNSUPPORTED, "%s: model_type \"%s\" is not supported (supported: llama)", c->file, type);
+    const char *act = json_string_value(json_object_get(c->root, "hidden_act"));
+    if (act && strcmp(act, "silu"))
+        return LS_ERR(LS_ERR_UNSUPPORTED, "%s: hidden_act \"%s\" is not supported (llama uses silu)", c->file, act);
+    double ptp;
+    LS_CHECK(cfg_num(c, c->root, "pretraining_tp", 1, &ptp));
+    if (ptp != 1) return LS_ERR(LS_ERR_UNSUPPORTED, "%s: pretraining_tp = %g is not supported", c->file, ptp);
+    return LS_OK;
+}
+
+static ls_status hyperparameters(hf_config *c, ls_gguf_meta *m) {
+    json_t *r = c->root;
+    LS_CHECK(cfg_int(c, r, "hidden_size", -1, 1, 1 << 20, &c->n_embd));
+    LS_CHECK(cfg_int(c, r, "num_hidden_layers", -1, 1, 4096, &c->n_layer));
+    LS_CHECK(cfg_int(c, r, "intermediate_size", -1, 1, 1 << 22, &c->n_ff));
+    LS_CHECK(cfg_int(c, r, "num_attention_heads", -1, 1, 4096, &c->n_head));
+    LS_CHECK(cfg_int(c, r, "num_key_value_heads", c->n_head, 1, 4096, &c->n_head_kv));
+    LS_CHECK(cfg_int(c, r, "max_position_embeddings", 2048, 1, INT32_MAX, &c->max_pos));
+    LS_CHECK(cfg_int(c, r, "vocab_size", 0, 0, 1 << 24, &c->vocab));
+    if (c->n_embd % c->n_head)
+        return LS_ERR(LS_ERR_FORMAT, "%s: num_attention_heads = %lld does not divide hidden_size = %lld", c->file,
+                      (long long)c->n_head, (long long)c->n_embd);
+    if (c->n_head % c->n_head_kv)
+        return LS_ERR(LS_ERR_FORMAT, "%s: num_key_value_heads = %lld does not divide num_attention_heads = %lld",
+                      c->file, (long long)c->n_head_kv, (long long)c->n_head);
+    LS_CHECK(cfg_int(c, r, "head_dim", c->n_embd / c->n_head, 1, 1 << 16, &c->head_dim));
+    if (c->head_dim != c->n_embd / c->n_head || c->head_dim % 2)
+        return LS_ERR(LS_ERR_UNSUPPORTED, "%s: head_dim = %lld: longseq needs an even hidden_size / num_attention_heads (%lld)",
+                      c->file, (long long)c->head_dim, (long long)(c->n_embd / c->n_head));
+    double eps;
+    LS_CHECK(cfg_num(c, r, "rms_norm_eps", 1e-6, &eps));
+    if (!(eps > 0 && eps < 1)) return LS_ERR(LS_ERR_FORMAT, "%s: rms_norm_eps = %g is not in (0, 1)", c->file, eps);
+    LS_CHECK(cfg_bool(c, "tie_word_embeddings", false, &c->tied));
+    LS_CHECK(cfg_bool(c, "attention_bias", false, &c->bias));
+    ls_gguf_meta_u32(m, "llama.context_length", (uint32_t)c->max_pos);
+    ls_gguf_meta_u32(m, "llama.embedding_length", (uint32_t)c->n_embd);
+    ls_gguf_meta_u32(m, "llama.block_count", (uint32_t)c->n_layer);
+    ls_gguf_meta_u32(m, "llama.feed_forward_length", (uint32_t)c->n_ff);
+    ls_gguf_meta_u32(m, "llama.attention.head_count", (uint32_t)c->n_head);
+    ls_gguf_meta_u32(m, "llama.attention.head_count_kv", (uint32_t)c->n_head_kv);
+    ls_gguf_meta_f32(m, "llama.attention.layer_norm_rms_epsilon", (float)eps);
+    ls_gguf_meta_u32(m, "llama.rope.dimension_count", (uint32_t)c->head_dim);
+    return LS_OK;
+}
+
+// --- rope_scaling --------------------------------------------------------------------------
+
+// long_factor / short_factor: n_rot/2 numbers, stored as the f32 tensors llama.cpp uses.
+static ls_status factor_list(ld_model *m, const hf_config *c, json_t *rs, const char *key, const char *tensor) {
+    json_t *a = json_object_get(rs, key);
+    int64_t n = c->head_dim / 2;
+    if (!json_is_array(a) || (int64_t)json_array_size(a) != n)
+        return LS_ERR(LS_ERR_FORMAT, "%s: rope_scaling.%s must be a list of %lld numbers (head_dim / 2)", c->file, key,
+                      (long long)n);
+    float *f = ld_alloc(m, (size_t)n * sizeof *f);
+    for (int64_t i = 0; i < n; i++) {
+        json_t *v = json_array_get(a, (size_t)i);
+        if (!json_is_number(v) || !(json_number_value(v) > 0))
+            return LS_ERR(LS_ERR_FORMAT, "%s: rope_scaling.%s[%lld] is not a positive number", c->file, key, (long long)i);
+        f[i] = (float)json_number_value(v);
+    }
+    ld_tensor_set(m, tensor, LS_F32, 1, &n, f);
+    return LS_OK;
+}
+
+static ls_status rope_scaling(ld_model *m, const hf_config *c, json_t *rs) {
+    const char *file = c->file;
+    const char *type = json_string_value(json_object_get(rs, "rope_type"));
+    if (!type) type = json_string_value(json_object_get(rs, "type"));
+    if (!type) return LS_ERR(LS_ERR_FORMAT, "%s: rope_scaling has no \"rope_type\" (or \"type\")", file);
+    if (!strcmp(type, "default")) return LS_OK;
+    if (!strcmp(type, "su")) type = "longrope";
+    static const char *known[] = {"linear", "dynamic", "yarn", "llama3", "longrope", "ntk"};
+    bool ok = false;
+    for (size_t i = 0; i < sizeof known / sizeof *known; i++) ok |= !strcmp(type, known[i]);
+    if (!ok)
+        return LS_ERR(LS_ERR_UNSUPPORTED, "%s: rope_scaling type \"%s\" is not supported (default, linear, dynamic, "
+                                          "yarn, llama3, longrope, ntk)", file, type);
+    double factor, orig, v;
+    bool longrope = !strcmp(type, "longrope");
+    int64_t top_orig;
+    LS_CHECK(cfg_int(c, c->root, "original_max_position_embeddings", c->max_pos, 1, INT32_MAX, &top_orig));
+    LS_CHECK(cfg_num(c, rs, "original_max_position_embeddings", !strcmp(type, "llama3") ? 8192 : (double)top_orig, &orig));
+    LS_CHECK(cfg_num(c, rs, "factor", longrope ? (double)c->max_pos / orig : NAN, &factor));
+    if (!(factor >= 1 && factor <= 1e6))
+        return LS_ERR(LS_ERR_FORMAT, "%s: rope_scaling.factor = %g is not a usable scale factor (1 or more)", file, factor);
+    if (!(orig >= 1 && orig <= INT32_MAX))
+        return LS_ERR(LS_ERR_FORMAT, "%s: rope_scaling.original_max_position_embeddings = %g is out of range", file, orig);
+    ls_gguf_meta *g = &m->meta;
+    ls_gguf_meta_str(g, "llama.rope.scaling.type", type, strlen(type));
+    ls_gguf_meta_f32(g, "llama.rope.scaling.factor", (float)factor);
+    // HF's dynamic NTK measures lengths against max_position_embeddings.
+    ls_gguf_meta_u32(g, "llama.rope.scaling.original_context_length",
+                     (uint32_t)(!strcmp(type, "dynamic") ? (double)c->max_pos : orig));
+    if (!strcmp(type, "yarn")) {
+        LS_CHECK(cfg_num(c, rs, "beta_fast", 32, &v));
+        ls_gguf_meta_f32(g, "llama.rope.scaling.yarn_beta_fast", (float)v);
+        LS_CHECK(cfg_num(c, rs, "beta_slow", 1, &v));
+        ls_gguf_meta_f32(g, "llama.rope.scaling.yarn_beta_slow", (float)v);
+        // HF's attention_factor replaces g(s) = 1 + 0.1 ln s; longseq's multiplies it.
+        double gs = 1 + 0.1 * log(factor), ms, msa;
+        LS_CHECK(cfg_num(c, rs, "attention_factor", 0, &v));
+        LS_CHECK(cfg_num(c, rs, "mscale", 0, &ms));
+        LS_CHECK(cfg_num(c, rs, "mscale_all_dim", 0, &msa));
+        if (v <= 0 && ms > 0 && msa > 0) v = (1 + 0.1 * ms * log(factor)) / (1 + 0.1 * msa * log(factor));
+        if (v > 0) ls_gguf_meta_f32(g, "llama.rope.scaling.attn_factor", (float)(v / gs));
+    } else if (!strcmp(type, "llama3")) {
+        LS_CHECK(cfg_num(c, rs, "low_freq_factor", 1, &v));
+        ls_gguf_meta_f32(g, "llama.rope.scaling.low_freq_factor", (float)v);
+        LS_CHECK(cfg_num(c, rs, "high_freq_factor", 4, &v));
+        ls_gguf_meta_f32(g, "llama.rope.scaling.high_freq_factor", (float)v);
+    } else if (longrope) {
+        LS_CHECK(factor_list(m, c, rs, "long_factor", "rope_factors_long.weight"));
+        LS_CHECK(factor_list(m, c, rs, "short_factor", "rope_factors_short.weight"));
+        LS_CHECK(cfg_num(c, rs, "attention_factor", 0, &v));
+        if (v > 0) ls_gguf_meta_f32(g, "llama.rope.scaling.attn_factor", (float)v);
+    }
+    return LS_OK;
+}
+
+static ls_status rope(ld_model *m, const hf_config *c) {
+    double theta;
+    LS_CHECK(cfg_num(c, c->root, "rope_theta", 10000, &theta));
+    if (!(theta > 1)) return LS_ERR(LS_ERR_FORMAT, "%s: rope_theta = %g must be greater than 1", c->file, theta);
+    ls_gguf_meta_f32(&m->meta, "llama.rope.freq_base", (float)theta);
+    json_t *rs = json_object_get(c->root, "rope_scaling");
+    if (!rs || json_is_null(rs)) return LS_OK;
+    if (!json_is_object(rs)) return LS_ERR(LS_ERR_FORMAT, "%s: rope_scaling must be an object or null", c->file);
+    return rope_scaling(m, c, rs);
+}
+
+// --- tensors -------------------------------------------------------------------------------
+
+static void st_release(void *st) { ls_safetensors_free(st); }
+
+static ls_status storable(const ls_st_tensor *t, ls_dtype *out) {
+    if (t->type != LS_F32 && t->type != LS_F16 && t->type != LS_BF16)
+        return LS_ERR(LS_ERR_UNSUPPORTED, "tensor '%s' is %s: longseq loads F32, F16 and BF16 checkpoints", t->name,
+                      ls_dtype_name(t->type));
+    *out = t->type;
+    return LS_OK;
+}
+
+// One checkpoint tensor under its GGUF name: shape reversed, q/k rows permuted, data copied
+// only when permuted or misaligned.
+static ls_status add_tensor(ld_model *m, const hf_config *c, const ls_st_tensor *t, const char *gname, int perm) {
+    ls_dtype type = LS_F32;
+    LS_CHECK(storable(t, &type));
+    if (t->n_dims < 1 || t->n_dims > 2)
+        return LS_ERR(LS_ERR_FORMAT, "tensor '%s' has %d dimensions (1 or 2 expected)", t->name, t->n_dims);
+    int64_t ne[2] = {t->shape[t->n_dims - 1], t->n_dims == 2 ? t->shape[0] : 1};
+    size_t esize = type == LS_F32 ? 4 : 2;
+    const void *data = t->data;
+    int64_t rows = t->n_dims == 2 ? ne[1] : ne[0];
+    size_t row_bytes = t->n_dims == 2 ? (size_t)ne[0] * esize : esize;
+    if (perm && !m->shapes_only) {
+        int64_t heads = perm == 1 ? c->n_head : c->n_head_kv;
+        if (rows != heads * c->head_dim)
+            return LS_ERR(LS_ERR_FORMAT, "tensor '%s' has %lld rows, expected %lld heads x %lld", t->name, (long long)rows,
+                          (long long)heads, (long long)c->head_dim);
+        void *p = ld_alloc(m, t->bytes);
+        ld_permute_rows(p, data, rows, c->head_dim, row_bytes);
+        data = p;
+    } else if ((uintptr_t)data % esize) {
+        void *p = ld_alloc(m, t->bytes);
+        memcpy(p, data, t->bytes);
+        data = p;
+    }
+    ld_tensor_set(m, gname, type, t->n_dims, ne, data);
+    return LS_OK;
+}
+
+static ls_status add_tensors(ld_model *m, const hf_config *c, ls_safetensors_t *st) {
+    int64_t unused = 0;
+    const char *first_unused = NULL;
+    for (int64_t i = 0; i < ls_safetensors_count(st); i++) {
+        const ls_st_tensor *t = ls_safetensors_at(st, i);
+        size_t n = strlen(t->name);
+        const char *suffix = n > 7 && !strcmp(t->name + n - 7, ".weight") ? ".weight"
+                             : n > 5 && !strcmp(t->name + n - 5, ".bias") ? ".bias" : NULL;
+        char module[160], gname[96];
+        int perm = 0;
+        bool mapped = suffix && n - strlen(suffix) < sizeof module;
+        if (mapped) {
+            snprintf(module, sizeof module, "%.*s", (int)(n - strlen(suffix)), t->name);
+            mapped = ld_hf_name(module, gname, sizeof gname, &perm);
+        }
+        if (mapped && !strcmp(gname, "output") && c->tied) mapped = false; // the embedding is the head
+        if (mapped && !strcmp(suffix, ".bias") && (!c->bias || strncmp(gname, "blk.", 4) || !strstr(gname, ".attn_")))
+            mapped = false;
+        if (!mapped) {
+            if (!strstr(t->name, "rotary_emb.inv_freq") && !unused++) first_unused = t->name;
+            continue;
+        }
+        snprintf(gname + strlen(gname), sizeof gname - strlen(gname), "%s", suffix);
+        LS_CHECK(add_tensor(m, c, t, gname, perm));
+    }
+    if (unused) LS_WARN("%s: %lld tensor%s longseq does not use (e.g. '%s') ignored", m->path, (long long)unused,
+                        unused == 1 ? "" : "s", first_unused);
+    if (!c->tied && !ld_tensor(m, "output.weight"))
+        return LS_ERR(LS_ERR_FORMAT, "%s says tie_word_embeddings is false but the checkpoint has no lm_head.weight", c->file);
+    return LS_OK;
+}
+
+// --- the name and the context its name or tokenizer claims ----------------------------------
+
+static ls_status describe(ld_model *m, const char *dir) {
+    char real[PATH_MAX];
+    if (!realpath(dir, real)) snprintf(real, sizeof real, "%s", dir);
+    const char *base = basename(real);
+    ls_gguf_meta_str(&m->meta, "general.name", base, strlen(base));
+    char tc[PATH_MAX];
+    snprintf(tc, sizeof tc, "%s/tokenizer_config.json", dir);
+    json_t *j;
+    if (access(tc, R_OK) || ld_json_load(tc, 64u << 20, &j) != LS_OK) {
+        ls_err_clear();
+        return LS_OK;
+    }
+    json_t *mml = json_object_get(j, "model_max_length");
+    double v = json_is_number(mml) ? json_number_value(mml) : 0;
+    if (v >= 1 && v < 1e9) ls_gguf_meta_u32(&m->meta, "longseq.model_max_length", (uint32_t)v);
+    json_decref(j);
+    return LS_OK;
+}
+
+// Embedding rows beyond the tokenizer's (vocabularies padded to a round size) become unused
+// "[PAD<id>]" tokens, as llama.cpp's converter writes them.
+static ls_status pad_vocab(ld_model *m) {
+    const ls_gguf_tensor *e = ld_tensor(m, "token_embd.weight");
+    if (!e) return LS_ERR(LS_ERR_FORMAT, "the checkpoint has no model.embed_tokens.weight");
+    if (e->ne[1] < m->vocab.n)
+        return LS_ERR(LS_ERR_FORMAT, "the tokenizer has %d tokens but model.embed_tokens has only %lld rows", m->vocab.n,
+                      (long long)e->ne[1]);
+    while (m->vocab.n < e->ne[1]) {
+        char pad[32];
+        int n = snprintf(pad, sizeof pad, "[PAD%d]", m->vocab.n);
+        ld_vocab_push(&m->vocab, pad, (size_t)n, LS_TOKEN_UNUSED, 0.0f);
+    }
+    return LS_OK;
+}
+
+ls_status ld_from_hf(ld_model *m, const char *dir) {
+    char file[PATH_MAX];
+    snprintf(file, sizeof file, "%s/config.json", dir);
+    hf_config c = {.file = file};
+    ls_status rc = ld_json_load(file, 16u << 20, &c.root);
+    if (rc == LS_OK && !json_is_object(c.root)) rc = LS_ERR(LS_ERR_FORMAT, "%s is not a JSON object", file);
+    if (rc == LS_OK) rc = architecture(&c);
+    if (rc == LS_OK) {
+        ls_gguf_meta_str(&m->meta, "general.architecture", "llama", 5);
+        rc = hyperparameters(&c, &m->meta);
+    }
+    if (rc == LS_OK) rc = rope(m, &c);
+    if (rc == LS_OK) rc = describe(m, dir);
+    ls_safetensors_t *st = NULL;
+    if (rc == LS_OK) rc = ls_safetensors_open(dir, &st);
+    if (st) ld_keep(m, st, st_release);
+    if (rc == LS_OK) rc = add_tensors(m, &c, st);
+    bool found = false;
+    if (rc == LS_OK) rc = ld_vocab_from_hf(&m->vocab, dir, &found);
+    if (rc == LS_OK && !found) rc = LS_ERR(LS_ERR_FORMAT, "%s has no tokenizer.model or tokenizer.json", dir);
+    if (rc == LS_OK) rc = pad_vocab(m);
+    m->n_embd = c.n_embd;
+    m->n_head = c.n_head;
+    m->n_head_kv = c.n_head_kv;
+    m->head_dim = c.head_dim;
+    json_decref(c.root);
+    return rc;
+}
