@@ -5,8 +5,8 @@
 // anything was converted or merged — so the engine, coordinator and tools read every source
 // the same way. HF q/k rows are permuted at load to GGUF's adjacent-pair RoPE layout.
 // Spec: ../shared/spec/formats.md §2, §5; ../shared/spec/attention.md §1.3, §1.5.
-// Tests: tests/oracle/test_hf.py (checkpoints, adapters, tokenizers vs numpy and transformers),
-// tests/unit/test_loader.c (hostile directories and adapters).
+// Tests: tests/oracle/test_hf.py (checkpoints, adapters, tokenizers vs numpy and transformers,
+// hostile directories and adapters; also under the sanitizers), tests/unit/test_gguf.c.
 #ifndef LS_LOADER_H
 #define LS_LOADER_H
 

@@ -3,7 +3,7 @@
 perplexity within 0.5% (512-token chunks; one 4096-token chunk under full, s2 and sink; a
 sink stream long enough to evict and re-rotate its cache), and greedy generation giving the
 same 32 tokens; the same through worker groups of GPU ranks (--np 1: NCCL; --np 2 on one
-GPU: MPI with host staging). Usage: e2e.py LONGSEQ_BINARY TEXT_FILE (the model: $LONGSEQ_MODEL or the
+GPU: MPI with host staging); a Hugging Face checkpoint with and without a LoRA adapter. Usage: e2e.py LONGSEQ_BINARY TEXT_FILE (the model: $LONGSEQ_MODEL or the
 default). Prints one row per check and exits 1 if any fails."""
 import json
 import os
@@ -60,6 +60,15 @@ ppl("ppl stream sink 3000", "--stream", "--attn", "sink", "--window", "500", "--
 ppl("ppl 4096 x 1 full, --np 1 (NCCL)", "--ctx", "4096", "--chunks", "1", limit=0.01, gpu_args=("--np", "1"))
 ppl("ppl 4096 x 1 full, --np 2", "--ctx", "4096", "--chunks", "1", limit=0.01, gpu_args=("--np", "2"))
 ppl("ppl 4096 x 1 s2, --np 2", "--ctx", "4096", "--chunks", "1", "--attn", "s2", limit=0.01, gpu_args=("--np", "2"))
+
+# A Hugging Face checkpoint (BF16 safetensors, tokenizer.json; tests/gpu/hf_fixture.py, written
+# next to the binary by tests/gpu/prebuild) with and without a PEFT adapter merged at load.
+HF = os.path.join(os.path.dirname(os.path.abspath(LONGSEQ)), "hf-tiny")
+if os.path.isdir(HF):
+    ppl("ppl 512 x 4, HF bf16 checkpoint", "--model", HF, "--ctx", "512", "--chunks", "4")
+    ppl("ppl 512 x 4, HF + PEFT LoRA", "--model", HF, "--lora", HF + "-lora", "--ctx", "512", "--chunks", "4")
+else:
+    print(f"{'HF checkpoint':34} skipped: no {HF} (tests/gpu/prebuild writes it)", flush=True)
 
 prompt = open(TEXT, encoding="utf-8").read()[:2000]
 for name, extra in (("greedy 32 tokens", ()), ("greedy 32 tokens, --np 2", ("--np", "2"))):
