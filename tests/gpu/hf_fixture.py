@@ -32,7 +32,7 @@ def main(out):
            "num_attention_heads": heads, "num_key_value_heads": kv, "max_position_embeddings": 8192,
            "rms_norm_eps": 1e-5, "rope_theta": 100000.0, "tie_word_embeddings": True, "vocab_size": nv}
     (d / "config.json").write_text(json.dumps(cfg))
-    t = {"model.embed_tokens.weight": rng.normal(0, 1.0, (nv, embd)), "model.norm.weight": 1 + rng.normal(0, 0.1, embd)}
+    t = {"model.embed_tokens.weight": rng.normal(0, 0.05, (nv, embd)), "model.norm.weight": 1 + rng.normal(0, 0.1, embd)}
     shapes = {"self_attn.q_proj": (heads * hd, embd), "self_attn.k_proj": (kv * hd, embd),
               "self_attn.v_proj": (kv * hd, embd), "self_attn.o_proj": (embd, heads * hd),
               "mlp.gate_proj": (ff, embd), "mlp.up_proj": (ff, embd), "mlp.down_proj": (embd, ff)}
@@ -53,8 +53,8 @@ def main(out):
         for n in ("q_proj", "k_proj", "v_proj", "o_proj"):
             o, i = shapes["self_attn." + n]
             p = f"base_model.model.model.layers.{il}.self_attn.{n}"
-            lora[p + ".lora_A.weight"] = rng.normal(0, 0.1, (8, i)).astype(np.float32)
-            lora[p + ".lora_B.weight"] = rng.normal(0, 0.1, (o, 8)).astype(np.float32)
+            lora[p + ".lora_A.weight"] = rng.normal(0, 0.05, (8, i)).astype(np.float32)
+            lora[p + ".lora_B.weight"] = rng.normal(0, 0.05, (o, 8)).astype(np.float32)
     save_file(lora, str(a / "adapter_model.safetensors"))
     print(f"{d}: {sum(v.size for v in t.values()) / 1e6:.1f}M parameters (bf16), vocabulary {nv}; adapter {a}")
 
