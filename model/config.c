@@ -4,6 +4,7 @@
 // Tests: tests/unit/test_model.c, tests/oracle/test_model_config.py.
 #include "ls_model.h"
 
+#include <ctype.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -228,11 +229,12 @@ static ls_status vocab_size(const ls_gguf_t *g, keys *k, ls_model_config *c) {
     return LS_OK;
 }
 
-// The context a model claims beyond its configuration: a "<N>k" in its name (LongLoRA's
-// "Llama-2-7b-longlora-100k-ft": 100k = 102400 tokens) or the tokenizer's model_max_length.
+// The context a model claims beyond its configuration: a "<N>k" word in its name (LongLoRA's
+// "Llama-2-7b-longlora-100k-ft": 100k = 102400 tokens; SmolLM2's "Smollm2 135M 8k Lc100K"
+// gives 8k, not its data mix's "Lc100K") or the tokenizer's model_max_length.
 static void context_hint(const ls_gguf_t *g, ls_model_config *c) {
-    for (const char *p = c->name; *p; p++) {
-        if (*p < '0' || *p > '9' || (p > c->name && p[-1] >= '0' && p[-1] <= '9')) continue;
+    for (const char *p = c->name; *p; p++) { // a word of its own: "-100k-", not "Lc100K"
+        if (*p < '0' || *p > '9' || (p > c->name && isalnum((unsigned char)p[-1]))) continue;
         char *end;
         long n = strtol(p, &end, 10);
         if ((*end == 'k' || *end == 'K') && !((end[1] >= 'a' && end[1] <= 'z') || (end[1] >= 'A' && end[1] <= 'Z')) &&

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """hf_fixture.py OUT_DIR — writes a small Hugging Face checkpoint for the GPU end-to-end test
-(tests/gpu/e2e.py): BF16 random weights (4 layers, embedding 64, heads 4/2, tied), SmolLM2's
+(tests/gpu/e2e.py): BF16 random weights (4 layers, embedding 64, heads 2/1, tied), SmolLM2's
 real tokenizer as a tokenizer.json (taken from the default model's GGUF), and a PEFT LoRA
 adapter on q/k/v/o (OUT_DIR-lora). Written on the VM by tests/gpu/prebuild with the test
 virtualenv (numpy, gguf, safetensors, tokenizers), because GPU machines may lack them."""
@@ -26,7 +26,7 @@ def main(out):
     d, rng = Path(out), np.random.default_rng(7)
     d.mkdir(parents=True, exist_ok=True)
     tokens, types, merges = vocab_of(need_file(MODEL, "the default model"))
-    nv, embd, ff, heads, kv, layers = len(tokens), 64, 192, 4, 2, 4
+    nv, embd, ff, heads, kv, layers = len(tokens), 64, 192, 2, 1, 4  # head dim 32: the CUDA kernel has 32-128
     hd = embd // heads
     cfg = {"model_type": "llama", "hidden_size": embd, "num_hidden_layers": layers, "intermediate_size": ff,
            "num_attention_heads": heads, "num_key_value_heads": kv, "max_position_embeddings": 8192,

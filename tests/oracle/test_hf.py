@@ -214,7 +214,12 @@ def check_rope_warning(work):
     d2 = hf_dir(work, "tiny-longlora-32k-fixed", model, rope_scaling={"type": "linear", "factor": 128.0})
     _, err = logits(d2, toks, model.hp["vocab"], work)
     check("rope_scaling" not in err, f"a warning although config.json has rope_scaling: {err!r}")
-    print("  missing rope_scaling: warned with the fix (--rope-scale 128); quiet after the override or with scaling")
+    # SmolLM2's own name: "8k" is its context, "Lc100K" a data mix, not a claim
+    d3 = hf_dir(work, "Smollm2 135M 8k Lc100K Mix1", model, config={"max_position_embeddings": 8192})
+    _, err = logits(d3, toks, model.hp["vocab"], work)
+    check("rope_scaling" not in err, f"a warning for a name whose 100K is not a word of its own: {err!r}")
+    print("  missing rope_scaling: warned with the fix (--rope-scale 128); quiet after the override, with scaling, "
+          "or for 'Lc100K'")
 
 
 # --- adapters ------------------------------------------------------------------------------------
