@@ -315,15 +315,17 @@ static ls_status apply_file(ld_model *m, const peft *p, const char *path, const 
     return rc;
 }
 
-static ls_status apply_peft(ld_model *m, const char *dir, double scale) {
+// dir: the PEFT directory; file: its adapter safetensors (NULL: adapter_model.safetensors).
+static ls_status apply_peft(ld_model *m, const char *dir, const char *given, double scale) {
     char cfg[PATH_MAX], file[PATH_MAX];
     snprintf(cfg, sizeof cfg, "%s/adapter_config.json", dir);
     peft p = {.file = cfg, .scale = scale};
     json_t *c;
     LS_CHECK(ld_json_load(cfg, 16u << 20, &c));
     ls_status rc = peft_config(&p, c);
-    snprintf(file, sizeof file, "%s/adapter_model.safetensors", dir);
-    if (rc == LS_OK && access(file, R_OK)) {
+    if (given) snprintf(file, sizeof file, "%s", given);
+    else snprintf(file, sizeof file, "%s/adapter_model.safetensors", dir);
+    if (rc == LS_OK && !given && access(file, R_OK)) {
         snprintf(file, sizeof file, "%s/adapter_model.bin", dir);
         rc = access(file, R_OK) ? LS_ERR(LS_ERR_NOT_FOUND, "%s has no adapter_model.safetensors", dir)
                                 : LS_ERR(LS_ERR_UNSUPPORTED, "%s holds adapter_model.bin (a PyTorch pickle): convert it with "
@@ -392,7 +394,7 @@ ls_status ld_apply_lora(ld_model *m, const ls_lora_spec *spec) {
     ls_status rc;
     size_t n = strlen(spec->path);
     if (ls_model_is_dir(spec->path)) {
-        rc = apply_peft(m, spec->path, spec->scale);
+        rc = apply_peft(m, spec->path, NULL, spec->scale);
     } else if (n > 5 && !strcmp(spec->path + n - 5, ".gguf")) {
         rc = apply_gguf(m, spec->path, spec->scale);
     } else if (n > 12 && !strcmp(spec->path + n - 12, ".safetensors")) {
@@ -401,7 +403,7 @@ ls_status ld_apply_lora(ld_model *m, const ls_lora_spec *spec) {
         char *slash = strrchr(dir, '/');
         if (slash) *slash = 0;
         else snprintf(dir, sizeof dir, ".");
-        rc = apply_peft(m, dir, spec->scale);
+        rc = apply_peft(m, dir, spec->path, spec->scale);
     } else {
         rc = LS_ERR(LS_ERR_INVALID, "LoRA adapter \"%s\": give a PEFT directory, a .safetensors in one, or a GGUF adapter",
                     spec->path);

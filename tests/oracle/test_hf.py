@@ -313,6 +313,8 @@ def check_lora(work):
     a = compare_lora("PEFT on the HF checkpoint", work, base, merged(model, f, alpha / r), toks, nv, "--lora", ad)
     b = compare_lora("PEFT on the GGUF", work, gg, merged(model, f, alpha / r), toks, nv, "--lora", ad)
     check(np.allclose(a, b, rtol=0, atol=1e-5), "PEFT merged into HF and GGUF bases differ")
+    compare_lora("PEFT, the .safetensors file named", work, base, merged(model, f, alpha / r), toks, nv,
+                 "--lora", ad / "adapter_model.safetensors")
     compare_lora("PEFT --lora-scale 0.5", work, base, merged(model, f, 0.5 * alpha / r), toks, nv,
                  "--lora", ad, "--lora-scale", 0.5)
     ad_rs = peft_dir(work, "peft-rslora", f, r, alpha, config={"use_rslora": True})
