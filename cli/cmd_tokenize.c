@@ -12,10 +12,12 @@
 #define MAX_TEXT_BYTES ((size_t)1 << 30)
 
 static void tokenize_help(void) {
-    printf("usage: longseq tokenize [--model F] [--pieces] [--raw] [--parse-special] [--stats]\n"
+    printf("usage: longseq tokenize [--model F] [--lora A]... [--pieces] [--raw] [--parse-special] [--stats]\n"
            "                        [--chat [--system TEXT] [--chat-template NAME]] [FILE|-]\n"
            "Prints the token ids of FILE (default: standard input) on one line, separated by spaces.\n"
-           "  --model F        GGUF model (default: $LONGSEQ_MODEL or the cached SmolLM2)\n"
+           "  --model F        GGUF file or Hugging Face directory (default: $LONGSEQ_MODEL or the\n"
+           "                   cached SmolLM2)\n"
+           "  --lora A         an adapter whose LoRA+ embeddings grow the vocabulary (repeatable)\n"
            "  --pieces         print the vocabulary pieces instead of ids\n"
            "  --raw            do not add BOS/EOS even if the model asks for them\n"
            "  --parse-special  turn control-token text such as <|im_start|> into its id\n"
@@ -45,14 +47,20 @@ int cmd_tokenize(int argc, char **argv) {
         {"raw", no_argument, 0, 'r'},         {"parse-special", no_argument, 0, 's'},
         {"stats", no_argument, 0, 'S'},       {"help", no_argument, 0, 'h'},
         {"chat", no_argument, 0, 'c'},        {"system", required_argument, 0, 'y'},
-        {"chat-template", required_argument, 0, 't'},
+        {"chat-template", required_argument, 0, 't'}, {"lora", required_argument, 0, 'L'},
         {0, 0, 0, 0}};
     const char *model = NULL, *system = NULL, *tmpl = NULL;
+    ls_lora_spec lora[CLI_MAX_LORA];
+    int n_lora = 0;
     bool pieces = false, raw = false, special = false, stats = false, chat = false;
     int c;
     while ((c = getopt_long(argc, argv, "m:h", opts, NULL)) != -1) {
         switch (c) {
         case 'm': model = optarg; break;
+        case 'L':
+            if (n_lora == CLI_MAX_LORA) return cli_usage_error("tokenize", "at most %d --lora adapters", CLI_MAX_LORA);
+            lora[n_lora++] = (ls_lora_spec){.path = optarg, .scale = 1.0};
+            break;
         case 'p': pieces = true; break;
         case 'r': raw = true; break;
         case 's': special = true; break;
@@ -68,7 +76,7 @@ int cmd_tokenize(int argc, char **argv) {
     const char *path = optind < argc ? argv[optind] : "-";
 
     cli_model m;
-    if (cli_model_open(model, NULL, &m) != LS_OK) return cli_fail();
+    if (cli_model_open(model, &(ls_load_opts){.lora = lora, .n_lora = n_lora}, &m) != LS_OK) return cli_fail();
     ls_buf text = {0}, out = {0};
     ls_vec_i32 ids = {0};
     int status = 0;
@@ -110,9 +118,11 @@ done:
 // --- detokenize ---------------------------------------------------------------------------
 
 static void detokenize_help(void) {
-    printf("usage: longseq detokenize [--model F] [--special] [FILE|-]\n"
+    printf("usage: longseq detokenize [--model F] [--lora A]... [--special] [FILE|-]\n"
            "Reads token ids separated by whitespace and writes the text they stand for.\n"
-           "  --model F   GGUF model (default: $LONGSEQ_MODEL or the cached SmolLM2)\n"
+           "  --model F   GGUF file or Hugging Face directory (default: $LONGSEQ_MODEL or the\n"
+           "              cached SmolLM2)\n"
+           "  --lora A    an adapter whose LoRA+ embeddings grow the vocabulary (repeatable)\n"
            "  --special   also render control tokens such as <|im_end|>\n");
 }
 
@@ -144,21 +154,28 @@ int cmd_detokenize(int argc, char **argv) {
     static const struct option opts[] = {{"model", required_argument, 0, 'm'},
                                          {"special", no_argument, 0, 's'},
                                          {"help", no_argument, 0, 'h'},
+                                         {"lora", required_argument, 0, 'L'},
                                          {0, 0, 0, 0}};
     const char *model = NULL;
+    ls_lora_spec lora[CLI_MAX_LORA];
+    int n_lora = 0;
     bool special = false;
     int c;
     while ((c = getopt_long(argc, argv, "m:h", opts, NULL)) != -1) {
         switch (c) {
         case 'm': model = optarg; break;
         case 's': special = true; break;
+        case 'L':
+            if (n_lora == CLI_MAX_LORA) return cli_usage_error("detokenize", "at most %d --lora adapters", CLI_MAX_LORA);
+            lora[n_lora++] = (ls_lora_spec){.path = optarg, .scale = 1.0};
+            break;
         case 'h': detokenize_help(); return 0;
         default: return cli_usage_error("detokenize", "unknown option");
         }
     }
     if (argc - optind > 1) return cli_usage_error("detokenize", "expected at most one input file");
     cli_model m;
-    if (cli_model_open(model, NULL, &m) != LS_OK) return cli_fail();
+    if (cli_model_open(model, &(ls_load_opts){.lora = lora, .n_lora = n_lora}, &m) != LS_OK) return cli_fail();
     ls_buf in = {0}, out = {0};
     ls_vec_i32 ids = {0};
     int status = 0;

@@ -371,7 +371,15 @@ def check_lora_plus(work, model, base, f, r, alpha):
     b, _ = logits(base, toks, nv + 1, work, "--lora", pt)
     check(np.array_equal(a, b), "the converted .bin adapter differs from the safetensors one")
     print("  LoRA+ from PyTorch .bin files via tools/longlora_to_safetensors.py: identical logits")
-    print("  LoRA+: vocabulary grown to", nv + 1, "([PAD] appended; output row = mean of the others)")
+    txt = work / "pad.txt"
+    txt.write_text("the[PAD]")
+    ids = [int(x) for x in run(["tokenize", "--model", str(base), "--lora", str(ad), "--raw", "--parse-special",
+                                str(txt)]).stdout.split()]
+    check(ids[-1] == nv, f"tokenize --lora: '[PAD]' is not the new id {nv}: {ids}")
+    back = run(["detokenize", "--model", str(base), "--lora", str(ad), "--special"], input=f"{nv}".encode()).stdout
+    check(back == b"[PAD]", f"detokenize --lora: {back!r}")
+    print("  LoRA+: vocabulary grown to", nv + 1, "([PAD] appended; output row = mean of the others; "
+          "tokenize/detokenize --lora see it)")
 
 
 def torch_zip(path, state):
