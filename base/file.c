@@ -103,3 +103,8 @@ const char *ls_default_model_path(void) {
         snprintf(path, sizeof path, "%s/models/SmolLM2-135M-Instruct.Q4_1.gguf", ls_home_dir());
     return path;
 }
+
+bool ls_is_dir(const char *path) {
+    struct stat st;
+    return path && stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+}

@@ -186,6 +186,8 @@ ls_status ls_file_map(const char *path, ls_mapped_file *out);
 void ls_file_unmap(ls_mapped_file *f);
 // Reads a whole file (or stdin for "-") into a buffer; refuses files over max_bytes.
 ls_status ls_file_read_all(const char *path, size_t max_bytes, ls_buf *out);
+// True when path names a directory (false when it does not exist).
+bool ls_is_dir(const char *path);
 
 // --- time and environment -----------------------------------------------------------------
 double ls_time_ms(void); // monotonic milliseconds

@@ -55,7 +55,7 @@ static void print_rope(const ls_rope_config *r) {
 
 static void print_human(const inspect_info *in) {
     char sz[32];
-    if (ls_model_is_dir(in->path)) {
+    if (ls_is_dir(in->path)) {
         human_bytes(ls_model_weight_bytes(in->g), sz, sizeof sz);
         printf("checkpoint     %s (Hugging Face, %s of tensors; shown as the GGUF it becomes)\n", in->path, sz);
     } else {

@@ -6,7 +6,6 @@
 
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 // --- the model under construction --------------------------------------------------------
 
@@ -200,15 +199,10 @@ static ls_status from_gguf(ld_model *m, const char *path) {
 
 // --- entry point ---------------------------------------------------------------------------
 
-bool ls_model_is_dir(const char *path) {
-    struct stat st;
-    return path && stat(path, &st) == 0 && S_ISDIR(st.st_mode);
-}
-
 static ls_status open_assembled(const char *path, const ls_load_opts *o, ls_gguf_t **out) {
     ld_model m;
     ld_init(&m, path, o->shapes_only);
-    ls_status rc = ls_model_is_dir(path) ? ld_from_hf(&m, path) : from_gguf(&m, path);
+    ls_status rc = ls_is_dir(path) ? ld_from_hf(&m, path) : from_gguf(&m, path);
     for (int i = 0; i < o->n_lora && rc == LS_OK; i++) rc = ld_apply_lora(&m, &o->lora[i]);
     if (rc == LS_OK) rc = ld_finish(&m, out);
     ld_free(&m);
@@ -219,7 +213,7 @@ ls_status ls_model_open(const char *path, const ls_load_opts *o, ls_gguf_t **out
     static const ls_load_opts none = {0};
     if (!o) o = &none;
     *out = NULL;
-    if (!ls_model_is_dir(path) && o->n_lora == 0) return ls_gguf_open(path, out);
+    if (!ls_is_dir(path) && o->n_lora == 0) return ls_gguf_open(path, out);
     ls_status rc = open_assembled(path, o, out);
     if (rc != LS_OK) ls_err_prefix("%s: ", path);
     return rc;

@@ -393,7 +393,7 @@ ls_status ld_apply_lora(ld_model *m, const ls_lora_spec *spec) {
     if (!(spec->scale >= 0 && isfinite(spec->scale))) return LS_ERR(LS_ERR_INVALID, "LoRA scale %g", spec->scale);
     ls_status rc;
     size_t n = strlen(spec->path);
-    if (ls_model_is_dir(spec->path)) {
+    if (ls_is_dir(spec->path)) {
         rc = apply_peft(m, spec->path, NULL, spec->scale);
     } else if (n > 5 && !strcmp(spec->path + n - 5, ".gguf")) {
         rc = apply_gguf(m, spec->path, spec->scale);

@@ -30,7 +30,4 @@ typedef struct ls_load_opts {
 // adapters, full load). Errors name the file and what is wrong.
 ls_status ls_model_open(const char *path, const ls_load_opts *o, ls_gguf_t **out);
 
-// True when path is a directory (a Hugging Face checkpoint rather than a GGUF file).
-bool ls_model_is_dir(const char *path);
-
 #endif // LS_LOADER_H

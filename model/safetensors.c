@@ -195,11 +195,6 @@ static ls_status open_index(ls_safetensors_t *st, const char *index) {
     return rc;
 }
 
-static bool is_dir(const char *p) {
-    struct stat s;
-    return stat(p, &s) == 0 && S_ISDIR(s.st_mode);
-}
-
 static bool exists(const char *p) {
     struct stat s;
     return stat(p, &s) == 0;
@@ -207,7 +202,7 @@ static bool exists(const char *p) {
 
 static ls_status open_path(ls_safetensors_t *st, const char *path) {
     size_t len = strlen(path);
-    if (is_dir(path)) {
+    if (ls_is_dir(path)) {
         ls_buf p = {0};
         ls_buf_printf(&p, "%s/model.safetensors.index.json", path);
         if (!exists(p.data)) p.len = 0, ls_buf_printf(&p, "%s/model.safetensors", path);
