@@ -102,7 +102,7 @@ static ls_status from_spm(ld_vocab *v, const char *file, const Lsspm__ModelProto
     if (ts && ts->has_model_type && ts->model_type != LSSPM__TRAINER_SPEC__MODEL_TYPE__BPE)
         return LS_ERR(LS_ERR_UNSUPPORTED, "%s is a %s SentencePiece model; longseq reads BPE models (Llama, Mistral)", file,
                       ts->model_type == LSSPM__TRAINER_SPEC__MODEL_TYPE__UNIGRAM ? "unigram" : "word/char");
-    v->scores = ls_malloc(sizeof(float));
+    v->spm = true;
     for (size_t i = 0; i < p->n_pieces; i++) {
         const Lsspm__SentencePiece *sp = p->pieces[i];
         if (!sp->piece) return LS_ERR(LS_ERR_FORMAT, "%s: piece %zu has no text", file, i);

@@ -79,15 +79,18 @@ ls_gguf_tensor *ld_tensor(ld_model *m, const char *name) {
 }
 
 void ld_vocab_push(ld_vocab *v, const char *text, size_t len, int32_t type, float score) {
-    size_t n = (size_t)v->n + 1;
-    v->text = ls_realloc(v->text, n * sizeof *v->text);
-    v->len = ls_realloc(v->len, n * sizeof *v->len);
-    v->type = ls_realloc(v->type, n * sizeof *v->type);
-    if (v->scores) v->scores = ls_realloc(v->scores, n * sizeof *v->scores);
+    if (v->n == v->cap) { // vocabularies run to 10^5 tokens: grow geometrically
+        v->cap = v->cap ? 2 * v->cap : 1024;
+        size_t n = (size_t)v->cap;
+        v->text = ls_realloc(v->text, n * sizeof *v->text);
+        v->len = ls_realloc(v->len, n * sizeof *v->len);
+        v->type = ls_realloc(v->type, n * sizeof *v->type);
+        if (v->spm) v->scores = ls_realloc(v->scores, n * sizeof *v->scores);
+    }
     v->text[v->n] = ls_strndup(text, len);
     v->len[v->n] = len;
     v->type[v->n] = type;
-    if (v->scores) v->scores[v->n] = score;
+    if (v->spm) v->scores[v->n] = score;
     v->n++;
 }
 
@@ -105,7 +108,7 @@ static void emit_vocab(ls_gguf_meta *meta, const ld_vocab *v) {
     if (!v->n) return;
     ls_gguf_meta_strs(meta, "tokenizer.ggml.tokens", (const char *const *)v->text, v->len, (uint64_t)v->n);
     ls_gguf_meta_arr(meta, "tokenizer.ggml.token_type", LS_GGUF_I32, v->type, (uint64_t)v->n);
-    if (v->scores) ls_gguf_meta_arr(meta, "tokenizer.ggml.scores", LS_GGUF_F32, v->scores, (uint64_t)v->n);
+    if (v->spm) ls_gguf_meta_arr(meta, "tokenizer.ggml.scores", LS_GGUF_F32, v->scores, (uint64_t)v->n);
     ls_gguf_meta_u32(meta, "llama.vocab_size", (uint32_t)v->n);
     if (!v->from_hf) return;
     ls_gguf_meta_str(meta, "tokenizer.ggml.model", v->model, strlen(v->model));
@@ -166,7 +169,7 @@ static ls_status vocab_from_gguf(ld_vocab *v, const ls_gguf_t *g) {
     bool have_scores = ls_gguf_get_arr(g, "tokenizer.ggml.scores", &scores) == LS_OK && scores.count == tok.count &&
                        scores.type == LS_GGUF_F32;
     ls_err_clear();
-    if (have_scores) v->scores = ls_malloc(sizeof(float));
+    v->spm = have_scores;
     for (uint64_t i = 0; i < tok.count; i++) {
         ls_str s = ls_gguf_arr_str(&tok, i);
         ld_vocab_push(v, s.ptr, s.len, have_types ? (int32_t)ls_gguf_arr_int(&types, i) : 1,

@@ -12,11 +12,12 @@
 #include <jansson.h>
 
 typedef struct ld_vocab {
-    int32_t n;
+    int32_t n, cap;
+    bool spm;          // SentencePiece: the tokens carry scores
     char **text;       // [n] owned copies (may contain NUL-free UTF-8 of any bytes)
     size_t *len;       // [n]
     int32_t *type;     // [n] ls_token_type
-    float *scores;     // [n] SentencePiece, else NULL
+    float *scores;     // [n] when spm, else NULL
     int64_t n_merges;  // byte-level BPE only (HF source)
     char **merge;
     size_t *merge_len;
