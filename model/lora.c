@@ -36,14 +36,23 @@ static ls_status to_f32(ls_dtype type, const void *data, int64_t rows, int64_t c
 // The f32 values in the weight's own type when that is F32/F16/BF16; else F32.
 static ls_dtype store_type(ls_dtype t) { return t == LS_F16 || t == LS_BF16 ? t : LS_F32; }
 
-static void *from_f32(ld_model *m, ls_dtype t, const float *x, size_t n) {
-    if (t == LS_F32) {
-        float *o = ld_alloc(m, n * 4);
-        memcpy(o, x, n * 4);
-        return o;
-    }
+// An f32 work buffer for a tensor that will be stored as t. For F32 it is the result itself
+// (owned by the model, so nothing is copied at the end); otherwise scratch to round from.
+static float *work_buffer(ld_model *m, ls_dtype t, size_t n) {
+    return t == LS_F32 ? ld_alloc(m, n * sizeof(float)) : ls_malloc(n * sizeof(float));
+}
+
+static void drop_work(ls_dtype t, float *x) {
+    if (t != LS_F32) ls_free(x);
+}
+
+// The stored form of a finished work buffer: itself for F32, else rounded to F16/BF16 (the
+// scratch is freed).
+static const void *stored(ld_model *m, ls_dtype t, float *x, size_t n) {
+    if (t == LS_F32) return x;
     uint16_t *o = ld_alloc(m, n * 2);
     for (size_t i = 0; i < n; i++) o[i] = t == LS_F16 ? ls_f32_to_fp16(x[i]) : ls_f32_to_bf16(x[i]);
+    ls_free(x);
     return o;
 }
 
@@ -59,17 +68,17 @@ static ls_status merge(ld_model *m, const char *name, const float *B, const floa
                       (long long)out, (long long)in, (long long)w->ne[1], (long long)w->ne[0]);
     if (m->shapes_only) return LS_OK;
     size_t n = (size_t)out * (size_t)in;
-    float *x = ls_malloc(n * sizeof *x);
+    ls_dtype t = store_type(w->type);
+    float *x = work_buffer(m, t, n);
     ls_status rc = to_f32(w->type, w->data, out, in, x);
-    if (rc == LS_OK) {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)out, (int)in, (int)r, (float)s, B, (int)r, A, (int)in,
-                    1.0f, x, (int)in);
-        ls_dtype t = store_type(w->type);
-        int64_t ne[2] = {in, out};
-        ld_tensor_set(m, name, t, 2, ne, from_f32(m, t, x, n));
+    if (rc != LS_OK) {
+        drop_work(t, x);
+        return rc;
     }
-    ls_free(x);
-    return rc;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)out, (int)in, (int)r, (float)s, B, (int)r, A, (int)in,
+                1.0f, x, (int)in);
+    ld_tensor_set(m, name, t, 2, (int64_t[]){in, out}, stored(m, t, x, n));
+    return LS_OK;
 }
 
 // --- vocabulary growth (LoRA+ embeddings with added tokens) ----------------------------------
@@ -83,19 +92,21 @@ static ls_status grow_output(ld_model *m, int64_t rows) {
         return LS_OK;
     }
     int64_t dim = o->ne[0], old = o->ne[1];
-    float *x = ls_malloc((size_t)rows * (size_t)dim * sizeof *x);
+    ls_dtype t = store_type(o->type);
+    float *x = work_buffer(m, t, (size_t)rows * (size_t)dim);
     ls_status rc = to_f32(o->type, o->data, old, dim, x);
-    for (int64_t d = 0; rc == LS_OK && d < dim; d++) {
-        double sum = 0;
-        for (int64_t v = 0; v < old; v++) sum += x[(size_t)v * (size_t)dim + (size_t)d];
-        for (int64_t v = old; v < rows; v++) x[(size_t)v * (size_t)dim + (size_t)d] = (float)(sum / (double)old);
+    if (rc != LS_OK) {
+        drop_work(t, x);
+        return rc;
     }
-    if (rc == LS_OK) {
-        ls_dtype t = store_type(o->type);
-        ld_tensor_set(m, "output.weight", t, 2, (int64_t[]){dim, rows}, from_f32(m, t, x, (size_t)rows * (size_t)dim));
-    }
-    ls_free(x);
-    return rc;
+    double *sum = ls_calloc((size_t)dim, sizeof *sum); // row by row: the matrix is read in order
+    for (int64_t v = 0; v < old; v++)
+        for (int64_t d = 0; d < dim; d++) sum[d] += x[(size_t)v * (size_t)dim + (size_t)d];
+    for (int64_t v = old; v < rows; v++)
+        for (int64_t d = 0; d < dim; d++) x[(size_t)v * (size_t)dim + (size_t)d] = (float)(sum[d] / (double)old);
+    ls_free(sum);
+    ld_tensor_set(m, "output.weight", t, 2, (int64_t[]){dim, rows}, stored(m, t, x, (size_t)rows * (size_t)dim));
+    return LS_OK;
 }
 
 // New ids n..rows-1: names from the adapter's added_tokens.json when it has them, else
@@ -206,7 +217,7 @@ typedef struct pair {
     bool embedding;
 } pair;
 
-// Strips PEFT's "base_model.model." and an adapter name (".default") if present.
+// Strips PEFT's "base_model.model." prefix if present (trainable_params files lack it).
 static const char *hf_module_name(const char *name) {
     const char *p = "base_model.model.";
     return strncmp(name, p, strlen(p)) ? name : name + strlen(p);
