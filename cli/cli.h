@@ -125,8 +125,8 @@ int cli_engine_option(const char *cmd, int c, const char *arg, cli_engine_args *
 void cli_engine_option_keep(const struct option *opts, int c, const char *arg, char **args, int *n);
 // Loads the engine and prints, once, each setting that overrides the model file.
 ls_status cli_engine_load(const cli_engine_args *a, ls_engine_t **e);
-// The adapters of a (for opening the model outside the engine: shapes_only).
-ls_load_opts cli_load_opts(const cli_engine_args *a, bool shapes_only);
+// The adapters of a (the engine loads them fully; the coordinator and tools shapes only).
+ls_load_opts cli_load_opts(const cli_engine_args *a);
 // Parses a number; false (and a usage message) when arg is not one.
 bool cli_parse_double(const char *cmd, const char *opt, const char *arg, double *out);
 bool cli_parse_int(const char *cmd, const char *opt, const char *arg, int64_t lo, int64_t hi, int64_t *out);

@@ -598,7 +598,7 @@ int cmd_summarize(int argc, char **argv) {
         p.o.token = token;
         p.o.model = eng.model;
         p.o.rope = eng.opts.rope;
-        p.o.load = cli_load_opts(&eng, true);
+        p.o.load = cli_load_opts(&eng);
         p.o.worker_args = wargs;
         p.o.n_worker_args = nw;
         p.o.max_launch_failures = 2;

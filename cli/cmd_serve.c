@@ -109,7 +109,7 @@ int cmd_serve(int argc, char **argv) {
         o.token = token;
         o.model = eng.model;
         o.rope = eng.opts.rope;
-        o.load = cli_load_opts(&eng, true);
+        o.load = cli_load_opts(&eng);
         o.worker_args = wargs;
         o.n_worker_args = nw;
         if (ls_server_run(&o) != LS_OK) status = cli_fail();

@@ -97,14 +97,14 @@ void cli_engine_option_keep(const struct option *opts, int c, const char *arg, c
     if (arg) args[(*n)++] = ls_strndup(arg, strlen(arg));
 }
 
-ls_load_opts cli_load_opts(const cli_engine_args *a, bool shapes_only) {
-    return (ls_load_opts){.lora = a->lora, .n_lora = a->n_lora, .shapes_only = shapes_only};
+ls_load_opts cli_load_opts(const cli_engine_args *a) {
+    return (ls_load_opts){.lora = a->lora, .n_lora = a->n_lora};
 }
 
 ls_status cli_engine_load(const cli_engine_args *a, ls_engine_t **e) {
     const char *path = a->model ? a->model : ls_default_model_path();
     ls_engine_opts o = a->opts;
-    o.load = cli_load_opts(a, false);
+    o.load = cli_load_opts(a);
     LS_CHECK(ls_engine_load(path, &o, e));
     const char *notes = ls_engine_notes(*e);
     if (notes && *notes) fputs(notes, stderr);

@@ -52,10 +52,12 @@ static ls_status read_config(ld_vocab *v, const char *dir) {
     if (json_is_boolean(e)) v->add_eos = json_is_true(e);
     const char *bos = token_text(json_object_get(j, "bos_token")), *eos = token_text(json_object_get(j, "eos_token"));
     const char *pad = token_text(json_object_get(j, "pad_token")), *unk = token_text(json_object_get(j, "unk_token"));
-    if (bos && find_token(v, bos) >= 0) v->bos = find_token(v, bos);
-    if (eos && find_token(v, eos) >= 0) v->eos = find_token(v, eos);
-    if (pad && find_token(v, pad) >= 0) v->pad = find_token(v, pad);
-    if (unk && find_token(v, unk) >= 0) v->unk = find_token(v, unk);
+    const char *names[] = {bos, eos, pad, unk};
+    int32_t *ids[] = {&v->bos, &v->eos, &v->pad, &v->unk};
+    for (int i = 0; i < 4; i++) {
+        int32_t id = names[i] ? find_token(v, names[i]) : -1;
+        if (id >= 0) *ids[i] = id;
+    }
     json_t *ct = json_object_get(j, "chat_template");
     const char *tmpl = json_string_value(ct);
     for (size_t i = 0; !tmpl && json_is_array(ct) && i < json_array_size(ct); i++) { // named templates

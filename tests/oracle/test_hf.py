@@ -23,7 +23,7 @@ import sentencepiece as spm
 from safetensors.numpy import save_file
 from tokenizers import processors
 
-from fixtures import write_tiny_llama
+from fixtures import tiny_vocab, write_tiny_llama
 from lsoracle import BUILD, MODEL, REPO, check, done, need_file, run, tmpdir
 from ref_llama import forward, unpermute
 from test_tokenizer import corpus_files, hf_tokenizer, vocab_of
@@ -102,9 +102,7 @@ def write_tensors(d, tensors, dtype="F32", shards=1):
 
 
 def tiny_tokenizer_json(d, model):
-    tokens, types = model.tokens, [3, 3, 3] + [1] * (len(model.tokens) - 3)
-    from fixtures import tiny_vocab
-    _, _, merges = tiny_vocab()
+    tokens, types, merges = tiny_vocab()  # the fixtures' vocabulary (model.tokens)
     hf_tokenizer(tokens, types, merges, "smollm").save(str(d / "tokenizer.json"))
     (d / "tokenizer_config.json").write_text(json.dumps(
         {"add_bos_token": False, "bos_token": "<|im_start|>", "eos_token": "<|im_end|>",
