@@ -73,7 +73,8 @@ static int visible(const ls_attn_args *a, int64_t t, int h, int64_t s_lo, int64_
     int n = ls_attn_ranges(&a->rule, a->q_pos0 + t, h, plo, phi), k = 0;
     int64_t nb = a->n_kv - a->kv_sinks;
     for (int r = 0; r < n; r++) {
-        int alt = a->q_sink && a->rule.kind == LS_ATTN_SINK && r == 0;
+        // The sink rule's range 0 holds the sinks when there are any; with S = 0 it is the window.
+        int alt = a->q_sink && a->rule.kind == LS_ATTN_SINK && a->rule.sinks > 0 && r == 0;
         int64_t seg[2][3] = {{0, a->kv_sinks - 1, 0},                       // positions lo, hi; index of lo
                              {a->kv_pos0, a->kv_pos0 + nb - 1, a->kv_sinks}};
         for (int sgi = 0; sgi < 2; sgi++) {

@@ -38,7 +38,7 @@ struct params {
     ls_attn_kind kind;
     long long group, sinks, window;
     int rule_heads;
-    bool use_q_sink;           // slot 0 of the sink rule reads q_sink
+    bool use_q_sink;           // slot 0 of the sink rule (the sinks, S > 0) reads q_sink
 };
 
 __device__ __forceinline__ void put(float *p, float v) { *p = v; }
@@ -270,7 +270,7 @@ ls_status launch(cudaStream_t st, const ls_attn_args *a, const bf16 *q, const bf
     params p = {q, q_sink, k, v, a->out, a->lse, a->n_q, a->q_pos0, a->n_kv, a->kv_sinks, a->kv_pos0,
                 kv_stride, a->n_head, a->n_head / a->n_kv_head,
                 a->scale * 1.4426950408889634f, r->kind, r->group, r->sinks, r->window, r->n_head,
-                r->kind == LS_ATTN_SINK && q_sink != nullptr};
+                r->kind == LS_ATTN_SINK && r->sinks > 0 && q_sink != nullptr}; // slot 0 is the window when S = 0
     if (((uintptr_t)k | (uintptr_t)v) % 16)
         return LS_ERR(LS_ERR_INVALID, "CUDA attention: keys and values must be 16-byte aligned");
     long long blocks = (a->n_q + BQ - 1) / BQ;

@@ -58,14 +58,13 @@ void ls_ref_rope(float *x, int64_t m, int n_heads, int head_dim, const int64_t *
         }
 }
 
-// Which range of the rule, if any, makes key position p visible to query position i of
-// head h: 0 or 1, or -1 when it is not visible.
-static int seen_by(const ls_attn_rule *r, int64_t i, int h, int64_t p) {
+// Whether key position p is visible to query position i of head h under the rule.
+static bool seen_by(const ls_attn_rule *r, int64_t i, int h, int64_t p) {
     int64_t lo[2], hi[2];
     int n = ls_attn_ranges(r, i, h, lo, hi);
     for (int k = 0; k < n; k++)
-        if (p >= lo[k] && p <= hi[k]) return k;
-    return -1;
+        if (p >= lo[k] && p <= hi[k]) return true;
+    return false;
 }
 
 void ls_ref_attention(const ls_attn_args *a) {
@@ -79,11 +78,14 @@ void ls_ref_attention(const ls_attn_args *a) {
             double mx = -INFINITY, sum = 0.0;
             for (int64_t j = 0; j < a->n_kv; j++) {
                 int64_t p = j < a->kv_sinks ? j : a->kv_pos0 + (j - a->kv_sinks);
-                int range = seen_by(&a->rule, a->q_pos0 + t, h, p);
                 sc[j] = -INFINITY;
-                if (range < 0) continue;
-                const float *q = (range == 0 && a->rule.kind == LS_ATTN_SINK && a->q_sink ? a->q_sink : a->q) +
-                                 (t * a->n_head + h) * hd;
+                if (!seen_by(&a->rule, a->q_pos0 + t, h, p)) continue;
+                // By the sink rule's definition (docs/attention.md): a sink token, position
+                // below S, is scored with the query rotated at its cache slot; every other key
+                // with the query at its own position. Decided by the key's position, not by
+                // which range of ls_attn_ranges holds it.
+                bool sink_key = a->rule.kind == LS_ATTN_SINK && a->q_sink && p < a->rule.sinks;
+                const float *q = (sink_key ? a->q_sink : a->q) + (t * a->n_head + h) * hd;
                 double d = 0.0;
                 for (int i = 0; i < hd; i++) d += (double)q[i] * kh[j * hd + i];
                 sc[j] = d * a->scale;

@@ -6,7 +6,8 @@
   their cache slots at every step, as streaming-llm's code does (ref_llama.forward_streaming),
   to 1e-4 — for the parallel prefill, for the bounded streaming cache with evictions between
   micro-batches and during decode, with frequent re-basing of the window keys' angles, with
-  no sinks (window only), and with YaRN's attention factor;
+  no sinks (the window rule, and the sink rule with S = 0, which must equal it), and with
+  YaRN's attention factor;
 - s2 (LongLoRA groups, odd group sizes, an odd head count) and window rules against numpy
   masks built from their definitions;
 - bounded memory: `perplexity --stream` peaks at the same RSS (within 5%) over 40K tokens as
@@ -50,6 +51,12 @@ def streaming_exactness(work):
     ref0 = forward_streaming(model, tokens, 0, 24)
     compare("window 24 (no sinks), stream",
             engine_logits(path, tokens, V, work, "--attn", "window", "--window", 24, "--stream", 1, "--ubatch", 9), ref0)
+    # The sink rule with S = 0 is the window rule by definition: every key is scored with the
+    # query at its own position (before the fix, range 0 was scored with the slot-rotated query).
+    sink0 = ("--attn", "sink", "--sinks", 0, "--window", 24)
+    compare("sink 0+24 (= window 24), parallel prefill", engine_logits(path, tokens, V, work, *sink0), ref0)
+    compare("sink 0+24 (= window 24), stream, decode",
+            engine_logits(path, tokens, V, work, *sink0, "--stream", 1, "--ubatch", 9, "--decode-from", 60), ref0)
     yarn = write_tiny_llama(str(work / "yarn.gguf"), embd=64, heads=4, kv_heads=2, ff=128, ctx=64,
                             rope_scaling="yarn", rope_factor=4.0, rope_orig_ctx=16)
     refy = forward_streaming(yarn, tokens, S, W, rope=dict(method="yarn", factor=4.0, orig_ctx=16))
