@@ -333,6 +333,31 @@ def check_transformers_checkpoints(work):
               f"base 10000 unscaled {ppl(bug):+.2%} off, max |dLL| {eb:.2f}); old layout identical"
               .replace(f"{ppl(bug):+.2%}", f"{ppl(bug) / ppl(ref) - 1:+.2%}"))
     check_both_layouts(work)
+    check_rope_defaults(work)
+
+
+def check_rope_defaults(work):
+    """Values a config leaves out, taken as transformers 5 takes them: the reference is
+    transformers' forward on the very directory (from_pretrained)."""
+    from transformers import LlamaForCausalLM
+    nv = len(tiny_vocab()[0])
+    edits = [("llama3 without original_max_position_embeddings", 5,
+              lambda c: c["rope_scaling"].pop("original_max_position_embeddings")),  # = max_position_embeddings
+             ("yarn with beta_fast 0, beta_slow null", 3,
+              lambda c: c["rope_scaling"].update(beta_fast=0, beta_slow=None))]  # `or 32`, `or 1`
+    for tag, i, edit in edits:
+        name = HF_CASES[i][0]
+        d = work / f"tf-defaults-{i}"
+        shutil.rmtree(d, ignore_errors=True)
+        shutil.copytree(work / f"tf-{name}", d)
+        cfg = old_layout(json.loads((d / "config.json").read_text()))
+        edit(cfg)
+        (d / "config.json").write_text(json.dumps(cfg))
+        toks = np.random.default_rng(i).integers(0, nv, size=HF_N).tolist()
+        ref = token_ll(torch_logits(LlamaForCausalLM.from_pretrained(str(d)).eval(), toks), toks)
+        e = float(np.abs(token_ll(logits(d, toks, nv, work)[0], toks) - ref).max())
+        check(e < 1e-4, f"{tag}: per-token log-likelihood differs from transformers' by up to {e:.2e} nats")
+        print(f"  {tag}: as transformers reads it (max |dLL| {e:.1e})")
 
 
 def check_both_layouts(work):
