@@ -9,7 +9,8 @@ reference computed on W + scale * alpha/r * B @ A. Checkpoints saved by transfor
 (LlamaConfig / LlamaForCausalLM.save_pretrained: its rope_parameters layout, every rope type,
 and the same configs rewritten in the older rope_theta + rope_scaling layout) must give
 transformers' own per-token log-likelihoods (PyTorch forward) on sequences longer than the
-original context. Tokenizer files (tokenizer.json of three pre-tokenizer families, a SentencePiece
+original context, and greedy generation across that context behaves as docs/howto-longlora.md
+says. Tokenizer files (tokenizer.json of three pre-tokenizer families, a SentencePiece
 tokenizer.model) must tokenize exactly as `transformers` does. Hostile directories and adapters
 must fail with a message naming the problem.
 """
@@ -401,6 +402,55 @@ def check_both_layouts(work):
                                                         f"got {p.stderr!r}")
     print("  rope_parameters next to agreeing rope_theta + rope_scaling: identical logits; disagreeing "
           f"({', '.join(t for t, _, _ in bad)}): refused, naming both keys")
+
+
+def check_transformers_generation(work):
+    """Dynamic NTK and LongRoPE depend on the length. longseq fixes a sequence's frequencies from
+    its capacity (generate: prompt + -n), for the prompt and every new token; transformers
+    recomputes them from the current length at each call, leaving cached keys as they were
+    rotated (docs/howto-longlora.md, "Dynamic NTK and LongRoPE during generation"). Expected:
+    - greedy `longseq generate` across the original context = the argmax of transformers' one
+      forward pass over prompt + output (its length is the capacity, so the same frequencies);
+    - transformers' own generate() departs from that once the sequence crosses the context;
+    - when prompt + -n stays within the context, both are the unscaled model and agree."""
+    import torch
+    print("generation across the original context (dynamic NTK, LongRoPE; greedy, prompt < context < "
+          "prompt + -n):")
+    prompt_txt = work / "gen-prompt.txt"
+    prompt_txt.write_text("".join(np.random.default_rng(5).choice(list("abcdefgh ijklmnop"), size=22)))
+    for name, ctx, rp, tied in (HF_CASES[2], HF_CASES[6]):
+        d = work / f"tf-gen-{name}"
+        model = torch_llama(d, ctx, rp, tied, seed=7)
+        prompt = [int(x) for x in run(["tokenize", "--model", str(d), str(prompt_txt)]).stdout.split()]
+        P = len(prompt)
+        check(P < HF_CTX, f"the prompt ({P} tokens) must fit the original context {HF_CTX}")
+
+        def ours(n):
+            r = json.loads(run(["generate", "--model", str(d), "--prompt-file", str(prompt_txt), "--temp", "0", "-n",
+                                str(n), "--ignore-eos", "--json"]).stdout)
+            check(r["prompt_tokens"] == P and len(r["ids"]) == n, f"{name}: generate -n {n}: {r}")
+            return r["ids"]
+
+        def theirs(n):
+            with torch.no_grad():
+                out = model.generate(torch.tensor([prompt]), max_new_tokens=n, min_new_tokens=n, do_sample=False)
+            return out[0].tolist()[P:]
+        n = 40
+        gen = ours(n)
+        one = torch_logits(model, prompt + gen)[P - 1:P - 1 + n]  # one pass over all P + n tokens
+        gap = one.max(axis=1) - one[np.arange(n), gen]  # 0 where ours is transformers' argmax
+        check(gap.max() < 1e-4, f"{name}: token {int(gap.argmax())} of greedy generate is not the argmax of "
+                                f"transformers' forward over prompt + output (logit gap {gap.max():.2e})")
+        hf = theirs(n)
+        first = next((i for i in range(n) if hf[i] != gen[i]), None)
+        check(first is not None, f"{name}: transformers' generate() no longer departs from its one-pass forward "
+                                 "across the context; docs/howto-longlora.md says it does")
+        short = HF_CTX - P  # prompt + -n = the context: no scaling on either side
+        check(ours(short) == theirs(short), f"{name}: generate -n {short} within the context differs from "
+                                            "transformers' generate()")
+        print(f"  {name:10s} prompt {P}, -n {n}: {n} of {n} tokens are transformers' one-pass argmax; its generate() "
+              f"departs from new token {first + 1} (position {P + first}); -n {short} (within the context): identical "
+              f"to its generate()")
 
 
 # --- adapters ------------------------------------------------------------------------------------
@@ -825,6 +875,8 @@ def main():
     check_rope_configs(work)
     check_rope_warning(work)
     check_transformers_checkpoints(work)
+    if "--loader-only" not in sys.argv:
+        check_transformers_generation(work)
     check_lora(work)
     if "--loader-only" not in sys.argv:
         check_tokenizers(work)
