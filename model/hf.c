@@ -198,7 +198,10 @@ static bool json_agree(json_t *a, json_t *b) {
     return json_equal(a, b);
 }
 
-#define LAYOUTS "the two RoPE layouts disagree (transformers 5 reads rope_parameters; remove the stale key)"
+// transformers 5 itself lets rope_scaling win over rope_parameters, but rope_parameters.rope_theta
+// over rope_theta: with two layouts that disagree, which one was meant is not known.
+static const char LAYOUTS[] = "the two RoPE layouts disagree; keep one (transformers 5 takes rope_scaling over "
+                              "rope_parameters, but rope_parameters.rope_theta over rope_theta)";
 
 // An error naming both keys and both values.
 static ls_status disagree(const hf_config *c, const char *ka, json_t *a, const char *kb, json_t *b, const char *why) {
