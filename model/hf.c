@@ -1,5 +1,6 @@
 // hf.c — a Hugging Face Llama checkpoint directory as a model under construction: config.json
-// (hyperparameters, RoPE base and every rope_scaling type, tied embeddings) becomes llama.*
+// (hyperparameters; RoPE base and scaling of every type, from transformers 5's rope_parameters
+// or the older rope_theta + rope_scaling; tied embeddings) becomes llama.*
 // GGUF keys, and the safetensors tensors (single or sharded) are mapped to GGUF names in their
 // stored F32/F16/BF16 form, straight from the file mapping. q/k rows (and biases) are
 // permuted from rotate-half pairs to adjacent pairs, the only copy made. Spec:
@@ -160,49 +161,145 @@ static ls_status hyperparameters(hf_config *c, ls_gguf_meta *m) {
     return LS_OK;
 }
 
-// --- rope_scaling --------------------------------------------------------------------------
+// --- RoPE: rope_parameters (transformers 5) or rope_theta + rope_scaling (before) -----------
+//
+// transformers 5 writes one object, "rope_parameters": {"rope_theta", "rope_type", "factor",
+// ...}, and no top-level rope_theta / rope_scaling; earlier versions wrote "rope_theta" at the
+// top and "rope_scaling": {"type" or "rope_type", "factor", ...}. Both are read; where a file
+// has both, every value present in either must agree (docs/howto-longlora.md, "What is read
+// from config.json").
+
+typedef struct hf_rope {
+    json_t *obj;       // the scaling object read: rope_parameters, else rope_scaling (NULL: none)
+    const char *name;  // its key in config.json, for messages
+} hf_rope;
+
+static json_t *non_null(json_t *j) { return json_is_null(j) ? NULL : j; }
+
+// The object's rope type ("rope_type", else the older "type"), NULL when it has neither.
+static const char *rope_type_of(json_t *o) {
+    const char *t = json_string_value(json_object_get(o, "rope_type"));
+    return t ? t : json_string_value(json_object_get(o, "type"));
+}
+
+// A JSON value in a message: numbers with %g, strings quoted, anything else by its kind.
+static const char *json_show(json_t *v, char *buf, size_t cap) {
+    if (!v) snprintf(buf, cap, "absent");
+    else if (json_is_number(v)) snprintf(buf, cap, "%g", json_number_value(v));
+    else if (json_is_string(v)) snprintf(buf, cap, "\"%.40s\"", json_string_value(v));
+    else if (json_is_boolean(v)) snprintf(buf, cap, "%s", json_is_true(v) ? "true" : "false");
+    else snprintf(buf, cap, "%s", json_is_array(v) ? "a list" : "an object");
+    return buf;
+}
+
+// Two values agree when both are numbers of equal value (4 and 4.0), or equal JSON.
+static bool json_agree(json_t *a, json_t *b) {
+    if (json_is_number(a) && json_is_number(b)) return json_number_value(a) == json_number_value(b);
+    return json_equal(a, b);
+}
+
+// transformers 5 itself lets rope_scaling win over rope_parameters, but rope_parameters.rope_theta
+// over rope_theta: with two layouts that disagree, which one was meant is not known.
+static const char LAYOUTS[] = "the two RoPE layouts disagree; keep one (transformers 5 takes rope_scaling over "
+                              "rope_parameters, but rope_parameters.rope_theta over rope_theta)";
+
+// An error naming both keys and both values.
+static ls_status disagree(const hf_config *c, const char *ka, json_t *a, const char *kb, json_t *b, const char *why) {
+    char sa[64], sb[64];
+    return LS_ERR(LS_ERR_FORMAT, "%s: %s = %s but %s = %s: %s", c->file, ka, json_show(a, sa, sizeof sa), kb,
+                  json_show(b, sb, sizeof sb), why);
+}
+
+// rope_scaling next to rope_parameters: the same type and the same value for every key that
+// either has (rope_theta is compared by the caller).
+static ls_status layouts_agree(const hf_config *c, json_t *rp, json_t *rs) {
+    const char *tp = rope_type_of(rp), *ts = rope_type_of(rs);
+    if (!tp) tp = "default";
+    if (ts && !strcmp(ts, "su")) ts = "longrope";
+    if (!strcmp(tp, "su")) tp = "longrope";
+    if (!ts || strcmp(ts, tp)) {
+        const char *ks = json_object_get(rs, "rope_type") ? "rope_type" : "type";
+        const char *kp = json_object_get(rp, "rope_type") ? "rope_type" : "type";
+        char a[64], b[64];
+        snprintf(a, sizeof a, "rope_scaling.%s", ks);
+        snprintf(b, sizeof b, "rope_parameters.%s", kp);
+        return disagree(c, a, json_object_get(rs, ks), b, json_object_get(rp, kp), LAYOUTS);
+    }
+    json_t *objs[2] = {rp, rs};
+    for (int k = 0; k < 2; k++) {
+        const char *key;
+        json_t *v;
+        json_object_foreach(objs[k], key, v) {
+            if (!strcmp(key, "type") || !strcmp(key, "rope_type") || !strcmp(key, "rope_theta")) continue;
+            json_t *a = non_null(json_object_get(rp, key)), *b = non_null(json_object_get(rs, key));
+            if (!a && !b) continue;
+            if (!a || !b || !json_agree(a, b)) {
+                char ka[96], kb[96];
+                snprintf(ka, sizeof ka, "rope_scaling.%.64s", key);
+                snprintf(kb, sizeof kb, "rope_parameters.%.64s", key);
+                return disagree(c, ka, b, kb, a, LAYOUTS);
+            }
+        }
+    }
+    return LS_OK;
+}
 
 // long_factor / short_factor: n_rot/2 numbers, stored as the f32 tensors llama.cpp uses.
-static ls_status factor_list(ld_model *m, const hf_config *c, json_t *rs, const char *key, const char *tensor) {
-    json_t *a = json_object_get(rs, key);
+static ls_status factor_list(ld_model *m, const hf_config *c, const hf_rope *r, const char *key, const char *tensor) {
+    json_t *a = json_object_get(r->obj, key);
     int64_t n = c->head_dim / 2;
     if (!json_is_array(a) || (int64_t)json_array_size(a) != n)
-        return LS_ERR(LS_ERR_FORMAT, "%s: rope_scaling.%s must be a list of %lld numbers (head_dim / 2)", c->file, key,
+        return LS_ERR(LS_ERR_FORMAT, "%s: %s.%s must be a list of %lld numbers (head_dim / 2)", c->file, r->name, key,
                       (long long)n);
     float *f = ld_alloc(m, (size_t)n * sizeof *f);
     for (int64_t i = 0; i < n; i++) {
         json_t *v = json_array_get(a, (size_t)i);
         if (!json_is_number(v) || !(json_number_value(v) > 0))
-            return LS_ERR(LS_ERR_FORMAT, "%s: rope_scaling.%s[%lld] is not a positive number", c->file, key, (long long)i);
+            return LS_ERR(LS_ERR_FORMAT, "%s: %s.%s[%lld] is not a positive number", c->file, r->name, key,
+                          (long long)i);
         f[i] = (float)json_number_value(v);
     }
     ld_tensor_set(m, tensor, LS_F32, 1, &n, f);
     return LS_OK;
 }
 
-static ls_status rope_scaling(ld_model *m, const hf_config *c, json_t *rs) {
-    const char *file = c->file;
-    const char *type = json_string_value(json_object_get(rs, "rope_type"));
-    if (!type) type = json_string_value(json_object_get(rs, "type"));
-    if (!type) return LS_ERR(LS_ERR_FORMAT, "%s: rope_scaling has no \"rope_type\" (or \"type\")", file);
-    if (!strcmp(type, "default")) return LS_OK;
+static ls_status rope_scaling(ld_model *m, const hf_config *c, const hf_rope *r) {
+    const char *file = c->file, *name = r->name;
+    json_t *rs = r->obj;
+    const char *type = rope_type_of(rs);
+    if (!type) return LS_ERR(LS_ERR_FORMAT, "%s: %s has no \"rope_type\" (or \"type\")", file, name);
+    if (!strcmp(type, "default")) return LS_OK; // partial_rotary_factor: transformers' llama ignores it here
     if (!strcmp(type, "su")) type = "longrope";
     static const char *known[] = {"linear", "dynamic", "yarn", "llama3", "longrope", "ntk"};
     bool ok = false;
     for (size_t i = 0; i < sizeof known / sizeof *known; i++) ok |= !strcmp(type, known[i]);
     if (!ok)
-        return LS_ERR(LS_ERR_UNSUPPORTED, "%s: rope_scaling type \"%s\" is not supported (default, linear, dynamic, "
-                                          "yarn, llama3, longrope, ntk)", file, type);
+        return LS_ERR(LS_ERR_UNSUPPORTED, "%s: %s type \"%s\" is not supported (default, linear, dynamic, yarn, "
+                                          "llama3, longrope, ntk)", file, name, type);
     double factor, orig, v;
+    json_t *prf = non_null(json_object_get(rs, "partial_rotary_factor"));
+    if (!prf) prf = non_null(json_object_get(c->root, "partial_rotary_factor"));
+    if (prf && !(json_is_number(prf) && json_number_value(prf) == 1))
+        return LS_ERR(LS_ERR_UNSUPPORTED, "%s: partial_rotary_factor = %g: longseq rotates the whole head",
+                      file, json_is_number(prf) ? json_number_value(prf) : NAN);
     bool longrope = !strcmp(type, "longrope");
+    // transformers 5 takes a top-level original_max_position_embeddings (Phi-3's) over the one
+    // inside; longseq asks that two given values agree.
     int64_t top_orig;
+    json_t *inner = non_null(json_object_get(rs, "original_max_position_embeddings"));
+    json_t *outer = non_null(json_object_get(c->root, "original_max_position_embeddings"));
+    if (inner && outer && !json_agree(inner, outer)) {
+        char k[96];
+        snprintf(k, sizeof k, "%s.original_max_position_embeddings", name);
+        return disagree(c, "original_max_position_embeddings", outer, k, inner, "the training context is given twice");
+    }
     LS_CHECK(cfg_int(c, c->root, "original_max_position_embeddings", c->max_pos, 1, INT32_MAX, &top_orig));
-    LS_CHECK(cfg_num(c, rs, "original_max_position_embeddings", !strcmp(type, "llama3") ? 8192 : (double)top_orig, &orig));
+    LS_CHECK(cfg_num(c, rs, "original_max_position_embeddings", (double)top_orig, &orig));
     LS_CHECK(cfg_num(c, rs, "factor", longrope ? (double)c->max_pos / orig : NAN, &factor));
     if (!(factor >= 1 && factor <= 1e6))
-        return LS_ERR(LS_ERR_FORMAT, "%s: rope_scaling.factor = %g is not a usable scale factor (1 or more)", file, factor);
+        return LS_ERR(LS_ERR_FORMAT, "%s: %s.factor = %g is not a usable scale factor (1 or more)", file, name, factor);
     if (!(orig >= 1 && orig <= INT32_MAX))
-        return LS_ERR(LS_ERR_FORMAT, "%s: rope_scaling.original_max_position_embeddings = %g is out of range", file, orig);
+        return LS_ERR(LS_ERR_FORMAT, "%s: %s.original_max_position_embeddings = %g is out of range", file, name, orig);
     ls_gguf_meta *g = &m->meta;
     ls_gguf_meta_str(g, "llama.rope.scaling.type", type, strlen(type));
     ls_gguf_meta_f32(g, "llama.rope.scaling.factor", (float)factor);
@@ -210,10 +307,15 @@ static ls_status rope_scaling(ld_model *m, const hf_config *c, json_t *rs) {
     ls_gguf_meta_u32(g, "llama.rope.scaling.original_context_length",
                      (uint32_t)(!strcmp(type, "dynamic") ? (double)c->max_pos : orig));
     if (!strcmp(type, "yarn")) {
+        json_t *t = json_object_get(rs, "truncate");
+        if (t && !json_is_null(t) && !json_is_true(t))
+            return LS_ERR(LS_ERR_UNSUPPORTED, "%s: %s.truncate = false (an unrounded YaRN ramp) is not supported", file,
+                          name);
+        // transformers: `beta_fast or 32`, `beta_slow or 1` (0 means the default too)
         LS_CHECK(cfg_num(c, rs, "beta_fast", 32, &v));
-        ls_gguf_meta_f32(g, "llama.rope.scaling.yarn_beta_fast", (float)v);
+        ls_gguf_meta_f32(g, "llama.rope.scaling.yarn_beta_fast", (float)(v != 0 ? v : 32));
         LS_CHECK(cfg_num(c, rs, "beta_slow", 1, &v));
-        ls_gguf_meta_f32(g, "llama.rope.scaling.yarn_beta_slow", (float)v);
+        ls_gguf_meta_f32(g, "llama.rope.scaling.yarn_beta_slow", (float)(v != 0 ? v : 1));
         // HF's attention_factor replaces g(s) = 1 + 0.1 ln s; longseq's multiplies it.
         double gs = 1 + 0.1 * log(factor), ms, msa;
         LS_CHECK(cfg_num(c, rs, "attention_factor", 0, &v));
@@ -227,8 +329,8 @@ static ls_status rope_scaling(ld_model *m, const hf_config *c, json_t *rs) {
         LS_CHECK(cfg_num(c, rs, "high_freq_factor", 4, &v));
         ls_gguf_meta_f32(g, "llama.rope.scaling.high_freq_factor", (float)v);
     } else if (longrope) {
-        LS_CHECK(factor_list(m, c, rs, "long_factor", "rope_factors_long.weight"));
-        LS_CHECK(factor_list(m, c, rs, "short_factor", "rope_factors_short.weight"));
+        LS_CHECK(factor_list(m, c, r, "long_factor", "rope_factors_long.weight"));
+        LS_CHECK(factor_list(m, c, r, "short_factor", "rope_factors_short.weight"));
         LS_CHECK(cfg_num(c, rs, "attention_factor", 0, &v));
         if (v > 0) ls_gguf_meta_f32(g, "llama.rope.scaling.attn_factor", (float)v);
     }
@@ -236,14 +338,51 @@ static ls_status rope_scaling(ld_model *m, const hf_config *c, json_t *rs) {
 }
 
 static ls_status rope(ld_model *m, const hf_config *c) {
-    double theta;
-    LS_CHECK(cfg_num(c, c->root, "rope_theta", 10000, &theta));
-    if (!(theta > 1)) return LS_ERR(LS_ERR_FORMAT, "%s: rope_theta = %g must be greater than 1", c->file, theta);
+    json_t *rp = non_null(json_object_get(c->root, "rope_parameters"));
+    json_t *rs = non_null(json_object_get(c->root, "rope_scaling"));
+    json_t *top = non_null(json_object_get(c->root, "rope_theta"));
+    if (rp && !json_is_object(rp))
+        return LS_ERR(LS_ERR_FORMAT, "%s: rope_parameters must be an object or null", c->file);
+    if (rs && !json_is_object(rs)) return LS_ERR(LS_ERR_FORMAT, "%s: rope_scaling must be an object or null", c->file);
+    hf_rope r = {rp ? rp : rs, rp ? "rope_parameters" : "rope_scaling"};
+    if (rp) {
+        const char *key;
+        json_t *v;
+        json_object_foreach(rp, key, v) {
+            if (json_is_object(v))
+                return LS_ERR(LS_ERR_UNSUPPORTED, "%s: rope_parameters.%s: RoPE parameters per layer type are not "
+                                                  "supported (llama has one set)", c->file, key);
+        }
+        json_t *t = non_null(json_object_get(rp, "rope_type"));
+        if (t && !json_is_string(t))
+            return LS_ERR(LS_ERR_FORMAT, "%s: rope_parameters.rope_type must be a string", c->file);
+        if (!rope_type_of(rp)) { // transformers' default type; an object that scales without a type is refused
+            json_object_foreach(rp, key, v) {
+                if (strcmp(key, "rope_theta") && strcmp(key, "partial_rotary_factor") && !json_is_null(v))
+                    return LS_ERR(LS_ERR_FORMAT, "%s: rope_parameters has \"%s\" but no \"rope_type\"", c->file, key);
+            }
+            r.obj = NULL;
+        }
+        json_t *inner = non_null(json_object_get(rp, "rope_theta"));
+        if (inner && top && !json_agree(inner, top))
+            return disagree(c, "rope_theta", top, "rope_parameters.rope_theta", inner, LAYOUTS);
+        if (inner) top = inner;
+        if (rs) LS_CHECK(layouts_agree(c, rp, rs));
+    }
+    if (rs) { // transformers 5 keeps rope_theta inside the object it reads
+        json_t *inner = non_null(json_object_get(rs, "rope_theta"));
+        if (inner && top && !json_agree(inner, top))
+            return disagree(c, rp ? "rope_parameters.rope_theta" : "rope_theta", top, "rope_scaling.rope_theta", inner,
+                            LAYOUTS);
+        if (inner) top = inner;
+    }
+    if (top && !json_is_number(top)) return LS_ERR(LS_ERR_FORMAT, "%s: rope_theta must be a number", c->file);
+    double theta = top ? json_number_value(top) : 10000;
+    if (!(theta > 1) || !isfinite(theta))
+        return LS_ERR(LS_ERR_FORMAT, "%s: %s = %g must be greater than 1", c->file,
+                      rp && json_object_get(rp, "rope_theta") ? "rope_parameters.rope_theta" : "rope_theta", theta);
     ls_gguf_meta_f32(&m->meta, "llama.rope.freq_base", (float)theta);
-    json_t *rs = json_object_get(c->root, "rope_scaling");
-    if (!rs || json_is_null(rs)) return LS_OK;
-    if (!json_is_object(rs)) return LS_ERR(LS_ERR_FORMAT, "%s: rope_scaling must be an object or null", c->file);
-    return rope_scaling(m, c, rs);
+    return r.obj ? rope_scaling(m, c, &r) : LS_OK;
 }
 
 // --- tensors -------------------------------------------------------------------------------

@@ -5,10 +5,14 @@ and as a Hugging Face directory (config.json + safetensors written with the `saf
 package, q/k rows in HF's rotate-half order). The engine's logits from the directory must be
 bit-identical to those from the GGUF and match the numpy reference (ref_llama.py); merged LoRA
 adapters (PEFT, LoRA+ extras with a grown vocabulary, llama.cpp GGUF adapters) must match the
-reference computed on W + scale * alpha/r * B @ A. Tokenizer files (tokenizer.json of three
-pre-tokenizer families, a SentencePiece tokenizer.model) must tokenize exactly as
-`transformers` does. Hostile directories and adapters must fail with a message naming the
-problem.
+reference computed on W + scale * alpha/r * B @ A. Checkpoints saved by transformers 5 itself
+(LlamaConfig / LlamaForCausalLM.save_pretrained: its rope_parameters layout, every rope type,
+and the same configs rewritten in the older rope_theta + rope_scaling layout) must give
+transformers' own per-token log-likelihoods (PyTorch forward) on sequences longer than the
+original context, and greedy generation across that context behaves as docs/howto-longlora.md
+says. Tokenizer files (tokenizer.json of three pre-tokenizer families, a SentencePiece
+tokenizer.model) must tokenize exactly as `transformers` does. Hostile directories and adapters
+must fail with a message naming the problem.
 """
 from __future__ import annotations
 
@@ -218,6 +222,235 @@ def check_rope_warning(work):
     check("rope_scaling" not in err, f"a warning for a name whose 100K is not a word of its own: {err!r}")
     print("  missing rope_scaling: warned with the fix (--rope-scale 128); quiet after the override, with scaling, "
           "or for 'Lc100K'")
+
+
+# --- checkpoints written by transformers itself -------------------------------------------------
+
+# transformers 5 writes config.json with "rope_parameters" (rope_theta and rope_type inside) and
+# no top-level rope_theta / rope_scaling; the configs below are LlamaConfig(...).save_pretrained,
+# the weights LlamaForCausalLM(config).save_pretrained, and the reference is transformers' own
+# forward pass (PyTorch, pinned in tests/requirements.txt). Every sequence is longer than the
+# original context (32), so every scaling is in force.
+HF_CTX, HF_N = 32, 96
+HF_LONG, HF_SHORT = np.linspace(1.0, 6.0, 8).tolist(), np.linspace(1.0, 1.5, 8).tolist()
+HF_CASES = [  # name, max_position_embeddings, rope_parameters, tied
+    ("default-abf-1e5", HF_CTX, {"rope_type": "default", "rope_theta": 1e5}, False),
+    ("linear-4", 4 * HF_CTX, {"rope_type": "linear", "rope_theta": 1e5, "factor": 4.0}, True),
+    ("dynamic-4", HF_CTX, {"rope_type": "dynamic", "rope_theta": 1e5, "factor": 4.0}, False),
+    ("yarn-4", 4 * HF_CTX, {"rope_type": "yarn", "rope_theta": 1e5, "factor": 4.0, "beta_fast": 16.0, "beta_slow": 2.0,
+                            "original_max_position_embeddings": HF_CTX}, False),
+    ("yarn-8-mscale", 8 * HF_CTX, {"rope_type": "yarn", "rope_theta": 1e5, "factor": 8.0, "mscale": 1.0,
+                                   "mscale_all_dim": 0.5, "original_max_position_embeddings": HF_CTX}, True),
+    ("llama3-8", 8 * HF_CTX, {"rope_type": "llama3", "rope_theta": 1e4, "factor": 8.0, "low_freq_factor": 1.0,
+                              "high_freq_factor": 4.0, "original_max_position_embeddings": 2 * HF_CTX}, False),
+    ("longrope", 4 * HF_CTX, {"rope_type": "longrope", "rope_theta": 1e5, "long_factor": HF_LONG,
+                              "short_factor": HF_SHORT, "original_max_position_embeddings": HF_CTX}, False),
+]
+
+
+def torch_llama(d, ctx, rope_parameters, tied, seed, init=0.1):
+    """A tiny LlamaForCausalLM saved by transformers (config.json, model.safetensors), with the
+    fixtures' tokenizer beside it; returns the model (eval mode) for the reference forward."""
+    import torch
+    import transformers
+    from transformers import LlamaConfig, LlamaForCausalLM
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    shutil.rmtree(d, ignore_errors=True)
+    cfg = LlamaConfig(vocab_size=len(tiny_vocab()[0]), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=ctx, rms_norm_eps=1e-5,
+                      rope_parameters=dict(rope_parameters), tie_word_embeddings=tied, initializer_range=init,
+                      bos_token_id=1, eos_token_id=2)
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(cfg).eval()
+    model.save_pretrained(str(d))
+    (d / "tokenizer.json").unlink(missing_ok=True)
+    hf_tokenizer(*tiny_vocab(), "smollm").save(str(d / "tokenizer.json"))
+    (d / "tokenizer_config.json").write_text(json.dumps({"add_bos_token": False, "bos_token": "<|im_start|>",
+                                                         "eos_token": "<|im_end|>"}))
+    return model
+
+
+def torch_logits(model, toks):
+    import torch
+    with torch.no_grad():
+        return model(torch.tensor([toks])).logits[0].double().numpy()
+
+
+def token_ll(logits, toks):
+    """Per-token log-likelihood: log p(toks[i + 1] | toks[..i]) in float64."""
+    x = np.asarray(logits, dtype=np.float64)
+    m = x.max(axis=1, keepdims=True)
+    lp = x - m - np.log(np.exp(x - m).sum(axis=1, keepdims=True))
+    return lp[np.arange(len(toks) - 1), toks[1:]]
+
+
+def old_layout(cfg, key="type"):
+    """A transformers 5 config.json in the layout earlier versions wrote: rope_theta at the top,
+    rope_scaling (with "type" or "rope_type") or null."""
+    cfg = dict(cfg)
+    rp = dict(cfg.pop("rope_parameters"))
+    cfg["rope_theta"] = rp.pop("rope_theta")
+    t = rp.pop("rope_type")
+    cfg["rope_scaling"] = None if t == "default" else {key: t, **rp}
+    return cfg
+
+
+def check_transformers_checkpoints(work):
+    from transformers import LlamaForCausalLM
+    print(f"checkpoints saved by transformers {__import__('transformers').__version__} (rope_parameters), "
+          f"per-token log-likelihood vs its forward over {HF_N} tokens (original context {HF_CTX}):")
+    nv = len(tiny_vocab()[0])
+    for i, (name, ctx, rp, tied) in enumerate(HF_CASES):
+        d = work / f"tf-{name}"
+        model = torch_llama(d, ctx, rp, tied, seed=100 + i)
+        cfg = json.loads((d / "config.json").read_text())
+        check("rope_theta" not in cfg and "rope_scaling" not in cfg and cfg["rope_parameters"]["rope_type"] ==
+              rp["rope_type"], f"{name}: transformers wrote an unexpected layout: {cfg}")
+        toks = np.random.default_rng(i).integers(0, nv, size=HF_N).tolist()
+        ref = token_ll(torch_logits(model, toks), toks)
+        ours_logits, _ = logits(d, toks, nv, work, "--ubatch", 7, "--decode-from", HF_N - 8)
+        ours = token_ll(ours_logits, toks)
+        e = float(np.abs(ours - ref).max())
+        # what a reader of the top-level keys alone got: base 10000, no scaling
+        bug = token_ll(logits(d, toks, nv, work, "--rope-scaling", "none", "--rope-freq-base", 10000)[0], toks)
+        eb = float(np.abs(bug - ref).max())
+        check(e < 1e-4, f"{name}: per-token log-likelihood differs from transformers' by up to {e:.2e} nats "
+                        f"(base 10000 without scaling would be off by {eb:.2e})")
+        check(eb > 1e3 * 1e-4, f"{name}: the test cannot tell the layouts apart ({eb:.2e})")
+        # the same checkpoint in the older layout: transformers reads it to the same model, and so do we
+        for key in ("type", "rope_type"):
+            od = work / f"tf-{name}-old-{key}"
+            shutil.rmtree(od, ignore_errors=True)
+            shutil.copytree(d, od)
+            (od / "config.json").write_text(json.dumps(old_layout(cfg, key)))
+            old = LlamaForCausalLM.from_pretrained(str(od)).eval()
+            check(np.array_equal(torch_logits(old, toks), torch_logits(model, toks)),
+                  f"{name}: transformers reads the old layout ({key}) differently")
+            b, _ = logits(od, toks, nv, work, "--ubatch", 7, "--decode-from", HF_N - 8)
+            check(np.array_equal(b, ours_logits), f"{name}: the old layout ({key}) gives other logits")
+        ppl = lambda ll: float(np.exp(-ll.mean()))
+        print(f"  {name:16s} max |dLL| {e:.1e} nats; ppl {ppl(ours):.4f} (transformers {ppl(ref):.4f}, "
+              f"base 10000 unscaled {ppl(bug):+.2%} off, max |dLL| {eb:.2f}); old layout identical"
+              .replace(f"{ppl(bug):+.2%}", f"{ppl(bug) / ppl(ref) - 1:+.2%}"))
+    check_both_layouts(work)
+    check_rope_defaults(work)
+
+
+def check_rope_defaults(work):
+    """Values a config leaves out, taken as transformers 5 takes them: the reference is
+    transformers' forward on the very directory (from_pretrained)."""
+    from transformers import LlamaForCausalLM
+    nv = len(tiny_vocab()[0])
+    edits = [("llama3 without original_max_position_embeddings", 5,
+              lambda c: c["rope_scaling"].pop("original_max_position_embeddings")),  # = max_position_embeddings
+             ("yarn with beta_fast 0, beta_slow null", 3,
+              lambda c: c["rope_scaling"].update(beta_fast=0, beta_slow=None))]  # `or 32`, `or 1`
+    for tag, i, edit in edits:
+        name = HF_CASES[i][0]
+        d = work / f"tf-defaults-{i}"
+        shutil.rmtree(d, ignore_errors=True)
+        shutil.copytree(work / f"tf-{name}", d)
+        cfg = old_layout(json.loads((d / "config.json").read_text()))
+        edit(cfg)
+        (d / "config.json").write_text(json.dumps(cfg))
+        toks = np.random.default_rng(i).integers(0, nv, size=HF_N).tolist()
+        ref = token_ll(torch_logits(LlamaForCausalLM.from_pretrained(str(d)).eval(), toks), toks)
+        e = float(np.abs(token_ll(logits(d, toks, nv, work)[0], toks) - ref).max())
+        check(e < 1e-4, f"{tag}: per-token log-likelihood differs from transformers' by up to {e:.2e} nats")
+        print(f"  {tag}: as transformers reads it (max |dLL| {e:.1e})")
+
+
+def check_both_layouts(work):
+    """rope_parameters next to rope_theta / rope_scaling: read when they agree, refused (naming
+    both keys) when they do not."""
+    name, ctx, rp, tied = HF_CASES[3]  # yarn-4
+    d = work / f"tf-{name}"
+    nv = len(tiny_vocab()[0])
+    toks = np.random.default_rng(3).integers(0, nv, size=HF_N).tolist()
+    want, _ = logits(d, toks, nv, work)
+    cfg = json.loads((d / "config.json").read_text())
+
+    def variant(tag, edit):
+        v = work / f"tf-both-{tag}"
+        shutil.rmtree(v, ignore_errors=True)
+        shutil.copytree(d, v)
+        c = json.loads(json.dumps(cfg))
+        edit(c)
+        (v / "config.json").write_text(json.dumps(c))
+        return v
+
+    def both(c):
+        old = old_layout(c)
+        c["rope_theta"], c["rope_scaling"] = old["rope_theta"], old["rope_scaling"]
+    v = variant("agree", both)
+    got, _ = logits(v, toks, nv, work)
+    check(np.array_equal(got, want), "rope_parameters with an agreeing rope_scaling gives other logits")
+    bad = [("theta", lambda c: (both(c), c.update(rope_theta=10000)),
+            "rope_theta = 10000 but rope_parameters.rope_theta = 100000"),
+           ("factor", lambda c: (both(c), c["rope_scaling"].update(factor=2)),
+            "rope_scaling.factor = 2 but rope_parameters.factor = 4"),
+           ("type", lambda c: (both(c), c["rope_scaling"].update(type="linear")),
+            "rope_scaling.type = \"linear\" but rope_parameters.rope_type = \"yarn\""),
+           ("extra", lambda c: (both(c), c["rope_scaling"].update(attention_factor=1.5)),
+            "rope_scaling.attention_factor = 1.5 but rope_parameters.attention_factor = absent"),
+           ("orig", lambda c: c.update(original_max_position_embeddings=64),
+            "original_max_position_embeddings = 64 but rope_parameters.original_max_position_embeddings = 32")]
+    for tag, edit, needle in bad:
+        p = logits(variant(tag, edit), toks, nv, work, expect_ok=False)
+        check(p.returncode != 0 and needle in p.stderr, f"layouts disagreeing on {tag}: expected {needle!r}, "
+                                                        f"got {p.stderr!r}")
+    print("  rope_parameters next to agreeing rope_theta + rope_scaling: identical logits; disagreeing "
+          f"({', '.join(t for t, _, _ in bad)}): refused, naming both keys")
+
+
+def check_transformers_generation(work):
+    """Dynamic NTK and LongRoPE depend on the length. longseq fixes a sequence's frequencies from
+    its capacity (generate: prompt + -n), for the prompt and every new token; transformers
+    recomputes them from the current length at each call, leaving cached keys as they were
+    rotated (docs/howto-longlora.md, "Dynamic NTK and LongRoPE during generation"). Expected:
+    - greedy `longseq generate` across the original context = the argmax of transformers' one
+      forward pass over prompt + output (its length is the capacity, so the same frequencies);
+    - transformers' own generate() departs from that once the sequence crosses the context;
+    - when prompt + -n stays within the context, both are the unscaled model and agree."""
+    import torch
+    print("generation across the original context (dynamic NTK, LongRoPE; greedy, prompt < context < "
+          "prompt + -n):")
+    prompt_txt = work / "gen-prompt.txt"
+    prompt_txt.write_text("".join(np.random.default_rng(5).choice(list("abcdefgh ijklmnop"), size=22)))
+    for name, ctx, rp, tied in (HF_CASES[2], HF_CASES[6]):
+        d = work / f"tf-gen-{name}"
+        model = torch_llama(d, ctx, rp, tied, seed=7)
+        prompt = [int(x) for x in run(["tokenize", "--model", str(d), str(prompt_txt)]).stdout.split()]
+        P = len(prompt)
+        check(P < HF_CTX, f"the prompt ({P} tokens) must fit the original context {HF_CTX}")
+
+        def ours(n):
+            r = json.loads(run(["generate", "--model", str(d), "--prompt-file", str(prompt_txt), "--temp", "0", "-n",
+                                str(n), "--ignore-eos", "--json"]).stdout)
+            check(r["prompt_tokens"] == P and len(r["ids"]) == n, f"{name}: generate -n {n}: {r}")
+            return r["ids"]
+
+        def theirs(n):
+            with torch.no_grad():
+                out = model.generate(torch.tensor([prompt]), max_new_tokens=n, min_new_tokens=n, do_sample=False)
+            return out[0].tolist()[P:]
+        n = 40
+        gen = ours(n)
+        one = torch_logits(model, prompt + gen)[P - 1:P - 1 + n]  # one pass over all P + n tokens
+        gap = one.max(axis=1) - one[np.arange(n), gen]  # 0 where ours is transformers' argmax
+        check(gap.max() < 1e-4, f"{name}: token {int(gap.argmax())} of greedy generate is not the argmax of "
+                                f"transformers' forward over prompt + output (logit gap {gap.max():.2e})")
+        hf = theirs(n)
+        first = next((i for i in range(n) if hf[i] != gen[i]), None)
+        check(first is not None, f"{name}: transformers' generate() no longer departs from its one-pass forward "
+                                 "across the context; docs/howto-longlora.md says it does")
+        short = HF_CTX - P  # prompt + -n = the context: no scaling on either side
+        check(ours(short) == theirs(short), f"{name}: generate -n {short} within the context differs from "
+                                            "transformers' generate()")
+        print(f"  {name:10s} prompt {P}, -n {n}: {n} of {n} tokens are transformers' one-pass argmax; its generate() "
+              f"departs from new token {first + 1} (position {P + first}); -n {short} (within the context): identical "
+              f"to its generate()")
 
 
 # --- adapters ------------------------------------------------------------------------------------
@@ -574,6 +807,27 @@ def check_errors(work):
     expect("heads not dividing hidden_size", d, "does not divide hidden_size")
     d = hf_dir(work, "e-rope", model, rope_scaling={"rope_type": "turbo", "factor": 2})
     expect("unknown rope_scaling type", d, "rope_scaling type \"turbo\" is not supported")
+    # transformers 5's rope_parameters (config.json otherwise as hf_dir writes it, minus the old keys)
+    for tag, rp, needle in [
+            ("unknown rope_type", {"rope_type": "turbo", "rope_theta": 1e4, "factor": 2},
+             "rope_parameters type \"turbo\" is not supported"),
+            ("rope_type proportional", {"rope_type": "proportional", "rope_theta": 1e4, "partial_rotary_factor": 0.5},
+             "rope_parameters type \"proportional\" is not supported"),
+            ("rope_parameters per layer type", {"full_attention": {"rope_type": "default", "rope_theta": 1e4}},
+             "rope_parameters.full_attention: RoPE parameters per layer type are not supported"),
+            ("a factor without rope_type", {"rope_theta": 1e4, "factor": 4.0},
+             "rope_parameters has \"factor\" but no \"rope_type\""),
+            ("partial_rotary_factor 0.5", {"rope_type": "linear", "rope_theta": 1e4, "factor": 2.0,
+                                           "partial_rotary_factor": 0.5},
+             "partial_rotary_factor = 0.5: longseq rotates the whole head"),
+            ("yarn truncate false", {"rope_type": "yarn", "rope_theta": 1e4, "factor": 2.0, "truncate": False,
+                                     "original_max_position_embeddings": 64},
+             "rope_parameters.truncate = false (an unrounded YaRN ramp) is not supported"),
+            ("rope_parameters not an object", [1e4], "rope_parameters must be an object or null"),
+            ("rope_theta below 1", {"rope_type": "default", "rope_theta": 0.5},
+             "rope_parameters.rope_theta = 0.5 must be greater than 1")]:
+        d = hf_dir(work, "e-rp", model, config={"rope_parameters": rp, "rope_theta": None})
+        expect(tag, d, needle)
     d = hf_dir(work, "e-notok", model)
     (d / "tokenizer.json").unlink()
     expect("no tokenizer", d, "has no tokenizer.model or tokenizer.json")
@@ -620,6 +874,9 @@ def main():
     check_checkpoints(work)
     check_rope_configs(work)
     check_rope_warning(work)
+    check_transformers_checkpoints(work)
+    if "--loader-only" not in sys.argv:
+        check_transformers_generation(work)
     check_lora(work)
     if "--loader-only" not in sys.argv:
         check_tokenizers(work)
