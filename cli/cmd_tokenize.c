@@ -1,6 +1,6 @@
 // cmd_tokenize.c — `longseq tokenize` (text -> ids or pieces, one line) and
 // `longseq detokenize` (ids -> bytes). Tests: tests/oracle/test_tokenizer.py,
-// tests/unit/cli_tokenize.sh.
+// tests/cli/errors.sh.
 #include "cli.h"
 #include "ls_chat.h"
 

@@ -64,7 +64,7 @@ int cli_maybe_launch(const char *task, int argc, char **argv) {
         args[k++] = argv[i];
     }
     args[k] = NULL;
-    if (mpirun) { // Open MPI refuses root and more ranks than cores unless told (ops.md §1)
+    if (mpirun) { // Open MPI refuses root and more ranks than cores unless told (docs/ops.md §1.1)
         setenv("OMPI_ALLOW_RUN_AS_ROOT", "1", 0);
         setenv("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1", 0);
         setenv("OMPI_MCA_rmaps_base_oversubscribe", "1", 0);

@@ -280,7 +280,7 @@ static void launch(server *s) {
     sigemptyset(&none);
     posix_spawnattr_setsigmask(&at, &none);
     posix_spawnattr_setflags(&at, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK);
-    setenv("OMPI_ALLOW_RUN_AS_ROOT", "1", 0); // ops.md §1: Open MPI as root, more ranks than cores
+    setenv("OMPI_ALLOW_RUN_AS_ROOT", "1", 0); // root, more ranks than cores: docs/ops.md §1.1
     setenv("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1", 0);
     setenv("OMPI_MCA_rmaps_base_oversubscribe", "1", 0);
     setenv("LONGSEQ_TOKEN", s->o->token, 1); // the workers' credential, never on a command line

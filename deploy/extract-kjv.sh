@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # extract-kjv.sh OUT — writes the King James Bible (public domain) as plain text, one verse per
-# line, from Debian's bible-kjv package (../shared/spec/ops.md §6): 31,102 lines, ~4.1 MB.
+# line, from Debian's bible-kjv package (docs/ops.md §4): 31,102 lines, ~4.1 MB.
 set -euo pipefail
 out=$1
 command -v bible >/dev/null || { echo "extract-kjv: the 'bible' program (Debian package bible-kjv) is not installed" >&2; exit 1; }

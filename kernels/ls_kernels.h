@@ -105,8 +105,8 @@ ls_status ls_op_rope(ls_backend_t *b, float *x, int64_t m, int n_heads, int head
 
 // --- attention ------------------------------------------------------------------------------
 // A rule says which keys query position i of query head h sees: at most two closed ranges of
-// key positions (../shared/design.md §4). The kernel asks only ls_attn_ranges, and so will the
-// sequence-parallel planner.
+// key positions (docs/attention.md). The kernels ask only ls_attn_ranges, and so does the
+// sequence-parallel planner (worker/plan.c).
 //   full   [0, i]
 //   s2     group G, shift s = G/2: heads h < H/2 see [G*floor(i/G), i]; heads h >= H/2 see
 //          [s + G*floor((i-s)/G), i] for i >= s and [0, i] before (no wrap-around)

@@ -3,7 +3,7 @@
 // pair with the lowest merge rank is merged first (ties: the leftmost), until no pair is in
 // the merge table. Symbols are vocabulary ids, plus ids past the vocabulary for strings that
 // occur only inside merges, so pairs are looked up by two integers.
-// Spec: ../shared/spec/formats.md §3 (BPE). Tests: tests/oracle/test_tokenizer.py.
+// Docs: docs/formats.md §4.3. Tests: tests/oracle/test_tokenizer.py.
 #include "tokenizer_impl.h"
 
 #include <string.h>

@@ -1,7 +1,7 @@
 // config.c — the `llama` model configuration from GGUF metadata: hyperparameters, RoPE
 // settings and every weight tensor, each checked against the shape the hyperparameters
-// imply. Spec: ../shared/spec/formats.md §2, ../shared/spec/rope.md §3.
-// Tests: tests/unit/test_model.c, tests/oracle/test_model_config.py.
+// imply. Docs: docs/formats.md §3, docs/rope.md §4.
+// Tests: tests/unit/test_model.c, tests/oracle/test_inspect.py.
 #include "ls_model.h"
 
 #include <ctype.h>

@@ -2,7 +2,7 @@
 // views without further checks. Layout: header, key/values, tensor infos, padding to the
 // alignment, data. Every read goes through a bounds-checked cursor; every size is computed
 // with overflow checks; allocations are bounded by the file size before they happen.
-// Spec: ../shared/spec/formats.md §1. Tests: tests/unit/test_gguf.c, tests/fuzz/fuzz_gguf.c.
+// Docs: docs/formats.md §1. Tests: tests/unit/test_gguf.c, tests/fuzz/fuzz_gguf.c.
 #include "ls_gguf.h"
 
 #include <stdlib.h>

@@ -1,6 +1,6 @@
 // gguf_build.c — writes GGUF metadata images for assembled handles (ls_gguf_assemble): the
 // header and key/values laid out exactly as in a file, so the reader's own validation runs
-// on them. Spec: ../shared/spec/formats.md §1. Tests: tests/unit/test_gguf.c (assembled
+// on them. Docs: docs/formats.md §1.5. Tests: tests/unit/test_gguf.c (assembled
 // handles), tests/oracle/test_hf.py (checkpoints presented through it).
 #include "ls_gguf.h"
 

@@ -3,8 +3,8 @@
 // or the older rope_theta + rope_scaling; tied embeddings) becomes llama.*
 // GGUF keys, and the safetensors tensors (single or sharded) are mapped to GGUF names in their
 // stored F32/F16/BF16 form, straight from the file mapping. q/k rows (and biases) are
-// permuted from rotate-half pairs to adjacent pairs, the only copy made. Spec:
-// ../shared/spec/formats.md §2, §5; ../shared/spec/rope.md §2. Tests: tests/oracle/test_hf.py.
+// permuted from rotate-half pairs to adjacent pairs, the only copy made. Docs:
+// docs/formats.md §3.4, §5; docs/rope.md §5. Tests: tests/oracle/test_hf.py.
 #include "loader_impl.h"
 #include "ls_safetensors.h"
 

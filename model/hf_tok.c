@@ -3,8 +3,8 @@
 // normalizer flags) or tokenizer.json (a byte-level BPE parsed with jansson: vocabulary,
 // merges, added tokens, and the pre-tokenizer recognised from its structure), plus
 // tokenizer_config.json (add_bos/add_eos, special tokens, chat template) and added_tokens.json.
-// tokenizer.model wins when both exist, as in llama.cpp's converter. Spec:
-// ../shared/spec/formats.md §3, §5. Tests: tests/oracle/test_hf.py (against transformers).
+// tokenizer.model wins when both exist, as in llama.cpp's converter. Docs:
+// docs/formats.md §4.1, §5.4. Tests: tests/oracle/test_hf.py (against transformers).
 #include "loader_impl.h"
 #include "sentencepiece.pb-c.h"
 

@@ -1,7 +1,7 @@
 // loader.c — ls_model_open: a GGUF file as it is, or a model put together in memory (a Hugging
 // Face checkpoint, or any model with LoRA adapters) and handed out as an assembled GGUF.
-// Also the model-under-construction helpers hf.c and lora.c share. Spec:
-// ../shared/spec/formats.md §5. Tests: tests/oracle/test_hf.py.
+// Also the model-under-construction helpers hf.c and lora.c share. Docs:
+// docs/formats.md §1.5, §5 and §6. Tests: tests/oracle/test_hf.py.
 #include "loader_impl.h"
 
 #include <stdlib.h>

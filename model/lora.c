@@ -5,8 +5,8 @@
 // which may grow the vocabulary, e.g. 32000 -> 32001 with LongLoRA's [PAD]), and llama.cpp's
 // GGUF adapters (.lora_a / .lora_b, alpha in adapter.lora.alpha). Deltas are formed in f32 with
 // OpenBLAS and stored in the weight's own type (quantized weights become F32). PEFT q/k deltas
-// get the same row permutation as the HF weights. Spec: ../shared/spec/formats.md §5,
-// ../shared/spec/attention.md §1.5. Tests: tests/oracle/test_hf.py.
+// get the same row permutation as the HF weights. Docs: docs/formats.md §6,
+// docs/howto-longlora.md ("A LoRA+ adapter"). Tests: tests/oracle/test_hf.py.
 #include "loader_impl.h"
 #include "ls_kernels.h"
 #include "ls_safetensors.h"

@@ -2,8 +2,8 @@
 // every count, string, array and tensor extent is bounds-checked against the file size and
 // every size computation is checked for overflow, so later accessors cannot read out of
 // bounds. Hostile files get an LS_ERR_FORMAT / LS_ERR_UNSUPPORTED naming what is wrong.
-// Format: ../shared/spec/formats.md §1. Tests: tests/unit/test_gguf.c (hostile files),
-// tests/fuzz/fuzz_gguf.c, tests/oracle/test_gguf_read.py (against gguf-py).
+// Format: docs/formats.md §1. Tests: tests/unit/test_gguf.c (hostile files),
+// tests/fuzz/fuzz_gguf.c, tests/oracle/test_inspect.py (against gguf-py).
 #ifndef LS_GGUF_H
 #define LS_GGUF_H
 

@@ -4,7 +4,7 @@
 // llama.cpp GGUF adapters). Everything comes out as one GGUF handle — an assembled one when
 // anything was converted or merged — so the engine, coordinator and tools read every source
 // the same way. HF q/k rows are permuted at load to GGUF's adjacent-pair RoPE layout.
-// Spec: ../shared/spec/formats.md §2, §5; ../shared/spec/attention.md §1.3, §1.5.
+// Docs: docs/formats.md §1.5, §3.4, §5 and §6; docs/howto-longlora.md.
 // Tests: tests/oracle/test_hf.py (checkpoints, adapters, tokenizers vs numpy and transformers,
 // hostile directories and adapters; also under the sanitizers), tests/unit/test_gguf.c.
 #ifndef LS_LOADER_H

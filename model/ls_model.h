@@ -2,8 +2,8 @@
 // hyperparameters, the RoPE configuration (base, scaling type and factor, YaRN keys,
 // attention factor, per-frequency factor tensors) and the weight tensors, each checked
 // against the shape the hyperparameters imply. Missing or inconsistent values are errors
-// that name the key or tensor. Spec: ../shared/spec/formats.md §2, ../shared/spec/rope.md §3.
-// Tests: tests/unit/test_model.c, tests/oracle/test_model_config.py.
+// that name the key or tensor. Docs: docs/formats.md §3, docs/rope.md §4.
+// Tests: tests/unit/test_model.c, tests/oracle/test_inspect.py.
 #ifndef LS_MODEL_H
 #define LS_MODEL_H
 
@@ -62,7 +62,7 @@ typedef struct ls_model_config {
 
 // The rotary frequencies of a sequence of seq_len tokens (dynamic NTK and LongRoPE depend on
 // it; the others ignore it): inv_freq[i] for pair i < n_rot/2, computed in double from the
-// method's formula (../shared/spec/rope.md §2) and rounded once to f32, and the factor that
+// method's formula (docs/rope.md §3) and rounded once to f32, and the factor that
 // multiplies cos and sin (YaRN's mscale; 1 for the others).
 ls_status ls_rope_compute(const ls_rope_config *r, int64_t seq_len, float *inv_freq, float *attn_factor);
 

@@ -5,7 +5,7 @@
 // any bytes x the vocabulary can represent (a byte-level BPE vocabulary may lack some bytes,
 // e.g. 0xFF: such bytes are dropped with a warning, as llama.cpp and Hugging Face drop them).
 // Unicode classes come from utf8proc.
-// Spec: ../shared/spec/formats.md §3. Tests: tests/unit/test_tokenizer.c,
+// Docs: docs/formats.md §4. Tests: tests/unit/test_tokenizer.c,
 // tests/oracle/test_tokenizer.py (against Hugging Face tokenizers and sentencepiece).
 #ifndef LS_TOKENIZER_H
 #define LS_TOKENIZER_H

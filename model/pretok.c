@@ -1,6 +1,6 @@
 // pretok.c — UTF-8 decoding into classified units and the pre-tokenizers of byte-level BPE,
 // written as scanners instead of regexes (the same pieces as the regexes in
-// ../shared/spec/formats.md §3):
+// docs/formats.md §4.4):
 //   gpt-2:     's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+
 //   smollm:    \p{N} isolated first, then gpt-2 on the rest
 //   llama-bpe: (?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}|

@@ -1,8 +1,8 @@
 // rope.c — RoPE frequencies for every method: none, linear (position interpolation), static
 // NTK, dynamic NTK, YaRN, Llama 3 and LongRoPE; a changed base (ABF) is just freq_base. Each
 // formula is evaluated in double and rounded once to f32; the kernel then forms each angle as
-// one f32 product of the exact position and this frequency. Spec: ../shared/spec/rope.md §2.
-// Tests: tests/unit/test_rope.c (the spec's reference table), tests/oracle/test_forward.py.
+// one f32 product of the exact position and this frequency. Docs: docs/rope.md §1 and §3.
+// Tests: tests/unit/test_rope.c (docs/rope.md §7's values), tests/oracle/test_forward.py.
 #include "ls_model.h"
 
 #include <math.h>

@@ -2,7 +2,7 @@
 // spaces already turned into U+2581) starts as one symbol per UTF-8 character; the adjacent
 // pair whose concatenation is the vocabulary token with the highest score is merged first
 // (ties: the leftmost). Symbols that are not tokens fall back to <0xNN> byte tokens.
-// Spec: ../shared/spec/formats.md §3 (SPM). Tests: tests/oracle/test_tokenizer.py (against
+// Docs: docs/formats.md §4.5. Tests: tests/oracle/test_tokenizer.py (against
 // the sentencepiece library on a model trained by the test).
 #include "tokenizer_impl.h"
 

@@ -1,6 +1,6 @@
 // tokenizer.c — tokenizer setup from GGUF metadata, special-token matching, the tokenize loop
 // (special split -> pre-tokenizer -> BPE, or -> SentencePiece) and detokenization.
-// Spec: ../shared/spec/formats.md §3. Tests: tests/unit/test_tokenizer.c,
+// Docs: docs/formats.md §4. Tests: tests/unit/test_tokenizer.c,
 // tests/oracle/test_tokenizer.py.
 #include "tokenizer_impl.h"
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Converts LongLoRA's PyTorch artifacts to the safetensors files longseq loads.
 
-LongLoRA's LoRA+ releases (attention.md §1.5) ship an adapter directory with
+LongLoRA's LoRA+ releases (docs/howto-longlora.md) ship an adapter directory with
 adapter_model.bin (the PEFT LoRA factors) and trainable_params.bin (the embedding and norms
 trained alongside them, keys without the "base_model.model." prefix); its fully fine-tuned
 models (e.g. Llama-2-7b-longlora-100k-ft) ship one fp32 pytorch_model.bin. All are PyTorch

@@ -4,7 +4,7 @@
 //              positions; append k,v to the cache; x += attention(q, cache)·Wo
 //              h = rms(x)·ffn_norm; x += (silu(h·Wgate) * (h·Wup))·Wdown
 //   logits = rms(x)·output_norm · Woutᵀ, for the rows asked for, LOGIT_ROWS at a time.
-// Spec: ../shared/spec/formats.md §2. Tests: tests/oracle/test_forward.py.
+// Docs: docs/formats.md §3.3. Tests: tests/oracle/test_forward.py.
 #include "engine_impl.h"
 
 #include <math.h>

@@ -1,5 +1,5 @@
 // dequant_ref.c — reference dequantization, one element at a time, straight from the block
-// layouts in ../shared/spec/formats.md §1. The twin of kernels/cpu/dequant.c and
+// layouts in docs/formats.md §2.2. The twin of kernels/cpu/dequant.c and
 // kernels/cuda/dequant.cu. Tests: tests/unit/test_kernels.c, tests/oracle/test_dequant.py.
 #include "ls_ref.h"
 

@@ -1,5 +1,5 @@
 // test_rope.c — RoPE frequencies and angles against the float64 reference values of
-// ../shared/spec/rope.md §4 (produced by rope_vectors.py from HF's and ggml's formulas):
+// docs/rope.md §7 (the formulas evaluated in float64 by the script there):
 // every angle theta = pos * inv_freq, formed as the kernel forms it (one f32 product), within
 // 1e-6 relative for none, linear, NTK, YaRN and Llama 3; YaRN's mscale; dynamic NTK's base;
 // and the rotation of a test vector at position 4095 in both pairings through ls_op_rope.
@@ -13,7 +13,7 @@ enum { NONE, LINEAR, NTK, YARN, LLAMA3, N_METHODS };
 
 static const int64_t g_pos[] = {1, 7, 4095, 100000};
 static const int g_idx[] = {0, 1, 15, 31};
-// [pos][pair][method], from ../shared/spec/rope.md §4 (9 significant digits).
+// [pos][pair][method], from docs/rope.md §7 (9 significant digits).
 static const double g_theta[4][4][N_METHODS] = {
     {{1, 0.25, 1, 1, 1},
      {0.749894209, 0.187473552, 0.717098328, 0.749894209, 0.663601238},
@@ -74,7 +74,7 @@ static void test_dynamic_and_llama3_divisors(void) {
     ls_rope_compute(&r, 4096, inv, &attn);
     TEST_COND(inv[31] == plain[31], "dynamic NTK within the original context is plain RoPE");
     ls_rope_compute(&r, 16384, inv, &attn);
-    double want = pow(141213.757, -2.0 * 31 / 64); // base' = 141213.757 at 16384 (spec §4)
+    double want = pow(141213.757, -2.0 * 31 / 64); // base' = 141213.757 at 16384 (docs/rope.md §7)
     TEST_COND(fabs(inv[31] - want) / want < 1e-6, "dynamic NTK base at 16384: %.9g vs %.9g", inv[31], want);
     // Llama 3 from the converter's rope_freqs divisors equals the computed formula.
     ls_rope_config l3 = method(LLAMA3);
@@ -94,8 +94,8 @@ static void test_dynamic_and_llama3_divisors(void) {
     TEST_ERR(ls_rope_compute(&bad, 1, inv, &attn), LS_ERR_INVALID, "needs per-frequency factors");
 }
 
-// The spec's rotation vectors: x_j = sin(0.1 j + 0.3) at position 4095. The f32 angle of
-// ~3070 rad is off by up to half an f32 ulp (1.2e-4 rad), so outputs agree to ~2e-4.
+// The rotation vectors of docs/rope.md §7: x_j = sin(0.1 j + 0.3) at position 4095. The f32
+// angle of ~3070 rad is off by up to half an f32 ulp (1.2e-4 rad), so outputs agree to ~2e-4.
 static void test_rotation(void) {
     static const double want[4][8] = {
         {-0.369516185, -0.475740823, -0.479590598, -0.232879883, 0.923281891, -0.921653107, 0.135047332, 0.249858655},
