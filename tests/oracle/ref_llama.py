@@ -10,7 +10,9 @@ engine from the Hugging Face Llama semantics:
   NTK-aware, dynamic NTK, YaRN (attention factor on cos and sin), Llama 3, LongRoPE; a changed
   base (ABF) is just the base.
 Optionally the matmul activations are rounded as llama.cpp rounds them (8-bit blocks), to
-check the engine's like-for-like mode.
+check the engine's like-for-like mode; or every activation is rounded as float32 arithmetic
+would (f32_noise), to measure how much each position amplifies rounding (its conditioning):
+the tolerance of a float32 engine against this reference is a multiple of that, per position.
 """
 from __future__ import annotations
 
@@ -54,6 +56,30 @@ def rope_inv_freq(d, base, method="none", factor=1.0, orig_ctx=None, seq_len=Non
         f = f / ext
         mscale = attn_factor or (math.sqrt(1 + math.log(factor) / math.log(orig_ctx)) if factor > 1 else 1.0)
     return f, mscale
+
+
+def load_gguf(path):
+    """A llama GGUF file (any tensor type gguf-py can dequantize) as the model object the
+    forward functions take: hp (heads, kv_heads, head_dim, eps, rope_base, layers, vocab) and
+    weights [rows][cols] as float64 (converted once here, not in every forward), in the
+    file's layout."""
+    import gguf
+    r = gguf.GGUFReader(str(path))
+
+    def val(key):
+        f = r.fields[key]
+        return f.parts[f.data[0]].tolist()[0]
+    hp = dict(heads=val("llama.attention.head_count"), kv_heads=val("llama.attention.head_count_kv"),
+              eps=val("llama.attention.layer_norm_rms_epsilon"), rope_base=val("llama.rope.freq_base"),
+              layers=val("llama.block_count"))
+    hp["head_dim"] = val("llama.embedding_length") // hp["heads"]
+    weights, types = {}, {}
+    for t in r.tensors:
+        shape = [int(d) for d in reversed(t.shape.tolist())]
+        weights[t.name] = gguf.quants.dequantize(t.data, t.tensor_type).astype(np.float64).reshape(shape)
+        types[t.name] = t.tensor_type.name
+    hp["vocab"] = weights["token_embd.weight"].shape[0]
+    return type("GGUFModel", (), dict(hp=hp, weights=weights, types=types))
 
 
 def unpermute(w, n_heads):
@@ -122,10 +148,30 @@ def rule_mask(rule, n, n_heads):
     return np.stack(masks)
 
 
-def forward(model, tokens, rope=None, act_llamacpp=False, rule=None):
+def f32_rounder(on, seed=0):
+    """Rounds an activation to float32, then perturbs it by up to one float32 unit in the
+    last place (random sign), as float32 arithmetic would: with `on`, forward(...) becomes an
+    emulation of a float32 engine whose difference from the float64 result measures how
+    strongly each position amplifies rounding (its conditioning). Identity when off."""
+    if not on:
+        return lambda a: a
+    rng = np.random.default_rng(seed)
+
+    def r(a):
+        a32 = np.asarray(a, dtype=np.float32)
+        ulp = np.spacing(np.abs(a32)).astype(np.float64)
+        return a32.astype(np.float64) + ulp * rng.uniform(-1.0, 1.0, size=a32.shape)
+    return r
+
+
+def forward(model, tokens, rope=None, act_llamacpp=False, rule=None, f32_noise=None):
     """Logits [n][vocab] (float64) for the token ids, positions 0..n-1, under an attention
-    rule (default full causal)."""
-    hp, W = model.hp, {k: v.astype(np.float64) for k, v in model.weights.items()}
+    rule (default full causal). The sink rule takes StreamingLLM's positions: the sink keys
+    are scored with the query rotated at its cache slot min(i, S + W), the others at its own
+    position (equal to forward_streaming, which test_streaming checks). f32_noise=seed rounds
+    every activation as float32 would, with a random last-place perturbation (f32_rounder)."""
+    r32 = f32_rounder(f32_noise is not None, f32_noise or 0)
+    hp, W = model.hp, {k: v.astype(np.float64, copy=False) for k, v in model.weights.items()}
     H, KV, hd, eps = hp["heads"], hp["kv_heads"], hp["head_dim"], hp["eps"]
     n = len(tokens)
     rope = dict(rope or {})
@@ -142,10 +188,10 @@ def forward(model, tokens, rope=None, act_llamacpp=False, rule=None):
             a = round_acts(a, model.types[name])
         return a @ W[name].T
 
-    def rot(x):  # x [n][heads][hd], HF rotate_half
+    def rot(x, at=slice(None)):  # x [n][heads][hd] at positions `at`, HF rotate_half
         half = hd // 2
         rh = np.concatenate([-x[..., half:], x[..., :half]], axis=-1)
-        return x * cos[:, None, :] + rh * sin[:, None, :]
+        return x * cos[at][:, None, :] + rh * sin[at][:, None, :]
 
     for key in list(W):
         if key.endswith("attn_q.weight"):
@@ -154,23 +200,30 @@ def forward(model, tokens, rope=None, act_llamacpp=False, rule=None):
             W[key] = unpermute(W[key], KV)
     x = W["token_embd.weight"][tokens]
     mask = rule_mask(rule, n, H)
+    sinks = min(rule["sinks"], n) if rule and rule["kind"] == "sink" else 0
     for il in range(hp["layers"]):
         p = f"blk.{il}."
-        h = rms(x, W[p + "attn_norm.weight"], eps)
-        q = rot(mm(h, p + "attn_q.weight").reshape(n, H, hd))
-        k = rot(mm(h, p + "attn_k.weight").reshape(n, KV, hd))
-        v = mm(h, p + "attn_v.weight").reshape(n, KV, hd)
+        h = r32(rms(x, W[p + "attn_norm.weight"], eps))
+        qr = r32(mm(h, p + "attn_q.weight")).reshape(n, H, hd)
+        q = r32(rot(qr))
+        k = r32(rot(r32(mm(h, p + "attn_k.weight")).reshape(n, KV, hd)))
+        v = r32(mm(h, p + "attn_v.weight")).reshape(n, KV, hd)
+        if sinks:
+            q_slot = r32(rot(qr, np.minimum(np.arange(n), sinks + rule["window"])))
         out = np.empty((n, H, hd))
         for head in range(H):
             g = head // (H // KV)
-            s = q[:, head, :] @ k[:, g, :].T / math.sqrt(hd) + mask[head]
+            s = q[:, head, :] @ k[:, g, :].T
+            if sinks:
+                s[:, :sinks] = q_slot[:, head, :] @ k[:sinks, g, :].T
+            s = s / math.sqrt(hd) + mask[head]
             s = np.exp(s - s.max(axis=1, keepdims=True))
             out[:, head, :] = (s / s.sum(axis=1, keepdims=True)) @ v[:, g, :]
-        x = x + mm(out.reshape(n, H * hd), p + "attn_output.weight")
-        h = rms(x, W[p + "ffn_norm.weight"], eps)
-        g = mm(h, p + "ffn_gate.weight")
-        x = x + mm(g / (1 + np.exp(-g)) * mm(h, p + "ffn_up.weight"), p + "ffn_down.weight")
-    h = rms(x, W["output_norm.weight"], eps)
+        x = r32(x + r32(mm(r32(out).reshape(n, H * hd), p + "attn_output.weight")))
+        h = r32(rms(x, W[p + "ffn_norm.weight"], eps))
+        g = r32(mm(h, p + "ffn_gate.weight"))
+        x = r32(x + r32(mm(r32(g / (1 + np.exp(-g)) * r32(mm(h, p + "ffn_up.weight"))), p + "ffn_down.weight")))
+    h = r32(rms(x, W["output_norm.weight"], eps))
     return mm(h, "output.weight" if "output.weight" in W else "token_embd.weight")
 
 

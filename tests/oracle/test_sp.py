@@ -14,9 +14,10 @@ its rule needs, and fails cleanly.
   whose query heads see them; for full, the ring (every other rank's keys); plus, per decode
   step, one all-gather of (n_head x head_dim + n_head) floats; the shards are whole s2 groups,
   contiguous, or the zigzag of full attention;
-- default model (SmolLM2): logits and traffic as above for every rule (np 2..4), within 1e-5
-  or, where the engine itself varies more between micro-batch sizes in one process (s2 and
-  sink on this quantized model: ~5e-5), within twice that variation and 2e-4; greedy
+- default model (SmolLM2): one process and the worker group (np 2..4) both against a float64
+  forward of the dequantized model (ref_llama.load_gguf), for every rule, with a bound per
+  position of 16 times that position's own sensitivity to float32 rounding (at least 2e-5),
+  so no tolerance depends on the CPU's BLAS kernels; traffic as above; greedy
   generation of 64 tokens after a 1.2K-token prompt gives the same tokens sharded as in one
   process for every rule (sink and window in one process run the streaming cache, evicting);
   perplexity (full, s2) with np 2..4 agrees to 1e-6 relative;
@@ -42,7 +43,7 @@ import numpy as np
 
 from fixtures import write_tiny_llama
 from lsoracle import BIN, KJV, MODEL, check, done, need_file, tmpdir
-from ref_llama import rule_mask
+from ref_llama import forward, load_gguf, rule_mask
 from test_forward import engine_logits, rel_err
 
 MPI_ENV = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
@@ -121,17 +122,30 @@ def expected_bytes(rule, plan, n, P, H, KV, hd):
     return out
 
 
-def exact_case(work, name, path, model, tokens, rule, P, decode_from, tol=1e-5):
+def rel_err_rows(a, ref):
+    """Per position: the largest error relative to |ref| + the rms of all of ref (rel_err's
+    measure, row by row)."""
+    rms = np.sqrt(np.mean(ref * ref)) + 1e-30
+    return np.max(np.abs(a - ref) / (np.abs(ref) + rms), axis=1)
+
+
+def exact_case(work, name, path, model, tokens, rule, P, decode_from, tol=1e-5, ref=None):
+    """The worker group's logits against ref (default: one process of the engine) within tol
+    (a number, or one bound per position); checks the plan and the bytes moved."""
     V, H, KV = model.hp["vocab"], model.hp["heads"], model.hp["kv_heads"]
     hd, L = model.hp["head_dim"], model.hp["layers"]
-    ref = engine_logits(path, tokens, V, work, *rule_args(rule), "--decode-from", decode_from)
+    against = "one process" if ref is None else "the float64 reference"
+    if ref is None:
+        ref = engine_logits(path, tokens, V, work, *rule_args(rule), "--decode-from", decode_from)
     out = work / "sp.f32"
     p = mpirun(P, ["--task", "logits", "--model", path, "--ids", work / "ids.txt", "--out", out,
                    "--decode-from", decode_from, "--stats", *rule_args(rule)])
     check(p.returncode == 0, f"{name} np={P}: the worker group failed:\n{p.stderr}")
     ours = np.fromfile(out, dtype=np.float32).reshape(len(tokens), V)
-    e = rel_err(ours, ref)
-    check(e < tol, f"{name} np={P}: logits differ from one process by {e:.2e} (tolerance {tol:.1e})")
+    rows, tols = rel_err_rows(ours, ref), np.broadcast_to(tol, (len(tokens),))
+    e, worst = float(rows.max()), int(np.argmax(rows / tols))
+    check(rows[worst] < tols[worst], f"{name} np={P}: logits at position {worst} differ from {against} by "
+                                     f"{rows[worst]:.2e} (tolerance {tols[worst]:.1e})")
     plan, stats = parse_stats(p.stderr)
     k = min(decode_from, len(tokens))
     check_plan(f"{name} np={P}", plan, rule, k, P)
@@ -186,27 +200,41 @@ def s2_boundary_formula(work):
     print(f"  s2 G=21, 9/3 heads, np=4: {per_boundary} bytes per boundary per layer = (G - G/2) x 2 kv x hd x 2 x 4")
 
 
+def f64_bounds(model, toks, rule):
+    """The float64 forward of the dequantized model under the rule, and per position the
+    tolerance for a float32 engine: 16 times that position's own sensitivity to float32
+    rounding (the larger of two float32-emulating runs, ref_llama.f32_rounder), at least 2e-5.
+    Positions that amplify rounding get room in proportion; the bound does not depend on
+    which BLAS kernels this CPU picks (docs/results.md, 2026-12-03)."""
+    run = lambda seed: forward(model, toks, rule=rule, f32_noise=seed)
+    ref = run(None)
+    noise = np.maximum(rel_err_rows(run(1), ref), rel_err_rows(run(2), ref))
+    return ref, np.maximum(2e-5, 16 * noise), noise
+
+
 def default_model(work):
     need_file(MODEL, "the default model")
     text = need_file(KJV, "the KJV text").read_text()
-    m = dict(hp=dict(vocab=49152, heads=9, kv_heads=3, head_dim=64, layers=30))
-    model = type("M", (), m)
+    model = load_gguf(MODEL)
     ids = subprocess.run([str(BIN), "tokenize", "-"], input=text[2000:4000], capture_output=True, text=True)
     check(ids.returncode == 0, f"tokenize failed: {ids.stderr}")
     toks = list(map(int, ids.stdout.split()))[:300]
     for name, rule, P in (("full", dict(kind="full"), 3), ("s2 G=64", dict(kind="s2", group=64), 2),
                           ("sink 4+60", dict(kind="sink", sinks=4, window=60), 4),
                           ("window 50", dict(kind="window", window=50), 2)):
-        # The engine is not bit-identical across batch shapes (sgemm's edge kernels round
-        # differently), so one process with other micro-batches sets the floor of what "equal"
-        # can mean on this model; the sharded run must stay within twice that, and 2e-4.
-        ref = engine_logits(MODEL, toks, 49152, work, *rule_args(rule), "--decode-from", 280)
-        other = engine_logits(MODEL, toks, 49152, work, *rule_args(rule), "--decode-from", 280, "--ubatch", 37)
-        floor = rel_err(other, ref)
-        tol = min(max(1e-5, 2 * floor), 2e-4)
-        e, _ = exact_case(work, f"SmolLM2 {name}", MODEL, model, toks, rule, P, 280, tol)
-        print(f"  SmolLM2, n=300 (280 + 20 decoded), {name:9s} np={P}  max rel error {e:.1e} "
-              f"(one process, micro-batches 512 vs 37: {floor:.1e}); bytes as the rule needs")
+        # Both sides against float64: one process of the engine, then the worker group. Where
+        # a position amplifies rounding (s2 G=64 at 288, where the shifted heads see only the
+        # token itself and the model forms a massive activation), every float32 path is off
+        # by more there, whatever its order of operations; the bound follows the position.
+        ref, tol, noise = f64_bounds(model, toks, rule)
+        one = rel_err_rows(engine_logits(MODEL, toks, 49152, work, *rule_args(rule), "--decode-from", 280), ref)
+        w1 = int(np.argmax(one / tol))
+        check(one[w1] < tol[w1], f"SmolLM2 {name}: one process differs from the float64 reference by {one[w1]:.2e} "
+                                 f"at position {w1} (tolerance {tol[w1]:.1e})")
+        e, _ = exact_case(work, f"SmolLM2 {name}", MODEL, model, toks, rule, P, 280, tol, ref=ref)
+        hot = int(np.argmax(noise))
+        print(f"  SmolLM2, n=300 (280 + 20 decoded), {name:9s} vs float64: one process {one.max():.1e}, np={P} {e:.1e}; "
+              f"most sensitive position {hot} (f32 emulation {noise[hot]:.1e}, bound {tol[hot]:.1e}); bytes as the rule needs")
 
     prompt = work / "prompt.txt"
     prompt.write_text(text[1000:6000])

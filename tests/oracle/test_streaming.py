@@ -39,6 +39,11 @@ def streaming_exactness(work):
     tokens = np.random.default_rng(3).integers(0, V, size=110).tolist()
     S, W = 4, 20
     ref = forward_streaming(model, tokens, S, W)
+    # The parallel float64 reference (test_sp's) takes the same relative positions as the token
+    # loop; only the float32 angles (position x frequency, rounded as HF rounds them) of other
+    # absolute positions differ, by about 1e-6 here.
+    par = forward(model, tokens, rule=dict(kind="sink", sinks=S, window=W))
+    compare("numpy: parallel sink rule vs the token loop", par, ref)
     sink = ("--attn", "sink", "--sinks", S, "--window", W)
     compare("sink 4+20, parallel prefill", engine_logits(path, tokens, V, work, *sink), ref)
     compare("sink 4+20, stream, micro-batches of 7", engine_logits(path, tokens, V, work, *sink, "--stream", 1, "--ubatch", 7), ref)
