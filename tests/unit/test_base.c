@@ -1,10 +1,13 @@
 // test_base.c — unit tests of base/: errors (first cause, trace, prefix), buffers, vectors,
-// both hash maps (against a brute-force check), dtype sizes and overflow checks.
+// both hash maps (against a brute-force check), dtype sizes and overflow checks, reading
+// files (FIFOs and devices refused, the size limit checked before reading).
 // `test_base --dtype-table` prints the dtype table for tests/oracle/test_dequant.py.
 #include "ls_base.h"
 #include "ls_test.h"
 
 #include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 static ls_status inner(void) { return LS_ERR(LS_ERR_FORMAT, "inner failed with %d", 42); }
 static ls_status middle(void) {
@@ -89,6 +92,34 @@ static void test_dtypes(void) {
     TEST_COND(!ls_add_u64(UINT64_MAX, 1, &r), "add overflow");
 }
 
+// Reading files: FIFOs and devices are refused by name without blocking, files over the limit
+// by their length before anything is read.
+static void test_files(void) {
+    char dir[] = "/tmp/ls-base-XXXXXX", path[64], cmd[96];
+    if (!mkdtemp(dir)) return;
+    snprintf(path, sizeof path, "%s/fifo", dir);
+    TEST_COND(mkfifo(path, 0644) == 0, "mkfifo");
+    alarm(20); // a reader that blocks fails the test instead of hanging it
+    ls_mapped_file f;
+    ls_buf b = {0};
+    TEST_ERR(ls_file_map(path, &f), LS_ERR_IO, "fifo is not a regular file");
+    TEST_ERR(ls_file_read_all(path, 100, &b), LS_ERR_IO, "fifo is not a regular file");
+    TEST_ERR(ls_file_read_all("/dev/zero", 100, &b), LS_ERR_IO, "/dev/zero is not a regular file");
+    alarm(0);
+    ls_buf_free(&b);
+    snprintf(path, sizeof path, "%s/big", dir);
+    FILE *w = fopen(path, "wb");
+    if (w) fputs("0123456789", w), fclose(w);
+    TEST_ERR(ls_file_read_all(path, 9, &b), LS_ERR_RANGE, "big is larger than the limit of 9 bytes");
+    TEST_COND(b.len == 0, "nothing read from a file over the limit (%zu bytes)", b.len);
+    ls_buf_free(&b);
+    TEST_COND(ls_file_read_all(path, 10, &b) == LS_OK && b.len == 10 && !strcmp(b.data, "0123456789"), "read: %s",
+              ls_err_msg());
+    ls_buf_free(&b);
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    TEST_COND(system(cmd) == 0, "%s", cmd);
+}
+
 int main(int argc, char **argv) {
     if (argc > 1 && !strcmp(argv[1], "--dtype-table")) {
         for (uint32_t id = 0; id < LS_DTYPE_COUNT; id++) {
@@ -101,5 +132,6 @@ int main(int argc, char **argv) {
     test_buffers();
     test_maps();
     test_dtypes();
+    test_files();
     return TEST_REPORT("test_base");
 }
