@@ -6,7 +6,8 @@
 // GGUF adapters (.lora_a / .lora_b, alpha in adapter.lora.alpha). Deltas are formed in f32 with
 // OpenBLAS and stored in the weight's own type (quantized weights become F32). PEFT q/k deltas
 // get the same row permutation as the HF weights. Docs: docs/formats.md §6,
-// docs/howto-longlora.md ("A LoRA+ adapter"). Tests: tests/oracle/test_hf.py.
+// docs/howto-longlora.md ("A LoRA+ adapter"). Tests: tests/oracle/test_hf.py,
+// tests/unit/test_loader.c (hostile adapters: 0-D tensors, ranks no integer holds).
 #include "loader_impl.h"
 #include "ls_kernels.h"
 #include "ls_safetensors.h"
@@ -143,6 +144,8 @@ static ls_status replace(ld_model *m, const ls_st_tensor *t, const char *gname, 
     if (!w) return LS_ERR(LS_ERR_FORMAT, "the adapter replaces '%s' (%s), which the model does not have", gname, t->name);
     if (t->type != LS_F32 && t->type != LS_F16 && t->type != LS_BF16)
         return LS_ERR(LS_ERR_UNSUPPORTED, "adapter tensor '%s' is %s (F32, F16 or BF16 expected)", t->name, ls_dtype_name(t->type));
+    if (t->n_dims < 1 || t->n_dims > 2)
+        return LS_ERR(LS_ERR_FORMAT, "adapter tensor '%s' has %d dimensions (1 or 2 expected)", t->name, t->n_dims);
     int64_t ne[2] = {t->shape[t->n_dims - 1], t->n_dims == 2 ? t->shape[0] : 1};
     bool embd = !strcmp(gname, "token_embd.weight");
     if ((uint32_t)t->n_dims != w->n_dims || ne[0] != w->ne[0] || (ne[1] != w->ne[1] && !(embd && ne[1] > w->ne[1])))
@@ -171,13 +174,34 @@ typedef struct peft {
     json_t *rank_pattern, *alpha_pattern;
 } peft;
 
+#define MAX_RANK (1 << 24)
+
+// A rank: an integer in 1..MAX_RANK (checked before anything converts it to an integer).
+static bool is_rank(double r) { return r >= 1 && r <= MAX_RANK && r == floor(r); }
+
+// Every rank_pattern value is a rank.
+static ls_status rank_patterns(const peft *p) {
+    const char *key;
+    json_t *v;
+    json_object_foreach(p->rank_pattern, key, v) if (!json_is_number(v) || !is_rank(json_number_value(v))) {
+        char val[32] = "not a number";
+        if (json_is_number(v)) snprintf(val, sizeof val, "%g", json_number_value(v));
+        return LS_ERR(LS_ERR_FORMAT, "%s: rank_pattern \"%s\" = %s is not a rank (an integer from 1 to %d)", p->file, key,
+                      val, MAX_RANK);
+    }
+    return LS_OK;
+}
+
 static ls_status peft_config(peft *p, json_t *c) {
     const char *type = json_string_value(json_object_get(c, "peft_type"));
     if (!type || strcmp(type, "LORA"))
         return LS_ERR(LS_ERR_UNSUPPORTED, "%s: peft_type \"%s\" is not supported (LORA)", p->file, type ? type : "?");
     json_t *r = json_object_get(c, "r"), *a = json_object_get(c, "lora_alpha");
-    if (!json_is_number(r) || json_number_value(r) < 1 || !json_is_number(a))
+    if (!json_is_number(r) || !json_is_number(a))
         return LS_ERR(LS_ERR_FORMAT, "%s needs a positive \"r\" and a \"lora_alpha\"", p->file);
+    if (!is_rank(json_number_value(r)))
+        return LS_ERR(LS_ERR_FORMAT, "%s: \"r\" = %g is not a rank (an integer from 1 to %d)", p->file,
+                      json_number_value(r), MAX_RANK);
     p->r = json_number_value(r);
     p->alpha = json_number_value(a);
     p->rslora = json_is_true(json_object_get(c, "use_rslora"));
@@ -190,7 +214,7 @@ static ls_status peft_config(peft *p, json_t *c) {
         return LS_ERR(LS_ERR_UNSUPPORTED, "%s: bias \"%s\" adapters are not supported (none)", p->file, bias);
     p->rank_pattern = json_object_get(c, "rank_pattern");
     p->alpha_pattern = json_object_get(c, "alpha_pattern");
-    return LS_OK;
+    return rank_patterns(p);
 }
 
 // A pattern key matches a module whose name is the key or ends with "." + key.
@@ -235,8 +259,8 @@ static ls_status merge_pair(ld_model *m, const peft *p, const pair *q) {
         return LS_ERR(LS_ERR_FORMAT, "%s: '%s' lora_A and lora_B shapes do not chain", p->file, q->module);
     int64_t r = a->shape[0], in = a->shape[1], out = b->shape[0];
     json_t *rp = pattern(p->rank_pattern, q->module);
-    if (r != (rp ? (int64_t)json_number_value(rp) : (int64_t)p->r))
-        LS_WARN("%s: '%s' has rank %lld, not the configured %g", p->file, q->module, (long long)r, p->r);
+    double want = rp ? json_number_value(rp) : p->r; // both checked to be ranks
+    if ((double)r != want) LS_WARN("%s: '%s' has rank %lld, not the configured %g", p->file, q->module, (long long)r, want);
     double s = peft_scale(p, q->module, r);
     float *A = ls_malloc((size_t)(r * in) * sizeof *A), *B = ls_malloc((size_t)(out * r) * sizeof *B);
     ls_status rc = m->shapes_only ? LS_OK : to_f32(a->type, a->data, r, in, A);
