@@ -1,6 +1,7 @@
 // test_base.c — unit tests of base/: errors (first cause, trace, prefix), buffers, vectors,
 // both hash maps (against a brute-force check), dtype sizes and overflow checks, reading
-// files (FIFOs and devices refused, the size limit checked before reading).
+// files (FIFOs and devices refused, the size limit checked before reading), files of an
+// untrusted directory (links inside it or into a hub cache's blobs; outside ones refused).
 // `test_base --dtype-table` prints the dtype table for tests/oracle/test_dequant.py.
 #include "ls_base.h"
 #include "ls_test.h"
@@ -120,6 +121,32 @@ static void test_files(void) {
     TEST_COND(system(cmd) == 0, "%s", cmd);
 }
 
+// Files of an untrusted directory: inside it (also through links), or refused by name.
+static void test_dir_files(void) {
+    char root[] = "/tmp/ls-dir-XXXXXX", dir[64], out[4096], cmd[512];
+    if (!mkdtemp(root)) return;
+    snprintf(dir, sizeof dir, "%s/m/snapshots/rev", root);
+    snprintf(cmd, sizeof cmd,
+             "cd %s && mkdir -p m/blobs m/snapshots/rev/sub elsewhere && touch m/blobs/h1 elsewhere/f m/snapshots/rev/sub/a && "
+             "cd m/snapshots/rev && ln -s ../../blobs/h1 hub && ln -s sub/a inside && ln -s ../../../elsewhere/f out && "
+             "ln -s missing dangling && mkfifo fifo", root);
+    TEST_COND(system(cmd) == 0, "%s", cmd);
+    bool found = true;
+    TEST_COND(ls_dir_file(dir, "inside", out, sizeof out, &found) == LS_OK && found && strstr(out, "/sub/a"), "a link inside");
+    TEST_COND(ls_dir_file(dir, "hub", out, sizeof out, NULL) == LS_OK && strstr(out, "/m/blobs/h1"), "a hub cache blob");
+    TEST_COND(ls_dir_file(dir, "absent", out, sizeof out, &found) == LS_OK && !found, "absent: found = false");
+    TEST_COND(ls_err_code() == LS_OK, "no error recorded for an absent file");
+    TEST_ERR(ls_dir_file(dir, "absent", out, sizeof out, NULL), LS_ERR_NOT_FOUND, "rev/absent");
+    TEST_ERR(ls_dir_file(dir, "out", out, sizeof out, &found), LS_ERR_FORMAT, "rev/out leads outside");
+    TEST_COND(ls_dir_file(dir, "../../blobs/h1", out, sizeof out, NULL) == LS_OK, "the blobs by name: %s", ls_err_msg());
+    TEST_ERR(ls_dir_file(dir, "../../../elsewhere/f", out, sizeof out, NULL), LS_ERR_FORMAT, "leads outside");
+    TEST_ERR(ls_dir_file(dir, "fifo", out, sizeof out, NULL), LS_ERR_FORMAT, "rev/fifo is not a regular file (a FIFO)");
+    TEST_ERR(ls_dir_file(dir, "sub", out, sizeof out, NULL), LS_ERR_FORMAT, "is not a regular file (a directory)");
+    TEST_COND(ls_dir_file(dir, "dangling", out, sizeof out, &found) == LS_OK && !found, "a dangling link is absent");
+    snprintf(cmd, sizeof cmd, "rm -rf %s", root);
+    TEST_COND(system(cmd) == 0, "%s", cmd);
+}
+
 int main(int argc, char **argv) {
     if (argc > 1 && !strcmp(argv[1], "--dtype-table")) {
         for (uint32_t id = 0; id < LS_DTYPE_COUNT; id++) {
@@ -133,5 +160,6 @@ int main(int argc, char **argv) {
     test_maps();
     test_dtypes();
     test_files();
+    test_dir_files();
     return TEST_REPORT("test_base");
 }
