@@ -16,7 +16,6 @@
 #include <limits.h>
 #include <math.h>
 #include <string.h>
-#include <unistd.h>
 
 // --- f32 views of tensors --------------------------------------------------------------------
 
@@ -116,9 +115,7 @@ static ls_status grow_vocab(ld_model *m, int64_t rows, const char *adapter_dir) 
     ld_vocab *v = &m->vocab;
     int32_t first = v->n;
     json_t *added = NULL;
-    char path[PATH_MAX];
-    snprintf(path, sizeof path, "%s/added_tokens.json", adapter_dir);
-    if (adapter_dir[0] && !access(path, R_OK)) LS_CHECK(ld_json_load(path, 64u << 20, &added));
+    if (adapter_dir[0]) LS_CHECK(ld_json_load(adapter_dir, "added_tokens.json", 64u << 20, &added));
     while (v->n < rows) {
         const char *text = NULL, *key;
         json_t *id;
@@ -335,10 +332,11 @@ static ls_status collect(ld_model *m, const peft *p, ls_safetensors_t *st, const
 
 static void st_release(void *st) { ls_safetensors_free(st); }
 
-// One safetensors file of an adapter: full tensors, then every LoRA pair.
-static ls_status apply_file(ld_model *m, const peft *p, const char *path, const char *dir) {
+// One safetensors file of an adapter (path: as messages name it; real: what is opened): full
+// tensors, then every LoRA pair.
+static ls_status apply_file(ld_model *m, const peft *p, const char *path, const char *real, const char *dir) {
     ls_safetensors_t *st;
-    LS_CHECK(ls_safetensors_open(path, &st));
+    LS_CHECK(ls_safetensors_open(real, &st));
     ld_keep(m, st, st_release);
     pair *pairs = NULL;
     int64_t n = 0;
@@ -350,25 +348,38 @@ static ls_status apply_file(ld_model *m, const peft *p, const char *path, const 
     return rc;
 }
 
-// dir: the PEFT directory; file: its adapter safetensors (NULL: adapter_model.safetensors).
+// The file `name` of the adapter directory, when it has one: applied.
+static ls_status apply_dir_file(ld_model *m, const peft *p, const char *dir, const char *name, bool *found) {
+    char path[PATH_MAX], real[PATH_MAX];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    LS_CHECK(ls_dir_file(dir, name, real, sizeof real, found));
+    return *found ? apply_file(m, p, path, real, dir) : LS_OK;
+}
+
+// Why a PEFT directory has no adapter_model.safetensors.
+static ls_status no_adapter_file(const char *dir) {
+    char real[PATH_MAX];
+    bool pickle;
+    LS_CHECK(ls_dir_file(dir, "adapter_model.bin", real, sizeof real, &pickle));
+    if (!pickle) return LS_ERR(LS_ERR_NOT_FOUND, "%s has no adapter_model.safetensors", dir);
+    return LS_ERR(LS_ERR_UNSUPPORTED, "%s holds adapter_model.bin (a PyTorch pickle): convert it with "
+                  "tools/longlora_to_safetensors.py (docs/howto-longlora.md)", dir);
+}
+
+// dir: the PEFT directory; given: its adapter safetensors (NULL: adapter_model.safetensors).
 static ls_status apply_peft(ld_model *m, const char *dir, const char *given, double scale) {
-    char cfg[PATH_MAX], file[PATH_MAX];
+    char cfg[PATH_MAX];
     snprintf(cfg, sizeof cfg, "%s/adapter_config.json", dir);
     peft p = {.file = cfg, .scale = scale};
     json_t *c;
-    LS_CHECK(ld_json_load(cfg, 16u << 20, &c));
+    LS_CHECK(ld_json_load(dir, "adapter_config.json", 16u << 20, &c));
+    if (!c) return LS_ERR(LS_ERR_NOT_FOUND, "%s has no adapter_config.json", dir);
     ls_status rc = peft_config(&p, c);
-    if (given) snprintf(file, sizeof file, "%s", given);
-    else snprintf(file, sizeof file, "%s/adapter_model.safetensors", dir);
-    if (rc == LS_OK && !given && access(file, R_OK)) {
-        snprintf(file, sizeof file, "%s/adapter_model.bin", dir);
-        rc = access(file, R_OK) ? LS_ERR(LS_ERR_NOT_FOUND, "%s has no adapter_model.safetensors", dir)
-                                : LS_ERR(LS_ERR_UNSUPPORTED, "%s holds adapter_model.bin (a PyTorch pickle): convert it with "
-                                         "tools/longlora_to_safetensors.py (docs/howto-longlora.md)", dir);
-    }
-    if (rc == LS_OK) rc = apply_file(m, &p, file, dir);
-    snprintf(file, sizeof file, "%s/trainable_params.safetensors", dir); // LoRA+ extras
-    if (rc == LS_OK && !access(file, R_OK)) rc = apply_file(m, &p, file, dir);
+    bool found = true;
+    if (rc == LS_OK && given) rc = apply_file(m, &p, given, given, dir);
+    else if (rc == LS_OK) rc = apply_dir_file(m, &p, dir, "adapter_model.safetensors", &found);
+    if (rc == LS_OK && !found) rc = no_adapter_file(dir);
+    if (rc == LS_OK) rc = apply_dir_file(m, &p, dir, "trainable_params.safetensors", &found); // LoRA+ extras
     json_decref(c);
     return rc;
 }
