@@ -16,6 +16,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#define LS_MAX_VOCAB (1 << 24) // as config.c and the tokenizer allow
+
 ls_status ld_json_load(const char *dir, const char *name, size_t max_bytes, json_t **out) {
     char real[PATH_MAX];
     bool found;
@@ -140,7 +142,7 @@ static ls_status hyperparameters(hf_config *c, ls_gguf_meta *m) {
     LS_CHECK(cfg_int(c, r, "num_attention_heads", -1, 1, 4096, &c->n_head));
     LS_CHECK(cfg_int(c, r, "num_key_value_heads", c->n_head, 1, 4096, &c->n_head_kv));
     LS_CHECK(cfg_int(c, r, "max_position_embeddings", 2048, 1, INT32_MAX, &c->max_pos));
-    LS_CHECK(cfg_int(c, r, "vocab_size", 0, 0, 1 << 24, &c->vocab));
+    LS_CHECK(cfg_int(c, r, "vocab_size", 0, 0, LS_MAX_VOCAB, &c->vocab));
     if (c->n_embd % c->n_head)
         return LS_ERR(LS_ERR_FORMAT, "%s: num_attention_heads = %lld does not divide hidden_size = %lld", c->file,
                       (long long)c->n_head, (long long)c->n_embd);
@@ -498,10 +500,14 @@ static ls_status pad_vocab(ld_model *m) {
     return LS_OK;
 }
 
-// The tokenizer, whose ids must stay below the embedding's rows (so none pads it far beyond).
-static ls_status vocab(ld_model *m, const char *dir) {
+// The tokenizer, whose ids must stay below the embedding's rows (so none pads it far beyond),
+// themselves checked first: they set how far pad_vocab pads.
+static ls_status vocab(ld_model *m, const hf_config *c, const char *dir) {
     const ls_gguf_tensor *e = ld_tensor(m, "token_embd.weight");
     if (!e) return LS_ERR(LS_ERR_FORMAT, "the checkpoint has no model.embed_tokens.weight");
+    if (e->ne[0] != c->n_embd || e->ne[1] < 1 || e->ne[1] > LS_MAX_VOCAB)
+        return LS_ERR(LS_ERR_FORMAT, "model.embed_tokens.weight is [%lld, %lld]: expected [1 to %d tokens, hidden_size %lld]",
+                      (long long)e->ne[1], (long long)e->ne[0], LS_MAX_VOCAB, (long long)c->n_embd);
     bool found = false;
     LS_CHECK(ld_vocab_from_hf(&m->vocab, dir, e->ne[1], &found));
     if (!found) return LS_ERR(LS_ERR_FORMAT, "%s has no tokenizer.model or tokenizer.json", dir);
@@ -526,7 +532,7 @@ ls_status ld_from_hf(ld_model *m, const char *dir) {
     if (rc == LS_OK) rc = ls_safetensors_open(dir, &st);
     if (st) ld_keep(m, st, st_release);
     if (rc == LS_OK) rc = add_tensors(m, &c, st);
-    if (rc == LS_OK) rc = vocab(m, dir);
+    if (rc == LS_OK) rc = vocab(m, &c, dir);
     if (rc == LS_OK) rc = pad_vocab(m);
     m->n_embd = c.n_embd;
     m->n_head = c.n_head;

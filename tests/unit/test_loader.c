@@ -239,6 +239,12 @@ static void write_spm(const char *dir) {
 
 static void test_huge_ids(void) {
     char d[256];
+    checkpoint("embd-rows", d, sizeof d); // rows that hold no data: the vocabulary was padded up to them
+    st_spec w[sizeof WEIGHTS / sizeof *WEIGHTS];
+    memcpy(w, WEIGHTS, sizeof w);
+    w[0].shape[0] = 1000000, w[0].shape[1] = 0;
+    write_safetensors(d, "model.safetensors", w, (int)(sizeof w / sizeof *w));
+    expect_err(d, NULL, LS_ERR_FORMAT, "model.embed_tokens.weight is [1000000, 0]: expected [1 to 16777216 tokens, hidden_size 4]");
     checkpoint("added-ok", d, sizeof d);
     write_tokenizer_json(d, "[{\"id\":3,\"content\":\"<|x|>\",\"special\":true}]");
     expect_ok("an added token inside the vocabulary", d, NULL);
