@@ -871,8 +871,9 @@ def check_errors(work):
 def check_rope_errors(work, gg, model, expect):
     """RoPE settings that would give NaN logits are refused wherever they come from."""
     kw = dict(embd=64, heads=4, kv_heads=2, ff=128)
-    d = hf_dir(work, "e-yarn0", model, rope_scaling={"rope_type": "yarn", "factor": 4.0, "beta_fast": 0, "beta_slow": 0})
-    expect("YaRN betas 0 in config.json", d, "YaRN beta_fast = 0 must be a finite positive number")
+    # (config.json's 0 means transformers' default, `beta_fast or 32`: a negative beta is the bad one there)
+    d = hf_dir(work, "e-yarn-neg", model, rope_scaling={"rope_type": "yarn", "factor": 4.0, "beta_fast": -1, "beta_slow": -1})
+    expect("YaRN betas -1 in config.json", d, "YaRN beta_fast = -1 must be a finite positive number")
     g = work / "e-yarn0.gguf"
     write_tiny_llama(str(g), **kw, rope_scaling="yarn", rope_factor=4.0, yarn_betas=(0.0, 0.0))
     expect("YaRN betas 0 in GGUF keys", g, "YaRN beta_fast = 0 must be a finite positive number")
