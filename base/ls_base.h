@@ -182,12 +182,20 @@ typedef struct ls_mapped_file {
     size_t size;
     int fd;
 } ls_mapped_file;
+// Regular files only: a FIFO, device or directory is refused by name, without blocking.
 ls_status ls_file_map(const char *path, ls_mapped_file *out);
 void ls_file_unmap(ls_mapped_file *f);
-// Reads a whole file (or stdin for "-") into a buffer; refuses files over max_bytes.
+// Reads a whole regular file (or stdin for "-") into a buffer, which the caller frees, also
+// after an error. A file over max_bytes is refused by its length before anything is read.
 ls_status ls_file_read_all(const char *path, size_t max_bytes, ls_buf *out);
 // True when path names a directory (false when it does not exist).
 bool ls_is_dir(const char *path);
+// The real path (symlinks resolved) of the file `name` in a directory from an untrusted source
+// (a checkpoint, an adapter). It must lie inside the directory's real path (or, for a Hugging
+// Face hub cache snapshot .../snapshots/REV, directly in .../blobs, where its links lead) and be
+// a regular file; errors name the file and where it leads. When it does not exist: *found =
+// false and LS_OK, or LS_ERR_NOT_FOUND when found is NULL.
+ls_status ls_dir_file(const char *dir, const char *name, char *out, size_t cap, bool *found);
 
 // --- time and environment -----------------------------------------------------------------
 double ls_time_ms(void); // monotonic milliseconds

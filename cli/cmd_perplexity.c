@@ -6,7 +6,8 @@
 //     and tokenized block by block, every token after the first scored; memory stays flat
 //     however long the text is.
 // Prints running values and the final estimate with its uncertainty; --json prints one object;
-// --nll-out writes each scored token's position and negative log-likelihood.
+// --nll-out writes each scored token's position and negative log-likelihood. A perplexity that
+// is not finite is an error (status 1 and a message), never a printed nan.
 // Tests: tests/oracle/test_perplexity.py, tests/oracle/test_streaming.py.
 #include "cli.h"
 #include "ls_sp_tasks.h"
@@ -184,7 +185,7 @@ static ls_status run_stream(ppl_cli *p, ls_engine_t *e, ls_ppl_result *r, int64_
     ls_ppl_stream_t *st;
     LS_CHECK(ls_ppl_stream_init(e, &so, &st));
     ls_status rc = feed_file(p, e, st, n_tokens);
-    ls_ppl_stream_result(st, r);
+    if (rc == LS_OK) rc = ls_ppl_stream_result(st, r);
     ls_ppl_stream_free(st);
     if (rc == LS_OK && r->scored < 1) rc = LS_ERR(LS_ERR_INVALID, "the text has fewer than 2 tokens: nothing to score");
     return rc;

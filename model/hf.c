@@ -3,8 +3,10 @@
 // or the older rope_theta + rope_scaling; tied embeddings) becomes llama.*
 // GGUF keys, and the safetensors tensors (single or sharded) are mapped to GGUF names in their
 // stored F32/F16/BF16 form, straight from the file mapping. q/k rows (and biases) are
-// permuted from rotate-half pairs to adjacent pairs, the only copy made. Docs:
-// docs/formats.md §3.4, §5; docs/rope.md §5. Tests: tests/oracle/test_hf.py.
+// permuted from rotate-half pairs to adjacent pairs, the only copy made. Every file is read
+// through ls_dir_file (links kept inside the directory, FIFOs refused). Docs:
+// docs/formats.md §3.4, §5; docs/rope.md §5. Tests: tests/oracle/test_hf.py,
+// tests/unit/test_loader.c (hostile directories).
 #include "loader_impl.h"
 #include "ls_safetensors.h"
 
@@ -13,17 +15,23 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
-ls_status ld_json_load(const char *path, size_t max_bytes, json_t **out) {
-    ls_buf b = {0};
+#define LS_MAX_VOCAB (1 << 24) // as config.c and the tokenizer allow
+
+ls_status ld_json_load(const char *dir, const char *name, size_t max_bytes, json_t **out) {
+    char real[PATH_MAX];
+    bool found;
     *out = NULL;
-    LS_CHECK(ls_file_read_all(path, max_bytes, &b));
+    LS_CHECK(ls_dir_file(dir, name, real, sizeof real, &found));
+    if (!found) return LS_OK;
+    ls_buf b = {0};
+    ls_status rc = ls_file_read_all(real, max_bytes, &b);
     json_error_t e;
-    *out = json_loadb(b.data ? b.data : "", b.len, JSON_REJECT_DUPLICATES, &e);
-    ls_buf_free(&b);
-    if (!*out) return LS_ERR(LS_ERR_FORMAT, "%s: invalid JSON at line %d, column %d: %s", path, e.line, e.column, e.text);
-    return LS_OK;
+    if (rc == LS_OK) *out = json_loadb(b.data ? b.data : "", b.len, JSON_REJECT_DUPLICATES, &e);
+    ls_buf_free(&b); // also after an error: the file may have been over the limit
+    if (rc == LS_OK && !*out)
+        rc = LS_ERR(LS_ERR_FORMAT, "%s/%s: invalid JSON at line %d, column %d: %s", dir, name, e.line, e.column, e.text);
+    return rc;
 }
 
 // --- names and layout ------------------------------------------------------------------------
@@ -134,7 +142,7 @@ static ls_status hyperparameters(hf_config *c, ls_gguf_meta *m) {
     LS_CHECK(cfg_int(c, r, "num_attention_heads", -1, 1, 4096, &c->n_head));
     LS_CHECK(cfg_int(c, r, "num_key_value_heads", c->n_head, 1, 4096, &c->n_head_kv));
     LS_CHECK(cfg_int(c, r, "max_position_embeddings", 2048, 1, INT32_MAX, &c->max_pos));
-    LS_CHECK(cfg_int(c, r, "vocab_size", 0, 0, 1 << 24, &c->vocab));
+    LS_CHECK(cfg_int(c, r, "vocab_size", 0, 0, LS_MAX_VOCAB, &c->vocab));
     if (c->n_embd % c->n_head)
         return LS_ERR(LS_ERR_FORMAT, "%s: num_attention_heads = %lld does not divide hidden_size = %lld", c->file,
                       (long long)c->n_head, (long long)c->n_embd);
@@ -465,10 +473,8 @@ static ls_status describe(ld_model *m, const char *dir) {
     if (!realpath(dir, real)) snprintf(real, sizeof real, "%s", dir);
     const char *base = basename(real);
     ls_gguf_meta_str(&m->meta, "general.name", base, strlen(base));
-    char tc[PATH_MAX];
-    snprintf(tc, sizeof tc, "%s/tokenizer_config.json", dir);
-    json_t *j;
-    if (access(tc, R_OK) || ld_json_load(tc, 64u << 20, &j) != LS_OK) {
+    json_t *j; // (hf_tok.c reads it again and reports what is wrong with it)
+    if (ld_json_load(dir, "tokenizer_config.json", 64u << 20, &j) != LS_OK || !j) {
         ls_err_clear();
         return LS_OK;
     }
@@ -482,8 +488,7 @@ static ls_status describe(ld_model *m, const char *dir) {
 // Embedding rows beyond the tokenizer's (vocabularies padded to a round size) become unused
 // "[PAD<id>]" tokens, as llama.cpp's converter writes them.
 static ls_status pad_vocab(ld_model *m) {
-    const ls_gguf_tensor *e = ld_tensor(m, "token_embd.weight");
-    if (!e) return LS_ERR(LS_ERR_FORMAT, "the checkpoint has no model.embed_tokens.weight");
+    const ls_gguf_tensor *e = ld_tensor(m, "token_embd.weight"); // present: vocab() checked
     if (e->ne[1] < m->vocab.n)
         return LS_ERR(LS_ERR_FORMAT, "the tokenizer has %d tokens but model.embed_tokens has only %lld rows", m->vocab.n,
                       (long long)e->ne[1]);
@@ -495,11 +500,26 @@ static ls_status pad_vocab(ld_model *m) {
     return LS_OK;
 }
 
+// The tokenizer, whose ids must stay below the embedding's rows (so none pads it far beyond),
+// themselves checked first: they set how far pad_vocab pads.
+static ls_status vocab(ld_model *m, const hf_config *c, const char *dir) {
+    const ls_gguf_tensor *e = ld_tensor(m, "token_embd.weight");
+    if (!e) return LS_ERR(LS_ERR_FORMAT, "the checkpoint has no model.embed_tokens.weight");
+    if (e->ne[0] != c->n_embd || e->ne[1] < 1 || e->ne[1] > LS_MAX_VOCAB)
+        return LS_ERR(LS_ERR_FORMAT, "model.embed_tokens.weight is [%lld, %lld]: expected [1 to %d tokens, hidden_size %lld]",
+                      (long long)e->ne[1], (long long)e->ne[0], LS_MAX_VOCAB, (long long)c->n_embd);
+    bool found = false;
+    LS_CHECK(ld_vocab_from_hf(&m->vocab, dir, e->ne[1], &found));
+    if (!found) return LS_ERR(LS_ERR_FORMAT, "%s has no tokenizer.model or tokenizer.json", dir);
+    return LS_OK;
+}
+
 ls_status ld_from_hf(ld_model *m, const char *dir) {
     char file[PATH_MAX];
     snprintf(file, sizeof file, "%s/config.json", dir);
     hf_config c = {.file = file};
-    ls_status rc = ld_json_load(file, 16u << 20, &c.root);
+    ls_status rc = ld_json_load(dir, "config.json", 16u << 20, &c.root);
+    if (rc == LS_OK && !c.root) rc = LS_ERR(LS_ERR_NOT_FOUND, "%s has no config.json", dir);
     if (rc == LS_OK && !json_is_object(c.root)) rc = LS_ERR(LS_ERR_FORMAT, "%s is not a JSON object", file);
     if (rc == LS_OK) rc = architecture(&c);
     if (rc == LS_OK) {
@@ -512,9 +532,7 @@ ls_status ld_from_hf(ld_model *m, const char *dir) {
     if (rc == LS_OK) rc = ls_safetensors_open(dir, &st);
     if (st) ld_keep(m, st, st_release);
     if (rc == LS_OK) rc = add_tensors(m, &c, st);
-    bool found = false;
-    if (rc == LS_OK) rc = ld_vocab_from_hf(&m->vocab, dir, &found);
-    if (rc == LS_OK && !found) rc = LS_ERR(LS_ERR_FORMAT, "%s has no tokenizer.model or tokenizer.json", dir);
+    if (rc == LS_OK) rc = vocab(m, &c, dir);
     if (rc == LS_OK) rc = pad_vocab(m);
     m->n_embd = c.n_embd;
     m->n_head = c.n_head;

@@ -3,14 +3,15 @@
 // normalizer flags) or tokenizer.json (a byte-level BPE parsed with jansson: vocabulary,
 // merges, added tokens, and the pre-tokenizer recognised from its structure), plus
 // tokenizer_config.json (add_bos/add_eos, special tokens, chat template) and added_tokens.json.
-// tokenizer.model wins when both exist, as in llama.cpp's converter. Docs:
-// docs/formats.md §4.1, §5.4. Tests: tests/oracle/test_hf.py (against transformers).
+// tokenizer.model wins when both exist, as in llama.cpp's converter. Files are read through
+// ls_dir_file (inside the directory, regular); added tokens must have ids below the
+// embedding's rows. Docs: docs/formats.md §4.1, §5.4. Tests: tests/oracle/test_hf.py (against
+// transformers), tests/unit/test_loader.c (hostile files).
 #include "loader_impl.h"
 #include "sentencepiece.pb-c.h"
 
 #include <limits.h>
 #include <string.h>
-#include <unistd.h>
 
 #define MAX_TOKENIZER_BYTES (256u << 20)
 
@@ -41,12 +42,18 @@ static void set_token(ld_vocab *v, int32_t id, const char *text, int32_t type) {
     v->type[id] = type;
 }
 
+// An added token's id: below the embedding's rows, checked before set_token pads up to it.
+static ls_status added_id(const char *file, const char *what, const char *text, json_int_t id, int64_t max_tokens) {
+    if (id >= max_tokens)
+        return LS_ERR(LS_ERR_FORMAT, "%s: %s\"%s\" has the id %lld, beyond the %lld rows of model.embed_tokens (token ids "
+                      "must be below it)", file, what, text, (long long)id, (long long)max_tokens);
+    return LS_OK;
+}
+
 static ls_status read_config(ld_vocab *v, const char *dir) {
-    char path[PATH_MAX];
-    snprintf(path, sizeof path, "%s/tokenizer_config.json", dir);
-    if (access(path, R_OK)) return LS_OK;
     json_t *j;
-    LS_CHECK(ld_json_load(path, 64u << 20, &j));
+    LS_CHECK(ld_json_load(dir, "tokenizer_config.json", 64u << 20, &j));
+    if (!j) return LS_OK;
     json_t *b = json_object_get(j, "add_bos_token"), *e = json_object_get(j, "add_eos_token");
     if (json_is_boolean(b)) v->add_bos = json_is_true(b);
     if (json_is_boolean(e)) v->add_eos = json_is_true(e);
@@ -71,19 +78,20 @@ static ls_status read_config(ld_vocab *v, const char *dir) {
 }
 
 // added_tokens.json: {"text": id, ...} for tokens added after a SentencePiece vocabulary.
-static ls_status added_tokens_json(ld_vocab *v, const char *dir) {
+static ls_status added_tokens_json(ld_vocab *v, const char *dir, int64_t max_tokens) {
     char path[PATH_MAX];
     snprintf(path, sizeof path, "%s/added_tokens.json", dir);
-    if (access(path, R_OK)) return LS_OK;
     json_t *j, *id;
     const char *text;
-    LS_CHECK(ld_json_load(path, 64u << 20, &j));
+    LS_CHECK(ld_json_load(dir, "added_tokens.json", 64u << 20, &j));
+    if (!j) return LS_OK;
     ls_status rc = json_is_object(j) ? LS_OK : LS_ERR(LS_ERR_FORMAT, "%s is not a JSON object", path);
     json_object_foreach(j, text, id) {
         if (rc != LS_OK) break;
         json_int_t n = json_is_integer(id) ? json_integer_value(id) : -1;
-        if (n < 0 || n >= (1 << 24)) rc = LS_ERR(LS_ERR_FORMAT, "%s: \"%s\" has no valid id", path, text);
-        else if (n >= v->n || strcmp(v->text[n], text)) set_token(v, (int32_t)n, text, LS_TOKEN_USER_DEFINED);
+        if (n < 0) rc = LS_ERR(LS_ERR_FORMAT, "%s: \"%s\" has no valid id", path, text);
+        else rc = added_id(path, "", text, n, max_tokens);
+        if (rc == LS_OK && (n >= v->n || strcmp(v->text[n], text))) set_token(v, (int32_t)n, text, LS_TOKEN_USER_DEFINED);
     }
     json_decref(j);
     return rc;
@@ -127,13 +135,18 @@ static ls_status from_spm(ld_vocab *v, const char *file, const Lsspm__ModelProto
     return LS_OK;
 }
 
-static ls_status read_spm(ld_vocab *v, const char *file) {
+// file: as messages name it; real: what is read.
+static ls_status read_spm(ld_vocab *v, const char *file, const char *real) {
     ls_buf b = {0};
-    LS_CHECK(ls_file_read_all(file, MAX_TOKENIZER_BYTES, &b));
+    ls_status rc = ls_file_read_all(real, MAX_TOKENIZER_BYTES, &b);
+    if (rc != LS_OK) {
+        ls_buf_free(&b);
+        return rc;
+    }
     Lsspm__ModelProto *p = lsspm__model_proto__unpack(NULL, b.len, (const uint8_t *)b.data);
     ls_buf_free(&b);
     if (!p) return LS_ERR(LS_ERR_FORMAT, "%s is not a SentencePiece model (the protobuf does not parse)", file);
-    ls_status rc = from_spm(v, file, p);
+    rc = from_spm(v, file, p);
     lsspm__model_proto__free_unpacked(p, NULL);
     return rc;
 }
@@ -230,13 +243,16 @@ static ls_status json_merges(ld_vocab *v, const char *file, json_t *model) {
     return LS_OK;
 }
 
-static ls_status json_added(ld_vocab *v, const char *file, json_t *root) {
+static ls_status json_added(ld_vocab *v, const char *file, json_t *root, int64_t max_tokens) {
     json_t *added = json_object_get(root, "added_tokens");
     for (size_t i = 0; json_is_array(added) && i < json_array_size(added); i++) {
         json_t *a = json_array_get(added, i), *id = json_object_get(a, "id");
         const char *text = json_string_value(json_object_get(a, "content"));
         json_int_t k = json_is_integer(id) ? json_integer_value(id) : -1;
-        if (!text || k < 0 || k >= (1 << 24)) return LS_ERR(LS_ERR_FORMAT, "%s: added_tokens[%zu] has no content or id", file, i);
+        if (!text || k < 0) return LS_ERR(LS_ERR_FORMAT, "%s: added_tokens[%zu] has no content or id", file, i);
+        char what[48];
+        snprintf(what, sizeof what, "added_tokens[%zu] ", i);
+        LS_CHECK(added_id(file, what, text, k, max_tokens));
         set_token(v, (int32_t)k, text, json_is_true(json_object_get(a, "special")) ? LS_TOKEN_CONTROL : LS_TOKEN_USER_DEFINED);
     }
     return LS_OK;
@@ -253,7 +269,7 @@ static void post_processor(ld_vocab *v, json_t *root) {
     }
 }
 
-static ls_status from_json(ld_vocab *v, const char *file, json_t *root) {
+static ls_status from_json(ld_vocab *v, const char *file, json_t *root, int64_t max_tokens) {
     json_t *model = json_object_get(root, "model");
     const char *type = json_string_value(json_object_get(model, "type"));
     if (!type || strcmp(type, "BPE"))
@@ -268,35 +284,36 @@ static ls_status from_json(ld_vocab *v, const char *file, json_t *root) {
     LS_CHECK(pre_name(file, pre, v));
     LS_CHECK(json_vocab(v, file, model));
     LS_CHECK(json_merges(v, file, model));
-    LS_CHECK(json_added(v, file, root));
+    LS_CHECK(json_added(v, file, root, max_tokens));
     const char *unk = json_string_value(json_object_get(model, "unk_token"));
     if (unk) v->unk = find_token(v, unk);
     post_processor(v, root);
     return LS_OK;
 }
 
-static ls_status read_json_tokenizer(ld_vocab *v, const char *file) {
+// tokenizer.json; *found is false when there is none.
+static ls_status read_json_tokenizer(ld_vocab *v, const char *dir, int64_t max_tokens, bool *found) {
+    char file[PATH_MAX];
+    snprintf(file, sizeof file, "%s/tokenizer.json", dir);
     json_t *root;
-    LS_CHECK(ld_json_load(file, MAX_TOKENIZER_BYTES, &root));
-    ls_status rc = from_json(v, file, root);
+    LS_CHECK(ld_json_load(dir, "tokenizer.json", MAX_TOKENIZER_BYTES, &root));
+    *found = root != NULL;
+    ls_status rc = root ? from_json(v, file, root, max_tokens) : LS_OK;
     json_decref(root);
     return rc;
 }
 
-ls_status ld_vocab_from_hf(ld_vocab *v, const char *dir, bool *found) {
-    char spm[PATH_MAX], js[PATH_MAX];
+ls_status ld_vocab_from_hf(ld_vocab *v, const char *dir, int64_t max_tokens, bool *found) {
+    char spm[PATH_MAX], real[PATH_MAX];
     snprintf(spm, sizeof spm, "%s/tokenizer.model", dir);
-    snprintf(js, sizeof js, "%s/tokenizer.json", dir);
-    *found = true;
     v->from_hf = true;
-    if (!access(spm, R_OK)) {
-        LS_CHECK(read_spm(v, spm));
-        LS_CHECK(added_tokens_json(v, dir));
-    } else if (!access(js, R_OK)) {
-        LS_CHECK(read_json_tokenizer(v, js));
+    LS_CHECK(ls_dir_file(dir, "tokenizer.model", real, sizeof real, found));
+    if (*found) {
+        LS_CHECK(read_spm(v, spm, real));
+        LS_CHECK(added_tokens_json(v, dir, max_tokens));
     } else {
-        *found = false;
-        return LS_OK;
+        LS_CHECK(read_json_tokenizer(v, dir, max_tokens, found));
+        if (!*found) return LS_OK;
     }
     return read_config(v, dir);
 }

@@ -56,8 +56,9 @@ ls_status ld_finish(ld_model *m, ls_gguf_t **out);
 
 // --- hf.c ---
 ls_status ld_from_hf(ld_model *m, const char *dir);
-// Reads a JSON file (at most max_bytes); errors name the file, line and column.
-ls_status ld_json_load(const char *path, size_t max_bytes, json_t **out);
+// Reads dir/name as JSON (at most max_bytes; a file inside dir, ls_dir_file). *out is NULL
+// when the file does not exist; errors name the file, line and column.
+ls_status ld_json_load(const char *dir, const char *name, size_t max_bytes, json_t **out);
 // The GGUF name of an HF module ("model.layers.3.self_attn.q_proj" -> "blk.3.attn_q"), or
 // false when it is not one longseq maps. perm_heads: 1 for q, 2 for k (their rows are
 // permuted), 0 for the others.
@@ -68,8 +69,9 @@ void ld_permute_rows(void *dst, const void *src, int64_t rows, int64_t hd, size_
 
 // --- hf_tok.c ---
 // Fills v from dir's tokenizer.model or tokenizer.json (+ tokenizer_config.json). *found is
-// false when the directory has neither.
-ls_status ld_vocab_from_hf(ld_vocab *v, const char *dir, bool *found);
+// false when the directory has neither. Token ids must be below max_tokens (the embedding's
+// rows): an added token far beyond them is refused before the vocabulary is padded up to it.
+ls_status ld_vocab_from_hf(ld_vocab *v, const char *dir, int64_t max_tokens, bool *found);
 
 // --- lora.c ---
 ls_status ld_apply_lora(ld_model *m, const ls_lora_spec *spec);

@@ -6,7 +6,8 @@
 // GGUF adapters (.lora_a / .lora_b, alpha in adapter.lora.alpha). Deltas are formed in f32 with
 // OpenBLAS and stored in the weight's own type (quantized weights become F32). PEFT q/k deltas
 // get the same row permutation as the HF weights. Docs: docs/formats.md §6,
-// docs/howto-longlora.md ("A LoRA+ adapter"). Tests: tests/oracle/test_hf.py.
+// docs/howto-longlora.md ("A LoRA+ adapter"). Tests: tests/oracle/test_hf.py,
+// tests/unit/test_loader.c (hostile adapters: 0-D tensors, ranks no integer holds).
 #include "loader_impl.h"
 #include "ls_kernels.h"
 #include "ls_safetensors.h"
@@ -15,7 +16,6 @@
 #include <limits.h>
 #include <math.h>
 #include <string.h>
-#include <unistd.h>
 
 // --- f32 views of tensors --------------------------------------------------------------------
 
@@ -115,9 +115,7 @@ static ls_status grow_vocab(ld_model *m, int64_t rows, const char *adapter_dir) 
     ld_vocab *v = &m->vocab;
     int32_t first = v->n;
     json_t *added = NULL;
-    char path[PATH_MAX];
-    snprintf(path, sizeof path, "%s/added_tokens.json", adapter_dir);
-    if (adapter_dir[0] && !access(path, R_OK)) LS_CHECK(ld_json_load(path, 64u << 20, &added));
+    if (adapter_dir[0]) LS_CHECK(ld_json_load(adapter_dir, "added_tokens.json", 64u << 20, &added));
     while (v->n < rows) {
         const char *text = NULL, *key;
         json_t *id;
@@ -143,6 +141,8 @@ static ls_status replace(ld_model *m, const ls_st_tensor *t, const char *gname, 
     if (!w) return LS_ERR(LS_ERR_FORMAT, "the adapter replaces '%s' (%s), which the model does not have", gname, t->name);
     if (t->type != LS_F32 && t->type != LS_F16 && t->type != LS_BF16)
         return LS_ERR(LS_ERR_UNSUPPORTED, "adapter tensor '%s' is %s (F32, F16 or BF16 expected)", t->name, ls_dtype_name(t->type));
+    if (t->n_dims < 1 || t->n_dims > 2)
+        return LS_ERR(LS_ERR_FORMAT, "adapter tensor '%s' has %d dimensions (1 or 2 expected)", t->name, t->n_dims);
     int64_t ne[2] = {t->shape[t->n_dims - 1], t->n_dims == 2 ? t->shape[0] : 1};
     bool embd = !strcmp(gname, "token_embd.weight");
     if ((uint32_t)t->n_dims != w->n_dims || ne[0] != w->ne[0] || (ne[1] != w->ne[1] && !(embd && ne[1] > w->ne[1])))
@@ -171,13 +171,34 @@ typedef struct peft {
     json_t *rank_pattern, *alpha_pattern;
 } peft;
 
+#define MAX_RANK (1 << 24)
+
+// A rank: an integer in 1..MAX_RANK (checked before anything converts it to an integer).
+static bool is_rank(double r) { return r >= 1 && r <= MAX_RANK && r == floor(r); }
+
+// Every rank_pattern value is a rank.
+static ls_status rank_patterns(const peft *p) {
+    const char *key;
+    json_t *v;
+    json_object_foreach(p->rank_pattern, key, v) if (!json_is_number(v) || !is_rank(json_number_value(v))) {
+        char val[32] = "not a number";
+        if (json_is_number(v)) snprintf(val, sizeof val, "%g", json_number_value(v));
+        return LS_ERR(LS_ERR_FORMAT, "%s: rank_pattern \"%s\" = %s is not a rank (an integer from 1 to %d)", p->file, key,
+                      val, MAX_RANK);
+    }
+    return LS_OK;
+}
+
 static ls_status peft_config(peft *p, json_t *c) {
     const char *type = json_string_value(json_object_get(c, "peft_type"));
     if (!type || strcmp(type, "LORA"))
         return LS_ERR(LS_ERR_UNSUPPORTED, "%s: peft_type \"%s\" is not supported (LORA)", p->file, type ? type : "?");
     json_t *r = json_object_get(c, "r"), *a = json_object_get(c, "lora_alpha");
-    if (!json_is_number(r) || json_number_value(r) < 1 || !json_is_number(a))
+    if (!json_is_number(r) || !json_is_number(a))
         return LS_ERR(LS_ERR_FORMAT, "%s needs a positive \"r\" and a \"lora_alpha\"", p->file);
+    if (!is_rank(json_number_value(r)))
+        return LS_ERR(LS_ERR_FORMAT, "%s: \"r\" = %g is not a rank (an integer from 1 to %d)", p->file,
+                      json_number_value(r), MAX_RANK);
     p->r = json_number_value(r);
     p->alpha = json_number_value(a);
     p->rslora = json_is_true(json_object_get(c, "use_rslora"));
@@ -190,7 +211,7 @@ static ls_status peft_config(peft *p, json_t *c) {
         return LS_ERR(LS_ERR_UNSUPPORTED, "%s: bias \"%s\" adapters are not supported (none)", p->file, bias);
     p->rank_pattern = json_object_get(c, "rank_pattern");
     p->alpha_pattern = json_object_get(c, "alpha_pattern");
-    return LS_OK;
+    return rank_patterns(p);
 }
 
 // A pattern key matches a module whose name is the key or ends with "." + key.
@@ -235,8 +256,8 @@ static ls_status merge_pair(ld_model *m, const peft *p, const pair *q) {
         return LS_ERR(LS_ERR_FORMAT, "%s: '%s' lora_A and lora_B shapes do not chain", p->file, q->module);
     int64_t r = a->shape[0], in = a->shape[1], out = b->shape[0];
     json_t *rp = pattern(p->rank_pattern, q->module);
-    if (r != (rp ? (int64_t)json_number_value(rp) : (int64_t)p->r))
-        LS_WARN("%s: '%s' has rank %lld, not the configured %g", p->file, q->module, (long long)r, p->r);
+    double want = rp ? json_number_value(rp) : p->r; // both checked to be ranks
+    if ((double)r != want) LS_WARN("%s: '%s' has rank %lld, not the configured %g", p->file, q->module, (long long)r, want);
     double s = peft_scale(p, q->module, r);
     float *A = ls_malloc((size_t)(r * in) * sizeof *A), *B = ls_malloc((size_t)(out * r) * sizeof *B);
     ls_status rc = m->shapes_only ? LS_OK : to_f32(a->type, a->data, r, in, A);
@@ -311,10 +332,11 @@ static ls_status collect(ld_model *m, const peft *p, ls_safetensors_t *st, const
 
 static void st_release(void *st) { ls_safetensors_free(st); }
 
-// One safetensors file of an adapter: full tensors, then every LoRA pair.
-static ls_status apply_file(ld_model *m, const peft *p, const char *path, const char *dir) {
+// One safetensors file of an adapter (path: as messages name it; real: what is opened): full
+// tensors, then every LoRA pair.
+static ls_status apply_file(ld_model *m, const peft *p, const char *path, const char *real, const char *dir) {
     ls_safetensors_t *st;
-    LS_CHECK(ls_safetensors_open(path, &st));
+    LS_CHECK(ls_safetensors_open(real, &st));
     ld_keep(m, st, st_release);
     pair *pairs = NULL;
     int64_t n = 0;
@@ -326,25 +348,38 @@ static ls_status apply_file(ld_model *m, const peft *p, const char *path, const 
     return rc;
 }
 
-// dir: the PEFT directory; file: its adapter safetensors (NULL: adapter_model.safetensors).
+// The file `name` of the adapter directory, when it has one: applied.
+static ls_status apply_dir_file(ld_model *m, const peft *p, const char *dir, const char *name, bool *found) {
+    char path[PATH_MAX], real[PATH_MAX];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    LS_CHECK(ls_dir_file(dir, name, real, sizeof real, found));
+    return *found ? apply_file(m, p, path, real, dir) : LS_OK;
+}
+
+// Why a PEFT directory has no adapter_model.safetensors.
+static ls_status no_adapter_file(const char *dir) {
+    char real[PATH_MAX];
+    bool pickle;
+    LS_CHECK(ls_dir_file(dir, "adapter_model.bin", real, sizeof real, &pickle));
+    if (!pickle) return LS_ERR(LS_ERR_NOT_FOUND, "%s has no adapter_model.safetensors", dir);
+    return LS_ERR(LS_ERR_UNSUPPORTED, "%s holds adapter_model.bin (a PyTorch pickle): convert it with "
+                  "tools/longlora_to_safetensors.py (docs/howto-longlora.md)", dir);
+}
+
+// dir: the PEFT directory; given: its adapter safetensors (NULL: adapter_model.safetensors).
 static ls_status apply_peft(ld_model *m, const char *dir, const char *given, double scale) {
-    char cfg[PATH_MAX], file[PATH_MAX];
+    char cfg[PATH_MAX];
     snprintf(cfg, sizeof cfg, "%s/adapter_config.json", dir);
     peft p = {.file = cfg, .scale = scale};
     json_t *c;
-    LS_CHECK(ld_json_load(cfg, 16u << 20, &c));
+    LS_CHECK(ld_json_load(dir, "adapter_config.json", 16u << 20, &c));
+    if (!c) return LS_ERR(LS_ERR_NOT_FOUND, "%s has no adapter_config.json", dir);
     ls_status rc = peft_config(&p, c);
-    if (given) snprintf(file, sizeof file, "%s", given);
-    else snprintf(file, sizeof file, "%s/adapter_model.safetensors", dir);
-    if (rc == LS_OK && !given && access(file, R_OK)) {
-        snprintf(file, sizeof file, "%s/adapter_model.bin", dir);
-        rc = access(file, R_OK) ? LS_ERR(LS_ERR_NOT_FOUND, "%s has no adapter_model.safetensors", dir)
-                                : LS_ERR(LS_ERR_UNSUPPORTED, "%s holds adapter_model.bin (a PyTorch pickle): convert it with "
-                                         "tools/longlora_to_safetensors.py (docs/howto-longlora.md)", dir);
-    }
-    if (rc == LS_OK) rc = apply_file(m, &p, file, dir);
-    snprintf(file, sizeof file, "%s/trainable_params.safetensors", dir); // LoRA+ extras
-    if (rc == LS_OK && !access(file, R_OK)) rc = apply_file(m, &p, file, dir);
+    bool found = true;
+    if (rc == LS_OK && given) rc = apply_file(m, &p, given, given, dir);
+    else if (rc == LS_OK) rc = apply_dir_file(m, &p, dir, "adapter_model.safetensors", &found);
+    if (rc == LS_OK && !found) rc = no_adapter_file(dir);
+    if (rc == LS_OK) rc = apply_dir_file(m, &p, dir, "trainable_params.safetensors", &found); // LoRA+ extras
     json_decref(c);
     return rc;
 }

@@ -64,6 +64,11 @@ typedef struct ls_model_config {
 // it; the others ignore it): inv_freq[i] for pair i < n_rot/2, computed in double from the
 // method's formula (docs/rope.md §3) and rounded once to f32, and the factor that
 // multiplies cos and sin (YaRN's mscale; 1 for the others).
+// Refuses settings that would give NaN or nonsense (checked by ls_rope_compute too): a base
+// over 1, a positive factor, YaRN's betas positive, Llama 3's 0 < low < high, per-frequency
+// tensors finite and positive, every value finite. Messages name the setting, its value and
+// how config.json, GGUF and the command line spell it.
+ls_status ls_rope_check(const ls_rope_config *r);
 ls_status ls_rope_compute(const ls_rope_config *r, int64_t seq_len, float *inv_freq, float *attn_factor);
 
 // Reads and validates everything above. `cfg` owns `layers`: free with ls_model_config_free.

@@ -2,7 +2,9 @@
 // through its index (model.safetensors.index.json), memory-mapped and checked at open like the
 // GGUF reader: header size and JSON, every tensor's dtype, shape and byte range (inside the
 // data buffer, matching its shape, not overlapping another), and for sharded sets that every
-// tensor the index names is in its shard exactly once. Docs: docs/formats.md §5.1.
+// tensor the index names is in its shard exactly once. The files a directory or index names
+// must resolve (links too) to regular files inside that directory (ls_dir_file).
+// Docs: docs/formats.md §5.1.
 // Tests: tests/unit/test_safetensors.c (valid and hostile files written by the test).
 #ifndef LS_SAFETENSORS_H
 #define LS_SAFETENSORS_H

@@ -1,13 +1,15 @@
 // safetensors.c — the safetensors reader (ls_safetensors.h): u64 header length, a JSON header
 // (parsed with jansson, duplicate keys refused) mapping names to dtype, shape and a byte range
 // of the data buffer; sharded checkpoints through the index's weight_map. Everything is
-// checked before a pointer is handed out. Tests: tests/unit/test_safetensors.c.
+// checked before a pointer is handed out. Files a directory or index names are resolved
+// (links too) and kept inside the directory; errors never show the file's bytes as numbers.
+// Tests: tests/unit/test_safetensors.c.
 #include "ls_safetensors.h"
 
 #include <jansson.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #define MAX_HEADER ((uint64_t)100 << 20) // a header beyond 100 MB is not a checkpoint
 #define MAX_DIM ((int64_t)1 << 40)
@@ -102,9 +104,9 @@ static ls_status parse_header(ls_safetensors_t *st, int shard, const uint8_t *p,
     if (size < 8) return LS_ERR(LS_ERR_FORMAT, "%s: %llu bytes is too short for a safetensors file", file, (unsigned long long)size);
     uint64_t n = 0;
     for (int i = 7; i >= 0; i--) n = n << 8 | p[i];
-    if (n > size - 8 || n > MAX_HEADER)
-        return LS_ERR(LS_ERR_FORMAT, "%s: a header of %llu bytes does not fit the %llu-byte file", file,
-                      (unsigned long long)n, (unsigned long long)size);
+    if (n > size - 8 || n > MAX_HEADER) // (the length is not shown: the file may be anything)
+        return LS_ERR(LS_ERR_FORMAT, "%s: the header length in its first 8 bytes does not fit the %llu-byte file "
+                      "(not a safetensors file?)", file, (unsigned long long)size);
     json_error_t err;
     json_t *h = json_loadb((const char *)p + 8, (size_t)n, JSON_REJECT_DUPLICATES, &err);
     if (!h) return LS_ERR(LS_ERR_FORMAT, "%s: the header is not valid JSON: %s (line %d)", file, err.text, err.line);
@@ -125,13 +127,14 @@ static ls_status parse_header(ls_safetensors_t *st, int shard, const uint8_t *p,
     return rc == LS_OK ? check_overlaps(st, first, file) : rc;
 }
 
-static ls_status add_file(ls_safetensors_t *st, const char *path) {
+// path: as messages name it; real: what is opened (the same, or ls_dir_file's resolution).
+static ls_status add_file(ls_safetensors_t *st, const char *path, const char *real) {
     st->files = ls_realloc(st->files, (size_t)(st->n_files + 1) * sizeof *st->files);
     st->paths = ls_realloc(st->paths, (size_t)(st->n_files + 1) * sizeof *st->paths);
     st->paths[st->n_files] = ls_strndup(path, strlen(path));
     st->files[st->n_files] = (ls_mapped_file){.fd = -1};
     int shard = st->n_files++;
-    LS_CHECK(ls_file_map(path, &st->files[shard]));
+    LS_CHECK(ls_file_map(real, &st->files[shard]));
     return parse_header(st, shard, st->files[shard].data, st->files[shard].size, path);
 }
 
@@ -147,24 +150,36 @@ static ls_status sort_unique(ls_safetensors_t *st) {
     return LS_OK;
 }
 
-// A shard's file name from the index: relative, inside the checkpoint directory.
-static ls_status shard_path(const char *index, const char *dir, const char *name, ls_buf *out) {
+// A shard the index names: a relative name whose file (links resolved) is inside the
+// checkpoint directory.
+static ls_status add_shard(ls_safetensors_t *st, const char *index, const char *dir, const char *name) {
     if (!*name || name[0] == '/' || strstr(name, ".."))
         return LS_ERR(LS_ERR_FORMAT, "%s: shard \"%s\" is not a file name inside the checkpoint", index, name);
-    out->len = 0;
-    ls_buf_printf(out, "%s/%s", dir, name);
-    return LS_OK;
+    char real[PATH_MAX];
+    ls_buf path = {0};
+    ls_buf_printf(&path, "%s/%s", dir, name);
+    ls_status rc = ls_dir_file(dir, name, real, sizeof real, NULL);
+    if (rc == LS_OK) rc = add_file(st, path.data, real);
+    ls_buf_free(&path);
+    return rc;
 }
 
-static ls_status open_index(ls_safetensors_t *st, const char *index) {
+static ls_status read_json(const char *path, const char *real, json_t **out) {
+    ls_buf b = {0};
+    ls_status rc = ls_file_read_all(real, MAX_HEADER, &b);
     json_error_t err;
-    json_t *j = json_load_file(index, JSON_REJECT_DUPLICATES, &err);
-    if (!j) return LS_ERR(LS_ERR_FORMAT, "%s: not valid JSON: %s (line %d)", index, err.text, err.line);
+    *out = rc == LS_OK ? json_loadb(b.data, b.len, JSON_REJECT_DUPLICATES, &err) : NULL;
+    ls_buf_free(&b);
+    if (rc == LS_OK && !*out) rc = LS_ERR(LS_ERR_FORMAT, "%s: not valid JSON: %s (line %d)", path, err.text, err.line);
+    return rc;
+}
+
+// index: as messages name it; real: the file to read; dir: where its shards are.
+static ls_status open_index(ls_safetensors_t *st, const char *index, const char *real, const char *dir) {
+    json_t *j;
+    LS_CHECK(read_json(index, real, &j));
     json_t *map = json_object_get(j, "weight_map");
     ls_status rc = json_is_object(map) ? LS_OK : LS_ERR(LS_ERR_FORMAT, "%s: no \"weight_map\" object", index);
-    const char *slash = strrchr(index, '/');
-    char *dir = slash ? ls_strndup(index, (size_t)(slash - index)) : ls_strndup(".", 1);
-    ls_buf path = {0};
     ls_strmap *shards = ls_strmap_init(16);
     const char *name;
     json_t *file;
@@ -173,9 +188,9 @@ static ls_status open_index(ls_safetensors_t *st, const char *index) {
         const char *f = json_string_value(file);
         int64_t id;
         if (!f) rc = LS_ERR(LS_ERR_FORMAT, "%s: tensor '%s' maps to something other than a file name", index, name);
-        else if (!ls_strmap_get(shards, f, strlen(f), &id) && (rc = shard_path(index, dir, f, &path)) == LS_OK) {
+        else if (!ls_strmap_get(shards, f, strlen(f), &id)) {
             ls_strmap_put(shards, f, strlen(f), st->n_files);
-            rc = add_file(st, path.data);
+            rc = add_shard(st, index, dir, f);
         }
     }
     if (rc == LS_OK) rc = sort_unique(st);
@@ -189,31 +204,39 @@ static ls_status open_index(ls_safetensors_t *st, const char *index) {
             rc = LS_ERR(LS_ERR_FORMAT, "%s: names tensor '%s' in %s, which does not hold it", index, name, f);
     }
     ls_strmap_free(shards);
-    ls_buf_free(&path);
-    ls_free(dir);
     json_decref(j);
     return rc;
 }
 
-static bool exists(const char *p) {
-    struct stat s;
-    return stat(p, &s) == 0;
+// A checkpoint directory: its index, else its single file (either kept inside it).
+static ls_status open_dir(ls_safetensors_t *st, const char *dir) {
+    static const char *names[] = {"model.safetensors.index.json", "model.safetensors"};
+    char real[PATH_MAX];
+    bool found = false;
+    for (int i = 0; i < 2; i++) {
+        LS_CHECK(ls_dir_file(dir, names[i], real, sizeof real, &found));
+        if (!found) continue;
+        ls_buf path = {0};
+        ls_buf_printf(&path, "%s/%s", dir, names[i]);
+        ls_status rc = i == 0 ? open_index(st, path.data, real, dir) : add_file(st, path.data, real);
+        ls_buf_free(&path);
+        return rc == LS_OK && i == 1 ? sort_unique(st) : rc; // (open_index sorts its own)
+    }
+    return LS_ERR(LS_ERR_IO, "%s holds neither model.safetensors.index.json nor model.safetensors", dir);
 }
 
 static ls_status open_path(ls_safetensors_t *st, const char *path) {
     size_t len = strlen(path);
-    if (ls_is_dir(path)) {
-        ls_buf p = {0};
-        ls_buf_printf(&p, "%s/model.safetensors.index.json", path);
-        if (!exists(p.data)) p.len = 0, ls_buf_printf(&p, "%s/model.safetensors", path);
-        ls_status rc = exists(p.data) ? open_path(st, p.data)
-                                      : LS_ERR(LS_ERR_IO, "%s holds neither model.safetensors.index.json nor model.safetensors", path);
-        ls_buf_free(&p);
-        return rc;
+    if (ls_is_dir(path)) return open_dir(st, path);
+    if (len < 5 || strcmp(path + len - 5, ".json")) {
+        LS_CHECK(add_file(st, path, path));
+        return sort_unique(st);
     }
-    if (len >= 5 && !strcmp(path + len - 5, ".json")) return open_index(st, path);
-    LS_CHECK(add_file(st, path));
-    return sort_unique(st);
+    const char *slash = strrchr(path, '/');
+    char *dir = slash ? ls_strndup(path, (size_t)(slash - path)) : ls_strndup(".", 1);
+    ls_status rc = open_index(st, path, path, dir);
+    ls_free(dir);
+    return rc;
 }
 
 ls_status ls_safetensors_open(const char *path, ls_safetensors_t **out) {

@@ -36,24 +36,24 @@ static void note_double(ls_buf *notes, const char *what, double file, double now
     if (notes && file != now) ls_buf_printf(notes, "rope: %s %g (the model file says %g)\n", what, now, file);
 }
 
+// The final settings (the file's with the overrides) are checked in one place, ls_rope_check.
 ls_status ls_rope_override_apply(ls_rope_config *r, const ls_rope_override *o, ls_buf *notes) {
     ls_rope_config file = *r;
     if (o->scaling >= 0) {
         if (o->scaling >= LS_ROPE_SCALING_COUNT) return LS_ERR(LS_ERR_INVALID, "unknown rope scaling %d", o->scaling);
         r->scaling = (ls_rope_scaling)o->scaling;
     }
+    if (!isnan(o->orig_ctx) && !(o->orig_ctx >= 1 && o->orig_ctx <= INT32_MAX)) // before it becomes an integer
+        return LS_ERR(LS_ERR_INVALID, "--yarn-orig-ctx %g is not in 1..2^31-1", o->orig_ctx);
     if (!isnan(o->factor)) r->factor = o->factor;
     if (!isnan(o->freq_base)) r->freq_base = o->freq_base;
     if (!isnan(o->orig_ctx)) r->orig_ctx = (int64_t)o->orig_ctx;
     if (!isnan(o->beta_fast)) r->yarn_beta_fast = o->beta_fast;
     if (!isnan(o->beta_slow)) r->yarn_beta_slow = o->beta_slow;
     if (!isnan(o->attn_factor)) r->attn_factor = o->attn_factor;
-    if (!(r->factor > 0) || !isfinite(r->factor)) return LS_ERR(LS_ERR_INVALID, "--rope-scale %g must be positive", r->factor);
-    if (!(r->freq_base > 1) || !isfinite(r->freq_base))
-        return LS_ERR(LS_ERR_INVALID, "--rope-freq-base %g must be greater than 1", r->freq_base);
-    if (r->orig_ctx < 1) return LS_ERR(LS_ERR_INVALID, "--yarn-orig-ctx must be at least 1");
     if (r->scaling == LS_ROPE_LONGROPE && (!r->factors_long || !r->factors_short))
         return LS_ERR(LS_ERR_INVALID, "--rope-scaling longrope needs the model's rope_factors_long/short tensors");
+    LS_CHECK(ls_rope_check(r));
     if (notes && r->scaling != file.scaling)
         ls_buf_printf(notes, "rope: scaling %s (the model file says %s)\n", ls_rope_scaling_name(r->scaling),
                       ls_rope_scaling_name(file.scaling));

@@ -82,7 +82,8 @@ typedef struct ls_ppl_result {
     double ms;
 } ls_ppl_result;
 
-// Needs at least 2 * ctx tokens, as llama-perplexity does.
+// Needs at least 2 * ctx tokens, as llama-perplexity does. A perplexity that is not finite
+// (the model's logits are not) is an error.
 ls_status ls_perplexity(ls_engine_t *e, const int32_t *tokens, int64_t n, const ls_ppl_opts *o,
                         ls_ppl_result *res);
 
@@ -101,8 +102,9 @@ typedef struct ls_ppl_stream_opts {
 } ls_ppl_stream_opts;
 ls_status ls_ppl_stream_init(ls_engine_t *e, const ls_ppl_stream_opts *o, ls_ppl_stream_t **out);
 ls_status ls_ppl_stream_feed(ls_ppl_stream_t *st, const int32_t *tokens, int64_t n);
-// The result so far (scored = tokens scored; chunks = reports; ctx = the cache's capacity).
-void ls_ppl_stream_result(const ls_ppl_stream_t *st, ls_ppl_result *res);
+// The result so far (scored = tokens scored; chunks = reports; ctx = the cache's capacity);
+// an error when the perplexity is not finite.
+ls_status ls_ppl_stream_result(const ls_ppl_stream_t *st, ls_ppl_result *res);
 void ls_ppl_stream_free(ls_ppl_stream_t *st);
 
 #endif // LS_TASKS_H

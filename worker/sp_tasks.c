@@ -122,7 +122,6 @@ ls_status ls_sp_perplexity(ls_engine_t *e, ls_comm_t *c, const int32_t *tokens, 
     ls_free(buf);
     ls_sp_free(sp);
     LS_CHECK(rc);
-    ls_nll_finish(&total, res);
     res->chunks = chunks;
-    return LS_OK;
+    return ls_nll_finish(&total, res);
 }

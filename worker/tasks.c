@@ -191,11 +191,17 @@ void ls_nll_add(nll_acc *a, const float *logits, int32_t n_vocab, int32_t target
     if (a->on_nll) a->on_nll(a->nll_ctx, position, v);
 }
 
-void ls_nll_finish(const nll_acc *a, ls_ppl_result *res) {
+ls_status ls_nll_finish(const nll_acc *a, ls_ppl_result *res) {
     double mean = a->count ? a->nll / (double)a->count : 0.0, var = a->count ? a->nll2 / (double)a->count - mean * mean : 0.0;
     res->ppl = exp(mean);
     res->ppl_stderr = var > 0 && a->count > 1 ? sqrt(var / (double)(a->count - 1)) * res->ppl : 0.0;
     res->scored = a->count;
+    if (!isfinite(mean))
+        return LS_ERR(LS_ERR_INVALID, "the perplexity is not finite: the loss over %lld tokens is %g, so the model's logits "
+                      "are not finite (check its weights and RoPE settings)", (long long)a->count, a->nll);
+    if (!isfinite(res->ppl))
+        return LS_ERR(LS_ERR_INVALID, "the perplexity is not finite: exp of the mean loss, %g nats, overflows", mean);
+    return LS_OK;
 }
 
 typedef struct ppl_chunk {
@@ -244,9 +250,8 @@ ls_status ls_perplexity(ls_engine_t *e, const int32_t *tokens, int64_t n, const 
     ls_free(buf);
     ls_seq_free(seq);
     LS_CHECK(rc);
-    ls_nll_finish(&pc.acc, res);
     res->chunks = chunks;
-    return LS_OK;
+    return ls_nll_finish(&pc.acc, res);
 }
 
 // --- streaming perplexity -----------------------------------------------------------------------
@@ -312,9 +317,9 @@ ls_status ls_ppl_stream_feed(ls_ppl_stream_t *st, const int32_t *tokens, int64_t
     return LS_OK;
 }
 
-void ls_ppl_stream_result(const ls_ppl_stream_t *st, ls_ppl_result *res) {
+ls_status ls_ppl_stream_result(const ls_ppl_stream_t *st, ls_ppl_result *res) {
     *res = (ls_ppl_result){.chunks = st->reports, .ctx = ls_seq_capacity(st->seq), .ms = ls_time_ms() - st->t0};
-    ls_nll_finish(&st->acc, res);
+    return ls_nll_finish(&st->acc, res);
 }
 
 void ls_ppl_stream_free(ls_ppl_stream_t *st) {

@@ -16,6 +16,7 @@ typedef struct nll_acc {
 // differences, a double sum of expf), added to the accumulator.
 void ls_nll_add(nll_acc *a, const float *logits, int32_t n_vocab, int32_t target, int64_t position);
 // Perplexity, its uncertainty and the scored count from the sums (llama-perplexity's formula).
-void ls_nll_finish(const nll_acc *a, ls_ppl_result *res);
+// A perplexity that is not finite is an error (never a result of nan or inf).
+ls_status ls_nll_finish(const nll_acc *a, ls_ppl_result *res);
 
 #endif // LS_TASKS_IMPL_H

@@ -46,6 +46,9 @@ expect 1 "--group and --group-ratio belong to --attn s2, not window" -- perplexi
 expect 1 "does not fit in a cache of 512 tokens" -- perplexity --ctx 512 --chunks 1 --attn sink "$kjv"
 expect 1 "streaming needs the sink or window rule: full attention keeps every key" -- perplexity --stream "$kjv"
 expect 2 "--chunks and --score apply to chunks, not to --stream" -- perplexity --stream --attn sink --chunks 2 "$kjv"
+# RoPE settings that would give NaN are refused (and a perplexity that is not finite is an error)
+expect 1 "YaRN beta_fast = 0 must be a finite positive number" -- perplexity --ctx 64 --chunks 1 --rope-scaling yarn --rope-scale 2 --yarn-beta-fast 0 --yarn-beta-slow 0 "$kjv"
+expect 1 "--yarn-orig-ctx 1e+300 is not in 1..2^31-1" -- perplexity --ctx 64 --chunks 1 --rope-scaling yarn --rope-scale 2 --yarn-orig-ctx 1e300 "$kjv"
 expect 2 '--np expects an integer from 1 to 4096, not "0"' -- generate --prompt x --np 0
 expect 2 "--launcher is empty" -- generate --prompt x --np 2 --launcher ""
 expect 1 'cannot start the launcher "/nonexistent/mpirun"' -- perplexity --np 2 --launcher /nonexistent/mpirun "$kjv"

@@ -102,9 +102,10 @@ class TinyModel:
 def write_tiny_llama(path: str, *, embd=64, layers=2, heads=4, kv_heads=2, head_dim=None,
                      ff=128, ctx=256, qtype="F32", tied=True, seed=0, rope_base=10000.0,
                      rope_scaling="none", rope_factor=1.0, rope_orig_ctx=None,
-                     rope_freqs=None, rope_factors=None, chat_template=None) -> TinyModel:
+                     rope_freqs=None, rope_factors=None, yarn_betas=None, chat_template=None) -> TinyModel:
     """rope_freqs: Llama-3 divisors [head_dim/2] (the rope_freqs tensor); rope_factors:
-    (long, short) LongRoPE factor lists, written as rope_factors_long/short."""
+    (long, short) LongRoPE factor lists, written as rope_factors_long/short; yarn_betas:
+    (beta_fast, beta_slow) written as rope.scaling.yarn_beta_fast/slow."""
     rng = np.random.default_rng(seed)
     qt = Q[qtype]
     hd = head_dim or embd // heads
@@ -127,6 +128,9 @@ def write_tiny_llama(path: str, *, embd=64, layers=2, heads=4, kv_heads=2, head_
         w.add_rope_scaling_type(gguf.RopeScalingType(rope_scaling))
         w.add_rope_scaling_factor(rope_factor)
         w.add_rope_scaling_orig_ctx_len(rope_orig_ctx or ctx)
+    if yarn_betas is not None:
+        w.add_float32("llama.rope.scaling.yarn_beta_fast", yarn_betas[0])
+        w.add_float32("llama.rope.scaling.yarn_beta_slow", yarn_betas[1])
     w.add_tokenizer_model("gpt2")
     w.add_tokenizer_pre("smollm")
     w.add_token_list(tokens)

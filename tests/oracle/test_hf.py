@@ -865,6 +865,26 @@ def check_errors(work):
     expect("a model as an adapter", base, "is not a LoRA adapter", "--lora", gg)
     ad = peft_dir(work, "e-extra", f, 4, 8, extra={"model.norm.weight": np.ones(32, np.float32)})
     expect("LoRA+ norm of the wrong size", base, "adapter tensor 'model.norm.weight' has shape", "--lora", ad)
+    check_rope_errors(work, gg, model, expect)
+
+
+def check_rope_errors(work, gg, model, expect):
+    """RoPE settings that would give NaN logits are refused wherever they come from."""
+    kw = dict(embd=64, heads=4, kv_heads=2, ff=128)
+    # (config.json's 0 means transformers' default, `beta_fast or 32`: a negative beta is the bad one there)
+    d = hf_dir(work, "e-yarn-neg", model, rope_scaling={"rope_type": "yarn", "factor": 4.0, "beta_fast": -1, "beta_slow": -1})
+    expect("YaRN betas -1 in config.json", d, "YaRN beta_fast = -1 must be a finite positive number")
+    g = work / "e-yarn0.gguf"
+    write_tiny_llama(str(g), **kw, rope_scaling="yarn", rope_factor=4.0, yarn_betas=(0.0, 0.0))
+    expect("YaRN betas 0 in GGUF keys", g, "YaRN beta_fast = 0 must be a finite positive number")
+    expect("YaRN beta_slow 0 on the command line", gg, "YaRN beta_slow = 0 must be a finite positive number",
+           "--rope-scaling", "yarn", "--rope-scale", 4, "--yarn-beta-slow", 0)
+    g = work / "e-freqs0.gguf"
+    write_tiny_llama(str(g), **kw, rope_freqs=np.zeros(8))
+    expect("all-zero rope_freqs tensor", g, "rope_freqs.weight[0] = 0 must be a finite positive number")
+    g = work / "e-longrope0.gguf"
+    write_tiny_llama(str(g), **kw, rope_scaling="longrope", rope_factor=4.0, rope_factors=(np.zeros(8), np.ones(8)))
+    expect("all-zero rope_factors_long tensor", g, "rope_factors_long.weight[0] = 0")
 
 
 def main():

@@ -11,11 +11,16 @@ and run as
 (docs/results.md has the full table.) llama.cpp rounds matmul activations to 8 bits before
 its dot products; `--act-precision llamacpp` does the same, and must land within 0.5%. The
 default, exact f32 activations, is checked too: it sits about 0.5% lower (better), which is
-the cost of llama.cpp's rounding, and must stay within 1%.
+the cost of llama.cpp's rounding, and must stay within 1%. A perplexity that is not finite
+(a model whose logits are not) is an error, never a printed nan.
 """
 import json
 
-from lsoracle import KJV, MODEL, check, done, need_file, run
+import gguf
+import numpy as np
+
+from fixtures import write_tiny_llama
+from lsoracle import KJV, MODEL, check, done, need_file, run, tmpdir
 
 LLAMA_CPP = {512: (20, 7.5499, 0.24647), 2048: (5, 7.7790, 0.25871)}  # ctx: chunks, PPL, +/-
 
@@ -25,7 +30,29 @@ def ours(ctx, chunks, *flags):
     return json.loads(p.stdout)
 
 
+def check_not_finite():
+    """A model whose logits are not finite (an infinite norm weight): perplexity, chunked or
+    streamed, fails with a message instead of printing nan."""
+    work = tmpdir()
+    g = work / "inf-norm.gguf"
+    write_tiny_llama(str(g), embd=32, heads=2, kv_heads=1, ff=32, layers=1)
+    r = gguf.GGUFReader(str(g), "r+")
+    for t in r.tensors:
+        if t.name == "output_norm.weight":
+            t.data[:] = np.inf
+    del r  # flushes the mapping
+    text = work / "text.txt"
+    text.write_text("the quick brown fox jumps over the lazy dog, and then the end. " * 20)
+    for flags in (["--ctx", "16", "--chunks", "2"], ["--stream", "--attn", "window", "--window", "16"], ["--json", "--ctx", "16"]):
+        p = run(["perplexity", "--model", str(g), *flags, str(text)], check=False)
+        err = p.stderr.decode(errors="replace")
+        check(p.returncode == 1 and "perplexity is not finite" in err,
+              f"perplexity {' '.join(flags)} on infinite logits: exit {p.returncode}, {err!r}")
+    print("  a model with infinite logits: perplexity is an error (chunked, streamed, --json), not nan")
+
+
 def main():
+    check_not_finite()
     need_file(MODEL, "the default model")
     need_file(KJV, "the KJV text")
     for ctx, (chunks, ref, ref_err) in LLAMA_CPP.items():

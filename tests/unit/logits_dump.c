@@ -4,6 +4,7 @@
 // time as in decoding; RoPE overrides are passed as in the CLI.
 //   logits_dump MODEL IDS_FILE OUT [--ubatch N] [--decode-from K] [--act llamacpp]
 //               [--rope-scaling S] [--rope-scale X] [--rope-freq-base B] [--yarn-orig-ctx N]
+//               [--yarn-beta-fast B] [--yarn-beta-slow B]
 //               [--lora DIR [--lora-scale X]]...
 //               [--attn full|s2|sink|window] [--group G] [--sinks S] [--window W] [--stream 1]
 #include "ls_engine.h"
@@ -43,6 +44,8 @@ static ls_status run(int argc, char **argv) {
         } else if (!strcmp(k, "--rope-scale")) o.rope.factor = atof(v);
         else if (!strcmp(k, "--rope-freq-base")) o.rope.freq_base = atof(v);
         else if (!strcmp(k, "--yarn-orig-ctx")) o.rope.orig_ctx = atof(v);
+        else if (!strcmp(k, "--yarn-beta-fast")) o.rope.beta_fast = atof(v);
+        else if (!strcmp(k, "--yarn-beta-slow")) o.rope.beta_slow = atof(v);
         else if (!strcmp(k, "--attn")) {
             if (!ls_attn_kind_parse(v, &so.rule.kind)) return LS_ERR(LS_ERR_INVALID, "bad rule %s", v);
         } else if (!strcmp(k, "--group")) so.rule.group = atoll(v);

@@ -1,10 +1,14 @@
 // test_base.c — unit tests of base/: errors (first cause, trace, prefix), buffers, vectors,
-// both hash maps (against a brute-force check), dtype sizes and overflow checks.
+// both hash maps (against a brute-force check), dtype sizes and overflow checks, reading
+// files (FIFOs and devices refused, the size limit checked before reading), files of an
+// untrusted directory (links inside it or into a hub cache's blobs; outside ones refused).
 // `test_base --dtype-table` prints the dtype table for tests/oracle/test_dequant.py.
 #include "ls_base.h"
 #include "ls_test.h"
 
 #include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 static ls_status inner(void) { return LS_ERR(LS_ERR_FORMAT, "inner failed with %d", 42); }
 static ls_status middle(void) {
@@ -89,6 +93,60 @@ static void test_dtypes(void) {
     TEST_COND(!ls_add_u64(UINT64_MAX, 1, &r), "add overflow");
 }
 
+// Reading files: FIFOs and devices are refused by name without blocking, files over the limit
+// by their length before anything is read.
+static void test_files(void) {
+    char dir[] = "/tmp/ls-base-XXXXXX", path[64], cmd[96];
+    if (!mkdtemp(dir)) return;
+    snprintf(path, sizeof path, "%s/fifo", dir);
+    TEST_COND(mkfifo(path, 0644) == 0, "mkfifo");
+    alarm(20); // a reader that blocks fails the test instead of hanging it
+    ls_mapped_file f;
+    ls_buf b = {0};
+    TEST_ERR(ls_file_map(path, &f), LS_ERR_IO, "fifo is not a regular file");
+    TEST_ERR(ls_file_read_all(path, 100, &b), LS_ERR_IO, "fifo is not a regular file");
+    TEST_ERR(ls_file_read_all("/dev/zero", 100, &b), LS_ERR_IO, "/dev/zero is not a regular file");
+    alarm(0);
+    ls_buf_free(&b);
+    snprintf(path, sizeof path, "%s/big", dir);
+    FILE *w = fopen(path, "wb");
+    if (w) fputs("0123456789", w), fclose(w);
+    TEST_ERR(ls_file_read_all(path, 9, &b), LS_ERR_RANGE, "big is larger than the limit of 9 bytes");
+    TEST_COND(b.len == 0, "nothing read from a file over the limit (%zu bytes)", b.len);
+    ls_buf_free(&b);
+    TEST_COND(ls_file_read_all(path, 10, &b) == LS_OK && b.len == 10 && !strcmp(b.data, "0123456789"), "read: %s",
+              ls_err_msg());
+    ls_buf_free(&b);
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    TEST_COND(system(cmd) == 0, "%s", cmd);
+}
+
+// Files of an untrusted directory: inside it (also through links), or refused by name.
+static void test_dir_files(void) {
+    char root[] = "/tmp/ls-dir-XXXXXX", dir[64], out[4096], cmd[512];
+    if (!mkdtemp(root)) return;
+    snprintf(dir, sizeof dir, "%s/m/snapshots/rev", root);
+    snprintf(cmd, sizeof cmd,
+             "cd %s && mkdir -p m/blobs m/snapshots/rev/sub elsewhere && touch m/blobs/h1 elsewhere/f m/snapshots/rev/sub/a && "
+             "cd m/snapshots/rev && ln -s ../../blobs/h1 hub && ln -s sub/a inside && ln -s ../../../elsewhere/f out && "
+             "ln -s missing dangling && mkfifo fifo", root);
+    TEST_COND(system(cmd) == 0, "%s", cmd);
+    bool found = true;
+    TEST_COND(ls_dir_file(dir, "inside", out, sizeof out, &found) == LS_OK && found && strstr(out, "/sub/a"), "a link inside");
+    TEST_COND(ls_dir_file(dir, "hub", out, sizeof out, NULL) == LS_OK && strstr(out, "/m/blobs/h1"), "a hub cache blob");
+    TEST_COND(ls_dir_file(dir, "absent", out, sizeof out, &found) == LS_OK && !found, "absent: found = false");
+    TEST_COND(ls_err_code() == LS_OK, "no error recorded for an absent file");
+    TEST_ERR(ls_dir_file(dir, "absent", out, sizeof out, NULL), LS_ERR_NOT_FOUND, "rev/absent");
+    TEST_ERR(ls_dir_file(dir, "out", out, sizeof out, &found), LS_ERR_FORMAT, "rev/out leads outside");
+    TEST_COND(ls_dir_file(dir, "../../blobs/h1", out, sizeof out, NULL) == LS_OK, "the blobs by name: %s", ls_err_msg());
+    TEST_ERR(ls_dir_file(dir, "../../../elsewhere/f", out, sizeof out, NULL), LS_ERR_FORMAT, "leads outside");
+    TEST_ERR(ls_dir_file(dir, "fifo", out, sizeof out, NULL), LS_ERR_FORMAT, "rev/fifo is not a regular file (a FIFO)");
+    TEST_ERR(ls_dir_file(dir, "sub", out, sizeof out, NULL), LS_ERR_FORMAT, "is not a regular file (a directory)");
+    TEST_COND(ls_dir_file(dir, "dangling", out, sizeof out, &found) == LS_OK && !found, "a dangling link is absent");
+    snprintf(cmd, sizeof cmd, "rm -rf %s", root);
+    TEST_COND(system(cmd) == 0, "%s", cmd);
+}
+
 int main(int argc, char **argv) {
     if (argc > 1 && !strcmp(argv[1], "--dtype-table")) {
         for (uint32_t id = 0; id < LS_DTYPE_COUNT; id++) {
@@ -101,5 +159,7 @@ int main(int argc, char **argv) {
     test_buffers();
     test_maps();
     test_dtypes();
+    test_files();
+    test_dir_files();
     return TEST_REPORT("test_base");
 }

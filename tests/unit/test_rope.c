@@ -2,12 +2,14 @@
 // docs/rope.md §7 (the formulas evaluated in float64 by the script there):
 // every angle theta = pos * inv_freq, formed as the kernel forms it (one f32 product), within
 // 1e-6 relative for none, linear, NTK, YaRN and Llama 3; YaRN's mscale; dynamic NTK's base;
-// and the rotation of a test vector at position 4095 in both pairings through ls_op_rope.
+// the rotation of a test vector at position 4095 in both pairings through ls_op_rope; and
+// settings that would give NaN (YaRN betas of 0, all-zero factor tensors, ...) refused.
 #include "ls_kernels.h"
 #include "ls_model.h"
 #include "ls_test.h"
 
 #include <math.h>
+#include <string.h>
 
 enum { NONE, LINEAR, NTK, YARN, LLAMA3, N_METHODS };
 
@@ -94,6 +96,49 @@ static void test_dynamic_and_llama3_divisors(void) {
     TEST_ERR(ls_rope_compute(&bad, 1, inv, &attn), LS_ERR_INVALID, "needs per-frequency factors");
 }
 
+// Settings that would give NaN frequencies (or none that rotate) are refused, naming the
+// setting and its value; whatever passes the checks gives finite, positive frequencies.
+static void refused(const char *what, ls_rope_config r, int64_t seq_len, const char *needle) {
+    float inv[32] = {0}, attn = 0;
+    ls_status rc = ls_rope_compute(&r, seq_len, inv, &attn);
+    TEST_COND(rc == LS_ERR_INVALID && strstr(ls_err_msg(), needle), "%s: got %s \"%s\" (frequency 0: %g), wanted \"%s\"",
+              what, ls_status_name(rc), ls_err_msg(), (double)inv[0], needle);
+    ls_err_clear();
+}
+
+static void test_refused(void) {
+    ls_rope_config r = method(YARN);
+    r.yarn_beta_fast = r.yarn_beta_slow = 0;
+    refused("yarn betas 0", r, 1, "YaRN beta_fast = 0 must be a finite positive number");
+    r = method(YARN);
+    r.yarn_beta_slow = -1;
+    refused("yarn beta_slow -1", r, 1, "YaRN beta_slow = -1");
+    r = method(YARN);
+    r.attn_factor = NAN;
+    refused("attention factor NaN", r, 1, "attention factor = nan");
+    float zeros[32] = {0}, ones[32], inf[32];
+    for (int i = 0; i < 32; i++) ones[i] = 1.0f, inf[i] = i == 5 ? INFINITY : 1.0f;
+    r = method(LLAMA3);
+    r.freq_factors = zeros;
+    refused("all-zero rope_freqs", r, 1, "rope_freqs.weight[0] = 0 must be a finite positive number");
+    r = method(LLAMA3);
+    r.llama3_low_freq_factor = r.llama3_high_freq_factor = 2;
+    refused("llama3 low = high", r, 1, "low_freq_factor = 2 and high_freq_factor = 2 must satisfy 0 < low < high");
+    r = method(NONE);
+    r.scaling = LS_ROPE_LONGROPE, r.factors_long = zeros, r.factors_short = ones;
+    refused("all-zero long factors", r, 8192, "rope_factors_long.weight[0] = 0");
+    r.factors_long = ones, r.factors_short = inf;
+    refused("an infinite short factor", r, 1, "rope_factors_short.weight[5] = inf");
+    r = method(LINEAR);
+    r.freq_base = INFINITY;
+    refused("base inf", r, 1, "freq_base = inf must be a finite number greater than 1");
+    r.freq_base = 10000, r.factor = NAN;
+    refused("factor NaN", r, 1, "scale factor = nan");
+    r = method(NONE);
+    r.freq_base = 1e300; // valid on its face, but the slowest pairs' frequencies round to 0 in f32
+    refused("base 1e300", r, 1, "gives pair 5 the frequency 0: frequencies must be finite and positive");
+}
+
 // The rotation vectors of docs/rope.md §7: x_j = sin(0.1 j + 0.3) at position 4095. The f32
 // angle of ~3070 rad is off by up to half an f32 ulp (1.2e-4 rad), so outputs agree to ~2e-4.
 static void test_rotation(void) {
@@ -123,6 +168,7 @@ static void test_rotation(void) {
 int main(void) {
     test_table();
     test_dynamic_and_llama3_divisors();
+    test_refused();
     test_rotation();
     return TEST_REPORT("test_rope");
 }

@@ -3,8 +3,9 @@
 // variants that must each fail with a message naming the problem: short files, a header
 // running past the end, bad JSON, duplicate keys, unknown dtypes, bad shapes, byte ranges
 // outside the buffer or not matching the shape, overlapping tensors, index entries pointing
-// at the wrong shard or outside the directory. Every truncation of the valid file fails
-// cleanly (the suite also runs this under ASan+UBSan).
+// at the wrong shard or outside the directory, shards that are links leading outside it or
+// FIFOs. Errors never show the file's bytes as numbers. Every truncation of the valid file
+// fails cleanly (the suite also runs this under ASan+UBSan).
 #include "ls_safetensors.h"
 #include "ls_test.h"
 
@@ -113,7 +114,11 @@ static void test_hostile(void) {
     char path[256];
     snprintf(path, sizeof path, "%s/bad.safetensors", g_dir);
     ls_safetensors_t *st = NULL;
-    TEST_ERR(ls_safetensors_open(path, &st), LS_ERR_FORMAT, "does not fit the 10-byte file");
+    ls_status rc = ls_safetensors_open(path, &st);
+    TEST_COND(rc == LS_ERR_FORMAT && strstr(ls_err_msg(), "does not fit the 10-byte file"), "got %s", ls_err_msg());
+    // the file's bytes never appear as a number (the file may be anything a link points to)
+    TEST_COND(!strstr(ls_err_msg(), "9223372036854775807"), "the length field is in the message: %s", ls_err_msg());
+    ls_err_clear();
     write_file("bad.safetensors", buf, 5);
     TEST_ERR(ls_safetensors_open(path, &st), LS_ERR_FORMAT, "too short");
     snprintf(path, sizeof path, "%s/none", g_dir);
@@ -135,6 +140,36 @@ static void test_truncation(void) {
         ls_err_clear();
     }
     TEST_COND(bad == 0, "%d truncated files opened", bad);
+}
+
+// A shard named in the index is a link: fine inside the directory, refused when it leads
+// outside (whatever the string of its name), and a FIFO is refused without blocking.
+static void test_links(const char *index, uint8_t *a, const float *v) {
+    char cmd[600], outside[128];
+    ls_safetensors_t *st = NULL;
+    snprintf(outside, sizeof outside, "%s-outside", g_dir);
+    mkdir(outside, 0755);
+    const char *idx = "{\"weight_map\":{\"x\":\"m-1.safetensors\",\"w\":\"link.safetensors\"}}";
+    write_file("model.safetensors.index.json", idx, strlen(idx));
+    write_file("real.safetensors", a, build(a, "{\"w\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}", 0, v, 4));
+    snprintf(cmd, sizeof cmd, "cd %s && ln -sf real.safetensors link.safetensors", g_dir);
+    TEST_COND(system(cmd) == 0, "%s", cmd);
+    TEST_COND(ls_safetensors_open(index, &st) == LS_OK, "a shard linked inside the directory: %s", ls_err_msg());
+    ls_safetensors_free(st);
+    ls_err_clear();
+    snprintf(cmd, sizeof cmd, "printf 'ABCDEFGHIJKLMNOP' > %s/secret && cd %s && ln -sf %s/secret link.safetensors",
+             outside, g_dir, outside);
+    TEST_COND(system(cmd) == 0, "%s", cmd);
+    st = NULL;
+    ls_status rc = ls_safetensors_open(index, &st);
+    TEST_COND(rc == LS_ERR_FORMAT && strstr(ls_err_msg(), "link.safetensors leads outside"), "got %s", ls_err_msg());
+    TEST_COND(!strstr(ls_err_msg(), "5208208757389214273"), "the file's bytes are in the message: %s", ls_err_msg());
+    ls_err_clear();
+    snprintf(cmd, sizeof cmd, "cd %s && rm link.safetensors && mkfifo link.safetensors", g_dir);
+    TEST_COND(system(cmd) == 0, "%s", cmd);
+    TEST_ERR(ls_safetensors_open(index, &st), LS_ERR_FORMAT, "link.safetensors is not a regular file");
+    snprintf(cmd, sizeof cmd, "rm -rf %s", outside);
+    TEST_COND(system(cmd) == 0, "%s", cmd);
 }
 
 static void test_sharded(void) {
@@ -171,11 +206,13 @@ static void test_sharded(void) {
     const char *nomap = "{\"metadata\":{}}";
     write_file("model.safetensors.index.json", nomap, strlen(nomap));
     TEST_ERR(ls_safetensors_open(path, &st), LS_ERR_FORMAT, "no \"weight_map\"");
+    test_links(path, a, v);
 }
 
 int main(void) {
     snprintf(g_dir, sizeof g_dir, "/tmp/ls-st-XXXXXX");
     if (!mkdtemp(g_dir)) return 1;
+    alarm(60); // a reader that blocks on a FIFO fails the test instead of hanging it
     test_valid();
     test_hostile();
     test_truncation();
