@@ -172,13 +172,13 @@ static ls_status run(gen_args *g, ls_engine_t **e, ls_vec_i32 *ids, ls_gen_resul
 }
 
 int cmd_generate(int argc, char **argv) {
-    int launched = cli_maybe_launch("generate", argc, argv);
-    if (launched >= 0) return launched;
     gen_args g = {.eng = cli_engine_args_default(), .attn = cli_attn_args_default(),
                   .gen = {.max_tokens = 256, .sampling = ls_sampler_opts_default()}};
     g.gen.sampling.seed = (uint64_t)time(NULL) ^ (uint64_t)getpid() << 32;
-    int rc = parse(argc, argv, &g);
+    int rc = parse(argc, argv, &g); // usage errors before a group is launched
     if (rc) return rc;
+    int launched = cli_maybe_launch("generate", argc, argv);
+    if (launched >= 0) return launched;
     ls_engine_t *e = NULL;
     ls_vec_i32 ids = {0};
     ls_gen_result res = {0};

@@ -36,7 +36,7 @@ typedef struct ppl_cli {
     cli_engine_args eng;
     cli_attn_args attn;
     ls_ppl_opts po;
-    bool json, tty, stream, stats;
+    bool json, tty, stream, stats, np; // np: --np given (this process launches the group)
     int64_t max_tokens;
     const char *path, *nll_path;
     FILE *nll;
@@ -97,6 +97,7 @@ static int parse(int argc, char **argv, ppl_cli *p) {
         } else if (c == 'j') {
             p->json = true;
         } else if (c == 'N' || c == 'L') { // taken by cli_maybe_launch
+            p->np |= c == 'N';
         } else if (c == 'Z') {
             p->stats = true;
         } else if (c == 'h') {
@@ -110,6 +111,9 @@ static int parse(int argc, char **argv, ppl_cli *p) {
     if (p->stream && (p->po.max_chunks || p->po.score_all))
         return cli_usage_error(cmd, "--chunks and --score apply to chunks, not to --stream");
     if (argc - optind != 1) return cli_usage_error(cmd, "expected one text file");
+    // refused here rather than by the group, before anything is launched
+    if (p->np && p->stream) return cli_usage_error(cmd, "--stream runs in one process, not a worker group: drop --np");
+    if (p->np && p->nll_path) return cli_usage_error(cmd, "--nll-out is written by one process, not a worker group: drop --np");
     p->path = argv[optind];
     return 0;
 }
@@ -211,11 +215,11 @@ static void print_result(const ppl_cli *p, const ls_ppl_result *r, int64_t n_tok
 }
 
 int cmd_perplexity(int argc, char **argv) {
+    ppl_cli p = {.eng = cli_engine_args_default(), .attn = cli_attn_args_default(), .tty = isatty(2)};
+    int rc = parse(argc, argv, &p); // usage errors before a group is launched
+    if (rc) return rc;
     int launched = cli_maybe_launch("perplexity", argc, argv);
     if (launched >= 0) return launched;
-    ppl_cli p = {.eng = cli_engine_args_default(), .attn = cli_attn_args_default(), .tty = isatty(2)};
-    int rc = parse(argc, argv, &p);
-    if (rc) return rc;
     p.po.on_chunk = on_chunk;
     p.po.chunk_ctx = &p;
     p.po.on_progress = on_progress;

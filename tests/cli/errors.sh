@@ -47,8 +47,20 @@ expect 1 "does not fit in a cache of 512 tokens" -- perplexity --ctx 512 --chunk
 expect 1 "streaming needs the sink or window rule: full attention keeps every key" -- perplexity --stream "$kjv"
 expect 2 "--chunks and --score apply to chunks, not to --stream" -- perplexity --stream --attn sink --chunks 2 "$kjv"
 expect 2 '--np expects an integer from 1 to 4096, not "0"' -- generate --prompt x --np 0
+expect 2 '--np expects an integer from 1 to 4096, not "0"' -- generate --prompt x --np=0
+expect 1 'cannot start the launcher "/nonexistent/mpirun"' -- generate --prompt x --np=2 --launcher=/nonexistent/mpirun
 expect 2 "--launcher is empty" -- generate --prompt x --np 2 --launcher ""
-expect 1 'cannot start the launcher "/nonexistent/mpirun"' -- perplexity --np 2 --launcher /nonexistent/mpirun "$kjv"
+expect 1 'cannot start the launcher "/nonexistent/mpirun"' -- perplexity --np 2 --launcher /nonexistent/mpirun --ctx 64 "$kjv"
+# what a worker group cannot do is refused before anything is launched (the launcher here
+# does not exist, so a refusal that came from the group would read "cannot start the launcher")
+expect 2 "--stream runs in one process, not a worker group: drop --np" -- perplexity --np 2 --launcher /nonexistent/mpirun --stream --attn sink "$kjv"
+expect 2 "--nll-out is written by one process, not a worker group: drop --np" -- perplexity --np 2 --launcher /nonexistent/mpirun --ctx 64 --nll-out "$work/nll" "$kjv"
+expect 2 "--ctx N is required (or --stream)" -- perplexity --np 2 --launcher /nonexistent/mpirun "$kjv"
+expect 2 "give exactly one of --prompt and --prompt-file" -- generate --np 2 --launcher /nonexistent/mpirun
+expect 2 "unknown option" -- generate --np 2 --launcher /nonexistent/mpirun --prompt x --bogus
+# the worker command's own help (it is what mpirun/srun run; its usage errors point at it)
+expect 0 "usage: longseq worker --task generate|perplexity|logits" -- worker --help
+expect 0 "usage: longseq worker --task generate|perplexity|logits" -- worker -h
 # the service's commands
 expect 2 "give at least one FILE" -- submit
 expect 2 "give exactly one job id" -- watch
