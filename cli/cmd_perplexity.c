@@ -137,6 +137,13 @@ static ls_status run_chunked(ppl_cli *p, ls_engine_t *e, ls_ppl_result *r, int64
     ls_vec_i32 ids = {0};
     ls_status rc = read_ids(p, e, &ids);
     if (rc == LS_OK) rc = cli_attn_rule(&p->attn, p->po.ctx, &p->po.rule);
+    if (rc == LS_OK) {
+        char what[64], shorter[96];
+        int64_t limit = ls_context_limit(ls_engine_config(e), &p->po.rule);
+        snprintf(what, sizeof what, "chunks of --ctx %lld", (long long)p->po.ctx);
+        snprintf(shorter, sizeof shorter, "score chunks that fit with --ctx %lld", (long long)limit);
+        cli_context_warn("perplexity", e, &p->po.rule, p->po.ctx, what, shorter);
+    }
     if (rc == LS_OK)
         rc = cli_group() ? ls_sp_perplexity(e, cli_group(), ids.data, (int64_t)ids.len, &p->po, r)
                          : ls_perplexity(e, ids.data, (int64_t)ids.len, &p->po, r);

@@ -7,14 +7,15 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 fails=0 n=0
 
-# expect STATUS NEEDLE -- ARGS...   (stdin from $input if set)
+# expect STATUS NEEDLE -- ARGS...   (stdin from $input if set; the output must not contain
+# $unwanted if set)
 expect() {
     local want=$1 needle=$2; shift 3
     local out rc
     out=$("$bin" "$@" 2>&1 < "${input:-/dev/null}"); rc=$?
     n=$((n + 1))
-    if [ "$rc" != "$want" ] || ! grep -qF -- "$needle" <<<"$out"; then
-        echo "FAIL: longseq $* -> status $rc (want $want), output: $out"
+    if [ "$rc" != "$want" ] || ! grep -qF -- "$needle" <<<"$out" || { [ -n "${unwanted:-}" ] && grep -qF -- "$unwanted" <<<"$out"; }; then
+        echo "FAIL: longseq $* -> status $rc (want $want${unwanted:+, without \"$unwanted\"}), output: $out"
         fails=$((fails + 1))
     fi
 }
@@ -72,5 +73,27 @@ expect 2 '--workers is launch or external, not "maybe"' -- serve --workers maybe
 expect 1 "cannot listen on 192.0.2.1:7070" -- serve --listen 192.0.2.1:7070 --state "$work/state" --token-file "$work/text.txt"
 expect 1 "cannot read /nonexistent.txt" -- summarize /nonexistent.txt
 expect 1 "the worker group could not be started" -- summarize --launcher /nonexistent/mpirun "$work/text.txt"
+# The service's messages name settings fields (docs/protocol.md); on the command line they
+# come out as the flags that set them. 60 KB of KJV are 15214 tokens: past the default
+# model's 8192 (the coordinator refuses the document before any worker is needed).
+head -c 60000 "$kjv" > "$work/long.txt"
+unwanted=settings expect 1 "stretch RoPE over it (--rope-scaling yarn --rope-scale 1.9) or bound the attention distance (--attn sink)" -- summarize --launcher /nonexistent/mpirun "$work/long.txt"
+unwanted=settings expect 1 '--attn "dense" is not full, s2, sink or window' -- summarize --launcher /nonexistent/mpirun --attn dense "$work/text.txt"
+unwanted=settings expect 1 "--group belongs to --attn s2, not sink" -- summarize --launcher /nonexistent/mpirun --attn sink --group 8 "$work/text.txt"
+
+# Every --flag that a message or help text of the sources mentions is an option of some
+# command (its --help names it): a hint never points at an option that does not exist.
+src=$(cd "$(dirname "$0")/../.." && pwd)
+helps=$("$bin" --help; for c in $("$bin" --help | awk '/^  [a-z]/ {print $1}'); do "$bin" "$c" --help; done 2>&1)
+for flag in $(cat "$src"/{cli,coordinator,worker,model,proto,base}/*.[ch] "$src"/kernels/*.[ch] "$src"/kernels/*/*.{c,h,cu} 2>/dev/null |
+              sed -E 's#(^|[[:space:]])//.*##' | grep -ohE '"([^"\\]|\\.)*"' | grep -oE -- '--[a-z][a-z0-9-]*' | sort -u); do
+    n=$((n + 1))
+    case $flag in --mpi) continue ;; esac # srun's own option, in the launcher examples
+    if ! grep -qE -- "$flag([^a-z0-9-]|\$)" <<<"$helps"; then
+        echo "FAIL: the sources mention $flag, which no command's --help names"
+        fails=$((fails + 1))
+    fi
+done
+
 echo "cli errors: $((n - fails)) of $n cases behaved"
 [ $fails = 0 ]

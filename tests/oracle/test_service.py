@@ -395,6 +395,10 @@ def test_hostile(tiny):
                                                            settings=pb.Settings(task=pb.GENERATE))))
         check(st.code == pb.INVALID_ARGUMENT and re.search(r"needs \d+ positions", st.message) and "is 4096" in st.message,
               f"a document too long for the 4096-token context: {st}")
+        # a protocol client is told the fields to set (the command-line clients show their flags)
+        check(re.search(r'settings \{ rope_scaling: "yarn" rope_scale: [\d.]+ \}', st.message) and
+              'settings { attention: "sink" }' in st.message and " --" not in st.message,
+              f"the hint names settings fields: {st.message}")
         _, st = srv.rpc(pb.Request(submit=pb.SubmitRequest(documents=[pb.Document(name="x", text=b"abc")],
                                                            settings=pb.Settings(attention="sparse"))))
         check(st.code == pb.INVALID_ARGUMENT and "sparse" in st.message, f"unknown attention: {st}")
