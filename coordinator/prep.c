@@ -27,6 +27,8 @@ ls_status ls_settings_check(const Longseq__Settings *s) {
     if (!(s->repeat_penalty >= 0) || s->repeat_penalty > 10)
         return LS_ERR(LS_ERR_INVALID, "settings.repeat_penalty %g is not in [0, 10]", s->repeat_penalty);
     if (s->max_tokens > (1u << 24)) return LS_ERR(LS_ERR_INVALID, "settings.max_tokens %u is over 16777216", s->max_tokens);
+    if (s->ctx && (s->ctx < 4 || s->ctx > (1u << 24)))
+        return LS_ERR(LS_ERR_INVALID, "settings.ctx %u is not in [4, 16777216]", s->ctx);
     if (s->instruction && strlen(s->instruction) > 65536) return LS_ERR(LS_ERR_INVALID, "settings.instruction is over 64 KiB");
     ls_attn_rule rule;
     return ls_settings_rule(s, 1 << 16, &rule);
