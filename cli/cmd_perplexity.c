@@ -6,8 +6,9 @@
 //     and tokenized block by block, every token after the first scored; memory stays flat
 //     however long the text is.
 // Prints running values and the final estimate with its uncertainty; --json prints one object;
-// --nll-out writes each scored token's position and negative log-likelihood.
-// Tests: tests/oracle/test_perplexity.py, tests/oracle/test_streaming.py.
+// --nll-out writes each scored token's position and negative log-likelihood (tests/gpu/e2e.py
+// compares them between devices). Tests: tests/oracle/test_perplexity.py,
+// tests/oracle/test_streaming.py, tests/oracle/test_generate.py (context warning), tests/cli/errors.sh.
 #include "cli.h"
 #include "ls_sp_tasks.h"
 

@@ -1,6 +1,7 @@
 // engine_args.c — the options every model-running command shares (model, threads, RoPE
-// overrides), their parsing with clear messages, and loading the engine with them.
-// Tests: tests/cli/errors.sh, tests/oracle/test_forward.py.
+// overrides), their parsing with clear messages, loading the engine with them, and the warning
+// for a length past the model's context. Tests: tests/cli/errors.sh, tests/oracle/test_forward.py,
+// tests/oracle/test_generate.py.
 #include "cli.h"
 
 #include <errno.h>
