@@ -33,6 +33,11 @@ int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format
 typedef struct json_t json_t;
 json_t *cli_json_str(const char *p, size_t n);
 
+// ls_chat_init for the commands that take --chat-template: without one, a model whose template
+// longseq does not know gets an error that names the option.
+#include "ls_chat.h"
+ls_status cli_chat_init(const ls_gguf_t *g, const ls_tokenizer_t *tok, const char *tmpl, ls_chat_t **out);
+
 // A model file opened for its metadata and tokenizer.
 typedef struct cli_model {
     ls_gguf_t *gguf;
@@ -116,6 +121,12 @@ int cli_attn_option(const char *cmd, int c, const char *arg, cli_attn_args *a);
 // The rule for a sequence of seq_len tokens (s2's group from the ratio); options that do not
 // belong to the chosen rule are an error.
 ls_status cli_attn_rule(const cli_attn_args *a, int64_t seq_len, ls_attn_rule *out);
+
+// On the leader, a warning when `need` positions (`what`: how they add up) run past the
+// context the model handles with its RoPE settings under the rule (ls_context_limit), with
+// the numbers and the flags that would help; `extra`: one more such hint, or NULL.
+void cli_context_warn(const char *cmd, ls_engine_t *e, const ls_attn_rule *rule, int64_t need, const char *what,
+                      const char *extra);
 
 cli_engine_args cli_engine_args_default(void);
 // Handles one getopt result c >= CLI_ENGINE_OPT; returns 0, or prints why and returns 2.

@@ -1,7 +1,9 @@
 // cmd_client.c — the client commands of the job service: submit, watch, result, jobs, cancel,
 // and summarize (which runs a coordinator in this process on a loopback port, with a worker
 // group it launches, and summarizes the given files end to end). They speak the protocol of
-// docs/protocol.md through proto/ls_wire.h. Tests: tests/oracle/test_service.py.
+// docs/protocol.md through proto/ls_wire.h; the server's messages are shown with these
+// commands' flags for the settings fields they name. Tests: tests/oracle/test_service.py,
+// tests/cli/errors.sh.
 #include "cli.h"
 #include "ls_server.h"
 #include "ls_wire.h"
@@ -14,6 +16,12 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+// The server's messages name settings fields as `settings.NAME` and suggest values as
+// `settings { NAME: VALUE ... }` (protobuf text format; docs/protocol.md). Here they become the
+// flags that set those fields: `--flag` and `--flag VALUE ...` (strings unquoted, enum names in
+// lower case). Anything else is copied as it is. The result is allocated (ls_free).
+static char *settings_as_flags(const char *msg);
 
 // --- the connection ---------------------------------------------------------------------------
 
@@ -49,8 +57,10 @@ static ls_status client_next(client *c, Longseq__Reply **out) {
     LS_CHECK(rc);
     Longseq__Reply *r = *out;
     if (r->body_case == LONGSEQ__REPLY__BODY_STATUS && r->status->code != LONGSEQ__CODE__OK) {
+        char *msg = settings_as_flags(r->status->message);
         rc = LS_ERR(r->status->code == LONGSEQ__CODE__NOT_FOUND ? LS_ERR_NOT_FOUND : LS_ERR_INVALID, "the server says %s: %s",
-                    ls_wire_code_name(r->status->code), r->status->message);
+                    ls_wire_code_name(r->status->code), msg);
+        ls_free(msg);
         longseq__reply__free_unpacked(r, NULL);
         *out = NULL;
     }
@@ -86,6 +96,81 @@ static ls_status client_unary(client *c, Longseq__Request *q, Longseq__Reply__Bo
     {"instruction", required_argument, 0, JOB_OPT + 12}, {"ctx", required_argument, 0, JOB_OPT + 13}, \
     {"chunks", required_argument, 0, JOB_OPT + 14}, {"top-p", required_argument, 0, JOB_OPT + 15},   \
     {"top-k", required_argument, 0, JOB_OPT + 16}, {"repeat-penalty", required_argument, 0, JOB_OPT + 17}
+// The Settings field each of them sets, by JOB_OPT offset.
+static const char *const g_job_fields[] = {"task", "max_tokens", "temperature", "seed", "attention", "group",
+                                           "sinks", "window", "rope_scaling", "rope_scale", "rope_freq_base",
+                                           "yarn_orig_ctx", "instruction", "ctx", "max_chunks", "top_p", "top_k",
+                                           "repeat_penalty"};
+static const struct option g_job_options[] = {JOB_OPTIONS, {0, 0, 0, 0}};
+
+// "--flag" for a Settings field; NULL when no job option sets it.
+static const char *field_flag(const char *name, size_t len) {
+    for (size_t i = 0; i < sizeof g_job_fields / sizeof *g_job_fields; i++)
+        if (strlen(g_job_fields[i]) == len && !memcmp(g_job_fields[i], name, len))
+            for (const struct option *o = g_job_options; o->name; o++)
+                if (o->val == JOB_OPT + (int)i) return o->name;
+    return NULL;
+}
+
+static size_t name_len(const char *p) {
+    size_t n = 0;
+    while ((p[n] >= 'a' && p[n] <= 'z') || p[n] == '_') n++;
+    return n;
+}
+
+// One `settings { ... }` block at p (just after "settings {"): its flags appended to out;
+// returns the bytes read up to and including '}', or 0 when it is not NAME: VALUE pairs.
+static size_t block_as_flags(const char *p, ls_buf *out) {
+    const char *q = p;
+    ls_buf b = {0};
+    for (;;) {
+        while (*q == ' ') q++;
+        if (*q == '}') break;
+        size_t n = name_len(q);
+        const char *flag = n ? field_flag(q, n) : NULL;
+        if (!flag || q[n] != ':') goto bad;
+        q += n + 1;
+        while (*q == ' ') q++;
+        ls_buf_printf(&b, "--%s ", flag);
+        if (*q == '"') {
+            const char *end = strchr(q + 1, '"');
+            if (!end) goto bad;
+            ls_buf_append(&b, q + 1, (size_t)(end - q - 1));
+            q = end + 1;
+        } else {
+            const char *v = q;
+            while (*q && *q != ' ' && *q != '}') q++;
+            if (q == v) goto bad;
+            for (; v < q; v++) ls_buf_putc(&b, *v >= 'A' && *v <= 'Z' ? (char)(*v - 'A' + 'a') : *v); // enum names
+        }
+        ls_buf_append(&b, " ", 1);
+    }
+    if (!b.len) goto bad;
+    ls_buf_append(out, b.data, b.len - 1); // without the last space
+    ls_buf_free(&b);
+    return (size_t)(q - p) + 1;
+bad:
+    ls_buf_free(&b);
+    return 0;
+}
+
+static char *settings_as_flags(const char *msg) {
+    ls_buf out = {0};
+    ls_buf_append(&out, "", 0);
+    for (const char *p = msg ? msg : ""; *p;) {
+        size_t used = 0, n;
+        const char *flag;
+        if (!strncmp(p, "settings { ", 11) && (used = block_as_flags(p + 11, &out))) {
+            p += 11 + used;
+        } else if (!strncmp(p, "settings.", 9) && (n = name_len(p + 9)) && (flag = field_flag(p + 9, n))) {
+            ls_buf_printf(&out, "--%s", flag);
+            p += 9 + n;
+        } else {
+            ls_buf_append(&out, p++, 1);
+        }
+    }
+    return out.data;
+}
 #define JOB_HELP                                                                                  \
     "  --task summarize|generate|perplexity   (default summarize)\n"                                \
     "  --max-tokens N       tokens to generate (default 256)\n"                                       \
@@ -226,7 +311,11 @@ static ls_status watch(client *c, const char *id, bool show_text, Longseq__JobSt
             fprintf(stderr, "[%s] %s", id, ls_job_state_name((ls_job_state)e->state));
             if (e->state == LONGSEQ__JOB_STATE__QUEUED && e->queue_position) fprintf(stderr, " (%llu ahead)", (unsigned long long)e->queue_position);
             if (e->state == LONGSEQ__JOB_STATE__RUNNING) fprintf(stderr, " (attempt %u)", e->attempt);
-            if (e->error && *e->error) fprintf(stderr, ": %s", e->error);
+            if (e->error && *e->error) {
+                char *err = settings_as_flags(e->error);
+                fprintf(stderr, ": %s", err);
+                ls_free(err);
+            }
             fprintf(stderr, "\n");
         } else if (e && e->kind == LONGSEQ__EVENT__KIND__PREFILL) {
             if (tty || e->fraction >= 1) {
@@ -360,7 +449,11 @@ static int one_id_command(const char *cmd, int argc, char **argv, const char *us
                 printf("ppl %.4f +/- %.4f\n", j->ppl, j->ppl_stderr);
             } else {
                 printf("%s\n", j->text ? j->text : "");
-                if (j->error && *j->error) fprintf(stderr, "[%s] %s\n", j->id, j->error);
+                if (j->error && *j->error) {
+                    char *err = settings_as_flags(j->error);
+                    fprintf(stderr, "[%s] %s\n", j->id, err);
+                    ls_free(err);
+                }
             }
             if (j->state != LONGSEQ__JOB_STATE__DONE) status = 1;
             longseq__reply__free_unpacked(r, NULL);
@@ -521,7 +614,9 @@ static int summarize_jobs(const char *token, int port, char **files, int n, Long
                     files[i], (unsigned long long)j->tokens, j->ranks, j->ranks == 1 ? "" : "s", j->attention,
                     j->prefill_ms / 1e3, (unsigned long long)j->generated, j->decode_ms / 1e3);
         else {
-            fprintf(stderr, "[longseq] %s: %s\n", files[i], j->error);
+            char *err = settings_as_flags(j->error);
+            fprintf(stderr, "[longseq] %s: %s\n", files[i], err);
+            ls_free(err);
             status = 1;
         }
         if (out) {

@@ -107,7 +107,7 @@ static ls_status prompt_ids(const gen_args *g, ls_engine_t *e, ls_vec_i32 *ids) 
                              : ls_file_read_all(g->prompt_file, (size_t)1 << 30, &text);
     if (rc == LS_OK && g->chat) {
         ls_chat_t *chat;
-        rc = ls_chat_init(ls_engine_gguf(e), ls_engine_tokenizer(e), g->tmpl, &chat);
+        rc = cli_chat_init(ls_engine_gguf(e), ls_engine_tokenizer(e), g->tmpl, &chat);
         if (rc == LS_OK) {
             ls_chat_msg msgs[2] = {{"system", g->system}, {"user", text.data}};
             ls_buf wrapped = {0};
@@ -165,6 +165,9 @@ static ls_status run(gen_args *g, ls_engine_t **e, ls_vec_i32 *ids, ls_gen_resul
     LS_CHECK(cli_group_status(rc));
     LS_CHECK(cli_group_share_ids(ids));
     LS_CHECK(cli_attn_rule(&g->attn, (int64_t)ids->len + g->gen.max_tokens, &g->gen.rule));
+    char what[96];
+    snprintf(what, sizeof what, "%zu prompt + %lld to generate", ids->len, (long long)g->gen.max_tokens);
+    cli_context_warn("generate", *e, &g->gen.rule, (int64_t)ids->len + g->gen.max_tokens, what, NULL);
     ls_text_fn out = g->json || !cli_is_leader() ? NULL : print_text;
     if (cli_group()) return ls_sp_generate(*e, cli_group(), ids->data, (int64_t)ids->len, &g->gen, out, NULL, res);
     g->gen.stream = g->gen.rule.kind == LS_ATTN_SINK || g->gen.rule.kind == LS_ATTN_WINDOW;
@@ -172,13 +175,13 @@ static ls_status run(gen_args *g, ls_engine_t **e, ls_vec_i32 *ids, ls_gen_resul
 }
 
 int cmd_generate(int argc, char **argv) {
-    int launched = cli_maybe_launch("generate", argc, argv);
-    if (launched >= 0) return launched;
     gen_args g = {.eng = cli_engine_args_default(), .attn = cli_attn_args_default(),
                   .gen = {.max_tokens = 256, .sampling = ls_sampler_opts_default()}};
     g.gen.sampling.seed = (uint64_t)time(NULL) ^ (uint64_t)getpid() << 32;
-    int rc = parse(argc, argv, &g);
+    int rc = parse(argc, argv, &g); // usage errors before a group is launched
     if (rc) return rc;
+    int launched = cli_maybe_launch("generate", argc, argv);
+    if (launched >= 0) return launched;
     ls_engine_t *e = NULL;
     ls_vec_i32 ids = {0};
     ls_gen_result res = {0};

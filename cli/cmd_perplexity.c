@@ -6,9 +6,10 @@
 //     and tokenized block by block, every token after the first scored; memory stays flat
 //     however long the text is.
 // Prints running values and the final estimate with its uncertainty; --json prints one object;
-// --nll-out writes each scored token's position and negative log-likelihood. A perplexity that
-// is not finite is an error (status 1 and a message), never a printed nan.
-// Tests: tests/oracle/test_perplexity.py, tests/oracle/test_streaming.py.
+// --nll-out writes each scored token's position and negative log-likelihood (tests/gpu/e2e.py
+// compares them between devices). A perplexity that is not finite is an error (status 1 and a
+// message), never a printed nan. Tests: tests/oracle/test_perplexity.py,
+// tests/oracle/test_streaming.py, tests/oracle/test_generate.py (context warning), tests/cli/errors.sh.
 #include "cli.h"
 #include "ls_sp_tasks.h"
 
@@ -37,7 +38,7 @@ typedef struct ppl_cli {
     cli_engine_args eng;
     cli_attn_args attn;
     ls_ppl_opts po;
-    bool json, tty, stream, stats;
+    bool json, tty, stream, stats, np; // np: --np given (this process launches the group)
     int64_t max_tokens;
     const char *path, *nll_path;
     FILE *nll;
@@ -98,6 +99,7 @@ static int parse(int argc, char **argv, ppl_cli *p) {
         } else if (c == 'j') {
             p->json = true;
         } else if (c == 'N' || c == 'L') { // taken by cli_maybe_launch
+            p->np |= c == 'N';
         } else if (c == 'Z') {
             p->stats = true;
         } else if (c == 'h') {
@@ -111,6 +113,9 @@ static int parse(int argc, char **argv, ppl_cli *p) {
     if (p->stream && (p->po.max_chunks || p->po.score_all))
         return cli_usage_error(cmd, "--chunks and --score apply to chunks, not to --stream");
     if (argc - optind != 1) return cli_usage_error(cmd, "expected one text file");
+    // refused here rather than by the group, before anything is launched
+    if (p->np && p->stream) return cli_usage_error(cmd, "--stream runs in one process, not a worker group: drop --np");
+    if (p->np && p->nll_path) return cli_usage_error(cmd, "--nll-out is written by one process, not a worker group: drop --np");
     p->path = argv[optind];
     return 0;
 }
@@ -134,6 +139,13 @@ static ls_status run_chunked(ppl_cli *p, ls_engine_t *e, ls_ppl_result *r, int64
     ls_vec_i32 ids = {0};
     ls_status rc = read_ids(p, e, &ids);
     if (rc == LS_OK) rc = cli_attn_rule(&p->attn, p->po.ctx, &p->po.rule);
+    if (rc == LS_OK) {
+        char what[64], shorter[96];
+        int64_t limit = ls_context_limit(ls_engine_config(e), &p->po.rule);
+        snprintf(what, sizeof what, "chunks of --ctx %lld", (long long)p->po.ctx);
+        snprintf(shorter, sizeof shorter, "score chunks that fit with --ctx %lld", (long long)limit);
+        cli_context_warn("perplexity", e, &p->po.rule, p->po.ctx, what, shorter);
+    }
     if (rc == LS_OK)
         rc = cli_group() ? ls_sp_perplexity(e, cli_group(), ids.data, (int64_t)ids.len, &p->po, r)
                          : ls_perplexity(e, ids.data, (int64_t)ids.len, &p->po, r);
@@ -212,11 +224,11 @@ static void print_result(const ppl_cli *p, const ls_ppl_result *r, int64_t n_tok
 }
 
 int cmd_perplexity(int argc, char **argv) {
+    ppl_cli p = {.eng = cli_engine_args_default(), .attn = cli_attn_args_default(), .tty = isatty(2)};
+    int rc = parse(argc, argv, &p); // usage errors before a group is launched
+    if (rc) return rc;
     int launched = cli_maybe_launch("perplexity", argc, argv);
     if (launched >= 0) return launched;
-    ppl_cli p = {.eng = cli_engine_args_default(), .attn = cli_attn_args_default(), .tty = isatty(2)};
-    int rc = parse(argc, argv, &p);
-    if (rc) return rc;
     p.po.on_chunk = on_chunk;
     p.po.chunk_ctx = &p;
     p.po.on_progress = on_progress;

@@ -31,7 +31,7 @@ static void tokenize_help(void) {
 // result contains special tokens as text, so it is tokenized with parse_special.
 static ls_status chat_prompt(const cli_model *m, const char *tmpl, const char *system, ls_buf *text) {
     ls_chat_t *chat;
-    LS_CHECK(ls_chat_init(m->gguf, m->tok, tmpl, &chat));
+    LS_CHECK(cli_chat_init(m->gguf, m->tok, tmpl, &chat));
     ls_chat_msg msgs[2] = {{"system", system}, {"user", text->data}};
     ls_buf out = {0};
     ls_status rc = ls_chat_apply(chat, system ? msgs : msgs + 1, system ? 2 : 1, true, &out);

@@ -34,9 +34,11 @@ static int split_words(char *s, char **out, int max) {
 
 int cli_maybe_launch(const char *task, int argc, char **argv) {
     const char *np = NULL, *launcher = "mpirun";
-    for (int i = 1; i + 1 < argc; i++) {
-        if (!strcmp(argv[i], "--np")) np = argv[i + 1];
-        if (!strcmp(argv[i], "--launcher")) launcher = argv[i + 1];
+    for (int i = 1; i < argc; i++) { // as getopt_long reads them: --np N or --np=N
+        if (!strcmp(argv[i], "--np") && i + 1 < argc) np = argv[i + 1];
+        if (!strcmp(argv[i], "--launcher") && i + 1 < argc) launcher = argv[i + 1];
+        if (!strncmp(argv[i], "--np=", 5)) np = argv[i] + 5;
+        if (!strncmp(argv[i], "--launcher=", 11)) launcher = argv[i] + 11;
     }
     if (!np || g_comm) return -1;
     int64_t n;
@@ -61,6 +63,7 @@ int cli_maybe_launch(const char *task, int argc, char **argv) {
             i++;
             continue;
         }
+        if (!strncmp(argv[i], "--np=", 5) || !strncmp(argv[i], "--launcher=", 11)) continue;
         args[k++] = argv[i];
     }
     args[k] = NULL;
@@ -265,16 +268,38 @@ void cli_worker_engine_defaults(cli_engine_args *eng) {
         eng->opts.first_cpu = local * per <= cores ? ls_comm_local_rank(g_comm) * per : -1;
 }
 
+static void worker_help(void) {
+    printf("usage: longseq worker --task generate|perplexity|logits [TASK OPTIONS]\n"
+           "       longseq worker --connect HOST:PORT [--token-file F] [engine options]\n"
+           "One rank of a worker group; started by a launcher on every rank, e.g.\n"
+           "  mpirun -np 4 longseq worker --task perplexity --ctx 16384 FILE\n"
+           "which is what `longseq perplexity --np 4 ...` runs (and likewise generate).\n"
+           "  --task T             run one task over the group: generate and perplexity take\n"
+           "                       their commands' own options (longseq generate --help,\n"
+           "                       longseq perplexity --help); logits (for tests) takes --ids F\n"
+           "                       --out F [--decode-from K] [--stats] and the engine and\n"
+           "                       attention options\n"
+           "  --connect HOST:PORT  serve a coordinator's jobs instead (longseq serve --workers\n"
+           "                       external); --token-file F: the bearer token (default\n"
+           "                       $LONGSEQ_TOKEN, else $LONGSEQ_HOME/token)\n"
+           "Every rank loads the model; rank 0 reads the input and writes the output.\n");
+}
+
 int cmd_worker(int argc, char **argv) {
     const char *task = NULL;
-    bool service = false;
+    bool service = false, help = false;
     int k = 1;
     for (int i = 1; i < argc; i++) { // take --task out; the rest are the task's own options
         if (!strcmp(argv[i], "--task") && i + 1 < argc) task = argv[++i];
         else argv[k++] = argv[i];
         if (!strcmp(argv[i], "--connect")) service = true;
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) help = true;
     }
     argc = k;
+    if (help) { // before MPI starts (a task's own options: longseq TASK --help)
+        worker_help();
+        return 0;
+    }
     if (!task && !service) return cli_usage_error("worker", "--task generate|perplexity|logits or --connect HOST:PORT is required");
     if (task && service) return cli_usage_error("worker", "--task and --connect do not go together");
     int (*run)(int, char **) = !task ? NULL : !strcmp(task, "generate") ? cmd_generate : !strcmp(task, "perplexity") ? cmd_perplexity

@@ -1,6 +1,7 @@
 // engine_args.c — the options every model-running command shares (model, threads, RoPE
-// overrides), their parsing with clear messages, and loading the engine with them.
-// Tests: tests/cli/errors.sh, tests/oracle/test_forward.py.
+// overrides), their parsing with clear messages, loading the engine with them, and the warning
+// for a length past the model's context. Tests: tests/cli/errors.sh, tests/oracle/test_forward.py,
+// tests/oracle/test_generate.py.
 #include "cli.h"
 
 #include <errno.h>
@@ -109,6 +110,23 @@ ls_status cli_engine_load(const cli_engine_args *a, ls_engine_t **e) {
     const char *notes = ls_engine_notes(*e);
     if (notes && *notes) fputs(notes, stderr);
     return LS_OK;
+}
+
+void cli_context_warn(const char *cmd, ls_engine_t *e, const ls_attn_rule *rule, int64_t need, const char *what,
+                      const char *extra) {
+    const ls_model_config *c = ls_engine_config(e);
+    int64_t limit = ls_context_limit(c, rule);
+    if (!cli_is_leader() || limit < 0 || need <= limit) return;
+    char past[192];
+    if (limit > c->n_ctx_train)
+        snprintf(past, sizeof past, "the context of %lld that RoPE %s x%g gives the model (trained context of %lld)",
+                 (long long)limit, ls_rope_scaling_name(c->rope.scaling), c->rope.factor, (long long)c->n_ctx_train);
+    else
+        snprintf(past, sizeof past, "the model's trained context of %lld", (long long)c->n_ctx_train);
+    LS_WARN("%s: %lld positions (%s) run past %s, where its output degrades (the job service refuses such a "
+            "length). Stretch RoPE over it with --rope-scaling yarn --rope-scale %g, or bound the attention "
+            "distance with --attn sink%s%s",
+            cmd, (long long)need, what, past, ls_context_scale_for(c, need), extra ? ", or " : "", extra ? extra : "");
 }
 
 // --- attention rules ------------------------------------------------------------------------

@@ -35,7 +35,8 @@ static void usage(FILE *f) {
     fprintf(f, "usage: longseq <command> [options]\n\ncommands:\n");
     for (size_t i = 0; i < sizeof g_commands / sizeof *g_commands; i++)
         fprintf(f, "  %-12s %s\n", g_commands[i].name, g_commands[i].summary);
-    fprintf(f, "\nEach command takes --help. The default model is $LONGSEQ_MODEL, else\n"
+    fprintf(f, "\nEach command takes --help; longseq --version prints the version. The default model is\n"
+               "$LONGSEQ_MODEL, else "
                "%s\n", ls_default_model_path());
 }
 
@@ -62,6 +63,17 @@ json_t *cli_json_str(const char *p, size_t n) {
     s = json_stringn(b.data ? b.data : "", b.len);
     ls_buf_free(&b);
     return s;
+}
+
+ls_status cli_chat_init(const ls_gguf_t *g, const ls_tokenizer_t *tok, const char *tmpl, ls_chat_t **out) {
+    ls_status rc = ls_chat_init(g, tok, tmpl, out);
+    if (rc != LS_OK && !tmpl) {
+        char msg[512];
+        snprintf(msg, sizeof msg, "%s", ls_err_msg());
+        ls_err_clear();
+        rc = LS_ERR(rc, "%s; choose one with --chat-template chatml|llama2", msg);
+    }
+    return rc;
 }
 
 ls_status cli_model_open(const char *path, const ls_load_opts *lo, cli_model *m) {

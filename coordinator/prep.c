@@ -1,5 +1,8 @@
 // prep.c — job settings (defaults, checks, the attention rule and RoPE they ask for) and the
-// preparation of a document into the job's tokens. Tests: tests/oracle/test_service.py.
+// preparation of a document into the job's tokens. Messages name fields as `settings.NAME` and
+// suggest values in protobuf text format, `settings { NAME: VALUE }` (docs/protocol.md), which
+// the command-line clients show as their flags (cli/cmd_client.c).
+// Tests: tests/oracle/test_service.py, tests/cli/errors.sh.
 #include "server_impl.h"
 
 #include <math.h>
@@ -24,6 +27,8 @@ ls_status ls_settings_check(const Longseq__Settings *s) {
     if (!(s->repeat_penalty >= 0) || s->repeat_penalty > 10)
         return LS_ERR(LS_ERR_INVALID, "settings.repeat_penalty %g is not in [0, 10]", s->repeat_penalty);
     if (s->max_tokens > (1u << 24)) return LS_ERR(LS_ERR_INVALID, "settings.max_tokens %u is over 16777216", s->max_tokens);
+    if (s->ctx && (s->ctx < 4 || s->ctx > (1u << 24)))
+        return LS_ERR(LS_ERR_INVALID, "settings.ctx %u is not in [4, 16777216]", s->ctx);
     if (s->instruction && strlen(s->instruction) > 65536) return LS_ERR(LS_ERR_INVALID, "settings.instruction is over 64 KiB");
     ls_attn_rule rule;
     return ls_settings_rule(s, 1 << 16, &rule);
@@ -33,10 +38,12 @@ ls_status ls_settings_rule(const Longseq__Settings *s, int64_t seq_len, ls_attn_
     ls_attn_kind k = LS_ATTN_FULL;
     if (s->attention && *s->attention && !ls_attn_kind_parse(s->attention, &k))
         return LS_ERR(LS_ERR_INVALID, "settings.attention \"%s\" is not full, s2, sink or window", s->attention);
-    if (s->group && k != LS_ATTN_S2) return LS_ERR(LS_ERR_INVALID, "settings.group belongs to attention s2, not %s", ls_attn_kind_name(k));
-    if (s->sinks_opt_case && k != LS_ATTN_SINK) return LS_ERR(LS_ERR_INVALID, "settings.sinks belongs to attention sink");
+    if (s->group && k != LS_ATTN_S2)
+        return LS_ERR(LS_ERR_INVALID, "settings.group belongs to settings.attention s2, not %s", ls_attn_kind_name(k));
+    if (s->sinks_opt_case && k != LS_ATTN_SINK)
+        return LS_ERR(LS_ERR_INVALID, "settings.sinks belongs to settings.attention sink, not %s", ls_attn_kind_name(k));
     if (s->window && k != LS_ATTN_SINK && k != LS_ATTN_WINDOW)
-        return LS_ERR(LS_ERR_INVALID, "settings.window belongs to attention sink or window");
+        return LS_ERR(LS_ERR_INVALID, "settings.window belongs to settings.attention sink or window, not %s", ls_attn_kind_name(k));
     *out = (ls_attn_rule){.kind = k};
     if (k == LS_ATTN_S2) out->group = s->group ? s->group : seq_len / 4;
     if (k == LS_ATTN_SINK) out->sinks = s->sinks_opt_case ? s->sinks : 4;
@@ -134,23 +141,18 @@ ls_status ls_prep_context(const ls_prep *p, const Longseq__Settings *s, int64_t 
     LS_CHECK(ls_rope_override_apply(rope, &o, NULL));
     ls_attn_rule rule;
     LS_CHECK(ls_settings_rule(s, 1 << 16, &rule));
-    if (rule.kind == LS_ATTN_SINK || rule.kind == LS_ATTN_WINDOW) {
-        *limit = -1; // keys are only ever seen within the window's distance (sink: re-assigned positions)
-        return LS_OK;
-    }
-    int64_t ctx = p->cfg.n_ctx_train;
-    if (rope->scaling != LS_ROPE_NONE) {
-        int64_t orig = rope->orig_ctx > 0 ? rope->orig_ctx : ctx, scaled = (int64_t)((double)orig * rope->factor);
-        if (scaled > ctx) ctx = scaled;
-    }
-    *limit = ctx;
+    ls_model_config with = p->cfg;
+    with.rope = *rope;
+    *limit = ls_context_limit(&with, &rule); // -1 for sink/window: keys only ever seen within the window's distance
     return LS_OK;
 }
 
 // The summarization prompt: the document, then the request, as a user turn.
 static ls_status summarize_prompt(const ls_prep *p, const Longseq__Settings *s, const uint8_t *text, size_t len,
                                   ls_buf *out) {
-    if (!p->chat) return LS_ERR(LS_ERR_UNSUPPORTED, "the model has no chat template, so it cannot summarize; use task generate");
+    if (!p->chat)
+        return LS_ERR(LS_ERR_UNSUPPORTED, "the model has no chat template longseq knows, so it cannot summarize; "
+                                          "continue the text instead with settings { task: GENERATE }");
     const char *ask = s->instruction && *s->instruction ? s->instruction : "Summarize the text above in a few sentences.";
     ls_buf user = {0};
     ls_buf_append(&user, text, len);
@@ -184,14 +186,21 @@ ls_status ls_prep_document(const ls_prep *p, const Longseq__Settings *s, const u
     LS_CHECK(ls_prep_context(p, s, &limit, &rope));
     int64_t need = s->task == LONGSEQ__TASK__PERPLEXITY ? ls_settings_ppl_ctx(s) : n + gen;
     if (limit >= 0 && need > limit) {
-        char r[128];
+        char r[128], what[96], fit[96];
         ls_rope_describe(&rope, r, sizeof r);
+        ls_model_config with = p->cfg;
+        with.rope = rope;
+        bool ppl = s->task == LONGSEQ__TASK__PERPLEXITY;
+        if (ppl) snprintf(what, sizeof what, "chunks of settings.ctx %lld", (long long)need);
+        else snprintf(what, sizeof what, "%lld prompt + %lld to generate", (long long)n, (long long)gen);
+        if (ppl) snprintf(fit, sizeof fit, "score chunks that fit (settings { ctx: %lld })", (long long)limit);
+        else snprintf(fit, sizeof fit, "shorten the text");
         return LS_ERR(LS_ERR_INVALID,
-                      "the sequence needs %lld positions (%lld prompt + %lld to generate) but the model's context with RoPE %s "
-                      "is %lld (trained %lld): shorten the text, extend RoPE (e.g. rope_scaling yarn, rope_scale %.3g), or use "
-                      "attention sink/window",
-                      (long long)need, (long long)n, (long long)gen, r, (long long)limit, (long long)p->cfg.n_ctx_train,
-                      ceil((double)need / (double)p->cfg.n_ctx_train * 10) / 10);
+                      "the sequence needs %lld positions (%s) but the model's context with RoPE %s is %lld (trained %lld): "
+                      "%s, stretch RoPE over it (settings { rope_scaling: \"yarn\" rope_scale: %g }) or bound the attention "
+                      "distance (settings { attention: \"sink\" })",
+                      (long long)need, what, r, (long long)limit, (long long)p->cfg.n_ctx_train, fit,
+                      ls_context_scale_for(&with, need));
     }
     if (n + gen > max_job_tokens)
         return LS_ERR(LS_ERR_RANGE, "the job needs %lld tokens (%lld in the prompt + %lld to generate); this server takes at most %lld per job",

@@ -68,9 +68,9 @@ ls_status ls_chat_init(const ls_gguf_t *g, const ls_tokenizer_t *tok, const char
         else if (!strcmp(name, "llama2")) kind = LS_CHAT_LLAMA2;
         else return LS_ERR(LS_ERR_INVALID, "unknown chat template \"%s\" (known: chatml, llama2)", name);
     } else if (!have) {
-        return LS_ERR(LS_ERR_INVALID, "the model has no tokenizer.chat_template; choose one with --chat-template chatml|llama2");
+        return LS_ERR(LS_ERR_INVALID, "the model has no tokenizer.chat_template"); // callers name their option for a template
     } else if (!ls_chat_detect(tmpl.ptr, tmpl.len, &kind)) {
-        return LS_ERR(LS_ERR_UNSUPPORTED, "the model's chat template is neither ChatML nor Llama-2; choose one with --chat-template chatml|llama2");
+        return LS_ERR(LS_ERR_UNSUPPORTED, "the model's chat template is neither ChatML nor Llama-2");
     }
     ls_chat_t *c = ls_calloc(1, sizeof *c);
     c->kind = kind;

@@ -66,6 +66,22 @@ ls_status ls_rope_override_apply(ls_rope_config *r, const ls_rope_override *o, l
     return LS_OK;
 }
 
+int64_t ls_context_limit(const ls_model_config *c, const ls_attn_rule *rule) {
+    if (rule && (rule->kind == LS_ATTN_SINK || rule->kind == LS_ATTN_WINDOW)) return -1; // sink: re-assigned positions
+    int64_t ctx = c->n_ctx_train;
+    const ls_rope_config *r = &c->rope;
+    if (r->scaling != LS_ROPE_NONE) {
+        int64_t orig = r->orig_ctx > 0 ? r->orig_ctx : ctx, scaled = (int64_t)((double)orig * r->factor + 1e-6);
+        if (scaled > ctx) ctx = scaled;
+    }
+    return ctx;
+}
+
+double ls_context_scale_for(const ls_model_config *c, int64_t n) {
+    int64_t orig = c->rope.orig_ctx > 0 ? c->rope.orig_ctx : c->n_ctx_train;
+    return ceil((double)n / (double)orig * 10.0) / 10.0;
+}
+
 // --- weights ------------------------------------------------------------------------------
 
 // A weight as the backend runs it: the file's bytes in place (CPU) or uploaded once (CUDA).

@@ -27,6 +27,16 @@ typedef struct ls_rope_override {
 // (may be NULL).
 ls_status ls_rope_override_apply(ls_rope_config *r, const ls_rope_override *o, ls_buf *notes);
 
+// The longest sequence the model handles as configured (c->rope after any overrides): its
+// trained context, or the original context times the factor when a RoPE scaling stretches it
+// further; -1 when the rule keeps every query within a bounded distance of its keys (sink,
+// window), so that no length runs past it. The job service refuses longer sequences
+// (coordinator/prep.c); the one-shot commands warn. Test: tests/oracle/test_generate.py.
+int64_t ls_context_limit(const ls_model_config *c, const ls_attn_rule *rule);
+// The RoPE scale factor, rounded up to a tenth, that stretches the model's original context
+// over n positions (for the hints that go with ls_context_limit).
+double ls_context_scale_for(const ls_model_config *c, int64_t n);
+
 // Where the engine runs. AUTO: the CUDA backend when this build has one and a GPU is visible,
 // else the CPU. On CUDA, weights live on the device as bf16, and so do the activations and
 // the KV cache (f32); logits come back to the host a few rows at a time.

@@ -7,14 +7,15 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 fails=0 n=0
 
-# expect STATUS NEEDLE -- ARGS...   (stdin from $input if set)
+# expect STATUS NEEDLE -- ARGS...   (stdin from $input if set; the output must not contain
+# $unwanted if set)
 expect() {
     local want=$1 needle=$2; shift 3
     local out rc
     out=$("$bin" "$@" 2>&1 < "${input:-/dev/null}"); rc=$?
     n=$((n + 1))
-    if [ "$rc" != "$want" ] || ! grep -qF -- "$needle" <<<"$out"; then
-        echo "FAIL: longseq $* -> status $rc (want $want), output: $out"
+    if [ "$rc" != "$want" ] || ! grep -qF -- "$needle" <<<"$out" || { [ -n "${unwanted:-}" ] && grep -qF -- "$unwanted" <<<"$out"; }; then
+        echo "FAIL: longseq $* -> status $rc (want $want${unwanted:+, without \"$unwanted\"}), output: $out"
         fails=$((fails + 1))
     fi
 }
@@ -50,8 +51,20 @@ expect 2 "--chunks and --score apply to chunks, not to --stream" -- perplexity -
 expect 1 "YaRN beta_fast = 0 must be a finite positive number" -- perplexity --ctx 64 --chunks 1 --rope-scaling yarn --rope-scale 2 --yarn-beta-fast 0 --yarn-beta-slow 0 "$kjv"
 expect 1 "--yarn-orig-ctx 1e+300 is not in 1..2^31-1" -- perplexity --ctx 64 --chunks 1 --rope-scaling yarn --rope-scale 2 --yarn-orig-ctx 1e300 "$kjv"
 expect 2 '--np expects an integer from 1 to 4096, not "0"' -- generate --prompt x --np 0
+expect 2 '--np expects an integer from 1 to 4096, not "0"' -- generate --prompt x --np=0
+expect 1 'cannot start the launcher "/nonexistent/mpirun"' -- generate --prompt x --np=2 --launcher=/nonexistent/mpirun
 expect 2 "--launcher is empty" -- generate --prompt x --np 2 --launcher ""
-expect 1 'cannot start the launcher "/nonexistent/mpirun"' -- perplexity --np 2 --launcher /nonexistent/mpirun "$kjv"
+expect 1 'cannot start the launcher "/nonexistent/mpirun"' -- perplexity --np 2 --launcher /nonexistent/mpirun --ctx 64 "$kjv"
+# what a worker group cannot do is refused before anything is launched (the launcher here
+# does not exist, so a refusal that came from the group would read "cannot start the launcher")
+expect 2 "--stream runs in one process, not a worker group: drop --np" -- perplexity --np 2 --launcher /nonexistent/mpirun --stream --attn sink "$kjv"
+expect 2 "--nll-out is written by one process, not a worker group: drop --np" -- perplexity --np 2 --launcher /nonexistent/mpirun --ctx 64 --nll-out "$work/nll" "$kjv"
+expect 2 "--ctx N is required (or --stream)" -- perplexity --np 2 --launcher /nonexistent/mpirun "$kjv"
+expect 2 "give exactly one of --prompt and --prompt-file" -- generate --np 2 --launcher /nonexistent/mpirun
+expect 2 "unknown option" -- generate --np 2 --launcher /nonexistent/mpirun --prompt x --bogus
+# the worker command's own help (it is what mpirun/srun run; its usage errors point at it)
+expect 0 "usage: longseq worker --task generate|perplexity|logits" -- worker --help
+expect 0 "usage: longseq worker --task generate|perplexity|logits" -- worker -h
 # the service's commands
 expect 2 "give at least one FILE" -- submit
 expect 2 "give exactly one job id" -- watch
@@ -63,5 +76,27 @@ expect 2 '--workers is launch or external, not "maybe"' -- serve --workers maybe
 expect 1 "cannot listen on 192.0.2.1:7070" -- serve --listen 192.0.2.1:7070 --state "$work/state" --token-file "$work/text.txt"
 expect 1 "cannot read /nonexistent.txt" -- summarize /nonexistent.txt
 expect 1 "the worker group could not be started" -- summarize --launcher /nonexistent/mpirun "$work/text.txt"
+# The service's messages name settings fields (docs/protocol.md); on the command line they
+# come out as the flags that set them. 60 KB of KJV are 15214 tokens: past the default
+# model's 8192 (the coordinator refuses the document before any worker is needed).
+head -c 60000 "$kjv" > "$work/long.txt"
+unwanted=settings expect 1 "stretch RoPE over it (--rope-scaling yarn --rope-scale 1.9) or bound the attention distance (--attn sink)" -- summarize --launcher /nonexistent/mpirun "$work/long.txt"
+unwanted=settings expect 1 '--attn "dense" is not full, s2, sink or window' -- summarize --launcher /nonexistent/mpirun --attn dense "$work/text.txt"
+unwanted=settings expect 1 "--group belongs to --attn s2, not sink" -- summarize --launcher /nonexistent/mpirun --attn sink --group 8 "$work/text.txt"
+
+# Every --flag that a message or help text of the sources mentions is an option of some
+# command (its --help names it): a hint never points at an option that does not exist.
+src=$(cd "$(dirname "$0")/../.." && pwd)
+helps=$("$bin" --help; for c in $("$bin" --help | awk '/^  [a-z]/ {print $1}'); do "$bin" "$c" --help; done 2>&1)
+for flag in $(cat "$src"/{cli,coordinator,worker,model,proto,base}/*.[ch] "$src"/kernels/*.[ch] "$src"/kernels/*/*.{c,h,cu} 2>/dev/null |
+              sed -E 's#(^|[[:space:]])//.*##' | grep -ohE '"([^"\\]|\\.)*"' | grep -oE -- '--[a-z][a-z0-9-]*' | sort -u); do
+    n=$((n + 1))
+    case $flag in --mpi) continue ;; esac # srun's own option, in the launcher examples
+    if ! grep -qE -- "$flag([^a-z0-9-]|\$)" <<<"$helps"; then
+        echo "FAIL: the sources mention $flag, which no command's --help names"
+        fails=$((fails + 1))
+    fi
+done
+
 echo "cli errors: $((n - fails)) of $n cases behaved"
 [ $fails = 0 ]

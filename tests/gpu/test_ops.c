@@ -1,9 +1,12 @@
 // test_ops.c — the GPU op-consistency test: every CUDA op (through the CUDA backend of the op
 // API) against its CPU twin in kernels/ref
 // on random shapes (odd sizes included), with guard bytes around every device output to catch
-// out-of-bounds writes, and a tolerance per op. `-o NAME` runs one op; `--perf` also times
-// each op. Exits 77 (ctest: skipped) with the reason when no GPU is visible.
+// out-of-bounds writes, and a tolerance per op (attention: attn_tol.h, a bound from bf16
+// rounding relative to each output's scale, shown first to be exceeded by an off-by-one rule).
+// `-o NAME` runs one op; `--perf` also times each op. Exits 77 (ctest: skipped) with the
+// reason when no GPU is visible, after the CPU-only sharpness check.
 // Run by tests/gpu/run (also under compute-sanitizer there).
+#include "attn_tol.h"
 #include "ls_cuda.h"
 #include "ls_kernels.h"
 #include "ls_ref.h"
@@ -361,8 +364,11 @@ static ls_status op_rope(unsigned *seed, bool perf, int *wrong, double *ms) {
 }
 
 // attention: every rule, GQA, head dims 32/64/128, odd lengths, queries after a prefix, the
-// streaming layout (sinks + a window segment) and q_sink. bf16 inputs: absolute tolerance
-// 3e-2 on outputs in [-1, 1], lse 2e-2.
+// streaming layout (sinks + a window segment) and q_sink; windows of 1..90 and around the
+// default sink rule's 1020. Inputs are rounded to bf16 for both sides (the kernel's f32 entry
+// does the same), and each output must be within attn_tol.h's bound of the twin's: bf16's
+// unit roundoff times sum_j w_j |v_j| per element (the kernel's rounding of P), plus fp32
+// slack; lse within 5e-4.
 // bf16 copies of n floats (on the host), and the floats rounded the same way in place.
 static uint16_t *to_bf16_rounding(float *x, size_t n) {
     uint16_t *h = malloc(n * 2 + 2);
@@ -392,18 +398,23 @@ static int attention_bf16(const ls_attn_args *ref, size_t nq, size_t nk, float *
         gout_read(&l, lg, &dam2))
         return -1;
     for (size_t i = 0; i < nq; i++) got[i] = ls_bf16_to_f32(got16[i]);
-    bad = dam1 + dam2 + compare("attention bf16 out", got, want, (int64_t)nq, 3e-2f, 0, NULL) +
-          compare("attention bf16 lse", lg, lw, ref->n_q * ref->n_head, 2e-2f, 0, NULL);
+    float *tol = malloc(nq * 4);
+    attn_out_tol(&a, true, tol); // a bf16 output adds its own rounding
+    bad = dam1 + dam2 + compare("attention bf16 out", got, want, (int64_t)nq, 0, 0, tol) +
+          compare("attention bf16 lse", lg, lw, ref->n_q * ref->n_head, ATTN_LSE_TOL, 0, NULL);
+    free(tol);
     ls_cuda_free(dq), ls_cuda_free(dqs), ls_cuda_free(dk), ls_cuda_free(dv), ls_cuda_free(base);
     free(hq), free(hqs), free(hk), free(hv), free(got16), free(want), free(got), free(lw), free(lg);
     return bad;
 }
 
-static ls_status attention_case(unsigned *seed, ls_attn_kind kind, int hd, int rep, bool stream, int *wrong) {
+// window: 0 for a random one of 1..90; else that window, with the queries past it.
+static ls_status attention_case(unsigned *seed, ls_attn_kind kind, int hd, int rep, bool stream, int64_t window, int *wrong) {
     int n_kv_head = 1 + rand_r(seed) % 3, n_head = n_kv_head * rep;
     int64_t n_q = 1 + rand_r(seed) % 150, q_pos0 = rand_r(seed) % 3 ? rand_r(seed) % 200 : 0;
     ls_attn_rule rule = {.kind = kind, .group = 2 + rand_r(seed) % 40, .sinks = rand_r(seed) % 5,
-                         .window = 1 + rand_r(seed) % 90, .n_head = n_head};
+                         .window = window ? window : 1 + rand_r(seed) % 90, .n_head = n_head};
+    if (window) q_pos0 += window + rule.sinks;
     int64_t end = q_pos0 + n_q, kv_sinks = 0, kv_pos0 = 0;
     if (stream) { // sinks in front, then a window segment starting after the oldest kept key
         kv_sinks = rule.sinks < end ? rule.sinks : end;
@@ -412,13 +423,15 @@ static ls_status attention_case(unsigned *seed, ls_attn_kind kind, int hd, int r
     int64_t n_kv = kv_sinks + (end - kv_pos0), stride = n_kv + rand_r(seed) % 5;
     size_t nq = (size_t)(n_q * n_head * hd), nk = (size_t)(n_kv_head * stride * hd);
     float *q = rand_vec(nq, seed), *qs = rand_vec(nq, seed), *k = rand_vec(nk, seed), *v = rand_vec(nk, seed);
+    attn_round_bf16(q, nq), attn_round_bf16(qs, nq), attn_round_bf16(k, nk), attn_round_bf16(v, nk);
     float *want = malloc(nq * 4), *got = malloc(nq * 4), *lw = malloc((size_t)(n_q * n_head) * 4),
-          *lg = malloc((size_t)(n_q * n_head) * 4);
+          *lg = malloc((size_t)(n_q * n_head) * 4), *tol = malloc(nq * 4);
     ls_attn_args a = {.q = q, .q_sink = kind == LS_ATTN_SINK ? qs : NULL, .k = k, .v = v, .out = want, .lse = lw,
                       .n_q = n_q, .q_pos0 = q_pos0, .n_kv = n_kv, .kv_sinks = kv_sinks, .kv_pos0 = kv_pos0,
                       .kv_stride = stride, .n_head = n_head, .n_kv_head = n_kv_head, .head_dim = hd,
                       .scale = 1.0f / sqrtf((float)hd), .rule = rule};
     ls_ref_attention(&a);
+    attn_out_tol(&a, false, tol);
     void *dq, *dqs, *dk, *dv;
     LS_CHECK(to_dev(q, nq * 4, &dq)); LS_CHECK(to_dev(qs, nq * 4, &dqs));
     LS_CHECK(to_dev(k, nk * 4, &dk)); LS_CHECK(to_dev(v, nk * 4, &dv));
@@ -431,8 +444,8 @@ static ls_status attention_case(unsigned *seed, ls_attn_kind kind, int hd, int r
     int dam1, dam2;
     LS_CHECK(gout_read(&o, got, &dam1));
     LS_CHECK(gout_read(&l, lg, &dam2));
-    int bad = dam1 + dam2 + compare("attention out", got, want, (int64_t)nq, 3e-2f, 0, NULL) +
-              compare("attention lse", lg, lw, n_q * n_head, 2e-2f, 0, NULL);
+    int bad = dam1 + dam2 + compare("attention out", got, want, (int64_t)nq, 0, 0, tol) +
+              compare("attention lse", lg, lw, n_q * n_head, ATTN_LSE_TOL, 0, NULL);
     if (bad)
         fprintf(stderr, "  attention %s hd=%d heads=%d/%d n_q=%lld q_pos0=%lld n_kv=%lld sinks=%lld pos0=%lld G=%lld S=%lld W=%lld: %d wrong\n",
                 ls_attn_kind_name(kind), hd, n_head, n_kv_head, (long long)n_q, (long long)q_pos0, (long long)n_kv,
@@ -444,7 +457,7 @@ static ls_status attention_case(unsigned *seed, ls_attn_kind kind, int hd, int r
     if (bad16 < 0) return LS_ERR(LS_ERR_DEVICE, "attention (bf16 entry point) failed");
     if (bad16) fprintf(stderr, "  attention bf16 %s hd=%d: %d wrong\n", ls_attn_kind_name(kind), hd, bad16);
     *wrong += bad16;
-    free(q), free(qs), free(k), free(v), free(want), free(got), free(lw), free(lg);
+    free(q), free(qs), free(k), free(v), free(want), free(got), free(lw), free(lg), free(tol);
     return LS_OK;
 }
 
@@ -455,9 +468,12 @@ static ls_status op_attention(unsigned *seed, bool perf, int *wrong, double *ms)
     for (int kind = 0; kind < LS_ATTN_KIND_COUNT; kind++)
         for (int di = 0; di < 3; di++)
             for (int ri = 0; ri < 3; ri++) {
-                LS_CHECK(attention_case(seed, (ls_attn_kind)kind, dims[di], reps[ri], false, wrong));
+                LS_CHECK(attention_case(seed, (ls_attn_kind)kind, dims[di], reps[ri], false, 0, wrong));
                 if (kind == LS_ATTN_SINK || kind == LS_ATTN_WINDOW)
-                    LS_CHECK(attention_case(seed, (ls_attn_kind)kind, dims[di], reps[ri], true, wrong));
+                    for (int stream = 0; stream < 2; stream++) { // the default sink rule's window and next to it
+                        LS_CHECK(attention_case(seed, (ls_attn_kind)kind, dims[di], reps[ri], stream, 1020 + ri, wrong));
+                        if (!stream) LS_CHECK(attention_case(seed, (ls_attn_kind)kind, dims[di], reps[ri], true, 0, wrong));
+                    }
             }
     return LS_OK;
 }
@@ -528,6 +544,12 @@ int main(int argc, char **argv) {
         if (!strcmp(argv[i], "-o") && i + 1 < argc) only = argv[++i];
         else if (!strcmp(argv[i], "--perf")) perf = true;
     }
+    // The attention bound must see an off-by-one rule (CPU twin only): windows of the random
+    // cases and around the default sink rule's 1020.
+    int missed = attn_tol_selfcheck(4321u, 1, 90, false) + attn_tol_selfcheck(8765u, 1000, 1040, false);
+    printf("attention tolerance: %s every off-by-one rule (window W+-1, sinks S+1, group G+1, one key past the diagonal)\n",
+           missed ? "MISSES" : "sees");
+    if (missed) return 1;
     if (!ls_cuda_available()) {
         printf("SKIP: no GPU (%s)\n", ls_cuda_why_unavailable());
         return 77;

@@ -3,12 +3,14 @@
 oracle): SmolLM2's ChatML template from the default model, with and without a system message
 (its default system message included), and the Hugging Face Llama-2 chat template on a
 fixture vocabulary. `longseq tokenize --chat` ids must equal the ids of the rendered text,
-and detokenizing them must give the rendered text back.
+and detokenizing them must give the rendered text back. On a model without a chat template,
+each command's message names an option that command has: --chat-template for generate and
+tokenize, --task generate for summarize (which has no --chat-template).
 """
 import gguf
 import jinja2
 
-from fixtures import tiny_vocab, write_tokenizer_gguf
+from fixtures import tiny_vocab, write_tiny_llama, write_tokenizer_gguf
 from lsoracle import MODEL, check, done, need_file, run, tmpdir
 
 LLAMA2_TEMPLATE = (
@@ -72,7 +74,26 @@ def main():
         q.write_text("  Tell me a story.  ")
         ids, text = ours(fixture, q, *(["--system", system] if system else []))
         check(text == want, f"Llama-2 (system={system!r}):\n{text!r}\nvs jinja2\n{want!r}")
+    no_template(work)
     done("test_chat")
+
+
+def no_template(work):
+    model = work / "no-template.gguf"
+    write_tiny_llama(str(model))
+    doc = work / "doc.txt"
+    doc.write_text("the quick brown fox")
+    for cmd in (["generate", "--chat", "--prompt", "hi", "-n", "1"], ["tokenize", "--chat", str(doc)]):
+        p = run([cmd[0], "--model", str(model), *cmd[1:]], check=False)
+        err = p.stderr.decode()
+        check(p.returncode == 1 and "has no tokenizer.chat_template; choose one with --chat-template chatml|llama2" in err,
+              f"{cmd[0]} --chat without a template: {err!r}")
+    p = run(["summarize", "--model", str(model), "--launcher", "/nonexistent/mpirun", str(doc)], check=False)
+    err = p.stderr.decode()
+    print(f"  summarize without a chat template: {err.strip()!r}")
+    check(p.returncode == 1 and "--task generate" in err, f"summarize without a template names --task generate: {err!r}")
+    check("--chat-template" not in err and "settings" not in err,
+          f"summarize has no --chat-template (nor protocol fields): {err!r}")
 
 
 if __name__ == "__main__":

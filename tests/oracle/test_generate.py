@@ -5,10 +5,16 @@
 - the streamed text equals the --json text, byte for byte;
 - a stop string ends generation and is not printed; -n bounds the length;
 - a seed makes sampling reproducible, and a different seed changes it;
-- a long prompt (several micro-batches) works; bad arguments get clear errors.
+- a long prompt (several micro-batches) works; bad arguments get clear errors;
+- past the model's trained context (a tiny fixture trained on 64 positions), generate and
+  perplexity run but warn once, on the leader of a group too, with the numbers and the flags
+  that help; those flags silence it, and so does a length within the context.
 """
 import json
+import math
+import re
 
+from fixtures import write_tiny_llama
 from lsoracle import KJV, MODEL, check, done, need_file, run, tmpdir
 
 QUESTION = "What is the capital of France?"
@@ -22,7 +28,50 @@ def gen_json(*args):
     return json.loads(gen(*args, "--json").stdout)
 
 
+def context_warnings(work):
+    path = work / "ctx64.gguf"
+    write_tiny_llama(str(path), ctx=64)
+    prompt = "the quick brown fox jumps over the lazy dog. " * 3
+
+    def warnings(p):
+        return [l for l in p.stderr.decode().splitlines() if "warning" in l and "trained context" in l]
+
+    g = ["generate", "--model", str(path), "--temp", "0", "--ignore-eos", "--json", "-n", "40", "--prompt", prompt]
+    r = run(g)
+    n = json.loads(r.stdout)["prompt_tokens"]
+    need, scale = n + 40, math.ceil((n + 40) / 64 * 10) / 10
+    w = warnings(r)
+    print(f"  generate past the context: {w}")
+    check(len(w) == 1, f"generate {n} + 40 tokens on a 64-token model: one warning, got {r.stderr.decode()!r}")
+    check(f"{need} positions ({n} prompt + 40 to generate)" in w[0] and "trained context of 64" in w[0],
+          f"the warning gives the numbers: {w[0]!r}")
+    check(f"--rope-scaling yarn --rope-scale {scale:g}" in w[0] and "--attn sink" in w[0],
+          f"the warning names the flags (scale {scale:g}): {w[0]!r}")
+    for fix in (["--rope-scaling", "yarn", "--rope-scale", f"{scale:g}"], ["--attn", "sink", "--window", "16"]):
+        q = run(g + fix)
+        check(not warnings(q), f"generate with {' '.join(fix)}: no warning, got {q.stderr.decode()!r}")
+    q = run(["generate", "--model", str(path), "--temp", "0", "-n", "2", "--prompt", "the fox"])
+    check(not warnings(q), f"a short prompt: no warning, got {q.stderr.decode()!r}")
+
+    text = work / "text.txt"
+    text.write_text(prompt * 20)
+    p = ["perplexity", "--model", str(path), "--ctx", "128", "--chunks", "1", "--json", str(text)]
+    r = run(p)
+    w = warnings(r)
+    print(f"  perplexity past the context: {w}")
+    check(len(w) == 1 and "128 positions (chunks of --ctx 128)" in w[0] and "trained context of 64" in w[0],
+          f"perplexity --ctx 128 on a 64-token model: one warning with the numbers, got {r.stderr.decode()!r}")
+    check(re.search(r"--rope-scaling yarn --rope-scale 2(?![\d.])", w[0]) and "--attn sink" in w[0] and "--ctx 64" in w[0],
+          f"the warning names the flags: {w[0]!r}")
+    q = run(p + ["--rope-scaling", "yarn", "--rope-scale", "2"])
+    check(not warnings(q), f"perplexity with YaRN x2 over 128 positions: no warning, got {q.stderr.decode()!r}")
+    q = run(p + ["--np", "2"])  # a worker group: the leader warns, once
+    check(len(warnings(q)) == 1 and re.search(r"rank 0\] warning", warnings(q)[0]),
+          f"perplexity --np 2: one warning, from rank 0, got {q.stderr.decode()!r}")
+
+
 def main():
+    context_warnings(tmpdir())
     need_file(MODEL, "the default model")
     r = gen_json("--chat", "--prompt", QUESTION, "--temp", "0", "-n", "48")
     print(f"  greedy chat answer: {r['text']!r} ({r['tokens']} tokens, stop {r['stop']})")

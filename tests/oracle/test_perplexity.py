@@ -9,10 +9,14 @@ and run as
   llama-perplexity -m SmolLM2-135M-Instruct.Q4_1.gguf -f kjv.txt -c 512  --chunks 20 -t 2
   llama-perplexity -m SmolLM2-135M-Instruct.Q4_1.gguf -f kjv.txt -c 2048 --chunks 5  -t 2
 (docs/results.md has the full table.) llama.cpp rounds matmul activations to 8 bits before
-its dot products; `--act-precision llamacpp` does the same, and must land within 0.5%. The
-default, exact f32 activations, is checked too: it sits about 0.5% lower (better), which is
-the cost of llama.cpp's rounding, and must stay within 1%. A perplexity that is not finite
-(a model whose logits are not) is an error, never a printed nan.
+its dot products; `--act-precision llamacpp` does the same. That mode is sensitive: rounding
+to 8 bits turns last-bit differences of the f32 sums (OpenBLAS's kernel for the CPU) into
+whole rounding steps, so its perplexity moves with the CPU by a few tenths of a percent
+(docs/results.md, 2026-12-03: -0.09% to -0.23% at 512 x 20, -0.40% to +0.03% at 2048 x 5), as
+llama.cpp's own would; the test allows 0.5%. The default, exact f32 activations, does not move
+(7.5080 and 7.7377 on every kernel measured) and sits about 0.5% *lower* (better) than llama.cpp
+by design, the cost of llama.cpp's rounding: it must be below llama.cpp by 0.25% to 1%.
+A perplexity that is not finite (a model whose logits are not) is an error, never a printed nan.
 """
 import json
 
@@ -28,6 +32,10 @@ LLAMA_CPP = {512: (20, 7.5499, 0.24647), 2048: (5, 7.7790, 0.25871)}  # ctx: chu
 def ours(ctx, chunks, *flags):
     p = run(["perplexity", "--ctx", str(ctx), "--chunks", str(chunks), "--json", *flags, str(KJV)])
     return json.loads(p.stdout)
+
+
+LLAMACPP_MODE = 0.005  # |ours - llama.cpp| / llama.cpp with --act-precision llamacpp
+F32_BELOW = (0.0025, 0.01)  # the f32 mode lies this far below llama.cpp (relative)
 
 
 def check_not_finite():
@@ -57,17 +65,20 @@ def main():
     need_file(KJV, "the KJV text")
     for ctx, (chunks, ref, ref_err) in LLAMA_CPP.items():
         r = ours(ctx, chunks, "--act-precision", "llamacpp")
-        rel = abs(r["ppl"] - ref) / ref
+        rel = (r["ppl"] - ref) / ref
         print(f"  ctx {ctx:5d} x {chunks:2d} chunks, llama.cpp rounding: {r['ppl']:.4f} +/- {r['ppl_stderr']:.5f}"
-              f" vs llama.cpp {ref:.4f} +/- {ref_err:.5f} ({rel:.2%}, {r['seconds']:.0f} s)")
-        check(rel < 0.005, f"ctx {ctx}: {r['ppl']:.4f} is {rel:.2%} from llama.cpp's {ref}")
+              f" vs llama.cpp {ref:.4f} +/- {ref_err:.5f} ({rel:+.3%}, {r['seconds']:.0f} s)")
+        check(abs(rel) < LLAMACPP_MODE, f"ctx {ctx}: {r['ppl']:.4f} is {rel:+.3%} from llama.cpp's {ref} "
+              f"(allowed {LLAMACPP_MODE:.1%}; docs/results.md has the spread between CPUs)")
         check(r["chunks"] == chunks and r["ctx"] == ctx and r["tokens"] == chunks * (ctx - ctx // 2 - 1),
               f"ctx {ctx}: scored {r['tokens']} tokens in {r['chunks']} chunks")
         check(abs(r["ppl_stderr"] - ref_err) / ref_err < 0.05, f"ctx {ctx}: uncertainty {r['ppl_stderr']} vs {ref_err}")
     r = ours(512, 20)
     rel = (r["ppl"] - LLAMA_CPP[512][1]) / LLAMA_CPP[512][1]
-    print(f"  ctx   512 x 20 chunks, exact f32:        {r['ppl']:.4f} ({rel:+.2%} from llama.cpp)")
-    check(abs(rel) < 0.01, f"f32 activations: {r['ppl']:.4f} is {rel:.2%} from llama.cpp")
+    print(f"  ctx   512 x 20 chunks, exact f32:        {r['ppl']:.4f} ({rel:+.3%} from llama.cpp)")
+    check(F32_BELOW[0] < -rel < F32_BELOW[1],
+          f"f32 activations: {r['ppl']:.4f} is {rel:+.3%} from llama.cpp (docs/results.md: about 0.5% below it, by design; "
+          f"allowed {-F32_BELOW[1]:.2%} to {-F32_BELOW[0]:.2%})")
     human = run(["perplexity", "--ctx", "512", "--chunks", "3", str(KJV)]).stdout.decode()
     check(human.startswith("[1]") and "[3]" in human and "Final estimate: PPL = " in human,
           f"running values and final estimate: {human!r}")

@@ -395,6 +395,10 @@ def test_hostile(tiny):
                                                            settings=pb.Settings(task=pb.GENERATE))))
         check(st.code == pb.INVALID_ARGUMENT and re.search(r"needs \d+ positions", st.message) and "is 4096" in st.message,
               f"a document too long for the 4096-token context: {st}")
+        # a protocol client is told the fields to set (the command-line clients show their flags)
+        check(re.search(r'settings \{ rope_scaling: "yarn" rope_scale: [\d.]+ \}', st.message) and
+              'settings { attention: "sink" }' in st.message and " --" not in st.message,
+              f"the hint names settings fields: {st.message}")
         _, st = srv.rpc(pb.Request(submit=pb.SubmitRequest(documents=[pb.Document(name="x", text=b"abc")],
                                                            settings=pb.Settings(attention="sparse"))))
         check(st.code == pb.INVALID_ARGUMENT and "sparse" in st.message, f"unknown attention: {st}")
@@ -402,6 +406,11 @@ def test_hostile(tiny):
             _, st = srv.rpc(pb.Request(submit=pb.SubmitRequest(documents=[pb.Document(name="x", text=b"abc")],
                                                                settings=pb.Settings(**bad))))
             check(st.code == pb.INVALID_ARGUMENT and what in st.message, f"an invalid rule {bad}: {st}")
+        # a chunk too short for perplexity is refused at submit, naming the field (not a job
+        # failing later with the command line's "--ctx")
+        _, st = srv.rpc(pb.Request(submit=pb.SubmitRequest(documents=[pb.Document(name="x", text=words(300, 3).encode())],
+                                                           settings=pb.Settings(task=pb.PERPLEXITY, ctx=2))))
+        check(st.code == pb.INVALID_ARGUMENT and "settings.ctx 2" in st.message, f"perplexity ctx 2: {st}")
         _, st = srv.rpc(pb.Request(submit=pb.SubmitRequest(documents=[pb.Document(name="big", text=words(300, 2).encode())],
                                                            settings=pb.Settings(task=pb.GENERATE, max_tokens=3000))))
         check(st.code == pb.RESOURCE_EXHAUSTED and "at most 3800 per job" in st.message, f"--max-job-tokens: {st}")
