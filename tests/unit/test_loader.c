@@ -100,13 +100,18 @@ static const st_spec WEIGHTS[] = {
     {"model.layers.0.mlp.down_proj.weight", 2, {4, 4}},
 };
 
-// A fresh checkpoint directory `name` under the root; its path in out.
-static void checkpoint(const char *name, char *out, size_t cap) {
+// An empty directory `name` under the root (whatever was there removed); its path in out.
+static bool fresh_dir(const char *name, char *out, size_t cap) {
     char cmd[600];
     path_of(out, cap, g_root, name);
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", out);
-    if (system(cmd) != 0) return;
-    mkdir(out, 0755);
+    if (system(cmd) != 0) return false;
+    return mkdir(out, 0755) == 0;
+}
+
+// A fresh checkpoint directory `name` under the root; its path in out.
+static void checkpoint(const char *name, char *out, size_t cap) {
+    if (!fresh_dir(name, out, cap)) return;
     write_text(out, "config.json", CONFIG);
     write_tokenizer_json(out, "[]");
     write_safetensors(out, "model.safetensors", WEIGHTS, (int)(sizeof WEIGHTS / sizeof *WEIGHTS));
@@ -261,11 +266,7 @@ static void test_huge_ids(void) {
 // --- adapters ----------------------------------------------------------------------------------
 
 static void adapter(const char *name, const char *config, const st_spec *extra, char *out, size_t cap) {
-    char cmd[600];
-    path_of(out, cap, g_root, name);
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", out);
-    if (system(cmd) != 0) return;
-    mkdir(out, 0755);
+    if (!fresh_dir(name, out, cap)) return;
     write_text(out, "adapter_config.json", config);
     st_spec t[3] = {{"base_model.model.model.layers.0.self_attn.v_proj.lora_A.weight", 2, {2, 4}},
                     {"base_model.model.model.layers.0.self_attn.v_proj.lora_B.weight", 2, {2, 2}}};
