@@ -72,7 +72,8 @@ static void longrope(const ls_rope_config *r, int64_t seq_len, double *f, float 
 #define SRC_ORIG "rope_scaling.original_max_position_embeddings in config.json, " \
                  "rope.scaling.original_context_length in GGUF, --yarn-orig-ctx"
 #define SRC_ATTN "rope_scaling.attention_factor in config.json, rope.scaling.attn_factor in GGUF, --yarn-attn-factor"
-#define SRC_BETA(w) "rope_scaling.beta_" w " in config.json, rope.scaling.yarn_beta_" w " in GGUF, --yarn-beta-" w
+#define SRC_BETA_FAST "rope_scaling.beta_fast in config.json, rope.scaling.yarn_beta_fast in GGUF, --yarn-beta-fast"
+#define SRC_BETA_SLOW "rope_scaling.beta_slow in config.json, rope.scaling.yarn_beta_slow in GGUF, --yarn-beta-slow"
 #define SRC_LLAMA3 "rope_scaling.low_freq_factor / high_freq_factor in config.json, " \
                    "rope.scaling.low_freq_factor / high_freq_factor in GGUF"
 
@@ -93,10 +94,10 @@ static ls_status check_method(const ls_rope_config *r) {
     case LS_ROPE_YARN:
         if (!positive(r->yarn_beta_fast))
             return LS_ERR(LS_ERR_INVALID, "rope: YaRN beta_fast = %g must be a finite positive number (%s)", r->yarn_beta_fast,
-                          SRC_BETA("fast"));
+                          SRC_BETA_FAST);
         if (!positive(r->yarn_beta_slow))
             return LS_ERR(LS_ERR_INVALID, "rope: YaRN beta_slow = %g must be a finite positive number (%s)", r->yarn_beta_slow,
-                          SRC_BETA("slow"));
+                          SRC_BETA_SLOW);
         return LS_OK;
     case LS_ROPE_LLAMA3:
         if (r->freq_factors) return check_factors("rope_freqs.weight", "the Llama 3.1 divisors of a GGUF", r->freq_factors, half);
