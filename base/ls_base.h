@@ -121,6 +121,7 @@ typedef struct ls_buf {
 void ls_buf_append(ls_buf *b, const void *p, size_t n);
 void ls_buf_putc(ls_buf *b, char c);
 void ls_buf_printf(ls_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void ls_buf_clear(ls_buf *b); // empty again, and its data an empty string (if any)
 void ls_buf_free(ls_buf *b);
 
 // Growable vector of int32 (token ids and the like).

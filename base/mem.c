@@ -59,6 +59,11 @@ void ls_buf_append(ls_buf *b, const void *p, size_t n) {
 
 void ls_buf_putc(ls_buf *b, char c) { ls_buf_append(b, &c, 1); }
 
+void ls_buf_clear(ls_buf *b) {
+    b->len = 0;
+    if (b->data) b->data[0] = 0; // a reader of data as a C string sees nothing of what was there
+}
+
 void ls_buf_printf(ls_buf *b, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);

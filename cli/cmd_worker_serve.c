@@ -89,7 +89,7 @@ static ls_status on_progress(void *ctx, int64_t done, int64_t total) {
 
 static ls_status on_text(void *ctx, const char *text, size_t len) {
     wserve *w = ctx;
-    w->text.len = 0;
+    ls_buf_clear(&w->text);
     ls_utf8_sanitize(text, len, &w->text);
     Longseq__WorkerEvent ev = LONGSEQ__WORKER_EVENT__INIT;
     ev.job_id = w->run->job_id;

@@ -374,7 +374,7 @@ static void schedule(server *s) {
     snprintf(s->run_name, sizeof s->run_name, "%s", j.name);
     s->run_attempts = j.attempts + 1;
     s->run_tokens = j.n_tokens;
-    s->run_text.len = 0;
+    ls_buf_clear(&s->run_text); // no watcher of this job may see the previous job's text
     s->cancel_asked = false;
     char note[64];
     snprintf(note, sizeof note, "attempt %lld, %lld tokens", (long long)s->run_attempts, (long long)j.n_tokens);
@@ -489,7 +489,7 @@ static void do_watch(server *s, conn *c, const Longseq__WatchRequest *q) {
     bool final = ls_job_state_final(j.state), running = j.state == LS_JOB_RUNNING && !strcmp(j.id, s->run_id);
     if (!final) send_event(c, &e);
     Longseq__JobResult *r = final ? job_result(s, &j, true) : NULL;
-    const char *text = running ? s->run_text.data : r ? r->text : NULL;
+    const char *text = running ? (s->run_text.len ? s->run_text.data : NULL) : r ? r->text : NULL;
     if (text && *text) {
         Longseq__Event t = LONGSEQ__EVENT__INIT;
         t.job_id = j.id;

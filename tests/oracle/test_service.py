@@ -8,6 +8,8 @@ generated from proto/longseq.proto (grpc_tools' protoc), not with longseq's own 
   prompt in one process (summarize: the document and the request in the model's chat template);
   perplexity equals `longseq perplexity`; the C client commands (submit, watch, result, jobs,
   cancel) against the same server; `longseq summarize --np 2` end to end with its JSONL;
+- isolation: with the test as the worker group's leader, a watcher of a running job that has
+  no text yet is sent no other job's text;
 - hostile input: random bytes, truncated frames, oversize lengths, unknown methods, messages
   that do not parse, invalid UTF-8, missing and wrong tokens, too many documents, documents too
   long for the context, idle connections: each gets its status code, and a client watching a
@@ -552,6 +554,56 @@ def test_external(tiny):
     print("external workers: a group started by hand serves the queue")
 
 
+def test_no_leak(tiny):
+    """A watcher of a running job that has no text yet is sent no text: not the previous job's
+    (issue 17: the coordinator sent its last job's whole text as this one's "text so far").
+    The test is the worker group's leader itself (serve --workers external), so it decides
+    when each job's text exists."""
+    srv = Server(WORK / "state-leak", tiny, extra=["--workers", "external"])
+    leader = srv.connect()
+    try:
+        _, st = call(leader, pb.Request(worker_hello=pb.WorkerHello(ranks=1, model="fake", pid=os.getpid())))
+        check(st.code == pb.OK, f"worker_hello: {st.message}")
+        ja, jb = srv.submit([("a", words(30, 1).encode()), ("b", words(30, 2).encode())], task=pb.GENERATE,
+                            max_tokens=4)
+
+        def run_job(want, text=None):
+            r = recv_reply(leader)
+            check(r.WhichOneof("body") == "run" and r.run.job_id == want, f"the leader was sent {r}")
+            if text is not None:
+                event(pb.WorkerEvent.TEXT, want, text=text)
+
+        def event(kind, jid, text="", result=None):
+            leader.sendall(frame(pb.Request(token=TOKEN, worker_event=pb.WorkerEvent(
+                job_id=jid, kind=kind, text=text, result=result)).SerializeToString()))
+
+        secret = "the first job's private answer"
+        run_job(ja, secret)
+        event(pb.WorkerEvent.DONE, ja, result=pb.JobResult(text=secret, generated=4, ranks=1))
+        run_job(jb)  # b is running; its worker has produced nothing yet
+        with srv.connect() as w:
+            w.sendall(frame(pb.Request(token=TOKEN, watch=pb.WatchRequest(job_id=jb)).SerializeToString()))
+            first = recv_reply(w)
+            check(first.WhichOneof("body") == "event" and first.event.state == pb.RUNNING,
+                  f"watching a running job starts with its state: {first}")
+            event(pb.WorkerEvent.TEXT, jb, text="b's own text")
+            event(pb.WorkerEvent.DONE, jb, result=pb.JobResult(text="b's own text", generated=4, ranks=1))
+            texts = []
+            while True:
+                r = recv_reply(w)
+                if r.WhichOneof("body") == "status":
+                    break
+                if r.event.kind == pb.Event.TEXT:
+                    texts.append(r.event.text)
+        check(secret not in "".join(texts), f"the watcher of job b was sent job a's text: {texts}")
+        check("".join(texts) == "b's own text", f"the watcher of job b got {texts}")
+        check(srv.result(jb).text == "b's own text" and srv.result(ja).text == secret, "each job keeps its own text")
+        print("a watcher of a running job with no text yet gets no other job's text")
+    finally:
+        leader.close()
+        srv.kill_all()
+
+
 def test_schema(tiny):
     # a store written by schema 1 (jobs only) is migrated, its job kept and run
     state = WORK / "state-v1"
@@ -773,6 +825,7 @@ def main():
     test_protocol(tiny)
     test_hostile(tiny)
     test_external(tiny)
+    test_no_leak(tiny)
     test_schema(tiny)
     test_durability(tiny)
     test_load(tiny)

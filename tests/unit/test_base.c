@@ -39,7 +39,10 @@ static void test_buffers(void) {
     for (int i = 0; i < 1000; i++) ls_buf_printf(&b, "%d,", i);
     TEST_COND(b.len == strlen(b.data), "buffer stays NUL-terminated");
     TEST_COND(!strncmp(b.data, "0,1,2,", 6) && b.data[b.len - 1] == ',', "contents");
+    ls_buf_clear(&b);
+    TEST_COND(b.len == 0 && b.data[0] == 0, "a cleared buffer reads as an empty string, not its old contents");
     ls_buf_free(&b);
+    ls_buf_clear(&b); // never allocated: nothing to write
     ls_vec_i32 v = {0};
     for (int i = 0; i < 100000; i++) ls_vec_i32_push(&v, i * 3);
     TEST_COND(v.len == 100000 && v.data[99999] == 299997, "vector growth");
