@@ -212,6 +212,17 @@ static void set_state(server *s, const char *id, const char *name, ls_job_state 
     notify_state(s, id, st, attempts, why);
 }
 
+// A cancelled running job keeps the text its watchers were sent: `r` (may be NULL) with the
+// streamed text where the worker's result has none. `copy` is the storage for the result
+// returned (a shallow copy: its other fields stay the worker's).
+static Longseq__JobResult *with_streamed_text(server *s, Longseq__JobResult *r, Longseq__JobResult *copy) {
+    if (!s->run_text.len || (r && r->text && *r->text)) return r;
+    Longseq__JobResult init = LONGSEQ__JOB_RESULT__INIT;
+    *copy = r ? *r : init;
+    copy->text = s->run_text.data;
+    return copy;
+}
+
 static void finish(server *s, const char *id, const char *name, int64_t attempts, ls_job_state st, Longseq__JobResult *r,
                    const char *why) {
     uint8_t *packed = NULL;
@@ -326,7 +337,9 @@ static void group_down(server *s, const char *why) {
     if (s->g == G_BUSY) {
         char msg[700];
         if (s->cancel_asked) {
-            finish(s, s->run_id, s->run_name, s->run_attempts, LS_JOB_CANCELLED, NULL, "cancelled (the worker group went down)");
+            Longseq__JobResult copy;
+            finish(s, s->run_id, s->run_name, s->run_attempts, LS_JOB_CANCELLED, with_streamed_text(s, NULL, &copy),
+                   "cancelled (the worker group went down)");
         } else if (s->run_attempts >= s->o->attempts) {
             snprintf(msg, sizeof msg, "the worker group failed on each of %lld attempts; the last time: %s",
                      (long long)s->run_attempts, why);
@@ -651,9 +664,12 @@ static void do_worker_event(server *s, conn *c, const Longseq__WorkerEvent *w) {
     case LONGSEQ__WORKER_EVENT__KIND__FAILED:
         finish(s, s->run_id, s->run_name, s->run_attempts, LS_JOB_FAILED, w->result, w->error && *w->error ? w->error : "the worker failed");
         break;
-    case LONGSEQ__WORKER_EVENT__KIND__CANCELLED:
-        finish(s, s->run_id, s->run_name, s->run_attempts, LS_JOB_CANCELLED, w->result, "cancelled by a client");
+    case LONGSEQ__WORKER_EVENT__KIND__CANCELLED: {
+        Longseq__JobResult copy;
+        finish(s, s->run_id, s->run_name, s->run_attempts, LS_JOB_CANCELLED, with_streamed_text(s, w->result, &copy),
+               "cancelled by a client");
         break;
+    }
     default: return;
     }
     s->run_id[0] = 0;

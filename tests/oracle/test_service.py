@@ -9,7 +9,7 @@ generated from proto/longseq.proto (grpc_tools' protoc), not with longseq's own 
   perplexity equals `longseq perplexity`; the C client commands (submit, watch, result, jobs,
   cancel) against the same server; `longseq summarize --np 2` end to end with its JSONL;
 - isolation: with the test as the worker group's leader, a watcher of a running job that has
-  no text yet is sent no other job's text;
+  no text yet is sent no other job's text; a running job cancelled after some text keeps it;
 - hostile input: random bytes, truncated frames, oversize lengths, unknown methods, messages
   that do not parse, invalid UTF-8, missing and wrong tokens, too many documents, documents too
   long for the context, idle connections: each gets its status code, and a client watching a
@@ -599,6 +599,23 @@ def test_no_leak(tiny):
         check("".join(texts) == "b's own text", f"the watcher of job b got {texts}")
         check(srv.result(jb).text == "b's own text" and srv.result(ja).text == secret, "each job keeps its own text")
         print("a watcher of a running job with no text yet gets no other job's text")
+
+        # A running job cancelled after some text keeps that text in its result (the worker's
+        # CANCELLED event carries a result without it).
+        [jc] = srv.submit([("c", words(30, 3).encode())], task=pb.GENERATE, max_tokens=4)
+        run_job(jc, "the part watchers saw")
+        _, st = srv.rpc(pb.Request(cancel=pb.CancelRequest(job_id=jc)))
+        check(st.code == pb.OK, f"cancel: {st.message}")
+        r = recv_reply(leader)
+        check(r.WhichOneof("body") == "cancel_run" and r.cancel_run.job_id == jc, f"the leader was sent {r}")
+        event(pb.WorkerEvent.CANCELLED, jc, result=pb.JobResult(generated=2, ranks=1))
+        deadline = time.time() + 30
+        while srv.result(jc).state != pb.CANCELLED and time.time() < deadline:
+            time.sleep(0.05)
+        res = srv.result(jc)
+        check(res.state == pb.CANCELLED and res.text == "the part watchers saw",
+              f"a cancelled job's result: {pb.JobState.Name(res.state)} {res.text!r}")
+        print("a cancelled job keeps the text its watchers were sent")
     finally:
         leader.close()
         srv.kill_all()
