@@ -195,6 +195,7 @@ static void notify_state(server *s, const char *id, ls_job_state st, int64_t att
         if (ls_job_state_final(st)) {
             send_status(c, LONGSEQ__CODE__OK, "job %s %s", id, ls_job_state_name(st));
             c->watch[0] = 0;
+            c->last_ms = ls_time_ms(); // a watch is a call in progress: idleness starts when it ends
         }
     }
 }

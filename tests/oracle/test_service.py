@@ -10,6 +10,7 @@ generated from proto/longseq.proto (grpc_tools' protoc), not with longseq's own 
   cancel) against the same server; `longseq summarize --np 2` end to end with its JSONL;
 - isolation: with the test as the worker group's leader, a watcher of a running job that has
   no text yet is sent no other job's text; a running job cancelled after some text keeps it;
+  a watch longer than --idle-timeout does not make its connection idle;
 - hostile input: random bytes, truncated frames, oversize lengths, unknown methods, messages
   that do not parse, invalid UTF-8, missing and wrong tokens, too many documents, documents too
   long for the context, idle connections: each gets its status code, and a client watching a
@@ -554,12 +555,13 @@ def test_external(tiny):
     print("external workers: a group started by hand serves the queue")
 
 
-def test_no_leak(tiny):
-    """A watcher of a running job that has no text yet is sent no text: not the previous job's
-    (issue 17: the coordinator sent its last job's whole text as this one's "text so far").
-    The test is the worker group's leader itself (serve --workers external), so it decides
-    when each job's text exists."""
-    srv = Server(WORK / "state-leak", tiny, extra=["--workers", "external"])
+def test_as_leader(tiny):
+    """What clients are sent and kept, with the test as the worker group's leader itself (serve
+    --workers external), so that it decides when each job's text exists: a watcher of a running
+    job that has no text yet is sent none (the coordinator sent its last job's whole text as
+    this one's "text so far"); a cancelled job keeps its streamed text; a watch longer than
+    --idle-timeout leaves its connection usable."""
+    srv = Server(WORK / "state-leak", tiny, extra=["--workers", "external", "--idle-timeout", "2"])
     leader = srv.connect()
     try:
         _, st = call(leader, pb.Request(worker_hello=pb.WorkerHello(ranks=1, model="fake", pid=os.getpid())))
@@ -616,6 +618,22 @@ def test_no_leak(tiny):
         check(res.state == pb.CANCELLED and res.text == "the part watchers saw",
               f"a cancelled job's result: {pb.JobState.Name(res.state)} {res.text!r}")
         print("a cancelled job keeps the text its watchers were sent")
+
+        # A watch longer than --idle-timeout is a call in progress, not idleness: the same
+        # connection's next call is served (it was refused DEADLINE_EXCEEDED "idle for 2 s").
+        [jd] = srv.submit([("d", words(30, 4).encode())], task=pb.GENERATE, max_tokens=4)
+        run_job(jd)
+        with srv.connect() as cw:
+            cw.sendall(frame(pb.Request(token=TOKEN, watch=pb.WatchRequest(job_id=jd)).SerializeToString()))
+            recv_reply(cw)
+            time.sleep(3.5)
+            event(pb.WorkerEvent.DONE, jd, result=pb.JobResult(text="d", generated=1, ranks=1))
+            while recv_reply(cw).WhichOneof("body") != "status":
+                pass
+            replies, st = call(cw, pb.Request(result=pb.ResultRequest(job_id=jd)))
+            check(st.code == pb.OK and replies and replies[0].result.text == "d",
+                  f"a call after a 3.5 s watch (--idle-timeout 2): {pb.Code.Name(st.code)} {st.message}")
+        print("a connection's call after a watch longer than --idle-timeout is served")
     finally:
         leader.close()
         srv.kill_all()
@@ -842,7 +860,7 @@ def main():
     test_protocol(tiny)
     test_hostile(tiny)
     test_external(tiny)
-    test_no_leak(tiny)
+    test_as_leader(tiny)
     test_schema(tiny)
     test_durability(tiny)
     test_load(tiny)
