@@ -502,22 +502,31 @@ def test_durability(tiny):
             p = WORK / f"dur{i}.txt"
             p.write_bytes(text)
             check(srv.result(ids[i]).text == generate_text(tiny, p, 40), f"job {i}'s text is right")
-        # SIGTERM during a job: exit 0, the job is queued again and finishes after a restart
-        [tid] = srv.submit([("term", words(200, 8).encode())], task=pb.GENERATE, max_tokens=200)
-        seen = threading.Event()
-        th = threading.Thread(target=lambda: srv.watch(tid, lambda e: e.kind == pb.Event.TEXT and seen.set()))
-        th.start()
-        check(seen.wait(120), "the job started")
-        check(srv.stop() == 0, "SIGTERM: exit 0")
-        th.join(30)
-        wait_no_workers(srv)
+        # SIGTERM during a job: exit 0, the job is queued again and finishes after a restart.
+        # The job takes about 0.1 s on the tiny model; where it finished before the signal
+        # arrived (a loaded machine), there was nothing to check: another job, up to 3 times.
+        for attempt in range(3):
+            if attempt:
+                srv = Server(state, tiny, np_=1)
+                srv.wait_ready()
+            [tid] = srv.submit([("term", words(200, 8 + attempt).encode())], task=pb.GENERATE, max_tokens=200)
+            seen = threading.Event()
+            th = threading.Thread(target=lambda: srv.watch(tid, lambda e: e.kind == pb.Event.TEXT and seen.set()))
+            th.start()
+            check(seen.wait(120), "the job started")
+            check(srv.stop() == 0, "SIGTERM: exit 0")
+            th.join(30)
+            wait_no_workers(srv)
+            db = sqlite3.connect(state / "jobs.db")
+            st = db.execute("SELECT state FROM jobs WHERE id = ?", (tid,)).fetchone()[0]
+            db.close()
+            if st != pb.DONE:
+                break
+            print(f"  (SIGTERM try {attempt + 1}: the job had finished before the signal; again)")
     finally:
         if srv.p.poll() is None:
             srv.kill_all()
-    db = sqlite3.connect(state / "jobs.db")
-    st = db.execute("SELECT state FROM jobs WHERE id = ?", (tid,)).fetchone()[0]
-    db.close()
-    check(st == pb.QUEUED, f"after SIGTERM the running job is queued ({st})")
+    check(st == pb.QUEUED, f"after SIGTERM the running job is queued ({pb.JobState.Name(st)})")
     srv = Server(state, tiny, np_=1)
     try:
         events, _ = srv.watch(tid)
