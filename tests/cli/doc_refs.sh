@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # doc_refs.sh — the repository explains itself. Checks every tracked file:
-#   1. no citation of the team's notes outside the repository (a ../shared folder, its spec/
+#   1. no citation of the team's notes outside the repository (the shared folder beside a clone, its spec/
 #      and design pages): what the code relies on is explained in docs/;
 #   2. every document cited exists: docs/X.md, or a bare X.md that is in docs/ or beside the
 #      citing file, with each section it names: "§N" / "§N.M" (a heading numbered so) or
@@ -53,7 +53,7 @@ for f in "${files[@]}"; do
     dir=$(dirname "$f")
     while IFS=: read -r line cite; do
         path=${cite%%[ (]*}
-        case "$path" in ../shared/* | */shared/* | http* | *//*) continue ;; esac # part 1's, or a URL
+        case "$path" in */shared/* | http* | *//*) continue ;; esac # part 1's, or a URL
         [ "$f" = docs/results.md ] && [[ $path != docs/* ]] && continue
         doc=
         for cand in "$path" "docs/$path" "$dir/$path"; do
