@@ -99,11 +99,7 @@ typedef struct cli_engine_args {
     "                       visible and the build has it; a group's ranks: one GPU each)\n"
 
 // --- attention-rule options (generate, perplexity) -------------------------------------------
-typedef struct cli_attn_args {
-    ls_attn_kind kind;
-    int64_t group, sinks, window; // -1: not given
-    double group_ratio;           // <= 0: not given
-} cli_attn_args;
+typedef ls_rule_ask cli_attn_args; // the job settings' (ls_settings.h): -1 / <= 0 not given
 #define CLI_ATTN_OPT 1100
 #define CLI_ATTN_OPTIONS                                                                   \
     {"attn", required_argument, 0, CLI_ATTN_OPT + 0},                                     \
@@ -141,6 +137,8 @@ ls_load_opts cli_load_opts(const cli_engine_args *a);
 // Parses a number; false (and a usage message) when arg is not one.
 bool cli_parse_double(const char *cmd, const char *opt, const char *arg, double *out);
 bool cli_parse_int(const char *cmd, const char *opt, const char *arg, int64_t lo, int64_t hi, int64_t *out);
+// A setting's flag, within the limits the job protocol has for it (ls_settings.h).
+bool cli_parse_setting(const char *cmd, ls_setting k, const char *arg, double *out);
 
 // --- worker groups (cmd_worker.c) -----------------------------------------------------------
 typedef struct ls_comm ls_comm_t;

@@ -181,6 +181,8 @@ static char *settings_as_flags(const char *msg) {
     "  --instruction TEXT   summarize: the request after the document\n"                              \
     "  --ctx N --chunks N   perplexity: context (default 512) and at most N chunks\n"
 
+// Names (task, attention, RoPE method) and how the values fit together are checked by the
+// server (ls_settings_check); each number is checked here against the same limits.
 static int job_option(const char *cmd, int c, const char *arg, Longseq__Settings *s) {
     int64_t v;
     double d;
@@ -191,9 +193,9 @@ static int job_option(const char *cmd, int c, const char *arg, Longseq__Settings
         else if (!strcmp(arg, "perplexity")) s->task = LONGSEQ__TASK__PERPLEXITY;
         else return cli_usage_error(cmd, "--task is summarize, generate or perplexity, not \"%s\"", arg);
         return 0;
-    case 1: if (!cli_parse_int(cmd, "--max-tokens", arg, 1, 1 << 24, &v)) return 2; s->max_tokens = (uint32_t)v; return 0;
+    case 1: if (!cli_parse_setting(cmd, LS_SET_MAX_TOKENS, arg, &d)) return 2; s->max_tokens = (uint32_t)d; return 0;
     case 2:
-        if (!cli_parse_double(cmd, "--temp", arg, &d)) return 2;
+        if (!cli_parse_setting(cmd, LS_SET_TEMPERATURE, arg, &d)) return 2;
         s->temperature_opt_case = LONGSEQ__SETTINGS__TEMPERATURE_OPT_TEMPERATURE, s->temperature = (float)d;
         return 0;
     case 3:
@@ -201,22 +203,22 @@ static int job_option(const char *cmd, int c, const char *arg, Longseq__Settings
         s->seed_opt_case = LONGSEQ__SETTINGS__SEED_OPT_SEED, s->seed = (uint64_t)v;
         return 0;
     case 4: s->attention = (char *)arg; return 0;
-    case 5: if (!cli_parse_int(cmd, "--group", arg, 2, 1 << 24, &v)) return 2; s->group = (uint32_t)v; return 0;
+    case 5: if (!cli_parse_setting(cmd, LS_SET_GROUP, arg, &d)) return 2; s->group = (uint32_t)d; return 0;
     case 6:
-        if (!cli_parse_int(cmd, "--sinks", arg, 0, 1 << 20, &v)) return 2;
-        s->sinks_opt_case = LONGSEQ__SETTINGS__SINKS_OPT_SINKS, s->sinks = (uint32_t)v;
+        if (!cli_parse_setting(cmd, LS_SET_SINKS, arg, &d)) return 2;
+        s->sinks_opt_case = LONGSEQ__SETTINGS__SINKS_OPT_SINKS, s->sinks = (uint32_t)d;
         return 0;
-    case 7: if (!cli_parse_int(cmd, "--window", arg, 1, 1 << 24, &v)) return 2; s->window = (uint32_t)v; return 0;
+    case 7: if (!cli_parse_setting(cmd, LS_SET_WINDOW, arg, &d)) return 2; s->window = (uint32_t)d; return 0;
     case 8: s->rope_scaling = (char *)arg; return 0;
-    case 9: if (!cli_parse_double(cmd, "--rope-scale", arg, &d)) return 2; s->rope_scale = (float)d; return 0;
-    case 10: if (!cli_parse_double(cmd, "--rope-freq-base", arg, &d)) return 2; s->rope_freq_base = (float)d; return 0;
-    case 11: if (!cli_parse_int(cmd, "--yarn-orig-ctx", arg, 1, 1 << 24, &v)) return 2; s->yarn_orig_ctx = (uint32_t)v; return 0;
+    case 9: if (!cli_parse_setting(cmd, LS_SET_ROPE_SCALE, arg, &d)) return 2; s->rope_scale = (float)d; return 0;
+    case 10: if (!cli_parse_setting(cmd, LS_SET_ROPE_FREQ_BASE, arg, &d)) return 2; s->rope_freq_base = (float)d; return 0;
+    case 11: if (!cli_parse_setting(cmd, LS_SET_YARN_ORIG_CTX, arg, &d)) return 2; s->yarn_orig_ctx = (uint32_t)d; return 0;
     case 12: s->instruction = (char *)arg; return 0;
-    case 13: if (!cli_parse_int(cmd, "--ctx", arg, 4, 1 << 24, &v)) return 2; s->ctx = (uint32_t)v; return 0;
-    case 14: if (!cli_parse_int(cmd, "--chunks", arg, 1, 1 << 24, &v)) return 2; s->max_chunks = (uint32_t)v; return 0;
-    case 15: if (!cli_parse_double(cmd, "--top-p", arg, &d)) return 2; s->top_p = (float)d; return 0;
-    case 16: if (!cli_parse_int(cmd, "--top-k", arg, 1, 1 << 24, &v)) return 2; s->top_k = (uint32_t)v; return 0;
-    case 17: if (!cli_parse_double(cmd, "--repeat-penalty", arg, &d)) return 2; s->repeat_penalty = (float)d; return 0;
+    case 13: if (!cli_parse_setting(cmd, LS_SET_CTX, arg, &d)) return 2; s->ctx = (uint32_t)d; return 0;
+    case 14: if (!cli_parse_setting(cmd, LS_SET_MAX_CHUNKS, arg, &d)) return 2; s->max_chunks = (uint32_t)d; return 0;
+    case 15: if (!cli_parse_setting(cmd, LS_SET_TOP_P, arg, &d)) return 2; s->top_p = (float)d; return 0;
+    case 16: if (!cli_parse_setting(cmd, LS_SET_TOP_K, arg, &d)) return 2; s->top_k = (uint32_t)d; return 0;
+    case 17: if (!cli_parse_setting(cmd, LS_SET_REPEAT_PENALTY, arg, &d)) return 2; s->repeat_penalty = (float)d; return 0;
     default: return cli_usage_error(cmd, "unknown option");
     }
 }

@@ -77,11 +77,11 @@ static int parse(int argc, char **argv, gen_args *g) {
         case 'j': g->json = true; break;
         case 'E': g->gen.ignore_eog = true; break;
         case 'n': if (!cli_parse_int(cmd, "-n", optarg, 0, 1 << 24, &v)) return 2; g->gen.max_tokens = v; break;
-        case 't': if (!cli_parse_double(cmd, "--temp", optarg, &d)) return 2; s->temp = (float)d; break;
+        case 't': if (!cli_parse_setting(cmd, LS_SET_TEMPERATURE, optarg, &d)) return 2; s->temp = (float)d; break;
         case 'k': if (!cli_parse_int(cmd, "--top-k", optarg, 0, 1 << 24, &v)) return 2; s->top_k = (int)v; break;
-        case 'P': if (!cli_parse_double(cmd, "--top-p", optarg, &d)) return 2; s->top_p = (float)d; break;
+        case 'P': if (!cli_parse_setting(cmd, LS_SET_TOP_P, optarg, &d)) return 2; s->top_p = (float)d; break;
         case 'M': if (!cli_parse_double(cmd, "--min-p", optarg, &d)) return 2; s->min_p = (float)d; break;
-        case 'r': if (!cli_parse_double(cmd, "--repeat-penalty", optarg, &d)) return 2; s->repeat_penalty = (float)d; break;
+        case 'r': if (!cli_parse_setting(cmd, LS_SET_REPEAT_PENALTY, optarg, &d)) return 2; s->repeat_penalty = (float)d; break;
         case 'R': if (!cli_parse_int(cmd, "--repeat-last-n", optarg, 0, 1 << 20, &v)) return 2; s->repeat_last_n = (int)v; break;
         case 's': if (!cli_parse_int(cmd, "--seed", optarg, 0, INT64_MAX, &v)) return 2; s->seed = (uint64_t)v; break;
         case 'S':

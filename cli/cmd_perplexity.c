@@ -85,7 +85,9 @@ static int parse(int argc, char **argv, ppl_cli *p) {
         } else if (c == 'c') {
             if (!cli_parse_int(cmd, "--ctx", optarg, 4, 1 << 24, &p->po.ctx)) return 2;
         } else if (c == 'k') {
-            if (!cli_parse_int(cmd, "--chunks", optarg, 1, INT32_MAX, &p->po.max_chunks)) return 2;
+            double d;
+            if (!cli_parse_setting(cmd, LS_SET_MAX_CHUNKS, optarg, &d)) return 2;
+            p->po.max_chunks = (int64_t)d;
         } else if (c == 'm') {
             if (!cli_parse_int(cmd, "--max-tokens", optarg, 2, INT64_MAX, &p->max_tokens)) return 2;
         } else if (c == 'S') {

@@ -37,6 +37,13 @@ bool cli_parse_int(const char *cmd, const char *opt, const char *arg, int64_t lo
     return true;
 }
 
+bool cli_parse_setting(const char *cmd, ls_setting k, const char *arg, double *out) {
+    if (ls_setting_parse(k, arg, out) == LS_OK) return true;
+    cli_usage_error(cmd, "%s", ls_err_msg());
+    ls_err_clear();
+    return false;
+}
+
 int cli_engine_option(const char *cmd, int c, const char *arg, cli_engine_args *a) {
     static const char *names[] = {"--model", "--threads", "--ubatch", "--no-pin", "--rope-scaling",
                                   "--rope-scale", "--rope-freq-base", "--yarn-orig-ctx", "--yarn-beta-fast",
@@ -82,8 +89,11 @@ int cli_engine_option(const char *cmd, int c, const char *arg, cli_engine_args *
         if (!cli_parse_double(cmd, names[k], arg, &a->lora[a->n_lora - 1].scale)) return 2;
         if (a->lora[a->n_lora - 1].scale < 0) return cli_usage_error(cmd, "--lora-scale must not be negative");
         return 0;
-    default:
-        if (k < 5 || k > 10) return cli_usage_error(cmd, "unknown option");
+    case 5: return cli_parse_setting(cmd, LS_SET_ROPE_SCALE, arg, &r->factor) ? 0 : 2;
+    case 6: return cli_parse_setting(cmd, LS_SET_ROPE_FREQ_BASE, arg, &r->freq_base) ? 0 : 2;
+    case 7: return cli_parse_setting(cmd, LS_SET_YARN_ORIG_CTX, arg, &r->orig_ctx) ? 0 : 2;
+    default: // the YaRN shape parameters: ls_rope_check refuses values that would give NaN
+        if (k < 8 || k > 10) return cli_usage_error(cmd, "unknown option");
         return cli_parse_double(cmd, names[k], arg, dst[k - 5]) ? 0 : 2;
     }
 }
@@ -130,44 +140,28 @@ void cli_context_warn(const char *cmd, ls_engine_t *e, const ls_attn_rule *rule,
 }
 
 // --- attention rules ------------------------------------------------------------------------
+// The values and their limits are the job settings' (proto/ls_settings.h), named as flags.
 
-cli_attn_args cli_attn_args_default(void) {
-    return (cli_attn_args){.kind = LS_ATTN_FULL, .group = -1, .sinks = -1, .window = -1, .group_ratio = 0};
-}
+cli_attn_args cli_attn_args_default(void) { return ls_rule_ask_default(); }
 
 int cli_attn_option(const char *cmd, int c, const char *arg, cli_attn_args *a) {
+    double v;
     switch (c - CLI_ATTN_OPT) {
     case 0:
         if (!ls_attn_kind_parse(arg, &a->kind))
             return cli_usage_error(cmd, "--attn \"%s\" is not one of full, s2, sink, window", arg);
         return 0;
-    case 1: return cli_parse_int(cmd, "--group", arg, 0, 1 << 24, &a->group) ? 0 : 2;
+    case 1: return cli_parse_setting(cmd, LS_SET_GROUP, arg, &v) ? (a->group = (int64_t)v, 0) : 2;
     case 2:
         if (!cli_parse_double(cmd, "--group-ratio", arg, &a->group_ratio)) return 2;
         if (!(a->group_ratio > 0 && a->group_ratio <= 1)) return cli_usage_error(cmd, "--group-ratio must be in (0, 1]");
         return 0;
-    case 3: return cli_parse_int(cmd, "--sinks", arg, 0, 1 << 20, &a->sinks) ? 0 : 2;
-    case 4: return cli_parse_int(cmd, "--window", arg, 0, 1 << 24, &a->window) ? 0 : 2;
+    case 3: return cli_parse_setting(cmd, LS_SET_SINKS, arg, &v) ? (a->sinks = (int64_t)v, 0) : 2;
+    case 4: return cli_parse_setting(cmd, LS_SET_WINDOW, arg, &v) ? (a->window = (int64_t)v, 0) : 2;
     default: return cli_usage_error(cmd, "unknown option");
     }
 }
 
 ls_status cli_attn_rule(const cli_attn_args *a, int64_t seq_len, ls_attn_rule *out) {
-    const char *name = ls_attn_kind_name(a->kind);
-    if ((a->group >= 0 || a->group_ratio > 0) && a->kind != LS_ATTN_S2)
-        return LS_ERR(LS_ERR_INVALID, "--group and --group-ratio belong to --attn s2, not %s", name);
-    if (a->sinks >= 0 && a->kind != LS_ATTN_SINK)
-        return LS_ERR(LS_ERR_INVALID, "--sinks belongs to --attn sink, not %s", name);
-    if (a->window >= 0 && a->kind != LS_ATTN_SINK && a->kind != LS_ATTN_WINDOW)
-        return LS_ERR(LS_ERR_INVALID, "--window belongs to --attn sink or window, not %s", name);
-    if (a->group >= 0 && a->group_ratio > 0) return LS_ERR(LS_ERR_INVALID, "give --group or --group-ratio, not both");
-    *out = (ls_attn_rule){.kind = a->kind};
-    if (a->kind == LS_ATTN_S2)
-        out->group = a->group >= 0 ? a->group : (int64_t)((a->group_ratio > 0 ? a->group_ratio : 0.25) * (double)seq_len);
-    out->sinks = a->kind == LS_ATTN_SINK ? (a->sinks >= 0 ? a->sinks : 4) : 0;
-    if (a->kind == LS_ATTN_SINK || a->kind == LS_ATTN_WINDOW)
-        out->window = a->window >= 0 ? a->window : a->kind == LS_ATTN_SINK ? 1020 : 1024;
-    ls_attn_rule check = *out;
-    check.n_head = 1; // the engine fills in the model's head count
-    return ls_attn_rule_check(&check);
+    return ls_rule_build(a, seq_len, true, out);
 }

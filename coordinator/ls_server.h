@@ -2,14 +2,14 @@
 // protobuf protocol of ls_wire.h to many clients at once, keeps every job in the SQLite store
 // (ls_store.h), turns documents into token sequences (task prompt, chat template, length
 // checks), and hands them one at a time, FIFO, to a worker group that it launches (or that
-// connects from outside) and relaunches when it dies. Also the job settings helpers the worker
-// side shares (rule, RoPE, sampling from a longseq.Settings).
+// connects from outside) and relaunches when it dies. The job settings it checks are
+// proto/ls_settings.h's, which the workers share.
 // Tests: tests/oracle/test_service.py, tests/unit/test_store.c, tests/fuzz/fuzz_frame.c.
 #ifndef LS_SERVER_H
 #define LS_SERVER_H
 
-#include "ls_engine.h"
-#include "ls_sampler.h"
+#include "ls_loader.h"
+#include "ls_settings.h"
 #include "ls_store.h"
 #include "ls_wire.h"
 
@@ -46,20 +46,5 @@ ls_server_opts ls_server_opts_default(void);
 ls_status ls_server_run(const ls_server_opts *o);
 // Asks a running server to stop as on SIGTERM (async-signal-safe; from any thread).
 void ls_server_stop(void);
-
-// --- job settings (shared by the server and the workers) --------------------------------------
-// Checks names and ranges (attention, RoPE scaling, task); the message names the field.
-ls_status ls_settings_check(const Longseq__Settings *s);
-// The attention rule for a sequence of seq_len tokens (s2: G = group or seq_len / 4).
-ls_status ls_settings_rule(const Longseq__Settings *s, int64_t seq_len, ls_attn_rule *out);
-// The job's RoPE overrides on top of base.
-void ls_settings_rope(const Longseq__Settings *s, const ls_rope_override *base, ls_rope_override *out);
-ls_sampler_opts ls_settings_sampling(const Longseq__Settings *s);
-int64_t ls_settings_max_tokens(const Longseq__Settings *s); // default 256 (summarize, generate)
-int64_t ls_settings_ppl_ctx(const Longseq__Settings *s);    // default 512
-// "full", "s2 G=1024", "sink 4+1020", "window 1024"
-void ls_rule_describe(const ls_attn_rule *r, char *out, size_t cap);
-// "none", "linear x2", "yarn x4 (orig 8192)", with freq base when overridden
-void ls_rope_describe(const ls_rope_config *r, char *out, size_t cap);
 
 #endif // LS_SERVER_H

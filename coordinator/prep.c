@@ -1,5 +1,5 @@
-// prep.c — job settings (defaults, checks, the attention rule and RoPE they ask for) and the
-// preparation of a document into the job's tokens. Messages name fields as `settings.NAME` and
+// prep.c — the preparation of a document into the job's tokens, under the job's settings
+// (proto/ls_settings.h: rule, RoPE, defaults). Messages name fields as `settings.NAME` and
 // suggest values in protobuf text format, `settings { NAME: VALUE }` (docs/protocol.md), which
 // the command-line clients show as their flags (cli/cmd_client.c).
 // Tests: tests/oracle/test_service.py, tests/cli/errors.sh.
@@ -7,90 +7,6 @@
 
 #include <math.h>
 #include <string.h>
-
-// --- settings ---------------------------------------------------------------------------------
-
-ls_status ls_settings_check(const Longseq__Settings *s) {
-    ls_attn_kind k;
-    ls_rope_scaling r;
-    if ((unsigned)s->task > LONGSEQ__TASK__PERPLEXITY) return LS_ERR(LS_ERR_INVALID, "settings.task %d is not a task", s->task);
-    if (s->attention && *s->attention && !ls_attn_kind_parse(s->attention, &k))
-        return LS_ERR(LS_ERR_INVALID, "settings.attention \"%s\" is not full, s2, sink or window", s->attention);
-    if (s->rope_scaling && *s->rope_scaling && !ls_rope_scaling_parse(s->rope_scaling, &r))
-        return LS_ERR(LS_ERR_INVALID, "settings.rope_scaling \"%s\" is not a RoPE method", s->rope_scaling);
-    if (s->rope_scale < 0 || !isfinite(s->rope_scale)) return LS_ERR(LS_ERR_INVALID, "settings.rope_scale %g", s->rope_scale);
-    if (s->rope_freq_base < 0 || !isfinite(s->rope_freq_base) || (s->rope_freq_base > 0 && s->rope_freq_base <= 1))
-        return LS_ERR(LS_ERR_INVALID, "settings.rope_freq_base %g must be greater than 1", s->rope_freq_base);
-    if (s->temperature_opt_case && (!(s->temperature >= 0) || s->temperature > 100))
-        return LS_ERR(LS_ERR_INVALID, "settings.temperature %g is not in [0, 100]", s->temperature);
-    if (!(s->top_p >= 0) || s->top_p > 1) return LS_ERR(LS_ERR_INVALID, "settings.top_p %g is not in [0, 1]", s->top_p);
-    if (!(s->repeat_penalty >= 0) || s->repeat_penalty > 10)
-        return LS_ERR(LS_ERR_INVALID, "settings.repeat_penalty %g is not in [0, 10]", s->repeat_penalty);
-    if (s->max_tokens > (1u << 24)) return LS_ERR(LS_ERR_INVALID, "settings.max_tokens %u is over 16777216", s->max_tokens);
-    if (s->ctx && (s->ctx < 4 || s->ctx > (1u << 24)))
-        return LS_ERR(LS_ERR_INVALID, "settings.ctx %u is not in [4, 16777216]", s->ctx);
-    if (s->instruction && strlen(s->instruction) > 65536) return LS_ERR(LS_ERR_INVALID, "settings.instruction is over 64 KiB");
-    ls_attn_rule rule;
-    return ls_settings_rule(s, 1 << 16, &rule);
-}
-
-ls_status ls_settings_rule(const Longseq__Settings *s, int64_t seq_len, ls_attn_rule *out) {
-    ls_attn_kind k = LS_ATTN_FULL;
-    if (s->attention && *s->attention && !ls_attn_kind_parse(s->attention, &k))
-        return LS_ERR(LS_ERR_INVALID, "settings.attention \"%s\" is not full, s2, sink or window", s->attention);
-    if (s->group && k != LS_ATTN_S2)
-        return LS_ERR(LS_ERR_INVALID, "settings.group belongs to settings.attention s2, not %s", ls_attn_kind_name(k));
-    if (s->sinks_opt_case && k != LS_ATTN_SINK)
-        return LS_ERR(LS_ERR_INVALID, "settings.sinks belongs to settings.attention sink, not %s", ls_attn_kind_name(k));
-    if (s->window && k != LS_ATTN_SINK && k != LS_ATTN_WINDOW)
-        return LS_ERR(LS_ERR_INVALID, "settings.window belongs to settings.attention sink or window, not %s", ls_attn_kind_name(k));
-    *out = (ls_attn_rule){.kind = k};
-    if (k == LS_ATTN_S2) out->group = s->group ? s->group : seq_len / 4;
-    if (k == LS_ATTN_SINK) out->sinks = s->sinks_opt_case ? s->sinks : 4;
-    if (k == LS_ATTN_SINK || k == LS_ATTN_WINDOW) out->window = s->window ? s->window : k == LS_ATTN_SINK ? 1020 : 1024;
-    ls_attn_rule check = *out;
-    check.n_head = 1; // the engine fills in the model's head count
-    return ls_attn_rule_check(&check);
-}
-
-void ls_settings_rope(const Longseq__Settings *s, const ls_rope_override *base, ls_rope_override *o) {
-    *o = *base;
-    ls_rope_scaling r;
-    if (s->rope_scaling && *s->rope_scaling && ls_rope_scaling_parse(s->rope_scaling, &r)) o->scaling = (int)r;
-    if (s->rope_scale > 0) o->factor = s->rope_scale;
-    if (s->rope_freq_base > 0) o->freq_base = s->rope_freq_base;
-    if (s->yarn_orig_ctx > 0) o->orig_ctx = s->yarn_orig_ctx;
-}
-
-ls_sampler_opts ls_settings_sampling(const Longseq__Settings *s) {
-    ls_sampler_opts o = ls_sampler_opts_default();
-    o.temp = s->temperature_opt_case ? s->temperature : 0.0f; // greedy unless asked
-    o.seed = s->seed_opt_case ? s->seed : 0;
-    if (s->top_k) o.top_k = (int)s->top_k;
-    if (s->top_p > 0) o.top_p = s->top_p;
-    o.repeat_penalty = s->repeat_penalty > 0 ? s->repeat_penalty : s->task == LONGSEQ__TASK__SUMMARIZE ? 1.1f : 1.0f;
-    return o;
-}
-
-int64_t ls_settings_max_tokens(const Longseq__Settings *s) { return s->max_tokens ? s->max_tokens : 256; }
-int64_t ls_settings_ppl_ctx(const Longseq__Settings *s) { return s->ctx ? s->ctx : 512; }
-
-void ls_rule_describe(const ls_attn_rule *r, char *out, size_t cap) {
-    switch (r->kind) {
-    case LS_ATTN_S2: snprintf(out, cap, "s2 G=%lld", (long long)r->group); break;
-    case LS_ATTN_SINK: snprintf(out, cap, "sink %lld+%lld", (long long)r->sinks, (long long)r->window); break;
-    case LS_ATTN_WINDOW: snprintf(out, cap, "window %lld", (long long)r->window); break;
-    default: snprintf(out, cap, "full");
-    }
-}
-
-void ls_rope_describe(const ls_rope_config *r, char *out, size_t cap) {
-    int k = r->scaling == LS_ROPE_NONE ? snprintf(out, cap, "none")
-                                       : snprintf(out, cap, "%s x%g", ls_rope_scaling_name(r->scaling), r->factor);
-    if (k > 0 && (size_t)k < cap && (r->scaling == LS_ROPE_YARN || r->scaling == LS_ROPE_DYNAMIC || r->scaling == LS_ROPE_LLAMA3))
-        k += snprintf(out + k, cap - (size_t)k, " (orig %lld)", (long long)r->orig_ctx);
-    if (k > 0 && (size_t)k < cap) snprintf(out + k, cap - (size_t)k, ", base %g", r->freq_base);
-}
 
 // --- documents --------------------------------------------------------------------------------
 

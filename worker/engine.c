@@ -30,58 +30,6 @@ bool ls_device_parse(const char *name, ls_device *out) {
 
 const char *ls_device_name(ls_device d) { return (unsigned)d < 3 ? g_device_names[d] : "invalid"; }
 
-// --- RoPE overrides -----------------------------------------------------------------------
-
-static void note_double(ls_buf *notes, const char *what, double file, double now) {
-    if (notes && file != now) ls_buf_printf(notes, "rope: %s %g (the model file says %g)\n", what, now, file);
-}
-
-// The final settings (the file's with the overrides) are checked in one place, ls_rope_check.
-ls_status ls_rope_override_apply(ls_rope_config *r, const ls_rope_override *o, ls_buf *notes) {
-    ls_rope_config file = *r;
-    if (o->scaling >= 0) {
-        if (o->scaling >= LS_ROPE_SCALING_COUNT) return LS_ERR(LS_ERR_INVALID, "unknown rope scaling %d", o->scaling);
-        r->scaling = (ls_rope_scaling)o->scaling;
-    }
-    if (!isnan(o->orig_ctx) && !(o->orig_ctx >= 1 && o->orig_ctx <= INT32_MAX)) // before it becomes an integer
-        return LS_ERR(LS_ERR_INVALID, "--yarn-orig-ctx %g is not in 1..2^31-1", o->orig_ctx);
-    if (!isnan(o->factor)) r->factor = o->factor;
-    if (!isnan(o->freq_base)) r->freq_base = o->freq_base;
-    if (!isnan(o->orig_ctx)) r->orig_ctx = (int64_t)o->orig_ctx;
-    if (!isnan(o->beta_fast)) r->yarn_beta_fast = o->beta_fast;
-    if (!isnan(o->beta_slow)) r->yarn_beta_slow = o->beta_slow;
-    if (!isnan(o->attn_factor)) r->attn_factor = o->attn_factor;
-    if (r->scaling == LS_ROPE_LONGROPE && (!r->factors_long || !r->factors_short))
-        return LS_ERR(LS_ERR_INVALID, "--rope-scaling longrope needs the model's rope_factors_long/short tensors");
-    LS_CHECK(ls_rope_check(r));
-    if (notes && r->scaling != file.scaling)
-        ls_buf_printf(notes, "rope: scaling %s (the model file says %s)\n", ls_rope_scaling_name(r->scaling),
-                      ls_rope_scaling_name(file.scaling));
-    note_double(notes, "scale factor", file.factor, r->factor);
-    note_double(notes, "freq base", file.freq_base, r->freq_base);
-    note_double(notes, "original context", (double)file.orig_ctx, (double)r->orig_ctx);
-    note_double(notes, "yarn beta fast", file.yarn_beta_fast, r->yarn_beta_fast);
-    note_double(notes, "yarn beta slow", file.yarn_beta_slow, r->yarn_beta_slow);
-    note_double(notes, "attention factor", file.attn_factor, r->attn_factor);
-    return LS_OK;
-}
-
-int64_t ls_context_limit(const ls_model_config *c, const ls_attn_rule *rule) {
-    if (rule && (rule->kind == LS_ATTN_SINK || rule->kind == LS_ATTN_WINDOW)) return -1; // sink: re-assigned positions
-    int64_t ctx = c->n_ctx_train;
-    const ls_rope_config *r = &c->rope;
-    if (r->scaling != LS_ROPE_NONE) {
-        int64_t orig = r->orig_ctx > 0 ? r->orig_ctx : ctx, scaled = (int64_t)((double)orig * r->factor + 1e-6);
-        if (scaled > ctx) ctx = scaled;
-    }
-    return ctx;
-}
-
-double ls_context_scale_for(const ls_model_config *c, int64_t n) {
-    int64_t orig = c->rope.orig_ctx > 0 ? c->rope.orig_ctx : c->n_ctx_train;
-    return ceil((double)n / (double)orig * 10.0) / 10.0;
-}
-
 // --- weights ------------------------------------------------------------------------------
 
 // A weight as the backend runs it: the file's bytes in place (CPU) or uploaded once (CUDA).

@@ -10,32 +10,11 @@
 #include "ls_kernels.h"
 #include "ls_loader.h"
 #include "ls_model.h"
+#include "ls_settings.h" // defines: ls_rope_override, ls_context_limit (the job settings)
 #include "ls_tokenizer.h"
-
-#include <math.h> // NAN in LS_ROPE_OVERRIDE_NONE
 
 typedef struct ls_engine ls_engine_t;
 typedef struct ls_seq ls_seq_t;
-
-// RoPE settings that replace what the model file says. NAN / -1 mean "keep the file's".
-typedef struct ls_rope_override {
-    int scaling; // an ls_rope_scaling, or -1
-    double factor, freq_base, orig_ctx, beta_fast, beta_slow, attn_factor;
-} ls_rope_override;
-#define LS_ROPE_OVERRIDE_NONE ((ls_rope_override){-1, NAN, NAN, NAN, NAN, NAN, NAN})
-// Applies the overrides to r and checks the result; a line per changed value goes to notes
-// (may be NULL).
-ls_status ls_rope_override_apply(ls_rope_config *r, const ls_rope_override *o, ls_buf *notes);
-
-// The longest sequence the model handles as configured (c->rope after any overrides): its
-// trained context, or the original context times the factor when a RoPE scaling stretches it
-// further; -1 when the rule keeps every query within a bounded distance of its keys (sink,
-// window), so that no length runs past it. The job service refuses longer sequences
-// (coordinator/prep.c); the one-shot commands warn. Test: tests/oracle/test_generate.py.
-int64_t ls_context_limit(const ls_model_config *c, const ls_attn_rule *rule);
-// The RoPE scale factor, rounded up to a tenth, that stretches the model's original context
-// over n positions (for the hints that go with ls_context_limit).
-double ls_context_scale_for(const ls_model_config *c, int64_t n);
 
 // Where the engine runs. AUTO: the CUDA backend when this build has one and a GPU is visible,
 // else the CPU. On CUDA, weights live on the device as bf16, and so do the activations and

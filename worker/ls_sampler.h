@@ -2,22 +2,13 @@
 // and min-p on the penalized logits, then temperature, then a draw (llama.cpp's default
 // order). Temperature <= 0 is greedy (the highest logit after penalties). A seeded sampler
 // draws the same tokens every run. Holds its buffers, so sampling never allocates.
+// Its options (ls_sampler_opts) are job settings, so they live in ls_settings.h.
 // Tests: tests/unit/test_sampler.c.
 #ifndef LS_SAMPLER_H
 #define LS_SAMPLER_H
 
 #include "ls_base.h"
-
-typedef struct ls_sampler_opts {
-    float temp;           // <= 0: greedy
-    int top_k;            // <= 0: off
-    float top_p;          // >= 1: off
-    float min_p;          // <= 0: off
-    float repeat_penalty; // 1: off; divides positive logits of recent tokens, multiplies negative
-    int repeat_last_n;    // how many recent tokens the penalty looks at
-    uint64_t seed;
-} ls_sampler_opts;
-ls_sampler_opts ls_sampler_opts_default(void); // temp 0.8, top-k 40, top-p 0.95, min-p 0.05, no penalty
+#include "ls_settings.h" // defines: ls_sampler_opts, ls_sampler_opts_default (the job settings)
 
 typedef struct ls_sampler ls_sampler_t;
 ls_status ls_sampler_init(const ls_sampler_opts *o, int32_t n_vocab, ls_sampler_t **out);

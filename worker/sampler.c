@@ -21,11 +21,6 @@ struct ls_sampler {
     uint64_t rng[4];
 };
 
-ls_sampler_opts ls_sampler_opts_default(void) {
-    return (ls_sampler_opts){.temp = 0.8f, .top_k = 40, .top_p = 0.95f, .min_p = 0.05f,
-                             .repeat_penalty = 1.0f, .repeat_last_n = 64, .seed = 0};
-}
-
 static uint64_t splitmix(uint64_t *x) {
     uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
     z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;

@@ -40,16 +40,32 @@ expect 1 'unknown chat template "vicuna"' -- tokenize --chat --chat-template vic
 input=$work/text.txt expect 0 "" -- tokenize -
 kjv=${LONGSEQ_HOME:-$HOME/.cache/longseq}/data/kjv.txt
 expect 2 '--attn "dense" is not one of full, s2, sink, window' -- generate --prompt x --attn dense
-expect 1 "s2 attention needs a group of at least 2 tokens (got 1)" -- generate --prompt x -n 1 --attn s2 --group 1
-expect 1 "sink attention needs a window of at least 1 token (got 0)" -- generate --prompt x -n 1 --attn sink --window 0
+# The attention rule's and the other settings' limits are the job protocol's (proto/ls_settings.h):
+# one-shot flags, job flags and protocol fields refuse the same values, with the range.
+expect 2 "--group 1 is not an integer in [2, 16777216]" -- generate --prompt x -n 1 --attn s2 --group 1
+expect 2 "--group 0 is not an integer in [2, 16777216]" -- generate --prompt x -n 1 --attn s2 --group 0
+expect 2 "--group 0 is not an integer in [2, 16777216]" -- perplexity --ctx 64 --attn s2 --group 0 "$kjv"
+expect 2 "--group 0 is not an integer in [2, 16777216]" -- submit --attn s2 --group 0 "$work/text.txt"
+expect 2 "--group 0 is not an integer in [2, 16777216]" -- summarize --attn s2 --group 0 "$work/text.txt"
+expect 2 "--rope-scale 3e+38 is not a number in (0, 1024]" -- generate --prompt x -n 1 --rope-scale 3e38
+expect 2 "--rope-scale 3e+38 is not a number in (0, 1024]" -- submit --rope-scale 3e38 "$work/text.txt"
+expect 2 "--rope-scale 3e+38 is not a number in (0, 1024]" -- summarize --rope-scale 3e38 "$work/text.txt"
+expect 2 "--rope-scale 3e+38 is not a number in (0, 1024]" -- serve --rope-scale 3e38
+expect 2 "--rope-freq-base 1e+30 is not a number in (1, 1e+12]" -- submit --rope-freq-base 1e30 "$work/text.txt"
+expect 2 "--top-k 4294967295 is not an integer in [1, 16777216]" -- submit --top-k 4294967295 "$work/text.txt"
+expect 2 "--temp 1000 is not a number in [0, 100]" -- generate --prompt x -n 1 --temp 1000
+expect 2 "--repeat-penalty -1 is not a number in (0, 10]" -- generate --prompt x -n 1 --repeat-penalty -1
+expect 2 "--sinks 4.5 is not an integer in [0, 1048576]" -- generate --prompt x -n 1 --attn sink --sinks 4.5
+expect 2 "--window 0 is not an integer in [1, 16777216]" -- generate --prompt x -n 1 --attn sink --window 0
 expect 1 "--sinks belongs to --attn sink, not full" -- generate --prompt x -n 1 --sinks 4
-expect 1 "--group and --group-ratio belong to --attn s2, not window" -- perplexity --ctx 64 --attn window --group 8 "$kjv"
+expect 1 "--group belongs to --attn s2, not window" -- perplexity --ctx 64 --attn window --group 8 "$kjv"
+expect 1 "--group-ratio belongs to --attn s2, not window" -- perplexity --ctx 64 --attn window --group-ratio 0.5 "$kjv"
 expect 1 "does not fit in a cache of 512 tokens" -- perplexity --ctx 512 --chunks 1 --attn sink "$kjv"
 expect 1 "streaming needs the sink or window rule: full attention keeps every key" -- perplexity --stream "$kjv"
 expect 2 "--chunks and --score apply to chunks, not to --stream" -- perplexity --stream --attn sink --chunks 2 "$kjv"
 # RoPE settings that would give NaN are refused (and a perplexity that is not finite is an error)
 expect 1 "YaRN beta_fast = 0 must be a finite positive number" -- perplexity --ctx 64 --chunks 1 --rope-scaling yarn --rope-scale 2 --yarn-beta-fast 0 --yarn-beta-slow 0 "$kjv"
-expect 1 "--yarn-orig-ctx 1e+300 is not in 1..2^31-1" -- perplexity --ctx 64 --chunks 1 --rope-scaling yarn --rope-scale 2 --yarn-orig-ctx 1e300 "$kjv"
+expect 2 "--yarn-orig-ctx 1e+300 is not an integer in [1, 16777216]" -- perplexity --ctx 64 --chunks 1 --rope-scaling yarn --rope-scale 2 --yarn-orig-ctx 1e300 "$kjv"
 expect 2 '--np expects an integer from 1 to 4096, not "0"' -- generate --prompt x --np 0
 expect 2 '--np expects an integer from 1 to 4096, not "0"' -- generate --prompt x --np=0
 expect 1 'cannot start the launcher "/nonexistent/mpirun"' -- generate --prompt x --np=2 --launcher=/nonexistent/mpirun

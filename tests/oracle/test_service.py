@@ -454,6 +454,34 @@ def test_hostile(tiny):
     print("hostile input: each refused with its code; other clients unaffected")
 
 
+def test_settings_limits(tiny):
+    """Every numeric setting is bounded, with the same limits as the command-line flags
+    (proto/ls_settings.h): the message names the field and the range. rope_scale 3e38 overflowed
+    a float -> int64 conversion; top_k 2^32-1 became "top-k off" in the worker."""
+    srv = Server(WORK / "state-limits", tiny, extra=["--workers", "external"])
+    try:
+        cases = [(dict(rope_scale=3e38), "settings.rope_scale 3e+38 is not a number in (0, 1024]"),
+                 (dict(rope_freq_base=1e30), "settings.rope_freq_base 1e+30 is not a number in (1, 1e+12]"),
+                 (dict(top_k=2**32 - 1), "settings.top_k 4294967295 is not an integer in [1, 16777216]"),
+                 (dict(attention="s2", group=1), "settings.group 1 is not an integer in [2, 16777216]"),
+                 (dict(attention="window", window=2**25), "settings.window 33554432 is not an integer in [1, 16777216]"),
+                 (dict(yarn_orig_ctx=2**32 - 1), "settings.yarn_orig_ctx 4294967295 is not an integer in [1, 16777216]"),
+                 (dict(task=pb.PERPLEXITY, max_chunks=2**32 - 1), "settings.max_chunks 4294967295"),
+                 (dict(attention="sink", sinks=2**21), "settings.sinks 2097152 is not an integer in [0, 1048576]")]
+        for settings, want in cases:
+            _, st = srv.rpc(pb.Request(submit=pb.SubmitRequest(documents=[pb.Document(name="x", text=b"hello there")],
+                                                               settings=pb.Settings(task=settings.pop("task", pb.GENERATE),
+                                                                                    **settings))))
+            check(st.code == pb.INVALID_ARGUMENT and want in st.message, f"{want}: {pb.Code.Name(st.code)} {st.message}")
+        _, st = srv.rpc(pb.Request(submit=pb.SubmitRequest(documents=[pb.Document(name="x", text=b"hello there")],
+                                                           settings=pb.Settings(task=pb.GENERATE, attention="sink", sinks=0,
+                                                                                max_tokens=2))))
+        check(st.code == pb.OK, f"sinks 0 is a value: {st.message}")
+        print(f"settings limits: {len(cases)} out-of-range fields refused with their range")
+    finally:
+        srv.kill_all()
+
+
 def job_log(state):
     db = sqlite3.connect(state / "jobs.db")
     try:
@@ -868,6 +896,7 @@ def main():
     write_tiny_llama(str(tiny), embd=64, heads=4, kv_heads=2, ff=128, ctx=4096, chat_template=CHATML)
     test_protocol(tiny)
     test_hostile(tiny)
+    test_settings_limits(tiny)
     test_external(tiny)
     test_as_leader(tiny)
     test_schema(tiny)
