@@ -6,16 +6,14 @@
 // naming the rank. Tests: tests/oracle/test_sp.py.
 #include "cli.h"
 #include "ls_comm.h"
+#include "ls_launch.h"
 #include "ls_sp.h"
 
-#include <spawn.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
-
-extern char **environ;
 
 static ls_comm_t *g_comm;
 
@@ -24,12 +22,19 @@ bool cli_is_leader(void) { return !g_comm || ls_comm_rank(g_comm) == 0; }
 
 // --- launching a group ------------------------------------------------------------------------
 
-// Splits a launcher command line at spaces into argv entries (no quoting: a launcher is a
-// program and plain options).
-static int split_words(char *s, char **out, int max) {
-    int n = 0;
-    for (char *t = strtok(s, " \t"); t && n < max; t = strtok(NULL, " \t")) out[n++] = t;
-    return n;
+// The group's arguments: worker --task TASK and this command's own, less --np and --launcher.
+static int group_args(const char *task, int argc, char **argv, const char **args) {
+    int k = 0;
+    args[k++] = "worker", args[k++] = "--task", args[k++] = task;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--np") || !strcmp(argv[i], "--launcher")) {
+            i++;
+            continue;
+        }
+        if (!strncmp(argv[i], "--np=", 5) || !strncmp(argv[i], "--launcher=", 11)) continue;
+        args[k++] = argv[i];
+    }
+    return k;
 }
 
 int cli_maybe_launch(const char *task, int argc, char **argv) {
@@ -43,45 +48,15 @@ int cli_maybe_launch(const char *task, int argc, char **argv) {
     if (!np || g_comm) return -1;
     int64_t n;
     if (!cli_parse_int(task, "--np", np, 1, 4096, &n)) return 2;
-    char *words = ls_strndup(launcher, strlen(launcher)), *args[512];
-    int k = split_words(words, args, 16);
-    if (!k) return cli_usage_error(task, "--launcher is empty");
-    const char *prog = strrchr(args[0], '/') ? strrchr(args[0], '/') + 1 : args[0];
-    bool srun = !strcmp(prog, "srun"), mpirun = !strcmp(prog, "mpirun") || !strcmp(prog, "mpiexec");
-    args[k++] = srun ? "-n" : "-np";
-    args[k++] = (char *)np;
-    char self[4096];
-    ssize_t len = readlink("/proc/self/exe", self, sizeof self - 1);
-    if (len <= 0) return cli_usage_error(task, "cannot find the longseq binary");
-    self[len] = 0;
-    args[k++] = self;
-    args[k++] = "worker";
-    args[k++] = "--task";
-    args[k++] = (char *)task;
-    for (int i = 1; i < argc && k < 510; i++) {
-        if (!strcmp(argv[i], "--np") || !strcmp(argv[i], "--launcher")) {
-            i++;
-            continue;
-        }
-        if (!strncmp(argv[i], "--np=", 5) || !strncmp(argv[i], "--launcher=", 11)) continue;
-        args[k++] = argv[i];
-    }
-    args[k] = NULL;
-    if (mpirun) { // Open MPI refuses root and more ranks than cores unless told (docs/ops.md §1.1)
-        setenv("OMPI_ALLOW_RUN_AS_ROOT", "1", 0);
-        setenv("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1", 0);
-        setenv("OMPI_MCA_rmaps_base_oversubscribe", "1", 0);
-    }
+    if (!launcher[strspn(launcher, " \t")]) return cli_usage_error(task, "--launcher is empty");
+    const char **args = ls_calloc((size_t)argc + 3, sizeof *args);
+    ls_launch_opts lo = {.launcher = launcher, .np = (int)n, .args = args, .n_args = group_args(task, argc, argv, args)};
     pid_t pid;
-    int e = posix_spawnp(&pid, args[0], NULL, NULL, args, environ);
-    if (e) {
-        fprintf(stderr, "longseq %s: cannot start the launcher \"%s\": %s\n", task, args[0], strerror(e));
-        ls_free(words);
-        return 1;
-    }
+    ls_status rc = ls_launch_group(&lo, &pid);
+    ls_free(args);
+    if (rc != LS_OK) return cli_fail();
     int st;
     while (waitpid(pid, &st, 0) < 0) {}
-    ls_free(words);
     if (WIFEXITED(st)) return WEXITSTATUS(st);
     fprintf(stderr, "longseq %s: the worker group was killed by signal %d\n", task, WTERMSIG(st));
     return 1;

@@ -5,6 +5,7 @@
 // result as WorkerEvents. Every job state change is committed to the store before anyone is
 // told. Tests: tests/oracle/test_service.py.
 #include "server_impl.h"
+#include "ls_launch.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -13,7 +14,6 @@
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <signal.h>
-#include <spawn.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,8 +21,6 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
-
-extern char **environ;
 
 #define OUT_CAP ((size_t)64 << 20) // a client that reads this far behind is dropped
 
@@ -261,48 +259,27 @@ static void start_failed(server *s) {
     if (s->o->max_launch_failures > 0 && s->launch_failures >= s->o->max_launch_failures) fail_queued(s);
 }
 
-// Starts the launcher: LAUNCHER -np N <longseq> worker --connect ADDR --token-file - ... in a
-// process group of its own (so the whole group can be stopped at once).
+// Starts the launcher: LAUNCHER -np N <longseq> worker --connect ADDR [engine options] in a
+// process group of its own (so the whole group can be stopped at once), the workers'
+// credential in the group's environment only (never on a command line, never in this
+// process's environment: `summarize` runs the server on a thread).
 static void launch(server *s) {
-    char self[4096];
-    ssize_t len = readlink("/proc/self/exe", self, sizeof self - 1);
-    if (len <= 0) {
-        snprintf(s->g_error, sizeof s->g_error, "cannot find the longseq binary");
-        return;
-    }
-    self[len] = 0;
-    char *words = strdup(s->o->launcher), *args[600], np[16], addr[300];
-    int k = 0;
-    for (char *t = strtok(words, " \t"); t && k < 16; t = strtok(NULL, " \t")) args[k++] = t;
-    const char *prog = k && strrchr(args[0], '/') ? strrchr(args[0], '/') + 1 : k ? args[0] : "";
-    snprintf(np, sizeof np, "%d", s->o->np);
+    char addr[300], cred[4200];
     snprintf(addr, sizeof addr, "%s:%d", s->o->advertise ? s->o->advertise : "127.0.0.1", s->port);
-    args[k++] = !strcmp(prog, "srun") ? "-n" : "-np";
-    args[k++] = np;
-    args[k++] = self;
-    args[k++] = "worker";
-    args[k++] = "--connect";
-    args[k++] = addr;
-    for (int i = 0; i < s->o->n_worker_args && k < 590; i++) args[k++] = s->o->worker_args[i];
-    args[k] = NULL;
-    posix_spawnattr_t at;
-    posix_spawnattr_init(&at);
-    posix_spawnattr_setpgroup(&at, 0);
-    sigset_t none;
-    sigemptyset(&none);
-    posix_spawnattr_setsigmask(&at, &none);
-    posix_spawnattr_setflags(&at, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK);
-    setenv("OMPI_ALLOW_RUN_AS_ROOT", "1", 0); // root, more ranks than cores: docs/ops.md §1.1
-    setenv("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1", 0);
-    setenv("OMPI_MCA_rmaps_base_oversubscribe", "1", 0);
-    setenv("LONGSEQ_TOKEN", s->o->token, 1); // the workers' credential, never on a command line
-    int e = posix_spawnp(&s->gpid, args[0], NULL, &at, args, environ);
-    unsetenv("LONGSEQ_TOKEN");
-    posix_spawnattr_destroy(&at);
-    free(words);
-    if (e) {
+    snprintf(cred, sizeof cred, "LONGSEQ_TOKEN=%s", s->o->token);
+    const char **args = ls_calloc(3 + (size_t)s->o->n_worker_args, sizeof *args);
+    int k = 0;
+    args[k++] = "worker", args[k++] = "--connect", args[k++] = addr;
+    for (int i = 0; i < s->o->n_worker_args; i++) args[k++] = s->o->worker_args[i];
+    const char *env[] = {cred};
+    ls_launch_opts lo = {.launcher = s->o->launcher, .np = s->o->np, .args = args, .n_args = k, .env = env,
+                         .n_env = 1, .own_group = true};
+    ls_status rc = ls_launch_group(&lo, &s->gpid);
+    ls_free(args);
+    if (rc != LS_OK) {
         s->gpid = 0;
-        snprintf(s->g_error, sizeof s->g_error, "cannot start the launcher \"%s\": %s", s->o->launcher, strerror(e));
+        snprintf(s->g_error, sizeof s->g_error, "%s", ls_err_msg());
+        ls_err_clear();
         say(s, "%s", s->g_error);
         start_failed(s);
         return;

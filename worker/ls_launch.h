@@ -1,0 +1,33 @@
+// ls_launch.h — starting a worker group: `LAUNCHER -np N <this longseq binary> ARGS...` (srun
+// gets -n), with an environment built for the group alone: the process's own, Open MPI's
+// permission to run as root and to oversubscribe (unless already set; docs/ops.md §1.1), and the
+// entries the caller adds, such as the workers' credential. The process environment itself is
+// never changed, so a server running on a thread of a bigger program (`summarize`) can launch
+// while other threads read it. Used by `generate`/`perplexity --np N` (cli/cmd_worker.c) and the
+// job service (coordinator/server.c). Its own library, ls_launch, below the engine: the
+// coordinator links it without MPI. Tests: tests/cli/errors.sh, tests/oracle/test_sp.py,
+// tests/oracle/test_service.py.
+#ifndef LS_LAUNCH_H
+#define LS_LAUNCH_H
+
+#include "ls_base.h"
+
+#include <sys/types.h>
+
+typedef struct ls_launch_opts {
+    const char *launcher;    // a program and plain options, split at spaces (NULL: "mpirun")
+    int np;                  // ranks
+    const char *const *args; // after the binary, e.g. "worker", "--connect", "HOST:PORT"
+    int n_args;
+    // NAME=VALUE entries for the group only (they replace the process's NAME); a bare NAME
+    // leaves NAME out of the group's environment.
+    const char *const *env;
+    int n_env;
+    bool own_group;          // in a process group of its own (stopped as a whole), no blocked signals
+} ls_launch_opts;
+
+// Spawns the launcher and returns at once with its pid. LS_ERR_INVALID for an empty launcher,
+// LS_ERR_IO naming the launcher when it cannot be started.
+ls_status ls_launch_group(const ls_launch_opts *o, pid_t *pid);
+
+#endif // LS_LAUNCH_H
