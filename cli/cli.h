@@ -159,8 +159,6 @@ ls_status cli_group_share_ids(ls_vec_i32 *ids);
 // Whether any rank failed (a collective; the local status is returned first).
 ls_status cli_group_status(ls_status rc);
 void cli_group_stats(void); // --stats table on the leader
-// `longseq worker --connect ...`: a group serving a coordinator (cmd_worker_serve.c).
-int cli_worker_serve(ls_comm_t *comm, int argc, char **argv);
 // Worker defaults: threads = cores / ranks on the host, disjoint cores per rank.
 void cli_worker_engine_defaults(cli_engine_args *eng);
 

@@ -22,6 +22,9 @@ static void help(void) {
            "  --launcher CMD       how to start it (default mpirun; e.g. \"srun --mpi=pmix\")\n"
            "  --workers launch|external   external: start no group, wait for\n"
            "                       `longseq worker --connect HOST:PORT` (e.g. from an sbatch script)\n"
+           "  --worker-token-file F   the workers' own credential, which clients never see\n"
+           "                       (required with --workers external: give the workers the same\n"
+           "                       file; default for launched groups: a random one per start)\n"
            "  --attempts N         runs of a job before a dying worker group fails it (default 3)\n"
            "  --worker-timeout S   a running group silent this long is restarted (default 600)\n"
            "  --start-timeout S    a group that has not connected after S s is restarted (default 300)\n"
@@ -59,10 +62,11 @@ int cmd_serve(int argc, char **argv) {
         {"max-docs", required_argument, 0, 'D'}, {"max-job-tokens", required_argument, 0, 'J'},
         {"max-conns", required_argument, 0, 'C'}, {"idle-timeout", required_argument, 0, 'I'},
         {"quiet", no_argument, 0, 'q'}, {"advertise", required_argument, 0, 'V'}, {"help", no_argument, 0, 'h'},
+        {"worker-token-file", required_argument, 0, 'K'},
         CLI_ENGINE_OPTIONS, {0, 0, 0, 0}};
     ls_server_opts o = ls_server_opts_default();
     cli_engine_args eng = cli_engine_args_default();
-    const char *token_file = NULL;
+    const char *token_file = NULL, *worker_token_file = NULL;
     char state[4096], **wargs = ls_calloc((size_t)argc * 2 + 1, sizeof *wargs);
     snprintf(state, sizeof state, "%s/state", ls_home_dir());
     o.state_dir = state;
@@ -82,6 +86,7 @@ int cmd_serve(int argc, char **argv) {
             break;
         case 's': o.state_dir = optarg; break;
         case 't': token_file = optarg; break;
+        case 'K': worker_token_file = optarg; break;
         case 'L': o.launcher = optarg; break;
         case 'q': o.quiet = true; break;
         case 'w':
@@ -103,10 +108,14 @@ int cmd_serve(int argc, char **argv) {
         }
     }
     if (status == 0 && optind < argc) status = cli_usage_error("serve", "unexpected argument \"%s\"", argv[optind]);
-    char *token = NULL;
+    if (status == 0 && o.external_workers && !worker_token_file)
+        status = cli_usage_error("serve", "--workers external needs --worker-token-file F (the workers' own credential)");
+    char *token = NULL, *worker_token = NULL;
     if (status == 0 && server_token(token_file, &token) != LS_OK) status = cli_fail();
+    if (status == 0 && worker_token_file && ls_wire_read_token(worker_token_file, &worker_token) != LS_OK) status = cli_fail();
     if (status == 0) {
         o.token = token;
+        o.worker_token = worker_token;
         o.model = eng.model;
         o.rope = eng.opts.rope;
         o.load = cli_load_opts(&eng);
@@ -117,5 +126,6 @@ int cmd_serve(int argc, char **argv) {
     for (int i = 0; i < nw; i++) ls_free(wargs[i]);
     ls_free(wargs);
     ls_free(token);
+    ls_free(worker_token);
     return status;
 }

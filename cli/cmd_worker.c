@@ -8,6 +8,8 @@
 #include "ls_comm.h"
 #include "ls_launch.h"
 #include "ls_sp.h"
+#include "ls_wire.h"
+#include "ls_worker_serve.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -243,6 +245,48 @@ void cli_worker_engine_defaults(cli_engine_args *eng) {
         eng->opts.first_cpu = local * per <= cores ? ls_comm_local_rank(g_comm) * per : -1;
 }
 
+// The workers' credential: --token-file F, else $LONGSEQ_WORKER_TOKEN (what `longseq serve`
+// puts in the environment of the groups it launches).
+static ls_status worker_token(const char *path, char **token) {
+    if (path) return ls_wire_read_token(path, token);
+    const char *env = getenv("LONGSEQ_WORKER_TOKEN");
+    if (!env || !*env)
+        return LS_ERR(LS_ERR_INVALID, "the workers' credential is missing: give --token-file F (the file given to "
+                                      "`longseq serve --worker-token-file`) or set LONGSEQ_WORKER_TOKEN");
+    if (strlen(env) > 4096) return LS_ERR(LS_ERR_RANGE, "$LONGSEQ_WORKER_TOKEN is over 4096 bytes");
+    *token = ls_strndup(env, strlen(env));
+    return LS_OK;
+}
+
+// `longseq worker --connect HOST:PORT [--token-file F] [engine options]`: the options, then
+// worker/serve.c.
+static int worker_serve(int argc, char **argv) {
+    static const struct option opts[] = {{"connect", required_argument, 0, 'c'}, {"token-file", required_argument, 0, 't'},
+                                         CLI_ENGINE_OPTIONS, {0, 0, 0, 0}};
+    cli_engine_args eng = cli_engine_args_default();
+    const char *token_file = NULL;
+    ls_worker_serve_opts o = {0};
+    int c;
+    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        if (c >= CLI_ENGINE_OPT) {
+            if (cli_engine_option("worker", c, optarg, &eng)) return 2;
+        } else if (c == 'c') o.addr = optarg;
+        else if (c == 't') token_file = optarg;
+        else return cli_usage_error("worker", "unknown option");
+    }
+    if (!o.addr) return cli_usage_error("worker", "--connect HOST:PORT is required");
+    cli_worker_engine_defaults(&eng);
+    o.model = eng.model;
+    o.engine = eng.opts;
+    o.engine.load = cli_load_opts(&eng);
+    char *token = NULL;
+    ls_status rc = cli_is_leader() ? worker_token(token_file, &token) : LS_OK;
+    o.token = token;
+    if (rc == LS_OK) rc = ls_worker_serve(g_comm, &o);
+    ls_free(token);
+    return rc == LS_OK ? 0 : cli_fail();
+}
+
 static void worker_help(void) {
     printf("usage: longseq worker --task generate|perplexity|logits [TASK OPTIONS]\n"
            "       longseq worker --connect HOST:PORT [--token-file F] [engine options]\n"
@@ -255,8 +299,9 @@ static void worker_help(void) {
            "                       --out F [--decode-from K] [--stats] and the engine and\n"
            "                       attention options\n"
            "  --connect HOST:PORT  serve a coordinator's jobs instead (longseq serve --workers\n"
-           "                       external); --token-file F: the bearer token (default\n"
-           "                       $LONGSEQ_TOKEN, else $LONGSEQ_HOME/token)\n"
+           "                       external); --token-file F: the workers' credential (the file\n"
+           "                       given to serve --worker-token-file; default\n"
+           "                       $LONGSEQ_WORKER_TOKEN, which is how launched groups get it)\n"
            "Every rank loads the model; rank 0 reads the input and writes the output.\n");
 }
 
@@ -283,7 +328,7 @@ int cmd_worker(int argc, char **argv) {
     if (ls_comm_mpi_init(&argc, &argv, &g_comm) != LS_OK) return cli_fail();
     ls_log_set_rank(ls_comm_rank(g_comm));
     argv[0] = (char *)(task ? task : "worker");
-    int status = service ? cli_worker_serve(g_comm, argc, argv) : run(argc, argv);
+    int status = service ? worker_serve(argc, argv) : run(argc, argv);
     if (status != 0) { // this rank failed (and said why): take the whole group down now
         fflush(stdout);
         fflush(stderr);

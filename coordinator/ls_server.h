@@ -17,7 +17,11 @@ typedef struct ls_server_opts {
     const char *listen;          // HOST:PORT (port 0: any free port, see on_ready)
     const char *advertise;       // the host the workers it launches connect to (NULL: 127.0.0.1)
     const char *state_dir;       // the job store lives here
-    const char *token;           // the bearer token itself
+    const char *token;           // the clients' bearer token itself
+    // The workers' credential, which clients never see (worker_hello, worker_event need it and
+    // client methods refuse it). NULL: a random one made at start, for the groups it launches
+    // (passed in the launcher's environment only); external workers need it given.
+    const char *worker_token;
     const char *model;           // GGUF (NULL: the default model)
     ls_rope_override rope;       // the server's RoPE overrides (also given to the workers)
     ls_load_opts load;           // LoRA adapters (may grow the vocabulary; also given to the workers)

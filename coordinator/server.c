@@ -54,6 +54,8 @@ typedef struct server {
     int64_t run_attempts, run_tokens;
     ls_buf run_text;
     bool cancel_asked;
+    const char *worker_token; // the workers' credential (o->worker_token or own_worker_token)
+    char own_worker_token[65];
 } server;
 
 static int g_sigpipe[2] = {-1, -1};
@@ -266,14 +268,14 @@ static void start_failed(server *s) {
 static void launch(server *s) {
     char addr[300], cred[4200];
     snprintf(addr, sizeof addr, "%s:%d", s->o->advertise ? s->o->advertise : "127.0.0.1", s->port);
-    snprintf(cred, sizeof cred, "LONGSEQ_TOKEN=%s", s->o->token);
+    snprintf(cred, sizeof cred, "LONGSEQ_WORKER_TOKEN=%s", s->worker_token);
     const char **args = ls_calloc(3 + (size_t)s->o->n_worker_args, sizeof *args);
     int k = 0;
     args[k++] = "worker", args[k++] = "--connect", args[k++] = addr;
     for (int i = 0; i < s->o->n_worker_args; i++) args[k++] = s->o->worker_args[i];
-    const char *env[] = {cred};
+    const char *env[] = {cred, "LONGSEQ_TOKEN"}; // the clients' token stays out of the group
     ls_launch_opts lo = {.launcher = s->o->launcher, .np = s->o->np, .args = args, .n_args = k, .env = env,
-                         .n_env = 1, .own_group = true};
+                         .n_env = 2, .own_group = true};
     ls_status rc = ls_launch_group(&lo, &s->gpid);
     ls_free(args);
     if (rc != LS_OK) {
@@ -656,11 +658,29 @@ static void do_worker_event(server *s, conn *c, const Longseq__WorkerEvent *w) {
 
 // --- connections ------------------------------------------------------------------------------
 
+typedef enum credential { CRED_NONE, CRED_CLIENT, CRED_WORKER } credential;
+
+// Which credential a token is: the clients' or the workers' (each compared in constant time).
+static credential credential_of(const server *s, const char *token) {
+    if (!token) return CRED_NONE;
+    bool client = ls_wire_token_equal(s->o->token, token), worker = ls_wire_token_equal(s->worker_token, token);
+    return client ? CRED_CLIENT : worker ? CRED_WORKER : CRED_NONE;
+}
+
+static bool worker_method(int m) {
+    return m == LONGSEQ__REQUEST__METHOD_WORKER_HELLO || m == LONGSEQ__REQUEST__METHOD_WORKER_EVENT;
+}
+
 static void handle_request(server *s, conn *c, const uint8_t *p, size_t n) {
     Longseq__Request *q;
     if (ls_wire_unpack_request(p, n, &q) != LS_OK) return send_error(c, "");
-    if (!q->token || !ls_wire_token_equal(s->o->token, q->token)) {
+    credential cred = credential_of(s, q->token);
+    if (cred == CRED_NONE) {
         send_status(c, LONGSEQ__CODE__UNAUTHENTICATED, "a valid bearer token is required");
+        c->closing = true;
+    } else if (worker_method(q->method_case) != (cred == CRED_WORKER)) { // docs/protocol.md, "Credentials"
+        send_status(c, LONGSEQ__CODE__PERMISSION_DENIED, cred == CRED_CLIENT ? "worker methods need the workers' credential, not a client token"
+                                                                             : "the workers' credential is for worker methods only");
         c->closing = true;
     } else if (c->worker && q->method_case != LONGSEQ__REQUEST__METHOD_WORKER_EVENT) {
         send_status(c, LONGSEQ__CODE__FAILED_PRECONDITION, "a worker connection sends worker events only");
@@ -878,8 +898,23 @@ static void shut_down(server *s) {
     say(s, "stopped");
 }
 
+// The workers' credential: given, or made now for the groups this server launches.
+static ls_status worker_credential(server *s) {
+    if (s->o->worker_token) s->worker_token = s->o->worker_token;
+    else if (s->o->external_workers)
+        return LS_ERR(LS_ERR_INVALID, "external workers need their own credential: give --worker-token-file F");
+    else {
+        LS_CHECK(ls_wire_new_token(s->own_worker_token));
+        s->worker_token = s->own_worker_token;
+    }
+    if (ls_wire_token_equal(s->o->token, s->worker_token))
+        return LS_ERR(LS_ERR_INVALID, "the workers' token is the clients' token: give the workers a token of their own");
+    return LS_OK;
+}
+
 ls_status ls_server_run(const ls_server_opts *o) {
     server s = {.o = o, .lfd = -1};
+    LS_CHECK(worker_credential(&s));
     if (pipe2(g_sigpipe, O_NONBLOCK | O_CLOEXEC) != 0) return LS_ERR(LS_ERR_IO, "pipe: %s", strerror(errno));
     struct sigaction sa = {.sa_handler = on_signal, .sa_flags = SA_RESTART}, old_term, old_int, old_chld, old_pipe;
     sigemptyset(&sa.sa_mask);

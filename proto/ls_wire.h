@@ -42,7 +42,9 @@ const char *ls_wire_code_name(int code);
 ls_status ls_wire_read_token(const char *path, char **token);
 // Equality in time that depends only on the length of `expected`.
 bool ls_wire_token_equal(const char *expected, const char *given);
-// A new random token (64 hex digits) written to path with mode 0600.
+// A new random token: 64 hex digits (and a NUL) in hex.
+ls_status ls_wire_new_token(char hex[65]);
+// A new random token written to path with mode 0600.
 ls_status ls_wire_write_new_token(const char *path);
 
 // --- sockets (blocking, for clients and workers) ----------------------------------------------

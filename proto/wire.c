@@ -123,11 +123,16 @@ bool ls_wire_token_equal(const char *expected, const char *given) {
     return diff == 0;
 }
 
-ls_status ls_wire_write_new_token(const char *path) {
+ls_status ls_wire_new_token(char hex[65]) {
     uint8_t r[32];
     if (getrandom(r, sizeof r, 0) != (ssize_t)sizeof r) return LS_ERR(LS_ERR_IO, "getrandom: %s", strerror(errno));
-    char hex[65];
     for (int i = 0; i < 32; i++) snprintf(hex + 2 * i, 3, "%02x", r[i]);
+    return LS_OK;
+}
+
+ls_status ls_wire_write_new_token(const char *path) {
+    char hex[65];
+    LS_CHECK(ls_wire_new_token(hex));
     int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
     if (fd < 0) return LS_ERR(LS_ERR_IO, "cannot create the token file %s: %s", path, strerror(errno));
     bool ok = write(fd, hex, 64) == 64 && write(fd, "\n", 1) == 1;

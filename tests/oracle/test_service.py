@@ -58,6 +58,11 @@ ENV = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIR
            OMPI_MCA_rmaps_base_oversubscribe="1")
 TOKEN_FILE = WORK / "token"
 TOKEN_FILE.write_text(TOKEN + "\n")
+# The workers' own credential (serve --worker-token-file; external workers read the same file)
+WORKER_TOKEN = "w0rker-" + "%016x" % random.getrandbits(64)
+WORKER_TOKEN_FILE = WORK / "worker-token"
+WORKER_TOKEN_FILE.write_text(WORKER_TOKEN + "\n")
+EXTERNAL = ["--workers", "external", "--worker-token-file", str(WORKER_TOKEN_FILE)]
 SUMMARIZE_ASK = "Summarize the text above in a few sentences."
 
 
@@ -111,13 +116,13 @@ def _kill_leftovers():
 
 
 class Server:
-    def __init__(self, state, model, np_=1, extra=(), log=None):
+    def __init__(self, state, model, np_=1, extra=(), log=None, env=None):
         self.state, self.model = state, model
         self.log = log or (WORK / f"serve-{random.getrandbits(32):08x}.log")
         args = [str(BIN), "serve", "--listen", "127.0.0.1:0", "--state", str(state), "--token-file", str(TOKEN_FILE),
                 "--np", str(np_), "--model", str(model), *map(str, extra)]
         self.f = open(self.log, "w")
-        self.p = subprocess.Popen(args, stderr=self.f, stdout=self.f, env=ENV, start_new_session=True)
+        self.p = subprocess.Popen(args, stderr=self.f, stdout=self.f, env=env or ENV, start_new_session=True)
         STARTED.append(self.p.pid)
         self.port = None
         deadline = time.time() + 60
@@ -458,7 +463,7 @@ def test_settings_limits(tiny):
     """Every numeric setting is bounded, with the same limits as the command-line flags
     (proto/ls_settings.h): the message names the field and the range. rope_scale 3e38 overflowed
     a float -> int64 conversion; top_k 2^32-1 became "top-k off" in the worker."""
-    srv = Server(WORK / "state-limits", tiny, extra=["--workers", "external"])
+    srv = Server(WORK / "state-limits", tiny, extra=EXTERNAL)
     try:
         cases = [(dict(rope_scale=3e38), "settings.rope_scale 3e+38 is not a number in (0, 1024]"),
                  (dict(rope_freq_base=1e30), "settings.rope_freq_base 1e+30 is not a number in (1, 1e+12]"),
@@ -569,13 +574,13 @@ def test_durability(tiny):
 def test_external(tiny):
     """serve --workers external: a group started by hand (as an sbatch script would) connects."""
     state = WORK / "state-external"
-    srv = Server(state, tiny, np_=2, extra=["--workers", "external"])
+    srv = Server(state, tiny, np_=2, extra=EXTERNAL)
     group = None
     try:
         check(not srv.health().workers_ready and not worker_pids(srv), "no group launched")
         [jid] = srv.submit([("e", words(30, 4).encode())], task=pb.GENERATE, max_tokens=6)
         group = subprocess.Popen(["mpirun", "-np", "2", str(BIN), "worker", "--connect", f"127.0.0.1:{srv.port}",
-                                  "--model", str(tiny)], env=dict(ENV, LONGSEQ_TOKEN=TOKEN),
+                                  "--model", str(tiny), "--token-file", str(WORKER_TOKEN_FILE)], env=ENV,
                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         events, _ = srv.watch(jid)
         check(events[-1].state == pb.DONE and srv.result(jid).ranks == 2, "the external group ran the job")
@@ -587,9 +592,75 @@ def test_external(tiny):
         if group and group.poll() is None:
             group.kill()
     bad = subprocess.run(["mpirun", "-np", "1", str(BIN), "worker", "--connect", "127.0.0.1:1", "--model", str(tiny)],
-                         env=dict(ENV, LONGSEQ_TOKEN=TOKEN), capture_output=True, text=True, timeout=120)
+                         env=dict(ENV, LONGSEQ_WORKER_TOKEN=WORKER_TOKEN), capture_output=True, text=True, timeout=120)
     check(bad.returncode != 0 and "cannot connect to 127.0.0.1:1" in bad.stderr, f"no coordinator: {bad.stderr[-500:]}")
     print("external workers: a group started by hand serves the queue")
+
+
+def test_worker_credential(tiny):
+    """Workers have their own credential, which clients never see: a client token on
+    worker_hello or worker_event is refused (PERMISSION_DENIED, connection closed) and gets no
+    job; the worker token on a client method likewise; the real worker still gets the job.
+    Before, any client could say hello as the worker group, receive every queued job's tokens
+    and mark them done with forged text. The groups a server launches get a fresh credential
+    in their environment and not the clients' token."""
+    srv = Server(WORK / "state-cred", tiny, extra=EXTERNAL)
+    try:
+        [jid] = srv.submit([("private", b"the private document of one client")], task=pb.GENERATE, max_tokens=2)
+        with srv.connect() as s:
+            s.sendall(frame(pb.Request(token=TOKEN, worker_hello=pb.WorkerHello(ranks=1, model="x", pid=1))
+                            .SerializeToString()))
+            msg = expect_status(s, pb.PERMISSION_DENIED, "worker_hello with the client token")
+            check("credential" in msg, f"the refusal says why: {msg}")
+            s.settimeout(10)
+            rest = b""
+            try:
+                while (k := s.recv(65536)):
+                    rest += k
+            except OSError:
+                pass
+            check(rest == b"", f"nothing after the refusal (no job): {len(rest)} bytes")
+        with srv.connect() as s:
+            s.sendall(frame(pb.Request(token=TOKEN, worker_event=pb.WorkerEvent(
+                job_id=jid, kind=pb.WorkerEvent.DONE, result=pb.JobResult(text="forged"))).SerializeToString()))
+            expect_status(s, pb.PERMISSION_DENIED, "worker_event with the client token")
+            expect_closed(s, "after a forged worker_event")
+        with srv.connect() as s:
+            _, st = call(s, pb.Request(health=pb.HealthRequest()), token=WORKER_TOKEN)
+            check(st.code == pb.PERMISSION_DENIED, f"health with the worker token: {pb.Code.Name(st.code)} {st.message}")
+        res = srv.result(jid)
+        check(res.state == pb.QUEUED and res.text == "", f"the job is untouched: {pb.JobState.Name(res.state)} {res.text!r}")
+        with srv.connect() as w:
+            _, st = call(w, pb.Request(worker_hello=pb.WorkerHello(ranks=1, model="x", pid=1)), token=WORKER_TOKEN)
+            check(st.code == pb.OK, f"worker_hello with the worker token: {st.message}")
+            r = recv_reply(w)
+            check(r.WhichOneof("body") == "run" and r.run.job_id == jid, f"the real worker gets the job: {r}")
+    finally:
+        srv.kill_all()
+    p = subprocess.run([str(BIN), "serve", "--listen", "127.0.0.1:0", "--state", str(WORK / "state-cred2"),
+                        "--token-file", str(TOKEN_FILE), "--model", str(tiny), "--workers", "external"],
+                       capture_output=True, text=True, timeout=60, env=ENV)
+    check(p.returncode == 2 and "--worker-token-file" in p.stderr, f"external workers without a credential: {p.stderr}")
+    p = subprocess.run([str(BIN), "serve", "--listen", "127.0.0.1:0", "--state", str(WORK / "state-cred2"),
+                        "--token-file", str(TOKEN_FILE), "--model", str(tiny), "--workers", "external",
+                        "--worker-token-file", str(TOKEN_FILE)], capture_output=True, text=True, timeout=60, env=ENV)
+    check(p.returncode == 1 and "a token of their own" in p.stderr, f"the clients' token as the workers': {p.stderr}")
+    # A launched group: its environment has a worker credential and not the clients' token
+    # (here the server itself was given it in $LONGSEQ_TOKEN).
+    srv = Server(WORK / "state-cred3", tiny, env=dict(ENV, LONGSEQ_TOKEN=TOKEN))
+    try:
+        srv.wait_ready()
+        envs = [Path(f"/proc/{p}/environ").read_bytes().split(b"\0") for p in worker_pids(srv)]
+        check(envs and all(any(e.startswith(b"LONGSEQ_WORKER_TOKEN=") for e in env) and
+                           not any(e.startswith(b"LONGSEQ_TOKEN=") or TOKEN.encode() in e for e in env) for env in envs),
+              "the launched ranks have a worker credential and not the clients' token")
+        [jid] = srv.submit([("x", words(20, 1).encode())], task=pb.GENERATE, max_tokens=2)
+        events, _ = srv.watch(jid)
+        check(events[-1].state == pb.DONE, "the launched group runs jobs with its credential")
+    finally:
+        srv.kill_all()
+    print("worker credential: client token refused on worker methods (no job given), worker token on client "
+          "methods; launched groups get their own")
 
 
 def test_as_leader(tiny):
@@ -598,10 +669,11 @@ def test_as_leader(tiny):
     job that has no text yet is sent none (the coordinator sent its last job's whole text as
     this one's "text so far"); a cancelled job keeps its streamed text; a watch longer than
     --idle-timeout leaves its connection usable."""
-    srv = Server(WORK / "state-leak", tiny, extra=["--workers", "external", "--idle-timeout", "2"])
+    srv = Server(WORK / "state-leak", tiny, extra=EXTERNAL + ["--idle-timeout", "2"])
     leader = srv.connect()
     try:
-        _, st = call(leader, pb.Request(worker_hello=pb.WorkerHello(ranks=1, model="fake", pid=os.getpid())))
+        _, st = call(leader, pb.Request(worker_hello=pb.WorkerHello(ranks=1, model="fake", pid=os.getpid())),
+                     token=WORKER_TOKEN)
         check(st.code == pb.OK, f"worker_hello: {st.message}")
         ja, jb = srv.submit([("a", words(30, 1).encode()), ("b", words(30, 2).encode())], task=pb.GENERATE,
                             max_tokens=4)
@@ -613,7 +685,7 @@ def test_as_leader(tiny):
                 event(pb.WorkerEvent.TEXT, want, text=text)
 
         def event(kind, jid, text="", result=None):
-            leader.sendall(frame(pb.Request(token=TOKEN, worker_event=pb.WorkerEvent(
+            leader.sendall(frame(pb.Request(token=WORKER_TOKEN, worker_event=pb.WorkerEvent(
                 job_id=jid, kind=kind, text=text, result=result)).SerializeToString()))
 
         secret = "the first job's private answer"
@@ -898,6 +970,7 @@ def main():
     test_hostile(tiny)
     test_settings_limits(tiny)
     test_external(tiny)
+    test_worker_credential(tiny)
     test_as_leader(tiny)
     test_schema(tiny)
     test_durability(tiny)

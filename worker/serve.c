@@ -1,14 +1,14 @@
-// cmd_worker_serve.c — `longseq worker --connect HOST:PORT [--token-file F] [engine options]`:
-// a worker group that serves a coordinator. Every rank loads the model once; the leader
+// serve.c — a worker group that serves a coordinator (ls_worker_serve.h; the command is
+// `longseq worker --connect`, cli/cmd_worker.c). Every rank loads the model once; the leader
 // (rank 0) connects back, says hello, and waits for RunSequence messages, which it broadcasts
 // to the group (an empty command every second keeps idle ranks' waits short). While a job
 // runs the leader streams prefill progress and text back and watches its connection for a
 // cancel, which reaches the other ranks at the next layer (ls_sp_opts.checkpoints) or token.
 // A failure of the group itself (a rank gone, a timeout) ends the process, and the
-// coordinator starts a new group. Tests: tests/oracle/test_service.py.
-#include "cli.h"
-#include "ls_comm.h"
-#include "ls_server.h"
+// coordinator starts a new group. What a job's settings mean (rule, RoPE, sampling, defaults)
+// is proto/ls_settings.h's. Tests: tests/oracle/test_service.py.
+#include "ls_worker_serve.h"
+#include "ls_settings.h"
 #include "ls_sp_tasks.h"
 #include "ls_wire.h"
 
@@ -23,8 +23,8 @@ enum { CMD_NOOP, CMD_RUN, CMD_QUIT };
 typedef struct wserve {
     ls_comm_t *comm;
     int fd;                   // the leader's connection (-1 elsewhere)
-    char *token;
-    cli_engine_args eng;
+    const char *token;        // the workers' credential (the leader's)
+    const ls_worker_serve_opts *o;
     ls_engine_t *e;
     ls_rope_override rope;    // what the loaded engine runs with
     const Longseq__RunSequence *run;
@@ -37,7 +37,7 @@ static bool leader(const wserve *w) { return ls_comm_rank(w->comm) == 0; }
 
 static ls_status send_event(wserve *w, Longseq__WorkerEvent *ev) {
     Longseq__Request q = LONGSEQ__REQUEST__INIT;
-    q.token = w->token;
+    q.token = (char *)w->token;
     q.method_case = LONGSEQ__REQUEST__METHOD_WORKER_EVENT;
     q.worker_event = ev;
     return ls_wire_send(w->fd, &q.base);
@@ -102,14 +102,14 @@ static ls_status on_text(void *ctx, const char *text, size_t len) {
 // The engine with the job's RoPE settings (loaded again only when they change).
 static ls_status engine_for(wserve *w, const Longseq__Settings *s) {
     ls_rope_override o;
-    ls_settings_rope(s, &w->eng.opts.rope, &o);
+    ls_settings_rope(s, &w->o->engine.rope, &o);
     if (w->e && !memcmp(&o, &w->rope, sizeof o)) return LS_OK;
     ls_engine_free(w->e);
     w->e = NULL;
-    cli_engine_args a = w->eng;
-    a.opts.rope = o;
+    ls_engine_opts eo = w->o->engine;
+    eo.rope = o;
     w->rope = o;
-    return ls_engine_load(a.model ? a.model : ls_default_model_path(), &a.opts, &w->e);
+    return ls_engine_load(w->o->model ? w->o->model : ls_default_model_path(), &eo, &w->e);
 }
 
 static void describe(wserve *w, const ls_attn_rule *rule, Longseq__JobResult *r, char *attn, char *rope) {
@@ -225,7 +225,7 @@ static ls_status hello(wserve *w, const char *addr) {
     h.model = (char *)ls_engine_config(w->e)->name;
     h.pid = (uint32_t)getpid();
     Longseq__Request q = LONGSEQ__REQUEST__INIT;
-    q.token = w->token;
+    q.token = (char *)w->token;
     q.method_case = LONGSEQ__REQUEST__METHOD_WORKER_HELLO;
     q.worker_hello = &h;
     LS_CHECK(ls_wire_send(w->fd, &q.base));
@@ -241,12 +241,28 @@ static ls_status hello(wserve *w, const char *addr) {
     return rc;
 }
 
-static ls_status serve(wserve *w, const char *addr) {
-    cli_worker_engine_defaults(&w->eng);
-    w->rope = w->eng.opts.rope;
-    ls_status rc = cli_engine_load(&w->eng, &w->e);
-    if (rc == LS_OK && leader(w)) rc = hello(w, addr);
-    LS_CHECK(cli_group_status(rc));
+// Whether any rank failed (a collective; the local status is returned first).
+static ls_status group_status(ls_comm_t *comm, ls_status rc) {
+    double failed = rc != LS_OK;
+    ls_status crc = ls_comm_allreduce_sum(comm, &failed, 1);
+    if (rc != LS_OK) return rc;
+    if (crc != LS_OK) return crc;
+    return failed > 0 ? LS_ERR(LS_ERR_DEVICE, "another rank of the group failed (its message is above)") : LS_OK;
+}
+
+// Every rank loads the model (the leader says once which settings override the file's).
+static ls_status load(wserve *w) {
+    ls_status rc = ls_engine_load(w->o->model ? w->o->model : ls_default_model_path(), &w->o->engine, &w->e);
+    const char *notes = rc == LS_OK ? ls_engine_notes(w->e) : NULL;
+    if (leader(w) && notes && *notes) fputs(notes, stderr);
+    return rc;
+}
+
+static ls_status serve(wserve *w) {
+    w->rope = w->o->engine.rope;
+    ls_status rc = load(w);
+    if (rc == LS_OK && leader(w)) rc = hello(w, w->o->addr);
+    LS_CHECK(group_status(w->comm, rc));
     ls_buf msg = {0};
     for (;;) {
         int64_t head[2] = {CMD_NOOP, 0};
@@ -266,25 +282,12 @@ static ls_status serve(wserve *w, const char *addr) {
     return LS_OK;
 }
 
-int cli_worker_serve(ls_comm_t *comm, int argc, char **argv) {
-    static const struct option opts[] = {{"connect", required_argument, 0, 'c'}, {"token-file", required_argument, 0, 't'},
-                                         CLI_ENGINE_OPTIONS, {0, 0, 0, 0}};
-    wserve w = {.comm = comm, .fd = -1, .eng = cli_engine_args_default()};
-    const char *addr = NULL, *token_file = NULL;
-    int c;
-    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-        if (c >= CLI_ENGINE_OPT) {
-            if (cli_engine_option("worker", c, optarg, &w.eng)) return 2;
-        } else if (c == 'c') addr = optarg;
-        else if (c == 't') token_file = optarg;
-        else return cli_usage_error("worker", "unknown option");
-    }
-    if (!addr) return cli_usage_error("worker", "--connect HOST:PORT is required");
-    ls_status rc = leader(&w) ? ls_wire_read_token(token_file, &w.token) : LS_OK;
-    if (rc == LS_OK) rc = serve(&w, addr);
+ls_status ls_worker_serve(ls_comm_t *comm, const ls_worker_serve_opts *o) {
+    wserve w = {.comm = comm, .fd = -1, .o = o, .token = o->token};
+    if (leader(&w) && (!o->token || !*o->token)) return LS_ERR(LS_ERR_INVALID, "the leader needs the workers' credential");
+    ls_status rc = serve(&w);
     if (w.fd >= 0) close(w.fd);
-    ls_free(w.token);
     ls_buf_free(&w.text);
     ls_engine_free(w.e);
-    return rc == LS_OK ? 0 : cli_fail();
+    return rc;
 }
