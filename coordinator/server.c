@@ -678,7 +678,7 @@ static void handle_request(server *s, conn *c, const uint8_t *p, size_t n) {
     if (cred == CRED_NONE) {
         send_status(c, LONGSEQ__CODE__UNAUTHENTICATED, "a valid bearer token is required");
         c->closing = true;
-    } else if (worker_method(q->method_case) != (cred == CRED_WORKER)) { // docs/protocol.md, "Credentials"
+    } else if (worker_method(q->method_case) != (cred == CRED_WORKER)) { // docs/protocol.md ("The workers' credential")
         send_status(c, LONGSEQ__CODE__PERMISSION_DENIED, cred == CRED_CLIENT ? "worker methods need the workers' credential, not a client token"
                                                                              : "the workers' credential is for worker methods only");
         c->closing = true;

@@ -1,7 +1,7 @@
 // ls_worker_serve.h — a worker group serving a coordinator (`longseq worker --connect`): every
 // rank loads the model; the leader connects, says hello with the workers' credential, and the
 // group runs the jobs it is sent, one at a time, streaming progress and text back
-// (docs/protocol.md, "Worker methods"). Tests: tests/oracle/test_service.py.
+// (docs/protocol.md ("The worker group's side")). Tests: tests/oracle/test_service.py.
 #ifndef LS_WORKER_SERVE_H
 #define LS_WORKER_SERVE_H
 
