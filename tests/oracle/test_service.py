@@ -58,6 +58,7 @@ ENV = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIR
            OMPI_MCA_rmaps_base_oversubscribe="1")
 TOKEN_FILE = WORK / "token"
 TOKEN_FILE.write_text(TOKEN + "\n")
+TOKEN_FILE.chmod(0o600)  # a token file others may read is refused, as ssh refuses such a key
 SUMMARIZE_ASK = "Summarize the text above in a few sentences."
 
 
@@ -651,7 +652,7 @@ def test_as_leader(tiny):
 def test_schema(tiny):
     # a store written by schema 1 (jobs only) is migrated, its job kept and run
     state = WORK / "state-v1"
-    state.mkdir()
+    state.mkdir(mode=0o700)
     db = sqlite3.connect(state / "jobs.db")
     db.executescript("""
       CREATE TABLE jobs (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, name TEXT NOT NULL,
