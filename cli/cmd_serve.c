@@ -33,7 +33,8 @@ static void help(void) {
            "                       a frame that does not fit is refused)\n"
            "  --idle-timeout S     close connections idle this long (default 300)\n"
            "  --frame-timeout S    a frame must arrive within S s of its first byte (default 300)\n"
-           "  --auth-timeout S     a connection must show a valid token within S s (default 10)\n"
+           "  --auth-timeout S     a new connection's token must arrive within S s of its first\n"
+           "                       byte (default 10)\n"
            "  --quiet              no line per job state change\n"
            CLI_ENGINE_HELP);
 }

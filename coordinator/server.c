@@ -35,7 +35,6 @@ typedef struct conn {
     bool authed;             // a frame of its has shown a valid token
     bool spare;              // holds the slot kept for the worker group's leader: worker_hello only
     ls_buf in, out;
-    double since_ms;         // when it connected
     double last_ms;          // the end of its last call: idleness counts from there
     double frame_ms;         // when the first byte of the frame in `in` came (0: none)
     size_t want;             // that frame's bytes, header included, reserved from --max-buffered (0: none yet)
@@ -882,20 +881,21 @@ static void accept_all(server *s) {
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
         conn *c = ls_calloc(1, sizeof *c);
         c->fd = fd;
-        c->since_ms = c->last_ms = ls_time_ms();
+        c->last_ms = ls_time_ms();
         s->conns = ls_realloc(s->conns, (s->n_conns + 1) * sizeof *s->conns);
         s->conns[s->n_conns++] = c;
         admit_conn(s, c);
     }
 }
 
-// Whether c is late (then *why says how): its token (within --auth-timeout of connecting), the
-// rest of a frame (within --frame-timeout of its first byte) or, with nothing in progress, its
-// next call (--idle-timeout). A call in progress (a watch) is never late.
+// Whether c is late (then *why says how): once a frame has started, its token (until the
+// connection has authenticated: within --auth-timeout) or the rest of it (--frame-timeout);
+// with nothing in progress, its next call (--idle-timeout; a client may connect before it has
+// its first call ready). A call in progress (a watch) is never late.
 static bool overdue(server *s, const conn *c, double now, char *why, size_t cap) {
     if (c->closing || c->watch[0]) return false;
-    if (!c->authed && now - c->since_ms > 1e3 * s->o->auth_timeout_s) {
-        snprintf(why, cap, "no valid token within %d s of connecting: closing", s->o->auth_timeout_s);
+    if (!c->authed && c->in.len && now - c->frame_ms > 1e3 * s->o->auth_timeout_s) {
+        snprintf(why, cap, "no valid token within %d s of the first byte: closing", s->o->auth_timeout_s);
         return true;
     }
     if (c->in.len && now - c->frame_ms > 1e3 * s->o->frame_timeout_s) {
