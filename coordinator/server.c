@@ -910,7 +910,7 @@ static bool overdue(server *s, const conn *c, double now, char *why, size_t cap)
     return false;
 }
 
-// Drops closed connections (after their last replies went out) and idle ones.
+// Drops closed connections (after their last replies went out) and late ones (overdue).
 static void sweep(server *s) {
     double now = ls_time_ms();
     size_t k = 0;
