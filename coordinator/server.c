@@ -35,6 +35,7 @@ typedef struct conn {
     bool authed;             // a frame of its has shown a valid token
     bool spare;              // holds the slot kept for the worker group's leader: worker_hello only
     ls_buf in, out;
+    double since_ms;         // when it connected
     double last_ms;          // the end of its last call: idleness counts from there
     double frame_ms;         // when the first byte of the frame in `in` came (0: none)
     size_t want;             // that frame's bytes, header included, reserved from --max-buffered (0: none yet)
@@ -856,8 +857,8 @@ static void conn_write(conn *c) {
 
 // Of --max-conns, one slot is kept for the worker group's leader: clients hold at most
 // max_conns - 1, and while no leader is connected one connection more is let in, to say
-// worker_hello or be refused (a restarted group can connect while clients hold every slot).
-// O(connections).
+// worker_hello within --auth-timeout or be refused (a restarted group can connect while
+// clients hold every slot). O(connections).
 static void admit_conn(server *s, conn *c) {
     size_t clients = 0, spares = 0;
     for (size_t i = 0; i + 1 < s->n_conns; i++) // the others
@@ -881,7 +882,7 @@ static void accept_all(server *s) {
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
         conn *c = ls_calloc(1, sizeof *c);
         c->fd = fd;
-        c->last_ms = ls_time_ms();
+        c->since_ms = c->last_ms = ls_time_ms();
         s->conns = ls_realloc(s->conns, (s->n_conns + 1) * sizeof *s->conns);
         s->conns[s->n_conns++] = c;
         admit_conn(s, c);
@@ -891,9 +892,15 @@ static void accept_all(server *s) {
 // Whether c is late (then *why says how): once a frame has started, its token (until the
 // connection has authenticated: within --auth-timeout) or the rest of it (--frame-timeout);
 // with nothing in progress, its next call (--idle-timeout; a client may connect before it has
-// its first call ready). A call in progress (a watch) is never late.
+// its first call ready; not in the slot kept for the worker group). A call in progress (a
+// watch) is never late.
 static bool overdue(server *s, const conn *c, double now, char *why, size_t cap) {
     if (c->closing || c->watch[0]) return false;
+    if (c->spare && now - c->since_ms > 1e3 * s->o->auth_timeout_s) {
+        snprintf(why, cap, "no worker_hello within %d s in the connection slot kept for the worker group: closing",
+                 s->o->auth_timeout_s);
+        return true;
+    }
     if (!c->authed && c->in.len && now - c->frame_ms > 1e3 * s->o->auth_timeout_s) {
         snprintf(why, cap, "no valid token within %d s of the first byte: closing", s->o->auth_timeout_s);
         return true;

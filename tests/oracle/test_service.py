@@ -792,6 +792,33 @@ def test_preauth(tiny):
         for h in held:
             h.close()
         srv.kill_all()
+    # the same with a launched group whose ranks die while clients hold every slot (one of them
+    # connected while the group was down, and silent): the relaunched leader gets the kept slot
+    # (it was refused "too many connections" and the group started again and again)
+    srv = Server(WORK / "state-spare-launch", tiny, extra=["--max-conns", "3", "--auth-timeout", "2"])
+    held = []
+    try:
+        srv.wait_ready()
+        for _ in range(2):
+            held.append(srv.connect())
+            check(call(held[-1], pb.Request(health=pb.HealthRequest()))[1].code == pb.OK, "a client holds a slot")
+        for pid in worker_pids(srv):
+            os.kill(pid, signal.SIGKILL)
+        deadline = time.time() + 30
+        while time.time() < deadline and call(held[0], pb.Request(health=pb.HealthRequest()))[0][0].health.workers_ready:
+            time.sleep(0.05)
+        held.append(srv.connect())  # the leader's slot, taken by a silent client
+        deadline, ready = time.time() + 60, False
+        while time.time() < deadline and not ready:
+            ready = call(held[0], pb.Request(health=pb.HealthRequest()))[0][0].health.workers_ready
+            time.sleep(0.2)
+        log = srv.log.read_text()
+        check(ready, f"the relaunched group connected while clients held every slot:\n{log[-2000:]}")
+        print(f"  relaunched group connected after {log.count('worker group starting') - 1} start(s)")
+    finally:
+        for h in held:
+            h.close()
+        srv.kill_all()
     print("before authentication: big frames refused after the token, slow senders dropped, buffered input "
           "capped, a slot kept for the worker group")
 
