@@ -31,8 +31,13 @@ static void help(void) {
            "  --max-frame BYTES    largest message (default 64 MiB)\n"
            "  --max-docs N         documents per submit (default 1024)\n"
            "  --max-job-tokens N   tokens per job, prompt + generated (default 1048576)\n"
-           "  --max-conns N        open connections (default 1000)\n"
+           "  --max-conns N        open connections, one kept for the worker group (default 1000)\n"
+           "  --max-buffered BYTES frames being received, over all connections (default 512 MiB;\n"
+           "                       a frame that does not fit is refused)\n"
            "  --idle-timeout S     close connections idle this long (default 300)\n"
+           "  --frame-timeout S    a frame must arrive within S s of its first byte (default 300)\n"
+           "  --auth-timeout S     a new connection's token must arrive within S s of its first\n"
+           "                       byte (default 10)\n"
            "  --quiet              no line per job state change\n"
            CLI_ENGINE_HELP);
 }
@@ -61,6 +66,8 @@ int cmd_serve(int argc, char **argv) {
         {"start-timeout", required_argument, 0, 'S'}, {"max-frame", required_argument, 0, 'F'},
         {"max-docs", required_argument, 0, 'D'}, {"max-job-tokens", required_argument, 0, 'J'},
         {"max-conns", required_argument, 0, 'C'}, {"idle-timeout", required_argument, 0, 'I'},
+        {"max-buffered", required_argument, 0, 'B'}, {"frame-timeout", required_argument, 0, 'T'},
+        {"auth-timeout", required_argument, 0, 'U'},
         {"quiet", no_argument, 0, 'q'}, {"advertise", required_argument, 0, 'V'}, {"help", no_argument, 0, 'h'},
         {"worker-token-file", required_argument, 0, 'K'},
         CLI_ENGINE_OPTIONS, {0, 0, 0, 0}};
@@ -101,8 +108,11 @@ int cmd_serve(int argc, char **argv) {
         case 'F': status = cli_parse_int("serve", "--max-frame", optarg, 1024, 1 << 30, &v) ? (o.max_frame = (size_t)v, 0) : 2; break;
         case 'D': status = cli_parse_int("serve", "--max-docs", optarg, 1, 1 << 20, &v) ? (o.max_docs = (int)v, 0) : 2; break;
         case 'J': status = cli_parse_int("serve", "--max-job-tokens", optarg, 16, 1ll << 32, &v) ? (o.max_job_tokens = v, 0) : 2; break;
-        case 'C': status = cli_parse_int("serve", "--max-conns", optarg, 1, 1 << 20, &v) ? (o.max_conns = (int)v, 0) : 2; break;
+        case 'C': status = cli_parse_int("serve", "--max-conns", optarg, 2, 1 << 20, &v) ? (o.max_conns = (int)v, 0) : 2; break;
+        case 'B': status = cli_parse_int("serve", "--max-buffered", optarg, 1 << 20, 1ll << 40, &v) ? (o.max_buffered = (size_t)v, 0) : 2; break;
         case 'I': status = cli_parse_int("serve", "--idle-timeout", optarg, 1, 1 << 20, &v) ? (o.idle_timeout_s = (int)v, 0) : 2; break;
+        case 'T': status = cli_parse_int("serve", "--frame-timeout", optarg, 1, 1 << 20, &v) ? (o.frame_timeout_s = (int)v, 0) : 2; break;
+        case 'U': status = cli_parse_int("serve", "--auth-timeout", optarg, 1, 3600, &v) ? (o.auth_timeout_s = (int)v, 0) : 2; break;
         case 'h': help(); exit(0);
         default: status = cli_usage_error("serve", "unknown option");
         }

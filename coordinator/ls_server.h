@@ -33,8 +33,11 @@ typedef struct ls_server_opts {
     size_t max_frame;            // bytes per message
     int max_docs;                // documents per Submit
     int64_t max_job_tokens;      // tokens per job (prompt + generated)
-    int max_conns;               // open connections
+    int max_conns;               // open connections (one of them kept for the worker group's leader)
+    size_t max_buffered;         // bytes of frames being received, over all connections
     int idle_timeout_s;          // a connection with no call in progress is closed after this
+    int frame_timeout_s;         // a frame must arrive within this of its first byte
+    int auth_timeout_s;          // a first frame's token must arrive within this of its first byte
     int attempts;                // runs of a job before a dying worker group fails it
     int worker_timeout_s;        // a running group that says nothing for this long is restarted
     int start_timeout_s;         // a group that does not say hello in this time is restarted

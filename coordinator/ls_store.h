@@ -36,6 +36,8 @@ typedef struct ls_job {
 void ls_job_free(ls_job *j);
 
 // Opens (creating or migrating) DIR/jobs.db. A database newer than this program is refused.
+// DIR is created 0700 and refused when group or others may write to it; jobs.db and its
+// -wal and -shm files are the owner's alone (0600).
 ls_status ls_store_open(const char *dir, ls_store_t **out);
 void ls_store_close(ls_store_t *s);
 // After a restart: running jobs go back to the queue; *n how many.

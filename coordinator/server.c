@@ -23,12 +23,20 @@
 #include <unistd.h>
 
 #define OUT_CAP ((size_t)64 << 20) // a client that reads this far behind is dropped
+// Bytes read from a connection before its token has been checked: the frame header and a token
+// field of LS_TOKEN_MAX bytes fit, so a stranger never costs more (docs/protocol.md, "The token").
+#define PREAUTH_CAP ((size_t)8192)
 
 typedef struct conn {
     int fd;
     bool worker, closing;    // closing: flush what is queued, then close
+    bool authed;             // a frame of its has shown a valid token
+    bool spare;              // holds the slot kept for the worker group's leader: worker_hello only
     ls_buf in, out;
-    double last_ms;
+    double since_ms;         // when it connected
+    double last_ms;          // the end of its last call: idleness counts from there
+    double frame_ms;         // when the first byte of the frame in `in` came (0: none)
+    size_t want;             // that frame's bytes, header included, reserved from --max-buffered (0: none yet)
     char watch[40];          // the job this connection watches ("" none)
 } conn;
 
@@ -41,6 +49,7 @@ typedef struct server {
     int lfd, port;
     conn **conns;
     size_t n_conns;
+    size_t buffered;         // the frames being received, reserved (sum of conn.want)
     bool stopping;
     // the worker group
     group_state g;
@@ -80,7 +89,8 @@ ls_server_opts ls_server_opts_default(void) {
     return (ls_server_opts){.listen = "127.0.0.1:7070", .rope = LS_ROPE_OVERRIDE_NONE, .np = 1, .launcher = "mpirun",
                             .max_frame = LS_FRAME_MAX_DEFAULT, .max_docs = 1024, .max_job_tokens = 1 << 20,
                             .max_conns = 1000, .idle_timeout_s = 300, .attempts = 3, .worker_timeout_s = 600,
-                            .start_timeout_s = 300};
+                            .start_timeout_s = 300, .frame_timeout_s = 300, .auth_timeout_s = 10,
+                            .max_buffered = (size_t)512 << 20};
 }
 
 static void say(server *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -660,12 +670,16 @@ static void do_worker_event(server *s, conn *c, const Longseq__WorkerEvent *w) {
 
 typedef enum credential { CRED_NONE, CRED_CLIENT, CRED_WORKER } credential;
 
-// Which credential a token is: the clients' or the workers' (each compared in constant time).
-static credential credential_of(const server *s, const char *token) {
+// Which credential token[0..len) is (from a frame's raw bytes or its unpacked Request, need not
+// end with a NUL): the clients' or the workers', each compared in constant time.
+static credential credential_of(const server *s, const char *token, size_t len) {
     if (!token) return CRED_NONE;
-    bool client = ls_wire_token_equal(s->o->token, token), worker = ls_wire_token_equal(s->worker_token, token);
+    bool client = ls_wire_token_equal_n(s->o->token, token, len);
+    bool worker = ls_wire_token_equal_n(s->worker_token, token, len);
     return client ? CRED_CLIENT : worker ? CRED_WORKER : CRED_NONE;
 }
+
+static bool credential_ok(server *s, const char *token, size_t len) { return credential_of(s, token, len) != CRED_NONE; }
 
 static bool worker_method(int m) {
     return m == LONGSEQ__REQUEST__METHOD_WORKER_HELLO || m == LONGSEQ__REQUEST__METHOD_WORKER_EVENT;
@@ -674,9 +688,13 @@ static bool worker_method(int m) {
 static void handle_request(server *s, conn *c, const uint8_t *p, size_t n) {
     Longseq__Request *q;
     if (ls_wire_unpack_request(p, n, &q) != LS_OK) return send_error(c, "");
-    credential cred = credential_of(s, q->token);
+    credential cred = credential_of(s, q->token, q->token ? strlen(q->token) : 0);
     if (cred == CRED_NONE) {
         send_status(c, LONGSEQ__CODE__UNAUTHENTICATED, "a valid bearer token is required");
+        c->closing = true;
+    } else if (c->spare && q->method_case != LONGSEQ__REQUEST__METHOD_WORKER_HELLO) {
+        send_status(c, LONGSEQ__CODE__RESOURCE_EXHAUSTED, "too many connections (the limit is %d, one of them kept for "
+                    "the worker group)", s->o->max_conns);
         c->closing = true;
     } else if (worker_method(q->method_case) != (cred == CRED_WORKER)) { // docs/protocol.md ("The workers' credential")
         send_status(c, LONGSEQ__CODE__PERMISSION_DENIED, cred == CRED_CLIENT ? "worker methods need the workers' credential, not a client token"
@@ -697,39 +715,113 @@ static void handle_request(server *s, conn *c, const uint8_t *p, size_t n) {
         default: send_status(c, LONGSEQ__CODE__UNIMPLEMENTED, "unknown method (no known field of Request.method is set)");
         }
     }
+    if (c == s->leader) c->spare = false; // the kept slot did its job
     longseq__request__free_unpacked(q, NULL);
 }
 
-// Runs the complete frames in c->in; a broken frame ends the connection after its status.
-static void handle_input(server *s, conn *c) {
-    size_t off = 0;
-    if (!c->in.len) return;
-    while (!c->closing && !c->watch[0]) { // a watch stream holds further calls until it ends
-        bool ready;
-        size_t len;
-        if (ls_frame_scan((const uint8_t *)c->in.data + off, c->in.len - off, s->o->max_frame, &ready, &len) != LS_OK) {
-            send_error(c, "");
-            c->closing = true;
-            break;
-        }
-        if (!ready) break;
-        handle_request(s, c, (const uint8_t *)c->in.data + off + LS_FRAME_HEADER, len);
-        off += LS_FRAME_HEADER + len;
+// Gives back c's reservation of --max-buffered.
+static void release(server *s, conn *c) {
+    s->buffered -= c->want;
+    c->want = 0;
+}
+
+// After a refusal: nothing more is read from c (the rest of its frame is never buffered), its
+// status goes out, then it is closed.
+static void drop_input(server *s, conn *c) {
+    c->closing = true;
+    c->in.len = 0;
+    release(s, c);
+}
+
+// The token at the start of the head frame's message, checked on the raw bytes as soon as they
+// are there (before the rest of the frame is read). false: not there yet, or refused.
+static bool token_first(server *s, conn *c, size_t len) {
+    const char *tok = NULL;
+    size_t n = 0;
+    bool ready;
+    if (ls_wire_peek_token((const uint8_t *)c->in.data + LS_FRAME_HEADER, c->in.len - LS_FRAME_HEADER, len, &tok, &n,
+                           &ready) != LS_OK) {
+        send_status(c, LONGSEQ__CODE__UNAUTHENTICATED, "a valid bearer token is required: %s", ls_err_msg());
+        ls_err_clear();
+        drop_input(s, c);
+        return false;
     }
-    if (off) {
-        memmove(c->in.data, c->in.data + off, c->in.len - off);
-        c->in.len -= off;
+    if (!ready) return false;
+    if (!credential_ok(s, tok, n)) {
+        send_status(c, LONGSEQ__CODE__UNAUTHENTICATED, "a valid bearer token is required");
+        drop_input(s, c);
+        return false;
+    }
+    c->authed = true;
+    return true;
+}
+
+// Reserves the head frame's bytes from --max-buffered, or refuses it (RESOURCE_EXHAUSTED).
+static bool reserve(server *s, conn *c, size_t bytes) {
+    if (s->buffered + bytes > s->o->max_buffered) {
+        send_status(c, LONGSEQ__CODE__RESOURCE_EXHAUSTED, "a frame of %zu bytes does not fit: frames being received "
+                    "hold %zu of the server's %zu bytes (--max-buffered); try again later",
+                    bytes - LS_FRAME_HEADER, s->buffered, s->o->max_buffered);
+        drop_input(s, c);
+        return false;
+    }
+    c->want = bytes;
+    s->buffered += bytes;
+    return true;
+}
+
+// The frame at the head of c->in: its header (flags, --max-frame), then, until the connection
+// has authenticated, the token first in its message, then its room in --max-buffered. True when
+// the whole frame is there (its message is c->in[5 .. 5 + *len)); false: more bytes are needed,
+// or it was refused (c->closing).
+static bool head_frame(server *s, conn *c, size_t *len) {
+    bool ready;
+    if (ls_frame_scan((const uint8_t *)c->in.data, c->in.len, s->o->max_frame, &ready, len) != LS_OK) {
+        send_error(c, "");
+        drop_input(s, c);
+        return false;
+    }
+    if (c->in.len < LS_FRAME_HEADER) return false;
+    if (!c->authed && !token_first(s, c, *len)) return false;
+    if (!c->want && !reserve(s, c, LS_FRAME_HEADER + *len)) return false;
+    return ready;
+}
+
+// Runs the complete frames in c->in, one at a time; a broken or refused frame ends the
+// connection after its status.
+static void handle_input(server *s, conn *c) {
+    size_t len;
+    while (!c->closing && !c->watch[0] && c->in.len && head_frame(s, c, &len)) { // a watch holds further calls
+        size_t n = LS_FRAME_HEADER + len;
+        handle_request(s, c, (const uint8_t *)c->in.data + LS_FRAME_HEADER, len);
+        release(s, c);
+        memmove(c->in.data, c->in.data + n, c->in.len - n);
+        c->in.len -= n;
+        c->last_ms = ls_time_ms(); // a whole call: only now does idleness start again
+        c->frame_ms = c->in.len ? c->last_ms : 0;
     }
 }
 
+// How many more bytes c may hold: PREAUTH_CAP until its token has been checked; then the frame
+// being received and no more (its header first, then the size reserved for it). None while a
+// watch holds its calls (they wait in the socket) or once it is closing.
+static size_t conn_room(const conn *c) {
+    if (c->closing || c->watch[0]) return 0;
+    size_t cap = !c->authed ? PREAUTH_CAP : c->want ? c->want : LS_FRAME_HEADER;
+    return c->in.len < cap ? cap - c->in.len : 0;
+}
+
+// Reads what c may hold and runs its complete calls; at most 4 MiB a turn, so that one fast
+// sender does not keep the others waiting.
 static void conn_read(server *s, conn *c) {
     char buf[65536];
-    for (;;) {
-        ssize_t k = recv(c->fd, buf, sizeof buf, MSG_DONTWAIT);
+    size_t room;
+    for (int turn = 0; turn < 64 && (room = conn_room(c)) > 0; turn++) {
+        ssize_t k = recv(c->fd, buf, room < sizeof buf ? room : sizeof buf, MSG_DONTWAIT);
         if (k > 0) {
+            if (!c->in.len) c->frame_ms = ls_time_ms(); // a frame's deadline runs from its first byte
             ls_buf_append(&c->in, buf, (size_t)k);
-            c->last_ms = ls_time_ms();
-            if (c->in.len > s->o->max_frame + LS_FRAME_HEADER) break; // a whole frame or a refusal is there
+            handle_input(s, c);
             continue;
         }
         if (k < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
@@ -737,7 +829,6 @@ static void conn_read(server *s, conn *c) {
         conn_close(c); // closed by the peer, or failed
         break;
     }
-    handle_input(s, c);
 }
 
 static void conn_write(conn *c) {
@@ -759,6 +850,25 @@ static void conn_write(conn *c) {
     }
 }
 
+// Of --max-conns, one slot is kept for the worker group's leader: clients hold at most
+// max_conns - 1, and while no leader is connected one connection more is let in, to say
+// worker_hello within --auth-timeout or be refused (a restarted group can connect while
+// clients hold every slot). O(connections).
+static void admit_conn(server *s, conn *c) {
+    size_t clients = 0, spares = 0;
+    for (size_t i = 0; i + 1 < s->n_conns; i++) // the others
+        if (s->conns[i]->spare) spares++;
+        else if (s->conns[i] != s->leader) clients++;
+    if (clients + 1 < (size_t)s->o->max_conns) return;
+    if (!s->leader && !spares) {
+        c->spare = true;
+        return;
+    }
+    send_status(c, LONGSEQ__CODE__RESOURCE_EXHAUSTED, "too many connections (the limit is %d, one of them kept for the "
+                "worker group)", s->o->max_conns);
+    c->closing = true;
+}
+
 static void accept_all(server *s) {
     for (;;) {
         int fd = accept4(s->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
@@ -767,26 +877,51 @@ static void accept_all(server *s) {
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
         conn *c = ls_calloc(1, sizeof *c);
         c->fd = fd;
-        c->last_ms = ls_time_ms();
+        c->since_ms = c->last_ms = ls_time_ms();
         s->conns = ls_realloc(s->conns, (s->n_conns + 1) * sizeof *s->conns);
         s->conns[s->n_conns++] = c;
-        if ((int)s->n_conns > s->o->max_conns) {
-            send_status(c, LONGSEQ__CODE__RESOURCE_EXHAUSTED, "too many connections (the limit is %d)", s->o->max_conns);
-            c->closing = true;
-        }
+        admit_conn(s, c);
     }
 }
 
-// Drops closed connections (after their last replies went out) and idle ones.
+// Whether c is late (then *why says how): once a frame has started, its token (until the
+// connection has authenticated: within --auth-timeout) or the rest of it (--frame-timeout);
+// with nothing in progress, its next call (--idle-timeout; a client may connect before it has
+// its first call ready; not in the slot kept for the worker group). A call in progress (a
+// watch) is never late.
+static bool overdue(server *s, const conn *c, double now, char *why, size_t cap) {
+    if (c->closing || c->watch[0]) return false;
+    if (c->spare && now - c->since_ms > 1e3 * s->o->auth_timeout_s) {
+        snprintf(why, cap, "no worker_hello within %d s in the connection slot kept for the worker group: closing",
+                 s->o->auth_timeout_s);
+        return true;
+    }
+    if (!c->authed && c->in.len && now - c->frame_ms > 1e3 * s->o->auth_timeout_s) {
+        snprintf(why, cap, "no valid token within %d s of the first byte: closing", s->o->auth_timeout_s);
+        return true;
+    }
+    if (c->in.len && now - c->frame_ms > 1e3 * s->o->frame_timeout_s) {
+        snprintf(why, cap, "a frame did not arrive within %d s (%zu of %zu bytes came): closing", s->o->frame_timeout_s,
+                 c->in.len, c->want ? c->want : c->in.len);
+        return true;
+    }
+    if (!c->worker && !c->in.len && now - c->last_ms > 1e3 * s->o->idle_timeout_s) {
+        snprintf(why, cap, "idle for %d s: closing", s->o->idle_timeout_s);
+        return true;
+    }
+    return false;
+}
+
+// Drops closed connections (after their last replies went out) and late ones (overdue).
 static void sweep(server *s) {
     double now = ls_time_ms();
     size_t k = 0;
     for (size_t i = 0; i < s->n_conns; i++) {
         conn *c = s->conns[i];
-        bool idle = !c->worker && !c->watch[0] && now - c->last_ms > 1e3 * s->o->idle_timeout_s;
-        if (idle && !c->closing) {
-            send_status(c, LONGSEQ__CODE__DEADLINE_EXCEEDED, "idle for %d s: closing", s->o->idle_timeout_s);
-            c->closing = true;
+        char why[200];
+        if (overdue(s, c, now, why, sizeof why)) {
+            send_status(c, LONGSEQ__CODE__DEADLINE_EXCEEDED, "%s", why);
+            drop_input(s, c);
             conn_write(c);
         }
         if (c->out.len > OUT_CAP) c->closing = true, c->out.len = 0;
@@ -798,6 +933,7 @@ static void sweep(server *s) {
                     group_down(s, "the worker group's leader closed its connection");
                 }
             }
+            release(s, c);
             close(c->fd);
             ls_buf_free(&c->in), ls_buf_free(&c->out);
             ls_free(c);
@@ -843,8 +979,9 @@ static void loop(server *s) {
         pf[1] = (struct pollfd){s->lfd, POLLIN, 0};
         for (size_t i = 0; i < s->n_conns; i++) { // a client that sends faster than its calls run waits
             conn *c = s->conns[i];
-            bool room = c->in.len <= s->o->max_frame + LS_FRAME_HEADER;
-            pf[2 + i] = (struct pollfd){c->fd, (short)((room ? POLLIN : 0) | (c->out.len ? POLLOUT : 0)), 0};
+            bool room = conn_room(c) > 0; // else only its hanging up is watched for
+            short ev = (short)(room ? POLLIN : c->closing ? 0 : POLLRDHUP);
+            pf[2 + i] = (struct pollfd){c->fd, (short)(ev | (c->out.len ? POLLOUT : 0)), 0};
         }
         int r = poll(pf, n, 200);
         if (r < 0 && errno != EINTR) break;
@@ -852,7 +989,9 @@ static void loop(server *s) {
         size_t before = s->n_conns;
         for (size_t i = 0; i < before && r > 0; i++) {
             conn *c = s->conns[i];
-            if (pf[2 + i].revents & (POLLIN | POLLHUP | POLLERR)) conn_read(s, c);
+            short ev = pf[2 + i].revents;
+            if ((ev & (POLLIN | POLLHUP | POLLERR)) && conn_room(c)) conn_read(s, c);
+            else if ((ev & (POLLRDHUP | POLLHUP | POLLERR)) && !c->closing) conn_close(c); // gone while its calls wait
             else if (c->in.len && !c->watch[0] && !c->closing) handle_input(s, c); // calls held by a finished watch
         }
         if (pf[1].revents & POLLIN) accept_all(s);
@@ -912,7 +1051,18 @@ static ls_status worker_credential(server *s) {
     return LS_OK;
 }
 
+// Limits that contradict each other are refused before anything starts.
+static ls_status opts_check(const ls_server_opts *o) {
+    if (o->max_conns < 2)
+        return LS_ERR(LS_ERR_INVALID, "--max-conns %d: at least 2 are needed (one is kept for the worker group)", o->max_conns);
+    if (o->max_buffered < o->max_frame + LS_FRAME_HEADER)
+        return LS_ERR(LS_ERR_INVALID, "--max-buffered %zu is less than one frame of --max-frame %zu bytes (+%d)",
+                      o->max_buffered, o->max_frame, LS_FRAME_HEADER);
+    return LS_OK;
+}
+
 ls_status ls_server_run(const ls_server_opts *o) {
+    LS_CHECK(opts_check(o));
     server s = {.o = o, .lfd = -1};
     LS_CHECK(worker_credential(&s));
     if (pipe2(g_sigpipe, O_NONBLOCK | O_CLOEXEC) != 0) return LS_ERR(LS_ERR_IO, "pipe: %s", strerror(errno));

@@ -5,10 +5,12 @@
 #include <sqlite3.h>
 
 #include <errno.h>
+#include <fcntl.h>
 #include <string.h>
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 struct ls_store {
     sqlite3 *db;
@@ -107,17 +109,47 @@ static ls_status migrate(ls_store_t *s) {
     return LS_OK;
 }
 
-ls_status ls_store_open(const char *dir, ls_store_t **out) {
+// The state directory: created 0700; an existing one that group or others may write to is
+// refused (they could replace the store).
+static ls_status state_dir(const char *dir) {
     if (mkdir(dir, 0700) != 0 && errno != EEXIST)
         return LS_ERR(LS_ERR_IO, "cannot create the state directory %s: %s", dir, strerror(errno));
+    struct stat st;
+    if (stat(dir, &st) != 0) return LS_ERR(LS_ERR_IO, "the state directory %s: %s", dir, strerror(errno));
+    if (!S_ISDIR(st.st_mode)) return LS_ERR(LS_ERR_INVALID, "the state directory %s is not a directory", dir);
+    if (st.st_mode & 022)
+        return LS_ERR(LS_ERR_INVALID, "the state directory %s has mode %04o: group or others may write to it; run chmod 700 %s",
+                      dir, (unsigned)(st.st_mode & 07777), dir);
+    return LS_OK;
+}
+
+// The store's file and its -wal and -shm (SQLite gives them the store's mode) are the owner's
+// alone: jobs.db is created 0600, and existing files that others may use are made 0600.
+static ls_status private_files(const char *db) {
+    int fd = open(db, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0) return LS_ERR(LS_ERR_IO, "cannot open the job store %s: %s", db, strerror(errno));
+    struct stat st;
+    bool ok = fstat(fd, &st) == 0 && (!(st.st_mode & 077) || fchmod(fd, 0600) == 0);
+    close(fd);
+    if (!ok) return LS_ERR(LS_ERR_IO, "cannot make the job store %s private (mode 0600): %s", db, strerror(errno));
+    for (int i = 0; i < 2; i++) {
+        char side[4200];
+        snprintf(side, sizeof side, "%s%s", db, i ? "-shm" : "-wal");
+        if (stat(side, &st) == 0 && (st.st_mode & 077) && chmod(side, 0600) != 0)
+            return LS_ERR(LS_ERR_IO, "cannot make %s private (mode 0600): %s", side, strerror(errno));
+    }
+    return LS_OK;
+}
+
+ls_status ls_store_open(const char *dir, ls_store_t **out) {
+    LS_CHECK(state_dir(dir));
     ls_store_t *s = ls_calloc(1, sizeof *s);
     ls_buf p = {0};
     ls_buf_printf(&p, "%s/jobs.db", dir);
     s->path = p.data;
-    ls_status rc = LS_OK;
-    if (sqlite3_open_v2(s->path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX, NULL) !=
-        SQLITE_OK)
-        rc = db_error(s, "open");
+    ls_status rc = private_files(s->path);
+    int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX;
+    if (rc == LS_OK && sqlite3_open_v2(s->path, &s->db, flags, NULL) != SQLITE_OK) rc = db_error(s, "open");
     if (rc == LS_OK) sqlite3_busy_timeout(s->db, 10000);
     // WAL with synchronous=FULL: every commit is on disk before the call returns.
     if (rc == LS_OK) rc = exec(s, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;");

@@ -11,6 +11,7 @@
 
 #define LS_FRAME_HEADER 5
 #define LS_FRAME_MAX_DEFAULT (64u << 20) // bytes of one message, unless configured
+#define LS_TOKEN_MAX 4096                // bytes of a bearer token
 
 // --- frames -----------------------------------------------------------------------------------
 // Looks at the received bytes p[0..n): *ready tells whether a whole frame is there, and then
@@ -19,6 +20,15 @@
 ls_status ls_frame_scan(const uint8_t *p, size_t n, size_t max, bool *ready, size_t *len);
 // Appends the frame of message m to out.
 void ls_frame_append(ls_buf *out, const ProtobufCMessage *m);
+
+// The bearer token at the start of a Request's message, read from the raw bytes before the rest
+// of the message has arrived (docs/protocol.md, "The token"): protobuf encoders write fields in
+// number order, so field 1, `token`, comes first. msg[0..have) are the bytes received so far of
+// a message of msg_len bytes. *ready false: more bytes are needed; else token[0..*len) points
+// into msg. LS_ERR_INVALID when the message does not start with field 1 (tag 0x0a), or its
+// length is over LS_TOKEN_MAX or past the end of the message.
+ls_status ls_wire_peek_token(const uint8_t *msg, size_t have, size_t msg_len, const char **token, size_t *len,
+                             bool *ready);
 
 // Unpacks a Request / Reply; LS_ERR_FORMAT when the bytes are not one. Free with the
 // generated __free_unpacked(msg, NULL).
@@ -38,10 +48,14 @@ const char *ls_wire_code_name(int code);
 
 // --- the bearer token -------------------------------------------------------------------------
 // From the file (trailing whitespace dropped) or, when path is NULL, $LONGSEQ_TOKEN or
-// $LONGSEQ_HOME/token. Empty tokens and tokens over 4096 bytes are refused.
+// $LONGSEQ_HOME/token. Empty tokens and tokens over 4096 bytes are refused, and so is a file
+// that group or others may read or write (as ssh refuses such a key; the message names the
+// file, its mode and `chmod 600 FILE`).
 ls_status ls_wire_read_token(const char *path, char **token);
 // Equality in time that depends only on the length of `expected`.
 bool ls_wire_token_equal(const char *expected, const char *given);
+// The same for given[0..len), which need not end with a NUL (bytes straight off the wire).
+bool ls_wire_token_equal_n(const char *expected, const char *given, size_t len);
 // A new random token: 64 hex digits (and a NUL) in hex.
 ls_status ls_wire_new_token(char hex[65]);
 // A new random token written to path with mode 0600.

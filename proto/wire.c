@@ -44,6 +44,39 @@ void ls_frame_append(ls_buf *out, const ProtobufCMessage *m) {
     out->data[out->len] = 0;
 }
 
+// A varint at p[0..n): *v and its size in bytes (*k); *k = 0 when it is not complete yet.
+static bool varint(const uint8_t *p, size_t n, uint64_t *v, size_t *k) {
+    *v = 0, *k = 0;
+    for (size_t i = 0; i < n && i < 10; i++) {
+        *v |= (uint64_t)(p[i] & 0x7f) << (7 * i);
+        if (!(p[i] & 0x80)) {
+            *k = i + 1;
+            return true;
+        }
+    }
+    return n < 10; // ten bytes without an end: not a varint
+}
+
+ls_status ls_wire_peek_token(const uint8_t *msg, size_t have, size_t msg_len, const char **token, size_t *len,
+                             bool *ready) {
+    *ready = false;
+    if (msg_len == 0 || (have >= 1 && msg[0] != 0x0a))
+        return LS_ERR(LS_ERR_INVALID, "the message does not start with the token (Request field 1)");
+    if (have < 2) return LS_OK;
+    uint64_t l;
+    size_t k;
+    if (!varint(msg + 1, have - 1, &l, &k) || (k && l > LS_TOKEN_MAX))
+        return LS_ERR(LS_ERR_INVALID, "the token's length is not a number up to %d", LS_TOKEN_MAX);
+    if (!k) return LS_OK;
+    if (1 + k + l > msg_len)
+        return LS_ERR(LS_ERR_INVALID, "a token of %llu bytes does not fit in a message of %zu", (unsigned long long)l, msg_len);
+    if (have < 1 + k + l) return LS_OK;
+    *token = (const char *)msg + 1 + k;
+    *len = (size_t)l;
+    *ready = true;
+    return LS_OK;
+}
+
 ls_status ls_wire_unpack_request(const uint8_t *p, size_t n, Longseq__Request **out) {
     *out = longseq__request__unpack(NULL, n, p);
     return *out ? LS_OK : LS_ERR(LS_ERR_FORMAT, "the message (%zu bytes) does not parse as a longseq.Request", n);
@@ -88,6 +121,15 @@ const char *ls_wire_code_name(int code) {
 
 // --- the token --------------------------------------------------------------------------------
 
+// A token file must be the owner's alone (as ssh wants of a private key).
+static ls_status token_file_private(const char *path) {
+    struct stat st;
+    if (!strcmp(path, "-") || stat(path, &st) != 0 || !S_ISREG(st.st_mode) || !(st.st_mode & 077))
+        return LS_OK; // standard input, or not there: reading it says what is wrong
+    return LS_ERR(LS_ERR_INVALID, "the token file %s has mode %04o: group or others may %s it; run chmod 600 %s", path,
+                  (unsigned)(st.st_mode & 07777), st.st_mode & 044 ? "read" : "write", path);
+}
+
 ls_status ls_wire_read_token(const char *path, char **token) {
     char fallback[4096];
     if (!path) {
@@ -100,6 +142,7 @@ ls_status ls_wire_read_token(const char *path, char **token) {
         snprintf(fallback, sizeof fallback, "%s/token", ls_home_dir());
         path = fallback;
     }
+    LS_CHECK(token_file_private(path));
     ls_buf b = {0};
     ls_status rc = ls_file_read_all(path, 4097, &b);
     if (rc != LS_OK) {
@@ -116,11 +159,15 @@ ls_status ls_wire_read_token(const char *path, char **token) {
     return LS_OK;
 }
 
-bool ls_wire_token_equal(const char *expected, const char *given) {
-    size_t n = strlen(expected), g = strnlen(given, n + 1);
+bool ls_wire_token_equal_n(const char *expected, const char *given, size_t g) {
+    size_t n = strlen(expected);
     unsigned diff = n != g;
     for (size_t i = 0; i < n; i++) diff |= (unsigned char)expected[i] ^ (unsigned char)(i < g ? given[i] : 0);
     return diff == 0;
+}
+
+bool ls_wire_token_equal(const char *expected, const char *given) {
+    return ls_wire_token_equal_n(expected, given, strnlen(given, strlen(expected) + 1));
 }
 
 ls_status ls_wire_new_token(char hex[65]) {

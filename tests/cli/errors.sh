@@ -85,11 +85,21 @@ expect 0 "usage: longseq worker --task generate|perplexity|logits" -- worker -h
 expect 2 "give at least one FILE" -- submit
 expect 2 "give exactly one job id" -- watch
 expect 2 "--task is summarize, generate or perplexity" -- submit --task translate "$work/text.txt"
-expect 1 "cannot connect to 127.0.0.1:1" -- jobs --server 127.0.0.1:1 --token-file "$work/text.txt"
+printf 'tok' > "$work/token"
+chmod 600 "$work/token"
+expect 1 "cannot connect to 127.0.0.1:1" -- jobs --server 127.0.0.1:1 --token-file "$work/token"
 expect 1 "the token file" -- result j1 --token-file /nonexistent/token
-expect 1 'address "nocolon" is not HOST:PORT' -- jobs --server nocolon --token-file "$work/text.txt"
+expect 1 'address "nocolon" is not HOST:PORT' -- jobs --server nocolon --token-file "$work/token"
+# a token file others may read, a state directory others may write: refused, with the fix
+chmod 644 "$work/text.txt"
+expect 1 "the token file $work/text.txt has mode 0644: group or others may read it; run chmod 600 $work/text.txt" -- jobs --server 127.0.0.1:1 --token-file "$work/text.txt"
+expect 1 "has mode 0644" -- serve --listen 127.0.0.1:0 --state "$work/state" --token-file "$work/text.txt"
+mkdir -m 777 "$work/open-state"
+expect 1 "the state directory $work/open-state has mode 0777: group or others may write to it; run chmod 700 $work/open-state" -- serve --listen 127.0.0.1:0 --state "$work/open-state" --token-file "$work/token"
+expect 2 "--max-conns" -- serve --max-conns 1 --token-file "$work/token"
+expect 1 "--max-buffered 1048576 is less than one frame of --max-frame 67108864 bytes" -- serve --max-buffered 1048576 --state "$work/state" --token-file "$work/token"
 expect 2 '--workers is launch or external, not "maybe"' -- serve --workers maybe
-expect 1 "cannot listen on 192.0.2.1:7070" -- serve --listen 192.0.2.1:7070 --state "$work/state" --token-file "$work/text.txt"
+expect 1 "cannot listen on 192.0.2.1:7070" -- serve --listen 192.0.2.1:7070 --state "$work/state" --token-file "$work/token"
 expect 1 "cannot read /nonexistent.txt" -- summarize /nonexistent.txt
 expect 1 "the worker group could not be started" -- summarize --launcher /nonexistent/mpirun "$work/text.txt"
 # The service's messages name settings fields (docs/protocol.md); on the command line they

@@ -15,6 +15,11 @@ generated from proto/longseq.proto (grpc_tools' protoc), not with longseq's own 
   that do not parse, invalid UTF-8, missing and wrong tokens, too many documents, documents too
   long for the context, idle connections: each gets its status code, and a client watching a
   job on another connection meanwhile is served to the end;
+- before authentication: a 64 MiB frame with a wrong token refused after its first bytes (the
+  server's memory unchanged, a good client's health calls fast meanwhile), the token not first
+  refused, frames and tokens trickled past --frame-timeout / --auth-timeout dropped, a frame
+  over --max-buffered refused, and a worker group's leader let in while clients hold every
+  --max-conns slot;
 - durability: 50 jobs, kill -9 of the coordinator in the middle, restart: every job done
   exactly once (job_log), results of jobs finished before the crash unchanged, PRAGMA
   integrity_check ok; SIGTERM: exit 0, the running job is queued again and finishes after a
@@ -58,10 +63,12 @@ ENV = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIR
            OMPI_MCA_rmaps_base_oversubscribe="1")
 TOKEN_FILE = WORK / "token"
 TOKEN_FILE.write_text(TOKEN + "\n")
+TOKEN_FILE.chmod(0o600)  # a token file others may read is refused, as ssh refuses such a key
 # The workers' own credential (serve --worker-token-file; external workers read the same file)
 WORKER_TOKEN = "w0rker-" + "%016x" % random.getrandbits(64)
 WORKER_TOKEN_FILE = WORK / "worker-token"
 WORKER_TOKEN_FILE.write_text(WORKER_TOKEN + "\n")
+WORKER_TOKEN_FILE.chmod(0o600)
 EXTERNAL = ["--workers", "external", "--worker-token-file", str(WORKER_TOKEN_FILE)]
 SUMMARIZE_ASK = "Summarize the text above in a few sentences."
 
@@ -377,9 +384,14 @@ def test_hostile(tiny):
             s.sendall(b"\x00\x7f\xff\xff\xff")
             msg = expect_status(s, pb.RESOURCE_EXHAUSTED, "oversize frame")
             check("2147483647" in msg and "1000000" in msg, f"the numbers are in the message: {msg}")
-        with srv.connect() as s:  # a message that does not parse
+        with srv.connect() as s:  # a message that does not parse, first: no token first, a stranger's
+            s.sendall(frame(b"\xff\xff\xff\xff"))
+            expect_status(s, pb.UNAUTHENTICATED, "garbage message on a new connection")
+        with srv.connect() as s:  # after a call with the token: it does not parse, the connection stays usable
+            call(s, pb.Request(health=pb.HealthRequest()))
             s.sendall(frame(b"\xff\xff\xff\xff"))
             expect_status(s, pb.INVALID_ARGUMENT, "garbage message")
+            check(call(s, pb.Request(health=pb.HealthRequest()))[1].code == pb.OK, "a call after it")
         with srv.connect() as s:  # unknown method: a field the server does not know
             body = pb.Request(token=TOKEN).SerializeToString() + b"\xfa\x06\x00"  # field 111, empty bytes
             s.sendall(frame(body))
@@ -748,10 +760,175 @@ def test_as_leader(tiny):
         srv.kill_all()
 
 
+def rss_kb(pid):
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+
+
+def token_head(length, token=TOKEN):
+    """The first bytes of a frame of `length` message bytes whose message starts with the token."""
+    t = token.encode()
+    return frame(b"")[:1] + struct.pack(">I", length) + b"\x0a" + bytes([len(t)]) + t
+
+
+def test_preauth(tiny):
+    """Before authentication a stranger costs nothing: a 64 MiB frame with a wrong token is refused
+    after its first bytes (it was unpacked whole: 3.36 GB and an 18 s stall for 63 MiB), a frame
+    whose token is not its first field is refused, frames trickled slower than --frame-timeout
+    and tokens slower than --auth-timeout are dropped (any byte used to keep a connection alive),
+    a frame that would take the buffered input over --max-buffered is refused, and a worker
+    group's leader connects while clients hold every --max-conns slot (it was refused "too many
+    connections" and a launched group was started again and again)."""
+    srv = Server(WORK / "state-preauth", tiny, extra=[*EXTERNAL, "--frame-timeout", "2", "--auth-timeout",
+                                                       "2", "--idle-timeout", "60", "--max-buffered", str(96 << 20)])
+    try:
+        srv.health()
+        time.sleep(0.3)
+        rss0 = rss_kb(srv.p.pid)
+        big = pb.Request(token="not-the-token", submit=pb.SubmitRequest(
+            documents=[pb.Document(name="big", text=b"x" * ((64 << 20) - 64))])).SerializeToString()
+        check(len(big) <= 64 << 20, f"a frame within --max-frame ({len(big)} bytes)")
+        sent = {}
+        s = srv.connect()
+
+        def send_big():
+            try:
+                s.sendall(frame(big))
+                sent["all"] = True
+            except OSError as e:
+                sent["error"] = e
+        th = threading.Thread(target=send_big)
+        th.start()
+        lat = []
+        for _ in range(10):  # a good client on another connection meanwhile
+            t0 = time.time()
+            srv.health()
+            lat.append(time.time() - t0)
+        msg = expect_status(s, pb.UNAUTHENTICATED, "a 64 MiB frame with a wrong token")
+        th.join(60)
+        s.close()
+        rss1 = rss_kb(srv.p.pid)
+        check("all" not in sent, f"the server refused the frame before reading it ({sent})")
+        check(rss1 - rss0 < 16384, f"the server's memory stayed put: {rss0} -> {rss1} kB")
+        check(max(lat) < 1.0, f"health calls meanwhile: max {max(lat) * 1e3:.0f} ms")
+        print(f"  64 MiB frame, wrong token: refused ({msg}); RSS {rss0} -> {rss1} kB; health max "
+              f"{max(lat) * 1e3:.1f} ms")
+        # the token not first (a valid message, its fields out of order): refused the same way
+        with srv.connect() as s:
+            body = pb.Request(health=pb.HealthRequest()).SerializeToString() + pb.Request(token=TOKEN).SerializeToString()
+            s.sendall(frame(body))
+            expect_status(s, pb.UNAUTHENTICATED, "a message whose first field is not the token")
+        # a first call far over the pre-authentication bytes is served: its token comes first
+        doc = words(30000, 11).encode()
+        [jid] = srv.submit([("first", doc)], task=pb.GENERATE, attention="sink", max_tokens=1)
+        check(len(doc) > 100000 and srv.result(jid).state == pb.QUEUED,
+              f"a {len(doc)}-byte first submit is served: {pb.JobState.Name(srv.result(jid).state)}")
+        # slow senders: a frame trickled after a call, a token trickled on a new connection: each
+        # dropped after its deadline (2 s; a connection that sends nothing has --idle-timeout)
+        with srv.connect() as slow, srv.connect() as slow_token:
+            call(slow, pb.Request(health=pb.HealthRequest()))
+            t0 = time.time()
+            head = token_head(1000)
+            closed = {}
+            for i in range(40):
+                for name, sock, data in (("frame", slow, head), ("token", slow_token, head)):
+                    if name not in closed and i < len(data):
+                        try:
+                            sock.sendall(data[i:i + 1])
+                        except OSError:
+                            closed[name] = time.time() - t0
+                time.sleep(0.25)
+                if len(closed) == 2:
+                    break
+            for name, sock in (("frame", slow), ("token", slow_token)):
+                msg = expect_status(sock, pb.DEADLINE_EXCEEDED, f"trickled {name}")
+                check(("within 2 s" in msg), f"{name}: the message names the deadline: {msg}")
+            dt = time.time() - t0
+            check(dt < 8, f"the slow connections were dropped after {dt:.1f} s (deadlines 2 s)")
+        # --max-buffered 96 MiB: a second 60 MiB frame in progress does not fit, and is refused
+        # at once; when the first goes, a third fits
+        a, b, c = srv.connect(), srv.connect(), srv.connect()
+        try:
+            a.sendall(token_head(60 << 20))
+            time.sleep(0.3)
+            b.sendall(token_head(60 << 20))
+            msg = expect_status(b, pb.RESOURCE_EXHAUSTED, "a frame over --max-buffered")
+            check("--max-buffered" in msg and str(96 << 20) in msg, f"the message has the numbers: {msg}")
+            a.close()
+            time.sleep(0.5)
+            c.sendall(token_head(60 << 20))
+            c.settimeout(1)
+            try:
+                r = recv_reply(c)
+                fail(f"a frame that fits once the first is gone was refused: {r}")
+            except (socket.timeout, TimeoutError):
+                pass
+        finally:
+            a.close(), b.close(), c.close()
+        check(rss_kb(srv.p.pid) - rss0 < 16384, "reserving room allocates nothing")
+    finally:
+        srv.kill_all()
+    # a slot is kept for the worker group: with --max-conns 3, two clients hold every client slot
+    srv = Server(WORK / "state-spare", tiny, extra=[*EXTERNAL, "--max-conns", "3"])
+    held = []
+    try:
+        for _ in range(2):
+            held.append(srv.connect())
+            check(call(held[-1], pb.Request(health=pb.HealthRequest()))[1].code == pb.OK, "a client holds a slot")
+        with srv.connect() as extra:  # the kept slot: a client in it is refused at its first call
+            _, st = call(extra, pb.Request(health=pb.HealthRequest()))
+            check(st.code == pb.RESOURCE_EXHAUSTED and "too many connections" in st.message and "limit is 3" in st.message,
+                  f"a third client: {pb.Code.Name(st.code)} {st.message}")
+        time.sleep(0.3)
+        leader = srv.connect()
+        held.append(leader)
+        _, st = call(leader, pb.Request(worker_hello=pb.WorkerHello(ranks=1, model="fake", pid=os.getpid())),
+                     token=WORKER_TOKEN)
+        check(st.code == pb.OK, f"the worker group's leader connects while clients hold every slot: {st.message}")
+        with srv.connect() as late:  # every slot taken: refused as it connects
+            late.settimeout(10)
+            msg = expect_status(late, pb.RESOURCE_EXHAUSTED, "a client over --max-conns")
+            check("too many connections" in msg, msg)
+    finally:
+        for h in held:
+            h.close()
+        srv.kill_all()
+    # the same with a launched group whose ranks die while clients hold every slot (one of them
+    # connected while the group was down, and silent): the relaunched leader gets the kept slot
+    # (it was refused "too many connections" and the group started again and again)
+    srv = Server(WORK / "state-spare-launch", tiny, extra=["--max-conns", "3", "--auth-timeout", "2"])
+    held = []
+    try:
+        srv.wait_ready()
+        for _ in range(2):
+            held.append(srv.connect())
+            check(call(held[-1], pb.Request(health=pb.HealthRequest()))[1].code == pb.OK, "a client holds a slot")
+        for pid in worker_pids(srv):
+            os.kill(pid, signal.SIGKILL)
+        deadline = time.time() + 30
+        while time.time() < deadline and call(held[0], pb.Request(health=pb.HealthRequest()))[0][0].health.workers_ready:
+            time.sleep(0.05)
+        held.append(srv.connect())  # the leader's slot, taken by a silent client
+        deadline, ready = time.time() + 60, False
+        while time.time() < deadline and not ready:
+            ready = call(held[0], pb.Request(health=pb.HealthRequest()))[0][0].health.workers_ready
+            time.sleep(0.2)
+        log = srv.log.read_text()
+        check(ready, f"the relaunched group connected while clients held every slot:\n{log[-2000:]}")
+        print(f"  relaunched group connected after {log.count('worker group starting') - 1} start(s)")
+    finally:
+        for h in held:
+            h.close()
+        srv.kill_all()
+    print("before authentication: big frames refused after the token, slow senders dropped, buffered input "
+          "capped, a slot kept for the worker group")
+
+
 def test_schema(tiny):
     # a store written by schema 1 (jobs only) is migrated, its job kept and run
     state = WORK / "state-v1"
-    state.mkdir()
+    state.mkdir(mode=0o700)
     db = sqlite3.connect(state / "jobs.db")
     db.executescript("""
       CREATE TABLE jobs (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, name TEXT NOT NULL,
@@ -972,6 +1149,7 @@ def main():
     test_external(tiny)
     test_worker_credential(tiny)
     test_as_leader(tiny)
+    test_preauth(tiny)
     test_schema(tiny)
     test_durability(tiny)
     test_load(tiny)

@@ -1,11 +1,13 @@
 // test_store.c — the SQLite job store: FIFO order, all-or-nothing submits, state changes and
 // results that survive closing and reopening, running jobs queued again after a restart, the
-// state log, and a store from a newer schema refused.
+// state log, and a store from a newer schema refused; the state directory created 0700 and the
+// store's files 0600 whatever the umask, a directory others may write to refused.
 #include "ls_store.h"
 #include "ls_test.h"
 
 #include <sqlite3.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 static ls_job make(const char *name, int32_t n) {
@@ -26,7 +28,48 @@ static void on_job(void *ctx, const ls_job *j) {
     ls_buf_printf(names, "%s:%s ", j->name, ls_job_state_name(j->state));
 }
 
+static unsigned mode_of(const char *dir, const char *name) {
+    char p[256];
+    snprintf(p, sizeof p, "%s%s", dir, name);
+    struct stat st;
+    return stat(p, &st) == 0 ? (unsigned)(st.st_mode & 07777) : 01000; // 01000: missing
+}
+
+// With umask 0 (files would be 0666, directories 0777): the state is the owner's alone.
+static void test_modes(void) {
+    char base[] = "/tmp/ls-store-modes-XXXXXX", dir[200], want[600];
+    TEST_COND(mkdtemp(base) != NULL, "temp dir");
+    snprintf(dir, sizeof dir, "%s/state", base);
+    mode_t old = umask(0);
+    ls_store_t *s;
+    TEST_COND(ls_store_open(dir, &s) == LS_OK, "open: %s", ls_err_msg());
+    ls_job j = make("m", 3);
+    TEST_COND(ls_store_add(s, &j, 1) == LS_OK, "a write (the -wal and -shm files exist)");
+    TEST_COND(mode_of(dir, "") == 0700 && mode_of(dir, "/jobs.db") == 0600 && mode_of(dir, "/jobs.db-wal") == 0600 &&
+                  mode_of(dir, "/jobs.db-shm") == 0600, "modes: dir %04o, jobs.db %04o, -wal %04o, -shm %04o",
+              mode_of(dir, ""), mode_of(dir, "/jobs.db"), mode_of(dir, "/jobs.db-wal"), mode_of(dir, "/jobs.db-shm"));
+    ls_store_close(s);
+    char db[260];
+    snprintf(db, sizeof db, "%s/jobs.db", dir);
+    chmod(db, 0644); // as older versions left it: made private on open
+    TEST_COND(ls_store_open(dir, &s) == LS_OK && mode_of(dir, "/jobs.db") == 0600, "jobs.db 0644 made 0600");
+    ls_store_close(s);
+    chmod(dir, 0777);
+    snprintf(want, sizeof want, "the state directory %s has mode 0777: group or others may write to it; run chmod 700 %s",
+             dir, dir);
+    TEST_ERR(ls_store_open(dir, &s), LS_ERR_INVALID, want);
+    chmod(dir, 0750);
+    TEST_COND(ls_store_open(dir, &s) == LS_OK, "0750 (readable by the group) is accepted");
+    ls_store_close(s);
+    umask(old);
+    ls_job_free(&j);
+    char cmd[260];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", base);
+    TEST_COND(system(cmd) == 0, "cleanup");
+}
+
 int main(void) {
+    test_modes();
     char dir[] = "/tmp/ls-store-XXXXXX";
     TEST_COND(mkdtemp(dir) != NULL, "temp dir");
     ls_store_t *s;

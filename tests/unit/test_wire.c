@@ -1,10 +1,12 @@
 // test_wire.c — the protocol's frame codec (partial headers, exact lengths, limits, bad flags),
 // Request/Reply round trips and unpacking garbage, UTF-8 checks and sanitizing, constant-time
-// token comparison, token files, and HOST:PORT parsing.
+// token comparison, the token read off a frame's first bytes, token files (and their mode),
+// and HOST:PORT parsing.
 #include "ls_test.h"
 #include "ls_wire.h"
 
 #include <stdlib.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 static void test_frames(void) {
@@ -72,6 +74,69 @@ static void test_token(void) {
     TEST_ERR(ls_wire_read_token(path, &t), LS_ERR_IO, "token file");
 }
 
+// The token at the start of a packed Request: found from its first bytes, before the rest of the
+// message (here a 100 KB document) has arrived; anything else first is refused.
+static void test_peek_token(void) {
+    Longseq__Document d = LONGSEQ__DOCUMENT__INIT, *dp = &d;
+    d.text.len = 100000;
+    d.text.data = ls_calloc(1, d.text.len);
+    Longseq__SubmitRequest sr = LONGSEQ__SUBMIT_REQUEST__INIT;
+    sr.n_documents = 1;
+    sr.documents = &dp;
+    Longseq__Request q = LONGSEQ__REQUEST__INIT;
+    q.token = "s3cret";
+    q.method_case = LONGSEQ__REQUEST__METHOD_SUBMIT;
+    q.submit = &sr;
+    size_t n = longseq__request__get_packed_size(&q), len = 0;
+    uint8_t *m = ls_malloc(n);
+    longseq__request__pack(&q, m);
+    const char *tok = NULL;
+    bool ready = true;
+    for (size_t have = 0; have < 8; have++) // 0a 06 s3cret: ready after 8 bytes
+        TEST_COND(ls_wire_peek_token(m, have, n, &tok, &len, &ready) == LS_OK && !ready, "%zu bytes: more needed", have);
+    TEST_COND(ls_wire_peek_token(m, 8, n, &tok, &len, &ready) == LS_OK && ready && len == 6 && !memcmp(tok, "s3cret", 6),
+              "the token from the first 8 of %zu bytes", n);
+    TEST_COND(ls_wire_token_equal_n("s3cret", tok, len) && !ls_wire_token_equal_n("s3cret", tok, len - 1) &&
+                  !ls_wire_token_equal_n("s3cre", tok, len) && !ls_wire_token_equal_n("s3cret", "s3cret\0", 7),
+              "compared with its length");
+    q.token = (char *)protobuf_c_empty_string; // no token: the method comes first
+    n = longseq__request__get_packed_size(&q);
+    longseq__request__pack(&q, m);
+    TEST_ERR(ls_wire_peek_token(m, 1, n, &tok, &len, &ready), LS_ERR_INVALID, "does not start with the token");
+    TEST_ERR(ls_wire_peek_token(m, 0, 0, &tok, &len, &ready), LS_ERR_INVALID, "does not start with the token");
+    uint8_t long_len[] = {0x0a, 0x81, 0x20}; // 4097 bytes
+    TEST_ERR(ls_wire_peek_token(long_len, 3, 10000, &tok, &len, &ready), LS_ERR_INVALID, "up to 4096");
+    uint8_t past[] = {0x0a, 0x05, 'a'};
+    TEST_ERR(ls_wire_peek_token(past, 3, 4, &tok, &len, &ready), LS_ERR_INVALID, "does not fit in a message of 4");
+    uint8_t endless[12] = {0x0a, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80};
+    TEST_ERR(ls_wire_peek_token(endless, 12, 100, &tok, &len, &ready), LS_ERR_INVALID, "up to 4096");
+    ls_free(m);
+    ls_free(d.text.data);
+}
+
+// A token file that group or others may read or write is refused, naming the file, its mode and the fix.
+static void test_token_mode(void) {
+    char path[] = "/tmp/ls-token-XXXXXX", want[200];
+    int fd = mkstemp(path);
+    close(fd);
+    TEST_COND(ls_wire_write_new_token(path) == LS_OK, "written");
+    char *t = NULL;
+    chmod(path, 0644);
+    snprintf(want, sizeof want, "the token file %s has mode 0644: group or others may read it; run chmod 600 %s", path, path);
+    TEST_ERR(ls_wire_read_token(path, &t), LS_ERR_INVALID, want);
+    chmod(path, 0620);
+    TEST_ERR(ls_wire_read_token(path, &t), LS_ERR_INVALID, "mode 0620: group or others may write it");
+    chmod(path, 0400);
+    TEST_COND(ls_wire_read_token(path, &t) == LS_OK && strlen(t) == 64, "0400 is fine");
+    ls_free(t);
+    chmod(path, 0644);
+    setenv("LONGSEQ_TOKEN", "from-the-environment", 1); // no file: no mode to check
+    TEST_COND(ls_wire_read_token(NULL, &t) == LS_OK && !strcmp(t, "from-the-environment"), "$LONGSEQ_TOKEN");
+    unsetenv("LONGSEQ_TOKEN");
+    ls_free(t);
+    unlink(path);
+}
+
 static void test_addr(void) {
     char host[64];
     int port = -1;
@@ -90,6 +155,8 @@ int main(void) {
     test_frames();
     test_utf8();
     test_token();
+    test_peek_token();
+    test_token_mode();
     test_addr();
     return TEST_REPORT("test_wire");
 }
