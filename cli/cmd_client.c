@@ -605,15 +605,15 @@ static void summarize_help(void) {
            "Summarizes each file with the model: starts a coordinator in this process and a worker\n"
            "group of --np ranks, submits the files, streams each summary to standard output and\n"
            "writes one JSON object per file to --out.\n"
+           "A file the server refuses (empty, not UTF-8, too long for the context, ...) gets its\n"
+           "record with status \"failed\" and the error; the other files are summarized. Exit status:\n"
+           "0 when every file was summarized, 3 when some failed (their records say why), 1 on other\n"
+           "errors.\n"
            "  --np N               ranks (default 1)\n"
            "  --launcher CMD       how to start them (default mpirun)\n"
            "  --out F              JSONL results: {id, file, tokens, summary, prefill_ms, decode_ms,\n"
            "                       ranks, attention, rope, status, error, ...}\n"
            "  --state DIR          keep the job store there (default: a temporary directory)\n"
-           "A file the server refuses (empty, not UTF-8, too long for the context, ...) gets its\n"
-           "record with status \"failed\" and the error; the other files are summarized. Exit status:\n"
-           "0 when every file was summarized, 3 when some failed (their records say why), 1 on other\n"
-           "errors.\n"
            "  --verbose            the coordinator's log lines\n" JOB_HELP CLI_ENGINE_HELP);
 }
 
