@@ -228,8 +228,10 @@ static int job_option(const char *cmd, int c, const char *arg, Longseq__Settings
 #define BATCH_BYTES ((size_t)32 << 20) // per Submit call, well under the server's frame limit
 #define BATCH_DOCS 256
 
-// Submits files[0..n) as one call; ids[i] receives each job id.
-static ls_status submit_batch(client *c, char **files, ls_buf *texts, int n, Longseq__Settings *s, char **ids) {
+// Submits files[0..n) as one call; ids[i] receives each job id, errors[i] why the server refused
+// that document ("" when it was queued).
+static ls_status submit_batch(client *c, char **files, ls_buf *texts, int n, Longseq__Settings *s, char **ids,
+                              char **errors) {
     Longseq__Document *docs = ls_calloc((size_t)n, sizeof *docs), **dp = ls_calloc((size_t)n, sizeof *dp);
     for (int i = 0; i < n; i++) {
         longseq__document__init(&docs[i]);
@@ -249,17 +251,28 @@ static ls_status submit_batch(client *c, char **files, ls_buf *texts, int n, Lon
     ls_status rc = client_unary(c, &q, LONGSEQ__REPLY__BODY_SUBMIT, &r);
     if (rc == LS_OK && r->submit->n_job_ids != (size_t)n)
         rc = LS_ERR(LS_ERR_FORMAT, "the server returned %zu ids for %d documents", r->submit->n_job_ids, n);
-    for (int i = 0; rc == LS_OK && i < n; i++) ids[i] = ls_strndup(r->submit->job_ids[i], strlen(r->submit->job_ids[i]));
+    for (int i = 0; rc == LS_OK && i < n; i++) {
+        const char *e = r->submit->n_errors == (size_t)n ? r->submit->errors[i] : ""; // (older servers send none)
+        ids[i] = ls_strndup(r->submit->job_ids[i], strlen(r->submit->job_ids[i]));
+        errors[i] = ls_strndup(e, strlen(e));
+    }
     if (r) longseq__reply__free_unpacked(r, NULL);
     ls_free(docs), ls_free(dp);
     return rc;
 }
 
+static void free_strs(char **v, int n) {
+    for (int i = 0; v && i < n; i++) ls_free(v[i]);
+    ls_free(v);
+}
+
 // Reads the files and submits them in calls of at most BATCH_BYTES / BATCH_DOCS (a single file
-// may be up to the default frame limit); ids: one per file, in order.
-static ls_status submit_files(client *c, char **files, int n, Longseq__Settings *s, char ***ids) {
+// may be up to the default frame limit); ids: one per file, in order; errors: why the server
+// refused each document ("" when queued; a refused document's job is already failed).
+static ls_status submit_files(client *c, char **files, int n, Longseq__Settings *s, char ***ids, char ***errors) {
     ls_buf *texts = ls_calloc((size_t)n, sizeof *texts);
     *ids = ls_calloc((size_t)n, sizeof **ids);
+    *errors = ls_calloc((size_t)n, sizeof **errors);
     ls_status rc = LS_OK;
     for (int first = 0, i = 0; rc == LS_OK && first < n; first = i) {
         size_t bytes = 0;
@@ -272,13 +285,12 @@ static ls_status submit_files(client *c, char **files, int n, Longseq__Settings 
                 break;
             }
         }
-        if (rc == LS_OK) rc = submit_batch(c, files + first, texts + first, i - first, s, *ids + first);
+        if (rc == LS_OK) rc = submit_batch(c, files + first, texts + first, i - first, s, *ids + first, *errors + first);
         for (int k = first; k < i; k++) ls_buf_free(&texts[k]);
     }
     if (rc != LS_OK) {
-        for (int k = 0; k < n; k++) ls_free((*ids)[k]);
-        ls_free(*ids);
-        *ids = NULL;
+        free_strs(*ids, n), free_strs(*errors, n);
+        *ids = *errors = NULL;
     }
     ls_free(texts);
     return rc;
@@ -388,27 +400,36 @@ int cmd_submit(int argc, char **argv) {
         else if (c == 'w') follow = true;
         else if (c == 'h') {
             printf("usage: longseq submit [options] FILE...\nSubmits one job per file; prints one job id per line.\n"
+                   "A file the server refuses (empty, not UTF-8, too long, ...) still gets its job id, a job\n"
+                   "that has already failed; its error goes to stderr. Exit status: 0 when every job was\n"
+                   "queued (with --watch: ended done), 3 when some were refused (or did not end done), 1\n"
+                   "on other errors.\n"
                    "  --watch              then follow the jobs to the end\n" CLIENT_HELP JOB_HELP);
             return 0;
         } else return cli_usage_error("submit", "unknown option");
     }
     if (optind >= argc) return cli_usage_error("submit", "give at least one FILE");
     client cl;
-    char **ids = NULL;
+    char **ids = NULL, **errors = NULL;
     int n = argc - optind, status = 0;
     ls_status rc = client_open(addr, tf, &cl);
-    if (rc == LS_OK) rc = submit_files(&cl, argv + optind, n, &s, &ids);
-    if (rc == LS_OK)
-        for (int i = 0; i < n; i++) printf("%s\n", ids[i]);
+    if (rc == LS_OK) rc = submit_files(&cl, argv + optind, n, &s, &ids, &errors);
+    for (int i = 0; rc == LS_OK && i < n; i++) {
+        printf("%s\n", ids[i]);
+        if (!*errors[i]) continue;
+        char *err = settings_as_flags(errors[i]);
+        fprintf(stderr, "longseq submit: %s: job %s failed: %s\n", argv[optind + i], ids[i], err);
+        ls_free(err);
+        status = 3;
+    }
     fflush(stdout);
     for (int i = 0; rc == LS_OK && follow && i < n; i++) {
         Longseq__JobState st;
         rc = watch(&cl, ids[i], false, &st);
-        if (st != LONGSEQ__JOB_STATE__DONE) status = 1;
+        if (st != LONGSEQ__JOB_STATE__DONE) status = 3;
     }
     if (rc != LS_OK) status = cli_fail();
-    for (int i = 0; ids && i < n; i++) ls_free(ids[i]);
-    ls_free(ids);
+    free_strs(ids, n), free_strs(errors, n);
     client_close(&cl);
     return status;
 }
@@ -586,6 +607,10 @@ static void summarize_help(void) {
            "Summarizes each file with the model: starts a coordinator in this process and a worker\n"
            "group of --np ranks, submits the files, streams each summary to standard output and\n"
            "writes one JSON object per file to --out.\n"
+           "A file the server refuses (empty, not UTF-8, too long for the context, ...) gets its\n"
+           "record with status \"failed\" and the error; the other files are summarized. Exit status:\n"
+           "0 when every file was summarized, 3 when some failed (their records say why), 1 on other\n"
+           "errors.\n"
            "  --np N               ranks (default 1)\n"
            "  --launcher CMD       how to start them (default mpirun)\n"
            "  --out F              JSONL results: {id, file, tokens, summary, prefill_ms, decode_ms,\n"
@@ -599,10 +624,10 @@ static int summarize_jobs(const char *token, int port, char **files, int n, Long
     char addr[64];
     snprintf(addr, sizeof addr, "127.0.0.1:%d", port);
     client cl = {.fd = -1, .token = ls_strndup(token, strlen(token))};
-    char **ids = NULL;
+    char **ids = NULL, **errors = NULL;
     int status = 0;
     ls_status rc = ls_net_connect(addr, 5000, &cl.fd);
-    if (rc == LS_OK) rc = submit_files(&cl, files, n, s, &ids);
+    if (rc == LS_OK) rc = submit_files(&cl, files, n, s, &ids, &errors); // refused files: jobs already failed
     for (int i = 0; rc == LS_OK && i < n; i++) {
         fprintf(stderr, "[longseq] %s: job %s\n", files[i], ids[i]);
         Longseq__JobState st;
@@ -619,7 +644,7 @@ static int summarize_jobs(const char *token, int port, char **files, int n, Long
             char *err = settings_as_flags(j->error);
             fprintf(stderr, "[longseq] %s: %s\n", files[i], err);
             ls_free(err);
-            status = 1;
+            status = 3;
         }
         if (out) {
             json_t *o = result_json(j);
@@ -631,8 +656,7 @@ static int summarize_jobs(const char *token, int port, char **files, int n, Long
         longseq__reply__free_unpacked(r, NULL);
     }
     if (rc != LS_OK) status = cli_fail();
-    for (int i = 0; ids && i < n; i++) ls_free(ids[i]);
-    ls_free(ids);
+    free_strs(ids, n), free_strs(errors, n);
     client_close(&cl);
     return status;
 }

@@ -42,7 +42,9 @@ ls_status ls_store_open(const char *dir, ls_store_t **out);
 void ls_store_close(ls_store_t *s);
 // After a restart: running jobs go back to the queue; *n how many.
 ls_status ls_store_requeue_running(ls_store_t *s, int64_t *n);
-// Adds jobs (id, name, settings, tokens set; state queued) in one transaction: all or none.
+// Adds jobs (id, name, settings, tokens set) in one transaction: all or none. Each is queued,
+// or, with state LS_JOB_FAILED and its error (a document refused at submit; tokens may be
+// none), stored already finished.
 ls_status ls_store_add(ls_store_t *s, ls_job *jobs, size_t n);
 // The oldest queued job with its tokens; *found false when the queue is empty.
 ls_status ls_store_next_queued(ls_store_t *s, ls_job *j, bool *found);

@@ -10,6 +10,15 @@
 
 // --- documents --------------------------------------------------------------------------------
 
+// The most bytes of text one token can stand for: its vocabulary string's length (byte-level
+// BPE and SentencePiece spell a byte with at least one byte, special tokens as their text).
+static size_t longest_token(const ls_tokenizer_t *t) {
+    size_t longest = 1;
+    for (int32_t id = 0; id < ls_tokenizer_n_vocab(t); id++)
+        if (ls_tokenizer_text(t, id).len > longest) longest = ls_tokenizer_text(t, id).len;
+    return longest;
+}
+
 ls_status ls_prep_init(const char *model, const ls_rope_override *rope, const ls_load_opts *load, ls_prep **out) {
     ls_prep *p = ls_calloc(1, sizeof *p);
     p->rope = *rope;
@@ -19,6 +28,7 @@ ls_status ls_prep_init(const char *model, const ls_rope_override *rope, const ls
     ls_status rc = ls_model_open(model, &lo, &p->gguf);
     if (rc == LS_OK) rc = ls_model_config_load(p->gguf, &p->cfg);
     if (rc == LS_OK) rc = ls_tokenizer_init(p->gguf, &p->tok);
+    if (rc == LS_OK) p->max_token_bytes = longest_token(p->tok);
     if (rc == LS_OK) {
         ls_rope_config check = p->cfg.rope;
         rc = ls_rope_override_apply(&check, rope, NULL);
@@ -63,6 +73,15 @@ ls_status ls_prep_context(const ls_prep *p, const Longseq__Settings *s, int64_t 
     return LS_OK;
 }
 
+ls_status ls_prep_check_call(const ls_prep *p, const Longseq__Settings *s) {
+    if (s->task == LONGSEQ__TASK__SUMMARIZE && !p->chat)
+        return LS_ERR(LS_ERR_UNSUPPORTED, "the model has no chat template longseq knows, so it cannot summarize; "
+                                          "continue the text instead with settings { task: GENERATE }");
+    int64_t limit;
+    ls_rope_config rope;
+    return ls_prep_context(p, s, &limit, &rope);
+}
+
 // The summarization prompt: the document, then the request, as a user turn.
 static ls_status summarize_prompt(const ls_prep *p, const Longseq__Settings *s, const uint8_t *text, size_t len,
                                   ls_buf *out) {
@@ -79,9 +98,56 @@ static ls_status summarize_prompt(const ls_prep *p, const Longseq__Settings *s, 
     return rc;
 }
 
+// "the text is empty" or only whitespace: no job runs on nothing (len 0 may come with text NULL).
+static ls_status check_not_blank(const uint8_t *text, size_t len) {
+    if (len == 0) return LS_ERR(LS_ERR_INVALID, "the text is empty");
+    for (size_t i = 0; i < len; i++)
+        if (text[i] != ' ' && (text[i] < '\t' || text[i] > '\r')) return LS_OK; // not space, \t \n \v \f \r
+    return LS_ERR(LS_ERR_INVALID, "the text is only whitespace (%zu bytes)", len);
+}
+
+// The sequence does not fit the context `limit`: it needs `need` positions (`least`: that many
+// or more), as `what` says; the message says how to make it fit.
+static ls_status context_error(const ls_prep *p, const Longseq__Settings *s, const ls_rope_config *rope, int64_t limit,
+                               int64_t need, bool least, const char *what) {
+    char r[128], fit[96];
+    ls_rope_describe(rope, r, sizeof r);
+    ls_model_config with = p->cfg;
+    with.rope = *rope;
+    if (s->task == LONGSEQ__TASK__PERPLEXITY) snprintf(fit, sizeof fit, "score chunks that fit (settings { ctx: %lld })", (long long)limit);
+    else snprintf(fit, sizeof fit, "shorten the text");
+    return LS_ERR(LS_ERR_INVALID,
+                  "the sequence needs %s%lld positions (%s) but the model's context with RoPE %s is %lld (trained %lld): "
+                  "%s, stretch RoPE over it (settings { rope_scaling: \"yarn\" rope_scale: %g }) or bound the attention "
+                  "distance (settings { attention: \"sink\" })",
+                  least ? "at least " : "", (long long)need, what, r, (long long)limit, (long long)p->cfg.n_ctx_train, fit,
+                  ls_context_scale_for(&with, need));
+}
+
+// Before tokenizing: a text of len bytes has at least ceil(len / L) tokens (no token stands for
+// more than L bytes), so one that cannot fit the context or max_job_tokens is refused unread.
+static ls_status check_bytes(const ls_prep *p, const Longseq__Settings *s, size_t len, int64_t limit,
+                             const ls_rope_config *rope, int64_t max_job_tokens) {
+    bool ppl = s->task == LONGSEQ__TASK__PERPLEXITY;
+    int64_t least = (int64_t)((len + p->max_token_bytes - 1) / p->max_token_bytes), gen = ppl ? 0 : ls_settings_max_tokens(s);
+    char what[200];
+    snprintf(what, sizeof what, "the text's %zu bytes are at least %lld tokens, as no token is longer than %zu bytes, "
+             "+ %lld to generate", len, (long long)least, p->max_token_bytes, (long long)gen);
+    if (!ppl && limit >= 0 && least + gen > limit) return context_error(p, s, rope, limit, least + gen, true, what);
+    if (least + gen > max_job_tokens)
+        return LS_ERR(LS_ERR_RANGE, "the job needs at least %lld tokens (%s); this server takes at most %lld per job",
+                      (long long)(least + gen), what, (long long)max_job_tokens);
+    return LS_OK;
+}
+
 ls_status ls_prep_document(const ls_prep *p, const Longseq__Settings *s, const uint8_t *text, size_t len,
                            int64_t max_job_tokens, ls_vec_i32 *ids) {
     size_t bad;
+    int64_t limit;
+    ls_rope_config rope;
+    LS_CHECK(check_not_blank(text, len));
+    LS_CHECK(ls_prep_context(p, s, &limit, &rope));
+    LS_CHECK(check_bytes(p, s, len, limit, &rope, max_job_tokens));
     if (!ls_utf8_valid((const char *)text, len, &bad)) return LS_ERR(LS_ERR_INVALID, "the text is not valid UTF-8 (at byte %zu)", bad);
     if (memchr(text, 0, len)) return LS_ERR(LS_ERR_INVALID, "the text contains a NUL byte");
     ls_buf prompt = {0};
@@ -97,26 +163,12 @@ ls_status ls_prep_document(const ls_prep *p, const Longseq__Settings *s, const u
     if (s->task == LONGSEQ__TASK__PERPLEXITY && n < 2 * ls_settings_ppl_ctx(s))
         return LS_ERR(LS_ERR_INVALID, "perplexity with a context of %lld needs at least %lld tokens; the text has %lld",
                       (long long)ls_settings_ppl_ctx(s), (long long)(2 * ls_settings_ppl_ctx(s)), (long long)n);
-    int64_t limit;
-    ls_rope_config rope;
-    LS_CHECK(ls_prep_context(p, s, &limit, &rope));
     int64_t need = s->task == LONGSEQ__TASK__PERPLEXITY ? ls_settings_ppl_ctx(s) : n + gen;
     if (limit >= 0 && need > limit) {
-        char r[128], what[96], fit[96];
-        ls_rope_describe(&rope, r, sizeof r);
-        ls_model_config with = p->cfg;
-        with.rope = rope;
-        bool ppl = s->task == LONGSEQ__TASK__PERPLEXITY;
-        if (ppl) snprintf(what, sizeof what, "chunks of settings.ctx %lld", (long long)need);
+        char what[96];
+        if (s->task == LONGSEQ__TASK__PERPLEXITY) snprintf(what, sizeof what, "chunks of settings.ctx %lld", (long long)need);
         else snprintf(what, sizeof what, "%lld prompt + %lld to generate", (long long)n, (long long)gen);
-        if (ppl) snprintf(fit, sizeof fit, "score chunks that fit (settings { ctx: %lld })", (long long)limit);
-        else snprintf(fit, sizeof fit, "shorten the text");
-        return LS_ERR(LS_ERR_INVALID,
-                      "the sequence needs %lld positions (%s) but the model's context with RoPE %s is %lld (trained %lld): "
-                      "%s, stretch RoPE over it (settings { rope_scaling: \"yarn\" rope_scale: %g }) or bound the attention "
-                      "distance (settings { attention: \"sink\" })",
-                      (long long)need, what, r, (long long)limit, (long long)p->cfg.n_ctx_train, fit,
-                      ls_context_scale_for(&with, need));
+        return context_error(p, s, &rope, limit, need, false, what);
     }
     if (n + gen > max_job_tokens)
         return LS_ERR(LS_ERR_RANGE, "the job needs %lld tokens (%lld in the prompt + %lld to generate); this server takes at most %lld per job",

@@ -38,6 +38,7 @@ typedef struct conn {
     double frame_ms;         // when the first byte of the frame in `in` came (0: none)
     size_t want;             // that frame's bytes, header included, reserved from --max-buffered (0: none yet)
     char watch[40];          // the job this connection watches ("" none)
+    ls_prep_task *prep;      // its Submit's documents being prepared (NULL none): later calls wait
 } conn;
 
 typedef enum group_state { G_DOWN, G_STARTING, G_IDLE, G_BUSY } group_state;
@@ -46,6 +47,7 @@ typedef struct server {
     const ls_server_opts *o;
     ls_store_t *store;
     ls_prep *prep;
+    ls_prep_pool *pool;      // prepares Submits' documents off this loop
     int lfd, port;
     conn **conns;
     size_t n_conns;
@@ -75,6 +77,13 @@ void ls_server_stop(void) {
         ssize_t k = write(g_sigpipe[1], &c, 1);
         (void)k;
     }
+}
+
+// From a prep pool thread: a Submit's documents are ready.
+static void wake_loop(void) {
+    char c = 'P';
+    ssize_t k = write(g_sigpipe[1], &c, 1); // a full pipe wakes the loop anyway
+    (void)k;
 }
 
 static void on_signal(int sig) {
@@ -401,68 +410,90 @@ static void schedule(server *s) {
 
 // --- client methods ---------------------------------------------------------------------------
 
-static void do_submit(server *s, conn *c, const Longseq__SubmitRequest *q) {
+// A Submit: the call's own checks here, then its documents go to the prep pool and the
+// connection's later calls wait until submit_done answers this one.
+static void do_submit(server *s, conn *c, Longseq__Request *req) {
     static const Longseq__Settings none = LONGSEQ__SETTINGS__INIT;
+    const Longseq__SubmitRequest *q = req->submit;
     const Longseq__Settings *set = q->settings ? q->settings : &none;
     if (q->n_documents == 0) return send_status(c, LONGSEQ__CODE__INVALID_ARGUMENT, "submit: no documents");
     if (q->n_documents > (size_t)s->o->max_docs)
         return send_status(c, LONGSEQ__CODE__RESOURCE_EXHAUSTED, "submit: %zu documents in one call; the limit is %d",
                            q->n_documents, s->o->max_docs);
-    if (ls_settings_check(set) != LS_OK) return send_error(c, "submit: ");
-    size_t n = q->n_documents, packed_len = longseq__settings__get_packed_size(set);
+    if (ls_settings_check(set) != LS_OK || ls_prep_check_call(s->prep, set) != LS_OK) return send_error(c, "submit: ");
+    ls_prep_task *t = ls_calloc(1, sizeof *t);
+    t->req = req->submit;
+    t->set = set;
+    t->owner = c;
+    req->submit = NULL; // the task owns the documents now (no copy of their text)
+    c->prep = t;
+    ls_prep_pool_add(s->pool, t);
+}
+
+// The jobs of a prepared Submit: queued, or failed with their documents' errors.
+static ls_status make_jobs(const ls_prep_task *t, ls_job *jobs, uint8_t *packed, size_t packed_len) {
+    for (size_t i = 0; i < t->req->n_documents; i++) {
+        ls_prep_doc *d = &t->docs[i];
+        LS_CHECK(ls_store_new_id(jobs[i].id));
+        jobs[i].name = d->name, d->name = NULL;
+        jobs[i].state = d->error ? LS_JOB_FAILED : LS_JOB_QUEUED;
+        jobs[i].error = d->error, d->error = NULL;
+        jobs[i].tokens = d->ids.data, d->ids.data = NULL;
+        jobs[i].n_tokens = (int64_t)d->ids.len;
+        jobs[i].settings = packed, jobs[i].settings_len = packed_len;
+    }
+    return LS_OK;
+}
+
+// Commits a prepared Submit's jobs in one transaction, then answers: one id per document, and
+// the refused ones' errors.
+static void submit_done(server *s, conn *c, ls_prep_task *t) {
+    size_t n = t->req->n_documents, n_failed = 0, packed_len = longseq__settings__get_packed_size(t->set);
     ls_job *jobs = ls_calloc(n, sizeof *jobs);
     uint8_t *packed = ls_malloc(packed_len ? packed_len : 1);
-    longseq__settings__pack(set, packed);
-    bool ok = true;
-    for (size_t i = 0; i < n && ok; i++) {
-        const Longseq__Document *d = q->documents[i];
-        const char *name = d->name ? d->name : "";
-        ls_vec_i32 ids = {0};
-        if (strlen(name) > 1024 || !ls_utf8_valid(name, strlen(name), NULL)) {
-            send_status(c, LONGSEQ__CODE__INVALID_ARGUMENT, "submit: document %zu: the name is not UTF-8 of at most 1024 bytes", i + 1);
-            ok = false;
-        } else if (ls_prep_document(s->prep, set, d->text.data, d->text.len, s->o->max_job_tokens, &ids) != LS_OK) {
-            char pre[1200];
-            snprintf(pre, sizeof pre, "submit: document %zu (\"%s\"): ", i + 1, name);
-            send_error(c, pre);
-            ok = false;
-        } else if (ls_store_new_id(jobs[i].id) != LS_OK) {
-            send_error(c, "submit: ");
-            ok = false;
-        }
-        jobs[i].name = ls_strndup(name, strlen(name));
-        jobs[i].tokens = ids.data;
-        jobs[i].n_tokens = (int64_t)ids.len;
-        jobs[i].settings = NULL;
-    }
-    if (ok) {
-        for (size_t i = 0; i < n; i++) jobs[i].settings = packed, jobs[i].settings_len = packed_len;
-        if (ls_store_add(s->store, jobs, n) != LS_OK) { // nothing is acknowledged unless committed
-            send_status(c, LONGSEQ__CODE__UNAVAILABLE, "submit: the job store could not commit: %s", ls_err_msg());
-            ls_err_clear();
-            ok = false;
-        }
-        for (size_t i = 0; i < n; i++) jobs[i].settings = NULL;
-    }
-    if (ok) {
+    longseq__settings__pack(t->set, packed);
+    ls_status rc = make_jobs(t, jobs, packed, packed_len);
+    if (rc == LS_OK) rc = ls_store_add(s->store, jobs, n); // nothing is acknowledged unless committed
+    if (rc != LS_OK) {
+        send_status(c, LONGSEQ__CODE__UNAVAILABLE, "submit: the job store could not commit: %s", ls_err_msg());
+        ls_err_clear();
+    } else {
         Longseq__SubmitReply sr = LONGSEQ__SUBMIT_REPLY__INIT;
-        char **ids = ls_calloc(n, sizeof *ids);
+        char **ids = ls_calloc(n, sizeof *ids), **errors = ls_calloc(n, sizeof *errors);
         for (size_t i = 0; i < n; i++) {
             ids[i] = jobs[i].id;
-            say(s, "job %s (%s) queued: %lld tokens", jobs[i].id, jobs[i].name, (long long)jobs[i].n_tokens);
+            errors[i] = jobs[i].error ? jobs[i].error : "";
+            n_failed += jobs[i].state == LS_JOB_FAILED;
+            if (jobs[i].state == LS_JOB_FAILED) say(s, "job %s (%s) failed at submit: %s", jobs[i].id, jobs[i].name, jobs[i].error);
+            else say(s, "job %s (%s) queued: %lld tokens", jobs[i].id, jobs[i].name, (long long)jobs[i].n_tokens);
         }
-        sr.n_job_ids = n;
+        sr.n_job_ids = sr.n_errors = n;
         sr.job_ids = ids;
+        sr.errors = errors;
         Longseq__Reply r = LONGSEQ__REPLY__INIT;
         r.body_case = LONGSEQ__REPLY__BODY_SUBMIT;
         r.submit = &sr;
         send_reply(c, &r);
-        send_status(c, LONGSEQ__CODE__OK, "%zu job%s queued", n, n == 1 ? "" : "s");
-        ls_free(ids);
+        if (n_failed) send_status(c, LONGSEQ__CODE__OK, "%zu job%s queued, %zu failed", n - n_failed, n - n_failed == 1 ? "" : "s", n_failed);
+        else send_status(c, LONGSEQ__CODE__OK, "%zu job%s queued", n, n == 1 ? "" : "s");
+        ls_free(ids), ls_free(errors);
     }
-    for (size_t i = 0; i < n; i++) ls_job_free(&jobs[i]);
+    for (size_t i = 0; i < n; i++) jobs[i].settings = NULL, ls_job_free(&jobs[i]);
     ls_free(jobs);
     ls_free(packed);
+}
+
+// The Submits whose documents are ready: answered on their connections (dropped when the
+// connection went away meanwhile: nobody would know the job ids).
+static void submits_ready(server *s) {
+    ls_prep_task *t;
+    while ((t = ls_prep_pool_take_done(s->pool))) {
+        conn *c = t->owner;
+        if (c && !c->closing) submit_done(s, c, t);
+        else say(s, "a submit of %zu documents dropped: its client went away while they were prepared", t->req->n_documents);
+        if (c) c->prep = NULL, c->last_ms = ls_time_ms(); // the call has ended: idleness starts now
+        ls_prep_task_free(t);
+    }
 }
 
 static bool get_job(server *s, conn *c, const char *id, ls_job *j) {
@@ -704,7 +735,7 @@ static void handle_request(server *s, conn *c, const uint8_t *p, size_t n) {
         send_status(c, LONGSEQ__CODE__FAILED_PRECONDITION, "a worker connection sends worker events only");
     } else {
         switch (q->method_case) {
-        case LONGSEQ__REQUEST__METHOD_SUBMIT: do_submit(s, c, q->submit); break;
+        case LONGSEQ__REQUEST__METHOD_SUBMIT: do_submit(s, c, q); break;
         case LONGSEQ__REQUEST__METHOD_WATCH: do_watch(s, c, q->watch); break;
         case LONGSEQ__REQUEST__METHOD_RESULT: do_result(s, c, q->result); break;
         case LONGSEQ__REQUEST__METHOD_CANCEL: do_cancel(s, c, q->cancel); break;
@@ -791,7 +822,8 @@ static bool head_frame(server *s, conn *c, size_t *len) {
 // connection after its status.
 static void handle_input(server *s, conn *c) {
     size_t len;
-    while (!c->closing && !c->watch[0] && c->in.len && head_frame(s, c, &len)) { // a watch holds further calls
+    while (!c->closing && !c->watch[0] && !c->prep && c->in.len && head_frame(s, c, &len)) { // a watch or a submit
+        // being prepared holds further calls
         size_t n = LS_FRAME_HEADER + len;
         handle_request(s, c, (const uint8_t *)c->in.data + LS_FRAME_HEADER, len);
         release(s, c);
@@ -804,9 +836,9 @@ static void handle_input(server *s, conn *c) {
 
 // How many more bytes c may hold: PREAUTH_CAP until its token has been checked; then the frame
 // being received and no more (its header first, then the size reserved for it). None while a
-// watch holds its calls (they wait in the socket) or once it is closing.
+// watch or a submit being prepared holds its calls (they wait in the socket) or once it is closing.
 static size_t conn_room(const conn *c) {
-    if (c->closing || c->watch[0]) return 0;
+    if (c->closing || c->watch[0] || c->prep) return 0;
     size_t cap = !c->authed ? PREAUTH_CAP : c->want ? c->want : LS_FRAME_HEADER;
     return c->in.len < cap ? cap - c->in.len : 0;
 }
@@ -890,7 +922,7 @@ static void accept_all(server *s) {
 // its first call ready; not in the slot kept for the worker group). A call in progress (a
 // watch) is never late.
 static bool overdue(server *s, const conn *c, double now, char *why, size_t cap) {
-    if (c->closing || c->watch[0]) return false;
+    if (c->closing || c->watch[0] || c->prep) return false; // a call in progress: never idle
     if (c->spare && now - c->since_ms > 1e3 * s->o->auth_timeout_s) {
         snprintf(why, cap, "no worker_hello within %d s in the connection slot kept for the worker group: closing",
                  s->o->auth_timeout_s);
@@ -934,6 +966,10 @@ static void sweep(server *s) {
                 }
             }
             release(s, c);
+            if (c->prep) { // documents still being prepared: nobody waits for them now
+                ls_prep_pool_cancel(s->pool, c->prep);
+                c->prep->owner = NULL;
+            }
             close(c->fd);
             ls_buf_free(&c->in), ls_buf_free(&c->out);
             ls_free(c);
@@ -966,7 +1002,7 @@ static void on_signals(server *s) {
     while ((k = read(g_sigpipe[0], buf, sizeof buf)) > 0)
         for (ssize_t i = 0; i < k; i++) {
             if (buf[i] == 'C') reap(s);
-            else s->stopping = true;
+            else if (buf[i] != 'P') s->stopping = true; // ('P': submits_ready runs on every turn)
         }
 }
 
@@ -986,6 +1022,7 @@ static void loop(server *s) {
         int r = poll(pf, n, 200);
         if (r < 0 && errno != EINTR) break;
         if (pf[0].revents) on_signals(s);
+        submits_ready(s);
         size_t before = s->n_conns;
         for (size_t i = 0; i < before && r > 0; i++) {
             conn *c = s->conns[i];
@@ -1074,6 +1111,8 @@ ls_status ls_server_run(const ls_server_opts *o) {
     struct sigaction ign = {.sa_handler = SIG_IGN};
     sigaction(SIGPIPE, &ign, &old_pipe);
     ls_status rc = ls_prep_init(o->model, &o->rope, &o->load, &s.prep);
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    if (rc == LS_OK) rc = ls_prep_pool_start(s.prep, o->max_job_tokens, cpus < 1 ? 1 : cpus > 4 ? 4 : (int)cpus, wake_loop, &s.pool);
     if (rc == LS_OK) rc = ls_store_open(o->state_dir, &s.store);
     int64_t requeued = 0;
     if (rc == LS_OK) rc = ls_store_requeue_running(s.store, &requeued);
@@ -1090,6 +1129,7 @@ ls_status ls_server_run(const ls_server_opts *o) {
         shut_down(&s);
     }
     ls_buf_free(&s.run_text);
+    ls_prep_pool_free(s.pool); // (a submit still being prepared was answered UNAVAILABLE by shut_down)
     ls_store_close(s.store);
     ls_prep_free(s.prep);
     sigaction(SIGTERM, &old_term, NULL);

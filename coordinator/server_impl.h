@@ -1,5 +1,6 @@
 // server_impl.h — private to coordinator/: turning a document into the token sequence a job
-// runs (prep.c), used by the server loop (server.c).
+// runs (prep.c) and the threads that do it off the server loop (prep_pool.c), used by the
+// server loop (server.c).
 #ifndef LS_SERVER_IMPL_H
 #define LS_SERVER_IMPL_H
 
@@ -14,18 +15,59 @@ typedef struct ls_prep {
     ls_tokenizer_t *tok;
     ls_chat_t *chat;        // NULL when the model has no usable template (summarize then fails)
     ls_rope_override rope;  // the server's overrides
+    size_t max_token_bytes; // the longest vocabulary string: no token stands for more text
 } ls_prep;
 
 ls_status ls_prep_init(const char *model, const ls_rope_override *rope, const ls_load_opts *load, ls_prep **out);
 void ls_prep_free(ls_prep *p);
+// The checks of a Submit's settings against the model, for all its documents at once (summarize
+// needs a chat template; the job's RoPE overrides must apply).
+ls_status ls_prep_check_call(const ls_prep *p, const Longseq__Settings *s);
 // The tokens of a job over this document: summarize wraps it with the request in the chat
 // template, generate and perplexity take it as it is. Checks UTF-8 and the length against the
 // context the model's RoPE settings (with the server's and the job's overrides) and attention
-// rule allow, and against max_job_tokens; the error says what and by how much.
+// rule allow, and against max_job_tokens; the error says what and by how much. Empty and
+// whitespace-only texts are refused, and so, before tokenizing, is a text whose bytes alone
+// (at most max_token_bytes per token) need more tokens than fit. Reads p only: safe to call
+// from several threads at once (the prep pool's).
 ls_status ls_prep_document(const ls_prep *p, const Longseq__Settings *s, const uint8_t *text, size_t len,
                            int64_t max_job_tokens, ls_vec_i32 *ids);
 // The context length a sequence may reach under the RoPE settings (no limit for sink and
 // window rules, whose positions never leave the cache's range): *limit, -1 for none.
 ls_status ls_prep_context(const ls_prep *p, const Longseq__Settings *s, int64_t *limit, ls_rope_config *rope);
+
+// --- the prep pool (prep_pool.c) --------------------------------------------------------------
+// A Submit's documents are prepared by a few threads off the server's loop; the loop is woken
+// (wake(), from a pool thread) when all documents of a task are done, then commits and answers.
+
+typedef struct ls_prep_doc {
+    char *name;          // the name to store (a bad one shortened, bad bytes as U+FFFD)
+    ls_vec_i32 ids;      // the job's tokens, when error is NULL
+    char *error;         // why the document is refused (NULL: it is fine)
+} ls_prep_doc;
+
+typedef struct ls_prep_task {
+    Longseq__SubmitRequest *req;     // the call (owned: freed with the task)
+    const Longseq__Settings *set;    // req's settings, or defaults that outlive the task
+    void *owner;                     // the loop's (its connection), never read by the pool
+    ls_prep_doc *docs;               // [req->n_documents], filled by the pool
+    // the pool's, under its lock
+    size_t next, n_done;             // documents taken, finished
+    bool cancelled;                  // documents not yet taken are skipped
+    struct ls_prep_task *link;
+} ls_prep_task;
+void ls_prep_task_free(ls_prep_task *t);
+
+typedef struct ls_prep_pool ls_prep_pool;
+ls_status ls_prep_pool_start(const ls_prep *p, int64_t max_job_tokens, int threads, void (*wake)(void),
+                             ls_prep_pool **out);
+// Hands t (req and set filled in) to the pool; it comes back from ls_prep_pool_take_done.
+void ls_prep_pool_add(ls_prep_pool *pool, ls_prep_task *t);
+// Nobody waits for t any more (its connection closed): its remaining documents are skipped.
+void ls_prep_pool_cancel(ls_prep_pool *pool, ls_prep_task *t);
+// A task whose documents are all done (the caller frees it), or NULL.
+ls_prep_task *ls_prep_pool_take_done(ls_prep_pool *pool);
+// Stops the threads (documents in hand finish, the rest are skipped), frees every task left.
+void ls_prep_pool_free(ls_prep_pool *pool);
 
 #endif // LS_SERVER_IMPL_H

@@ -195,11 +195,14 @@ static ls_status log_state(ls_store_t *s, const char *id, ls_job_state state, in
     return run(s, st);
 }
 
+// A new job: queued, or already failed (with its error) when its document was refused.
 static ls_status add_one(ls_store_t *s, ls_job *j) {
     sqlite3_stmt *st;
+    bool failed = j->state == LS_JOB_FAILED;
     j->created_ms = now_ms();
-    LS_CHECK(prepare(s, "INSERT INTO jobs(id, name, state, created_ms, settings, tokens, n_tokens) "
-                        "VALUES (?1, ?2, 0, ?3, ?4, ?5, ?6)", &st));
+    j->finished_ms = failed ? j->created_ms : 0;
+    LS_CHECK(prepare(s, "INSERT INTO jobs(id, name, state, created_ms, settings, tokens, n_tokens, finished_ms, error) "
+                        "VALUES (?1, ?2, ?7, ?3, ?4, ?5, ?6, ?8, ?9)", &st));
     sqlite3_bind_text(st, 1, j->id, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 2, j->name ? j->name : "", -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 3, j->created_ms);
@@ -207,9 +210,12 @@ static ls_status add_one(ls_store_t *s, ls_job *j) {
     sqlite3_bind_blob64(st, 5, j->tokens ? (const void *)j->tokens : "", (sqlite3_uint64)j->n_tokens * sizeof(int32_t),
                         SQLITE_STATIC);
     sqlite3_bind_int64(st, 6, j->n_tokens);
+    sqlite3_bind_int(st, 7, failed ? LS_JOB_FAILED : LS_JOB_QUEUED);
+    sqlite3_bind_int64(st, 8, j->finished_ms);
+    sqlite3_bind_text(st, 9, failed && j->error ? j->error : "", -1, SQLITE_STATIC);
     LS_CHECK(run(s, st));
     j->seq = sqlite3_last_insert_rowid(s->db);
-    return log_state(s, j->id, LS_JOB_QUEUED, 0, "");
+    return log_state(s, j->id, failed ? LS_JOB_FAILED : LS_JOB_QUEUED, 0, failed ? j->error : "");
 }
 
 ls_status ls_store_add(ls_store_t *s, ls_job *jobs, size_t n) {

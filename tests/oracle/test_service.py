@@ -20,6 +20,12 @@ generated from proto/longseq.proto (grpc_tools' protoc), not with longseq's own 
   refused, frames and tokens trickled past --frame-timeout / --auth-timeout dropped, a frame
   over --max-buffered refused, and a worker group's leader let in while clients hold every
   --max-conns slot;
+- documents: one Submit of good, empty, whitespace-only, non-UTF-8, NUL, too-long, too-many-
+  bytes documents and a bad name: the call succeeds, each bad document is a job FAILED with its
+  error (the reply's errors, Result, Watch, List), the good ones run; `summarize` with bad files
+  writes their error records and the good ones' summaries (exit 3);
+- preparation off the loop: while a 60 MiB document is tokenized, health calls on other
+  connections answer within 0.5 s; a client that closes, and SIGTERM, mid-preparation;
 - durability: 50 jobs, kill -9 of the coordinator in the middle, restart: every job done
   exactly once (job_log), results of jobs finished before the crash unchanged, PRAGMA
   integrity_check ok; SIGTERM: exit 0, the running job is queued again and finishes after a
@@ -357,6 +363,15 @@ def expect_closed(s, what):
         pass
 
 
+def submit_each(srv, docs, **settings):
+    """A Submit of (name, text) pairs; returns (job ids, errors, status) whatever the status."""
+    req = pb.Request(submit=pb.SubmitRequest(documents=[pb.Document(name=n, text=t) for n, t in docs],
+                                             settings=pb.Settings(**settings)))
+    replies, st = srv.rpc(req)
+    sub = replies[0].submit if replies else pb.SubmitReply()
+    return list(sub.job_ids), list(sub.errors), st
+
+
 def test_hostile(tiny):
     state = WORK / "state-hostile"
     srv = Server(state, tiny, np_=1, extra=["--max-docs", "4", "--idle-timeout", "3", "--max-frame", "1000000",
@@ -404,21 +419,19 @@ def test_hostile(tiny):
                 _, st = call(s, pb.Request(health=pb.HealthRequest()), token=token)
                 check(st.code == pb.UNAUTHENTICATED, f"{what}: {st}")
         before = len(srv.rpc(pb.Request(list=pb.ListRequest(limit=1000)))[0][0].list.jobs)
+        # a bad document is a failed job of its own (test_documents has more); the call succeeds
         bad_utf8 = [("ok", b"fine text"), ("bad", b"caf\xc3 \xff\xfe broken")]
-        _, st = srv.rpc(pb.Request(submit=pb.SubmitRequest(documents=[pb.Document(name=n, text=t) for n, t in bad_utf8],
-                                                           settings=pb.Settings(task=pb.GENERATE))))
-        check(st.code == pb.INVALID_ARGUMENT and "document 2" in st.message and "UTF-8" in st.message,
-              f"invalid UTF-8: {st}")
+        ids, errors, st = submit_each(srv, bad_utf8, task=pb.GENERATE, max_tokens=2)
+        check(st.code == pb.OK and len(ids) == 2 and not errors[0] and "UTF-8" in errors[1] and "1 failed" in st.message,
+              f"invalid UTF-8: {st} {errors}")
         _, st = srv.rpc(pb.Request(submit=pb.SubmitRequest(documents=[pb.Document(name=str(i), text=b"x") for i in range(5)])))
         check(st.code == pb.RESOURCE_EXHAUSTED and "limit is 4" in st.message, f"too many documents: {st}")
-        _, st = srv.rpc(pb.Request(submit=pb.SubmitRequest(documents=[pb.Document(name="huge", text=words(1500, 1).encode())],
-                                                           settings=pb.Settings(task=pb.GENERATE))))
-        check(st.code == pb.INVALID_ARGUMENT and re.search(r"needs \d+ positions", st.message) and "is 4096" in st.message,
-              f"a document too long for the 4096-token context: {st}")
+        _, [err], st = submit_each(srv, [("huge", words(1500, 1).encode())], task=pb.GENERATE)
+        check(st.code == pb.OK and re.search(r"needs \d+ positions", err) and "is 4096" in err,
+              f"a document too long for the 4096-token context: {st} {err}")
         # a protocol client is told the fields to set (the command-line clients show their flags)
-        check(re.search(r'settings \{ rope_scaling: "yarn" rope_scale: [\d.]+ \}', st.message) and
-              'settings { attention: "sink" }' in st.message and " --" not in st.message,
-              f"the hint names settings fields: {st.message}")
+        check(re.search(r'settings \{ rope_scaling: "yarn" rope_scale: [\d.]+ \}', err) and
+              'settings { attention: "sink" }' in err and " --" not in err, f"the hint names settings fields: {err}")
         _, st = srv.rpc(pb.Request(submit=pb.SubmitRequest(documents=[pb.Document(name="x", text=b"abc")],
                                                            settings=pb.Settings(attention="sparse"))))
         check(st.code == pb.INVALID_ARGUMENT and "sparse" in st.message, f"unknown attention: {st}")
@@ -431,9 +444,8 @@ def test_hostile(tiny):
         _, st = srv.rpc(pb.Request(submit=pb.SubmitRequest(documents=[pb.Document(name="x", text=words(300, 3).encode())],
                                                            settings=pb.Settings(task=pb.PERPLEXITY, ctx=2))))
         check(st.code == pb.INVALID_ARGUMENT and "settings.ctx 2" in st.message, f"perplexity ctx 2: {st}")
-        _, st = srv.rpc(pb.Request(submit=pb.SubmitRequest(documents=[pb.Document(name="big", text=words(300, 2).encode())],
-                                                           settings=pb.Settings(task=pb.GENERATE, max_tokens=3000))))
-        check(st.code == pb.RESOURCE_EXHAUSTED and "at most 3800 per job" in st.message, f"--max-job-tokens: {st}")
+        _, [err], st = submit_each(srv, [("big", words(300, 2).encode())], task=pb.GENERATE, max_tokens=3000)
+        check(st.code == pb.OK and "at most 3800 per job" in err, f"--max-job-tokens: {st} {err}")
         socks, refused = [], None
         for i in range(14):  # beyond --max-conns 12 (the worker leader and the watcher hold two): refused
             s = srv.connect()
@@ -455,7 +467,7 @@ def test_hostile(tiny):
         _, st = srv.rpc(pb.Request(result=pb.ResultRequest(job_id="jdoesnotexist")))
         check(st.code == pb.NOT_FOUND, f"unknown job: {st}")
         after = len(srv.rpc(pb.Request(list=pb.ListRequest(limit=1000)))[0][0].list.jobs)
-        check(after == before, f"no job was created by refused submits ({before} -> {after})")
+        check(after == before + 4, f"refused calls created no job; bad documents 3 failed ones ({before} -> {after})")
         with srv.connect() as s:  # idle: closed after --idle-timeout 3
             t0 = time.time()
             msg = expect_status(s, pb.DEADLINE_EXCEEDED, "idle connection")
@@ -497,6 +509,170 @@ def test_settings_limits(tiny):
         print(f"settings limits: {len(cases)} out-of-range fields refused with their range")
     finally:
         srv.kill_all()
+def test_documents(tiny):
+    """One Submit of good and bad documents: each bad one is a job FAILED with its error (in the
+    reply's errors, Result, Watch and List), the good ones run; ids in order."""
+    state = WORK / "state-documents"
+    srv = Server(state, tiny, np_=1)
+    try:
+        srv.wait_ready()
+        docs = [("good1", words(30, 1).encode()), ("empty", b""), ("blank", b" \n\t \r\n "), ("latin1", b"caf\xe9 au lait"),
+                ("long", words(1500, 1).encode()), ("nul", b"abc\x00def"), ("huge", words(800_000, 2).encode()),
+                ("NAME-NOT-UTF-8!", b"a fine text"), ("good2", words(30, 2).encode())]
+        req = pb.Request(token=TOKEN, submit=pb.SubmitRequest(documents=[pb.Document(name=n, text=t) for n, t in docs],
+                                                              settings=pb.Settings(task=pb.GENERATE, max_tokens=4)))
+        body = req.SerializeToString().replace(b"NAME-NOT-UTF-8!", b"\xff" * 15)  # (same length)
+        with srv.connect() as sock:
+            t0 = time.time()
+            sock.sendall(frame(body))
+            replies = []
+            while (r := recv_reply(sock)).WhichOneof("body") != "status":
+                replies.append(r)
+            took, st = time.time() - t0, r.status
+        check(st.code == pb.OK and st.message == "2 jobs queued, 7 failed", f"the call succeeds: {st}")
+        ids, errors = list(replies[0].submit.job_ids), list(replies[0].submit.errors)
+        check(len(ids) == 9 == len(set(ids)) == len(errors), f"one id and one error per document: {ids} {errors}")
+        want = {0: None, 1: "the text is empty", 2: "only whitespace (7 bytes)", 3: "not valid UTF-8 (at byte 3)",
+                4: "positions (", 5: "NUL byte", 6: "no token is longer than 13 bytes", 7: "the name (15 bytes) is not UTF-8",
+                8: None}
+        for i, needle in want.items():
+            check(errors[i] == "" if needle is None else needle in errors[i], f"document {i + 1} {docs[i][0]}: {errors[i]!r}")
+        check(re.search(r"needs \d+ positions \(\d+ prompt \+ 4 to generate\)", errors[4]) and
+              re.search(r"needs at least \d+ positions \(the text's \d+ bytes are at least \d+ tokens", errors[6]),
+              f"tokenized, and refused by its bytes alone: {errors[4]!r} {errors[6]!r}")
+        check(took < 5, f"a 3 MB document that cannot fit is refused without tokenizing it ({took:.1f} s)")
+        for i in (0, 8):
+            events, wst = srv.watch(ids[i])
+            check(events[-1].state == pb.DONE and srv.result(ids[i]).text, f"{docs[i][0]} done: {events[-1]}")
+        for i in range(1, 8):
+            r = srv.result(ids[i])
+            check(r.state == pb.FAILED and r.error == errors[i] and r.id == ids[i], f"result of {docs[i][0]}: {r}")
+            events, wst = srv.watch(ids[i])
+            check(wst.code == pb.OK and events[-1].state == pb.FAILED and events[-1].error == errors[i],
+                  f"a watch of {docs[i][0]} ends at once, failed: {events}")
+        check(srv.result(ids[7]).name == "\ufffd" * 15 and srv.result(ids[1]).name == "empty", "the names kept (made UTF-8)")
+        listed = {j.id: j for j in srv.rpc(pb.Request(list=pb.ListRequest(limit=100)))[0][0].list.jobs}
+        check(all(listed[ids[i]].state == (pb.DONE if i in (0, 8) else pb.FAILED) for i in range(9)), "List shows them all")
+        # `longseq submit`: an id per file, the refused file's error on stderr, exit 3
+        (WORK / "ok.txt").write_text(words(20, 5))
+        (WORK / "empty.txt").write_text("")
+        cenv = dict(ENV, LONGSEQ_SERVER=f"127.0.0.1:{srv.port}", LONGSEQ_TOKEN=TOKEN)
+        out = subprocess.run([str(BIN), "submit", "--task", "generate", "--max-tokens", "2", str(WORK / "ok.txt"),
+                              str(WORK / "empty.txt")], env=cenv, capture_output=True, text=True, timeout=60)
+        cids = out.stdout.split()
+        check(out.returncode == 3 and len(cids) == 2 and f"empty.txt: job {cids[1]} failed: the text is empty" in out.stderr,
+              f"longseq submit with an empty file: {out}")
+        check(srv.result(cids[1]).state == pb.FAILED and srv.watch(cids[0])[0][-1].state == pb.DONE, "its jobs")
+        # the call's own problems still refuse the whole call, creating nothing
+        _, _, st = submit_each(srv, [], task=pb.GENERATE)
+        check(st.code == pb.INVALID_ARGUMENT and "no documents" in st.message, f"no documents: {st}")
+        _, _, st = submit_each(srv, [("x", b"abc")], attention="sparse")
+        check(st.code == pb.INVALID_ARGUMENT and "sparse" in st.message, f"bad settings: {st}")
+        check(len(srv.rpc(pb.Request(list=pb.ListRequest(limit=100)))[0][0].list.jobs) == 11, "refused calls made no jobs")
+        check(srv.stop() == 0, f"exit 0\n{srv.log.read_text()[-3000:]}")
+    finally:
+        if srv.p.poll() is None:
+            srv.kill_all()
+    print("documents: bad ones failed jobs with their errors, good ones done, ids in order")
+
+
+def big_submit(srv, text):
+    """A connection with a Submit of one large document sent (its answer not read)."""
+    sock = srv.connect()
+    req = pb.Request(token=TOKEN, submit=pb.SubmitRequest(documents=[pb.Document(name="big", text=text)],
+                                                          settings=pb.Settings(task=pb.GENERATE, attention="sink")))
+    sock.sendall(frame(req.SerializeToString()))
+    return sock
+
+
+def test_prep_off_loop(tiny):
+    """Documents are prepared off the event loop: while a 60 MiB document is tokenized, another
+    client's health call answers at once; a client that goes away meanwhile, and a SIGTERM
+    meanwhile (the call gets UNAVAILABLE), do no harm."""
+    state = WORK / "state-prep"
+    # no workers (nothing runs); a job limit the document passes by its bytes (at least 1/13 of
+    # them) but not by its tokens, so it is tokenized in full and then fails: no 40 MB commit
+    srv = Server(state, tiny, np_=1, extra=[*EXTERNAL, "--max-job-tokens", "8000000"])
+    try:
+        chunk = words(100_000, 7).encode() + b"\n"
+        text = chunk * (60 * 2**20 // len(chunk) + 1)  # (the tiny vocabulary tokenizes fast: 60 MiB for ~2 s)
+        check(60 * 2**20 < len(text) < 63 * 2**20, f"{len(text)} bytes")
+        sent, result = threading.Event(), {}
+
+        def submitter():
+            with big_submit(srv, text) as sock:
+                sent.set()
+                result["sent"] = time.time()
+                replies = []
+                while (r := recv_reply(sock)).WhichOneof("body") != "status":
+                    replies.append(r)
+                result.update(replies=replies, status=r.status, done=time.time())
+        th = threading.Thread(target=submitter)
+        th.start()
+        sent.wait(60)
+        time.sleep(0.3)  # the server has the frame (receiving it is the connection layer's business)
+        lat = []
+        while th.is_alive():
+            h0 = time.time()
+            srv.health()
+            lat.append(time.time() - h0)
+            time.sleep(0.05)
+        th.join()
+        took = result["done"] - result["sent"]
+        print(f"  a {len(text) / 2**20:.1f} MiB document prepared in {took:.1f} s; {len(lat)} health calls meanwhile, "
+              f"the slowest {1e3 * max(lat, default=0):.0f} ms")
+        check(max(lat) < 0.5, f"health answered within 0.5 s while the document was prepared: {max(lat):.2f} s")
+        check(took > 1.5 and len(lat) >= 10, f"the preparation took long enough to measure ({took:.2f} s)")
+        st, replies = result["status"], result["replies"]
+        err = replies[0].submit.errors[0] if replies else ""
+        check(st.code == pb.OK and re.search(r"needs \d+ tokens .* at most 8000000 per job", err),
+              f"the document was tokenized in full: {st} {err}")
+        # a client that goes away while its document is prepared
+        gone = big_submit(srv, text)
+        time.sleep(1.0)  # (the server has the frame and is preparing it)
+        gone.close()
+        check(srv.health().version, "served after a client went away mid-preparation")
+        deadline = time.time() + 120
+        while time.time() < deadline and "dropped" not in srv.log.read_text():
+            time.sleep(0.2)
+        check("a submit of 1 documents dropped" in srv.log.read_text(), "its submit was dropped")
+        # SIGTERM while a document is prepared: the call gets UNAVAILABLE, the server exits 0
+        with big_submit(srv, text) as sock:
+            time.sleep(1.0)
+            srv.p.send_signal(signal.SIGTERM)
+            msg = expect_status(sock, pb.UNAVAILABLE, "submit during shutdown")
+            check("stopping" in msg, msg)
+        check(srv.p.wait(60) == 0, f"exit 0 (under the sanitizers: no leak)\n{srv.log.read_text()[-3000:]}")
+        srv.f.close()
+    finally:
+        if srv.p.poll() is None:
+            srv.kill_all()
+    print("preparation off the loop: other clients served meanwhile; closes and SIGTERM mid-preparation are safe")
+
+
+def test_summarize_bad_file(tiny):
+    """`summarize` with bad files among good ones: a record for every file, in order; the bad
+    ones failed with their errors, the good ones summarized; exit status 3."""
+    d = WORK / "summarize-bad"
+    d.mkdir(exist_ok=True)
+    files = []
+    for name, text in (("a.txt", words(40, 1)), ("empty.txt", ""), ("b.txt", words(40, 2)), ("long.txt", words(1500, 3))):
+        (d / name).write_text(text)
+        files.append(d / name)
+    out = d / "results.jsonl"
+    p = subprocess.run([str(BIN), "summarize", "--model", str(tiny), "--np", "1", "--max-tokens", "4", "--out", str(out),
+                        *map(str, files)], capture_output=True, text=True, timeout=600, env=ENV)
+    check(p.returncode == 3, f"summarize: exit 3 when some files failed, got {p.returncode}: {p.stderr[-2000:]}")
+    import json
+    recs = [json.loads(line) for line in out.read_text().splitlines()]
+    check([r["file"] for r in recs] == list(map(str, files)), f"one record per file, in order: {recs}")
+    check([r["status"] for r in recs] == ["done", "failed", "done", "failed"], f"statuses: {recs}")
+    check("the text is empty" in recs[1]["error"] and re.search(r"needs \d+ positions", recs[3]["error"]),
+          f"errors with the numbers: {recs[1]['error']!r} {recs[3]['error']!r}")
+    check(all(r["id"] and set(r) == set(recs[0]) for r in recs), f"every record has an id and the same keys: {recs}")
+    check("the text is empty" in p.stderr, f"the error is shown: {p.stderr[-1000:]}")
+    print("summarize: bad files get their error records, the good ones their summaries; exit 3")
+
 
 
 def job_log(state):
@@ -1146,6 +1322,9 @@ def main():
     test_protocol(tiny)
     test_hostile(tiny)
     test_settings_limits(tiny)
+    test_documents(tiny)
+    test_prep_off_loop(tiny)
+    test_summarize_bad_file(tiny)
     test_external(tiny)
     test_worker_credential(tiny)
     test_as_leader(tiny)

@@ -2,9 +2,10 @@
 """deploy/slurm/longseq.sbatch on a real single-node Slurm cluster (tests/slurm/cluster-up:
 munge, slurmctld, slurmd, pmix), with CPU ranks on the default model:
 
-- a directory of 3 KJV passages, `sbatch -n 2`: the coordinator on the node, the worker group
-  of 2 ranks started by srun --mpi=pmix; the results file has one record per document, all
-  done on 2 ranks, each summary equal to the one-process `longseq generate --chat` answer;
+- a directory of 3 KJV passages and an empty file, `sbatch -n 2`: the coordinator on the node,
+  the worker group of 2 ranks started by srun --mpi=pmix; the results file has one record per
+  document: the passages done on 2 ranks, each summary equal to the one-process `longseq
+  generate --chat` answer, the empty file failed with its error (the script says so, exit 3);
 - a list file of 3 more passages, `scontrol requeue` while the first document runs: the
   requeued run submits nothing twice (submitted.tsv), finishes the rest and writes all
   3 records once.
@@ -75,17 +76,23 @@ def records(out):
 
 def test_directory(work):
     files = passages(work, 3, 0)
+    empty = files[0].parent / "empty.txt"
+    empty.write_text("")
     out = work / "results.jsonl"
     job = sbatch(work, files[0].parent, out)
     wait_gone(job)
     log = (work / f"longseq-{job}.log").read_text()
     recs = records(out) if out.exists() else []
-    check(len(recs) == 3, f"3 records ({len(recs)}); log:\n{log[-3000:]}")
+    check(len(recs) == 4, f"4 records ({len(recs)}); log:\n{log[-3000:]}")
+    bad = [x for x in recs if x["file"] == str(empty)]
+    check(len(bad) == 1 and bad[0]["status"] == "failed" and "the text is empty" in bad[0]["error"] and bad[0]["id"],
+          f"the empty file's record: {bad}")
+    check("(1 not done)" in log, f"the script says one document was not done:\n{log[-3000:]}")
     for f in files:
         r = [x for x in recs if x["file"] == str(f)]
         check(len(r) == 1 and r[0]["status"] == "done" and r[0]["ranks"] == 2, f"{f.name}: {r}")
         check(r[0]["summary"] == expected(f), f"{f.name}: summary {r[0]['summary']!r} as in one process")
-    print(f"sbatch -n 2 on a directory: 3 records, done on 2 ranks (job {job})")
+    print(f"sbatch -n 2 on a directory: 3 records done on 2 ranks, the empty file's failed (job {job})")
 
 
 def test_requeue(work):

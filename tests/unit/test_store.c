@@ -1,6 +1,7 @@
 // test_store.c — the SQLite job store: FIFO order, all-or-nothing submits, state changes and
 // results that survive closing and reopening, running jobs queued again after a restart, the
-// state log, and a store from a newer schema refused; the state directory created 0700 and the
+// state log, a submit whose refused documents are stored as failed jobs next to the queued
+// ones, and a store from a newer schema refused; the state directory created 0700 and the
 // store's files 0600 whatever the umask, a directory others may write to refused.
 #include "ls_store.h"
 #include "ls_test.h"
@@ -68,6 +69,44 @@ static void test_modes(void) {
     TEST_COND(system(cmd) == 0, "cleanup");
 }
 
+// A submit with a refused document: it is stored failed (finished, with its error and its log
+// row) in the same transaction as the queued job, and never handed out.
+static void failed_documents(void) {
+    char dir[] = "/tmp/ls-store-XXXXXX";
+    TEST_COND(mkdtemp(dir) != NULL, "temp dir");
+    ls_store_t *s;
+    TEST_COND(ls_store_open(dir, &s) == LS_OK, "open: %s", ls_err_msg());
+    ls_job jobs[2] = {make("bad", 0), make("good", 4)};
+    jobs[0].state = LS_JOB_FAILED;
+    jobs[0].error = ls_strndup("the text is empty", 17);
+    TEST_COND(ls_store_add(s, jobs, 2) == LS_OK, "add a failed and a queued job: %s", ls_err_msg());
+    ls_job j;
+    bool found;
+    TEST_COND(ls_store_get(s, jobs[0].id, &j) == LS_OK && j.state == LS_JOB_FAILED && !strcmp(j.error, "the text is empty") &&
+                  j.finished_ms == j.created_ms && j.finished_ms > 0, "the refused document is a failed job with its error");
+    ls_job_free(&j);
+    TEST_COND(ls_store_next_queued(s, &j, &found) == LS_OK && found && !strcmp(j.name, "good"), "only the good one is queued");
+    ls_job_free(&j);
+    int64_t n = 0;
+    TEST_COND(ls_store_count(s, LS_JOB_FAILED, &n) == LS_OK && n == 1, "one failed (%lld)", (long long)n);
+    ls_store_close(s);
+    char path[128];
+    snprintf(path, sizeof path, "%s/jobs.db", dir);
+    sqlite3 *db;
+    sqlite3_open(path, &db);
+    sqlite3_stmt *st;
+    sqlite3_prepare_v2(db, "SELECT state, error FROM job_log WHERE job_id = ?1", -1, &st, NULL);
+    sqlite3_bind_text(st, 1, jobs[0].id, -1, SQLITE_STATIC);
+    TEST_COND(sqlite3_step(st) == SQLITE_ROW && sqlite3_column_int(st, 0) == LS_JOB_FAILED &&
+                  !strcmp((const char *)sqlite3_column_text(st, 1), "the text is empty"), "its log row says failed, and why");
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    for (int i = 0; i < 2; i++) ls_job_free(&jobs[i]);
+    char cmd[160];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    TEST_COND(system(cmd) == 0, "cleanup");
+}
+
 int main(void) {
     test_modes();
     char dir[] = "/tmp/ls-store-XXXXXX";
@@ -126,5 +165,6 @@ int main(void) {
     char cmd[160];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     TEST_COND(system(cmd) == 0, "cleanup");
+    failed_documents();
     return TEST_REPORT("test_store");
 }
