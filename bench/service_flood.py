@@ -145,8 +145,11 @@ def main():
     tf = work / "token"
     tf.write_text(token)
     tf.chmod(0o600)
+    wf = work / "worker-token"  # external workers need a credential of their own (none connects here)
+    wf.write_text(secrets.token_hex(32))
+    wf.chmod(0o600)
     args = [a.bin, "serve", "--listen", "127.0.0.1:0", "--state", str(work / "state"), "--token-file", str(tf),
-            "--workers", "external", "--max-conns", str(a.conns + 100), "--quiet"]
+            "--workers", "external", "--worker-token-file", str(wf), "--max-conns", str(a.conns + 100), "--quiet"]
     if a.model:
         args += ["--model", a.model]
     log = open(work / "serve.log", "w+")
