@@ -32,6 +32,8 @@ typedef struct conn {
     ls_buf in, out;
     double last_ms;
     char watch[40];          // the job this connection watches ("" none)
+    int64_t watch_seq;       // that job's place in the FIFO order (ls_job.seq)
+    int64_t queue_pos;       // the queue position its watcher was last told (-1: not queued)
 } conn;
 
 typedef enum group_state { G_DOWN, G_STARTING, G_IDLE, G_BUSY } group_state;
@@ -144,6 +146,18 @@ static int64_t queue_ahead(server *s, const ls_job *j) {
     return n;
 }
 
+// What a job's stored settings say about it: its task and, until the worker group has described
+// it, its attention rule by name and (running) the group's ranks. The worker's figures of a
+// finished job are kept.
+static void from_settings(server *s, const ls_job *j, Longseq__JobResult *r) {
+    Longseq__Settings *set = j->settings_len ? longseq__settings__unpack(NULL, j->settings_len, j->settings) : NULL;
+    if (!set) return;
+    r->task = set->task;
+    if (!r->attention || !*r->attention) set_str(&r->attention, set->attention && *set->attention ? set->attention : "full");
+    if (!r->ranks && j->state == LS_JOB_RUNNING) r->ranks = (uint32_t)s->o->np;
+    longseq__settings__free_unpacked(set, NULL);
+}
+
 // The record of a job as Result and List return it (text from the stored result, or the text
 // streamed so far for the running job). Free with free_result.
 static Longseq__JobResult *job_result(server *s, const ls_job *j, bool with_text) {
@@ -162,7 +176,8 @@ static Longseq__JobResult *job_result(server *s, const ls_job *j, bool with_text
     r->created_unix_ms = j->created_ms;
     r->finished_unix_ms = j->finished_ms;
     r->queue_position = (uint64_t)queue_ahead(s, j);
-    if (!r->tokens) r->tokens = (uint64_t)j->n_tokens;
+    if (!r->tokens) r->tokens = (uint64_t)j->n_tokens; // the prompt with its chat template
+    from_settings(s, j, r);
     if (j->state == LS_JOB_RUNNING && !strcmp(j->id, s->run_id) && with_text)
         set_str(&r->text, s->run_text.len ? s->run_text.data : "");
     if (!with_text && r->text && *r->text) set_str(&r->text, "");
@@ -180,8 +195,39 @@ static void send_event(conn *c, Longseq__Event *e) {
     send_reply(c, &r);
 }
 
-// Tells the job's watchers its new state; a final state ends their streams.
+// The watchers of queued jobs whose place in the queue changed (a job ahead started or left, or
+// one went back) get a QUEUED event with the new queue_position.
+static void notify_queue(server *s) {
+    for (size_t i = 0; i < s->n_conns; i++) {
+        conn *c = s->conns[i];
+        int64_t pos;
+        if (!c->watch[0] || c->queue_pos < 0) continue;
+        if (ls_store_ahead(s->store, c->watch_seq, &pos) != LS_OK) {
+            ls_err_clear();
+            continue;
+        }
+        if (pos == c->queue_pos) continue;
+        Longseq__Event e = LONGSEQ__EVENT__INIT;
+        e.job_id = c->watch;
+        e.kind = LONGSEQ__EVENT__KIND__STATE;
+        e.state = LONGSEQ__JOB_STATE__QUEUED;
+        e.error = "";
+        e.queue_position = (uint64_t)pos;
+        send_event(c, &e);
+        c->queue_pos = pos;
+    }
+}
+
+// Tells the job's watchers its new state; a final state ends their streams. Then the watchers
+// of the jobs behind it hear their new places (a finished job had left the queue already).
 static void notify_state(server *s, const char *id, ls_job_state st, int64_t attempt, const char *error) {
+    int64_t pos = -1;
+    ls_job j;
+    if (st == LS_JOB_QUEUED && ls_store_get(s->store, id, &j) == LS_OK) { // a job back in the queue: its place
+        pos = queue_ahead(s, &j);
+        ls_job_free(&j);
+    }
+    ls_err_clear();
     for (size_t i = 0; i < s->n_conns; i++) {
         conn *c = s->conns[i];
         if (strcmp(c->watch, id)) continue;
@@ -191,6 +237,8 @@ static void notify_state(server *s, const char *id, ls_job_state st, int64_t att
         e.state = (Longseq__JobState)st;
         e.attempt = (uint32_t)attempt;
         e.error = (char *)(error ? error : "");
+        e.queue_position = pos > 0 ? (uint64_t)pos : 0;
+        c->queue_pos = st == LS_JOB_QUEUED ? pos : -1;
         send_event(c, &e);
         if (ls_job_state_final(st)) {
             send_status(c, LONGSEQ__CODE__OK, "job %s %s", id, ls_job_state_name(st));
@@ -198,6 +246,7 @@ static void notify_state(server *s, const char *id, ls_job_state st, int64_t att
             c->last_ms = ls_time_ms(); // a watch is a call in progress: idleness starts when it ends
         }
     }
+    if (st != LS_JOB_DONE) notify_queue(s);
 }
 
 // A state change: committed (with why, the job's error or note), logged (with why or note),
@@ -500,6 +549,8 @@ static void do_watch(server *s, conn *c, const Longseq__WatchRequest *q) {
     e.attempt = (uint32_t)j.attempts;
     e.error = j.error;
     e.queue_position = (uint64_t)queue_ahead(s, &j);
+    c->watch_seq = j.seq;
+    c->queue_pos = j.state == LS_JOB_QUEUED ? (int64_t)e.queue_position : -1;
     bool final = ls_job_state_final(j.state), running = j.state == LS_JOB_RUNNING && !strcmp(j.id, s->run_id);
     if (!final) send_event(c, &e);
     Longseq__JobResult *r = final ? job_result(s, &j, true) : NULL;
