@@ -51,6 +51,7 @@ typedef struct server {
     pid_t gpid;              // the launcher (0: none; external groups have none)
     conn *leader;
     double g_since, g_heard, relaunch_at;
+    double leader_gone;      // when the leader's connection closed while its launcher ran (0: not)
     int launch_failures;
     char g_error[512];       // why the group last went down
     // the job it runs
@@ -401,6 +402,7 @@ static void group_down(server *s, const char *why) {
         s->run_id[0] = 0;
     }
     if (s->leader) conn_close(s->leader), s->leader = NULL;
+    s->leader_gone = 0;
     s->g = G_DOWN;
     if (was_ready) s->launch_failures = 0, s->relaunch_at = ls_time_ms();
     else start_failed(s);
@@ -412,8 +414,11 @@ static void reap(server *s) {
     while ((p = waitpid(-1, &st, WNOHANG)) > 0) {
         if (p != s->gpid) continue;
         s->gpid = 0;
-        char why[128];
-        if (WIFEXITED(st)) snprintf(why, sizeof why, "the launcher exited with status %d", WEXITSTATUS(st));
+        char why[160];
+        if (WIFEXITED(st) && WEXITSTATUS(st) > 128) // Open MPI's way of passing on a rank's signal
+            snprintf(why, sizeof why, "the launcher exited with status %d (a rank was ended by signal %d, %s)",
+                     WEXITSTATUS(st), WEXITSTATUS(st) - 128, strsignal(WEXITSTATUS(st) - 128));
+        else if (WIFEXITED(st)) snprintf(why, sizeof why, "the launcher exited with status %d", WEXITSTATUS(st));
         else snprintf(why, sizeof why, "the launcher was killed by signal %d (%s)", WTERMSIG(st), strsignal(WTERMSIG(st)));
         kill(-p, SIGKILL); // anything of the group still alive
         if (s->g != G_DOWN) group_down(s, why);
@@ -424,7 +429,7 @@ static void reap(server *s) {
 static void schedule(server *s) {
     if (s->stopping) return;
     if (s->g == G_DOWN && !s->o->external_workers && !s->gpid && ls_time_ms() >= s->relaunch_at) launch(s);
-    if (s->g != G_IDLE) return;
+    if (s->g != G_IDLE || !s->leader) return;
     ls_job j;
     bool found;
     if (ls_store_next_queued(s->store, &j, &found) != LS_OK) {
@@ -847,10 +852,11 @@ static void sweep(server *s) {
         if (c->closing && !c->out.len) {
             if (c == s->leader) {
                 s->leader = NULL;
-                if (s->g != G_DOWN) {
-                    kill_group(s, SIGTERM);
-                    group_down(s, "the worker group's leader closed its connection");
-                }
+                // Any rank's death closes the leader's connection (the launcher stops the rest):
+                // the launcher's exit says what happened (reap), so the leader is not blamed
+                // for another rank; timers() ends the wait.
+                if (s->g != G_DOWN && s->gpid > 0) s->leader_gone = now;
+                else if (s->g != G_DOWN) group_down(s, "the worker group's leader closed its connection");
             }
             close(c->fd);
             ls_buf_free(&c->in), ls_buf_free(&c->out);
@@ -864,6 +870,10 @@ static void sweep(server *s) {
 
 static void timers(server *s) {
     double now = ls_time_ms();
+    if (s->leader_gone && s->g != G_DOWN && now - s->leader_gone > 5000) {
+        kill_group(s, SIGKILL);
+        group_down(s, "the worker group's leader closed its connection and its launcher did not exit within 5 s");
+    }
     if (s->g == G_STARTING && now - s->g_since > 1e3 * s->o->start_timeout_s) {
         kill_group(s, SIGKILL);
         group_down(s, "the worker group did not connect in time");

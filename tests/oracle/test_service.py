@@ -8,6 +8,10 @@ generated from proto/longseq.proto (grpc_tools' protoc), not with longseq's own 
   prompt in one process (summarize: the document and the request in the model's chat template);
   perplexity equals `longseq perplexity`; the C client commands (submit, watch, result, jobs,
   cancel) against the same server; `longseq summarize --np 2` end to end with its JSONL;
+- batch users: progress lines off a terminal, `submit --watch` text, List / `jobs --json` /
+  `result --json` records, queue-position updates; `summarize` stopped mid-batch keeps its
+  records and its state with the unreturned jobs; docs/protocol.md's client runs as printed; a
+  non-leader rank's death is not reported as the leader's;
 - isolation: with the test as the worker group's leader, a watcher of a running job that has
   no text yet is sent no other job's text; a running job cancelled after some text keeps it;
   a watch longer than --idle-timeout does not make its connection idle;
@@ -818,6 +822,67 @@ def test_summarize_kept(tiny):
           "and named; its results came back through serve --state")
 
 
+def test_doc_client(tiny):
+    """The minimal client of docs/protocol.md, as printed there: it finds the token by the
+    documented order ($LONGSEQ_TOKEN here), submits, watches and prints the job's text; its
+    recv_exact refuses a connection closed in the middle of a frame."""
+    text = (REPO / "docs" / "protocol.md").read_text()
+    code = text.split("## A minimal client (Python)")[1].split("```python\n")[1].split("```")[0]
+    srv = Server(WORK / "state-doc-client", tiny)
+    try:
+        srv.wait_ready()
+        (WORK / "ruth.txt").write_text(words(40, 21))
+        script = WORK / "doc_client.py"
+        script.write_text(code.replace('("127.0.0.1", 7070)', f'("127.0.0.1", {srv.port})'))
+        p = subprocess.run([sys.executable, str(script)], cwd=WORK, capture_output=True, text=True, timeout=300,
+                           env=dict(ENV, LONGSEQ_TOKEN=TOKEN, PYTHONPATH=str(WORK)))
+        jobs = srv.rpc(pb.Request(list=pb.ListRequest(limit=1)))[0][0].list.jobs
+        want = srv.result(jobs[0].id).text
+        check(p.returncode == 0 and p.stdout == want + "\n", f"the documented client: {p.stdout!r} {p.stderr[-500:]}")
+        ns = {}
+        exec(code.split("token = read_token()")[0], ns)  # its functions, on a connection cut mid-frame
+        a, b = socket.socketpair()
+        b.sendall(b"\x00\x00\x00")
+        b.close()
+        try:
+            ns["recv_exact"](a, 5)
+            fail("recv_exact returned a short frame")
+        except ConnectionError as e:
+            check("3 of 5 bytes" in str(e), f"a frame cut short: {e}")
+        a.close()
+        srv.stop()
+    finally:
+        if srv.p.poll() is None:
+            srv.kill_all()
+    print("docs/protocol.md's client: documented token order, text as the server's, a cut frame is an error")
+
+
+def test_rank_death(tiny):
+    """A non-leader rank's death is not reported as the leader's: the leader's connection closes
+    too (the launcher stops the group), and the coordinator waits for the launcher's exit to say
+    what happened (it said "the worker group's leader closed its connection")."""
+    srv = Server(WORK / "state-rank-death", tiny, np_=2)
+    try:
+        srv.wait_ready()
+        pids = worker_pids(srv)
+        check(len(pids) == 2, f"two ranks: {pids}")
+        ranks = {p: Path(f"/proc/{p}/environ").read_bytes().split(b"OMPI_COMM_WORLD_RANK=")[1].split(b"\0")[0]
+                 for p in pids}
+        os.kill(next(p for p, r in ranks.items() if r != b"0"), signal.SIGKILL)  # not the leader (rank 0)
+        deadline = time.time() + 60
+        while time.time() < deadline and "worker group down" not in srv.log.read_text():
+            time.sleep(0.1)
+        down = [ln for ln in srv.log.read_text().splitlines() if "worker group down" in ln]
+        check(down and "leader" not in down[0] and "signal 9" in down[0], f"how the rank's death is told: {down}")
+        srv.wait_ready()  # a new group
+        check(srv.stop() == 0, "exit 0")
+        wait_no_workers(srv)
+    finally:
+        if srv.p.poll() is None:
+            srv.kill_all()
+    print(f"a non-leader rank killed: {down[0].split('down: ')[1]}")
+
+
 def test_schema(tiny):
     # a store written by schema 1 (jobs only) is migrated, its job kept and run
     state = WORK / "state-v1"
@@ -1042,6 +1107,8 @@ def main():
     test_as_leader(tiny)
     test_batch_user(tiny)
     test_summarize_kept(tiny)
+    test_doc_client(tiny)
+    test_rank_death(tiny)
     test_schema(tiny)
     test_durability(tiny)
     test_load(tiny)
