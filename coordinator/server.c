@@ -414,9 +414,9 @@ static void reap(server *s) {
     while ((p = waitpid(-1, &st, WNOHANG)) > 0) {
         if (p != s->gpid) continue;
         s->gpid = 0;
-        char why[160];
-        if (WIFEXITED(st) && WEXITSTATUS(st) > 128) // Open MPI's way of passing on a rank's signal
-            snprintf(why, sizeof why, "the launcher exited with status %d (a rank was ended by signal %d, %s)",
+        char why[200];
+        if (WIFEXITED(st) && WEXITSTATUS(st) > 128 && WEXITSTATUS(st) < 128 + NSIG) // how Open MPI passes on a rank's signal
+            snprintf(why, sizeof why, "the launcher exited with status %d, as Open MPI does when a rank is ended by signal %d (%s)",
                      WEXITSTATUS(st), WEXITSTATUS(st) - 128, strsignal(WEXITSTATUS(st) - 128));
         else if (WIFEXITED(st)) snprintf(why, sizeof why, "the launcher exited with status %d", WEXITSTATUS(st));
         else snprintf(why, sizeof why, "the launcher was killed by signal %d (%s)", WTERMSIG(st), strsignal(WTERMSIG(st)));
