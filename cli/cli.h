@@ -24,8 +24,11 @@ int cmd_jobs(int argc, char **argv);
 int cmd_cancel(int argc, char **argv);
 int cmd_plan(int argc, char **argv);
 
-// Prints the pending error (ls_err_report) and returns 1.
+// Prints the pending error and returns 1: "longseq: error: MESSAGE" (with the rank and host
+// on a worker group's rank); its source location and trace only when verbose.
 int cli_fail(void);
+// Verbose errors: `longseq --verbose COMMAND ...`, a command's own --verbose, or LS_LOG=info|debug.
+extern bool cli_verbose;
 // Prints "longseq <cmd>: <message>" plus a hint to run --help, returns 2.
 int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 

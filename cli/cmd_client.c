@@ -28,6 +28,7 @@ static char *settings_as_flags(const char *msg);
 typedef struct client {
     int fd;
     char *token;
+    bool local; // this process's own coordinator (summarize): its refusals are ours, not "the server's"
 } client;
 
 static ls_status client_open(const char *addr, const char *token_file, client *c) {
@@ -58,8 +59,9 @@ static ls_status client_next(client *c, Longseq__Reply **out) {
     Longseq__Reply *r = *out;
     if (r->body_case == LONGSEQ__REPLY__BODY_STATUS && r->status->code != LONGSEQ__CODE__OK) {
         char *msg = settings_as_flags(r->status->message);
-        rc = LS_ERR(r->status->code == LONGSEQ__CODE__NOT_FOUND ? LS_ERR_NOT_FOUND : LS_ERR_INVALID, "the server says %s: %s",
-                    ls_wire_code_name(r->status->code), msg);
+        ls_status code = r->status->code == LONGSEQ__CODE__NOT_FOUND ? LS_ERR_NOT_FOUND : LS_ERR_INVALID;
+        if (c->local) rc = LS_ERR(code, "%s", msg);
+        else rc = LS_ERR(code, "the server says %s: %s", ls_wire_code_name(r->status->code), msg);
         ls_free(msg);
         longseq__reply__free_unpacked(r, NULL);
         *out = NULL;
@@ -296,59 +298,120 @@ static ls_status submit_files(client *c, char **files, int n, Longseq__Settings 
     return rc;
 }
 
+// How a watch shows a job. Off a terminal (a log file, nohup, sbatch), progress is a plain line
+// every `every_s` seconds (docs/protocol.md, Watch).
+typedef struct watch_opts {
+    bool show_text;      // the text to standard output
+    double every_s;      // off a terminal: seconds between progress lines
+    uint32_t max_tokens; // the job's --max-tokens when known (0: not known), for the decode ETA
+    size_t shown;        // bytes of text already printed (a watch again after a reconnect skips them)
+} watch_opts;
+
+typedef struct watch_state {
+    const char *id;
+    bool tty, mid_line, text_open; // mid_line: stderr's \r line; text_open: stdout's line is unfinished
+    double last_line;              // when the last progress line was written (ms)
+    double first_text;             // when the first text arrived (ms; 0 none yet)
+    uint64_t pieces;               // TEXT events (about one per generated token)
+} watch_state;
+
+static void end_progress_line(watch_state *ws) {
+    if (ws->mid_line) fprintf(stderr, "\n"), ws->mid_line = false;
+}
+
+static void show_state(watch_state *ws, const Longseq__Event *e) {
+    end_progress_line(ws);
+    fprintf(stderr, "[%s] %s", ws->id, ls_job_state_name((ls_job_state)e->state));
+    if (e->state == LONGSEQ__JOB_STATE__QUEUED && e->queue_position)
+        fprintf(stderr, " (%llu ahead)", (unsigned long long)e->queue_position);
+    if (e->state == LONGSEQ__JOB_STATE__RUNNING) fprintf(stderr, " (attempt %u)", e->attempt);
+    if (e->error && *e->error) {
+        char *err = settings_as_flags(e->error);
+        fprintf(stderr, ": %s", err);
+        ls_free(err);
+    }
+    fprintf(stderr, "\n");
+}
+
+// Prefill: \r-updated on a terminal; elsewhere a line every every_s seconds and at 100%.
+static void show_prefill(watch_state *ws, const watch_opts *wo, const Longseq__Event *e) {
+    double now = ls_time_ms();
+    bool line_due = now - ws->last_line >= 1e3 * wo->every_s;
+    if (!ws->tty && !line_due && e->fraction < 1) return;
+    fprintf(stderr, "%s[%s] prefill %3.0f%%, %.0f tok/s, ETA %.0f s%s", ws->tty ? "\r" : "", ws->id, 100 * e->fraction,
+            e->tok_per_s, e->eta_s, ws->tty ? "   " : "");
+    ws->mid_line = true;
+    if (!ws->tty || e->fraction >= 1) end_progress_line(ws);
+    ws->last_line = now;
+}
+
+// Decode, off a terminal only (on one the text itself shows it): tokens so far, their rate
+// and, with --max-tokens known, the share of it and the time left at most.
+static void show_decode(watch_state *ws, const watch_opts *wo) {
+    double now = ls_time_ms();
+    if (!ws->first_text) ws->first_text = now;
+    ws->pieces++;
+    if (ws->tty || now - ws->last_line < 1e3 * wo->every_s) return;
+    double rate = now > ws->first_text ? (double)ws->pieces / ((now - ws->first_text) / 1e3) : 0;
+    fprintf(stderr, "[%s] decode %llu tokens, %.1f tok/s", ws->id, (unsigned long long)ws->pieces, rate);
+    if (wo->max_tokens && ws->pieces < wo->max_tokens && rate > 0)
+        fprintf(stderr, ", %.0f%% of --max-tokens %u, ETA at most %.0f s", 100.0 * (double)ws->pieces / wo->max_tokens,
+                wo->max_tokens, (double)(wo->max_tokens - ws->pieces) / rate);
+    fprintf(stderr, "\n");
+    ws->last_line = now;
+}
+
+// The text of a TEXT event to standard output, less what an earlier watch already printed.
+static void show_text(watch_state *ws, watch_opts *wo, size_t *seen, const char *text) {
+    size_t n = strlen(text), skip = *seen < wo->shown ? wo->shown - *seen : 0;
+    *seen += n;
+    if (skip >= n) return;
+    end_progress_line(ws);
+    fwrite(text + skip, 1, n - skip, stdout);
+    fflush(stdout);
+    wo->shown += n - skip;
+    ws->text_open = true;
+}
+
 // Streams a job's events: states and progress to stderr, text to stdout. *final: its state.
-static ls_status watch(client *c, const char *id, bool show_text, Longseq__JobState *final) {
+static ls_status watch(client *c, const char *id, watch_opts *wo, Longseq__JobState *final) {
     Longseq__WatchRequest w = LONGSEQ__WATCH_REQUEST__INIT;
     w.job_id = (char *)id;
     Longseq__Request q = LONGSEQ__REQUEST__INIT;
     q.method_case = LONGSEQ__REQUEST__METHOD_WATCH;
     q.watch = &w;
     LS_CHECK(client_send(c, &q));
-    bool tty = isatty(2), mid_line = false, text_open = false; // text_open: stdout's line is unfinished
+    watch_state ws = {.id = id, .tty = isatty(2), .last_line = ls_time_ms()};
+    size_t seen = 0; // text bytes of this stream
     *final = LONGSEQ__JOB_STATE__QUEUED;
+    ls_status rc;
     for (;;) {
         Longseq__Reply *r;
-        LS_CHECK(client_next(c, &r));
+        if ((rc = client_next(c, &r)) != LS_OK) break;
         if (r->body_case == LONGSEQ__REPLY__BODY_STATUS) {
             longseq__reply__free_unpacked(r, NULL);
             break;
         }
         Longseq__Event *e = r->body_case == LONGSEQ__REPLY__BODY_EVENT ? r->event : NULL;
-        if (e && e->kind != LONGSEQ__EVENT__KIND__TEXT && text_open) {
+        if (e && e->kind != LONGSEQ__EVENT__KIND__TEXT && ws.text_open) {
             fputc('\n', stdout);
             fflush(stdout);
-            text_open = false;
+            ws.text_open = false;
         }
         if (e && e->kind == LONGSEQ__EVENT__KIND__STATE) {
             *final = e->state;
-            if (mid_line) fprintf(stderr, "\n"), mid_line = false;
-            fprintf(stderr, "[%s] %s", id, ls_job_state_name((ls_job_state)e->state));
-            if (e->state == LONGSEQ__JOB_STATE__QUEUED && e->queue_position) fprintf(stderr, " (%llu ahead)", (unsigned long long)e->queue_position);
-            if (e->state == LONGSEQ__JOB_STATE__RUNNING) fprintf(stderr, " (attempt %u)", e->attempt);
-            if (e->error && *e->error) {
-                char *err = settings_as_flags(e->error);
-                fprintf(stderr, ": %s", err);
-                ls_free(err);
-            }
-            fprintf(stderr, "\n");
+            show_state(&ws, e);
         } else if (e && e->kind == LONGSEQ__EVENT__KIND__PREFILL) {
-            if (tty || e->fraction >= 1) {
-                fprintf(stderr, "%s[%s] prefill %3.0f%%, %.0f tok/s, ETA %.0f s   ", tty ? "\r" : "", id, 100 * e->fraction,
-                        e->tok_per_s, e->eta_s);
-                mid_line = true;
-                if (e->fraction >= 1) fprintf(stderr, "\n"), mid_line = false;
-            }
-        } else if (e && e->kind == LONGSEQ__EVENT__KIND__TEXT && show_text) {
-            if (mid_line) fprintf(stderr, "\n"), mid_line = false;
-            fputs(e->text ? e->text : "", stdout);
-            fflush(stdout);
-            text_open = true;
+            show_prefill(&ws, wo, e);
+        } else if (e && e->kind == LONGSEQ__EVENT__KIND__TEXT) {
+            show_decode(&ws, wo);
+            if (wo->show_text) show_text(&ws, wo, &seen, e->text ? e->text : "");
         }
         longseq__reply__free_unpacked(r, NULL);
     }
-    if (mid_line) fprintf(stderr, "\n");
-    if (text_open) fputc('\n', stdout);
-    return LS_OK;
+    end_progress_line(&ws);
+    if (ws.text_open && rc == LS_OK) fputc('\n', stdout); // (a watch again after a reconnect goes on with the line)
+    return rc;
 }
 
 static ls_status get_result(client *c, const char *id, Longseq__Reply **r) {
@@ -360,17 +423,24 @@ static ls_status get_result(client *c, const char *id, Longseq__Reply **r) {
     return client_unary(c, &q, LONGSEQ__REPLY__BODY_RESULT, r);
 }
 
-// The batch record of a job: {id, file, tokens, summary, prefill_ms, decode_ms, ranks,
-// attention, rope, status, error} (+ generated, stop, attempts; ppl for perplexity).
-static json_t *result_json(const Longseq__JobResult *j) {
-    const char *text = j->text ? j->text : "";
-    json_t *o = json_pack("{s:s, s:o, s:I, s:o, s:f, s:f, s:i, s:s, s:s, s:s, s:s, s:I, s:s, s:i}", "id", j->id,
-                          "file", cli_json_str(j->name, strlen(j->name)), "tokens", (json_int_t)j->tokens, "summary",
-                          cli_json_str(text, strlen(text)), "prefill_ms", j->prefill_ms, "decode_ms", j->decode_ms,
+static const char *task_name(Longseq__Task t) {
+    return t == LONGSEQ__TASK__GENERATE ? "generate" : t == LONGSEQ__TASK__PERPLEXITY ? "perplexity" : "summarize";
+}
+
+// A job's record as JSON: {id, file, task, tokens, TEXT_KEY, prefill_ms, decode_ms, ranks,
+// attention, rope, status, error, generated, stop, attempts} (+ ppl, ppl_stderr for
+// perplexity). text_key: "summary" in summarize's JSONL (docs/protocol.md), "text" for result
+// --json, NULL for none (jobs --json: the list carries no texts).
+static json_t *result_json(const Longseq__JobResult *j, const char *text_key) {
+    json_t *o = json_pack("{s:s, s:o, s:s, s:I, s:f, s:f, s:i, s:s, s:s, s:s, s:s, s:I, s:s, s:i}", "id", j->id,
+                          "file", cli_json_str(j->name, strlen(j->name)), "task", task_name(j->task), "tokens",
+                          (json_int_t)j->tokens, "prefill_ms", j->prefill_ms, "decode_ms", j->decode_ms,
                           "ranks", (int)j->ranks, "attention", j->attention ? j->attention : "", "rope",
                           j->rope ? j->rope : "", "status", ls_job_state_name((ls_job_state)j->state), "error",
                           j->error ? j->error : "", "generated", (json_int_t)j->generated, "stop", j->stop ? j->stop : "",
                           "attempts", (int)j->attempts);
+    const char *text = j->text ? j->text : "";
+    if (text_key) json_object_set_new(o, text_key, cli_json_str(text, strlen(text)));
     if (j->task == LONGSEQ__TASK__PERPLEXITY) {
         json_object_set_new(o, "ppl", json_real(j->ppl));
         json_object_set_new(o, "ppl_stderr", json_real(j->ppl_stderr));
@@ -381,16 +451,37 @@ static json_t *result_json(const Longseq__JobResult *j) {
 // --- commands ---------------------------------------------------------------------------------
 
 #define CLIENT_OPTIONS {"server", required_argument, 0, 'A'}, {"token-file", required_argument, 0, 'K'}
+#define PROGRESS_OPTION {"progress", required_argument, 0, 'P'}
+#define PROGRESS_HELP                                                                              \
+    "  --progress S         when standard error is not a terminal: a progress line every S seconds\n" \
+    "                       (default 10)\n"
+#define PROGRESS_DEFAULT_S 10.0
+
+// --progress S: 0.1 s to a day.
+static bool progress_option(const char *cmd, const char *arg, double *every) {
+    if (!cli_parse_double(cmd, "--progress", arg, every)) return false;
+    if (*every >= 0.1 && *every <= 86400) return true;
+    cli_usage_error(cmd, "--progress is from 0.1 to 86400 seconds, not %s", arg);
+    return false;
+}
+
+// The watch of a job with these settings (its --max-tokens for the decode ETA).
+static watch_opts watch_opts_for(const Longseq__Settings *s, bool show_text, double every) {
+    watch_opts wo = {.show_text = show_text, .every_s = every};
+    if (s && s->task != LONGSEQ__TASK__PERPLEXITY) wo.max_tokens = (uint32_t)ls_settings_max_tokens(s);
+    return wo;
+}
 #define CLIENT_HELP                                                                         \
     "  --server HOST:PORT   the coordinator (default $LONGSEQ_SERVER, else 127.0.0.1:7070)\n" \
     "  --token-file F       bearer token (default $LONGSEQ_TOKEN, else $LONGSEQ_HOME/token)\n"
 
 int cmd_submit(int argc, char **argv) {
     static const struct option opts[] = {CLIENT_OPTIONS, {"watch", no_argument, 0, 'w'}, {"help", no_argument, 0, 'h'},
-                                         JOB_OPTIONS, {0, 0, 0, 0}};
+                                         PROGRESS_OPTION, JOB_OPTIONS, {0, 0, 0, 0}};
     Longseq__Settings s = LONGSEQ__SETTINGS__INIT;
     const char *addr = NULL, *tf = NULL;
     bool follow = false;
+    double every = PROGRESS_DEFAULT_S;
     int c;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         if (c >= JOB_OPT) {
@@ -398,13 +489,17 @@ int cmd_submit(int argc, char **argv) {
         } else if (c == 'A') addr = optarg;
         else if (c == 'K') tf = optarg;
         else if (c == 'w') follow = true;
-        else if (c == 'h') {
+        else if (c == 'P') {
+            if (!progress_option("submit", optarg, &every)) return 2;
+        } else if (c == 'h') {
             printf("usage: longseq submit [options] FILE...\nSubmits one job per file; prints one job id per line.\n"
                    "A file the server refuses (empty, not UTF-8, too long, ...) still gets its job id, a job\n"
                    "that has already failed; its error goes to stderr. Exit status: 0 when every job was\n"
                    "queued (with --watch: ended done), 3 when some were refused (or did not end done), 1\n"
                    "on other errors.\n"
-                   "  --watch              then follow the jobs to the end\n" CLIENT_HELP JOB_HELP);
+                   "  --watch              then follow the jobs to the end: progress and states to standard\n"
+                   "                       error, each job's text to standard output after the ids\n"
+                   PROGRESS_HELP CLIENT_HELP JOB_HELP);
             return 0;
         } else return cli_usage_error("submit", "unknown option");
     }
@@ -424,8 +519,9 @@ int cmd_submit(int argc, char **argv) {
     }
     fflush(stdout);
     for (int i = 0; rc == LS_OK && follow && i < n; i++) {
-        Longseq__JobState st;
-        rc = watch(&cl, ids[i], false, &st);
+        Longseq__JobState st = LONGSEQ__JOB_STATE__QUEUED;
+        watch_opts wo = watch_opts_for(&s, true, every);
+        rc = watch(&cl, ids[i], &wo, &st);
         if (st != LONGSEQ__JOB_STATE__DONE) status = 3;
     }
     if (rc != LS_OK) status = cli_fail();
@@ -436,15 +532,20 @@ int cmd_submit(int argc, char **argv) {
 
 // watch / result / cancel: one job id.
 static int one_id_command(const char *cmd, int argc, char **argv, const char *usage, bool *json) {
-    static const struct option opts[] = {CLIENT_OPTIONS, {"json", no_argument, 0, 'j'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+    static const struct option opts[] = {CLIENT_OPTIONS, {"json", no_argument, 0, 'j'}, {"help", no_argument, 0, 'h'},
+                                         PROGRESS_OPTION, {0, 0, 0, 0}};
     const char *addr = NULL, *tf = NULL;
+    bool is_watch = !strcmp(cmd, "watch");
+    double every = PROGRESS_DEFAULT_S;
     int c;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         if (c == 'A') addr = optarg;
         else if (c == 'K') tf = optarg;
         else if (c == 'j' && json) *json = true;
-        else if (c == 'h') {
-            printf("usage: longseq %s%s\n" CLIENT_HELP, cmd, usage);
+        else if (c == 'P' && is_watch) {
+            if (!progress_option(cmd, optarg, &every)) return 2;
+        } else if (c == 'h') {
+            printf("usage: longseq %s%s\n%s" CLIENT_HELP, cmd, usage, is_watch ? PROGRESS_HELP : "");
             exit(0);
         } else return cli_usage_error(cmd, "unknown option");
     }
@@ -455,8 +556,9 @@ static int one_id_command(const char *cmd, int argc, char **argv, const char *us
     ls_status rc = LS_OK;
     int status = 0;
     const char *id = argv[optind];
-    if (!strcmp(cmd, "watch")) {
-        rc = watch(&cl, id, true, &st);
+    if (is_watch) {
+        watch_opts wo = watch_opts_for(NULL, true, every);
+        rc = watch(&cl, id, &wo, &st);
         if (rc == LS_OK && st != LONGSEQ__JOB_STATE__DONE) status = 1;
     } else if (!strcmp(cmd, "result")) {
         Longseq__Reply *r;
@@ -464,7 +566,7 @@ static int one_id_command(const char *cmd, int argc, char **argv, const char *us
         if (rc == LS_OK) {
             const Longseq__JobResult *j = r->result;
             if (*json) {
-                json_t *o = result_json(j);
+                json_t *o = result_json(j, "text");
                 json_dumpf(o, stdout, JSON_COMPACT);
                 printf("\n");
                 json_decref(o);
@@ -538,17 +640,17 @@ int cmd_jobs(int argc, char **argv) {
     Longseq__Reply *r;
     ls_status rc = client_unary(&cl, &q, LONGSEQ__REPLY__BODY_LIST, &r);
     if (rc == LS_OK) {
-        if (!json) printf("%-18s %-10s %8s %8s  %s\n", "id", "state", "tokens", "attempts", "name");
+        if (!json) printf("%-18s %-10s %-10s %8s %8s  %s\n", "id", "state", "task", "tokens", "attempts", "name");
         for (size_t i = 0; i < r->list->n_jobs; i++) {
             const Longseq__JobResult *j = r->list->jobs[i];
             if (json) {
-                json_t *o = result_json(j);
+                json_t *o = result_json(j, NULL);
                 json_dumpf(o, stdout, JSON_COMPACT);
                 printf("\n");
                 json_decref(o);
             } else {
-                printf("%-18s %-10s %8llu %8u  %s\n", j->id, ls_job_state_name((ls_job_state)j->state),
-                       (unsigned long long)j->tokens, j->attempts, j->name);
+                printf("%-18s %-10s %-10s %8llu %8u  %s\n", j->id, ls_job_state_name((ls_job_state)j->state),
+                       task_name(j->task), (unsigned long long)j->tokens, j->attempts, j->name);
             }
         }
         longseq__reply__free_unpacked(r, NULL);
@@ -613,49 +715,104 @@ static void summarize_help(void) {
            "errors.\n"
            "  --np N               ranks (default 1)\n"
            "  --launcher CMD       how to start them (default mpirun)\n"
-           "  --out F              JSONL results: {id, file, tokens, summary, prefill_ms, decode_ms,\n"
+           "  --out F              JSONL results, each written when its job ends: {id, file, task,\n"
+           "                       tokens, summary, prefill_ms, decode_ms,\n"
            "                       ranks, attention, rope, status, error, ...}\n"
-           "  --state DIR          keep the job store there (default: a temporary directory)\n"
-           "  --verbose            the coordinator's log lines\n" JOB_HELP CLI_ENGINE_HELP);
+           "  --state DIR          keep the job store there (default: a temporary directory, removed at\n"
+           "                       the end unless it holds results that were not returned)\n"
+           "  --idle-timeout S     the coordinator closes a connection idle this long (default 300)\n"
+           PROGRESS_HELP
+           "  --verbose            the coordinator's log lines; errors with their source location\n" JOB_HELP CLI_ENGINE_HELP);
 }
 
-// The summaries: submit, then watch each job in turn and write its record.
-static int summarize_jobs(const char *token, int port, char **files, int n, Longseq__Settings *s, FILE *out) {
+// A job watched to its end and its record fetched. When the connection to the coordinator
+// breaks on the way (it closed, or refused a call), summarize connects again and goes on with
+// the same job (its text printed so far is not printed twice); twice at most.
+static ls_status follow_job(client *c, const char *addr, const char *id, watch_opts *wo, Longseq__Reply **r) {
+    for (int tries = 0;; tries++) {
+        Longseq__JobState st;
+        ls_status rc = watch(c, id, wo, &st);
+        if (rc == LS_OK) rc = get_result(c, id, r);
+        if (rc == LS_OK || tries == 2) return rc;
+        char why[1100];
+        snprintf(why, sizeof why, "%s", ls_err_msg());
+        ls_err_clear();
+        fprintf(stderr, "[longseq] job %s: the connection to the coordinator broke (%s); connecting again\n", id, why);
+        close(c->fd);
+        c->fd = -1;
+        if (ls_net_connect(addr, 5000, &c->fd) != LS_OK) {
+            ls_err_clear();
+            return LS_ERR(LS_ERR_IO, "%s (and the coordinator cannot be reached again)", why);
+        }
+    }
+}
+
+// Writes a job's record to --out at once (flushed: a later failure cannot take it back).
+static void write_record(FILE *out, const Longseq__JobResult *j) {
+    if (!out) return;
+    json_t *o = result_json(j, "summary");
+    json_dumpf(o, out, JSON_COMPACT);
+    fprintf(out, "\n");
+    fflush(out);
+    json_decref(o);
+}
+
+static void report_job(const char *file, const Longseq__JobResult *j) {
+    if (j->state == LONGSEQ__JOB_STATE__DONE) {
+        fprintf(stderr, "[longseq] %s: %llu tokens on %u rank%s (%s), prefill %.1f s, %llu tokens generated in %.1f s\n",
+                file, (unsigned long long)j->tokens, j->ranks, j->ranks == 1 ? "" : "s", j->attention,
+                j->prefill_ms / 1e3, (unsigned long long)j->generated, j->decode_ms / 1e3);
+        return;
+    }
+    char *err = settings_as_flags(j->error);
+    fprintf(stderr, "[longseq] %s: %s\n", file, err);
+    ls_free(err);
+}
+
+// A batch run by summarize: what it needs to say where unreturned results are kept.
+typedef struct batch {
+    const char *state, *model;
+    double every;
+    int unreturned; // jobs submitted whose results were not returned (their state must be kept)
+} batch;
+
+// The jobs whose results did not come back are in the state directory: how to get them.
+static void say_kept(const batch *b, char **ids, int from, int n) {
+    fprintf(stderr, "longseq summarize: %d of %d results were not returned; their jobs are kept in %s.\n"
+                    "  To run them and get their records: longseq serve --state %s --token-file %s/token%s%s\n"
+                    "  (with the same engine options as this run); then for each job: longseq watch --token-file\n"
+                    "  %s/token ID (waits for its end), longseq result --json --token-file %s/token ID.\n"
+                    "  The jobs:",
+            n - from, n, b->state, b->state, b->state, b->model ? " --model " : "", b->model ? b->model : "", b->state,
+            b->state);
+    for (int i = from; i < n; i++) fprintf(stderr, " %s", ids[i]);
+    fprintf(stderr, "\n");
+}
+
+// The summaries: submit, then watch each job in turn and write its record the moment it ends.
+static int summarize_jobs(const char *token, int port, char **files, int n, Longseq__Settings *s, FILE *out, batch *b) {
     char addr[64];
     snprintf(addr, sizeof addr, "127.0.0.1:%d", port);
-    client cl = {.fd = -1, .token = ls_strndup(token, strlen(token))};
+    client cl = {.fd = -1, .token = ls_strndup(token, strlen(token)), .local = true};
     char **ids = NULL, **errors = NULL;
-    int status = 0;
+    int status = 0, i = 0;
     ls_status rc = ls_net_connect(addr, 5000, &cl.fd);
     if (rc == LS_OK) rc = submit_files(&cl, files, n, s, &ids, &errors); // refused files: jobs already failed
-    for (int i = 0; rc == LS_OK && i < n; i++) {
+    for (; rc == LS_OK && i < n; i++) {
         fprintf(stderr, "[longseq] %s: job %s\n", files[i], ids[i]);
-        Longseq__JobState st;
-        rc = watch(&cl, ids[i], true, &st);
+        watch_opts wo = watch_opts_for(s, true, b->every);
         Longseq__Reply *r = NULL;
-        if (rc == LS_OK) rc = get_result(&cl, ids[i], &r);
-        if (rc != LS_OK) break;
-        const Longseq__JobResult *j = r->result;
-        if (j->state == LONGSEQ__JOB_STATE__DONE)
-            fprintf(stderr, "[longseq] %s: %llu tokens on %u rank%s (%s), prefill %.1f s, %llu tokens generated in %.1f s\n",
-                    files[i], (unsigned long long)j->tokens, j->ranks, j->ranks == 1 ? "" : "s", j->attention,
-                    j->prefill_ms / 1e3, (unsigned long long)j->generated, j->decode_ms / 1e3);
-        else {
-            char *err = settings_as_flags(j->error);
-            fprintf(stderr, "[longseq] %s: %s\n", files[i], err);
-            ls_free(err);
-            status = 3;
-        }
-        if (out) {
-            json_t *o = result_json(j);
-            json_dumpf(o, out, JSON_COMPACT);
-            fprintf(out, "\n");
-            fflush(out);
-            json_decref(o);
-        }
+        if ((rc = follow_job(&cl, addr, ids[i], &wo, &r)) != LS_OK) break;
+        report_job(files[i], r->result);
+        if (r->result->state != LONGSEQ__JOB_STATE__DONE) status = 3;
+        write_record(out, r->result);
         longseq__reply__free_unpacked(r, NULL);
     }
     if (rc != LS_OK) status = cli_fail();
+    if (ids && i < n) {
+        b->unreturned = n - i;
+        say_kept(b, ids, i, n);
+    }
     free_strs(ids, n), free_strs(errors, n);
     client_close(&cl);
     return status;
@@ -665,6 +822,7 @@ int cmd_summarize(int argc, char **argv) {
     static const struct option opts[] = {{"np", required_argument, 0, 'N'}, {"launcher", required_argument, 0, 'L'},
                                          {"out", required_argument, 0, 'o'}, {"state", required_argument, 0, 's'},
                                          {"verbose", no_argument, 0, 'v'}, {"help", no_argument, 0, 'h'},
+                                         {"idle-timeout", required_argument, 0, 'I'}, PROGRESS_OPTION,
                                          JOB_OPTIONS, CLI_ENGINE_OPTIONS, {0, 0, 0, 0}};
     inproc p = {.o = ls_server_opts_default(), .mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
     Longseq__Settings s = LONGSEQ__SETTINGS__INIT;
@@ -673,6 +831,7 @@ int cmd_summarize(int argc, char **argv) {
     char **wargs = ls_calloc((size_t)argc * 2 + 1, sizeof *wargs);
     int c, nw = 0, status = 0;
     int64_t v;
+    double every = PROGRESS_DEFAULT_S;
     p.o.quiet = true;
     while (status == 0 && (c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         if (c >= JOB_OPT) status = job_option("summarize", c, optarg, &s);
@@ -683,7 +842,10 @@ int cmd_summarize(int argc, char **argv) {
         else if (c == 'L') p.o.launcher = optarg;
         else if (c == 'o') out_path = optarg;
         else if (c == 's') state = optarg;
-        else if (c == 'v') p.o.quiet = false;
+        else if (c == 'v') p.o.quiet = false, cli_verbose = true;
+        else if (c == 'I')
+            status = cli_parse_int("summarize", "--idle-timeout", optarg, 1, 86400, &v) ? (p.o.idle_timeout_s = (int)v, 0) : 2;
+        else if (c == 'P') status = progress_option("summarize", optarg, &every) ? 0 : 2;
         else if (c == 'h') summarize_help(), exit(0);
         else status = cli_usage_error("summarize", "unknown option");
     }
@@ -734,13 +896,14 @@ int cmd_summarize(int argc, char **argv) {
             status = 1;
         }
     }
-    if (status == 0) status = summarize_jobs(token, p.port, argv + optind, argc - optind, &s, out);
+    batch b = {.state = state, .model = eng.model, .every = every};
+    if (status == 0) status = summarize_jobs(token, p.port, argv + optind, argc - optind, &s, out, &b);
     if (started) {
         ls_server_stop();
         pthread_join(th, NULL);
     }
     if (out) fclose(out);
-    if (tmp[0]) remove_tree(tmp);
+    if (tmp[0] && !b.unreturned) remove_tree(tmp); // a state holding results not returned is kept (say_kept)
     for (int i = 0; i < nw; i++) ls_free(wargs[i]);
     ls_free(wargs);
     return status;

@@ -8,17 +8,28 @@
 // Prints running values and the final estimate with its uncertainty; --json prints one object;
 // --nll-out writes each scored token's position and negative log-likelihood (tests/gpu/e2e.py
 // compares them between devices). A perplexity that is not finite is an error (status 1 and a
-// message), never a printed nan. Tests: tests/oracle/test_perplexity.py,
+// message), never a printed nan. --stream shows its position, tokens/s and the perplexity so
+// far on standard error (\r-updated on a terminal, else a line every --progress seconds), and
+// SIGINT (Ctrl-C) stops it with the estimate so far and status 130. Tests: tests/oracle/test_perplexity.py,
 // tests/oracle/test_streaming.py, tests/oracle/test_generate.py (context warning), tests/cli/errors.sh.
 #include "cli.h"
 #include "ls_sp_tasks.h"
 
 #include <jansson.h>
+#include <math.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #define READ_BLOCK ((size_t)1 << 20)
+#define FEED_SLICE 512 // tokens fed at a time, so that an interrupt is seen soon
+
+static volatile sig_atomic_t g_interrupted;
+static void on_sigint(int sig) {
+    (void)sig;
+    g_interrupted = 1;
+}
 
 static void help(void) {
     printf("usage: longseq perplexity --ctx N [--chunks K] [--score half|all] [--json] FILE\n"
@@ -29,6 +40,9 @@ static void help(void) {
            "  --score all      score every token of a chunk after its first, not only the second half\n"
            "  --stream         one sequence over a bounded cache (sink or window rule), read block by block\n"
            "  --max-tokens N   stream: stop after N tokens\n"
+           "  --progress S     stream, when standard error is not a terminal: a line every S seconds\n"
+           "                   (default 10; position, tokens/s, perplexity so far). Ctrl-C prints the\n"
+           "                   estimate so far and exits with status 130\n"
            "  --nll-out F      write \"position nll\" lines for every scored token\n"
            "  --json           print {ppl, ppl_stderr, tokens, chunks, ctx, text_tokens, seconds}\n"
            CLI_ATTN_HELP CLI_GROUP_HELP CLI_ENGINE_HELP);
@@ -39,7 +53,11 @@ typedef struct ppl_cli {
     cli_attn_args attn;
     ls_ppl_opts po;
     bool json, tty, stream, stats, np; // np: --np given (this process launches the group)
+    bool both_tty, mid_line, interrupted; // both_tty: stdout and stderr are terminals
     int64_t max_tokens;
+    double every_s, last_line;            // stream progress: the interval off a terminal, the last line
+    int64_t scored, position;             // stream progress: tokens scored, the last position
+    double nll_sum;
     const char *path, *nll_path;
     FILE *nll;
     double t0;
@@ -59,6 +77,7 @@ static void on_chunk(void *ctx, int64_t chunk, int64_t n_chunks, double ppl) {
     if (p->json || !cli_is_leader()) return;
     if (chunk == 0 && p->tty && n_chunks > 0)
         fprintf(stderr, "[longseq] %.2f s per chunk, %lld chunks\n", (ls_time_ms() - p->t0) / 1e3, (long long)n_chunks);
+    if (p->stream && p->both_tty) return; // the \r progress line shows it
     printf("[%lld]%.4f,", (long long)chunk + 1, ppl);
     fflush(stdout);
 }
@@ -68,12 +87,35 @@ static void on_nll(void *ctx, int64_t position, double nll) {
     fprintf(p->nll, "%lld %.6f\n", (long long)position, nll);
 }
 
+// Stream progress on standard error: on a terminal one line updated 4 times a second, else a
+// line every --progress seconds.
+static void stream_progress(ppl_cli *p) {
+    double now = ls_time_ms();
+    if (p->scored < 1 || now - p->last_line < (p->tty ? 250 : 1e3 * p->every_s)) return;
+    p->last_line = now;
+    double s = (now - p->t0) / 1e3;
+    fprintf(stderr, "%s[longseq] position %lld, %.0f tok/s, perplexity so far %.4f (%lld tokens scored)%s",
+            p->tty ? "\r" : "", (long long)p->position + 1, s > 0 ? (double)(p->position + 1) / s : 0,
+            exp(p->nll_sum / (double)p->scored), (long long)p->scored, p->tty ? "   " : "\n");
+    p->mid_line = p->tty;
+}
+
+// Each scored token of a stream: to --nll-out, and into the progress.
+static void stream_nll(void *ctx, int64_t position, double nll) {
+    ppl_cli *p = ctx;
+    if (p->nll) on_nll(p, position, nll);
+    p->scored++;
+    p->nll_sum += nll;
+    p->position = position;
+    stream_progress(p);
+}
+
 static int parse(int argc, char **argv, ppl_cli *p) {
     static const struct option opts[] = {
         {"ctx", required_argument, 0, 'c'},   {"chunks", required_argument, 0, 'k'},
         {"json", no_argument, 0, 'j'},        {"stream", no_argument, 0, 's'},
         {"score", required_argument, 0, 'S'}, {"max-tokens", required_argument, 0, 'm'},
-        {"nll-out", required_argument, 0, 'n'}, {"help", no_argument, 0, 'h'},
+        {"nll-out", required_argument, 0, 'n'}, {"help", no_argument, 0, 'h'}, {"progress", required_argument, 0, 'P'},
         CLI_ENGINE_OPTIONS, CLI_ATTN_OPTIONS, CLI_GROUP_OPTIONS, {0, 0, 0, 0}};
     const char *cmd = "perplexity";
     int c;
@@ -100,6 +142,10 @@ static int parse(int argc, char **argv, ppl_cli *p) {
             p->nll_path = optarg;
         } else if (c == 'j') {
             p->json = true;
+        } else if (c == 'P') {
+            if (!cli_parse_double(cmd, "--progress", optarg, &p->every_s)) return 2;
+            if (p->every_s < 0.1 || p->every_s > 86400)
+                return cli_usage_error(cmd, "--progress is from 0.1 to 86400 seconds, not %s", optarg);
         } else if (c == 'N' || c == 'L') { // taken by cli_maybe_launch
             p->np |= c == 'N';
         } else if (c == 'Z') {
@@ -178,7 +224,10 @@ static ls_status feed_file(ppl_cli *p, ls_engine_t *e, ls_ppl_stream_t *st, int6
         first = false;
         int64_t n = (int64_t)ids.len;
         if (p->max_tokens && *n_tokens + n > p->max_tokens) n = p->max_tokens - *n_tokens;
-        if (rc == LS_OK) rc = ls_ppl_stream_feed(st, ids.data, n);
+        for (int64_t k = 0; rc == LS_OK && k < n; k += FEED_SLICE) {
+            if (g_interrupted) rc = LS_ERR(LS_ERR_CANCELLED, "interrupted");
+            else rc = ls_ppl_stream_feed(st, ids.data + k, n - k < FEED_SLICE ? n - k : FEED_SLICE);
+        }
         *n_tokens += n;
         memmove(pend.data, pend.data + cut, pend.len - cut);
         pend.len -= cut;
@@ -191,14 +240,25 @@ static ls_status feed_file(ppl_cli *p, ls_engine_t *e, ls_ppl_stream_t *st, int6
     return rc;
 }
 
+// Streaming perplexity; SIGINT stops it with the result so far (p->interrupted).
 static ls_status run_stream(ppl_cli *p, ls_engine_t *e, ls_ppl_result *r, int64_t *n_tokens) {
     if (cli_group()) return LS_ERR(LS_ERR_UNSUPPORTED, "--stream runs in one process, not a worker group");
-    ls_ppl_stream_opts so = {.report_every = 2048, .on_report = on_chunk, .report_ctx = p,
-                             .on_nll = p->po.on_nll, .nll_ctx = p->po.nll_ctx};
+    ls_ppl_stream_opts so = {.report_every = 2048, .on_report = on_chunk, .report_ctx = p, .on_nll = stream_nll, .nll_ctx = p};
     LS_CHECK(cli_attn_rule(&p->attn, 0, &so.rule));
     ls_ppl_stream_t *st;
     LS_CHECK(ls_ppl_stream_init(e, &so, &st));
+    struct sigaction sa = {.sa_handler = on_sigint, .sa_flags = SA_RESTART}, old;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, &old);
+    p->t0 = p->last_line = ls_time_ms();
     ls_status rc = feed_file(p, e, st, n_tokens);
+    if (rc == LS_ERR_CANCELLED && g_interrupted) {
+        ls_err_clear();
+        p->interrupted = true;
+        rc = LS_OK;
+    }
+    sigaction(SIGINT, &old, NULL);
+    if (p->mid_line) fprintf(stderr, "\n"), p->mid_line = false;
     if (rc == LS_OK) rc = ls_ppl_stream_result(st, r);
     ls_ppl_stream_free(st);
     if (rc == LS_OK && r->scored < 1) rc = LS_ERR(LS_ERR_INVALID, "the text has fewer than 2 tokens: nothing to score");
@@ -210,9 +270,15 @@ static void print_result(const ppl_cli *p, const ls_ppl_result *r, int64_t n_tok
         json_t *o = json_pack("{s:f, s:f, s:I, s:I, s:I, s:I, s:f}", "ppl", r->ppl, "ppl_stderr", r->ppl_stderr, "tokens",
                               (json_int_t)r->scored, "chunks", (json_int_t)r->chunks, "ctx", (json_int_t)r->ctx,
                               "text_tokens", (json_int_t)n_tokens, "seconds", r->ms / 1e3);
+        if (p->interrupted) json_object_set_new(o, "interrupted", json_true());
         json_dumpf(o, stdout, JSON_COMPACT);
         printf("\n");
         json_decref(o);
+        return;
+    }
+    if (p->interrupted) {
+        printf("\nInterrupted at position %lld: estimate so far PPL = %.4f +/- %.5f over %lld scored tokens\n",
+               (long long)p->position + 1, r->ppl, r->ppl_stderr, (long long)r->scored);
         return;
     }
     printf("\nFinal estimate: PPL = %.4f +/- %.5f\n", r->ppl, r->ppl_stderr);
@@ -226,7 +292,8 @@ static void print_result(const ppl_cli *p, const ls_ppl_result *r, int64_t n_tok
 }
 
 int cmd_perplexity(int argc, char **argv) {
-    ppl_cli p = {.eng = cli_engine_args_default(), .attn = cli_attn_args_default(), .tty = isatty(2)};
+    ppl_cli p = {.eng = cli_engine_args_default(), .attn = cli_attn_args_default(), .tty = isatty(2), .every_s = 10};
+    p.both_tty = p.tty && isatty(1);
     int rc = parse(argc, argv, &p); // usage errors before a group is launched
     if (rc) return rc;
     int launched = cli_maybe_launch("perplexity", argc, argv);
@@ -255,6 +322,7 @@ int cmd_perplexity(int argc, char **argv) {
     else if (cli_is_leader())
         print_result(&p, &r, n_tokens);
     if (status == 0 && p.stats) cli_group_stats();
+    if (p.interrupted) status = 130; // as a shell reports SIGINT, after the estimate so far
     if (p.nll) fclose(p.nll);
     ls_engine_free(e);
     return status;

@@ -6,6 +6,7 @@
 #include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include "ls_wire.h" // ls_utf8_sanitize
 
 typedef struct command {
@@ -35,13 +36,27 @@ static void usage(FILE *f) {
     fprintf(f, "usage: longseq <command> [options]\n\ncommands:\n");
     for (size_t i = 0; i < sizeof g_commands / sizeof *g_commands; i++)
         fprintf(f, "  %-12s %s\n", g_commands[i].name, g_commands[i].summary);
-    fprintf(f, "\nEach command takes --help; longseq --version prints the version. The default model is\n"
+    fprintf(f, "\nEach command takes --help; longseq --version prints the version; longseq --verbose\n"
+               "COMMAND ... adds the source location to error messages. The default model is\n"
                "$LONGSEQ_MODEL, else "
                "%s\n", ls_default_model_path());
 }
 
+bool cli_verbose;
+
 int cli_fail(void) {
-    ls_err_report(stderr);
+    if (cli_verbose || ls_log_level_get() >= LS_LOG_INFO || ls_err_code() == LS_OK) {
+        ls_err_report(stderr);
+        return 1;
+    }
+    if (ls_log_rank() >= 0) { // which rank failed matters in a group's log: keep it, without the file and line
+        char host[64] = "?";
+        gethostname(host, sizeof host - 1);
+        fprintf(stderr, "longseq: error: %s [rank %d on %s]\n", ls_err_msg(), ls_log_rank(), host);
+    } else {
+        fprintf(stderr, "longseq: error: %s\n", ls_err_msg());
+    }
+    ls_err_clear();
     return 1;
 }
 
@@ -97,6 +112,10 @@ void cli_model_close(cli_model *m) {
 }
 
 int main(int argc, char **argv) {
+    if (argc >= 2 && !strcmp(argv[1], "--verbose")) {
+        cli_verbose = true;
+        argc--, argv++;
+    }
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
         usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;

@@ -55,7 +55,7 @@ ls_status ls_store_finish(ls_store_t *s, const char *id, ls_job_state st, const 
                           const char *error);
 // One job without its tokens; LS_ERR_NOT_FOUND when there is none with that id.
 ls_status ls_store_get(ls_store_t *s, const char *id, ls_job *j);
-// Newest first, at most `limit`, without tokens or results; fn is called per job.
+// Newest first, at most `limit`, with settings and results but without tokens; fn is called per job.
 ls_status ls_store_list(ls_store_t *s, int64_t limit, void (*fn)(void *ctx, const ls_job *j), void *ctx);
 ls_status ls_store_count(ls_store_t *s, ls_job_state st, int64_t *n);
 // Queued jobs ahead of the job with this seq.

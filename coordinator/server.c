@@ -39,6 +39,8 @@ typedef struct conn {
     size_t want;             // that frame's bytes, header included, reserved from --max-buffered (0: none yet)
     char watch[40];          // the job this connection watches ("" none)
     ls_prep_task *prep;      // its Submit's documents being prepared (NULL none): later calls wait
+    int64_t watch_seq;       // that job's place in the FIFO order (ls_job.seq)
+    int64_t queue_pos;       // the queue position its watcher was last told (-1: not queued)
 } conn;
 
 typedef enum group_state { G_DOWN, G_STARTING, G_IDLE, G_BUSY } group_state;
@@ -58,6 +60,7 @@ typedef struct server {
     pid_t gpid;              // the launcher (0: none; external groups have none)
     conn *leader;
     double g_since, g_heard, relaunch_at;
+    double leader_gone;      // when the leader's connection closed while its launcher ran (0: not)
     int launch_failures;
     char g_error[512];       // why the group last went down
     // the job it runs
@@ -163,6 +166,18 @@ static int64_t queue_ahead(server *s, const ls_job *j) {
     return n;
 }
 
+// What a job's stored settings say about it: its task and, until the worker group has described
+// it, its attention rule by name and (running) the group's ranks. The worker's figures of a
+// finished job are kept.
+static void from_settings(server *s, const ls_job *j, Longseq__JobResult *r) {
+    Longseq__Settings *set = j->settings_len ? longseq__settings__unpack(NULL, j->settings_len, j->settings) : NULL;
+    if (!set) return;
+    r->task = set->task;
+    if (!r->attention || !*r->attention) set_str(&r->attention, set->attention && *set->attention ? set->attention : "full");
+    if (!r->ranks && j->state == LS_JOB_RUNNING) r->ranks = (uint32_t)s->o->np;
+    longseq__settings__free_unpacked(set, NULL);
+}
+
 // The record of a job as Result and List return it (text from the stored result, or the text
 // streamed so far for the running job). Free with free_result.
 static Longseq__JobResult *job_result(server *s, const ls_job *j, bool with_text) {
@@ -181,7 +196,8 @@ static Longseq__JobResult *job_result(server *s, const ls_job *j, bool with_text
     r->created_unix_ms = j->created_ms;
     r->finished_unix_ms = j->finished_ms;
     r->queue_position = (uint64_t)queue_ahead(s, j);
-    if (!r->tokens) r->tokens = (uint64_t)j->n_tokens;
+    if (!r->tokens) r->tokens = (uint64_t)j->n_tokens; // the prompt with its chat template
+    from_settings(s, j, r);
     if (j->state == LS_JOB_RUNNING && !strcmp(j->id, s->run_id) && with_text)
         set_str(&r->text, s->run_text.len ? s->run_text.data : "");
     if (!with_text && r->text && *r->text) set_str(&r->text, "");
@@ -199,8 +215,39 @@ static void send_event(conn *c, Longseq__Event *e) {
     send_reply(c, &r);
 }
 
-// Tells the job's watchers its new state; a final state ends their streams.
+// The watchers of queued jobs whose place in the queue changed (a job ahead started or left, or
+// one went back) get a QUEUED event with the new queue_position.
+static void notify_queue(server *s) {
+    for (size_t i = 0; i < s->n_conns; i++) {
+        conn *c = s->conns[i];
+        int64_t pos;
+        if (!c->watch[0] || c->queue_pos < 0) continue;
+        if (ls_store_ahead(s->store, c->watch_seq, &pos) != LS_OK) {
+            ls_err_clear();
+            continue;
+        }
+        if (pos == c->queue_pos) continue;
+        Longseq__Event e = LONGSEQ__EVENT__INIT;
+        e.job_id = c->watch;
+        e.kind = LONGSEQ__EVENT__KIND__STATE;
+        e.state = LONGSEQ__JOB_STATE__QUEUED;
+        e.error = "";
+        e.queue_position = (uint64_t)pos;
+        send_event(c, &e);
+        c->queue_pos = pos;
+    }
+}
+
+// Tells the job's watchers its new state; a final state ends their streams. Then the watchers
+// of the jobs behind it hear their new places (a finished job had left the queue already).
 static void notify_state(server *s, const char *id, ls_job_state st, int64_t attempt, const char *error) {
+    int64_t pos = -1;
+    ls_job j;
+    if (st == LS_JOB_QUEUED && ls_store_get(s->store, id, &j) == LS_OK) { // a job back in the queue: its place
+        pos = queue_ahead(s, &j);
+        ls_job_free(&j);
+    }
+    ls_err_clear();
     for (size_t i = 0; i < s->n_conns; i++) {
         conn *c = s->conns[i];
         if (strcmp(c->watch, id)) continue;
@@ -210,6 +257,8 @@ static void notify_state(server *s, const char *id, ls_job_state st, int64_t att
         e.state = (Longseq__JobState)st;
         e.attempt = (uint32_t)attempt;
         e.error = (char *)(error ? error : "");
+        e.queue_position = pos > 0 ? (uint64_t)pos : 0;
+        c->queue_pos = st == LS_JOB_QUEUED ? pos : -1;
         send_event(c, &e);
         if (ls_job_state_final(st)) {
             send_status(c, LONGSEQ__CODE__OK, "job %s %s", id, ls_job_state_name(st));
@@ -217,6 +266,7 @@ static void notify_state(server *s, const char *id, ls_job_state st, int64_t att
             c->last_ms = ls_time_ms(); // a watch is a call in progress: idleness starts when it ends
         }
     }
+    if (st != LS_JOB_DONE) notify_queue(s);
 }
 
 // A state change: committed (with why, the job's error or note), logged (with why or note),
@@ -350,6 +400,7 @@ static void group_down(server *s, const char *why) {
         s->run_id[0] = 0;
     }
     if (s->leader) conn_close(s->leader), s->leader = NULL;
+    s->leader_gone = 0;
     s->g = G_DOWN;
     if (was_ready) s->launch_failures = 0, s->relaunch_at = ls_time_ms();
     else start_failed(s);
@@ -361,8 +412,11 @@ static void reap(server *s) {
     while ((p = waitpid(-1, &st, WNOHANG)) > 0) {
         if (p != s->gpid) continue;
         s->gpid = 0;
-        char why[128];
-        if (WIFEXITED(st)) snprintf(why, sizeof why, "the launcher exited with status %d", WEXITSTATUS(st));
+        char why[200];
+        if (WIFEXITED(st) && WEXITSTATUS(st) > 128 && WEXITSTATUS(st) < 128 + NSIG) // how Open MPI passes on a rank's signal
+            snprintf(why, sizeof why, "the launcher exited with status %d, as Open MPI does when a rank is ended by signal %d (%s)",
+                     WEXITSTATUS(st), WEXITSTATUS(st) - 128, strsignal(WEXITSTATUS(st) - 128));
+        else if (WIFEXITED(st)) snprintf(why, sizeof why, "the launcher exited with status %d", WEXITSTATUS(st));
         else snprintf(why, sizeof why, "the launcher was killed by signal %d (%s)", WTERMSIG(st), strsignal(WTERMSIG(st)));
         kill(-p, SIGKILL); // anything of the group still alive
         if (s->g != G_DOWN) group_down(s, why);
@@ -373,7 +427,7 @@ static void reap(server *s) {
 static void schedule(server *s) {
     if (s->stopping) return;
     if (s->g == G_DOWN && !s->o->external_workers && !s->gpid && ls_time_ms() >= s->relaunch_at) launch(s);
-    if (s->g != G_IDLE) return;
+    if (s->g != G_IDLE || !s->leader) return;
     ls_job j;
     bool found;
     if (ls_store_next_queued(s->store, &j, &found) != LS_OK) {
@@ -520,6 +574,8 @@ static void do_watch(server *s, conn *c, const Longseq__WatchRequest *q) {
     e.attempt = (uint32_t)j.attempts;
     e.error = j.error;
     e.queue_position = (uint64_t)queue_ahead(s, &j);
+    c->watch_seq = j.seq;
+    c->queue_pos = j.state == LS_JOB_QUEUED ? (int64_t)e.queue_position : -1;
     bool final = ls_job_state_final(j.state), running = j.state == LS_JOB_RUNNING && !strcmp(j.id, s->run_id);
     if (!final) send_event(c, &e);
     Longseq__JobResult *r = final ? job_result(s, &j, true) : NULL;
@@ -960,10 +1016,11 @@ static void sweep(server *s) {
         if (c->closing && !c->out.len) {
             if (c == s->leader) {
                 s->leader = NULL;
-                if (s->g != G_DOWN) {
-                    kill_group(s, SIGTERM);
-                    group_down(s, "the worker group's leader closed its connection");
-                }
+                // Any rank's death closes the leader's connection (the launcher stops the rest):
+                // the launcher's exit says what happened (reap), so the leader is not blamed
+                // for another rank; timers() ends the wait.
+                if (s->g != G_DOWN && s->gpid > 0) s->leader_gone = now;
+                else if (s->g != G_DOWN) group_down(s, "the worker group's leader closed its connection");
             }
             release(s, c);
             if (c->prep) { // documents still being prepared: nobody waits for them now
@@ -982,6 +1039,10 @@ static void sweep(server *s) {
 
 static void timers(server *s) {
     double now = ls_time_ms();
+    if (s->leader_gone && s->g != G_DOWN && now - s->leader_gone > 5000) {
+        kill_group(s, SIGKILL);
+        group_down(s, "the worker group's leader closed its connection and its launcher did not exit within 5 s");
+    }
     if (s->g == G_STARTING && now - s->g_since > 1e3 * s->o->start_timeout_s) {
         kill_group(s, SIGKILL);
         group_down(s, "the worker group did not connect in time");

@@ -333,8 +333,7 @@ ls_status ls_store_get(ls_store_t *s, const char *id, ls_job *j) {
 
 ls_status ls_store_list(ls_store_t *s, int64_t limit, void (*fn)(void *ctx, const ls_job *j), void *ctx) {
     sqlite3_stmt *st;
-    LS_CHECK(prepare(s, "SELECT seq, id, name, state, attempts, created_ms, finished_ms, NULL, NULL, error, n_tokens "
-                        "FROM jobs ORDER BY seq DESC LIMIT ?1", &st));
+    LS_CHECK(prepare(s, "SELECT " JOB_COLUMNS " FROM jobs ORDER BY seq DESC LIMIT ?1", &st));
     sqlite3_bind_int64(st, 1, limit);
     int e;
     while ((e = sqlite3_step(st)) == SQLITE_ROW) {

@@ -88,6 +88,10 @@ expect 2 "--task is summarize, generate or perplexity" -- submit --task translat
 printf 'tok' > "$work/token"
 chmod 600 "$work/token"
 expect 1 "cannot connect to 127.0.0.1:1" -- jobs --server 127.0.0.1:1 --token-file "$work/token"
+# user-facing errors name the problem, not the source line (unless --verbose)
+unwanted="wire.c:" expect 1 "cannot connect to 127.0.0.1:1" -- jobs --server 127.0.0.1:1 --token-file "$work/token"
+expect 1 "[wire.c:" -- --verbose jobs --server 127.0.0.1:1 --token-file "$work/token"
+unwanted=".c:" expect 1 "cannot open /nonexistent.gguf" -- inspect /nonexistent.gguf
 expect 1 "the token file" -- result j1 --token-file /nonexistent/token
 expect 1 'address "nocolon" is not HOST:PORT' -- jobs --server nocolon --token-file "$work/token"
 # a token file others may read, a state directory others may write: refused, with the fix
@@ -110,6 +114,10 @@ head -c 60000 "$kjv" > "$work/long.txt"
 unwanted=settings expect 3 "stretch RoPE over it (--rope-scaling yarn --rope-scale 1.9) or bound the attention distance (--attn sink)" -- summarize --launcher /nonexistent/mpirun "$work/long.txt"
 unwanted=settings expect 1 '--attn "dense" is not full, s2, sink or window' -- summarize --launcher /nonexistent/mpirun --attn dense "$work/text.txt"
 unwanted=settings expect 1 "--group belongs to --attn s2, not sink" -- summarize --launcher /nonexistent/mpirun --attn sink --group 8 "$work/text.txt"
+# summarize's coordinator is its own: its refusals are not "the server's"
+unwanted="the server says" expect 1 '--attn "dense" is not full, s2, sink or window' -- summarize --launcher /nonexistent/mpirun --attn dense "$work/text.txt"
+expect 2 "--progress is from 0.1 to 86400 seconds" -- watch --progress 0 j1
+expect 2 "--idle-timeout expects an integer from 1 to 86400" -- summarize --idle-timeout 0 "$work/text.txt"
 
 # Every --flag that a message or help text of the sources mentions is an option of some
 # command (its --help names it): a hint never points at an option that does not exist.

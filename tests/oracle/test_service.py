@@ -8,6 +8,10 @@ generated from proto/longseq.proto (grpc_tools' protoc), not with longseq's own 
   prompt in one process (summarize: the document and the request in the model's chat template);
   perplexity equals `longseq perplexity`; the C client commands (submit, watch, result, jobs,
   cancel) against the same server; `longseq summarize --np 2` end to end with its JSONL;
+- batch users: progress lines off a terminal, `submit --watch` text, List / `jobs --json` /
+  `result --json` records, queue-position updates; `summarize` stopped mid-batch keeps its
+  records and its state with the unreturned jobs; docs/protocol.md's client runs as printed; a
+  non-leader rank's death is not reported as the leader's;
 - isolation: with the test as the worker group's leader, a watcher of a running job that has
   no text yet is sent no other job's text; a running job cancelled after some text keeps it;
   a watch longer than --idle-timeout does not make its connection idle;
@@ -313,8 +317,9 @@ def test_protocol(tiny):
         check(w.returncode == 0 and "done" in w.stderr, f"longseq watch: {w.stderr}")
         r = subprocess.run([str(BIN), "result", cid, "--json"], env=cenv, capture_output=True, text=True)
         rec = json.loads(r.stdout)
-        check(rec["summary"] == srv.result(ids[0]).text and rec["status"] == "done" and rec["file"] == str(f)
-              and set(rec) >= {"id", "file", "tokens", "summary", "prefill_ms", "decode_ms", "ranks", "attention",
+        check(rec["text"] == srv.result(ids[0]).text and rec["status"] == "done" and rec["file"] == str(f)
+              and rec["task"] == "generate"
+              and set(rec) >= {"id", "file", "task", "tokens", "text", "prefill_ms", "decode_ms", "ranks", "attention",
                                "rope", "status", "error"}, f"longseq result --json: {rec}")
         j = subprocess.run([str(BIN), "jobs"], env=cenv, capture_output=True, text=True)
         check(j.returncode == 0 and cid in j.stdout, "longseq jobs lists the job")
@@ -1101,6 +1106,237 @@ def test_preauth(tiny):
           "capped, a slot kept for the worker group")
 
 
+def test_batch_user(tiny):
+    """What a batch user sees, with the test as the worker group's leader (so it decides when
+    progress and text arrive): `submit --watch` off a terminal prints plain progress lines at
+    the --progress interval for prefill and decode, then the text; List and `jobs --json` carry
+    each job's task, tokens, timings, ranks, rule and stop reason; `result --json` names its task
+    and its text; a queued watcher hears its new place in the queue when a job ahead starts."""
+    import json
+    srv = Server(WORK / "state-batch-user", tiny, extra=EXTERNAL)
+    leader = srv.connect()
+    cenv = dict(ENV, LONGSEQ_SERVER=f"127.0.0.1:{srv.port}", LONGSEQ_TOKEN=TOKEN)
+
+    def event(kind, jid, **kw):
+        leader.sendall(frame(pb.Request(token=WORKER_TOKEN, worker_event=pb.WorkerEvent(
+            job_id=jid, kind=kind, **kw)).SerializeToString()))
+
+    def next_run(client=None):
+        leader.settimeout(60)
+        try:
+            r = recv_reply(leader)
+        except (socket.timeout, TimeoutError):
+            fail("no job reached the leader" + (f": {client.communicate(timeout=10)}" if client else ""))
+        check(r.WhichOneof("body") == "run", f"the leader was sent {r}")
+        return r.run
+
+    try:
+        _, st = call(leader, pb.Request(worker_hello=pb.WorkerHello(ranks=1, model="fake", pid=os.getpid())),
+                     token=WORKER_TOKEN)
+        check(st.code == pb.OK, f"worker_hello: {st.message}")
+        # submit --watch with standard error a pipe: progress lines every 0.5 s, then the text
+        f = WORK / "batch-user.txt"
+        f.write_text(words(30, 11))
+        p = subprocess.Popen([str(BIN), "submit", "--watch", "--progress", "0.5", "--task", "generate",
+                              "--max-tokens", "40", str(f)], env=cenv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True)
+        run = next_run(p)
+        jid = run.job_id
+        time.sleep(0.3)  # the client is watching
+        for k in range(1, 17):  # 1.6 s of prefill
+            event(pb.WorkerEvent.PROGRESS, jid, fraction=k / 16, tok_per_s=100.0)
+            time.sleep(0.1)
+        for k in range(16):  # 1.6 s of decode, one piece a token
+            event(pb.WorkerEvent.TEXT, jid, text=f"w{k} ")
+            time.sleep(0.1)
+        text = "".join(f"w{k} " for k in range(16))
+        event(pb.WorkerEvent.DONE, jid, result=pb.JobResult(
+            text=text, generated=16, ranks=1, prefill_ms=1600, decode_ms=1600, attention="full", rope="none",
+            stop="length", task=pb.GENERATE))
+        out, err = p.communicate(timeout=60)
+        check(p.returncode == 0, f"submit --watch: {p.returncode} {err}")
+        check(out.split("\n")[0] == jid and text.strip() in out, f"submit --watch prints the id, then the text: {out!r}")
+        prefill = re.findall(r"prefill +(\d+)%, 100 tok/s, ETA", err)
+        check(len([x for x in prefill if int(x) < 100]) >= 2 and "\r" not in err,
+              f"prefill progress lines off a terminal (every 0.5 s, not only at 100%): {err!r}")
+        decode = re.findall(r"decode (\d+) tokens, [\d.]+ tok/s, (\d+)% of --max-tokens 40, ETA at most \d+ s", err)
+        check(len(decode) >= 2, f"decode progress lines off a terminal: {err!r}")
+        # List, jobs --json and result --json: task, tokens, timings, ranks, rule, stop
+        [qid] = srv.submit([("queued", words(20, 12).encode())], task=pb.GENERATE, max_tokens=4)
+        run = next_run()  # the queued job starts at once: keep it running while listing
+        check(run.job_id == qid, "the second job runs")
+        jobs = {j.id: j for j in srv.rpc(pb.Request(list=pb.ListRequest(limit=10)))[0][0].list.jobs}
+        d, q = jobs[jid], jobs[qid]
+        check(d.task == pb.GENERATE and d.tokens > 0, f"list: task and tokens: {d}")
+        check(d.prefill_ms == 1600 and d.decode_ms == 1600 and d.ranks == 1 and d.attention == "full"
+              and d.stop == "length" and d.generated == 16 and not d.text, f"list: the worker's figures, no text: {d}")
+        check(q.task == pb.GENERATE and q.state == pb.RUNNING and q.tokens == len(run.tokens) and q.ranks == 1
+              and q.attention == "full", f"list: a running generate job: {q}")
+        j = subprocess.run([str(BIN), "jobs", "--json"], env=cenv, capture_output=True, text=True)
+        recs = {r["id"]: r for r in map(json.loads, j.stdout.splitlines())}
+        check(j.returncode == 0 and recs[jid]["task"] == "generate" and recs[jid]["prefill_ms"] == 1600
+              and recs[jid]["stop"] == "length" and recs[jid]["ranks"] == 1 and recs[qid]["task"] == "generate",
+              f"jobs --json: {j.stdout} {j.stderr}")
+        r = subprocess.run([str(BIN), "result", "--json", jid], env=cenv, capture_output=True, text=True)
+        rec = json.loads(r.stdout)
+        check(rec["task"] == "generate" and rec["text"] == text and "summary" not in rec, f"result --json: {rec}")
+        # a queued watcher hears its place: two jobs behind the running one, then one starts
+        a, b = srv.submit([("a", b"one"), ("b", b"two")], task=pb.GENERATE, max_tokens=4)
+        with srv.connect() as w:
+            w.sendall(frame(pb.Request(token=TOKEN, watch=pb.WatchRequest(job_id=b)).SerializeToString()))
+            first = recv_reply(w).event
+            check(first.state == pb.QUEUED and first.queue_position == 1, f"b queued behind a: {first}")
+            event(pb.WorkerEvent.DONE, qid, result=pb.JobResult(text="q", generated=1, ranks=1))
+            check(next_run().job_id == a, "a runs")
+            w.settimeout(10)
+            try:
+                upd = recv_reply(w).event
+            except (socket.timeout, TimeoutError):
+                fail("the queued watcher was told nothing when the job ahead of it started")
+            check(upd.kind == pb.Event.STATE and upd.state == pb.QUEUED and upd.queue_position == 0,
+                  f"b is next: {upd}")
+            event(pb.WorkerEvent.DONE, a, result=pb.JobResult(text="a", generated=1, ranks=1))
+            check(next_run().job_id == b, "b runs")
+            check(recv_reply(w).event.state == pb.RUNNING, "then b's watcher sees it running")
+            event(pb.WorkerEvent.DONE, b, result=pb.JobResult(text="b", generated=1, ranks=1))
+    finally:
+        leader.close()
+        srv.kill_all()
+    print("batch user: progress lines off a terminal, submit --watch text, list/jobs/result carry the job's figures, "
+          "queue positions")
+
+
+def test_summarize_kept(tiny):
+    """summarize writes each record the moment its job ends and never deletes a state that still
+    holds results it did not return: stopped by SIGTERM mid-batch (as Slurm does at a time
+    limit), its --out keeps the finished records and its temporary state is kept and named with
+    the way to get the rest (which works). A batch that returns everything leaves no state."""
+    import json
+    tmp = WORK / "summarize-tmp"
+    tmp.mkdir()
+    env = dict(ENV, TMPDIR=str(tmp))
+    files = []
+    for i in range(3):
+        files.append(WORK / f"kept{i}.txt")
+        files[-1].write_text(words(60, 40 + i))
+    out, log = WORK / "kept.jsonl", WORK / "kept.log"
+    with open(log, "w") as lf:
+        p = subprocess.Popen([str(BIN), "summarize", "--model", str(tiny), "--max-tokens", "3000", "--out", str(out),
+                              *map(str, files)], env=env, stdout=subprocess.DEVNULL, stderr=lf, start_new_session=True)
+        STARTED.append(p.pid)
+        deadline = time.time() + 300
+        while time.time() < deadline and p.poll() is None and not (out.exists() and out.read_text().count("\n")):
+            time.sleep(0.02)
+        p.send_signal(signal.SIGTERM)
+        rc = p.wait(120)
+    err = log.read_text()
+    recs = [json.loads(line) for line in out.read_text().splitlines()]
+    check(rc != 0 and 1 <= len(recs) < 3, f"stopped mid-batch: status {rc}, {len(recs)} records\n{err}")
+    check(all(r["status"] == "done" and r["summary"] and r["task"] == "summarize" for r in recs),
+          f"the finished records are whole: {recs}")
+    m = re.search(r"(\d+) of 3 results were not returned; their jobs are kept in (\S+)\.", err)
+    check(m and int(m.group(1)) == 3 - len(recs), f"summarize says what it kept and where: {err}")
+    state = Path(m.group(2))
+    check(state.parent == tmp and (state / "jobs.db").exists() and (state / "token").exists(),
+          f"the state {state} is still there")
+    ids = err.split("The jobs:")[1].split()
+    check(len(ids) == 3 - len(recs), f"the jobs not returned are named: {ids}")
+    # what the message says to do gives the remaining records
+    srv_log = WORK / "kept-serve.log"
+    with open(srv_log, "w") as lf:
+        srv = subprocess.Popen([str(BIN), "serve", "--listen", "127.0.0.1:0", "--state", str(state), "--token-file",
+                                str(state / "token"), "--model", str(tiny)], env=ENV, stderr=lf,
+                               stdout=subprocess.DEVNULL, start_new_session=True)
+    STARTED.append(srv.pid)
+    try:
+        port = None
+        deadline = time.time() + 60
+        while port is None and time.time() < deadline:
+            m = re.search(r"\(port (\d+)\)", srv_log.read_text())
+            port = m and m.group(1)
+            time.sleep(0.05)
+        cenv = dict(ENV, LONGSEQ_SERVER=f"127.0.0.1:{port}")
+        for jid in ids:
+            w = subprocess.run([str(BIN), "watch", "--token-file", str(state / "token"), jid], env=cenv,
+                               capture_output=True, text=True, timeout=300)
+            r = subprocess.run([str(BIN), "result", "--json", "--token-file", str(state / "token"), jid], env=cenv,
+                               capture_output=True, text=True)
+            rec = json.loads(r.stdout)
+            check(w.returncode == 0 and rec["status"] == "done" and rec["text"], f"job {jid} finished after: {rec}")
+    finally:
+        os.killpg(srv.pid, signal.SIGKILL)
+        srv.wait()
+    # a batch whose results all came back leaves no temporary state
+    for d in tmp.iterdir():
+        subprocess.run(["rm", "-rf", str(d)])
+    p = subprocess.run([str(BIN), "summarize", "--model", str(tiny), "--max-tokens", "4", str(files[0])], env=env,
+                       capture_output=True, text=True, timeout=300)
+    check(p.returncode == 0 and not list(tmp.iterdir()), f"a complete batch removes its state: {p.stderr}")
+    print(f"summarize stopped mid-batch: {len(recs)} record(s) kept in --out, the state with {len(ids)} jobs kept "
+          "and named; its results came back through serve --state")
+
+
+def test_doc_client(tiny):
+    """The minimal client of docs/protocol.md, as printed there: it finds the token by the
+    documented order ($LONGSEQ_TOKEN here), submits, watches and prints the job's text; its
+    recv_exact refuses a connection closed in the middle of a frame."""
+    text = (REPO / "docs" / "protocol.md").read_text()
+    code = text.split("## A minimal client (Python)")[1].split("```python\n")[1].split("```")[0]
+    srv = Server(WORK / "state-doc-client", tiny)
+    try:
+        srv.wait_ready()
+        (WORK / "ruth.txt").write_text(words(40, 21))
+        script = WORK / "doc_client.py"
+        script.write_text(code.replace('("127.0.0.1", 7070)', f'("127.0.0.1", {srv.port})'))
+        p = subprocess.run([sys.executable, str(script)], cwd=WORK, capture_output=True, text=True, timeout=300,
+                           env=dict(ENV, LONGSEQ_TOKEN=TOKEN, PYTHONPATH=str(WORK)))
+        jobs = srv.rpc(pb.Request(list=pb.ListRequest(limit=1)))[0][0].list.jobs
+        want = srv.result(jobs[0].id).text
+        check(p.returncode == 0 and p.stdout == want + "\n", f"the documented client: {p.stdout!r} {p.stderr[-500:]}")
+        ns = {}
+        exec(code.split("token = read_token()")[0], ns)  # its functions, on a connection cut mid-frame
+        a, b = socket.socketpair()
+        b.sendall(b"\x00\x00\x00")
+        b.close()
+        try:
+            ns["recv_exact"](a, 5)
+            fail("recv_exact returned a short frame")
+        except ConnectionError as e:
+            check("3 of 5 bytes" in str(e), f"a frame cut short: {e}")
+        a.close()
+        srv.stop()
+    finally:
+        if srv.p.poll() is None:
+            srv.kill_all()
+    print("docs/protocol.md's client: documented token order, text as the server's, a cut frame is an error")
+
+
+def test_rank_death(tiny):
+    """A non-leader rank's death is not reported as the leader's: the leader's connection closes
+    too (the launcher stops the group), and the coordinator waits for the launcher's exit to say
+    what happened (it said "the worker group's leader closed its connection")."""
+    srv = Server(WORK / "state-rank-death", tiny, np_=2)
+    try:
+        srv.wait_ready()
+        pids = worker_pids(srv)
+        check(len(pids) == 2, f"two ranks: {pids}")
+        ranks = {p: Path(f"/proc/{p}/environ").read_bytes().split(b"OMPI_COMM_WORLD_RANK=")[1].split(b"\0")[0]
+                 for p in pids}
+        os.kill(next(p for p, r in ranks.items() if r != b"0"), signal.SIGKILL)  # not the leader (rank 0)
+        deadline = time.time() + 60
+        while time.time() < deadline and "worker group down" not in srv.log.read_text():
+            time.sleep(0.1)
+        down = [ln for ln in srv.log.read_text().splitlines() if "worker group down" in ln]
+        check(down and "leader" not in down[0] and "signal 9" in down[0], f"how the rank's death is told: {down}")
+        srv.wait_ready()  # a new group
+        check(srv.stop() == 0, "exit 0")
+        wait_no_workers(srv)
+    finally:
+        if srv.p.poll() is None:
+            srv.kill_all()
+    print(f"a non-leader rank killed: {down[0].split('down: ')[1]}")
+
+
 def test_schema(tiny):
     # a store written by schema 1 (jobs only) is migrated, its job kept and run
     state = WORK / "state-v1"
@@ -1329,6 +1565,10 @@ def main():
     test_worker_credential(tiny)
     test_as_leader(tiny)
     test_preauth(tiny)
+    test_batch_user(tiny)
+    test_summarize_kept(tiny)
+    test_doc_client(tiny)
+    test_rank_death(tiny)
     test_schema(tiny)
     test_durability(tiny)
     test_load(tiny)

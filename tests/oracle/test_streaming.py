@@ -12,11 +12,17 @@
   masks built from their definitions;
 - bounded memory: `perplexity --stream` peaks at the same RSS (within 5%) over 40K tokens as
   over 10K, and `generate --attn sink` goes 10x past the trained context in the same memory
-  as a short run.
+  as a short run;
+- progress: `perplexity --stream` with standard error a pipe prints a line (position, tokens/s,
+  perplexity so far) every --progress seconds, and SIGINT stops it with the estimate so far
+  and the number of tokens scored, status 130.
 """
 import json
 import os
+import re
+import signal
 import subprocess
+import time
 
 import numpy as np
 
@@ -116,6 +122,33 @@ def bounded_memory(work):
     check(json.loads(out)["tokens"] == 640, "generation past the trained context completes")
 
 
+def stream_progress(work):
+    path = work / "progress.gguf"
+    write_tiny_llama(str(path), embd=64, heads=4, kv_heads=2, ff=128, ctx=64)
+    rng = np.random.default_rng(11)
+    words = ["".join(chr(c) for c in rng.integers(97, 123, size=rng.integers(2, 8))) for _ in range(2000)]
+    (work / "endless.txt").write_text(" ".join(rng.choice(words, size=400000)))
+    line = re.compile(r"^\[longseq\] position (\d+), (\d+) tok/s, perplexity so far ([\d.]+) \((\d+) tokens scored\)$")
+    p = subprocess.Popen([str(BIN), "perplexity", "--model", str(path), "--stream", "--attn", "sink", "--window", "60",
+                          "--progress", "0.3", "--threads", "1", str(work / "endless.txt")],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    seen, t0 = [], time.time()
+    while len(seen) < 3 and time.time() - t0 < 120:  # lines about 0.3 s apart, positions growing
+        m = line.match(p.stderr.readline().rstrip("\n"))
+        if m:
+            seen.append((time.time(), int(m.group(1)), int(m.group(4))))
+    check(len(seen) == 3 and seen[0][1] < seen[1][1] < seen[2][1] and seen[2][0] - seen[0][0] >= 0.4,
+          f"progress lines off a terminal, at the --progress interval: {seen}")
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=60)
+    m = re.search(r"Interrupted at position (\d+): estimate so far PPL = ([\d.]+) \+/- ([\d.]+) over (\d+) scored tokens",
+                  out)
+    check(p.returncode == 130 and m and int(m.group(4)) >= seen[-1][2] and int(m.group(1)) == int(m.group(4)) + 1,
+          f"SIGINT: the estimate so far, status 130 ({p.returncode}): {out[-300:]!r} {err[-300:]!r}")
+    print(f"  perplexity --stream: {len(seen)} progress lines 0.3 s apart; interrupted after {m.group(4)} tokens scored, "
+          f"PPL so far {m.group(2)}, status 130")
+
+
 def main():
     work = tmpdir()
     print("StreamingLLM exactness (S+W = 24 < 110 tokens):")
@@ -124,6 +157,8 @@ def main():
     masked_rules(work)
     print("bounded memory:")
     bounded_memory(work)
+    print("progress:")
+    stream_progress(work)
     done("test_streaming")
 
 
