@@ -268,33 +268,53 @@ static void free_strs(char **v, int n) {
     ls_free(v);
 }
 
-// Reads the files and submits them in calls of at most BATCH_BYTES / BATCH_DOCS (a single file
-// may be up to the default frame limit); ids: one per file, in order; errors: why the server
-// refused each document ("" when queued; a refused document's job is already failed).
+// Sends the files gathered in a batch (their indices at[0..k)) as one call; their texts are freed.
+static ls_status send_batch(client *c, char **files, ls_buf *texts, const int *at, int k, Longseq__Settings *s,
+                            char **ids, char **errors) {
+    char **f = ls_calloc((size_t)k, sizeof *f), **bi = ls_calloc((size_t)k, sizeof *bi), **be = ls_calloc((size_t)k, sizeof *be);
+    ls_buf *bt = ls_calloc((size_t)k, sizeof *bt);
+    for (int j = 0; j < k; j++) f[j] = files[at[j]], bt[j] = texts[at[j]];
+    ls_status rc = k ? submit_batch(c, f, bt, k, s, bi, be) : LS_OK;
+    for (int j = 0; j < k; j++) {
+        ids[at[j]] = bi[j], errors[at[j]] = be[j];
+        ls_buf_free(&texts[at[j]]);
+    }
+    ls_free(f), ls_free(bi), ls_free(be), ls_free(bt);
+    return rc;
+}
+
+// Reads the files and submits them in calls of at most BATCH_BYTES / BATCH_DOCS; ids: one per
+// file, in order; errors: why each was refused ("" when queued). A document the server refused
+// has a job, already failed; a file that could not be sent at all (unreadable, or over the
+// default frame limit) has the id "" and its error, and the others go on.
 static ls_status submit_files(client *c, char **files, int n, Longseq__Settings *s, char ***ids, char ***errors) {
     ls_buf *texts = ls_calloc((size_t)n, sizeof *texts);
+    int *at = ls_calloc((size_t)n, sizeof *at), k = 0;
     *ids = ls_calloc((size_t)n, sizeof **ids);
     *errors = ls_calloc((size_t)n, sizeof **errors);
     ls_status rc = LS_OK;
-    for (int first = 0, i = 0; rc == LS_OK && first < n; first = i) {
-        size_t bytes = 0;
-        for (; i < n && i - first < BATCH_DOCS && rc == LS_OK; i++) {
-            rc = ls_file_read_all(files[i], LS_FRAME_MAX_DEFAULT - 4096, &texts[i]);
-            if (rc != LS_OK) ls_err_prefix("%s: ", files[i]);
-            bytes += texts[i].len;
-            if (bytes > BATCH_BYTES && i > first) { // this file starts the next call
-                ls_buf_free(&texts[i]);
-                break;
-            }
+    size_t bytes = 0;
+    for (int i = 0; rc == LS_OK && i < n; i++) {
+        if (ls_file_read_all(files[i], LS_FRAME_MAX_DEFAULT - 4096, &texts[i]) != LS_OK) {
+            (*ids)[i] = ls_strndup("", 0);
+            (*errors)[i] = ls_strndup(ls_err_msg(), strlen(ls_err_msg()));
+            ls_err_clear();
+            continue;
         }
-        if (rc == LS_OK) rc = submit_batch(c, files + first, texts + first, i - first, s, *ids + first, *errors + first);
-        for (int k = first; k < i; k++) ls_buf_free(&texts[k]);
+        if (k && (bytes + texts[i].len > BATCH_BYTES || k == BATCH_DOCS)) { // this file starts the next call
+            rc = send_batch(c, files, texts, at, k, s, *ids, *errors);
+            k = 0, bytes = 0;
+        }
+        at[k++] = i;
+        bytes += texts[i].len;
     }
+    if (rc == LS_OK) rc = send_batch(c, files, texts, at, k, s, *ids, *errors);
     if (rc != LS_OK) {
         free_strs(*ids, n), free_strs(*errors, n);
         *ids = *errors = NULL;
     }
-    ls_free(texts);
+    for (int i = 0; i < n; i++) ls_buf_free(&texts[i]);
+    ls_free(texts), ls_free(at);
     return rc;
 }
 
@@ -494,7 +514,8 @@ int cmd_submit(int argc, char **argv) {
         } else if (c == 'h') {
             printf("usage: longseq submit [options] FILE...\nSubmits one job per file; prints one job id per line.\n"
                    "A file the server refuses (empty, not UTF-8, too long, ...) still gets its job id, a job\n"
-                   "that has already failed; its error goes to stderr. Exit status: 0 when every job was\n"
+                   "that has already failed; its error goes to stderr (a file that cannot be sent at all,\n"
+                   "unreadable or over the 64 MiB frame limit, gets \"-\"). Exit status: 0 when every job was\n"
                    "queued (with --watch: ended done), 3 when some were refused (or did not end done), 1\n"
                    "on other errors.\n"
                    "  --watch              then follow the jobs to the end: progress and states to standard\n"
@@ -510,15 +531,17 @@ int cmd_submit(int argc, char **argv) {
     ls_status rc = client_open(addr, tf, &cl);
     if (rc == LS_OK) rc = submit_files(&cl, argv + optind, n, &s, &ids, &errors);
     for (int i = 0; rc == LS_OK && i < n; i++) {
-        printf("%s\n", ids[i]);
+        printf("%s\n", *ids[i] ? ids[i] : "-");
         if (!*errors[i]) continue;
         char *err = settings_as_flags(errors[i]);
-        fprintf(stderr, "longseq submit: %s: job %s failed: %s\n", argv[optind + i], ids[i], err);
+        if (!*ids[i]) fprintf(stderr, "longseq submit: %s: not submitted: %s\n", argv[optind + i], err);
+        else fprintf(stderr, "longseq submit: %s: job %s failed: %s\n", argv[optind + i], ids[i], err);
         ls_free(err);
         status = 3;
     }
     fflush(stdout);
     for (int i = 0; rc == LS_OK && follow && i < n; i++) {
+        if (!*ids[i]) continue; // not submitted
         Longseq__JobState st = LONGSEQ__JOB_STATE__QUEUED;
         watch_opts wo = watch_opts_for(&s, true, every);
         rc = watch(&cl, ids[i], &wo, &st);
@@ -710,7 +733,8 @@ static void summarize_help(void) {
            "group of --np ranks, submits the files, streams each summary to standard output and\n"
            "writes one JSON object per file to --out.\n"
            "A file the server refuses (empty, not UTF-8, too long for the context, ...) gets its\n"
-           "record with status \"failed\" and the error; the other files are summarized. Exit status:\n"
+           "record with status \"failed\" and the error (id \"\" for a file too large to send); the\n"
+           "other files are summarized. Exit status:\n"
            "0 when every file was summarized, 3 when some failed (their records say why), 1 on other\n"
            "errors.\n"
            "  --np N               ranks (default 1)\n"
@@ -769,6 +793,17 @@ static void report_job(const char *file, const Longseq__JobResult *j) {
     ls_free(err);
 }
 
+// The record of a file that could not be sent (no job, no id): failed, with the error.
+static void not_sent(FILE *out, const char *file, const char *error, const Longseq__Settings *s) {
+    Longseq__JobResult j = LONGSEQ__JOB_RESULT__INIT;
+    j.name = (char *)file;
+    j.state = LONGSEQ__JOB_STATE__FAILED;
+    j.task = s->task;
+    j.error = (char *)error;
+    report_job(file, &j);
+    write_record(out, &j);
+}
+
 // A batch run by summarize: what it needs to say where unreturned results are kept.
 typedef struct batch {
     const char *state, *model;
@@ -785,7 +820,8 @@ static void say_kept(const batch *b, char **ids, int from, int n) {
                     "  The jobs:",
             n - from, n, b->state, b->state, b->state, b->model ? " --model " : "", b->model ? b->model : "", b->state,
             b->state);
-    for (int i = from; i < n; i++) fprintf(stderr, " %s", ids[i]);
+    for (int i = from; i < n; i++)
+        if (*ids[i]) fprintf(stderr, " %s", ids[i]); // ("": a file never sent)
     fprintf(stderr, "\n");
 }
 
@@ -799,6 +835,11 @@ static int summarize_jobs(const char *token, int port, char **files, int n, Long
     ls_status rc = ls_net_connect(addr, 5000, &cl.fd);
     if (rc == LS_OK) rc = submit_files(&cl, files, n, s, &ids, &errors); // refused files: jobs already failed
     for (; rc == LS_OK && i < n; i++) {
+        if (!*ids[i]) { // never sent (unreadable, too large): its record says why
+            not_sent(out, files[i], errors[i], s);
+            status = 3;
+            continue;
+        }
         fprintf(stderr, "[longseq] %s: job %s\n", files[i], ids[i]);
         watch_opts wo = watch_opts_for(s, true, b->every);
         Longseq__Reply *r = NULL;

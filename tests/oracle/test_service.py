@@ -562,11 +562,17 @@ def test_documents(tiny):
         (WORK / "ok.txt").write_text(words(20, 5))
         (WORK / "empty.txt").write_text("")
         cenv = dict(ENV, LONGSEQ_SERVER=f"127.0.0.1:{srv.port}", LONGSEQ_TOKEN=TOKEN)
+        with open(WORK / "huge.txt", "wb") as f:  # over the frame limit: never sent, "-" for its id
+            f.truncate(64 << 20)
         out = subprocess.run([str(BIN), "submit", "--task", "generate", "--max-tokens", "2", str(WORK / "ok.txt"),
-                              str(WORK / "empty.txt")], env=cenv, capture_output=True, text=True, timeout=60)
+                              str(WORK / "empty.txt"), str(WORK / "huge.txt")], env=cenv, capture_output=True, text=True,
+                             timeout=60)
+        (WORK / "huge.txt").unlink()
         cids = out.stdout.split()
-        check(out.returncode == 3 and len(cids) == 2 and f"empty.txt: job {cids[1]} failed: the text is empty" in out.stderr,
+        check(out.returncode == 3 and len(cids) == 3 and f"empty.txt: job {cids[1]} failed: the text is empty" in out.stderr,
               f"longseq submit with an empty file: {out}")
+        check(cids[2] == "-" and "huge.txt: not submitted: " in out.stderr and "larger than the limit" in out.stderr,
+              f"a file too large to send: {out}")
         check(srv.result(cids[1]).state == pb.FAILED and srv.watch(cids[0])[0][-1].state == pb.DONE, "its jobs")
         # the call's own problems still refuse the whole call, creating nothing
         _, _, st = submit_each(srv, [], task=pb.GENERATE)
@@ -657,24 +663,33 @@ def test_prep_off_loop(tiny):
 
 def test_summarize_bad_file(tiny):
     """`summarize` with bad files among good ones: a record for every file, in order; the bad
-    ones failed with their errors, the good ones summarized; exit status 3."""
+    ones failed with their errors (a file too large to send: no job, id ""), the good ones
+    summarized; exit status 3."""
     d = WORK / "summarize-bad"
     d.mkdir(exist_ok=True)
     files = []
     for name, text in (("a.txt", words(40, 1)), ("empty.txt", ""), ("b.txt", words(40, 2)), ("long.txt", words(1500, 3))):
         (d / name).write_text(text)
         files.append(d / name)
+    huge = d / "huge.txt"  # over the protocol's frame limit: never sent, its record says why
+    with open(huge, "wb") as f:
+        f.truncate(64 << 20)
+    files.insert(2, huge)
     out = d / "results.jsonl"
     p = subprocess.run([str(BIN), "summarize", "--model", str(tiny), "--np", "1", "--max-tokens", "4", "--out", str(out),
                         *map(str, files)], capture_output=True, text=True, timeout=600, env=ENV)
+    huge.unlink()
     check(p.returncode == 3, f"summarize: exit 3 when some files failed, got {p.returncode}: {p.stderr[-2000:]}")
     import json
     recs = [json.loads(line) for line in out.read_text().splitlines()]
     check([r["file"] for r in recs] == list(map(str, files)), f"one record per file, in order: {recs}")
-    check([r["status"] for r in recs] == ["done", "failed", "done", "failed"], f"statuses: {recs}")
-    check("the text is empty" in recs[1]["error"] and re.search(r"needs \d+ positions", recs[3]["error"]),
-          f"errors with the numbers: {recs[1]['error']!r} {recs[3]['error']!r}")
-    check(all(r["id"] and set(r) == set(recs[0]) for r in recs), f"every record has an id and the same keys: {recs}")
+    check([r["status"] for r in recs] == ["done", "failed", "failed", "done", "failed"], f"statuses: {recs}")
+    check("the text is empty" in recs[1]["error"] and re.search(r"needs \d+ positions", recs[4]["error"]),
+          f"errors with the numbers: {recs[1]['error']!r} {recs[4]['error']!r}")
+    check(recs[2]["id"] == "" and f"{huge} is larger than the limit of 67104768 bytes" in recs[2]["error"],
+          f"a file too large to send: no job, the reason: {recs[2]}")
+    check(all((r["id"] or r is recs[2]) and set(r) == set(recs[0]) for r in recs),
+          f"every record has an id (but the file never sent) and the same keys: {recs}")
     check("the text is empty" in p.stderr, f"the error is shown: {p.stderr[-1000:]}")
     print("summarize: bad files get their error records, the good ones their summaries; exit 3")
 
