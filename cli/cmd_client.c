@@ -555,16 +555,17 @@ int cmd_submit(int argc, char **argv) {
 
 // watch / result / cancel: one job id.
 static int one_id_command(const char *cmd, int argc, char **argv, const char *usage, bool *json) {
-    static const struct option opts[] = {CLIENT_OPTIONS, {"json", no_argument, 0, 'j'}, {"help", no_argument, 0, 'h'},
-                                         PROGRESS_OPTION, {0, 0, 0, 0}};
+    static const struct option opts[] = {CLIENT_OPTIONS, {"json", no_argument, 0, 'j'}, {"record", no_argument, 0, 'r'},
+                                         {"help", no_argument, 0, 'h'}, PROGRESS_OPTION, {0, 0, 0, 0}};
     const char *addr = NULL, *tf = NULL;
-    bool is_watch = !strcmp(cmd, "watch");
+    bool is_watch = !strcmp(cmd, "watch"), record = false; // record: the batch format (the text as `summary`)
     double every = PROGRESS_DEFAULT_S;
     int c;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         if (c == 'A') addr = optarg;
         else if (c == 'K') tf = optarg;
         else if (c == 'j' && json) *json = true;
+        else if (c == 'r' && json) *json = record = true;
         else if (c == 'P' && is_watch) {
             if (!progress_option(cmd, optarg, &every)) return 2;
         } else if (c == 'h') {
@@ -589,7 +590,7 @@ static int one_id_command(const char *cmd, int argc, char **argv, const char *us
         if (rc == LS_OK) {
             const Longseq__JobResult *j = r->result;
             if (*json) {
-                json_t *o = result_json(j, "text");
+                json_t *o = result_json(j, record ? "summary" : "text");
                 json_dumpf(o, stdout, JSON_COMPACT);
                 printf("\n");
                 json_decref(o);
@@ -629,7 +630,8 @@ int cmd_watch(int argc, char **argv) {
 }
 int cmd_result(int argc, char **argv) {
     bool json = false;
-    return one_id_command("result", argc, argv, " ID [--json]\nPrints a job's text (or its record as JSON).", &json);
+    return one_id_command("result", argc, argv, " ID [--json | --record]\nPrints a job's text, or its record as JSON (--json: the text as `text`;\n"
+                         "--record: as summarize --out and longseq.sbatch write it, the text as `summary`).", &json);
 }
 int cmd_cancel(int argc, char **argv) {
     return one_id_command("cancel", argc, argv, " ID\nCancels a queued or running job.", NULL);
@@ -816,7 +818,7 @@ static void say_kept(const batch *b, char **ids, int from, int n) {
     fprintf(stderr, "longseq summarize: %d of %d results were not returned; their jobs are kept in %s.\n"
                     "  To run them and get their records: longseq serve --state %s --token-file %s/token%s%s\n"
                     "  (with the same engine options as this run); then for each job: longseq watch --token-file\n"
-                    "  %s/token ID (waits for its end), longseq result --json --token-file %s/token ID.\n"
+                    "  %s/token ID (waits for its end), longseq result --record --token-file %s/token ID.\n"
                     "  The jobs:",
             n - from, n, b->state, b->state, b->state, b->model ? " --model " : "", b->model ? b->model : "", b->state,
             b->state);

@@ -1274,10 +1274,11 @@ def test_summarize_kept(tiny):
         for jid in ids:
             w = subprocess.run([str(BIN), "watch", "--token-file", str(state / "token"), jid], env=cenv,
                                capture_output=True, text=True, timeout=300)
-            r = subprocess.run([str(BIN), "result", "--json", "--token-file", str(state / "token"), jid], env=cenv,
+            r = subprocess.run([str(BIN), "result", "--record", "--token-file", str(state / "token"), jid], env=cenv,
                                capture_output=True, text=True)
-            rec = json.loads(r.stdout)
-            check(w.returncode == 0 and rec["status"] == "done" and rec["text"], f"job {jid} finished after: {rec}")
+            rec = json.loads(r.stdout)  # (--record: the record as summarize --out writes it)
+            check(w.returncode == 0 and rec["status"] == "done" and rec["summary"] and set(rec) == set(recs[0]),
+                  f"job {jid} finished after, its record as in --out: {rec}")
     finally:
         os.killpg(srv.pid, signal.SIGKILL)
         srv.wait()
