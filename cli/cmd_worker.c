@@ -249,12 +249,10 @@ void cli_worker_engine_defaults(cli_engine_args *eng) {
 // puts in the environment of the groups it launches).
 static ls_status worker_token(const char *path, char **token) {
     if (path) return ls_wire_read_token(path, token);
-    const char *env = getenv("LONGSEQ_WORKER_TOKEN");
-    if (!env || !*env)
+    LS_CHECK(ls_wire_env_token("LONGSEQ_WORKER_TOKEN", token));
+    if (!*token)
         return LS_ERR(LS_ERR_INVALID, "the workers' credential is missing: give --token-file F (the file given to "
                                       "`longseq serve --worker-token-file`) or set LONGSEQ_WORKER_TOKEN");
-    if (strlen(env) > 4096) return LS_ERR(LS_ERR_RANGE, "$LONGSEQ_WORKER_TOKEN is over 4096 bytes");
-    *token = ls_strndup(env, strlen(env));
     return LS_OK;
 }
 

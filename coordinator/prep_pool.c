@@ -82,7 +82,8 @@ static void *worker(void *arg) {
         if (t->next == t->req->n_documents && !(pool->queue = t->link)) pool->queue_tail = NULL;
         bool skip = t->cancelled || pool->stopping;
         pthread_mutex_unlock(&pool->mu);
-        if (skip) t->docs[i].error = ls_strndup("not prepared: the call was abandoned", 36);
+        static const char abandoned[] = "not prepared: the call was abandoned";
+        if (skip) t->docs[i].error = ls_strndup(abandoned, sizeof abandoned - 1);
         else prepare_one(pool, t, &t->docs[i], t->req->documents[i]);
         pthread_mutex_lock(&pool->mu);
         if (++t->n_done == t->req->n_documents) {

@@ -52,6 +52,9 @@ const char *ls_wire_code_name(int code);
 // that group or others may read or write (as ssh refuses such a key; the message names the
 // file, its mode and `chmod 600 FILE`).
 ls_status ls_wire_read_token(const char *path, char **token);
+// The token in the environment variable `var`; *token NULL when it is unset or empty, and over
+// 4096 bytes refused.
+ls_status ls_wire_env_token(const char *var, char **token);
 // Equality in time that depends only on the length of `expected`.
 bool ls_wire_token_equal(const char *expected, const char *given);
 // The same for given[0..len), which need not end with a NUL (bytes straight off the wire).

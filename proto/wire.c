@@ -130,15 +130,20 @@ static ls_status token_file_private(const char *path) {
                   (unsigned)(st.st_mode & 07777), st.st_mode & 044 ? "read" : "write", path);
 }
 
+ls_status ls_wire_env_token(const char *var, char **token) {
+    const char *env = getenv(var);
+    *token = NULL;
+    if (!env || !*env) return LS_OK;
+    if (strlen(env) > 4096) return LS_ERR(LS_ERR_RANGE, "$%s is over 4096 bytes", var);
+    *token = ls_strndup(env, strlen(env));
+    return LS_OK;
+}
+
 ls_status ls_wire_read_token(const char *path, char **token) {
     char fallback[4096];
     if (!path) {
-        const char *env = getenv("LONGSEQ_TOKEN");
-        if (env && *env) {
-            if (strlen(env) > 4096) return LS_ERR(LS_ERR_RANGE, "$LONGSEQ_TOKEN is over 4096 bytes");
-            *token = ls_strndup(env, strlen(env));
-            return LS_OK;
-        }
+        LS_CHECK(ls_wire_env_token("LONGSEQ_TOKEN", token));
+        if (*token) return LS_OK;
         snprintf(fallback, sizeof fallback, "%s/token", ls_home_dir());
         path = fallback;
     }
