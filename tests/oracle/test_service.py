@@ -632,8 +632,10 @@ def test_prep_off_loop(tiny):
         took = result["done"] - result["sent"]
         print(f"  a {len(text) / 2**20:.1f} MiB document prepared in {took:.1f} s; {len(lat)} health calls meanwhile, "
               f"the slowest {1e3 * max(lat, default=0):.0f} ms")
-        check(max(lat) < 0.5, f"health answered within 0.5 s while the document was prepared: {max(lat):.2f} s")
-        check(took > 1.5 and len(lat) >= 10, f"the preparation took long enough to measure ({took:.2f} s)")
+        # (on the loop, a health call waited for the whole preparation: its latency was `took`)
+        check(max(lat) < min(0.5, took / 3), f"health answered within min(0.5 s, a third of the preparation's "
+              f"{took:.2f} s) while the document was prepared: {max(lat):.2f} s")
+        check(took > 0.5 and len(lat) >= 5, f"the preparation took long enough to measure ({took:.2f} s)")
         st, replies = result["status"], result["replies"]
         err = replies[0].submit.errors[0] if replies else ""
         check(st.code == pb.OK and re.search(r"needs \d+ tokens .* at most 8000000 per job", err),
