@@ -84,7 +84,10 @@ ls_status ls_op_add(ls_backend_t *b, float *y, const float *x, int64_t n);
 ls_status ls_op_fill(ls_backend_t *b, float *y, float value, int64_t n);
 // rows x width elements from src (type src_t, rows spitch elements apart) to dst (dst_t,
 // dpitch apart), converting: F32 -> BF16 (round to nearest even, as ls_f32_to_bf16), BF16 ->
-// F32 (exact), or a plain F32/BF16 copy. Used for a bf16 KV cache.
+// F32 (exact), or a plain F32/BF16 copy. Used for a bf16 KV cache. The CPU backend also
+// converts F32 -> Q8_0 (blocks of 32 as ggml's quantize_row_q8_0 on AVX2: d = amax/127 in
+// fp16, q = round-half-even(x/d)) and Q8_0 -> F32 (exact); width and pitches are then
+// multiples of 32.
 ls_status ls_op_convert(ls_backend_t *b, ls_dtype dst_t, void *dst, size_t dpitch, ls_dtype src_t, const void *src,
                         size_t spitch, size_t width, size_t rows);
 
@@ -138,9 +141,17 @@ typedef struct ls_attn_args {
     // Keys in two segments: the first kv_sinks keys are positions 0..kv_sinks-1; key
     // kv_sinks + j is at position kv_pos0 + j (kv_pos0 >= kv_sinks). A plain cache has
     // kv_sinks = 0; a streaming cache keeps its sinks in front of a sliding window.
-    const float *k, *v;   // [n_kv_head][kv_stride][head_dim], of kv_type
-    ls_dtype kv_type;     // LS_F32 (0, the default), or LS_BF16 (device backends: the pointers
-                          // then hold bf16 values, e.g. the engine's cache on a GPU)
+    // Key j sits at cache slot j (j < kv_sinks) or j + kv_gap (the window of a paged stream
+    // starts on a page of its own). Contiguous (kv_pages NULL): slot s of KV head g is row
+    // g * kv_stride + s of k and v. Paged: slot s is row s % kv_page_len of page
+    // kv_pages[s / kv_page_len] (a host array, read during the call); KV head g of a page
+    // starts g * kv_page_len rows in; k and v point at page 0, pages kv_page_bytes apart.
+    const float *k, *v;   // rows of head_dim elements of kv_type
+    ls_dtype kv_type;     // LS_F32 (0, the default), LS_BF16, or LS_Q8_0 (blocks of 32 along
+                          // head_dim; the CPU backend only)
+    const int32_t *kv_pages;
+    int64_t kv_page_len, kv_gap;
+    size_t kv_page_bytes;
     float *out;           // [n_q][n_head][head_dim]
     float *lse;           // [n_q][n_head] log-sum-exp of the scaled scores, or NULL
     int64_t n_q, q_pos0;

@@ -106,8 +106,14 @@ ls_status ls_op_fill(ls_backend_t *b, float *y, float value, int64_t n) {
 
 ls_status ls_op_convert(ls_backend_t *b, ls_dtype dst_t, void *dst, size_t dpitch, ls_dtype src_t, const void *src,
                         size_t spitch, size_t width, size_t rows) {
-    bool ok_t = (dst_t == LS_F32 || dst_t == LS_BF16) && (src_t == LS_F32 || src_t == LS_BF16);
-    if (!ok_t) return LS_ERR(LS_ERR_UNSUPPORTED, "convert: %s to %s", ls_dtype_name(src_t), ls_dtype_name(dst_t));
+    bool half = (dst_t == LS_F32 || dst_t == LS_BF16) && (src_t == LS_F32 || src_t == LS_BF16);
+    bool q8 = (dst_t == LS_Q8_0 && src_t == LS_F32) || (dst_t == LS_F32 && src_t == LS_Q8_0);
+    if (!half && !(q8 && b->iface->on_host))
+        return LS_ERR(LS_ERR_UNSUPPORTED, "convert: %s to %s on the %s backend", ls_dtype_name(src_t), ls_dtype_name(dst_t),
+                      b->iface->name);
+    if (q8 && (width % 32 || (rows > 1 && (dst_t == LS_Q8_0 ? dpitch : spitch) % 32)))
+        return LS_ERR(LS_ERR_INVALID, "convert: q8_0 rows of %zu elements (pitches %zu/%zu) are not whole blocks of 32",
+                      width, dpitch, spitch);
     if (rows > 1 && (dpitch < width || spitch < width))
         return LS_ERR(LS_ERR_INVALID, "convert: rows of %zu elements do not fit pitches %zu/%zu", width, dpitch, spitch);
     return width && rows ? b->iface->convert(b->ctx, dst_t, dst, dpitch, src_t, src, spitch, width, rows) : LS_OK;
@@ -161,17 +167,38 @@ int ls_attn_ranges(const ls_attn_rule *r, int64_t i, int h, int64_t lo[2], int64
     return ls_attn_ranges_inl(r->kind, r->group, r->sinks, r->window, r->n_head, i, h, lo, hi);
 }
 
+// The key layout of a (paged or contiguous) cache: types, page sizes, enough slots.
+static ls_status check_kv_layout(const ls_attn_args *a) {
+    if (a->kv_type != LS_F32 && a->kv_type != LS_BF16 && a->kv_type != LS_Q8_0)
+        return LS_ERR(LS_ERR_UNSUPPORTED, "attention: keys and values of type %s (f32, bf16 or q8_0 only)",
+                      ls_dtype_name(a->kv_type));
+    uint64_t row;
+    if (!ls_dtype_row_bytes(a->kv_type, (uint64_t)a->head_dim, &row))
+        return LS_ERR(LS_ERR_INVALID, "attention: a head of %d elements is not a whole number of %s blocks", a->head_dim,
+                      ls_dtype_name(a->kv_type));
+    int64_t slots = a->n_kv + (a->n_kv > a->kv_sinks ? a->kv_gap : 0); // slots the keys span
+    if (a->kv_gap < 0) return LS_ERR(LS_ERR_INVALID, "attention: key gap %lld", (long long)a->kv_gap);
+    if (!a->kv_pages) {
+        if (a->kv_stride < slots)
+            return LS_ERR(LS_ERR_INVALID, "attention: %lld keys (gap %lld) do not fit a stride of %lld", (long long)a->n_kv,
+                          (long long)a->kv_gap, (long long)a->kv_stride);
+        return LS_OK;
+    }
+    if (a->kv_page_len < 1 || a->kv_page_bytes < (uint64_t)a->n_kv_head * (uint64_t)a->kv_page_len * row)
+        return LS_ERR(LS_ERR_INVALID, "attention: pages of %lld tokens x %d KV heads x %llu bytes do not fit %zu bytes apart",
+                      (long long)a->kv_page_len, a->n_kv_head, (unsigned long long)row, a->kv_page_bytes);
+    return LS_OK;
+}
+
 ls_status ls_op_attention(ls_backend_t *b, const ls_attn_args *a) {
     if (a->n_q < 0 || a->n_kv < 0 || a->n_head <= 0 || a->n_kv_head <= 0 || a->head_dim <= 0 ||
-        a->n_head % a->n_kv_head || a->kv_stride < a->n_kv || a->q_pos0 < 0 || a->kv_pos0 < 0 ||
+        a->n_head % a->n_kv_head || a->q_pos0 < 0 || a->kv_pos0 < 0 ||
         a->kv_sinks < 0 || a->kv_sinks > a->n_kv || a->kv_pos0 < a->kv_sinks)
         return LS_ERR(LS_ERR_INVALID, "attention: inconsistent shape (%lld queries, %lld keys, stride %lld, heads %d/%d, dim %d)",
                       (long long)a->n_q, (long long)a->n_kv, (long long)a->kv_stride, a->n_head,
                       a->n_kv_head, a->head_dim);
     if (!(a->scale > 0) || !isfinite(a->scale)) return LS_ERR(LS_ERR_INVALID, "attention: bad scale");
-    if (a->kv_type != LS_F32 && (a->kv_type != LS_BF16 || b->iface->on_host))
-        return LS_ERR(LS_ERR_UNSUPPORTED, "attention: keys and values of type %s on the %s backend",
-                      ls_dtype_name(a->kv_type), b->iface->name);
+    LS_CHECK(check_kv_layout(a));
     LS_CHECK(ls_attn_rule_check(&a->rule));
     return a->n_q ? b->iface->attention(b->ctx, a) : LS_OK;
 }

@@ -7,6 +7,9 @@
 // partial results over disjoint key sets merge exactly. Keys outside a query's ranges are
 // never touched, so the cost follows the rule. When there are few (head, tile) tasks, as in
 // decode, the keys are also split across threads and the parts merged by log-sum-exp.
+// Keys and values are read where they lie: one array per KV head, or pages of a paged cache
+// (a block then never crosses a page); f32 rows are used in place, bf16 and q8_0 rows are
+// widened block by block into the thread's scratch.
 // Twin: ls_ref_attention (kernels/ref/ops_ref.c). Tests: tests/unit/test_kernels.c.
 #include "cpu_impl.h"
 #include "simd.h"
@@ -204,6 +207,36 @@ static void update(qstate *st, const float *q, const float *kt, const float *kb,
     st->m = m_new;
 }
 
+// Cache slot of key index j (see ls_attn_args).
+static int64_t slot_of(const ls_attn_args *a, int64_t j) { return j < a->kv_sinks ? j : j + a->kv_gap; }
+
+// The last key of the block starting at b0: at most BK keys, within [b0, hi], not across the
+// sink/window seam when a gap separates them, and not across a page.
+static int64_t block_end(const ls_attn_args *a, int64_t b0, int64_t hi) {
+    int64_t e = b0 + BK - 1 < hi ? b0 + BK - 1 : hi;
+    if (a->kv_gap && b0 < a->kv_sinks && e >= a->kv_sinks) e = a->kv_sinks - 1;
+    if (a->kv_pages) {
+        int64_t pe = b0 + (a->kv_page_len - 1 - slot_of(a, b0) % a->kv_page_len);
+        if (pe < e) e = pe;
+    }
+    return e;
+}
+
+// Rows [b0, b0 + n) of KV head g of the keys (base a->k) or values (a->v) as f32 [n][hd]: in
+// place for f32, else widened into buf.
+static const float *kv_rows(const ls_attn_args *a, const void *base, int g, int64_t b0, int64_t n, float *buf) {
+    int hd = a->head_dim;
+    uint64_t row;
+    ls_dtype_row_bytes(a->kv_type, (uint64_t)hd, &row); // checked by ls_op_attention
+    int64_t s = slot_of(a, b0);
+    const char *p = a->kv_pages ? (const char *)base + (size_t)a->kv_pages[s / a->kv_page_len] * a->kv_page_bytes +
+                                      ((size_t)g * (size_t)a->kv_page_len + (size_t)(s % a->kv_page_len)) * row
+                                : (const char *)base + ((size_t)g * (size_t)a->kv_stride + (size_t)s) * row;
+    if (a->kv_type == LS_F32) return (const float *)p;
+    ls_dequant_row(a->kv_type, p, buf, n * hd); // whole blocks: hd is a multiple of the block
+    return buf;
+}
+
 static void attn_task(void *vj, int64_t task, int thread) {
     const attn_job *j = vj;
     const ls_attn_args *a = j->a;
@@ -214,10 +247,10 @@ static void attn_task(void *vj, int64_t task, int thread) {
     int64_t t0 = tile * BQ, t1 = t0 + BQ < a->n_q ? t0 + BQ : a->n_q, nt = t1 - t0;
     int64_t s_lo = split * j->split_len, s_hi = s_lo + j->split_len - 1;
     int g = h / (a->n_head / a->n_kv_head);
-    const float *kh = a->k + (size_t)g * a->kv_stride * hd, *vh = a->v + (size_t)g * a->kv_stride * hd;
 
-    float *scratch = cpu_scratch_get(&j->c->thread_scratch[thread], (size_t)(BQ * hd + BK + MAX_HD * BK));
+    float *scratch = cpu_scratch_get(&j->c->thread_scratch[thread], (size_t)(BQ * hd + BK + 3 * MAX_HD * BK));
     float *acc = scratch, *s = scratch + BQ * hd, *kt = s + BK; // acc [nt][hd], kt [hd][BK]
+    float *kbuf = kt + MAX_HD * BK, *vbuf = kbuf + MAX_HD * BK;  // widened rows [BK][hd]
     qstate st[BQ];
     krange iv[BQ * MAX_R];
     int n_iv = 0;
@@ -230,17 +263,18 @@ static void attn_task(void *vj, int64_t task, int thread) {
     n_iv = merge(iv, n_iv);
     bool transpose = nt >= 8; // a few queries (decode) read keys as rows instead
     for (int k = 0; k < n_iv; k++)
-        for (int64_t b0 = iv[k].lo; b0 <= iv[k].hi; b0 += BK) { // only blocks some query sees
-            int64_t b1 = b0 + BK - 1 < iv[k].hi ? b0 + BK - 1 : iv[k].hi;
-            if (transpose) transpose_block(kh + b0 * hd, b1 - b0 + 1, hd, kt);
+        for (int64_t b0 = iv[k].lo, b1; b0 <= iv[k].hi; b0 = b1 + 1) { // only blocks some query sees
+            b1 = block_end(a, b0, iv[k].hi);
+            const float *kb = kv_rows(a, a->k, g, b0, b1 - b0 + 1, kbuf), *vb = kv_rows(a, a->v, g, b0, b1 - b0 + 1, vbuf);
+            if (transpose) transpose_block(kb, b1 - b0 + 1, hd, kt);
             for (int64_t t = 0; t < nt; t++) {
                 const float *q = a->q + ((t0 + t) * a->n_head + h) * hd;
                 const float *qs = a->q_sink ? a->q_sink + ((t0 + t) * a->n_head + h) * hd : q;
                 for (int r = 0; r < st[t].n; r++) {
                     int64_t c0 = st[t].r[r].lo > b0 ? st[t].r[r].lo : b0, c1 = st[t].r[r].hi < b1 ? st[t].r[r].hi : b1;
                     if (c0 <= c1)
-                        update(&st[t], st[t].r[r].alt ? qs : q, transpose ? kt : NULL, kh + b0 * hd, vh + b0 * hd,
-                               hd, (int)(c0 - b0), (int)(c1 - b0), a->scale, acc + t * hd, s);
+                        update(&st[t], st[t].r[r].alt ? qs : q, transpose ? kt : NULL, kb, vb, hd, (int)(c0 - b0),
+                               (int)(c1 - b0), a->scale, acc + t * hd, s);
                 }
             }
         }

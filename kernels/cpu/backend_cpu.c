@@ -209,9 +209,31 @@ static ls_status cpu_fill(void *ctx, float *y, float value, int64_t n) {
     return LS_OK;
 }
 
+// F32 <-> Q8_0 rows (a q8_0 KV cache); pitches in elements, all multiples of 32 (ops.c checks).
+static ls_status convert_q8(ls_dtype dst_t, void *dst, size_t dpitch, const void *src, size_t spitch, size_t width,
+                            size_t rows) {
+    const size_t bb = 34; // bytes per block: fp16 scale + 32 int8
+    for (size_t r = 0; r < rows; r++) {
+        if (dst_t == LS_F32) {
+            LS_CHECK(ls_dequant_row(LS_Q8_0, (const char *)src + r * spitch / 32 * bb, (float *)dst + r * dpitch, (int64_t)width));
+            continue;
+        }
+        const float *x = (const float *)src + r * spitch;
+        uint8_t *out = (uint8_t *)dst + r * dpitch / 32 * bb;
+        for (size_t b = 0; b < width / 32; b++) {
+            int8_t q[32];
+            uint16_t d = ls_f32_to_fp16(cpu_q8_block(x + 32 * b, q));
+            memcpy(out + b * bb, &d, 2);
+            memcpy(out + b * bb + 2, q, 32);
+        }
+    }
+    return LS_OK;
+}
+
 static ls_status cpu_convert(void *ctx, ls_dtype dst_t, void *dst, size_t dpitch, ls_dtype src_t, const void *src,
                              size_t spitch, size_t width, size_t rows) {
     (void)ctx;
+    if (dst_t == LS_Q8_0 || src_t == LS_Q8_0) return convert_q8(dst_t, dst, dpitch, src, spitch, width, rows);
     if (dst_t == src_t) { // a copy (the f32 KV cache)
         size_t e = dst_t == LS_F32 ? 4 : 2;
         for (size_t r = 0; r < rows; r++) memmove((char *)dst + r * dpitch * e, (const char *)src + r * spitch * e, width * e);

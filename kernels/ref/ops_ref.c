@@ -67,13 +67,24 @@ static bool seen_by(const ls_attn_rule *r, int64_t i, int h, int64_t p) {
     return false;
 }
 
+// Element i of key (or value) j of KV head g, read through the layout of ls_attn_args
+// (contiguous or paged, sink/window gap) and widened from its type.
+static double kv_elem(const ls_attn_args *a, const void *base, int g, int64_t j, int i) {
+    uint64_t row;
+    ls_dtype_row_bytes(a->kv_type, (uint64_t)a->head_dim, &row);
+    int64_t s = j < a->kv_sinks ? j : j + a->kv_gap;
+    size_t at = a->kv_pages ? (size_t)a->kv_pages[s / a->kv_page_len] * a->kv_page_bytes +
+                                  ((size_t)g * (size_t)a->kv_page_len + (size_t)(s % a->kv_page_len)) * row
+                            : ((size_t)g * (size_t)a->kv_stride + (size_t)s) * row;
+    return ls_ref_dequant_elem(a->kv_type, (const char *)base + at, i);
+}
+
 void ls_ref_attention(const ls_attn_args *a) {
     int hd = a->head_dim, rep = a->n_head / a->n_kv_head;
     double *sc = malloc((size_t)(a->n_kv > 0 ? a->n_kv : 1) * sizeof *sc);
     for (int64_t t = 0; t < a->n_q; t++)
         for (int h = 0; h < a->n_head; h++) {
-            const float *kh = a->k + (size_t)(h / rep) * a->kv_stride * hd;
-            const float *vh = a->v + (size_t)(h / rep) * a->kv_stride * hd;
+            int g = h / rep;
             float *o = a->out + (t * a->n_head + h) * hd;
             double mx = -INFINITY, sum = 0.0;
             for (int64_t j = 0; j < a->n_kv; j++) {
@@ -87,7 +98,7 @@ void ls_ref_attention(const ls_attn_args *a) {
                 bool sink_key = a->rule.kind == LS_ATTN_SINK && a->q_sink && p < a->rule.sinks;
                 const float *q = (sink_key ? a->q_sink : a->q) + (t * a->n_head + h) * hd;
                 double d = 0.0;
-                for (int i = 0; i < hd; i++) d += (double)q[i] * kh[j * hd + i];
+                for (int i = 0; i < hd; i++) d += (double)q[i] * kv_elem(a, a->k, g, j, i);
                 sc[j] = d * a->scale;
                 if (sc[j] > mx) mx = sc[j];
             }
@@ -100,7 +111,7 @@ void ls_ref_attention(const ls_attn_args *a) {
             for (int i = 0; i < hd; i++) {
                 double acc = 0.0;
                 for (int64_t j = 0; j < a->n_kv; j++)
-                    if (sc[j] != -INFINITY) acc += exp(sc[j] - mx) * vh[j * hd + i];
+                    if (sc[j] != -INFINITY) acc += exp(sc[j] - mx) * kv_elem(a, a->v, g, j, i);
                 o[i] = (float)(acc / sum);
             }
             if (a->lse) a->lse[t * a->n_head + h] = (float)(mx + log(sum));

@@ -245,8 +245,26 @@ static void test_elementwise(void) {
             for (int64_t i = 0; i < n; i++)
                 bad += h[r * (n + 3) + i] != ls_f32_to_bf16(x[r * n + i]) || a[r * n + i] != ls_bf16_to_f32(ls_f32_to_bf16(x[r * n + i]));
         TEST_COND(bad == 0, "convert: %d elements differ from ls_f32_to_bf16", bad);
-        TEST_COND(ls_op_convert(g_be, LS_Q8_0, h, 1, LS_F32, x, 1, 1, 1) == LS_ERR_UNSUPPORTED, "convert to Q8_0 is refused");
+        TEST_COND(ls_op_convert(g_be, LS_Q4_0, h, 1, LS_F32, x, 1, 1, 1) == LS_ERR_UNSUPPORTED, "convert to Q4_0 is refused");
+        TEST_COND(ls_op_convert(g_be, LS_Q8_0, h, 1, LS_F32, x, 1, 1, 1) == LS_ERR_INVALID, "q8_0 needs whole blocks");
         ls_err_clear();
+        // q8_0 (a KV cache type): rows of whole blocks to q8_0 and back; each element within half a
+        // step of its value (d/2, d = the block's fp16 scale, read by the reference dequantizer),
+        // plus what rounding the scale to fp16 moves the largest code: 127 d 2^-11
+        int64_t w32 = n / 32 * 32;
+        uint8_t *q8 = malloc((size_t)(m * (w32 + 32) / 32 * 34));
+        TEST_COND(ls_op_convert(g_be, LS_Q8_0, q8, (size_t)w32 + 32, LS_F32, x, (size_t)n, (size_t)w32, (size_t)m) == LS_OK &&
+                      ls_op_convert(g_be, LS_F32, a, (size_t)n, LS_Q8_0, q8, (size_t)w32 + 32, (size_t)w32, (size_t)m) == LS_OK,
+                  "q8_0 convert: %s", ls_err_msg());
+        bad = 0;
+        for (int64_t r = 0; r < m; r++)
+            for (int64_t i = 0; i < w32; i++) {
+                const uint8_t *blk = q8 + (size_t)(r * (w32 + 32) + i) / 32 * 34;
+                float d = ls_ref_dequant_elem(LS_F16, blk, 0), want = ls_ref_dequant_elem(LS_Q8_0, blk, i % 32);
+                bad += a[r * n + i] != want || fabsf(want - x[r * n + i]) > d * (0.5f + 127.0f / 2048) * 1.001f;
+            }
+        TEST_COND(bad == 0, "q8_0 convert: %d elements off by more than half a step", bad);
+        free(q8);
         free(h);
         free(x), free(x2), free(w), free(a), free(b);
     }
@@ -281,12 +299,54 @@ static void test_rope(void) {
 // One attention case: random q/k/v (and q_sink for the sink rule), optionally keys in two
 // segments (sinks in front of a window that starts at kv_pos0), optionally computed as two
 // calls over the two halves of the keys merged by log-sum-exp, as sequence parallelism does.
+// Keys and values may be stored as bf16 or q8_0, contiguous or in pages (page_len > 0) in a
+// shuffled order, the window `gap` slots after the sinks, as a paged KV cache holds them.
 typedef struct attn_case {
     int64_t n_q, q_pos0, n_kv, kv_sinks, kv_pos0;
     int n_head, rep, hd;
     ls_attn_rule rule;
     bool split;
+    ls_dtype type;
+    int64_t page_len, gap;
 } attn_case;
+
+// Key j of each head of k, v [n_kv_head][stride][hd] (f32) to the case's layout and type: sets
+// a's k, v, kv_type and layout; *kb, *vb, *pages are for the caller to free. Unused bytes are
+// 0xff (NaN in every type), so a wrongly addressed row shows.
+static void layout_kv(const attn_case *c, int n_kv_head, int64_t stride, const float *k, const float *v,
+                      unsigned *seed, ls_attn_args *a, void **kb, void **vb, int32_t **pages) {
+    uint64_t rb;
+    ls_dtype_row_bytes(c->type, (uint64_t)c->hd, &rb);
+    int64_t gap = c->n_kv > c->kv_sinks ? c->gap : 0, slots = c->n_kv + gap, pl = c->page_len;
+    int64_t n_pages = pl ? (slots + pl - 1) / pl + 3 : 0, rows = pl ? n_pages * n_kv_head * pl : n_kv_head * (slots + 2);
+    size_t page_bytes = pl ? (size_t)(n_kv_head * pl) * rb + 32 * (size_t)(rand_r(seed) % 2) : 0;
+    size_t bytes = pl ? (size_t)n_pages * page_bytes : (size_t)rows * rb;
+    *kb = malloc(bytes), *vb = malloc(bytes), *pages = NULL;
+    memset(*kb, 0xff, bytes), memset(*vb, 0xff, bytes);
+    if (pl) { // a shuffled page table
+        *pages = malloc((size_t)n_pages * sizeof **pages);
+        for (int64_t i = 0; i < n_pages; i++) (*pages)[i] = (int32_t)i;
+        for (int64_t i = n_pages - 1; i > 0; i--) {
+            int64_t r = rand_r(seed) % (i + 1);
+            int32_t t = (*pages)[i];
+            (*pages)[i] = (*pages)[r], (*pages)[r] = t;
+        }
+    }
+    a->kv_type = c->type, a->kv_gap = gap, a->kv_pages = *pages, a->kv_page_len = pl, a->kv_page_bytes = page_bytes;
+    a->kv_stride = slots + 2;
+    for (int g = 0; g < n_kv_head; g++)
+        for (int64_t j = 0; j < c->n_kv; j++) {
+            int64_t sl = j < c->kv_sinks ? j : j + gap;
+            size_t at = pl ? (size_t)(*pages)[sl / pl] * page_bytes + (size_t)(g * pl + sl % pl) * rb
+                           : (size_t)(g * a->kv_stride + sl) * rb;
+            const float *src[2] = {k + (g * stride + j) * c->hd, v + (g * stride + j) * c->hd};
+            void *dst[2] = {(char *)*kb + at, (char *)*vb + at};
+            for (int w = 0; w < 2; w++)
+                TEST_COND(ls_op_convert(g_be, c->type, dst[w], 0, LS_F32, src[w], 0, (size_t)c->hd, 1) == LS_OK,
+                          "convert to %s: %s", ls_dtype_name(c->type), ls_err_msg());
+        }
+    a->k = *kb, a->v = *vb;
+}
 
 static void run_attention_case(attn_case c, unsigned *seed) {
     int n_kv_head = c.n_head / c.rep;
@@ -302,10 +362,14 @@ static void run_attention_case(attn_case c, unsigned *seed) {
                       .n_q = c.n_q, .q_pos0 = c.q_pos0, .n_kv = c.n_kv, .kv_sinks = c.kv_sinks, .kv_pos0 = c.kv_pos0,
                       .kv_stride = stride, .n_head = c.n_head, .n_kv_head = n_kv_head, .head_dim = c.hd,
                       .scale = 1.0f / sqrtf((float)c.hd), .rule = c.rule};
+    void *kb = NULL, *vb = NULL;
+    int32_t *pages = NULL;
+    bool laid_out = c.type != LS_F32 || c.page_len || c.gap;
+    if (laid_out) layout_kv(&c, n_kv_head, stride, k, v, seed, &a, &kb, &vb, &pages);
     ls_attn_args ref = a;
     ref.out = r, ref.lse = rlse;
     ls_ref_attention(&ref);
-    if (!c.split || c.kv_sinks) {
+    if (!c.split || c.kv_sinks || laid_out) {
         TEST_COND(ls_op_attention(g_be, &a) == LS_OK, "attention: %s", ls_err_msg());
     } else { // keys [0, h) and [h, n_kv) separately, then merged
         int64_t h = c.n_kv / 2;
@@ -319,11 +383,12 @@ static void run_attention_case(attn_case c, unsigned *seed) {
     }
     double eo = rel_err(o, r, (int64_t)nq), el = rel_err(lse, rlse, c.n_q * c.n_head);
     TEST_COND(eo < 1e-5 && el < 1e-5,
-              "attention %s G=%lld S=%lld W=%lld n_q=%lld pos0=%lld n_kv=%lld sinks=%lld kv_pos0=%lld heads=%d/%d hd=%d split=%d: out %.2e lse %.2e",
+              "attention %s G=%lld S=%lld W=%lld n_q=%lld pos0=%lld n_kv=%lld sinks=%lld kv_pos0=%lld heads=%d/%d hd=%d split=%d "
+              "%s page %lld gap %lld: out %.2e lse %.2e",
               ls_attn_kind_name(c.rule.kind), (long long)c.rule.group, (long long)c.rule.sinks, (long long)c.rule.window,
               (long long)c.n_q, (long long)c.q_pos0, (long long)c.n_kv, (long long)c.kv_sinks, (long long)c.kv_pos0,
-              c.n_head, n_kv_head, c.hd, c.split, eo, el);
-    free(q), free(qs), free(k), free(v), free(o), free(r), free(lse), free(rlse);
+              c.n_head, n_kv_head, c.hd, c.split, ls_dtype_name(c.type), (long long)c.page_len, (long long)c.gap, eo, el);
+    free(q), free(qs), free(k), free(v), free(o), free(r), free(lse), free(rlse), free(kb), free(vb), free(pages);
 }
 
 static ls_attn_rule random_rule(unsigned *seed, int kind) {
@@ -340,14 +405,14 @@ static void test_attention(void) {
     for (int trial = 0; trial < 24; trial++) { // full causal: shapes, chunked prefill, splits
         int rep = reps[trial % 4], hd = hds[trial % 3], n_head = rep * (1 + rand_r(&seed) % 3);
         int64_t n_q = 1 + rand_r(&seed) % 77, p0 = trial % 2 ? rand_r(&seed) % 150 : 0;
-        run_attention_case((attn_case){n_q, p0, p0 + n_q, 0, 0, n_head, rep, hd, {.kind = LS_ATTN_FULL}, trial % 5 == 4}, &seed);
+        run_attention_case((attn_case){n_q, p0, p0 + n_q, 0, 0, n_head, rep, hd, {.kind = LS_ATTN_FULL}, trial % 5 == 4, LS_F32, 0, 0}, &seed);
     }
     for (int trial = 0; trial < 80; trial++) { // every rule on random shapes
         int kind = 1 + trial % 3, rep = reps[trial % 4], hd = hds[(trial / 4) % 3];
         int n_head = rep * (1 + rand_r(&seed) % 3);
         if (trial % 7 == 3) n_head = 9, rep = 3; // SmolLM2's odd head count: the s2 split at 4
         int64_t n_q = 1 + rand_r(&seed) % 90, p0 = trial % 3 ? rand_r(&seed) % 200 : 0;
-        run_attention_case((attn_case){n_q, p0, p0 + n_q, 0, 0, n_head, rep, hd, random_rule(&seed, kind), trial % 4 == 1},
+        run_attention_case((attn_case){n_q, p0, p0 + n_q, 0, 0, n_head, rep, hd, random_rule(&seed, kind), trial % 4 == 1, LS_F32, 0, 0},
                            &seed);
     }
     for (int trial = 0; trial < 30; trial++) { // streaming layout: sinks in front of a later window
@@ -356,19 +421,50 @@ static void test_attention(void) {
         int64_t sinks = r.kind == LS_ATTN_SINK ? r.sinks : 0, n_q = 1 + rand_r(&seed) % 40;
         int64_t p0 = sinks + r.window + rand_r(&seed) % 500; // the first query, well past the start
         int64_t kv_pos0 = p0 - r.window, n_kv = sinks + (p0 + n_q - kv_pos0);
-        run_attention_case((attn_case){n_q, p0, n_kv, sinks, kv_pos0, 4, 2, 64, r, false}, &seed);
+        run_attention_case((attn_case){n_q, p0, n_kv, sinks, kv_pos0, 4, 2, 64, r, false, LS_F32, 0, 0}, &seed);
     }
-    run_attention_case((attn_case){1, 2999, 3000, 0, 0, 9, 3, 64, {.kind = LS_ATTN_FULL}, false}, &seed); // decode: key splits
-    run_attention_case((attn_case){1, 4999, 5000, 4, 4, 9, 3, 64, {.kind = LS_ATTN_SINK, .sinks = 4, .window = 1020}, false},
+    run_attention_case((attn_case){1, 2999, 3000, 0, 0, 9, 3, 64, {.kind = LS_ATTN_FULL}, false, LS_F32, 0, 0}, &seed); // decode: key splits
+    run_attention_case((attn_case){1, 4999, 5000, 4, 4, 9, 3, 64, {.kind = LS_ATTN_SINK, .sinks = 4, .window = 1020}, false, LS_F32, 0, 0},
                        &seed);
-    run_attention_case((attn_case){3, 2000, 2003, 0, 0, 4, 4, 64, {.kind = LS_ATTN_FULL}, false}, &seed);
-    run_attention_case((attn_case){33, 1100, 1133, 0, 0, 6, 2, 64, {.kind = LS_ATTN_FULL}, true}, &seed);
-    run_attention_case((attn_case){5, 0, 3, 0, 0, 2, 1, 32, {.kind = LS_ATTN_FULL}, false}, &seed); // n_kv < n_q
+    run_attention_case((attn_case){3, 2000, 2003, 0, 0, 4, 4, 64, {.kind = LS_ATTN_FULL}, false, LS_F32, 0, 0}, &seed);
+    run_attention_case((attn_case){33, 1100, 1133, 0, 0, 6, 2, 64, {.kind = LS_ATTN_FULL}, true, LS_F32, 0, 0}, &seed);
+    run_attention_case((attn_case){5, 0, 3, 0, 0, 2, 1, 32, {.kind = LS_ATTN_FULL}, false, LS_F32, 0, 0}, &seed); // n_kv < n_q
+    static const ls_dtype types[] = {LS_F32, LS_BF16, LS_Q8_0};
+    for (int trial = 0; trial < 60; trial++) { // a KV cache's layouts: every type, paged or not, with a window gap
+        attn_case c = {.n_head = reps[trial % 4] * (1 + trial % 2), .rep = reps[trial % 4], .hd = hds[(trial / 3) % 3],
+                       .type = types[trial % 3], .page_len = trial % 5 == 0 ? 0 : trial % 5 == 1 ? 64 : 1 + rand_r(&seed) % 70};
+        if (trial % 7 == 3) c.n_head = 9, c.rep = 3;
+        int kind = trial % 4;
+        c.rule = random_rule(&seed, kind);
+        c.n_q = 1 + rand_r(&seed) % 70;
+        if (kind == LS_ATTN_SINK || kind == LS_ATTN_WINDOW) { // streaming layout, the window after a gap
+            if (kind == LS_ATTN_SINK && c.rule.sinks == 0) c.rule.sinks = 1 + trial % 4;
+            c.kv_sinks = kind == LS_ATTN_SINK ? c.rule.sinks : 0;
+            c.q_pos0 = c.kv_sinks + c.rule.window + rand_r(&seed) % 300;
+            c.kv_pos0 = c.q_pos0 - c.rule.window, c.n_kv = c.kv_sinks + (c.q_pos0 + c.n_q - c.kv_pos0);
+            c.gap = rand_r(&seed) % 80;
+        } else {
+            c.q_pos0 = rand_r(&seed) % 150, c.n_kv = c.q_pos0 + c.n_q;
+        }
+        run_attention_case(c, &seed);
+    }
+    run_attention_case((attn_case){1, 2999, 3000, 0, 0, 9, 3, 64, {.kind = LS_ATTN_FULL}, false, LS_Q8_0, 64, 0}, &seed);
+    run_attention_case((attn_case){1, 2999, 3000, 0, 0, 9, 3, 64, {.kind = LS_ATTN_FULL}, false, LS_BF16, 64, 0}, &seed);
     ls_attn_args bad = {.n_q = 1, .n_kv = 1, .kv_stride = 1, .n_head = 3, .n_kv_head = 2, .head_dim = 8, .scale = 1};
     TEST_ERR(ls_op_attention(g_be, &bad), LS_ERR_INVALID, "inconsistent shape");
     ls_attn_args bad_rule = {.n_q = 1, .n_kv = 1, .kv_stride = 1, .n_head = 2, .n_kv_head = 2, .head_dim = 8, .scale = 1,
                              .rule = {.kind = LS_ATTN_S2, .group = 1, .n_head = 2}};
     TEST_ERR(ls_op_attention(g_be, &bad_rule), LS_ERR_INVALID, "group of at least 2");
+    int32_t page0 = 0;
+    ls_attn_args bad_page = {.n_q = 1, .n_kv = 1, .n_head = 2, .n_kv_head = 2, .head_dim = 32, .scale = 1,
+                             .kv_pages = &page0, .kv_page_len = 64, .kv_page_bytes = 64 * 32 * 4};
+    TEST_ERR(ls_op_attention(g_be, &bad_page), LS_ERR_INVALID, "do not fit");
+    ls_attn_args bad_q8 = {.n_q = 1, .n_kv = 1, .kv_stride = 1, .n_head = 2, .n_kv_head = 2, .head_dim = 40, .scale = 1,
+                           .kv_type = LS_Q8_0};
+    TEST_ERR(ls_op_attention(g_be, &bad_q8), LS_ERR_INVALID, "whole number of Q8_0 blocks");
+    ls_attn_args bad_t = {.n_q = 1, .n_kv = 1, .kv_stride = 1, .n_head = 2, .n_kv_head = 2, .head_dim = 32, .scale = 1,
+                          .kv_type = LS_Q4_0};
+    TEST_ERR(ls_op_attention(g_be, &bad_t), LS_ERR_UNSUPPORTED, "f32, bf16 or q8_0 only");
 }
 
 int main(void) {
