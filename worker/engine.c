@@ -119,6 +119,22 @@ static ls_status start_backend(ls_engine_t *e, const ls_engine_opts *o) {
     return LS_OK;
 }
 
+// The KV cache pool: the asked element type or the backend's default, within kv_mem bytes.
+static ls_status start_kv(ls_engine_t *e, const ls_engine_opts *o) {
+    const ls_model_config *c = &e->cfg;
+    ls_kv_shape shape = {(int)c->n_layer, (int)c->n_head_kv, (int)c->head_dim,
+                         o->kv_type_set ? o->kv_type : ls_backend_on_host(e->be) ? LS_F32 : LS_BF16};
+    int64_t max_pages = 0;
+    if (o->kv_mem > 0) {
+        uint64_t page = ls_kv_bytes_per_token(&shape) * LS_KV_PAGE;
+        max_pages = (int64_t)((uint64_t)o->kv_mem / page);
+        if (max_pages < 1)
+            return LS_ERR(LS_ERR_INVALID, "a KV cache budget of %lld bytes holds no page (%llu bytes: %d tokens of %s)",
+                          (long long)o->kv_mem, (unsigned long long)page, LS_KV_PAGE, ls_dtype_name(shape.type));
+    }
+    return ls_kv_init(e->be, &shape, max_pages, &e->kv);
+}
+
 static ls_status load(ls_engine_t *e, const char *path, const ls_engine_opts *o) {
     ls_load_opts lo = o->load;
     lo.shapes_only = false;
@@ -139,6 +155,7 @@ static ls_status load(ls_engine_t *e, const char *path, const ls_engine_opts *o)
     else LS_CHECK(weight_of(e, e->cfg.output, &e->output));
     LS_CHECK(f32_copy(e, e->cfg.output_norm, &e->output_norm));
     LS_CHECK(load_layers(e));
+    LS_CHECK(start_kv(e, o));
     return alloc_activations(e);
 }
 
@@ -175,6 +192,7 @@ void ls_engine_free(ls_engine_t *e) {
         for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) ls_backend_release(be, bufs[i]);
         if (a->logits_host != a->logits) ls_free(a->logits_host);
         ls_free(a->pos), ls_free(a->pos_sink);
+        ls_kv_free(e->kv);
         ls_backend_free(be);
     }
     ls_free(e->layers);
@@ -189,6 +207,7 @@ const ls_model_config *ls_engine_config(const ls_engine_t *e) { return &e->cfg; 
 const ls_tokenizer_t *ls_engine_tokenizer(const ls_engine_t *e) { return e->tok; }
 const ls_gguf_t *ls_engine_gguf(const ls_engine_t *e) { return e->gguf; }
 ls_backend_t *ls_engine_backend(ls_engine_t *e) { return e->be; }
+ls_dtype ls_engine_kv_type(const ls_engine_t *e) { return ls_kv_shape_of(e->kv)->type; }
 const char *ls_engine_notes(const ls_engine_t *e) { return e->notes.data; }
 
 // --- sequences ----------------------------------------------------------------------------
@@ -215,6 +234,12 @@ static ls_status check_rule(const ls_engine_t *e, const ls_seq_opts *o, ls_attn_
     return LS_OK;
 }
 
+// The slots a sequence may need at once: every position of a plain one; for a stream, its
+// sink pages, the `cap` tokens of its window and one page the window may start into.
+static int64_t slots_needed(const ls_seq_t *s) {
+    return s->stream ? s->sink_slots + s->cap - s->sinks + LS_KV_PAGE : s->cap;
+}
+
 ls_status ls_seq_init_opts(ls_engine_t *e, const ls_seq_opts *o, ls_seq_t **out) {
     *out = NULL;
     const ls_model_config *c = &e->cfg;
@@ -224,25 +249,14 @@ ls_status ls_seq_init_opts(ls_engine_t *e, const ls_seq_opts *o, ls_seq_t **out)
     int64_t capacity = o->stream ? sinks + rule.window + e->ubatch : o->capacity;
     if (capacity < 1 || capacity > (1 << 24))
         return LS_ERR(LS_ERR_RANGE, "a sequence of %lld tokens is outside 1..2^24", (long long)capacity);
-    bool bf16 = !ls_backend_on_host(e->be); // a GPU keeps its cache in bf16
-    size_t elem = bf16 ? 2 : sizeof(float);
-    uint64_t per_layer = (uint64_t)c->n_head_kv * (uint64_t)capacity * (uint64_t)c->head_dim, total, bytes;
-    if (!ls_mul_u64(per_layer, (uint64_t)c->n_layer, &total) || !ls_mul_u64(total, 2 * elem, &bytes))
-        return LS_ERR(LS_ERR_RANGE, "KV cache size overflows");
+    int64_t sink_slots = o->stream ? (sinks + LS_KV_PAGE - 1) / LS_KV_PAGE * LS_KV_PAGE : sinks;
     ls_seq_t *s = ls_calloc(1, sizeof *s);
     *s = (ls_seq_t){.e = e, .rule = rule, .stream = o->stream, .cap = capacity, .sinks = sinks, .win0 = sinks,
-                    .kv_type = bf16 ? LS_BF16 : LS_F32};
+                    .sink_slots = sink_slots, .wbase = sinks};
     s->inv_freq = ls_malloc((size_t)c->rope.n_rot / 2 * sizeof *s->inv_freq);
     if (o->stream) s->shift_pos = ls_malloc((size_t)capacity * sizeof *s->shift_pos);
-    ls_status rc = ls_backend_alloc(e->be, bytes / 2, &s->k);
-    if (rc == LS_OK) rc = ls_backend_alloc(e->be, bytes / 2, &s->v);
-    if (rc == LS_OK && o->stream && bf16)
-        rc = ls_backend_alloc(e->be, (size_t)capacity * (size_t)c->head_dim * sizeof(float), (void **)&s->rot);
-    if (rc != LS_OK) {
-        ls_err_clear(); // the backend's message says less than this one
-        rc = LS_ERR(LS_ERR_NOMEM, "cannot allocate a KV cache of %.2f GB for %lld tokens on the %s backend",
-                    (double)bytes / 1e9, (long long)capacity, ls_backend_name(e->be));
-    }
+    ls_status rc = ls_kv_seq_init(e->kv, &s->kv);
+    if (rc == LS_OK) rc = ls_kv_seq_reserve(s->kv, slots_needed(s)); // all at once: a plain run fails here or never
     if (rc == LS_OK) rc = ls_rope_compute(&c->rope, capacity, s->inv_freq, &s->attn_factor);
     if (rc != LS_OK) {
         ls_seq_free(s);
@@ -259,9 +273,7 @@ ls_status ls_seq_init(ls_engine_t *e, int64_t capacity, ls_seq_t **out) {
 
 void ls_seq_free(ls_seq_t *s) {
     if (!s) return;
-    ls_backend_release(s->e->be, s->k);
-    ls_backend_release(s->e->be, s->v);
-    ls_backend_release(s->e->be, s->rot);
+    ls_kv_seq_free(s->kv);
     ls_free(s->shift_pos);
     ls_free(s->inv_freq);
     ls_free(s);
@@ -272,34 +284,17 @@ int64_t ls_seq_capacity(const ls_seq_t *s) { return s->cap; }
 
 void ls_seq_reset(ls_seq_t *s) {
     s->len = 0;
-    s->win0 = s->sinks;
+    s->win0 = s->wbase = s->sinks;
     s->base = 0;
 }
 
-// Drops window positions [win0, new_win0) from every layer's cache by moving the rest down.
+// Drops window positions [win0, new_win0): the pages wholly before new_win0 go back to the pool.
 static ls_status evict(ls_seq_t *s, int64_t new_win0) {
-    const ls_model_config *c = &s->e->cfg;
-    size_t hd = (size_t)c->head_dim;
-    int64_t keep = s->len - new_win0, drop = new_win0 - s->win0;
-    for (int64_t l = 0; l < c->n_layer; l++)
-        for (int64_t g = 0; g < c->n_head_kv; g++) {
-            size_t head = ((size_t)l * (size_t)c->n_head_kv + (size_t)g) * (size_t)s->cap * hd;
-            size_t dst = head + (size_t)s->sinks * hd, src = dst + (size_t)drop * hd;
-            size_t e = ls_seq_kv_bytes(s), n = (size_t)keep * hd * e;
-            LS_CHECK(ls_backend_copy(s->e->be, (char *)s->k + dst * e, 0, (char *)s->k + src * e, 0, n, 1));
-            LS_CHECK(ls_backend_copy(s->e->be, (char *)s->v + dst * e, 0, (char *)s->v + src * e, 0, n, 1));
-        }
+    int64_t pages = (new_win0 - s->wbase) / LS_KV_PAGE;
+    LS_CHECK(ls_kv_seq_drop(s->kv, s->sink_slots / LS_KV_PAGE, pages));
+    s->wbase += pages * LS_KV_PAGE;
     s->win0 = new_win0;
     return LS_OK;
-}
-
-// Rotates n cached keys [n][hd] by shift_pos; a bf16 cache goes through f32 and back.
-static ls_status rotate_keys(ls_seq_t *s, void *keys, int64_t n, const ls_rope_freqs *f) {
-    int hd = (int)s->e->cfg.head_dim;
-    if (s->kv_type == LS_F32) return ls_op_rope(s->e->be, keys, n, 1, hd, s->shift_pos, f);
-    LS_CHECK(ls_op_convert(s->e->be, LS_F32, s->rot, 0, LS_BF16, keys, 0, (size_t)(n * hd), 1));
-    LS_CHECK(ls_op_rope(s->e->be, s->rot, n, 1, hd, s->shift_pos, f));
-    return ls_op_convert(s->e->be, LS_BF16, keys, 0, LS_F32, s->rot, 0, (size_t)(n * hd), 1);
 }
 
 // Re-rotates the kept window keys by -(new_base - base): their angles then restart near 0.
@@ -312,12 +307,7 @@ static ls_status rebase(ls_seq_t *s, int64_t new_base) {
     }
     for (int64_t t = 0; t < n; t++) s->shift_pos[t] = -delta;
     ls_rope_freqs f = {c->rope.n_rot, s->inv_freq, 1.0f, LS_ROPE_PAIR_ADJACENT}; // a pure rotation
-    size_t hd = (size_t)c->head_dim;
-    for (int64_t l = 0; l < c->n_layer; l++)
-        for (int64_t g = 0; g < c->n_head_kv; g++) {
-            size_t at = (((size_t)l * (size_t)c->n_head_kv + (size_t)g) * (size_t)s->cap + (size_t)s->sinks) * hd;
-            LS_CHECK(rotate_keys(s, (char *)s->k + at * ls_seq_kv_bytes(s), n, &f));
-        }
+    LS_CHECK(ls_kv_rotate(s->kv, ls_seq_slot(s, s->win0), n, s->shift_pos, &f));
     s->base = new_base;
     return LS_OK;
 }
@@ -329,7 +319,7 @@ ls_status ls_seq_make_room(ls_seq_t *s, int64_t m) {
         if (new_win0 > s->win0) LS_CHECK(evict(s, new_win0));
     }
     if (s->len + m - s->base > ls_param_rebase_at() && s->win0 > s->base) LS_CHECK(rebase(s, s->win0));
-    return LS_OK;
+    return ls_kv_seq_reserve(s->kv, ls_seq_slot(s, s->len + m - 1) + 1); // pages for the new tokens
 }
 
 ls_status ls_engine_forward(ls_engine_t *e, ls_seq_t *s, const int32_t *tokens, int64_t n,

@@ -4,6 +4,7 @@
 #define LS_ENGINE_IMPL_H
 
 #include "ls_engine.h"
+#include "ls_kv.h"
 
 typedef struct layer {             // every pointer is backend memory
     ls_weight wq, wk, wv, wo, w_gate, w_up, w_down;
@@ -37,34 +38,37 @@ struct ls_engine {
     layer *layers;                // [n_layer]
     int64_t ubatch;
     activations act;
+    ls_kv_t *kv;                  // the KV cache pool every sequence draws its pages from
     ls_buf notes;
 };
 
-// The cache holds slots [0, cap). Positions below `sinks` live at slot = position; position
-// p >= sinks lives at slot sinks + (p - win0). A plain sequence has sinks = win0 = 0, so
-// slot = position. A streaming sequence (sink or window rule) evicts the oldest window
-// entries before they would overflow, moving win0 forward, and keeps its RoPE angles small:
-// window keys are rotated at p - base, and when p - base grows large the kept keys are
-// re-rotated and base moves up (sinks stay at their own positions: the sink rule only ever
-// reads them through q_sink, rotated at the query's slot min(i, S + W)).
+// The sequence's keys and values live in pages of the engine's pool (ls_kv), at cache slots:
+// position p < sinks at slot p; position p >= sinks at slot sink_slots + (p - wbase). A plain
+// sequence has sinks = sink_slots = wbase = win0 = 0, so slot = position. A streaming
+// sequence (sink or window rule) keeps its sinks on pages of their own (sink_slots: the sinks
+// rounded up to whole pages) and evicts the oldest window entries before they would overflow
+// `cap` tokens, moving win0 forward; each page wholly before win0 goes back to the pool and
+// wbase moves up a page. It keeps its RoPE angles small: window keys are rotated at p - base,
+// and when p - base grows large the kept keys are re-rotated and base moves up (sinks stay at
+// their own positions: the sink rule only ever reads them through q_sink, rotated at the
+// query's slot min(i, S + W)).
 struct ls_seq {
     ls_engine_t *e;
     ls_attn_rule rule;
     bool stream;
-    int64_t cap, len;             // slots; tokens seen (the next position)
+    int64_t cap, len;             // tokens held at most; tokens seen (the next position)
     int64_t sinks, win0, base;
-    void *k, *v;                  // [n_layer][n_kv_head][cap][hd] of kv_type (backend memory)
-    ls_dtype kv_type;             // F32 on the CPU, BF16 on a GPU (half the memory)
-    float *rot;                   // [cap][hd] f32 scratch for re-rotating a bf16 cache, or NULL
+    int64_t sink_slots, wbase;    // slots before the window; the position at slot sink_slots
+    ls_kv_seq_t *kv;              // the page table
     int64_t *shift_pos;           // [cap] scratch for re-rotation
     float *inv_freq;              // [n_rot / 2], fixed for the sequence
     float attn_factor;
 };
 
-// Bytes per cache element: 4 (F32) or 2 (BF16).
-static inline size_t ls_seq_kv_bytes(const ls_seq_t *s) { return ls_dtype_get(s->kv_type)->block_bytes; }
+// The cache slot of position p (see struct ls_seq).
+static inline int64_t ls_seq_slot(const ls_seq_t *s, int64_t p) { return p < s->sinks ? p : s->sink_slots + (p - s->wbase); }
 
-// Makes room for m more tokens in a streaming sequence (eviction, re-rotation).
+// Makes room for m more tokens in a streaming sequence (eviction, re-rotation, pages).
 ls_status ls_seq_make_room(ls_seq_t *s, int64_t m);
 
 // Rows of activations going through a layer (pointers into the caller's buffers).

@@ -16,25 +16,13 @@ static ls_status add_bias(ls_backend_t *be, float *y, const float *bias, int64_t
     return LS_OK;
 }
 
-// The cache slot of position p (see struct ls_seq).
-static int64_t slot(const ls_seq_t *s, int64_t p) { return p < s->sinks ? p : s->sinks + (p - s->win0); }
-
-// Copies this micro-batch's keys and values [m][n_kv_head][hd] into the layer's cache
-// [n_kv_head][cap][hd] at the slots of positions p0..p0+m-1: one strided copy per KV head and
-// run of consecutive slots (the slots jump where the sinks end).
-static ls_status store_kv(const ls_seq_t *s, const ls_model_config *c, int64_t il, const float *k,
-                          const float *v, int64_t m, int64_t p0) {
-    size_t hd = (size_t)c->head_dim, nkv = (size_t)c->n_head_kv, layer = nkv * (size_t)s->cap * hd, e = ls_seq_kv_bytes(s);
-    char *kc = (char *)s->k + (size_t)il * layer * e, *vc = (char *)s->v + (size_t)il * layer * e;
-    ls_backend_t *be = s->e->be;
+// Stores this micro-batch's keys and values [m][n_kv_head][hd] of layer il at the cache slots
+// of positions p0..p0+m-1: one run of consecutive slots, or two where the sinks end.
+static ls_status store_kv(const ls_seq_t *s, int64_t il, const float *k, const float *v, int64_t m, int64_t p0) {
+    size_t row = (size_t)(s->e->cfg.n_head_kv * s->e->cfg.head_dim);
     for (int64_t t0 = 0; t0 < m;) {
         int64_t t1 = p0 + t0 < s->sinks && p0 + m > s->sinks ? s->sinks - p0 : m; // end of this run
-        size_t rows = (size_t)(t1 - t0), at = (size_t)slot(s, p0 + t0);
-        for (size_t g = 0; g < nkv; g++) { // rows of hd, nkv*hd apart in the batch, hd apart in the cache
-            size_t dst = (g * (size_t)s->cap + at) * hd * e, src = ((size_t)t0 * nkv + g) * hd;
-            LS_CHECK(ls_op_convert(be, s->kv_type, kc + dst, hd, LS_F32, k + src, nkv * hd, hd, rows));
-            LS_CHECK(ls_op_convert(be, s->kv_type, vc + dst, hd, LS_F32, v + src, nkv * hd, hd, rows));
-        }
+        LS_CHECK(ls_kv_store(s->kv, il, k + (size_t)t0 * row, v + (size_t)t0 * row, ls_seq_slot(s, p0 + t0), t1 - t0));
         t0 = t1;
     }
     return LS_OK;
@@ -82,22 +70,29 @@ ls_status ls_output_logits(ls_engine_t *e, const float *x, int64_t m, float *h, 
     return ls_op_matmul(e->be, &e->output, h, logits, m);
 }
 
+// Attention of the sequence's m queries at positions p0.. (q, q_sink: [m][n_head*hd]) over
+// its cache of layer il under its rule: the sinks, then the window from win0 (its first key
+// kv_gap slots past the sinks' pages). out: [m][n_head*hd].
+static ls_status attend(const ls_seq_t *s, int64_t il, const float *q, const float *q_sink, float *out, int64_t m,
+                        int64_t p0) {
+    const ls_model_config *c = &s->e->cfg;
+    int64_t end = p0 + m, kv_sinks = end < s->sinks ? end : s->sinks;
+    ls_attn_args at = {.q = q, .q_sink = q_sink, .out = out, .n_q = m, .q_pos0 = p0,
+                       .n_kv = kv_sinks + (end > s->win0 ? end - s->win0 : 0), .kv_sinks = kv_sinks, .kv_pos0 = s->win0,
+                       .kv_gap = ls_seq_slot(s, s->win0) - s->sinks, .n_head = (int)c->n_head,
+                       .n_kv_head = (int)c->n_head_kv, .head_dim = (int)c->head_dim,
+                       .scale = 1.0f / sqrtf((float)c->head_dim), .rule = s->rule};
+    return ls_kv_attend(s->kv, il, &at);
+}
+
 // One layer for the micro-batch: projections, the keys and values into the cache, attention
 // over the cache under the sequence's rule, output projection and FFN.
 static ls_status run_layer(ls_engine_t *e, ls_seq_t *s, int64_t il, const ls_rows *r, int64_t p0) {
     const ls_model_config *c = &e->cfg;
     ls_rope_freqs f = {c->rope.n_rot, s->inv_freq, s->attn_factor, LS_ROPE_PAIR_ADJACENT};
     LS_CHECK(ls_layer_qkv(e, il, r, &f));
-    LS_CHECK(store_kv(s, c, il, r->k, r->v, r->m, p0));
-    size_t layer_off = (size_t)il * (size_t)(c->n_head_kv * s->cap * c->head_dim) * ls_seq_kv_bytes(s); // bytes
-    int64_t end = p0 + r->m, kv_sinks = end < s->sinks ? end : s->sinks;
-    ls_attn_args at = {.q = r->q, .q_sink = r->q_sink, .k = (const float *)((const char *)s->k + layer_off),
-                       .v = (const float *)((const char *)s->v + layer_off), .kv_type = s->kv_type, .out = r->att,
-                       .n_q = r->m, .q_pos0 = p0, .n_kv = kv_sinks + (end > s->win0 ? end - s->win0 : 0),
-                       .kv_sinks = kv_sinks, .kv_pos0 = s->win0, .kv_stride = s->cap, .n_head = (int)c->n_head,
-                       .n_kv_head = (int)c->n_head_kv, .head_dim = (int)c->head_dim,
-                       .scale = 1.0f / sqrtf((float)c->head_dim), .rule = s->rule};
-    LS_CHECK(ls_op_attention(e->be, &at));
+    LS_CHECK(store_kv(s, il, r->k, r->v, r->m, p0));
+    LS_CHECK(attend(s, il, r->q, r->q_sink, r->att, r->m, p0));
     return ls_layer_out_ffn(e, il, r);
 }
 

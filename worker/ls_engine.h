@@ -18,7 +18,8 @@ typedef struct ls_seq ls_seq_t;
 
 // Where the engine runs. AUTO: the CUDA backend when this build has one and a GPU is visible,
 // else the CPU. On CUDA, weights live on the device as bf16, and so do the activations and
-// the KV cache (f32); logits come back to the host a few rows at a time.
+// the KV cache (bf16 unless --kv-type says otherwise); logits come back to the host a few rows
+// at a time.
 typedef enum ls_device { LS_DEVICE_AUTO, LS_DEVICE_CPU, LS_DEVICE_CUDA } ls_device;
 bool ls_device_parse(const char *name, ls_device *out); // "auto", "cpu", "cuda"
 const char *ls_device_name(ls_device d);
@@ -30,6 +31,11 @@ typedef struct ls_engine_opts {
     int first_cpu;       // bind thread i to CPU first_cpu + i; < 0: no binding
     int64_t ubatch;      // tokens per micro-batch in prefill (bounds activation memory); <= 0: 512
     ls_act_precision act; // matmul activations: f32 (default) or rounded as llama.cpp rounds them
+    // KV cache elements (ls_kv.h): LS_F32, LS_BF16 or LS_Q8_0 (the CPU backend only) when
+    // kv_type_set; else the backend's default: f32 on the CPU, bf16 on a GPU.
+    ls_dtype kv_type;
+    bool kv_type_set;
+    int64_t kv_mem;      // budget of the KV cache pool in bytes; <= 0: the backend's memory
     ls_rope_override rope;
     ls_load_opts load;   // LoRA adapters to merge (the model path may also be a HF checkpoint directory)
 } ls_engine_opts;
@@ -45,11 +51,13 @@ const ls_model_config *ls_engine_config(const ls_engine_t *e);
 const ls_tokenizer_t *ls_engine_tokenizer(const ls_engine_t *e);
 const ls_gguf_t *ls_engine_gguf(const ls_engine_t *e);
 ls_backend_t *ls_engine_backend(ls_engine_t *e);
+ls_dtype ls_engine_kv_type(const ls_engine_t *e); // the KV cache's element type
 // Human-readable lines about settings that differ from the model file ("" if none).
 const char *ls_engine_notes(const ls_engine_t *e);
 
-// A sequence with room for `capacity` tokens of KV cache, allocated once, with full causal
-// attention. The RoPE frequencies are fixed for the sequence from its capacity (dynamic NTK
+// A sequence with room for `capacity` tokens of KV cache, its pages taken from the engine's
+// pool at once (LS_ERR_NOMEM when the pool's budget or the backend's memory cannot hold them),
+// with full causal attention. The RoPE frequencies are fixed for the sequence from its capacity (dynamic NTK
 // and LongRoPE depend on the length; freezing them keeps cached keys and new queries
 // consistent).
 ls_status ls_seq_init(ls_engine_t *e, int64_t capacity, ls_seq_t **out);
