@@ -82,7 +82,8 @@ typedef struct cli_engine_args {
     {"act-precision", required_argument, 0, CLI_ENGINE_OPT + 11},                         \
     {"device", required_argument, 0, CLI_ENGINE_OPT + 12},                                \
     {"lora", required_argument, 0, CLI_ENGINE_OPT + 13},                                  \
-    {"lora-scale", required_argument, 0, CLI_ENGINE_OPT + 14}
+    {"lora-scale", required_argument, 0, CLI_ENGINE_OPT + 14},                            \
+    {"kv-type", required_argument, 0, CLI_ENGINE_OPT + 15}
 #define CLI_ENGINE_HELP                                                                    \
     "  --model F            GGUF file or Hugging Face checkpoint directory (default:\n"   \
     "                       $LONGSEQ_MODEL or the cached SmolLM2)\n"                       \
@@ -99,7 +100,9 @@ typedef struct cli_engine_args {
     "  --act-precision f32|llamacpp   matmul activations exact (default) or rounded to\n"   \
     "                       8 bits per block as llama.cpp's CPU backend does (to compare)\n" \
     "  --device auto|cpu|cuda   where the model runs (default auto: CUDA when a GPU is\n"   \
-    "                       visible and the build has it; a group's ranks: one GPU each)\n"
+    "                       visible and the build has it; a group's ranks: one GPU each)\n"   \
+    "  --kv-type f32|bf16|q8_0   KV cache elements (default f32 on the CPU, bf16 on a GPU;\n" \
+    "                       q8_0: blocks of 32 as llama.cpp's -ctk/-ctv q8_0, CPU only)\n"
 
 // --- attention-rule options (generate, perplexity) -------------------------------------------
 typedef ls_rule_ask cli_attn_args; // the job settings' (ls_settings.h): -1 / <= 0 not given

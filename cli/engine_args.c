@@ -3,6 +3,7 @@
 // for a length past the model's context. Tests: tests/cli/errors.sh, tests/oracle/test_forward.py,
 // tests/oracle/test_generate.py.
 #include "cli.h"
+#include "ls_kv.h"
 
 #include <errno.h>
 #include <math.h>
@@ -48,7 +49,7 @@ int cli_engine_option(const char *cmd, int c, const char *arg, cli_engine_args *
     static const char *names[] = {"--model", "--threads", "--ubatch", "--no-pin", "--rope-scaling",
                                   "--rope-scale", "--rope-freq-base", "--yarn-orig-ctx", "--yarn-beta-fast",
                                   "--yarn-beta-slow", "--yarn-attn-factor", "--act-precision", "--device",
-                                  "--lora", "--lora-scale"};
+                                  "--lora", "--lora-scale", "--kv-type"};
     int k = c - CLI_ENGINE_OPT;
     int64_t v;
     ls_rope_override *r = &a->opts.rope;
@@ -88,6 +89,11 @@ int cli_engine_option(const char *cmd, int c, const char *arg, cli_engine_args *
         if (!a->n_lora) return cli_usage_error(cmd, "--lora-scale follows the --lora it scales");
         if (!cli_parse_double(cmd, names[k], arg, &a->lora[a->n_lora - 1].scale)) return 2;
         if (a->lora[a->n_lora - 1].scale < 0) return cli_usage_error(cmd, "--lora-scale must not be negative");
+        return 0;
+    case 15:
+        if (!ls_kv_type_parse(arg, &a->opts.kv_type))
+            return cli_usage_error(cmd, "--kv-type \"%s\" is not f32, bf16 or q8_0", arg);
+        a->opts.kv_type_set = true;
         return 0;
     case 5: return cli_parse_setting(cmd, LS_SET_ROPE_SCALE, arg, &r->factor) ? 0 : 2;
     case 6: return cli_parse_setting(cmd, LS_SET_ROPE_FREQ_BASE, arg, &r->freq_base) ? 0 : 2;

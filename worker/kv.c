@@ -26,14 +26,21 @@ struct ls_kv_seq {
     int64_t n, room;
 };
 
+static const struct { const char *name; ls_dtype t; } g_types[] = {{"f32", LS_F32}, {"bf16", LS_BF16}, {"q8_0", LS_Q8_0}};
+
 bool ls_kv_type_parse(const char *name, ls_dtype *out) {
-    static const struct { const char *name; ls_dtype t; } types[] = {{"f32", LS_F32}, {"bf16", LS_BF16}, {"q8_0", LS_Q8_0}};
-    for (size_t i = 0; i < sizeof types / sizeof *types; i++)
-        if (!strcmp(name, types[i].name)) {
-            *out = types[i].t;
+    for (size_t i = 0; i < sizeof g_types / sizeof *g_types; i++)
+        if (!strcmp(name, g_types[i].name)) {
+            *out = g_types[i].t;
             return true;
         }
     return false;
+}
+
+const char *ls_kv_type_name(ls_dtype t) {
+    for (size_t i = 0; i < sizeof g_types / sizeof *g_types; i++)
+        if (g_types[i].t == t) return g_types[i].name;
+    return ls_dtype_name(t);
 }
 
 uint64_t ls_kv_bytes_per_token(const ls_kv_shape *s) {

@@ -26,6 +26,7 @@ typedef struct ls_kv_shape {
 
 // "f32", "bf16", "q8_0" -> the element type; false for anything else.
 bool ls_kv_type_parse(const char *name, ls_dtype *out);
+const char *ls_kv_type_name(ls_dtype t); // the name ls_kv_type_parse takes ("f32", "bf16", "q8_0")
 // Bytes one token takes in the cache: keys and values of every layer,
 // 2 * n_layer * n_kv_head * row bytes (head_dim * 4, head_dim * 2, or head_dim / 32 * 34).
 uint64_t ls_kv_bytes_per_token(const ls_kv_shape *s);

@@ -166,6 +166,10 @@ static ls_status init(ls_sp_t *s, const ls_sp_opts *o) {
     s->n_head = (int)c->n_head, s->n_kv = (int)c->n_head_kv, s->hd = (int)c->head_dim;
     s->n = o->n, s->max_new = o->max_new;
     if (c->n_layer >= LS_TAG_LOGITS) return LS_ERR(LS_ERR_UNSUPPORTED, "%lld layers is more than sharding supports", (long long)c->n_layer);
+    if (s->e->kv_type_asked && ls_engine_kv_type(s->e) != LS_F32)
+        return LS_ERR(LS_ERR_UNSUPPORTED, "--kv-type %s: a sequence sharded over a worker group keeps its own f32 cache "
+                                          "(bf16 and q8_0 caches are for one-process runs for now)",
+                      ls_kv_type_name(ls_engine_kv_type(s->e)));
     if (s->n < 1 || s->max_new < 0 || s->n + s->max_new > (1 << 24))
         return LS_ERR(LS_ERR_RANGE, "a sharded sequence of %lld + %lld tokens is outside 1..2^24", (long long)s->n,
                       (long long)s->max_new);
