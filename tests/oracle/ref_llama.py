@@ -164,12 +164,15 @@ def f32_rounder(on, seed=0):
     return r
 
 
-def forward(model, tokens, rope=None, act_llamacpp=False, rule=None, f32_noise=None):
+def forward(model, tokens, rope=None, act_llamacpp=False, rule=None, f32_noise=None, kv_round=None):
     """Logits [n][vocab] (float64) for the token ids, positions 0..n-1, under an attention
     rule (default full causal). The sink rule takes StreamingLLM's positions: the sink keys
     are scored with the query rotated at its cache slot min(i, S + W), the others at its own
     position (equal to forward_streaming, which test_streaming checks). f32_noise=seed rounds
-    every activation as float32 would, with a random last-place perturbation (f32_rounder)."""
+    every activation as float32 would, with a random last-place perturbation (f32_rounder).
+    kv_round(x, is_key): applied to the keys (after RoPE) and the values [n][kv_heads][hd] as a
+    KV cache would store them (e.g. rounded to bf16); keys are in HF's order here, the model
+    file's are in adjacent pairs (values are the same in both)."""
     r32 = f32_rounder(f32_noise is not None, f32_noise or 0)
     hp, W = model.hp, {k: v.astype(np.float64, copy=False) for k, v in model.weights.items()}
     H, KV, hd, eps = hp["heads"], hp["kv_heads"], hp["head_dim"], hp["eps"]
@@ -208,6 +211,8 @@ def forward(model, tokens, rope=None, act_llamacpp=False, rule=None, f32_noise=N
         q = r32(rot(qr))
         k = r32(rot(r32(mm(h, p + "attn_k.weight")).reshape(n, KV, hd)))
         v = r32(mm(h, p + "attn_v.weight")).reshape(n, KV, hd)
+        if kv_round is not None:
+            k, v = kv_round(k, True), kv_round(v, False)
         if sinks:
             q_slot = r32(rot(qr, np.minimum(np.arange(n), sinks + rule["window"])))
         out = np.empty((n, H, hd))

@@ -7,7 +7,9 @@
 //               [--yarn-beta-fast B] [--yarn-beta-slow B]
 //               [--lora DIR [--lora-scale X]]...
 //               [--attn full|s2|sink|window] [--group G] [--sinks S] [--window W] [--stream 1]
+//               [--kv-type f32|bf16|q8_0]
 #include "ls_engine.h"
+#include "ls_kv.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -52,6 +54,10 @@ static ls_status run(int argc, char **argv) {
         else if (!strcmp(k, "--sinks")) so.rule.sinks = atoll(v);
         else if (!strcmp(k, "--window")) so.rule.window = atoll(v);
         else if (!strcmp(k, "--stream")) so.stream = atoi(v) != 0;
+        else if (!strcmp(k, "--kv-type")) {
+            if (!ls_kv_type_parse(v, &o.kv_type)) return LS_ERR(LS_ERR_INVALID, "bad KV type %s", v);
+            o.kv_type_set = true;
+        }
         else if (!strcmp(k, "--lora") && n_lora < 8) lora[n_lora++] = (ls_lora_spec){.path = v, .scale = 1.0};
         else if (!strcmp(k, "--lora-scale") && n_lora) lora[n_lora - 1].scale = atof(v);
         else return LS_ERR(LS_ERR_INVALID, "unknown option %s", k);
