@@ -58,9 +58,9 @@ ls_status ls_kv_init(ls_backend_t *be, const ls_kv_shape *shape, int64_t max_pag
         !ls_dtype_row_bytes(shape->type, (uint64_t)shape->head_dim, &row))
         return LS_ERR(LS_ERR_INVALID, "KV cache of %d layers x %d KV heads x %d dimensions in %s (q8_0 needs whole blocks of 32)",
                       shape->n_layer, shape->n_kv_head, shape->head_dim, ls_dtype_name(shape->type));
-    if (shape->type == LS_Q8_0 && !ls_backend_on_host(be))
-        return LS_ERR(LS_ERR_UNSUPPORTED, "a q8_0 KV cache runs on the CPU backend only; the %s backend takes f32 or bf16",
-                      ls_backend_name(be));
+    if (shape->type != LS_BF16 && !ls_backend_on_host(be)) // its attention kernel reads bf16 pages
+        return LS_ERR(LS_ERR_UNSUPPORTED, "a %s KV cache runs on the CPU backend only; the %s backend keeps bf16",
+                      ls_kv_type_name(shape->type), ls_backend_name(be));
     ls_kv_t *kv = ls_calloc(1, sizeof *kv);
     kv->be = be, kv->shape = *shape, kv->row = (size_t)row;
     kv->head_bytes = (size_t)LS_KV_PAGE * kv->row;

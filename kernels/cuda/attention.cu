@@ -16,6 +16,9 @@
 // and window, or the one range of the others) the block walks the union of its rows' key
 // ranges, so work follows the visible keys; tiles inside every row's range skip the mask.
 // The sink rule reads its sink range with q_sink (queries rotated at their cache slot).
+// Keys and values may lie in pages of a paged bf16 cache (worker/kv.c): a tile's rows are then
+// fetched row by row through the page table (a device copy of the host array), and the window
+// of a stream may start kv_gap slots after its sinks.
 #include "attn_rule.h"
 #include "cuda_impl.h"
 
@@ -39,7 +42,17 @@ struct params {
     long long group, sinks, window;
     int rule_heads;
     bool use_q_sink;           // slot 0 of the sink rule (the sinks, S > 0) reads q_sink
+    const int32_t *pages;      // device page table, or null: one array per KV head
+    long long page_len, page_stride, kv_gap; // slots per page, elements from page to page
 };
+
+// Row of key j of one KV head (kh: the head's first row, in page 0 when paged).
+template <int HD>
+__device__ __forceinline__ const bf16 *key_row(const params &p, const bf16 *kh, long long j) {
+    long long s = j < p.kv_sinks ? j : j + p.kv_gap;
+    if (!p.pages) return kh + s * HD;
+    return kh + (long long)p.pages[s / p.page_len] * p.page_stride + (s % p.page_len) * HD;
+}
 
 __device__ __forceinline__ void put(float *p, float v) { *p = v; }
 __device__ __forceinline__ void put(bf16 *p, float v) { *p = __float2bfloat16_rn(v); }
@@ -98,15 +111,15 @@ __device__ __forceinline__ void to_index(const params &p, long long lo, long lon
 
 // Starts copying keys and values [j0, j0 + BK) of one KV head into a stage; past n_kv: 0.
 template <int HD>
-__device__ __forceinline__ void issue_tile(const bf16 *kh, const bf16 *vh, long long j0, long long n_kv, bf16 *ks,
+__device__ __forceinline__ void issue_tile(const params &p, const bf16 *kh, const bf16 *vh, long long j0, bf16 *ks,
                                            bf16 *vs) {
     constexpr int CH = HD / 8, LD = HD + 8;
     for (int c = threadIdx.x; c < BK * CH; c += THREADS) {
         int r = c / CH, d = (c % CH) * 8;
         long long j = j0 + r;
-        bool in = j < n_kv;
-        cp16(ks + r * LD + d, in ? kh + j * HD + d : kh, in ? 16 : 0);
-        cp16(vs + r * LD + d, in ? vh + j * HD + d : vh, in ? 16 : 0);
+        bool in = j < p.n_kv;
+        cp16(ks + r * LD + d, in ? key_row<HD>(p, kh, j) + d : kh, in ? 16 : 0);
+        cp16(vs + r * LD + d, in ? key_row<HD>(p, vh, j) + d : vh, in ? 16 : 0);
     }
 }
 
@@ -120,8 +133,9 @@ __global__ void __launch_bounds__(THREADS) attn_kernel(params p) {
 
     const int h = blockIdx.y, warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, tq = lane % 4;
     const long long row0 = (long long)blockIdx.x * BQ;
-    const bf16 *kh = p.k + (long long)(h / p.rep) * p.kv_stride * HD;
-    const bf16 *vh = p.v + (long long)(h / p.rep) * p.kv_stride * HD;
+    const long long head_rows = p.pages ? p.page_len : p.kv_stride; // rows from one KV head to the next
+    const bf16 *kh = p.k + (long long)(h / p.rep) * head_rows * HD;
+    const bf16 *vh = p.v + (long long)(h / p.rep) * head_rows * HD;
 
     // The block's key envelope per slot (union of its rows' ranges) and the part every row sees.
     if (threadIdx.x < 2) {
@@ -173,11 +187,11 @@ __global__ void __launch_bounds__(THREADS) attn_kernel(params p) {
 
         const long long first = env_lo[k];
         const int n_tiles = (int)((env_hi[k] - first) / BK + 1);
-        issue_tile<HD>(kh, vh, first, p.n_kv, ks, vs);
+        issue_tile<HD>(p, kh, vh, first, ks, vs);
         cp_commit();
         for (int t = 0; t < n_tiles; t++) {
             const long long j0 = first + (long long)t * BK;
-            if (t + 1 < n_tiles) issue_tile<HD>(kh, vh, j0 + BK, p.n_kv, ks + ((t + 1) & 1) * STAGE, vs + ((t + 1) & 1) * STAGE);
+            if (t + 1 < n_tiles) issue_tile<HD>(p, kh, vh, j0 + BK, ks + ((t + 1) & 1) * STAGE, vs + ((t + 1) & 1) * STAGE);
             cp_commit();
             cp_wait_all_but_one(); // tile t has landed
             __syncthreads();
@@ -263,16 +277,18 @@ ls_status launch_hd(cudaStream_t st, dim3 grid, const params &p) {
     return LS_OK;
 }
 
+// pages: the device copy of a->kv_pages (null: contiguous keys, kv_stride rows per head).
 template <typename TO>
 ls_status launch(cudaStream_t st, const ls_attn_args *a, const bf16 *q, const bf16 *q_sink, const bf16 *k,
-                 const bf16 *v, long long kv_stride) {
+                 const bf16 *v, long long kv_stride, const int32_t *pages) {
     const ls_attn_rule *r = &a->rule;
     params p = {q, q_sink, k, v, a->out, a->lse, a->n_q, a->q_pos0, a->n_kv, a->kv_sinks, a->kv_pos0,
                 kv_stride, a->n_head, a->n_head / a->n_kv_head,
                 a->scale * 1.4426950408889634f, r->kind, r->group, r->sinks, r->window, r->n_head,
-                r->kind == LS_ATTN_SINK && r->sinks > 0 && q_sink != nullptr}; // slot 0 is the window when S = 0
-    if (((uintptr_t)k | (uintptr_t)v) % 16)
-        return LS_ERR(LS_ERR_INVALID, "CUDA attention: keys and values must be 16-byte aligned");
+                r->kind == LS_ATTN_SINK && r->sinks > 0 && q_sink != nullptr, // slot 0 is the window when S = 0
+                pages, a->kv_page_len, (long long)(a->kv_page_bytes / sizeof(bf16)), a->kv_gap};
+    if (((uintptr_t)k | (uintptr_t)v) % 16 || (pages && a->kv_page_bytes % 16))
+        return LS_ERR(LS_ERR_INVALID, "CUDA attention: keys, values and pages must be 16-byte aligned");
     long long blocks = (a->n_q + BQ - 1) / BQ;
     if (blocks > INT_MAX || a->n_head > 65535) return LS_ERR(LS_ERR_RANGE, "CUDA attention: grid too large");
     dim3 grid((unsigned)blocks, (unsigned)a->n_head);
@@ -297,23 +313,30 @@ ls_status to_scratch(cudaStream_t st, cuda_scratch *s, const float *x, size_t wi
 
 } // namespace
 
-ls_status cuda_attention_f32(cudaStream_t st, const ls_attn_args *a, cuda_scratch scr[4]) {
+ls_status cuda_attention_f32(cudaStream_t st, const ls_attn_args *a, cuda_scratch scr[4], const int32_t *pages) {
     if (a->n_q == 0) return LS_OK;
+    if (a->kv_type == LS_Q8_0 || (a->kv_pages && a->kv_type != LS_BF16))
+        return LS_ERR(LS_ERR_UNSUPPORTED, "CUDA attention: keys and values of type %s%s (the CUDA backend reads f32 or "
+                                          "bf16 arrays, and bf16 pages)",
+                      ls_dtype_name(a->kv_type), a->kv_pages ? " in pages" : "");
     bf16 *q, *qs = nullptr, *k, *v;
     size_t nq = (size_t)(a->n_q * a->n_head * a->head_dim);
     LS_CHECK(to_scratch(st, &scr[0], a->q, nq, 1, nq, &q));
     if (a->q_sink) LS_CHECK(to_scratch(st, &scr[1], a->q_sink, nq, 1, nq, &qs));
     if (a->kv_type == LS_BF16) // a bf16 cache: read in place
-        return launch<float>(st, a, q, qs, (const bf16 *)a->k, (const bf16 *)a->v, a->kv_stride);
-    // per KV head, its first n_kv rows, dropping the stride: [n_kv_head][n_kv][hd]
-    size_t width = (size_t)(a->n_kv * a->head_dim), spitch = (size_t)(a->kv_stride * a->head_dim);
+        return launch<float>(st, a, q, qs, (const bf16 *)a->k, (const bf16 *)a->v, a->kv_stride, pages);
+    // per KV head, the rows its keys span (n_kv, and the gap), dropping the stride
+    long long slots = a->n_kv + (a->n_kv > a->kv_sinks ? a->kv_gap : 0);
+    size_t width = (size_t)(slots * a->head_dim), spitch = (size_t)(a->kv_stride * a->head_dim);
     LS_CHECK(to_scratch(st, &scr[2], a->k, width, (size_t)a->n_kv_head, spitch, &k));
     LS_CHECK(to_scratch(st, &scr[3], a->v, width, (size_t)a->n_kv_head, spitch, &v));
-    return launch<float>(st, a, q, qs, k, v, a->n_kv);
+    return launch<float>(st, a, q, qs, k, v, slots, nullptr);
 }
 
 ls_status cuda_attention_bf16(cudaStream_t st, const ls_attn_args *a) {
     if (a->n_q == 0) return LS_OK;
+    if (a->kv_pages || a->kv_type != LS_F32) // (kv_type F32 is the default: the pointers hold bf16 here)
+        return LS_ERR(LS_ERR_UNSUPPORTED, "ls_cuda_attention_bf16: contiguous bf16 keys only");
     return launch<bf16>(st, a, (const bf16 *)a->q, (const bf16 *)a->q_sink, (const bf16 *)a->k, (const bf16 *)a->v,
-                        a->kv_stride);
+                        a->kv_stride, nullptr);
 }

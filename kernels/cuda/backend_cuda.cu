@@ -27,7 +27,7 @@ struct cuda_ctx {
     cudaStream_t st;
     cublasHandle_t blas;
     cuda_scratch xb, wb, idx, tmp;
-    cuda_mirror pos, freq;
+    cuda_mirror pos, freq, pages; // pages: a paged KV cache's page table
     cuda_scratch attn[4]; // attention inputs converted to bf16
 };
 
@@ -220,7 +220,13 @@ ls_status cu_rope(void *ctx, float *x, int64_t m, int n_heads, int head_dim, con
 
 ls_status cu_attention(void *ctx, const ls_attn_args *a) {
     cuda_ctx *c = (cuda_ctx *)ctx;
-    return cuda_attention_f32(c->st, a, c->attn);
+    void *pages = nullptr;
+    long long spanned = a->n_kv + (a->n_kv > a->kv_sinks ? a->kv_gap : 0);
+    if (a->kv_pages && spanned > 0) { // the entries the keys span; the same table for every layer is uploaded once
+        size_t n = (size_t)((spanned + a->kv_page_len - 1) / a->kv_page_len);
+        LS_CHECK(mirror_get(c, &c->pages, a->kv_pages, n * sizeof(int32_t), &pages));
+    }
+    return cuda_attention_f32(c->st, a, c->attn, (const int32_t *)pages);
 }
 
 ls_status cu_attn_merge(void *ctx, float *o1, float *lse1, const float *o2, const float *lse2, int64_t n, int d) {
@@ -329,8 +335,8 @@ void cu_free(void *ctx) {
     if (!c) return;
     cudaStreamSynchronize(c->st);
     scratch_free(&c->xb), scratch_free(&c->wb), scratch_free(&c->idx), scratch_free(&c->tmp);
-    scratch_free(&c->pos.dev), scratch_free(&c->freq.dev);
-    ls_free(c->pos.host), ls_free(c->freq.host);
+    scratch_free(&c->pos.dev), scratch_free(&c->freq.dev), scratch_free(&c->pages.dev);
+    ls_free(c->pos.host), ls_free(c->freq.host), ls_free(c->pages.host);
     for (int i = 0; i < 4; i++) scratch_free(&c->attn[i]);
     if (c->blas) cublasDestroy(c->blas);
     if (c->st) cudaStreamDestroy(c->st);

@@ -42,8 +42,9 @@ ls_status cuda_get_rows(cudaStream_t st, ls_dtype t, const void *w, size_t row_b
 ls_status cuda_dequant_bf16(cudaStream_t st, ls_dtype t, const void *src, __nv_bfloat16 *dst, int64_t n);
 
 // attention.cu, as ls_op_attention. f32: the inputs are converted to bf16 into scr[0..3]
-// (q, q_sink, and k, v unless kv_type is already BF16) first. bf16: q/q_sink/k/v/out are bf16 (lse stays f32).
-ls_status cuda_attention_f32(cudaStream_t st, const ls_attn_args *a, cuda_scratch scr[4]);
+// (q, q_sink, and k, v unless kv_type is already BF16) first; pages: the device copy of
+// a->kv_pages (bf16 pages only). bf16: q/q_sink/k/v/out are bf16 (lse stays f32), contiguous.
+ls_status cuda_attention_f32(cudaStream_t st, const ls_attn_args *a, cuda_scratch scr[4], const int32_t *pages);
 ls_status cuda_attention_bf16(cudaStream_t st, const ls_attn_args *a);
 
 #endif // LS_CUDA_IMPL_H

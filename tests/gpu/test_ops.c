@@ -364,7 +364,7 @@ static ls_status op_rope(unsigned *seed, bool perf, int *wrong, double *ms) {
 }
 
 // attention: every rule, GQA, head dims 32/64/128, odd lengths, queries after a prefix, the
-// streaming layout (sinks + a window segment) and q_sink; windows of 1..90 and around the
+// streaming layout (sinks + a window segment) and q_sink, contiguous and from bf16 pages; windows of 1..90 and around the
 // default sink rule's 1020. Inputs are rounded to bf16 for both sides (the kernel's f32 entry
 // does the same), and each output must be within attn_tol.h's bound of the twin's: bf16's
 // unit roundoff times sum_j w_j |v_j| per element (the kernel's rounding of P), plus fp32
@@ -405,6 +405,52 @@ static int attention_bf16(const ls_attn_args *ref, size_t nq, size_t nk, float *
     free(tol);
     ls_cuda_free(dq), ls_cuda_free(dqs), ls_cuda_free(dk), ls_cuda_free(dv), ls_cuda_free(base);
     free(hq), free(hqs), free(hk), free(hv), free(got16), free(want), free(got), free(lw), free(lg);
+    return bad;
+}
+
+// The same case from a paged bf16 KV cache (worker/kv.c's layout): keys and values (already
+// bf16-rounded, [n_kv_head][stride][hd] f32 on the host) into shuffled pages of page_len slots,
+// the window `gap` slots after the sinks; the f32 entry point reads them in place through the
+// host page table. Same bound as the contiguous case: the values are the same.
+static int attention_paged(const ls_attn_args *ref, int64_t stride, int64_t page_len, int64_t gap, unsigned *seed,
+                           const float *want, const float *lw, const float *tol) {
+    int hd = ref->head_dim, nkv = ref->n_kv_head;
+    gap = ref->n_kv > ref->kv_sinks ? gap : 0;
+    int64_t slots = ref->n_kv + gap, n_pages = (slots + page_len - 1) / page_len + 2;
+    size_t page = (size_t)(nkv * page_len * hd) * 2 + 16 * (size_t)(rand_r(seed) % 3), nq = (size_t)(ref->n_q * ref->n_head * hd);
+    uint8_t *hk = calloc((size_t)n_pages, page), *hv = calloc((size_t)n_pages, page);
+    int32_t *pages = malloc((size_t)n_pages * 4);
+    for (int64_t i = 0; i < n_pages; i++) pages[i] = (int32_t)(n_pages - 1 - i); // reversed: never in order
+    for (int64_t i = n_pages - 1; i > 0; i--) {
+        int64_t r = rand_r(seed) % (i + 1);
+        int32_t t = pages[i];
+        pages[i] = pages[r], pages[r] = t;
+    }
+    for (int g = 0; g < nkv; g++)
+        for (int64_t j = 0; j < ref->n_kv; j++) {
+            int64_t sl = j < ref->kv_sinks ? j : j + gap;
+            size_t at = (size_t)pages[sl / page_len] * page + (size_t)((g * page_len + sl % page_len) * hd) * 2;
+            for (int i = 0; i < hd; i++) {
+                uint16_t kb = ls_f32_to_bf16(ref->k[(g * stride + j) * hd + i]), vb = ls_f32_to_bf16(ref->v[(g * stride + j) * hd + i]);
+                memcpy(hk + at + 2 * i, &kb, 2), memcpy(hv + at + 2 * i, &vb, 2);
+            }
+        }
+    void *dq, *dqs, *dk, *dv;
+    gout o, l;
+    float *got = malloc(nq * 4), *lg = malloc((size_t)(ref->n_q * ref->n_head) * 4);
+    if (to_dev(ref->q, nq * 4, &dq) || to_dev(ref->q_sink ? ref->q_sink : ref->q, nq * 4, &dqs) ||
+        to_dev(hk, (size_t)n_pages * page, &dk) || to_dev(hv, (size_t)n_pages * page, &dv) || gout_init(&o, nq, NULL) ||
+        gout_init(&l, (size_t)(ref->n_q * ref->n_head), NULL))
+        return -1;
+    ls_attn_args d = *ref;
+    d.q = dq, d.q_sink = ref->q_sink ? dqs : NULL, d.k = dk, d.v = dv, d.out = o.dev, d.lse = l.dev, d.kv_type = LS_BF16;
+    d.kv_pages = pages, d.kv_page_len = page_len, d.kv_page_bytes = page, d.kv_gap = gap, d.kv_stride = 0;
+    int dam1, dam2;
+    if (ls_op_attention(g_be, &d) || gout_read(&o, got, &dam1) || gout_read(&l, lg, &dam2)) return -1;
+    int bad = dam1 + dam2 + compare("attention paged out", got, want, (int64_t)nq, 0, 0, tol) +
+              compare("attention paged lse", lg, lw, ref->n_q * ref->n_head, ATTN_LSE_TOL, 0, NULL);
+    ls_cuda_free(dq), ls_cuda_free(dqs), ls_cuda_free(dk), ls_cuda_free(dv);
+    free(hk), free(hv), free(pages), free(got), free(lg);
     return bad;
 }
 
@@ -453,6 +499,11 @@ static ls_status attention_case(unsigned *seed, ls_attn_kind kind, int hd, int r
                 (long long)rule.window, bad);
     *wrong += bad;
     LS_CHECK(ls_cuda_free(dq)); LS_CHECK(ls_cuda_free(dqs)); LS_CHECK(ls_cuda_free(dk)); LS_CHECK(ls_cuda_free(dv));
+    int64_t page_len = rand_r(seed) % 2 ? 64 : 1 + rand_r(seed) % 100; // the cache's pages, and odd ones
+    int badp = attention_paged(&a, stride, page_len, stream ? rand_r(seed) % 70 : 0, seed, want, lw, tol);
+    if (badp < 0) return LS_ERR(LS_ERR_DEVICE, "attention (paged bf16) failed: %s", ls_err_msg());
+    if (badp) fprintf(stderr, "  attention paged bf16 %s hd=%d page %lld: %d wrong\n", ls_attn_kind_name(kind), hd, (long long)page_len, badp);
+    *wrong += badp;
     int bad16 = attention_bf16(&a, nq, nk, q, qs, k, v);
     if (bad16 < 0) return LS_ERR(LS_ERR_DEVICE, "attention (bf16 entry point) failed");
     if (bad16) fprintf(stderr, "  attention bf16 %s hd=%d: %d wrong\n", ls_attn_kind_name(kind), hd, bad16);
