@@ -4,8 +4,9 @@
 // "tg N @ dD"). Prompts are KJV text tokens. Prints a table, or JSON for
 // bench/compare-llamacpp. A benchmark: it never fails on a time.
 //   bench_engine [--model F] [--threads N] [--reps R] [--prefill 512,2048,8192]
-//                [--decode 128] [--depth 512] [--act f32|llamacpp] [--json]
+//                [--decode 128] [--depth 512] [--act f32|llamacpp] [--kv-type f32|bf16|q8_0] [--json]
 #include "ls_engine.h"
+#include "ls_kv.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -20,6 +21,7 @@ typedef struct bench_opts {
     int64_t decode, depth;
     bool json;
     ls_act_precision act;
+    const char *kv_type; // NULL: the backend's default
 } bench_opts;
 
 static ls_status noop_logits(void *ctx, int64_t i, const float *l) {
@@ -97,6 +99,8 @@ static ls_status run(const bench_opts *o) {
     ls_engine_opts eo = ls_engine_opts_default();
     eo.n_threads = o->threads;
     eo.act = o->act;
+    if (o->kv_type && !(eo.kv_type_set = ls_kv_type_parse(o->kv_type, &eo.kv_type)))
+        return LS_ERR(LS_ERR_INVALID, "--kv-type \"%s\" is not f32, bf16 or q8_0", o->kv_type);
     ls_engine_t *e;
     LS_CHECK(ls_engine_load(o->model, &eo, &e));
     int64_t need = o->depth + o->decode;
@@ -105,8 +109,9 @@ static ls_status run(const bench_opts *o) {
     ls_status rc = kjv_tokens(e, need, &ids);
     bool first = true;
     if (!o->json && rc == LS_OK)
-        printf("engine benchmark: %s, %d threads, median of %d\n\n| %-16s | %8s | %10s | %10s |\n|---|---|---|---|\n",
-               o->model, ls_backend_threads(ls_engine_backend(e)), o->reps, "test", "tokens", "ms", "tok/s");
+        printf("engine benchmark: %s, %d threads, KV cache %s, median of %d\n\n| %-16s | %8s | %10s | %10s |\n|---|---|---|---|\n",
+               o->model, ls_backend_threads(ls_engine_backend(e)), ls_kv_type_name(ls_engine_kv_type(e)), o->reps, "test",
+               "tokens", "ms", "tok/s");
     for (int i = 0; i < o->n_prefill && rc == LS_OK; i++) {
         double ms;
         char name[32];
@@ -138,6 +143,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--decode")) o.decode = atoll(v), i++;
         else if (!strcmp(a, "--depth")) o.depth = atoll(v), i++;
         else if (!strcmp(a, "--act")) o.act = strcmp(v, "llamacpp") ? LS_ACT_F32 : LS_ACT_LLAMACPP, i++;
+        else if (!strcmp(a, "--kv-type")) o.kv_type = v, i++;
         else if (!strcmp(a, "--json")) o.json = true;
         else if (!strcmp(a, "--prefill")) {
             o.n_prefill = 0;
@@ -148,7 +154,7 @@ int main(int argc, char **argv) {
             }
         } else {
             fprintf(stderr, "usage: bench_engine [--model F] [--threads N] [--reps R] [--prefill 512,2048,8192]\n"
-                            "                    [--decode 128] [--depth 512] [--act f32|llamacpp] [--json]\n");
+                            "                    [--decode 128] [--depth 512] [--act f32|llamacpp] [--kv-type T] [--json]\n");
             return 2;
         }
     }

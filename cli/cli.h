@@ -131,6 +131,9 @@ void cli_context_warn(const char *cmd, ls_engine_t *e, const ls_attn_rule *rule,
                       const char *extra);
 
 cli_engine_args cli_engine_args_default(void);
+// serve and summarize: a usage error (2) for --kv-type bf16|q8_0, which sharded sequences (every
+// job of the service) do not take yet; 0 otherwise.
+int cli_kv_type_one_process(const char *cmd, const cli_engine_args *a);
 // Handles one getopt result c >= CLI_ENGINE_OPT; returns 0, or prints why and returns 2.
 int cli_engine_option(const char *cmd, int c, const char *arg, cli_engine_args *a);
 // Appends "--NAME" (and arg, when given) of option c to args[*n..] (allocated: ls_free each),
