@@ -191,6 +191,20 @@ ls_status ls_kv_store(ls_kv_seq_t *s, int64_t il, const float *k, const float *v
     return LS_OK;
 }
 
+ls_status ls_kv_load(const ls_kv_seq_t *s, int64_t il, int g, int64_t slot0, int64_t n, float *k, float *v) {
+    const ls_kv_t *kv = s->kv;
+    LS_CHECK(check_slots(s, slot0, n));
+    size_t hd = (size_t)kv->shape.head_dim;
+    for (int64_t t0 = 0; t0 < n;) { // one run of rows per page
+        int64_t sl = slot0 + t0, rows = LS_KV_PAGE - sl % LS_KV_PAGE;
+        if (rows > n - t0) rows = n - t0;
+        LS_CHECK(ls_op_convert(kv->be, LS_F32, k + (size_t)t0 * hd, hd, kv->shape.type, row_at(s, il, 0, g, sl), hd, hd, (size_t)rows));
+        LS_CHECK(ls_op_convert(kv->be, LS_F32, v + (size_t)t0 * hd, hd, kv->shape.type, row_at(s, il, 1, g, sl), hd, hd, (size_t)rows));
+        t0 += rows;
+    }
+    return LS_OK;
+}
+
 // Rotates n rows of keys at p (one head, within a page) by pos; other types through f32.
 static ls_status rotate_rows(ls_kv_t *kv, void *p, int64_t n, const int64_t *pos, const ls_rope_freqs *f) {
     int hd = kv->shape.head_dim;

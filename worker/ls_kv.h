@@ -56,6 +56,9 @@ ls_status ls_kv_seq_drop(ls_kv_seq_t *s, int64_t first, int64_t n);
 // Stores m tokens' keys and values k, v [m][n_kv_head][head_dim] (f32, backend memory) of
 // layer il at slots [slot0, slot0 + m), converting to the pool's type.
 ls_status ls_kv_store(ls_kv_seq_t *s, int64_t il, const float *k, const float *v, int64_t slot0, int64_t m);
+// Reads back rows [slot0, slot0 + n) of KV head g of layer il as f32 k, v [n][head_dim]
+// (backend memory), widening bf16 and q8_0: e.g. to send them to another rank.
+ls_status ls_kv_load(const ls_kv_seq_t *s, int64_t il, int g, int64_t slot0, int64_t n, float *k, float *v);
 // Re-rotates the keys at slots [slot0, slot0 + n) of every layer and KV head by RoPE at
 // positions pos[0..n) (e.g. -shift: a pure rotation), through f32 for bf16 and q8_0.
 ls_status ls_kv_rotate(ls_kv_seq_t *s, int64_t slot0, int64_t n, const int64_t *pos, const ls_rope_freqs *f);

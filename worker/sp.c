@@ -1,8 +1,9 @@
 // sp.c — one sequence sharded over the ranks of a worker group (see ls_sp.h for the scheme).
-// Each rank keeps, per layer, a cache [n_kv_head][cap][hd] whose slots hold: its own positions
-// (slots [0, m), in the order of its owned ranges), the decode positions it stores (from slot
-// m), and keys borrowed from other ranks for the current layer (after those). Attention is a
-// series of kernel calls, one per contiguous key segment, merged by log-sum-exp.
+// Each rank keeps its keys and values in the engine's paged KV cache (ls_kv, of the engine's
+// element type), at slots: its own positions (slots [0, m), in the order of its owned ranges),
+// then the decode positions it stores (from slot m); keys borrowed from other ranks for the
+// current layer sit in an f32 buffer of their own. Attention is a series of kernel calls, one
+// per contiguous key segment, merged by log-sum-exp.
 // Everything a rank computes on lives in its backend's memory (host for CPU ranks, the GPU for
 // CUDA ranks). The exchange is the MPI group, or NCCL when every rank has a GPU; GPU ranks
 // exchanging over MPI copy through host mirrors of the exchange buffers ("staging").
@@ -36,7 +37,9 @@ struct ls_sp {
     int n_own;
     int32_t *ids;                     // [m] own token ids
     int64_t *pos, *pos_sink;          // [rows] RoPE positions of the rows
-    float *k, *v;                     // [n_layer][n_kv][cap][hd]
+    ls_kv_seq_t *kv;                  // own and decode keys and values: slots [0, cap)
+    float *bk, *bv;                   // [n_kv][n_borrow][hd] keys and values borrowed for this layer
+    int64_t n_borrow;
     seg *local;                       // keys this rank owns: own ranges, then decode blocks
     int n_local, max_local;
     ls_need needs[LS_PLAN_MAX_NEEDS]; // what this rank borrows, and where it goes
@@ -57,8 +60,6 @@ struct ls_sp {
 };
 
 static int64_t nq_of(const ls_sp_t *s) { return (int64_t)s->n_head * s->hd; }
-static float *layer_k(const ls_sp_t *s, int64_t il) { return s->k + (size_t)il * (size_t)(s->n_kv * s->cap * s->hd); }
-static float *layer_v(const ls_sp_t *s, int64_t il) { return s->v + (size_t)il * (size_t)(s->n_kv * s->cap * s->hd); }
 
 // --- setup ----------------------------------------------------------------------------------
 
@@ -166,10 +167,6 @@ static ls_status init(ls_sp_t *s, const ls_sp_opts *o) {
     s->n_head = (int)c->n_head, s->n_kv = (int)c->n_head_kv, s->hd = (int)c->head_dim;
     s->n = o->n, s->max_new = o->max_new;
     if (c->n_layer >= LS_TAG_LOGITS) return LS_ERR(LS_ERR_UNSUPPORTED, "%lld layers is more than sharding supports", (long long)c->n_layer);
-    if (s->e->kv_type_asked && ls_engine_kv_type(s->e) != LS_F32)
-        return LS_ERR(LS_ERR_UNSUPPORTED, "--kv-type %s: a sequence sharded over a worker group keeps its own f32 cache "
-                                          "(bf16 and q8_0 caches are for one-process runs for now)",
-                      ls_kv_type_name(ls_engine_kv_type(s->e)));
     if (s->n < 1 || s->max_new < 0 || s->n + s->max_new > (1 << 24))
         return LS_ERR(LS_ERR_RANGE, "a sharded sequence of %lld + %lld tokens is outside 1..2^24", (long long)s->n,
                       (long long)s->max_new);
@@ -184,22 +181,30 @@ static ls_status init(ls_sp_t *s, const ls_sp_opts *o) {
     int64_t fair = (s->n + s->max_new + s->P - 1) / s->P;
     s->decode_room = fair - s->m + DECODE_BLOCK;
     s->decode_room = s->decode_room < 0 ? 0 : s->decode_room > s->max_new ? s->max_new : s->decode_room;
-    s->cap = s->m + s->decode_room + borrow;
-    for (int i = 0, slot = (int)(s->m + s->decode_room); i < s->n_needs; i++) {
+    s->cap = s->m + s->decode_room;
+    s->n_borrow = borrow;
+    for (int i = 0, slot = 0; i < s->n_needs; i++) {
         s->borrowed[i] = (seg){s->needs[i].pos.lo, s->needs[i].pos.hi - s->needs[i].pos.lo, slot};
         slot += (int)s->borrowed[i].n;
     }
-    size_t kv = (size_t)c->n_layer * (size_t)s->n_kv * (size_t)(s->cap > 0 ? s->cap : 1) * (size_t)s->hd;
+    double kv_gb = (double)ls_kv_bytes_per_token(ls_kv_shape_of(s->e->kv)) * (double)s->cap / 1e9;
+    LS_CHECK(ls_kv_seq_init(s->e->kv, &s->kv));
+    ls_status rc = ls_kv_seq_reserve(s->kv, s->cap);
+    if (rc != LS_OK) {
+        ls_err_clear(); // say which rank, and for what
+        return LS_ERR(LS_ERR_NOMEM, "rank %d: cannot allocate a KV cache of %.2f GB for its share of %lld tokens on the %s backend",
+                      s->rank, kv_gb, (long long)(s->n + s->max_new), ls_backend_name(s->be));
+    }
+    size_t bw = (size_t)s->n_kv * (size_t)borrow * (size_t)s->hd;
     allocs a = {.be = s->be};
-    s->k = big(&a, kv, sizeof(float));
-    s->v = big(&a, kv, sizeof(float));
+    s->bk = big(&a, bw, sizeof(float));
+    s->bv = big(&a, bw, sizeof(float));
     alloc_rows(s, &a);
     alloc_exchange(s, &a);
     if (a.failed) {
         ls_err_clear(); // the allocator's own message says less than this one
-        return LS_ERR(LS_ERR_NOMEM, "rank %d: cannot allocate %.2f GB (%s backend) for its share of %lld tokens (KV cache %.2f GB)",
-                      s->rank, (double)a.bytes / 1e9, ls_backend_name(s->be), (long long)(s->n + s->max_new),
-                      2.0 * (double)kv * sizeof(float) / 1e9);
+        return LS_ERR(LS_ERR_NOMEM, "rank %d: cannot allocate %.2f GB (%s backend) for its share of %lld tokens (and a KV cache of %.2f GB)",
+                      s->rank, (double)a.bytes / 1e9, ls_backend_name(s->be), (long long)(s->n + s->max_new), kv_gb);
     }
     s->max_local = s->n_own + (int)(s->decode_room / DECODE_BLOCK) + 2;
     s->local = ls_calloc((size_t)s->max_local, sizeof *s->local);
@@ -264,7 +269,8 @@ ls_status ls_sp_init(ls_engine_t *e, ls_comm_t *c, const ls_sp_opts *o, ls_sp_t 
 void ls_sp_free(ls_sp_t *s) {
     if (!s) return;
     ls_plan_free(s->plan);
-    float *dev[] = {s->k, s->v, s->x, s->q, s->q_sink, s->att, s->o_tmp, s->lse, s->lse_tmp, s->h, s->kk, s->vv,
+    ls_kv_seq_free(s->kv);
+    float *dev[] = {s->bk, s->bv, s->x, s->q, s->q_sink, s->att, s->o_tmp, s->lse, s->lse_tmp, s->h, s->kk, s->vv,
                     s->gate, s->up, s->logits, s->send, s->recv[0], s->recv[1], s->part, s->gather};
     for (size_t i = 0; i < sizeof dev / sizeof *dev; i++) ls_backend_release(s->be, dev[i]);
     free(s->send_h), free(s->recv_h[0]), free(s->recv_h[1]), free(s->part_h), free(s->gather_h), free(s->logits_h);
@@ -277,9 +283,10 @@ const ls_plan_t *ls_sp_plan(const ls_sp_t *s) { return s->plan; }
 
 // --- attention pieces -------------------------------------------------------------------------
 
-// Query rows [r0, r0 + nr) (positions from q_pos0) against nk keys at positions from kv_pos0
-// (k, v: [n_kv][stride][hd]); the result is merged into att and lse.
-static ls_status attend(ls_sp_t *s, int64_t r0, int64_t nr, int64_t q_pos0, const float *k, const float *v,
+// Query rows [r0, r0 + nr) (positions from q_pos0) against nk keys of layer il at positions from kv_pos0:
+// in k, v ([n_kv][stride][hd] f32), or, when k is NULL, in this rank's cache from slot
+// `stride` on. The result is merged into att and lse.
+static ls_status attend(ls_sp_t *s, int64_t il, int64_t r0, int64_t nr, int64_t q_pos0, const float *k, const float *v,
                         int64_t stride, int64_t kv_pos0, int64_t nk) {
     if (nr <= 0 || nk <= 0) return LS_OK;
     int64_t nq = nq_of(s);
@@ -287,8 +294,18 @@ static ls_status attend(ls_sp_t *s, int64_t r0, int64_t nr, int64_t q_pos0, cons
                       .k = k, .v = v, .out = s->o_tmp + r0 * nq, .lse = s->lse_tmp + r0 * s->n_head, .n_q = nr,
                       .q_pos0 = q_pos0, .n_kv = nk, .kv_pos0 = kv_pos0, .kv_stride = stride, .n_head = s->n_head,
                       .n_kv_head = s->n_kv, .head_dim = s->hd, .scale = 1.0f / sqrtf((float)s->hd), .rule = s->rule};
-    LS_CHECK(ls_op_attention(s->be, &a));
+    if (k) {
+        LS_CHECK(ls_op_attention(s->be, &a));
+    } else { // own keys: key j at slot stride + j
+        a.kv_gap = stride, a.kv_stride = 0;
+        LS_CHECK(ls_kv_attend(s->kv, il, &a));
+    }
     return ls_op_attn_merge(s->be, s->att + r0 * nq, s->lse + r0 * s->n_head, a.out, a.lse, nr * s->n_head, s->hd);
+}
+
+// Own keys of layer il: nk of them at positions from kv_pos0, in the cache from slot0.
+static ls_status attend_own(ls_sp_t *s, int64_t il, int64_t r0, int64_t nr, int64_t q_pos0, int64_t slot0, int64_t kv_pos0, int64_t nk) {
+    return attend(s, il, r0, nr, q_pos0, NULL, NULL, slot0, kv_pos0, nk);
 }
 
 static ls_status clear_rows(ls_sp_t *s, int64_t rows) {
@@ -306,17 +323,17 @@ static int64_t own_slot(const ls_sp_t *s, int64_t p) {
     return -1;
 }
 
-// Copies n cache rows of KV head g from slot0 on out of (pack) or into (!pack) buf (backend
-// memory): [K rows][V rows]. Returns the floats moved.
+// Copies n rows of KV head g out of the cache from slot0 (pack: widened to f32) or into the
+// borrowed buffer from its slot0 (!pack), to or from buf (backend memory): [K rows][V rows].
+// Returns the floats moved.
 static ls_status copy_rows(ls_sp_t *s, int64_t il, int g, int64_t slot0, int64_t n, float *buf, bool pack, size_t *moved) {
     size_t row = (size_t)s->hd, bytes = (size_t)n * row * sizeof(float);
-    float *kc = layer_k(s, il) + ((size_t)g * (size_t)s->cap + (size_t)slot0) * row;
-    float *vc = layer_v(s, il) + ((size_t)g * (size_t)s->cap + (size_t)slot0) * row;
     float *kb = buf, *vb = buf + (size_t)n * row;
-    LS_CHECK(ls_backend_copy(s->be, pack ? kb : kc, 0, pack ? kc : kb, 0, bytes, 1));
-    LS_CHECK(ls_backend_copy(s->be, pack ? vb : vc, 0, pack ? vc : vb, 0, bytes, 1));
     *moved = 2 * (size_t)n * row;
-    return LS_OK;
+    if (pack) return ls_kv_load(s->kv, il, g, slot0, n, kb, vb);
+    size_t at = ((size_t)g * (size_t)s->n_borrow + (size_t)slot0) * row;
+    LS_CHECK(ls_backend_copy(s->be, s->bk + at, 0, kb, 0, bytes, 1));
+    return ls_backend_copy(s->be, s->bv + at, 0, vb, 0, bytes, 1);
 }
 
 // Non-ring rules: send what other ranks need from this rank, receive what it needs, put the
@@ -368,12 +385,12 @@ static ls_status exchange(ls_sp_t *s, int64_t il) {
 static ls_status attention_local(ls_sp_t *s, int64_t il) {
     LS_CHECK(exchange(s, il));
     LS_CHECK(clear_rows(s, s->m));
-    float *k = layer_k(s, il), *v = layer_v(s, il);
     size_t hd = (size_t)s->hd;
-    LS_CHECK(attend(s, 0, s->m, s->own[0].lo, k, v, s->cap, s->own[0].lo, s->m)); // one contiguous shard
+    LS_CHECK(attend_own(s, il, 0, s->m, s->own[0].lo, 0, s->own[0].lo, s->m)); // one contiguous shard
     for (int i = 0; i < s->n_needs; i++) {
         const seg *b = &s->borrowed[i];
-        LS_CHECK(attend(s, 0, s->m, s->own[0].lo, k + (size_t)b->slot * hd, v + (size_t)b->slot * hd, s->cap, b->pos, b->n));
+        LS_CHECK(attend(s, il, 0, s->m, s->own[0].lo, s->bk + (size_t)b->slot * hd, s->bv + (size_t)b->slot * hd, s->n_borrow,
+                        b->pos, b->n));
     }
     return LS_OK;
 }
@@ -383,11 +400,9 @@ static ls_status attention_local(ls_sp_t *s, int64_t il) {
 static ls_status attention_ring(ls_sp_t *s, int64_t il) {
     size_t hd = (size_t)s->hd, bytes = (size_t)s->m * hd * sizeof(float);
     float *cur = s->recv[0], *next = s->recv[1], *cur_x = xv(s, s->recv[0], s->recv_h[0]), *next_x = xv(s, s->recv[1], s->recv_h[1]);
-    for (int g = 0; g < s->n_kv; g++) { // this rank's block: [K: kv][m][hd], then [V: kv][m][hd]
-        LS_CHECK(ls_backend_copy(s->be, cur + (size_t)g * (size_t)s->m * hd, 0, layer_k(s, il) + (size_t)g * (size_t)s->cap * hd, 0, bytes, 1));
-        LS_CHECK(ls_backend_copy(s->be, cur + ((size_t)s->n_kv + (size_t)g) * (size_t)s->m * hd, 0,
-                                 layer_v(s, il) + (size_t)g * (size_t)s->cap * hd, 0, bytes, 1));
-    }
+    for (int g = 0; g < s->n_kv; g++) // this rank's block, widened to f32: [K: kv][m][hd], then [V: kv][m][hd]
+        LS_CHECK(ls_kv_load(s->kv, il, g, 0, s->m, cur + (size_t)g * (size_t)s->m * hd,
+                            cur + ((size_t)s->n_kv + (size_t)g) * (size_t)s->m * hd));
     if (s->stage) LS_CHECK(ls_backend_download(s->be, cur_x, cur, 2 * (size_t)s->n_kv * bytes));
     LS_CHECK(clear_rows(s, s->m));
     int holder = s->rank;
@@ -407,7 +422,7 @@ static ls_status attention_ring(ls_sp_t *s, int64_t il) {
             for (int d = 0, off = 0; d < nh; d++) {
                 int64_t hl = hr[d].hi - hr[d].lo;
                 if (hl > 0 && hr[d].lo < s->own[c].hi) // not entirely in this chunk's future
-                    LS_CHECK(attend(s, row, len, s->own[c].lo, cur + (size_t)off * hd, cur + ((size_t)s->n_kv * (size_t)mh + (size_t)off) * hd,
+                    LS_CHECK(attend(s, il, row, len, s->own[c].lo, cur + (size_t)off * hd, cur + ((size_t)s->n_kv * (size_t)mh + (size_t)off) * hd,
                                     mh, hr[d].lo, hl));
                 off += (int)hl;
             }
@@ -428,13 +443,7 @@ static ls_status attention_ring(ls_sp_t *s, int64_t il) {
 
 // The micro-batch's keys and values [n][n_kv][hd] into cache slots slot0.. of each KV head.
 static ls_status store_rows(ls_sp_t *s, int64_t il, int64_t slot0, int64_t n) {
-    size_t hd = (size_t)s->hd, row = hd * sizeof(float), pitch = (size_t)s->n_kv * row;
-    for (int g = 0; g < s->n_kv; g++) {
-        size_t dst = ((size_t)g * (size_t)s->cap + (size_t)slot0) * hd;
-        LS_CHECK(ls_backend_copy(s->be, layer_k(s, il) + dst, row, s->kk + (size_t)g * hd, pitch, row, (size_t)n));
-        LS_CHECK(ls_backend_copy(s->be, layer_v(s, il) + dst, row, s->vv + (size_t)g * hd, pitch, row, (size_t)n));
-    }
-    return LS_OK;
+    return ls_kv_store(s->kv, il, s->kk, s->vv, slot0, n);
 }
 
 static ls_rows rows_at(ls_sp_t *s, int64_t r0, int64_t n) {
@@ -557,12 +566,11 @@ static int decode_owner(ls_sp_t *s, int64_t p) {
 
 // Attention of the single decode row over this rank's keys, merged across ranks.
 static ls_status attention_decode(ls_sp_t *s, int64_t il, int64_t p) {
-    size_t hd = (size_t)s->hd, nq = (size_t)nq_of(s), part = nq + (size_t)s->n_head, f = sizeof(float);
+    size_t nq = (size_t)nq_of(s), part = nq + (size_t)s->n_head, f = sizeof(float);
     LS_CHECK(clear_rows(s, 1));
     for (int i = 0; i < s->n_local; i++) {
         const seg *g = &s->local[i];
-        LS_CHECK(attend(s, 0, 1, p, layer_k(s, il) + (size_t)g->slot * hd, layer_v(s, il) + (size_t)g->slot * hd, s->cap,
-                        g->pos, g->n));
+        LS_CHECK(attend_own(s, il, 0, 1, p, g->slot, g->pos, g->n));
     }
     float *mine = s->part, *all = s->gather;
     LS_CHECK(ls_backend_copy(s->be, mine, 0, s->att, 0, nq * f, 1));
