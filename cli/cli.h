@@ -102,7 +102,8 @@ typedef struct cli_engine_args {
     "  --device auto|cpu|cuda   where the model runs (default auto: CUDA when a GPU is\n"   \
     "                       visible and the build has it; a group's ranks: one GPU each)\n"   \
     "  --kv-type f32|bf16|q8_0   KV cache elements (default f32 on the CPU, bf16 on a GPU;\n" \
-    "                       q8_0: blocks of 32 as llama.cpp's -ctk/-ctv q8_0, CPU only)\n"
+    "                       q8_0: blocks of 32 as llama.cpp's -ctk/-ctv q8_0, CPU only;\n" \
+    "                       a worker group's ranks each keep their share so)\n"
 
 // --- attention-rule options (generate, perplexity) -------------------------------------------
 typedef ls_rule_ask cli_attn_args; // the job settings' (ls_settings.h): -1 / <= 0 not given
@@ -131,9 +132,6 @@ void cli_context_warn(const char *cmd, ls_engine_t *e, const ls_attn_rule *rule,
                       const char *extra);
 
 cli_engine_args cli_engine_args_default(void);
-// serve and summarize: a usage error (2) for --kv-type bf16|q8_0, which sharded sequences (every
-// job of the service) do not take yet; 0 otherwise.
-int cli_kv_type_one_process(const char *cmd, const cli_engine_args *a);
 // Handles one getopt result c >= CLI_ENGINE_OPT; returns 0, or prints why and returns 2.
 int cli_engine_option(const char *cmd, int c, const char *arg, cli_engine_args *a);
 // Appends "--NAME" (and arg, when given) of option c to args[*n..] (allocated: ls_free each),

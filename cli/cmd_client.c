@@ -893,7 +893,6 @@ int cmd_summarize(int argc, char **argv) {
         else status = cli_usage_error("summarize", "unknown option");
     }
     if (status == 0 && optind >= argc) status = cli_usage_error("summarize", "give at least one FILE");
-    if (status == 0) status = cli_kv_type_one_process("summarize", &eng);
     for (int i = optind; status == 0 && i < argc; i++)
         if (access(argv[i], R_OK) != 0) {
             fprintf(stderr, "longseq summarize: cannot read %s\n", argv[i]);

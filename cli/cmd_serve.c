@@ -118,7 +118,6 @@ int cmd_serve(int argc, char **argv) {
         }
     }
     if (status == 0 && optind < argc) status = cli_usage_error("serve", "unexpected argument \"%s\"", argv[optind]);
-    if (status == 0) status = cli_kv_type_one_process("serve", &eng);
     if (status == 0 && o.external_workers && !worker_token_file)
         status = cli_usage_error("serve", "--workers external needs --worker-token-file F (the workers' own credential)");
     char *token = NULL, *worker_token = NULL;

@@ -40,22 +40,16 @@ static int group_args(const char *task, int argc, char **argv, const char **args
 }
 
 int cli_maybe_launch(const char *task, int argc, char **argv) {
-    const char *np = NULL, *launcher = "mpirun", *kv = "f32";
+    const char *np = NULL, *launcher = "mpirun";
     for (int i = 1; i < argc; i++) { // as getopt_long reads them: --np N or --np=N
         if (!strcmp(argv[i], "--np") && i + 1 < argc) np = argv[i + 1];
         if (!strcmp(argv[i], "--launcher") && i + 1 < argc) launcher = argv[i + 1];
-        if (!strcmp(argv[i], "--kv-type") && i + 1 < argc) kv = argv[i + 1];
         if (!strncmp(argv[i], "--np=", 5)) np = argv[i] + 5;
         if (!strncmp(argv[i], "--launcher=", 11)) launcher = argv[i] + 11;
-        if (!strncmp(argv[i], "--kv-type=", 10)) kv = argv[i] + 10;
     }
     if (!np || g_comm) return -1;
     int64_t n;
     if (!cli_parse_int(task, "--np", np, 1, 4096, &n)) return 2;
-    if (strcmp(kv, "f32")) // refused here rather than by every rank (docs/architecture.md: the sharded cache)
-        return cli_usage_error(task, "--kv-type %s runs in one process, not a worker group (a sharded sequence keeps an "
-                                     "f32 cache): drop --np",
-                               kv);
     if (!launcher[strspn(launcher, " \t")]) return cli_usage_error(task, "--launcher is empty");
     const char **args = ls_calloc((size_t)argc + 3, sizeof *args);
     ls_launch_opts lo = {.launcher = launcher, .np = (int)n, .args = args, .n_args = group_args(task, argc, argv, args)};

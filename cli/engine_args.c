@@ -104,13 +104,6 @@ int cli_engine_option(const char *cmd, int c, const char *arg, cli_engine_args *
     }
 }
 
-int cli_kv_type_one_process(const char *cmd, const cli_engine_args *a) {
-    if (!a->opts.kv_type_set || a->opts.kv_type == LS_F32) return 0;
-    return cli_usage_error(cmd, "--kv-type %s: the service's worker groups run every job as a sharded sequence, which "
-                                "keeps an f32 cache (bf16 and q8_0 are for one-process generate and perplexity for now)",
-                           ls_kv_type_name(a->opts.kv_type));
-}
-
 void cli_engine_option_keep(const struct option *opts, int c, const char *arg, char **args, int *n) {
     const struct option *opt = opts;
     while (opt->name && opt->val != c) opt++;

@@ -79,10 +79,7 @@ expect 2 "--ctx N is required (or --stream)" -- perplexity --np 2 --launcher /no
 expect 2 "give exactly one of --prompt and --prompt-file" -- generate --np 2 --launcher /nonexistent/mpirun
 expect 2 "unknown option" -- generate --np 2 --launcher /nonexistent/mpirun --prompt x --bogus
 expect 2 '--kv-type "q4_0" is not f32, bf16 or q8_0' -- generate --prompt x --kv-type q4_0
-expect 2 "--kv-type q8_0 runs in one process, not a worker group" -- generate --np 2 --launcher /nonexistent/mpirun --prompt x --kv-type q8_0
-expect 2 "--kv-type q8_0: the service's worker groups run every job as a sharded sequence" -- serve --kv-type q8_0
-expect 2 "--kv-type bf16: the service's worker groups run every job as a sharded sequence" -- summarize --kv-type bf16 "$work/text.txt"
-expect 2 "--kv-type bf16 runs in one process, not a worker group" -- perplexity --np 2 --launcher /nonexistent/mpirun --ctx 64 --kv-type=bf16 "$kjv"
+expect 2 '--kv-type "f16" is not f32, bf16 or q8_0' -- serve --kv-type f16
 # the worker command's own help (it is what mpirun/srun run; its usage errors point at it)
 expect 0 "usage: longseq worker --task generate|perplexity|logits" -- worker --help
 expect 0 "usage: longseq worker --task generate|perplexity|logits" -- worker -h
