@@ -153,6 +153,7 @@ ls_status ls_kv_seq_drop(ls_kv_seq_t *s, int64_t first, int64_t n) {
     if (first < 0 || n < 0 || first + n > s->n)
         return LS_ERR(LS_ERR_INVALID, "KV cache: pages %lld..%lld of a sequence holding %lld", (long long)first,
                       (long long)(first + n - 1), (long long)s->n);
+    if (n == 0) return LS_OK; // (pages may still be NULL)
     for (int64_t i = 0; i < n; i++) s->kv->free_ids[s->kv->n_free++] = s->pages[first + i];
     memmove(s->pages + first, s->pages + first + n, (size_t)(s->n - first - n) * sizeof *s->pages);
     s->n -= n, s->kv->used -= n;
