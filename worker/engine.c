@@ -132,7 +132,6 @@ static ls_status start_kv(ls_engine_t *e, const ls_engine_opts *o) {
             return LS_ERR(LS_ERR_INVALID, "a KV cache budget of %lld bytes holds no page (%llu bytes: %d tokens of %s)",
                           (long long)o->kv_mem, (unsigned long long)page, LS_KV_PAGE, ls_dtype_name(shape.type));
     }
-    e->kv_type_asked = o->kv_type_set;
     return ls_kv_init(e->be, &shape, max_pages, &e->kv);
 }
 

@@ -39,7 +39,6 @@ struct ls_engine {
     int64_t ubatch;
     activations act;
     ls_kv_t *kv;                  // the KV cache pool every sequence draws its pages from
-    bool kv_type_asked;           // its type came from the options, not the backend's default
     ls_buf notes;
 };
 
