@@ -233,7 +233,13 @@ static const float *kv_rows(const ls_attn_args *a, const void *base, int g, int6
                                       ((size_t)g * (size_t)a->kv_page_len + (size_t)(s % a->kv_page_len)) * row
                                 : (const char *)base + ((size_t)g * (size_t)a->kv_stride + (size_t)s) * row;
     if (a->kv_type == LS_F32) return (const float *)p;
-    ls_dequant_row(a->kv_type, p, buf, n * hd); // whole blocks: hd is a multiple of the block
+    if (a->kv_type == LS_BF16) { // bf16 -> f32 is a shift (a loop the compiler vectorizes)
+        const uint16_t *h = (const uint16_t *)p;
+        uint32_t *o = (uint32_t *)buf;
+        for (int64_t i = 0; i < n * hd; i++) o[i] = (uint32_t)h[i] << 16;
+        return buf;
+    }
+    ls_dequant_row(a->kv_type, p, buf, n * hd); // q8_0: whole blocks, hd is a multiple of 32
     return buf;
 }
 
