@@ -4,7 +4,7 @@
 // RoPE, the cache and attention run per sequence (its rows are contiguous) with its own
 // frequencies, positions and rule. Logits of the rows asked for are gathered to the front of
 // the residual stream and computed LOGIT_ROWS at a time, whatever items they belong to.
-// Docs: docs/architecture.md ("Many sequences at once"). Tests: tests/oracle/test_forward.py
+// Docs: docs/architecture.md ("Engine"). Tests: tests/oracle/test_forward.py
 // (batch case, against the float64 reference), tests/unit/test_sched.c.
 #include "engine_impl.h"
 
