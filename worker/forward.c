@@ -4,6 +4,8 @@
 //              positions; append k,v to the cache; x += attention(q, cache)·Wo
 //              h = rms(x)·ffn_norm; x += (silu(h·Wgate) * (h·Wup))·Wdown
 //   logits = rms(x)·output_norm · Woutᵀ, for the rows asked for, LOGIT_ROWS at a time.
+// The steps (projections, per-sequence RoPE, store-and-attend, output and FFN) are exported
+// through engine_impl.h, so worker/batch.c runs them over a micro-batch of many sequences.
 // Docs: docs/formats.md §3.3. Tests: tests/oracle/test_forward.py.
 #include "engine_impl.h"
 
