@@ -1,8 +1,11 @@
 // cmd_generate.c — `longseq generate`: a prompt (text, file, or a chat turn in the model's
 // template) in, generated text streamed to stdout; --json prints one object with the text and
-// timings instead. Long prefills show progress on a terminal. Tests: tests/oracle/test_generate.py.
+// timings instead. Long prefills show progress on a terminal. --batch FILE.jsonl generates for
+// many prompts at once through the scheduler (worker/sched.c), one JSON line out per prompt.
+// Tests: tests/oracle/test_generate.py.
 #include "cli.h"
 #include "ls_chat.h"
+#include "ls_sched.h"
 #include "ls_sp_tasks.h"
 
 #include <jansson.h>
@@ -15,9 +18,16 @@
 #define MAX_STOP 16
 
 static void help(void) {
-    printf("usage: longseq generate (--prompt TEXT | --prompt-file F) [options]\n"
+    printf("usage: longseq generate (--prompt TEXT | --prompt-file F | --batch FILE.jsonl) [options]\n"
            "Generates text after the prompt and streams it to standard output.\n"
            "  --prompt TEXT / --prompt-file F   the prompt (a file may be - for standard input)\n"
+           "  --batch F            many prompts at once, one JSON object a line: {\"prompt\": TEXT} and\n"
+           "                       optionally \"n\" (tokens to generate) and \"id\" (echoed back); the\n"
+           "                       other settings come from the options. One JSON line out per prompt,\n"
+           "                       as each ends ({line, id, text, tokens, ..., stop} or {line, id, error}).\n"
+           "                       One process (no --np)\n"
+           "  --batch-tokens N     tokens per batched step: running decodes first, then prompt\n"
+           "                       chunks (default 512)\n"
            "  --chat               wrap the prompt as a user message in the model's chat template\n"
            "  --system TEXT        system message for --chat; --chat-template chatml|llama2\n"
            "  -n N                 generate at most N tokens (default 256)\n"
@@ -37,8 +47,9 @@ static void help(void) {
 typedef struct gen_args {
     cli_engine_args eng;
     cli_attn_args attn;
-    const char *prompt, *prompt_file, *system, *tmpl;
-    bool chat, json, stats;
+    const char *prompt, *prompt_file, *system, *tmpl, *batch;
+    int64_t batch_tokens;
+    bool chat, json, stats, grouped;
     ls_gen_opts gen;
     const char *stop[MAX_STOP];
 } gen_args;
@@ -52,7 +63,8 @@ static int parse(int argc, char **argv, gen_args *g) {
         {"min-p", required_argument, 0, 'M'}, {"repeat-penalty", required_argument, 0, 'r'},
         {"repeat-last-n", required_argument, 0, 'R'}, {"seed", required_argument, 0, 's'},
         {"stop", required_argument, 0, 'S'}, {"ignore-eos", no_argument, 0, 'E'},
-        {"json", no_argument, 0, 'j'}, {"help", no_argument, 0, 'h'}, CLI_ENGINE_OPTIONS, CLI_ATTN_OPTIONS,
+        {"json", no_argument, 0, 'j'}, {"help", no_argument, 0, 'h'}, {"batch", required_argument, 0, 'B'},
+        {"batch-tokens", required_argument, 0, 'b'}, CLI_ENGINE_OPTIONS, CLI_ATTN_OPTIONS,
         CLI_GROUP_OPTIONS, {0, 0, 0, 0}};
     const char *cmd = "generate";
     int c;
@@ -75,6 +87,8 @@ static int parse(int argc, char **argv, gen_args *g) {
         case 'y': g->system = optarg; break;
         case 'T': g->tmpl = optarg; break;
         case 'j': g->json = true; break;
+        case 'B': g->batch = optarg; break;
+        case 'b': if (!cli_parse_int(cmd, "--batch-tokens", optarg, 1, 1 << 20, &v)) return 2; g->batch_tokens = v; break;
         case 'E': g->gen.ignore_eog = true; break;
         case 'n': if (!cli_parse_int(cmd, "-n", optarg, 0, 1 << 24, &v)) return 2; g->gen.max_tokens = v; break;
         case 't': if (!cli_parse_setting(cmd, LS_SET_TEMPERATURE, optarg, &d)) return 2; s->temp = (float)d; break;
@@ -89,35 +103,48 @@ static int parse(int argc, char **argv, gen_args *g) {
             g->stop[g->gen.n_stop++] = optarg;
             break;
         case 'h': help(); exit(0);
-        case 'N': case 'L': break; // taken by cli_maybe_launch
+        case 'N': g->grouped |= atoi(optarg) > 1; break; // taken by cli_maybe_launch
+        case 'L': break;
         case 'Z': g->stats = true; break;
         default: return cli_usage_error(cmd, "unknown option");
         }
     }
     if (optind < argc) return cli_usage_error(cmd, "unexpected argument \"%s\"", argv[optind]);
-    if (!g->prompt == !g->prompt_file) return cli_usage_error(cmd, "give exactly one of --prompt and --prompt-file");
+    if (!!g->prompt + !!g->prompt_file + !!g->batch != 1)
+        return cli_usage_error(cmd, "give exactly one of --prompt and --prompt-file (or --batch)");
+    if (g->batch && g->grouped) return cli_usage_error(cmd, "--batch runs in one process: drop --np");
     g->gen.stop = g->stop;
     return 0;
 }
 
-// The prompt's ids: the text (or a chat turn) tokenized with the model's special tokens.
+// A prompt's ids: the text (or a chat turn) tokenized with the model's special tokens.
+static ls_status text_ids(const gen_args *g, ls_engine_t *e, const char *text, size_t len, ls_vec_i32 *ids) {
+    ls_buf wrapped = {0};
+    if (g->chat) {
+        ls_chat_t *chat;
+        LS_CHECK(cli_chat_init(ls_engine_gguf(e), ls_engine_tokenizer(e), g->tmpl, &chat));
+        ls_buf user = {0};
+        ls_buf_append(&user, text, len);
+        ls_chat_msg msgs[2] = {{"system", g->system}, {"user", user.data}};
+        ls_status rc = ls_chat_apply(chat, g->system ? msgs : msgs + 1, g->system ? 2 : 1, true, &wrapped);
+        ls_chat_free(chat);
+        ls_buf_free(&user);
+        if (rc != LS_OK) {
+            ls_buf_free(&wrapped);
+            return rc;
+        }
+        text = wrapped.data, len = wrapped.len;
+    }
+    ls_status rc = ls_tokenize(ls_engine_tokenizer(e), text, len, !g->chat, g->chat, ids);
+    ls_buf_free(&wrapped);
+    return rc;
+}
+
 static ls_status prompt_ids(const gen_args *g, ls_engine_t *e, ls_vec_i32 *ids) {
     ls_buf text = {0};
     ls_status rc = g->prompt ? (ls_buf_append(&text, g->prompt, strlen(g->prompt)), LS_OK)
                              : ls_file_read_all(g->prompt_file, (size_t)1 << 30, &text);
-    if (rc == LS_OK && g->chat) {
-        ls_chat_t *chat;
-        rc = cli_chat_init(ls_engine_gguf(e), ls_engine_tokenizer(e), g->tmpl, &chat);
-        if (rc == LS_OK) {
-            ls_chat_msg msgs[2] = {{"system", g->system}, {"user", text.data}};
-            ls_buf wrapped = {0};
-            rc = ls_chat_apply(chat, g->system ? msgs : msgs + 1, g->system ? 2 : 1, true, &wrapped);
-            ls_chat_free(chat);
-            ls_buf_free(&text);
-            text = wrapped;
-        }
-    }
-    if (rc == LS_OK) rc = ls_tokenize(ls_engine_tokenizer(e), text.data, text.len, !g->chat, g->chat, ids);
+    if (rc == LS_OK) rc = text_ids(g, e, text.data, text.len, ids);
     ls_buf_free(&text);
     return rc;
 }
@@ -144,18 +171,144 @@ static ls_status print_text(void *ctx, const char *text, size_t len) {
     return LS_OK;
 }
 
-static void print_json(const ls_gen_result *r) {
+static json_t *result_json(const ls_gen_result *r) {
     json_t *ids = json_array();
     for (size_t i = 0; i < r->tokens.len; i++) json_array_append_new(ids, json_integer(r->tokens.data[i]));
     double pre = r->prefill_ms > 0 ? r->prompt_tokens / (r->prefill_ms / 1e3) : 0;
     double dec = r->decode_ms > 0 ? (double)r->tokens.len / (r->decode_ms / 1e3) : 0;
-    json_t *o = json_pack("{s:o, s:I, s:I, s:f, s:f, s:f, s:f, s:s, s:o}", "text", cli_json_str(r->text.data, r->text.len),
-                          "tokens", (json_int_t)r->tokens.len, "prompt_tokens", (json_int_t)r->prompt_tokens,
-                          "prefill_ms", r->prefill_ms, "decode_ms", r->decode_ms, "prefill_tok_per_s", pre,
-                          "decode_tok_per_s", dec, "stop", ls_stop_reason_name(r->stop), "ids", ids);
+    return json_pack("{s:o, s:I, s:I, s:f, s:f, s:f, s:f, s:s, s:o}", "text", cli_json_str(r->text.data, r->text.len),
+                     "tokens", (json_int_t)r->tokens.len, "prompt_tokens", (json_int_t)r->prompt_tokens,
+                     "prefill_ms", r->prefill_ms, "decode_ms", r->decode_ms, "prefill_tok_per_s", pre,
+                     "decode_tok_per_s", dec, "stop", ls_stop_reason_name(r->stop), "ids", ids);
+}
+
+static void print_json(const ls_gen_result *r) {
+    json_t *o = result_json(r);
     json_dumpf(o, stdout, JSON_COMPACT);
     printf("\n");
     json_decref(o);
+}
+
+// --- --batch: many prompts through the scheduler ---------------------------------------------
+
+typedef struct batch_run batch_run;
+typedef struct batch_line {
+    batch_run *br;
+    int64_t line;       // 1-based line of the file
+    json_t *id;         // the line's "id", echoed back (or NULL)
+    ls_vec_i32 ids;
+    ls_gen_opts gen;
+} batch_line;
+
+struct batch_run {
+    batch_line *lines;
+    int64_t n, failed, prompt_tokens, generated;
+};
+
+static void print_line(const batch_line *b, json_t *o) {
+    json_object_set_new(o, "line", json_integer(b->line));
+    if (b->id) json_object_set(o, "id", b->id);
+    json_dumpf(o, stdout, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    printf("\n");
+    fflush(stdout);
+    json_decref(o);
+}
+
+static void batch_end(void *ctx, int64_t id, ls_status rc, const char *msg, const ls_gen_result *res) {
+    const batch_line *b = ctx;
+    batch_run *br = b->br;
+    (void)id;
+    if (rc != LS_OK) {
+        br->failed++;
+        print_line(b, json_pack("{s:s}", "error", msg));
+        return;
+    }
+    br->prompt_tokens += res->prompt_tokens;
+    br->generated += (int64_t)res->tokens.len;
+    print_line(b, result_json(res));
+}
+
+// One line of the batch file: {"prompt": TEXT, "n": N, "id": ANY}.
+static ls_status parse_line(gen_args *g, ls_engine_t *e, const char *text, size_t len, batch_line *b) {
+    json_error_t err;
+    json_t *o = json_loadb(text, len, 0, &err);
+    const char *where = g->batch;
+    if (!o || !json_is_object(o)) {
+        json_decref(o);
+        return LS_ERR(LS_ERR_INVALID, "%s line %lld: not a JSON object (%s)", where, (long long)b->line,
+                      o ? "another JSON value" : err.text);
+    }
+    json_t *p = json_object_get(o, "prompt"), *n = json_object_get(o, "n");
+    ls_status rc = LS_OK;
+    b->gen = g->gen;
+    if (!json_is_string(p)) rc = LS_ERR(LS_ERR_INVALID, "%s line %lld: \"prompt\" must be a string", where, (long long)b->line);
+    else if (n && (!json_is_integer(n) || json_integer_value(n) < 0 || json_integer_value(n) > (1 << 24)))
+        rc = LS_ERR(LS_ERR_INVALID, "%s line %lld: \"n\" must be an integer in [0, 16777216]", where, (long long)b->line);
+    if (rc == LS_OK) {
+        if (n) b->gen.max_tokens = json_integer_value(n);
+        b->id = json_incref(json_object_get(o, "id"));
+        rc = text_ids(g, e, json_string_value(p), json_string_length(p), &b->ids);
+    }
+    if (rc == LS_OK) rc = cli_attn_rule(&g->attn, (int64_t)b->ids.len + b->gen.max_tokens, &b->gen.rule);
+    b->gen.stream = b->gen.rule.kind == LS_ATTN_SINK || b->gen.rule.kind == LS_ATTN_WINDOW;
+    json_decref(o);
+    return rc;
+}
+
+static ls_status read_batch(gen_args *g, ls_engine_t *e, batch_run *br) {
+    ls_buf text = {0};
+    ls_status rc = ls_file_read_all(g->batch, (size_t)1 << 30, &text);
+    int64_t cap = 0, line = 0;
+    for (char *at = text.data; rc == LS_OK && at && *at;) {
+        char *end = strchr(at, '\n');
+        size_t len = end ? (size_t)(end - at) : strlen(at);
+        line++;
+        if (strspn(at, " \t\r") < len) { // not a blank line
+            if (br->n == cap) br->lines = ls_realloc(br->lines, (size_t)(cap = cap ? 2 * cap : 16) * sizeof *br->lines);
+            br->lines[br->n] = (batch_line){.line = line};
+            rc = parse_line(g, e, at, len, &br->lines[br->n++]);
+        }
+        at = end ? end + 1 : NULL;
+    }
+    ls_buf_free(&text);
+    if (rc == LS_OK && br->n == 0) rc = LS_ERR(LS_ERR_INVALID, "%s has no prompts", g->batch);
+    return rc;
+}
+
+static ls_status run_batch(gen_args *g, ls_engine_t *e, batch_run *br) {
+    LS_CHECK(read_batch(g, e, br));
+    ls_sched_t *s;
+    ls_sched_opts so = {.batch_tokens = g->batch_tokens};
+    LS_CHECK(ls_sched_init(e, &so, &s));
+    double t0 = ls_time_ms();
+    for (int64_t i = 0; i < br->n; i++) { // a line refused here (no memory for its cache) fails alone
+        batch_line *b = &br->lines[i];
+        b->br = br;
+        ls_sched_cb cb = {.on_end = batch_end, .ctx = b};
+        int64_t id;
+        if (ls_sched_add(s, b->ids.data, (int64_t)b->ids.len, &b->gen, &cb, &id) == LS_OK) continue;
+        batch_end(b, -1, ls_err_code(), ls_err_msg(), NULL);
+        ls_err_clear();
+    }
+    ls_status rc = ls_sched_run(s);
+    ls_sched_free(s);
+    double sec = (ls_time_ms() - t0) / 1e3;
+    fprintf(stderr, "[longseq] %lld prompts (%lld failed): %lld prompt + %lld generated tokens in %.1f s (%.1f tok/s)\n",
+            (long long)br->n, (long long)br->failed, (long long)br->prompt_tokens, (long long)br->generated, sec,
+            (double)(br->prompt_tokens + br->generated) / (sec > 0 ? sec : 1e-9));
+    LS_CHECK(rc);
+    if (br->failed)
+        return LS_ERR(LS_ERR_INVALID, "%lld of %lld prompts failed (their lines say why)", (long long)br->failed,
+                      (long long)br->n);
+    return LS_OK;
+}
+
+static void batch_free(batch_run *br) {
+    for (int64_t i = 0; i < br->n; i++) {
+        json_decref(br->lines[i].id);
+        ls_vec_i32_free(&br->lines[i].ids);
+    }
+    ls_free(br->lines);
 }
 
 static ls_status run(gen_args *g, ls_engine_t **e, ls_vec_i32 *ids, ls_gen_result *res) {
@@ -189,6 +342,17 @@ int cmd_generate(int argc, char **argv) {
     g.gen.on_prefill = on_progress;
     g.gen.progress_ctx = &pr;
     int status = 0;
+    if (g.batch) {
+        g.gen.on_prefill = NULL; // one progress line would not say whose
+        batch_run br = {0};
+        cli_worker_engine_defaults(&g.eng);
+        ls_status brc = cli_engine_load(&g.eng, &e);
+        if (brc == LS_OK) brc = run_batch(&g, e, &br);
+        status = brc == LS_OK ? 0 : cli_fail();
+        batch_free(&br);
+        ls_engine_free(e);
+        return status;
+    }
     if (run(&g, &e, &ids, &res) != LS_OK) {
         status = cli_fail();
     } else if (!cli_is_leader()) {

@@ -86,6 +86,18 @@ typedef struct ls_rows {
 // h = rms(x)·attn_norm; q, k, v = projections (+bias); q and k rotated at pos, and q_sink (if
 // asked) is q rotated at pos_sink. freqs: the sequence's rotary frequencies.
 ls_status ls_layer_qkv(ls_engine_t *e, int64_t il, const ls_rows *r, const ls_rope_freqs *freqs);
+// The two halves of ls_layer_qkv, for a micro-batch of many sequences (worker/batch.c): the
+// projections once over all rows, then RoPE per sequence's rows with its own frequencies.
+ls_status ls_layer_proj(ls_engine_t *e, int64_t il, const ls_rows *r);
+ls_status ls_layer_rope(ls_engine_t *e, const ls_rows *r, const ls_rope_freqs *freqs);
+// The sequence's rotary frequencies (fixed at ls_seq_init).
+ls_rope_freqs ls_seq_freqs(const ls_seq_t *s);
+// RoPE positions of the sequence's next m tokens: pos[m] (relative to its base) and
+// pos_sink[m] (the StreamingLLM slots q_sink is rotated at).
+void ls_seq_positions(const ls_seq_t *s, int64_t m, int64_t *pos, int64_t *pos_sink);
+// Stores the rows' keys and values (positions p0.. of the sequence) into layer il of its cache
+// and computes their attention over the cache under its rule into r->att.
+ls_status ls_seq_attend(ls_engine_t *e, ls_seq_t *s, int64_t il, const ls_rows *r, int64_t p0);
 // x += att·Wo (+bias); x += FFN(rms(x)·ffn_norm).
 ls_status ls_layer_out_ffn(ls_engine_t *e, int64_t il, const ls_rows *r);
 // logits[m][n_vocab] = rms(x)·output_norm · Woutᵀ for m <= LOGIT_ROWS rows; h: [m][n_embd] scratch.

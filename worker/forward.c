@@ -4,6 +4,8 @@
 //              positions; append k,v to the cache; x += attention(q, cache)·Wo
 //              h = rms(x)·ffn_norm; x += (silu(h·Wgate) * (h·Wup))·Wdown
 //   logits = rms(x)·output_norm · Woutᵀ, for the rows asked for, LOGIT_ROWS at a time.
+// The steps (projections, per-sequence RoPE, store-and-attend, output and FFN) are exported
+// through engine_impl.h, so worker/batch.c runs them over a micro-batch of many sequences.
 // Docs: docs/formats.md §3.3. Tests: tests/oracle/test_forward.py.
 #include "engine_impl.h"
 
@@ -28,7 +30,7 @@ static ls_status store_kv(const ls_seq_t *s, int64_t il, const float *k, const f
     return LS_OK;
 }
 
-ls_status ls_layer_qkv(ls_engine_t *e, int64_t il, const ls_rows *r, const ls_rope_freqs *f) {
+ls_status ls_layer_proj(ls_engine_t *e, int64_t il, const ls_rows *r) {
     const ls_model_config *c = &e->cfg;
     const layer *l = &e->layers[il];
     ls_backend_t *be = e->be;
@@ -39,13 +41,24 @@ ls_status ls_layer_qkv(ls_engine_t *e, int64_t il, const ls_rows *r, const ls_ro
     LS_CHECK(ls_op_matmul(be, &l->wv, r->h, r->v, m));
     LS_CHECK(add_bias(be, r->q, l->bq, m, nq));
     LS_CHECK(add_bias(be, r->k, l->bk, m, nkv));
-    LS_CHECK(add_bias(be, r->v, l->bv, m, nkv));
+    return add_bias(be, r->v, l->bv, m, nkv);
+}
+
+ls_status ls_layer_rope(ls_engine_t *e, const ls_rows *r, const ls_rope_freqs *f) {
+    const ls_model_config *c = &e->cfg;
+    ls_backend_t *be = e->be;
+    int64_t m = r->m, nq = c->n_head * c->head_dim;
     if (r->q_sink) { // the same queries, rotated at their StreamingLLM slots, for the sink keys
         LS_CHECK(ls_backend_copy(be, r->q_sink, 0, r->q, 0, (size_t)(m * nq) * sizeof *r->q, 1));
         LS_CHECK(ls_op_rope(be, r->q_sink, m, (int)c->n_head, (int)c->head_dim, r->pos_sink, f));
     }
     LS_CHECK(ls_op_rope(be, r->q, m, (int)c->n_head, (int)c->head_dim, r->pos, f));
     return ls_op_rope(be, r->k, m, (int)c->n_head_kv, (int)c->head_dim, r->pos, f);
+}
+
+ls_status ls_layer_qkv(ls_engine_t *e, int64_t il, const ls_rows *r, const ls_rope_freqs *f) {
+    LS_CHECK(ls_layer_proj(e, il, r));
+    return ls_layer_rope(e, r, f);
 }
 
 ls_status ls_layer_out_ffn(ls_engine_t *e, int64_t il, const ls_rows *r) {
@@ -85,15 +98,33 @@ static ls_status attend(const ls_seq_t *s, int64_t il, const float *q, const flo
     return ls_kv_attend(s->kv, il, &at);
 }
 
+ls_rope_freqs ls_seq_freqs(const ls_seq_t *s) {
+    return (ls_rope_freqs){s->e->cfg.rope.n_rot, s->inv_freq, s->attn_factor, LS_ROPE_PAIR_ADJACENT};
+}
+
+// The micro-batch's keys and values into the sequence's cache, then attention over the cache
+// under the sequence's rule.
+ls_status ls_seq_attend(ls_engine_t *e, ls_seq_t *s, int64_t il, const ls_rows *r, int64_t p0) {
+    (void)e;
+    LS_CHECK(store_kv(s, il, r->k, r->v, r->m, p0));
+    return attend(s, il, r->q, r->q_sink, r->att, r->m, p0);
+}
+
 // One layer for the micro-batch: projections, the keys and values into the cache, attention
 // over the cache under the sequence's rule, output projection and FFN.
 static ls_status run_layer(ls_engine_t *e, ls_seq_t *s, int64_t il, const ls_rows *r, int64_t p0) {
-    const ls_model_config *c = &e->cfg;
-    ls_rope_freqs f = {c->rope.n_rot, s->inv_freq, s->attn_factor, LS_ROPE_PAIR_ADJACENT};
+    ls_rope_freqs f = ls_seq_freqs(s);
     LS_CHECK(ls_layer_qkv(e, il, r, &f));
-    LS_CHECK(store_kv(s, il, r->k, r->v, r->m, p0));
-    LS_CHECK(attend(s, il, r->q, r->q_sink, r->att, r->m, p0));
+    LS_CHECK(ls_seq_attend(e, s, il, r, p0));
     return ls_layer_out_ffn(e, il, r);
+}
+
+void ls_seq_positions(const ls_seq_t *s, int64_t m, int64_t *pos, int64_t *pos_sink) {
+    int64_t p0 = s->len, slot_cap = s->rule.sinks + s->rule.window; // S + W: a full StreamingLLM cache
+    for (int64_t t = 0; t < m; t++) {
+        pos[t] = p0 + t - (p0 + t < s->sinks ? 0 : s->base);
+        pos_sink[t] = p0 + t < slot_cap ? p0 + t : slot_cap;
+    }
 }
 
 // Logits for rows [r0, m) of the micro-batch, handed out one row at a time.
@@ -113,11 +144,8 @@ static ls_status logits_rows(ls_engine_t *e, int64_t r0, int64_t m, const ls_for
 ls_status ls_engine_forward_ubatch(ls_engine_t *e, ls_seq_t *s, const int32_t *tokens, int64_t m,
                                    int64_t logits_from, const ls_forward_opts *o, int64_t index0) {
     activations *a = &e->act;
-    int64_t p0 = s->len, slot_cap = s->rule.sinks + s->rule.window; // S + W: a full StreamingLLM cache
-    for (int64_t t = 0; t < m; t++) {
-        a->pos[t] = p0 + t - (p0 + t < s->sinks ? 0 : s->base);
-        a->pos_sink[t] = p0 + t < slot_cap ? p0 + t : slot_cap;
-    }
+    int64_t p0 = s->len;
+    ls_seq_positions(s, m, a->pos, a->pos_sink);
     LS_CHECK(ls_op_get_rows(e->be, &e->tok_embd, tokens, m, a->x));
     ls_rows r = {.m = m, .x = a->x, .h = a->h, .q = a->q, .k = a->k, .v = a->v, .att = a->att, .gate = a->gate,
                  .up = a->up, .q_sink = s->rule.kind == LS_ATTN_SINK ? a->q_sink : NULL, .pos = a->pos,

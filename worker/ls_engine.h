@@ -100,4 +100,29 @@ typedef struct ls_forward_opts {
 ls_status ls_engine_forward(ls_engine_t *e, ls_seq_t *s, const int32_t *tokens, int64_t n,
                             const ls_forward_opts *o);
 
+// --- many sequences in one pass (worker/batch.c) ------------------------------------------
+// One sequence's share of a batch: its next tokens, appended at positions len..len+n-1 as
+// ls_engine_forward would, and which of them want logits (`index` counts within the item).
+typedef struct ls_batch_item {
+    ls_seq_t *seq;
+    const int32_t *tokens;
+    int64_t n_tokens;      // >= 1
+    int64_t logits_from;   // logits for tokens [logits_from, n_tokens); n_tokens or more: none
+    ls_logits_fn on_logits;
+    void *ctx;
+} ls_batch_item;
+
+// Runs the items' tokens together, packed into micro-batches of up to `ubatch` rows (an item
+// may span several): per layer the projections and the FFN run once over all rows (the
+// weights are read once for the whole micro-batch); RoPE, the cache and attention per
+// sequence, under its own rule and frequencies. Decode of B sequences is one call of B items
+// of one token each. Logits go out after each micro-batch, LOGIT_ROWS rows of any items at a
+// time. Every item is checked before anything runs (a NULL or foreign sequence, one listed
+// twice, ids outside the vocabulary, a full non-streaming cache): the first bad item is
+// refused with an error naming it, *bad (when not NULL) is its index and no sequence has
+// changed, so the caller can drop it and run the others; otherwise *bad = -1. A callback that
+// returns other than LS_OK stops the call with its status (sequences in the micro-batches
+// that ran have advanced).
+ls_status ls_engine_forward_batch(ls_engine_t *e, const ls_batch_item *items, int64_t n, int64_t *bad);
+
 #endif // LS_ENGINE_H

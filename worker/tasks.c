@@ -86,55 +86,90 @@ static ls_status stream_token(text_stream *ts, const ls_tokenizer_t *tok, int32_
 
 // --- generation -----------------------------------------------------------------------------
 
-static ls_status generate_loop(const ls_stepper *st, const ls_tokenizer_t *tok, ls_sampler_t *smp, ls_vec_i32 *hist,
-                               const ls_gen_opts *o, text_stream *ts, ls_gen_result *res) {
-    float *logits = ls_malloc((size_t)ls_tokenizer_n_vocab(tok) * sizeof *logits);
-    double t0 = ls_time_ms();
-    ls_status rc = st->prefill(st->ctx, hist->data, (int64_t)hist->len, logits);
-    res->prefill_ms = ls_time_ms() - t0;
-    t0 = ls_time_ms();
-    res->stop = LS_STOP_LENGTH;
-    while (rc == LS_OK && (int64_t)res->tokens.len < o->max_tokens) {
-        int32_t id = ls_sampler_sample(smp, logits, hist->data, hist->len);
-        if (!o->ignore_eog && ls_tokenizer_is_eog(tok, id)) {
-            res->stop = LS_STOP_EOG;
-            break;
-        }
-        ls_vec_i32_push(&res->tokens, id);
-        ls_vec_i32_push(hist, id);
-        bool hit = false;
-        rc = stream_token(ts, tok, id, &hit);
-        if (rc != LS_OK || hit) {
-            res->stop = LS_STOP_STRING;
-            break;
-        }
-        if ((int64_t)res->tokens.len < o->max_tokens) rc = st->step(st->ctx, id, logits);
-    }
-    res->decode_ms = ls_time_ms() - t0;
-    ls_free(logits);
-    if (rc == LS_OK && res->stop != LS_STOP_STRING) rc = emit(ts, ts->held.len);
-    return rc;
+struct ls_gen {
+    const ls_gen_opts *o;
+    const ls_tokenizer_t *tok;
+    ls_sampler_t *smp;
+    ls_vec_i32 hist;      // prompt and generated ids (the repetition penalty's history)
+    text_stream ts;
+    ls_gen_result *res;
+};
+
+ls_seq_opts ls_gen_seq_opts(const ls_gen_opts *o, int64_t n_prompt) {
+    return (ls_seq_opts){.capacity = n_prompt + (o->max_tokens > 0 ? o->max_tokens : 0), .rule = o->rule,
+                         .stream = o->stream};
 }
 
-ls_status ls_generate_with(const ls_stepper *st, const ls_tokenizer_t *tok, const int32_t *prompt, int64_t n_prompt,
-                           const ls_gen_opts *o, ls_text_fn on_text, void *text_ctx, ls_gen_result *res) {
-    *res = (ls_gen_result){.prompt_tokens = n_prompt};
+ls_status ls_gen_begin(const ls_tokenizer_t *tok, const int32_t *prompt, int64_t n_prompt, const ls_gen_opts *o,
+                       ls_text_fn on_text, void *text_ctx, ls_gen_result *res, ls_gen_t **out) {
+    *out = NULL;
+    *res = (ls_gen_result){.prompt_tokens = n_prompt, .stop = LS_STOP_LENGTH};
     ls_buf_append(&res->text, "", 0);
     if (n_prompt < 1) return LS_ERR(LS_ERR_INVALID, "the prompt is empty: give at least one token");
     if (o->max_tokens < 0) return LS_ERR(LS_ERR_INVALID, "cannot generate %lld tokens", (long long)o->max_tokens);
     ls_sampler_t *smp = NULL;
     LS_CHECK(ls_sampler_init(&o->sampling, ls_tokenizer_n_vocab(tok), &smp));
-    ls_vec_i32 hist = {0};
-    text_stream ts = {.o = o, .on_text = on_text, .ctx = text_ctx, .out = &res->text};
-    ls_buf_append(&ts.held, "", 0);
-    ls_vec_i32_reserve(&hist, (size_t)(n_prompt + o->max_tokens));
-    for (int64_t i = 0; i < n_prompt; i++) ls_vec_i32_push(&hist, prompt[i]);
+    ls_gen_t *g = ls_calloc(1, sizeof *g);
+    *g = (ls_gen_t){.o = o, .tok = tok, .smp = smp, .res = res,
+                    .ts = {.o = o, .on_text = on_text, .ctx = text_ctx, .out = &res->text}};
+    ls_buf_append(&g->ts.held, "", 0);
+    ls_vec_i32_reserve(&g->hist, (size_t)(n_prompt + o->max_tokens));
+    for (int64_t i = 0; i < n_prompt; i++) ls_vec_i32_push(&g->hist, prompt[i]);
     ls_vec_i32_reserve(&res->tokens, (size_t)o->max_tokens + 1);
-    ls_status rc = generate_loop(st, tok, smp, &hist, o, &ts, res);
-    ls_buf_free(&ts.held);
-    ls_vec_i32_free(&hist);
-    ls_sampler_free(smp);
+    *out = g;
+    return LS_OK;
+}
+
+ls_status ls_gen_take(ls_gen_t *g, const float *logits, bool *more) {
+    const ls_gen_opts *o = g->o;
+    ls_gen_result *res = g->res;
+    *more = false;
+    if ((int64_t)res->tokens.len >= o->max_tokens) return LS_OK;
+    int32_t id = ls_sampler_sample(g->smp, logits, g->hist.data, g->hist.len);
+    if (!o->ignore_eog && ls_tokenizer_is_eog(g->tok, id)) {
+        res->stop = LS_STOP_EOG;
+        return LS_OK;
+    }
+    ls_vec_i32_push(&res->tokens, id);
+    ls_vec_i32_push(&g->hist, id);
+    bool hit = false;
+    ls_status rc = stream_token(&g->ts, g->tok, id, &hit);
+    if (rc != LS_OK || hit) {
+        res->stop = LS_STOP_STRING;
+        return rc;
+    }
+    *more = (int64_t)res->tokens.len < o->max_tokens;
+    return LS_OK;
+}
+
+int32_t ls_gen_last(const ls_gen_t *g) { return g->res->tokens.data[g->res->tokens.len - 1]; }
+
+ls_status ls_gen_end(ls_gen_t *g, ls_status rc) {
+    if (!g) return rc;
+    if (rc == LS_OK && g->res->stop != LS_STOP_STRING) rc = emit(&g->ts, g->ts.held.len);
+    ls_buf_free(&g->ts.held);
+    ls_vec_i32_free(&g->hist);
+    ls_sampler_free(g->smp);
+    ls_free(g);
     return rc;
+}
+
+ls_status ls_generate_with(const ls_stepper *st, const ls_tokenizer_t *tok, const int32_t *prompt, int64_t n_prompt,
+                           const ls_gen_opts *o, ls_text_fn on_text, void *text_ctx, ls_gen_result *res) {
+    ls_gen_t *g;
+    LS_CHECK(ls_gen_begin(tok, prompt, n_prompt, o, on_text, text_ctx, res, &g));
+    float *logits = ls_malloc((size_t)ls_tokenizer_n_vocab(tok) * sizeof *logits);
+    double t0 = ls_time_ms();
+    ls_status rc = st->prefill(st->ctx, prompt, n_prompt, logits);
+    res->prefill_ms = ls_time_ms() - t0;
+    t0 = ls_time_ms();
+    for (bool more = true; rc == LS_OK && more;) {
+        rc = ls_gen_take(g, logits, &more);
+        if (rc == LS_OK && more) rc = st->step(st->ctx, ls_gen_last(g), logits);
+    }
+    res->decode_ms = ls_time_ms() - t0;
+    ls_free(logits);
+    return ls_gen_end(g, rc);
 }
 
 // The single-process stepper: the engine and one sequence.
@@ -168,7 +203,7 @@ ls_status ls_generate(ls_engine_t *e, const int32_t *prompt, int64_t n_prompt, c
         return LS_ERR(LS_ERR_INVALID, "the prompt is empty: give at least one token");
     }
     ls_seq_t *seq = NULL;
-    ls_seq_opts so = {.capacity = n_prompt + (o->max_tokens > 0 ? o->max_tokens : 0), .rule = o->rule, .stream = o->stream};
+    ls_seq_opts so = ls_gen_seq_opts(o, n_prompt);
     LS_CHECK(ls_seq_init_opts(e, &so, &seq));
     local_step l = {.e = e, .seq = seq, .sink = {NULL, ls_tokenizer_n_vocab(ls_engine_tokenizer(e))}, .o = o};
     ls_stepper st = {local_prefill, local_step_fn, &l};

@@ -77,6 +77,8 @@ expect 2 "--stream runs in one process, not a worker group: drop --np" -- perple
 expect 2 "--nll-out is written by one process, not a worker group: drop --np" -- perplexity --np 2 --launcher /nonexistent/mpirun --ctx 64 --nll-out "$work/nll" "$kjv"
 expect 2 "--ctx N is required (or --stream)" -- perplexity --np 2 --launcher /nonexistent/mpirun "$kjv"
 expect 2 "give exactly one of --prompt and --prompt-file" -- generate --np 2 --launcher /nonexistent/mpirun
+expect 2 "--batch runs in one process: drop --np" -- generate --batch x.jsonl --np 2 --launcher /nonexistent/mpirun
+expect 2 '--batch-tokens expects an integer from 1 to 1048576, not "0"' -- generate --batch x.jsonl --batch-tokens 0
 expect 2 "unknown option" -- generate --np 2 --launcher /nonexistent/mpirun --prompt x --bogus
 expect 2 '--kv-type "q4_0" is not f32, bf16 or q8_0' -- generate --prompt x --kv-type q4_0
 expect 2 '--kv-type "f16" is not f32, bf16 or q8_0' -- serve --kv-type f16

@@ -8,6 +8,11 @@ relative, on tiny random llama models written by fixtures.py:
   tensor and from the formula), LongRoPE (long and short factors), changed base (ABF), from
   the model file's metadata or from the CLI-style overrides;
 - prefill in odd-sized micro-batches, then token-by-token decode over the KV cache;
+- many sequences in one batched forward (ls_engine_forward_batch): mixed lengths, rules (full,
+  s2, sink, window, streaming or not), start positions and per-sequence RoPE frequencies
+  (dynamic NTK fixed from each capacity), a ragged prefill batch then decode batches, each row
+  against the reference of that sequence run alone; a batch carrying a bad item is refused
+  naming it and leaves the others untouched;
 - the like-for-like mode (activations rounded as llama.cpp does) against the same rounding in
   numpy: the median logit agrees to 1e-5 and the worst is far below the f32-vs-8-bit gap
   (an activation within an ulp of a rounding boundary may round either way).
@@ -66,6 +71,42 @@ def case(name, work, model_kw, rope=None, args=(), act_llamacpp=False, seed=0):
     print(f"  {name:34s} median {np.median(per):.1e}, max {e:.1e} (the f32 vs 8-bit gap is {gap:.1e})")
 
 
+def batch_case(name, work, model_kw, seqs, rope=None, args=(), seed=0):
+    """seqs: (rule dict or None, stream, n, start, split, lf) per sequence; see batch_dump.c."""
+    path = work / f"{name}.gguf"
+    model = write_tiny_llama(str(path), **model_kw)
+    V = model.hp["vocab"]
+    rng = np.random.default_rng(seed)
+    lines, toks = [], []
+    for rule, stream, n, start, split, lf in seqs:
+        t = rng.integers(0, V, size=n).tolist()
+        r = rule or dict(kind="full")
+        lines.append(f"{r['kind']} {r.get('group', 0)} {r.get('sinks', 0)} {r.get('window', 0)} {int(stream)} "
+                     f"{start} {split} {lf} " + " ".join(map(str, t)))
+        toks.append(t)
+    spec, out = work / "batch.spec", work / "batch.f32"
+    spec.write_text("\n".join(lines) + "\n")
+    p = subprocess.run([str(BUILD / "tests" / "batch_dump"), str(path), str(spec), str(out), "--bad", "1",
+                        *map(str, args)], capture_output=True, text=True)
+    check(p.returncode == 0, f"batch_dump failed: {p.stderr}")
+    check("refused as expected: batch item" in p.stderr, f"{name}: no refusal of the bad item: {p.stderr}")
+    got = np.fromfile(out, dtype=np.float32)
+    at, worst = 0, 0.0
+    for (rule, stream, n, start, split, lf), t in zip(seqs, toks):
+        rows = got[at:at + (n - start) * V].reshape(n - start, V)
+        at += (n - start) * V
+        ref = forward(model, t, rope, rule=rule)[start:]
+        asked = ~np.isnan(rows).any(axis=1)
+        want = np.ones(n - start, dtype=bool)
+        want[:lf] = False  # the prefill item asked for logits from its token lf on
+        check(np.array_equal(asked, want), f"{name}: rows with logits {asked.nonzero()[0]} (wanted {want.nonzero()[0]})")
+        e = rel_err(rows[asked], ref[asked])
+        check(e < 1e-4, f"{name}: {rule} n={n} start={start}: batched logits differ from the reference by {e:.2e}")
+        worst = max(worst, e)
+    check(at == got.size, f"{name}: {got.size} logits written, {at} expected")
+    print(f"  {name:34s} {len(seqs)} sequences, max relative error {worst:.1e}")
+
+
 def main():
     work = tmpdir()
     chunked = ("--ubatch", 7, "--decode-from", 23)  # prefill 23 tokens in micro-batches of 7, decode 17
@@ -103,6 +144,15 @@ def main():
     case("rope-longrope (short)", work, lr_short,
          rope=dict(method="longrope", factor=4.0, orig_ctx=64, long=long, short=short), args=chunked)
     case("rope-abf-1e6 (override)", work, small, rope=dict(base=1e6), args=chunked + ("--rope-freq-base", 1e6))
+    print("many sequences in one batch (micro-batches of 7, sequences split across them):")
+    sink, win = dict(kind="sink", sinks=3, window=9), dict(kind="window", window=6)
+    mixed = [(None, False, 30, 0, 21, 0), (dict(kind="s2", group=4), False, 27, 5, 17, 3), (sink, False, 33, 11, 12, 0),
+             (win, False, 19, 2, 19, 16), (sink, True, 40, 9, 31, 0), (win, True, 26, 0, 5, 2), (None, False, 9, 8, 8, 0)]
+    batch_case("batch-rules", work, dict(embd=64, heads=4, kv_heads=2, ff=128), mixed, args=("--ubatch", 7))
+    dyn = [(None, False, n, s, sp, 0) for n, s, sp in ((40, 3, 30), (24, 0, 17), (13, 5, 9), (33, 20, 33))]
+    batch_case("batch-dynamic-rope", work, dict(embd=64, heads=4, kv_heads=2, ff=128, ctx=64), dyn,
+               rope=dict(method="dynamic", factor=4.0, orig_ctx=16),
+               args=("--ubatch", 16, "--rope-scaling", "dynamic", "--rope-scale", 4, "--yarn-orig-ctx", 16))
     print("like-for-like activation rounding (llama.cpp):")
     for q in ("Q4_1", "Q8_0", "Q4_K", "F16"):
         case(f"act-llamacpp-{q}", work, dict(embd=256, heads=4, kv_heads=2, ff=512, qtype=q),

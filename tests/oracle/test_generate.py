@@ -6,6 +6,9 @@
 - a stop string ends generation and is not printed; -n bounds the length;
 - a seed makes sampling reproducible, and a different seed changes it;
 - a long prompt (several micro-batches) works; bad arguments get clear errors;
+- --batch FILE.jsonl (many prompts through the scheduler, prompt chunks beside decodes): each
+  line's greedy tokens equal `generate` alone; an empty prompt fails on its own line while the
+  others finish; a malformed line is refused, naming it, before anything runs;
 - past the model's trained context (a tiny fixture trained on 64 positions), generate and
   perplexity run but warn once, on the leader of a group too, with the numbers and the flags
   that help; those flags silence it, and so does a length within the context.
@@ -70,6 +73,29 @@ def context_warnings(work):
           f"perplexity --np 2: one warning, from rank 0, got {q.stderr.decode()!r}")
 
 
+def batch(work):
+    prompts = [("The capital of France is", 8), ("Once upon a time", 12), ("Water boils at", 6)]
+    f = work / "batch.jsonl"
+    lines = [json.dumps({"prompt": p, "n": n, "id": f"p{i}"}) for i, (p, n) in enumerate(prompts)]
+    lines.insert(1, json.dumps({"prompt": "", "id": "empty"}))
+    f.write_text("\n".join(lines) + "\n\n")
+    r = run(["generate", "--batch", str(f), "--temp", "0", "--batch-tokens", "5"], check=False)
+    check(r.returncode == 1 and b"1 of 4 prompts failed" in r.stderr, f"--batch with an empty prompt: {r.stderr!r}")
+    out = {o["id"]: o for o in map(json.loads, r.stdout.decode().splitlines())}
+    check(set(out) == {"p0", "p1", "p2", "empty"}, f"--batch printed {sorted(out)}")
+    check(out["empty"]["line"] == 2 and "the prompt is empty" in out["empty"]["error"], f"empty line: {out['empty']}")
+    for i, (p, n) in enumerate(prompts):
+        alone = gen_json("--prompt", p, "-n", str(n), "--temp", "0")
+        b = out[f"p{i}"]
+        check(b["ids"] == alone["ids"] and b["text"] == alone["text"] and b["stop"] == alone["stop"],
+              f"--batch {p!r}: {b['text']!r}, alone {alone['text']!r}")
+    print(f"  --batch: 3 prompts, the same greedy tokens as alone; an empty one fails on its own line")
+    f.write_text('{"prompt": "x"}\n{"prompt": 3}\n')
+    r = run(["generate", "--batch", str(f), "--temp", "0"], check=False)
+    check(r.returncode == 1 and b"line 2: \"prompt\" must be a string" in r.stderr and not r.stdout,
+          f"malformed line: {r.returncode} {r.stderr!r}")
+
+
 def main():
     context_warnings(tmpdir())
     need_file(MODEL, "the default model")
@@ -111,6 +137,7 @@ def main():
     check(bad.returncode == 2 and b"not one of none, linear" in bad.stderr, "bad rope scaling")
     o = gen("--prompt", "x", "-n", "1", "--rope-freq-base", "1000000", "--json")
     check(b"rope: freq base 1e+06 (the model file says 100000)" in o.stderr, f"override note: {o.stderr!r}")
+    batch(tmpdir())
     done("test_generate")
 
 
