@@ -36,18 +36,16 @@ typedef struct cpu_q8 {
 
 #define CPU_NX 4 // activation rows one row-kernel call handles (one weight row decoded, used nx times)
 // y[i·ldy] = dot(weight row, row i of x) for i < nx <= CPU_NX, weights of type Q4_0, Q4_1 or
-// Q8_0, k elements per row. f32: x [nx][k], bsum [nx][k/32] the sums of x's blocks of 32.
+// Q8_0, k elements per row. f32: x [nx][k].
 // int8 (llama.cpp's arithmetic): xq [nx][k/32] the rows quantized by blocks.
-typedef void (*cpu_rows_f32_fn)(ls_dtype t, const uint8_t *row, int64_t k, const float *x, const float *bsum,
-                                int nx, float *y, int64_t ldy);
+typedef void (*cpu_rows_f32_fn)(ls_dtype t, const uint8_t *row, int64_t k, const float *x, int nx, float *y,
+                                int64_t ldy);
 typedef void (*cpu_rows_int8_fn)(ls_dtype t, const uint8_t *row, int64_t k, const cpu_q8 *xq, int nx, float *y,
                                  int64_t ldy);
 #if defined(__x86_64__)
-void cpu_rows_f32_avx2(ls_dtype t, const uint8_t *row, int64_t k, const float *x, const float *bsum, int nx,
-                       float *y, int64_t ldy);
+void cpu_rows_f32_avx2(ls_dtype t, const uint8_t *row, int64_t k, const float *x, int nx, float *y, int64_t ldy);
 void cpu_rows_int8_avx2(ls_dtype t, const uint8_t *row, int64_t k, const cpu_q8 *xq, int nx, float *y, int64_t ldy);
-void cpu_rows_f32_avx512(ls_dtype t, const uint8_t *row, int64_t k, const float *x, const float *bsum, int nx,
-                         float *y, int64_t ldy);
+void cpu_rows_f32_avx512(ls_dtype t, const uint8_t *row, int64_t k, const float *x, int nx, float *y, int64_t ldy);
 void cpu_rows_int8_avx512(ls_dtype t, const uint8_t *row, int64_t k, const cpu_q8 *xq, int nx, float *y,
                           int64_t ldy);
 #endif

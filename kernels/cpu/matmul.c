@@ -23,7 +23,6 @@ typedef struct mm_job {
     const ls_weight *w;
     const cpu_q8 *xq;   // [m][n_in / 32] the tokens in 8-bit blocks (int8 path), or NULL
     const float *x;     // [m][n_in]
-    const float *bsum;  // [m][n_in / 32] sums of x's blocks of 32 (f32 row kernels), or NULL
     float *y;           // [m][n_out]
     int64_t m, rows_per_task;
     cpu_rows_f32_fn rows_f32;
@@ -33,32 +32,19 @@ typedef struct mm_job {
 
 // --- the generic row kernels: plain C, for CPUs without AVX2 (and the twins of the others) --
 
-static void block_f32_generic(ls_dtype t, const uint8_t *b, float w[32], float *d, float *mn) {
-    *d = ls_fp16_to_f32((uint16_t)(b[0] | b[1] << 8));
-    *mn = t == LS_Q4_1 ? ls_fp16_to_f32((uint16_t)(b[2] | b[3] << 8)) : t == LS_Q4_0 ? -8.0f * *d : 0.0f;
-    const uint8_t *q = b + (t == LS_Q4_1 ? 4 : 2);
-    for (int j = 0; j < 32; j++)
-        w[j] = t == LS_Q8_0 ? (float)(int8_t)q[j] : (float)(j < 16 ? q[j] & 15 : q[j - 16] >> 4);
-}
-
 static size_t block_bytes(ls_dtype t) { return t == LS_Q4_1 ? 20 : t == LS_Q4_0 ? 18 : 34; }
 
-static void rows_f32_generic(ls_dtype t, const uint8_t *row, int64_t k, const float *x, const float *bsum, int nx,
-                             float *y, int64_t ldy) {
-    float acc[CPU_NX] = {0}, mins[CPU_NX] = {0};
-    int64_t nb = k / 32;
-    for (int64_t b = 0; b < nb; b++, row += block_bytes(t)) {
-        float w[32], d, mn;
-        block_f32_generic(t, row, w, &d, &mn);
-        for (int i = 0; i < nx; i++) {
-            const float *xi = x + i * k + 32 * b; // [32]
-            float s = 0.0f;
-            for (int j = 0; j < 32; j++) s += w[j] * xi[j];
-            acc[i] += d * s;
-            mins[i] += mn * bsum[i * nb + b];
-        }
+// A block's 32 weights as ggml's dequantizer computes them, times each token's 32 values.
+static void rows_f32_generic(ls_dtype t, const uint8_t *row, int64_t k, const float *x, int nx, float *y,
+                             int64_t ldy) {
+    float acc[CPU_NX] = {0};
+    for (int64_t b = 0; b < k / 32; b++, row += block_bytes(t)) {
+        float w[32];
+        ls_dequant_row(t, row, w, 32);
+        for (int i = 0; i < nx; i++)
+            for (int j = 0; j < 32; j++) acc[i] += w[j] * x[i * k + 32 * b + j];
     }
-    for (int i = 0; i < nx; i++) y[i * ldy] = acc[i] + mins[i];
+    for (int i = 0; i < nx; i++) y[i * ldy] = acc[i];
 }
 
 static void rows_int8_generic(ls_dtype t, const uint8_t *row, int64_t k, const cpu_q8 *xq, int nx, float *y,
@@ -133,14 +119,15 @@ static void small_task(const mm_job *j, int64_t r0, int64_t r1, int thread) {
     const ls_weight *w = j->w;
     int64_t k = w->n_in, nb = k / 32;
     const uint8_t *row = (const uint8_t *)w->data + (size_t)r0 * w->row_bytes;
-    float *buf = j->bsum || j->xq ? NULL : cpu_scratch_get(&j->c->thread_scratch[thread], (size_t)k); // [k]
+    bool fused = fused_type(w->type);
+    float *buf = fused ? NULL : cpu_scratch_get(&j->c->thread_scratch[thread], (size_t)k); // [k]
     for (int64_t r = r0; r < r1; r++, row += w->row_bytes) {
         if (buf) ls_dequant_row(w->type, row, buf, k); // type and length were checked by ls_op_matmul
         for (int64_t i = 0; i < j->m; i += CPU_NX) {
             int nx = j->m - i < CPU_NX ? (int)(j->m - i) : CPU_NX;
             float *y = j->y + i * w->n_out + r;
             if (j->xq) j->rows_int8(w->type, row, k, j->xq + i * nb, nx, y, w->n_out);
-            else if (j->bsum) j->rows_f32(w->type, row, k, j->x + i * k, j->bsum + i * nb, nx, y, w->n_out);
+            else if (fused) j->rows_f32(w->type, row, k, j->x + i * k, nx, y, w->n_out);
             else
                 for (int q = 0; q < nx; q++) y[q * w->n_out] = cpu_dot(buf, j->x + (i + q) * k, k);
         }
@@ -176,17 +163,6 @@ static const cpu_q8 *quantize_q8(cpu_ctx *c, const float *x, int64_t m, int64_t 
     return q;
 }
 
-// Sums of the m tokens' blocks of 32 (the minimum terms of the f32 row kernels).
-static const float *block_sums(cpu_ctx *c, const float *x, int64_t m, int64_t k) {
-    float *s = cpu_scratch_get(&c->shared, (size_t)(m * k / 32)); // [m][k/32]
-    for (int64_t b = 0; b < m * k / 32; b++) {
-        float t = 0.0f;
-        for (int j = 0; j < 32; j++) t += x[32 * b + j];
-        s[b] = t;
-    }
-    return s;
-}
-
 ls_status cpu_matmul(void *ctx, const ls_weight *w, const float *x, float *y, int64_t m) {
     cpu_ctx *c = ctx;
     if (m > INT32_MAX || w->n_in > INT32_MAX || w->n_out > INT32_MAX)
@@ -201,8 +177,6 @@ ls_status cpu_matmul(void *ctx, const ls_weight *w, const float *x, float *y, in
         float *xr = cpu_scratch_get(&c->shared, (size_t)(m * w->n_in));
         ls_act_round(w->type, x, xr, m, w->n_in);
         j.x = xr;
-    } else if (fused) {
-        j.bsum = block_sums(c, x, m, w->n_in);
     }
     int64_t rows = TILE_BYTES / (w->n_in * (int64_t)sizeof(float));
     if (rows < 8) rows = 8;
