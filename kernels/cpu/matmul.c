@@ -31,22 +31,9 @@ typedef struct mm_job {
     cpu_ctx *c;
 } mm_job;
 
-// --- the generic row kernels: plain C, for CPUs without AVX2 (and the twins of the others) --
+// --- the generic int8 row kernel: plain C, for CPUs without AVX2 ------------------------------
 
 static size_t block_bytes(ls_dtype t) { return t == LS_Q4_1 ? 20 : t == LS_Q4_0 ? 18 : 34; }
-
-// A block's 32 weights as ggml's dequantizer computes them, times each token's 32 values.
-static void rows_f32_generic(ls_dtype t, const uint8_t *row, int64_t k, const float *x, int nx, float *y,
-                             int64_t ldy) {
-    float acc[CPU_NX] = {0};
-    for (int64_t b = 0; b < k / 32; b++, row += block_bytes(t)) {
-        float w[32];
-        ls_dequant_row(t, row, w, 32);
-        for (int i = 0; i < nx; i++)
-            for (int j = 0; j < 32; j++) acc[i] += w[j] * x[i * k + 32 * b + j];
-    }
-    for (int i = 0; i < nx; i++) y[i * ldy] = acc[i];
-}
 
 static void rows_int8_generic(ls_dtype t, const uint8_t *row, int64_t k, const cpu_q8 *xq, int nx, float *y,
                               int64_t ldy) {
@@ -102,8 +89,10 @@ ls_status cpu_isa_choose(cpu_isa *out) {
     return LS_ERR(LS_ERR_INVALID, "LS_CPU_FEATURES=%s: expected generic, avx2 or avx512", want);
 }
 
+// Without SIMD row kernels (generic), f32 activations take the path of the other types: one
+// row dequantized into L1, then a dot product per token.
 static void row_kernels(cpu_isa isa, cpu_rows_f32_fn *f32, cpu_rows_int8_fn *int8) {
-    *f32 = rows_f32_generic, *int8 = rows_int8_generic;
+    *f32 = NULL, *int8 = rows_int8_generic;
 #if defined(__x86_64__)
     if (isa == CPU_AVX512) *f32 = cpu_rows_f32_avx512, *int8 = cpu_rows_int8_avx512;
     if (isa == CPU_AVX2) *f32 = cpu_rows_f32_avx2, *int8 = cpu_rows_int8_avx2;
@@ -121,7 +110,7 @@ static void small_task(const mm_job *j, int64_t r0, int64_t r1, int thread) {
     int64_t k = w->n_in, nb = k / 32;
     const uint8_t *row = (const uint8_t *)w->data + (size_t)r0 * w->row_bytes;
     const uint8_t *end = (const uint8_t *)w->data + (size_t)w->n_out * w->row_bytes;
-    bool fused = fused_type(w->type);
+    bool fused = fused_type(w->type) && (j->xq || j->rows_f32);
     float *buf = fused ? NULL : cpu_scratch_get(&j->c->thread_scratch[thread], (size_t)k); // [k]
     for (int64_t r = r0; r < r1; r++, row += w->row_bytes) {
         // Ask for the bytes PREFETCH_BYTES ahead (the hardware prefetchers alone left the
