@@ -34,8 +34,11 @@ typedef struct cpu_q8 {
     int8_t q[32];
 } cpu_q8;
 
-#define CPU_NX 4 // activation rows one row-kernel call handles (one weight row decoded, used nx times)
-// y[i·ldy] = dot(weight row, row i of x) for i < nx <= CPU_NX, weights of type Q4_0, Q4_1 or
+// Activation rows one row-kernel call handles (one weight row decoded, used nx times): at most
+// CPU_NX with AVX-512's 32 registers, CPU_NX_AVX2 with AVX2's 16 and in plain C.
+#define CPU_NX 8
+#define CPU_NX_AVX2 4
+// y[i·ldy] = dot(weight row, row i of x) for i < nx, weights of type Q4_0, Q4_1 or
 // Q8_0, k elements per row. f32: x [nx][k].
 // int8 (llama.cpp's arithmetic): xq [nx][k/32] the rows quantized by blocks.
 typedef void (*cpu_rows_f32_fn)(ls_dtype t, const uint8_t *row, int64_t k, const float *x, int nx, float *y,

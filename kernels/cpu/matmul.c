@@ -26,6 +26,7 @@ typedef struct mm_job {
     const float *x;     // [m][n_in]
     float *y;           // [m][n_out]
     int64_t m, rows_per_task;
+    int nx_max; // tokens per row-kernel call
     cpu_rows_f32_fn rows_f32;
     cpu_rows_int8_fn rows_int8;
     cpu_ctx *c;
@@ -91,11 +92,11 @@ ls_status cpu_isa_choose(cpu_isa *out) {
 
 // Without SIMD row kernels (generic), f32 activations take the path of the other types: one
 // row dequantized into L1, then a dot product per token.
-static void row_kernels(cpu_isa isa, cpu_rows_f32_fn *f32, cpu_rows_int8_fn *int8) {
-    *f32 = NULL, *int8 = rows_int8_generic;
+static void row_kernels(cpu_isa isa, mm_job *j) {
+    j->rows_f32 = NULL, j->rows_int8 = rows_int8_generic, j->nx_max = CPU_NX_AVX2;
 #if defined(__x86_64__)
-    if (isa == CPU_AVX512) *f32 = cpu_rows_f32_avx512, *int8 = cpu_rows_int8_avx512;
-    if (isa == CPU_AVX2) *f32 = cpu_rows_f32_avx2, *int8 = cpu_rows_int8_avx2;
+    if (isa == CPU_AVX512) j->rows_f32 = cpu_rows_f32_avx512, j->rows_int8 = cpu_rows_int8_avx512, j->nx_max = CPU_NX;
+    if (isa == CPU_AVX2) j->rows_f32 = cpu_rows_f32_avx2, j->rows_int8 = cpu_rows_int8_avx2;
 #endif
 }
 
@@ -103,7 +104,7 @@ static void row_kernels(cpu_isa isa, cpu_rows_f32_fn *f32, cpu_rows_int8_fn *int
 
 static inline bool fused_type(ls_dtype t) { return t == LS_Q4_0 || t == LS_Q4_1 || t == LS_Q8_0; }
 
-// Few tokens: each weight row is read once and used for all m of them, CPU_NX at a time
+// Few tokens: each weight row is read once and used for all m of them, nx_max at a time
 // (the row stays in L1 between the groups).
 static void small_task(const mm_job *j, int64_t r0, int64_t r1, int thread) {
     const ls_weight *w = j->w;
@@ -118,8 +119,8 @@ static void small_task(const mm_job *j, int64_t r0, int64_t r1, int thread) {
         for (const uint8_t *p = row + PREFETCH_BYTES; p < row + PREFETCH_BYTES + w->row_bytes && p < end; p += 64)
             __builtin_prefetch(p);
         if (buf) ls_dequant_row(w->type, row, buf, k); // type and length were checked by ls_op_matmul
-        for (int64_t i = 0; i < j->m; i += CPU_NX) {
-            int nx = j->m - i < CPU_NX ? (int)(j->m - i) : CPU_NX;
+        for (int64_t i = 0; i < j->m; i += j->nx_max) {
+            int nx = j->m - i < j->nx_max ? (int)(j->m - i) : j->nx_max;
             float *y = j->y + i * w->n_out + r;
             if (j->xq) j->rows_int8(w->type, row, k, j->xq + i * nb, nx, y, w->n_out);
             else if (fused) j->rows_f32(w->type, row, k, j->x + i * k, nx, y, w->n_out);
@@ -164,7 +165,7 @@ ls_status cpu_matmul(void *ctx, const ls_weight *w, const float *x, float *y, in
         return LS_ERR(LS_ERR_RANGE, "matmul: %lld x %lld x %lld is beyond the BLAS interface", (long long)m,
                       (long long)w->n_in, (long long)w->n_out);
     mm_job j = {.w = w, .x = x, .y = y, .m = m, .c = c};
-    row_kernels(c->isa, &j.rows_f32, &j.rows_int8);
+    row_kernels(c->isa, &j);
     bool fused = m <= SMALL_M && fused_type(w->type);
     if (c->act == LS_ACT_LLAMACPP && fused) { // llama.cpp's own decode arithmetic
         j.xq = quantize_q8(c, x, m, w->n_in);

@@ -39,18 +39,29 @@ static inline size_t block_bytes(ls_dtype t) { return t == LS_Q4_1 ? 20 : t == L
 
 // Each kernel body is instantiated for every (type, nx) pair, so the type tests and the loops
 // over tokens vanish at compile time and the accumulators stay in registers.
-#define ROWS_NX(inner, T, nx, ...)                                                             \
+#define ROWS_NX4(inner, T, nx, ...)                                                            \
     switch (nx) {                                                                              \
     case 1: inner(T, 1, __VA_ARGS__); break;                                                   \
     case 2: inner(T, 2, __VA_ARGS__); break;                                                   \
     case 3: inner(T, 3, __VA_ARGS__); break;                                                   \
     default: inner(T, 4, __VA_ARGS__); break;                                                  \
     }
-#define ROWS_DISPATCH(inner, t, nx, ...)                                                       \
+#define ROWS_NX8(inner, T, nx, ...)                                                            \
+    switch (nx) {                                                                              \
+    case 1: inner(T, 1, __VA_ARGS__); break;                                                   \
+    case 2: inner(T, 2, __VA_ARGS__); break;                                                   \
+    case 3: inner(T, 3, __VA_ARGS__); break;                                                   \
+    case 4: inner(T, 4, __VA_ARGS__); break;                                                   \
+    case 5: inner(T, 5, __VA_ARGS__); break;                                                   \
+    case 6: inner(T, 6, __VA_ARGS__); break;                                                   \
+    case 7: inner(T, 7, __VA_ARGS__); break;                                                   \
+    default: inner(T, 8, __VA_ARGS__); break;                                                  \
+    }
+#define ROWS_DISPATCH(NX, inner, t, nx, ...)                                                   \
     do {                                                                                       \
-        if ((t) == LS_Q4_1) ROWS_NX(inner, LS_Q4_1, nx, __VA_ARGS__)                            \
-        else if ((t) == LS_Q4_0) ROWS_NX(inner, LS_Q4_0, nx, __VA_ARGS__)                       \
-        else ROWS_NX(inner, LS_Q8_0, nx, __VA_ARGS__)                                           \
+        if ((t) == LS_Q4_1) NX(inner, LS_Q4_1, nx, __VA_ARGS__)                                 \
+        else if ((t) == LS_Q4_0) NX(inner, LS_Q4_0, nx, __VA_ARGS__)                            \
+        else NX(inner, LS_Q8_0, nx, __VA_ARGS__)                                                \
     } while (0)
 
 // ============================================================================================
@@ -81,7 +92,7 @@ T_AVX2 INLINE void block_f32_avx2(const ls_dtype t, const uint8_t *b, __m256 w[4
 T_AVX2 INLINE void rows_f32_avx2(const ls_dtype t, const int nx, const uint8_t *row, int64_t k, const float *x,
                                  float *y, int64_t ldy) {
     const int na = nx <= 2 ? 4 : 2;
-    __m256 acc[CPU_NX][4];
+    __m256 acc[CPU_NX_AVX2][4];
     for (int i = 0; i < nx; i++)
         for (int a = 0; a < na; a++) acc[i][a] = _mm256_setzero_ps();
     size_t bytes = block_bytes(t);
@@ -100,7 +111,7 @@ T_AVX2 INLINE void rows_f32_avx2(const ls_dtype t, const int nx, const uint8_t *
 
 T_AVX2 void cpu_rows_f32_avx2(ls_dtype t, const uint8_t *row, int64_t k, const float *x, int nx, float *y,
                               int64_t ldy) {
-    ROWS_DISPATCH(rows_f32_avx2, t, nx, row, k, x, y, ldy);
+    ROWS_DISPATCH(ROWS_NX4, rows_f32_avx2, t, nx, row, k, x, y, ldy);
 }
 
 // 32 nibbles as bytes in element order: the low ones (0..15), then the high ones (16..31).
@@ -137,8 +148,8 @@ T_AVX2 INLINE void block_int8_avx2(const ls_dtype t, const int nx, const uint8_t
 // Two blocks in flight (two accumulator sets), so the multiply-add latency does not bound one token.
 T_AVX2 INLINE void rows_int8_avx2(const ls_dtype t, const int nx, const uint8_t *row, int64_t k, const cpu_q8 *xq,
                                   float *y, int64_t ldy) {
-    __m256 a0[CPU_NX], a1[CPU_NX];
-    float m0[CPU_NX], m1[CPU_NX];
+    __m256 a0[CPU_NX_AVX2], a1[CPU_NX_AVX2];
+    float m0[CPU_NX_AVX2], m1[CPU_NX_AVX2];
     for (int i = 0; i < nx; i++) a0[i] = a1[i] = _mm256_setzero_ps(), m0[i] = m1[i] = 0.0f;
     int64_t nb = k / 32, b = 0;
     size_t bytes = block_bytes(t);
@@ -152,7 +163,7 @@ T_AVX2 INLINE void rows_int8_avx2(const ls_dtype t, const int nx, const uint8_t 
 
 T_AVX2 void cpu_rows_int8_avx2(ls_dtype t, const uint8_t *row, int64_t k, const cpu_q8 *xq, int nx, float *y,
                                int64_t ldy) {
-    ROWS_DISPATCH(rows_int8_avx2, t, nx, row, k, xq, y, ldy);
+    ROWS_DISPATCH(ROWS_NX4, rows_int8_avx2, t, nx, row, k, xq, y, ldy);
 }
 
 // ============================================================================================
@@ -184,26 +195,27 @@ T_AVX512 INLINE void block_rows_f32_avx512(const ls_dtype t, const int nx, const
     }
 }
 
-// Two blocks in flight (two accumulator sets) so one token is not bound by multiply-add latency.
+// One token: two blocks in flight (two accumulator sets), so it is not bound by multiply-add
+// latency; more tokens have chains enough (and need the registers).
 T_AVX512 INLINE void rows_f32_avx512(const ls_dtype t, const int nx, const uint8_t *row, int64_t k, const float *x,
                                      float *y, int64_t ldy) {
-    __m512 a0[2 * CPU_NX], a1[2 * CPU_NX];
-    for (int i = 0; i < 2 * nx; i++) a0[i] = a1[i] = _mm512_setzero_ps();
+    __m512 a0[2 * CPU_NX], a1[2];
+    for (int i = 0; i < 2 * nx; i++) a0[i] = _mm512_setzero_ps();
+    a1[0] = a1[1] = _mm512_setzero_ps();
     int64_t nb = k / 32, b = 0;
     size_t bytes = block_bytes(t);
-    for (; b + 2 <= nb; b += 2) {
+    for (; nx == 1 && b + 2 <= nb; b += 2) {
         block_rows_f32_avx512(t, nx, row + b * bytes, x + 32 * b, k, a0);
         block_rows_f32_avx512(t, nx, row + (b + 1) * bytes, x + 32 * b + 32, k, a1);
     }
-    if (b < nb) block_rows_f32_avx512(t, nx, row + b * bytes, x + 32 * b, k, a0);
-    for (int i = 0; i < nx; i++)
-        y[i * ldy] = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0[2 * i], a0[2 * i + 1]),
-                                                        _mm512_add_ps(a1[2 * i], a1[2 * i + 1])));
+    for (; b < nb; b++) block_rows_f32_avx512(t, nx, row + b * bytes, x + 32 * b, k, a0);
+    a0[0] = _mm512_add_ps(a0[0], a1[0]), a0[1] = _mm512_add_ps(a0[1], a1[1]);
+    for (int i = 0; i < nx; i++) y[i * ldy] = _mm512_reduce_add_ps(_mm512_add_ps(a0[2 * i], a0[2 * i + 1]));
 }
 
 T_AVX512 void cpu_rows_f32_avx512(ls_dtype t, const uint8_t *row, int64_t k, const float *x, int nx, float *y,
                                   int64_t ldy) {
-    ROWS_DISPATCH(rows_f32_avx512, t, nx, row, k, x, y, ldy);
+    ROWS_DISPATCH(ROWS_NX8, rows_f32_avx512, t, nx, row, k, x, y, ldy);
 }
 
 T_AVX512 INLINE __m256i nibbles_avx512(const uint8_t *p) {
@@ -229,23 +241,25 @@ T_AVX512 INLINE void block_int8_avx512(const ls_dtype t, const int nx, const uin
     }
 }
 
+// As rows_f32_avx512: a second block in flight for one token only.
 T_AVX512 INLINE void rows_int8_avx512(const ls_dtype t, const int nx, const uint8_t *row, int64_t k, const cpu_q8 *xq,
                                       float *y, int64_t ldy) {
-    __m256 a0[CPU_NX], a1[CPU_NX];
-    float m0[CPU_NX], m1[CPU_NX];
-    for (int i = 0; i < nx; i++) a0[i] = a1[i] = _mm256_setzero_ps(), m0[i] = m1[i] = 0.0f;
+    __m256 a0[CPU_NX], a1[1] = {_mm256_setzero_ps()};
+    float m0[CPU_NX], m1[1] = {0.0f};
+    for (int i = 0; i < nx; i++) a0[i] = _mm256_setzero_ps(), m0[i] = 0.0f;
     int64_t nb = k / 32, b = 0;
     size_t bytes = block_bytes(t);
-    for (; b + 2 <= nb; b += 2) {
+    for (; nx == 1 && b + 2 <= nb; b += 2) {
         block_int8_avx512(t, nx, row + b * bytes, xq, nb, b, a0, m0);
         block_int8_avx512(t, nx, row + (b + 1) * bytes, xq, nb, b + 1, a1, m1);
     }
-    if (b < nb) block_int8_avx512(t, nx, row + b * bytes, xq, nb, b, a0, m0);
-    for (int i = 0; i < nx; i++) y[i * ldy] = hsum8(_mm256_add_ps(a0[i], a1[i])) + (m0[i] + m1[i]);
+    for (; b < nb; b++) block_int8_avx512(t, nx, row + b * bytes, xq, nb, b, a0, m0);
+    a0[0] = _mm256_add_ps(a0[0], a1[0]), m0[0] += m1[0];
+    for (int i = 0; i < nx; i++) y[i * ldy] = hsum8(a0[i]) + m0[i];
 }
 
 T_AVX512 void cpu_rows_int8_avx512(ls_dtype t, const uint8_t *row, int64_t k, const cpu_q8 *xq, int nx, float *y,
                                    int64_t ldy) {
-    ROWS_DISPATCH(rows_int8_avx512, t, nx, row, k, xq, y, ldy);
+    ROWS_DISPATCH(ROWS_NX8, rows_int8_avx512, t, nx, row, k, xq, y, ldy);
 }
 #endif
