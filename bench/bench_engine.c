@@ -132,7 +132,7 @@ static ls_status run(const bench_opts *o) {
     bool first = true;
     int threads = ls_backend_threads(ls_engine_backend(e));
     double bytes = decode_bytes(ls_engine_config(e)), gbps = o->gbps, read_gbps = 0.0;
-    if (o->decode && gbps <= 0 && rc == LS_OK) rc = triad_measure(threads, 3, &gbps, &read_gbps);
+    if (o->decode && gbps <= 0 && rc == LS_OK) rc = triad_measure(threads, 3, &gbps, &read_gbps, NULL);
     double limit = o->decode ? gbps * 1e9 / bytes : 0.0; // tokens/s if decode only streamed its weights
     if (!o->json && rc == LS_OK) {
         printf("engine benchmark: %s, %d threads, median of %d\n", o->model, threads, o->reps);
