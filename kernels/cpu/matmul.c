@@ -1,9 +1,10 @@
 // matmul.c — y[m][n_out] = x[m][n_in] . W^T with W in its stored (quantized) type. Work is
 // split over tiles of weight rows. Few tokens (m <= SMALL_M: decode, one or a few sequences):
 // Q4_0/Q4_1/Q8_0 rows are decoded in registers by the row kernels of the instruction set the
-// backend chose (matmul_x86.c: AVX-512/VNNI, AVX2; here: the plain generic ones) and each row
-// serves all m tokens, so the weights are read from memory once per step; other types are
-// dequantized one row at a time into L1 and dotted with each token. Many tokens (prefill):
+// backend chose (matmul_x86.c: AVX-512/VNNI, AVX2) and each row serves all m tokens, so the
+// weights are read from memory once per step; other types, and f32 activations on the plain
+// (generic) path, dequantize one row at a time into L1 and dot it with each token; the plain
+// path's int8 arithmetic is here. Rows are prefetched ahead. Many tokens (prefill):
 // each thread dequantizes its tile into its own f32 scratch (sized to stay in L2) and hands it
 // to OpenBLAS's sgemm. The whole matrix is never expanded.
 // With llama.cpp's activation precision (LS_ACT_LLAMACPP), few tokens of Q4_0/Q4_1/Q8_0
