@@ -7,7 +7,8 @@
 // matrix, one embedding row; summed from the model) over the machine's triad bandwidth with
 // the same threads (bench/triad.h; or --bandwidth GB/s). A benchmark: it never fails on a time.
 //   bench_engine [--model F] [--threads N] [--reps R] [--prefill 512,2048,8192]
-//                [--decode 128] [--depth 512] [--act f32|llamacpp] [--bandwidth GBPS] [--json]
+//                [--decode 128] [--depth 512] [--act f32|llamacpp] [--bandwidth GBPS] [--no-pin] [--json]
+// --no-pin leaves the threads unpinned, as llama-bench does (the engine pins them by default).
 #include "ls_engine.h"
 #include "triad.h"
 
@@ -25,6 +26,7 @@ typedef struct bench_opts {
     bool json;
     ls_act_precision act;
     double gbps; // memory bandwidth for the decode limit; 0: measure it
+    bool no_pin; // leave threads unpinned (the engine pins them to CPUs 0.. by default)
 } bench_opts;
 
 // Bytes of weights one decode step reads: all of each layer's, the final norm, the output
@@ -123,6 +125,7 @@ static ls_status run(const bench_opts *o) {
     ls_engine_opts eo = ls_engine_opts_default();
     eo.n_threads = o->threads;
     eo.act = o->act;
+    if (o->no_pin) eo.first_cpu = -1;
     ls_engine_t *e;
     LS_CHECK(ls_engine_load(o->model, &eo, &e));
     int64_t need = o->depth + o->decode;
@@ -174,6 +177,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--act")) o.act = strcmp(v, "llamacpp") ? LS_ACT_F32 : LS_ACT_LLAMACPP, i++;
         else if (!strcmp(a, "--json")) o.json = true;
         else if (!strcmp(a, "--bandwidth")) o.gbps = atof(v), i++;
+        else if (!strcmp(a, "--no-pin")) o.no_pin = true;
         else if (!strcmp(a, "--prefill")) {
             o.n_prefill = 0;
             for (char *p = argv[++i], *end; *p && o.n_prefill < MAX_TESTS; p = *end ? end + 1 : end) {
@@ -183,7 +187,7 @@ int main(int argc, char **argv) {
             }
         } else {
             fprintf(stderr, "usage: bench_engine [--model F] [--threads N] [--reps R] [--prefill 512,2048,8192]\n"
-                            "                    [--decode 128] [--depth 512] [--act f32|llamacpp] [--bandwidth GBPS] [--json]\n");
+                            "                    [--decode 128] [--depth 512] [--act f32|llamacpp] [--bandwidth GBPS] [--no-pin] [--json]\n");
             return 2;
         }
     }
