@@ -122,6 +122,11 @@ static void print_row(const bench_opts *o, const char *test, int64_t tokens, dou
 }
 
 static ls_status run(const bench_opts *o) {
+    // The bandwidth first: the engine pins the calling thread, and threads started after that
+    // (the triad's) would inherit its one CPU.
+    double gbps = o->gbps, read_gbps = 0.0;
+    int want = o->threads > 0 ? o->threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
+    if (o->decode && gbps <= 0) LS_CHECK(triad_measure(want > 0 ? want : 1, 3, &gbps, &read_gbps, NULL));
     ls_engine_opts eo = ls_engine_opts_default();
     eo.n_threads = o->threads;
     eo.act = o->act;
@@ -134,8 +139,7 @@ static ls_status run(const bench_opts *o) {
     ls_status rc = kjv_tokens(e, need, &ids);
     bool first = true;
     int threads = ls_backend_threads(ls_engine_backend(e));
-    double bytes = decode_bytes(ls_engine_config(e)), gbps = o->gbps, read_gbps = 0.0;
-    if (o->decode && gbps <= 0 && rc == LS_OK) rc = triad_measure(threads, 3, &gbps, &read_gbps, NULL);
+    double bytes = decode_bytes(ls_engine_config(e));
     double limit = o->decode ? gbps * 1e9 / bytes : 0.0; // tokens/s if decode only streamed its weights
     if (!o->json && rc == LS_OK) {
         printf("engine benchmark: %s, %d threads, median of %d\n", o->model, threads, o->reps);
