@@ -296,7 +296,8 @@ static const ls_backend_iface g_cpu_iface = {
 ls_status ls_backend_cpu_init(int n_threads, int first_cpu, ls_backend_t **out) {
     *out = NULL;
     cpu_ctx *c = ls_calloc(1, sizeof *c);
-    ls_status rc = ls_pool_init(n_threads, first_cpu, &c->pool);
+    ls_status rc = cpu_isa_choose(&c->isa);
+    if (rc == LS_OK) rc = ls_pool_init(n_threads, first_cpu, &c->pool);
     if (rc != LS_OK) {
         ls_free(c);
         return rc;

@@ -18,6 +18,41 @@ int ls_pool_threads(const ls_pool_t *p);
 // are done. Not reentrant: fn must not call ls_pool_run.
 void ls_pool_run(ls_pool_t *p, int64_t n_tasks, ls_pool_fn fn, void *ctx);
 
+// --- instruction sets and row kernels (matmul.c, matmul_x86.c) -------------------------------
+// The matmul's hot loops exist once per instruction set; ls_backend_cpu_init picks one from
+// the CPU's features at run time, or the one LS_CPU_FEATURES names (docs/architecture.md).
+typedef enum cpu_isa { CPU_GENERIC, CPU_AVX2, CPU_AVX512 } cpu_isa;
+const char *cpu_isa_name(cpu_isa isa);
+// LS_CPU_FEATURES (generic|avx2|avx512) or, unset, the best this CPU runs; an error when the
+// variable names a set this CPU lacks, or none of those.
+ls_status cpu_isa_choose(cpu_isa *out);
+
+// One block of 32 activations quantized as ggml's q8_0 / q8_1: the scale d rounded through
+// fp16 as ggml stores it, s = d·Σq for the minimum term of Q4_1 (and Q4_0's -8).
+typedef struct cpu_q8 {
+    float d, s;
+    int8_t q[32];
+} cpu_q8;
+
+// Activation rows one row-kernel call handles (one weight row decoded, used nx times): at most
+// CPU_NX with AVX-512's 32 registers, CPU_NX_AVX2 with AVX2's 16 and in plain C.
+#define CPU_NX 8
+#define CPU_NX_AVX2 4
+// y[i·ldy] = dot(weight row, row i of x) for i < nx, weights of type Q4_0, Q4_1 or
+// Q8_0, k elements per row. f32: x [nx][k].
+// int8 (llama.cpp's arithmetic): xq [nx][k/32] the rows quantized by blocks.
+typedef void (*cpu_rows_f32_fn)(ls_dtype t, const uint8_t *row, int64_t k, const float *x, int nx, float *y,
+                                int64_t ldy);
+typedef void (*cpu_rows_int8_fn)(ls_dtype t, const uint8_t *row, int64_t k, const cpu_q8 *xq, int nx, float *y,
+                                 int64_t ldy);
+#if defined(__x86_64__)
+void cpu_rows_f32_avx2(ls_dtype t, const uint8_t *row, int64_t k, const float *x, int nx, float *y, int64_t ldy);
+void cpu_rows_int8_avx2(ls_dtype t, const uint8_t *row, int64_t k, const cpu_q8 *xq, int nx, float *y, int64_t ldy);
+void cpu_rows_f32_avx512(ls_dtype t, const uint8_t *row, int64_t k, const float *x, int nx, float *y, int64_t ldy);
+void cpu_rows_int8_avx512(ls_dtype t, const uint8_t *row, int64_t k, const cpu_q8 *xq, int nx, float *y,
+                          int64_t ldy);
+#endif
+
 // --- the CPU backend ------------------------------------------------------------------------
 typedef struct cpu_scratch {
     float *data;
@@ -30,6 +65,7 @@ typedef struct cpu_ctx {
     cpu_scratch *thread_scratch; // [n_threads]: tiles, score blocks
     cpu_scratch shared;          // partial results the caller thread sizes before a job
     ls_act_precision act;        // matmul activation precision
+    cpu_isa isa;                 // which row kernels the matmul runs
 } cpu_ctx;
 
 // A buffer of at least n floats, grown only when needed (no allocation in steady state).

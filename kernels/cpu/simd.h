@@ -1,5 +1,6 @@
-// simd.h — private to kernels/cpu: the small AVX2 helpers several CPU kernels share
-// (horizontal sum, fp16 scale loads, 4-bit block unpacking). Tests: tests/unit/test_kernels.c.
+// simd.h — private to kernels/cpu: the small AVX2 helpers several CPU kernels share when the
+// build targets AVX2 (horizontal sum, fp16 scale loads, 4-bit block unpacking); the matmul's
+// row kernels carry their own, chosen at run time (matmul_x86.c). Tests: tests/unit/test_kernels.c.
 #ifndef LS_CPU_SIMD_H
 #define LS_CPU_SIMD_H
 
@@ -32,19 +33,6 @@ static inline float simd_half(const uint8_t *p) {
     uint16_t h;
     memcpy(&h, p, 2);
     return ls_fp16_to_f32(h);
-}
-
-// The same through the F16C instruction where the build has it: for the decode dot products,
-// where a block scale is read per 32 weights (dequantization keeps the portable one, whose
-// NaN payloads match gguf-py bit for bit).
-static inline float simd_half_fast(const uint8_t *p) {
-#if defined(__F16C__)
-    uint16_t h;
-    memcpy(&h, p, 2);
-    return _cvtsh_ss(h);
-#else
-    return simd_half(p);
-#endif
 }
 
 #endif // LS_CPU_SIMD_H

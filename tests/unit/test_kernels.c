@@ -1,6 +1,7 @@
 // test_kernels.c — CPU kernels against their kernels/ref twins: half conversions over all
 // 65536 values, f32 -> half and bf16 rounding, and dequantization of every supported type on
-// random blocks and random row lengths (bit-exact; NaN only where the twin has NaN).
+// random blocks and random row lengths (bit-exact; NaN only where the twin has NaN); matmul on
+// every instruction-set path this CPU runs (generic, avx2, avx512) against the float64 twin.
 #include "../../kernels/cpu/cpu_impl.h" // the pool, for its own test
 #include "ls_kernels.h"
 #include "ls_ref.h"
@@ -218,6 +219,66 @@ static void test_matmul(void) {
     w.row_bytes = 18;
     TEST_ERR(ls_op_get_rows(g_be, &w, &bad, 1, x), LS_ERR_INVALID, "token id 4 at position 0 is outside the vocabulary (0..3)");
     free(buf);
+}
+
+// One matmul on backend `be` against the float64 twin: f32 activations, or llama.cpp's
+// (compared with the twin on the rounded activations, as the int8 arithmetic equals that up to
+// summation order). Returns the error.
+static double matmul_vs_ref(ls_backend_t *be, ls_dtype t, int64_t m, int64_t n_out, int64_t n_in, bool int8,
+                            unsigned *seed) {
+    uint8_t *buf;
+    ls_weight w = make_weight(t, n_out, n_in, seed, &buf);
+    float *x = malloc((size_t)(m * n_in) * 4), *xr = malloc((size_t)(m * n_in) * 4),
+          *y = malloc((size_t)(m * n_out) * 4), *r = malloc((size_t)(m * n_out) * 4);
+    fill(x, m * n_in, seed, 1.0f);
+    for (int64_t i = 0; i < m * n_in; i += 7) x[i] += 3.0f; // a mean offset, as real activations have
+    if (int8) ls_act_round(t, x, xr, m, n_in);
+    else memcpy(xr, x, (size_t)(m * n_in) * 4);
+    ls_backend_set_act_precision(be, int8 ? LS_ACT_LLAMACPP : LS_ACT_F32);
+    double e = ls_op_matmul(be, &w, x, y, m) == LS_OK ? 0.0 : INFINITY;
+    ls_ref_matmul(&w, xr, r, m);
+    if (e == 0.0) e = rel_err(y, r, m * n_out);
+    free(buf), free(x), free(xr), free(y), free(r);
+    return e;
+}
+
+// Every instruction-set path the CPU runs (LS_CPU_FEATURES forces one at backend init) against
+// the twin: the row kernels for 1..16 tokens (one weight row read for all of them), and past 16
+// the tiles through sgemm; random shapes with odd row counts and block counts.
+static void test_matmul_paths(void) {
+    static const char *paths[] = {"generic", "avx2", "avx512"};
+    static const ls_dtype types[] = {LS_Q4_0, LS_Q4_1, LS_Q8_0, LS_Q4_K, LS_F16};
+    unsigned seed = 11;
+    for (int p = 0; p < 3; p++) {
+        setenv("LS_CPU_FEATURES", paths[p], 1);
+        ls_backend_t *be;
+        ls_status rc = ls_backend_cpu_init(2, -1, &be);
+        if (rc == LS_ERR_UNSUPPORTED) {
+            printf("test_kernels: this CPU cannot run the %s path; not tested here\n", paths[p]);
+            continue;
+        }
+        TEST_COND(rc == LS_OK, "backend with LS_CPU_FEATURES=%s", paths[p]);
+        if (rc != LS_OK) continue;
+        TEST_COND(!strcmp(cpu_isa_name(((cpu_ctx *)be->ctx)->isa), paths[p]), "LS_CPU_FEATURES=%s is the path taken",
+                  paths[p]);
+        for (size_t k = 0; k < sizeof types / sizeof *types; k++)
+            for (int trial = 0; trial < 6; trial++) {
+                int64_t block = ls_dtype_get(types[k])->block;
+                int64_t m = trial < 2 ? 1 + trial : trial < 5 ? 3 + rand_r(&seed) % 14 : 17 + rand_r(&seed) % 9;
+                int64_t n_out = 1 + 2 * (rand_r(&seed) % 150), n_in = block * (1 + rand_r(&seed) % (block == 32 ? 49 : 5));
+                for (int int8 = 0; int8 < 2; int8++) {
+                    double e = matmul_vs_ref(be, types[k], m, n_out, n_in, int8, &seed);
+                    TEST_COND(e < 1e-5, "%s path, %s, %s activations, m=%lld n_out=%lld n_in=%lld: error %.2e", paths[p],
+                              ls_dtype_name(types[k]), int8 ? "llamacpp" : "f32", (long long)m, (long long)n_out,
+                              (long long)n_in, e);
+                }
+            }
+        ls_backend_free(be);
+    }
+    setenv("LS_CPU_FEATURES", "avx9", 1);
+    ls_backend_t *be = NULL;
+    TEST_ERR(ls_backend_cpu_init(2, -1, &be), LS_ERR_INVALID, "LS_CPU_FEATURES=avx9: expected generic, avx2 or avx512");
+    unsetenv("LS_CPU_FEATURES");
 }
 
 static void test_elementwise(void) {
@@ -476,6 +537,7 @@ int main(void) {
         return 1;
     }
     test_matmul();
+    test_matmul_paths();
     test_elementwise();
     test_rope();
     test_attention();
