@@ -42,6 +42,11 @@ typedef struct ls_server_opts {
     int worker_timeout_s;        // a running group that says nothing for this long is restarted
     int start_timeout_s;         // a group that does not say hello in this time is restarted
     int max_launch_failures;     // consecutive failed starts before queued jobs fail (0: never)
+    const char *http;            // HOST:PORT for the OpenAI-compatible HTTP front end (NULL: none)
+    size_t http_max_body;        // bytes of an HTTP request body
+    size_t http_max_header;      // bytes of an HTTP request's headers (the request line too)
+    int http_timeout_s;          // an HTTP request must arrive whole within this (also idle keep-alive)
+    int http_max_conns;          // open HTTP connections
     bool quiet;                  // no per-job log lines
     void (*on_ready)(void *ctx, int port); // called once listening
     void *ready_ctx;
