@@ -6,7 +6,7 @@
 // prep pool as the protobuf calls do; a request that waits for a job is suspended, never
 // blocking the loop. Each completion is a job in the store. Routes, fields and limits:
 // docs/protocol.md ("HTTP"). Tests: tests/oracle/test_http.py.
-#include "server_impl.h"
+#include "http_impl.h"
 
 #include <errno.h>
 #include <jansson.h>
@@ -18,55 +18,6 @@
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
-
-#define SSE_CHUNK 65536 // bytes of events handed to libmicrohttpd at once at most
-
-// One TCP connection (libmicrohttpd's socket context): the deadline of its request.
-typedef struct hconn {
-    struct hconn *prev, *next;
-    int fd;
-    double since;   // its current request began (the connection opened, or the last request ended)
-    bool in_call;   // a whole request has arrived and is being answered: no deadline
-} hconn;
-
-typedef enum wait_kind { W_NONE, W_PREP, W_JOB } wait_kind;
-
-// One request.
-typedef struct hreq {
-    struct hreq *prev, *next; // every live request (h->reqs)
-    ls_http *h;
-    struct MHD_Connection *mc;
-    hconn *hc;
-    size_t reserved;          // body bytes reserved from max_buffered
-    ls_buf body;
-    bool too_big;             // the body passed the limit while arriving: answered 413
-    bool suspended;
-    // a completion
-    bool chat, stream, dispatched;
-    wait_kind wait;
-    ls_prep_task *task;       // in the prep pool (owner: this request)
-    char job[40];
-    int64_t created;          // unix seconds, the answer's `created`
-    size_t text_seen;         // bytes of the running attempt's text seen, and sent as events
-    size_t text_sent;
-    // the answer: queued when the request is resumed (status 0: none yet)
-    unsigned status;
-    ls_buf answer;
-    // streaming: events not yet handed over, and whether the last one is among them
-    ls_buf sse;
-    size_t sse_off;
-    bool sse_end;
-} hreq;
-
-struct ls_http {
-    ls_http_host host;
-    struct MHD_Daemon *d;
-    int port;
-    char model_id[256];
-    hconn *conns;
-    hreq *reqs;
-    size_t buffered;          // body bytes reserved over all requests
-};
 
 // --- small helpers ----------------------------------------------------------------------------
 
@@ -98,8 +49,7 @@ static void json_to_buf(json_t *j, ls_buf *out) {
 }
 
 // OpenAI's error object: {"error": {"message", "type", "param", "code"}}.
-static void set_error(hreq *r, unsigned status, const char *code, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
-static void set_error(hreq *r, unsigned status, const char *code, const char *fmt, ...) {
+void ls_http_error(hreq *r, unsigned status, const char *code, const char *fmt, ...) {
     char msg[2048];
     va_list ap;
     va_start(ap, fmt);
@@ -118,7 +68,7 @@ static void set_error(hreq *r, unsigned status, const char *code, const char *fm
     json_decref(e);
 }
 
-static void set_json(hreq *r, unsigned status, json_t *j) {
+void ls_http_json(hreq *r, unsigned status, json_t *j) {
     r->status = status;
     json_to_buf(j, &r->answer);
     json_decref(j);
@@ -137,7 +87,7 @@ static enum MHD_Result queue(hreq *r, unsigned status, const char *type, const c
 }
 
 static enum MHD_Result queue_answer(hreq *r) {
-    return queue(r, r->status, "application/json", r->answer.data ? r->answer.data : "", r->answer.len);
+    return queue(r, r->status, r->ctype ? r->ctype : "application/json", r->answer.data ? r->answer.data : "", r->answer.len);
 }
 
 // --- the job of a completion ------------------------------------------------------------------
@@ -153,19 +103,19 @@ static bool json_num(json_t *v, double lo, double hi, double *out) {
 // The extension key "longseq": longseq's own settings (docs/protocol.md, "HTTP").
 static bool ext_settings(hreq *r, json_t *ext, Longseq__Settings *s) {
     if (!ext || json_is_null(ext)) return true;
-    if (!json_is_object(ext)) return set_error(r, 400, NULL, "\"longseq\" must be an object of longseq's settings"), false;
+    if (!json_is_object(ext)) return ls_http_error(r, 400, NULL, "\"longseq\" must be an object of longseq's settings"), false;
     const char *k;
     json_t *v;
     json_object_foreach(ext, k, v) {
         double x;
         if (!strcmp(k, "attention") || !strcmp(k, "rope_scaling")) {
-            if (!json_is_string(v)) return set_error(r, 400, NULL, "longseq.%s must be a string", k), false;
+            if (!json_is_string(v)) return ls_http_error(r, 400, NULL, "longseq.%s must be a string", k), false;
             if (!strcmp(k, "attention")) s->attention = (char *)json_string_value(v);
             else s->rope_scaling = (char *)json_string_value(v);
             continue;
         }
         if (!json_num(v, 0, 1e12, &x))
-            return set_error(r, 400, NULL, "longseq.%s must be a non-negative finite number", k), false;
+            return ls_http_error(r, 400, NULL, "longseq.%s must be a non-negative finite number", k), false;
         if (!strcmp(k, "group")) s->group = (uint32_t)fmin(x, 4e9);
         else if (!strcmp(k, "sinks")) s->sinks_opt_case = LONGSEQ__SETTINGS__SINKS_OPT_SINKS, s->sinks = (uint32_t)fmin(x, 4e9);
         else if (!strcmp(k, "window")) s->window = (uint32_t)fmin(x, 4e9);
@@ -175,7 +125,7 @@ static bool ext_settings(hreq *r, json_t *ext, Longseq__Settings *s) {
         else if (!strcmp(k, "top_k")) s->top_k = (uint32_t)fmin(x, 4e9);
         else if (!strcmp(k, "repeat_penalty")) s->repeat_penalty = (float)x;
         else
-            return set_error(r, 400, NULL, "longseq.%s is not a setting longseq knows (attention, group, sinks, window, "
+            return ls_http_error(r, 400, NULL, "longseq.%s is not a setting longseq knows (attention, group, sinks, window, "
                              "rope_scaling, rope_scale, rope_freq_base, yarn_orig_ctx, top_k, repeat_penalty)", k), false;
     }
     return true;
@@ -188,37 +138,37 @@ static bool settings_from(hreq *r, json_t *q, Longseq__Settings *s) {
     s->task = LONGSEQ__TASK__GENERATE;
     if ((v = json_object_get(q, "max_completion_tokens")) || (v = json_object_get(q, "max_tokens"))) {
         if (!json_is_null(v) && !(json_is_integer(v) && json_num(v, 1, 1 << 24, &x)))
-            return set_error(r, 400, NULL, "max_tokens must be an integer in [1, 16777216]"), false;
+            return ls_http_error(r, 400, NULL, "max_tokens must be an integer in [1, 16777216]"), false;
         if (!json_is_null(v)) s->max_tokens = (uint32_t)x;
     }
     if ((v = json_object_get(q, "temperature")) && !json_is_null(v)) {
-        if (!json_num(v, 0, 100, &x)) return set_error(r, 400, NULL, "temperature must be a number in [0, 100]"), false;
+        if (!json_num(v, 0, 100, &x)) return ls_http_error(r, 400, NULL, "temperature must be a number in [0, 100]"), false;
         s->temperature_opt_case = LONGSEQ__SETTINGS__TEMPERATURE_OPT_TEMPERATURE, s->temperature = (float)x;
     }
     if ((v = json_object_get(q, "top_p")) && !json_is_null(v)) {
-        if (!json_num(v, 0, 1, &x) || x == 0) return set_error(r, 400, NULL, "top_p must be a number in (0, 1]"), false;
+        if (!json_num(v, 0, 1, &x) || x == 0) return ls_http_error(r, 400, NULL, "top_p must be a number in (0, 1]"), false;
         s->top_p = (float)x;
     }
     if ((v = json_object_get(q, "seed")) && !json_is_null(v)) {
-        if (!json_is_integer(v)) return set_error(r, 400, NULL, "seed must be an integer"), false;
+        if (!json_is_integer(v)) return ls_http_error(r, 400, NULL, "seed must be an integer"), false;
         s->seed_opt_case = LONGSEQ__SETTINGS__SEED_OPT_SEED, s->seed = (uint64_t)json_integer_value(v);
     }
     if ((v = json_object_get(q, "n")) && !json_is_null(v) && !(json_is_integer(v) && json_integer_value(v) == 1))
-        return set_error(r, 400, NULL, "n must be 1: longseq returns one choice per request"), false;
+        return ls_http_error(r, 400, NULL, "n must be 1: longseq returns one choice per request"), false;
     if ((v = json_object_get(q, "stop")) && !json_is_null(v)) {
         size_t n = json_is_array(v) ? json_array_size(v) : 1;
-        if (!json_is_string(v) && !json_is_array(v)) return set_error(r, 400, NULL, "stop must be a string or an array of strings"), false;
-        if (n > LS_SETTINGS_STOP_MAX) return set_error(r, 400, NULL, "stop: %zu strings; at most %d", n, LS_SETTINGS_STOP_MAX), false;
+        if (!json_is_string(v) && !json_is_array(v)) return ls_http_error(r, 400, NULL, "stop must be a string or an array of strings"), false;
+        if (n > LS_SETTINGS_STOP_MAX) return ls_http_error(r, 400, NULL, "stop: %zu strings; at most %d", n, LS_SETTINGS_STOP_MAX), false;
         s->stop = ls_calloc(n ? n : 1, sizeof *s->stop);
         for (size_t i = 0; i < n; i++) {
             json_t *e = json_is_array(v) ? json_array_get(v, i) : v;
-            if (!json_is_string(e)) return set_error(r, 400, NULL, "stop[%zu] must be a string", i), false;
+            if (!json_is_string(e)) return ls_http_error(r, 400, NULL, "stop[%zu] must be a string", i), false;
             s->stop[s->n_stop++] = (char *)json_string_value(e);
         }
     }
     if (!ext_settings(r, json_object_get(q, "longseq"), s)) return false;
     if (ls_settings_check(s) != LS_OK || ls_prep_check_call(r->h->host.prep, s) != LS_OK) {
-        set_error(r, 400, NULL, "%s", ls_err_msg());
+        ls_http_error(r, 400, NULL, "%s", ls_err_msg());
         ls_err_clear();
         return false;
     }
@@ -228,14 +178,14 @@ static bool settings_from(hreq *r, json_t *q, Longseq__Settings *s) {
 // A message's content: a string, or an array of {"type": "text", "text": ...} parts.
 static bool message_text(hreq *r, json_t *c, size_t i, ls_buf *out) {
     if (json_is_string(c)) return ls_buf_append(out, json_string_value(c), json_string_length(c)), true;
-    if (!json_is_array(c)) return set_error(r, 400, NULL, "messages[%zu].content must be a string or an array of text parts", i), false;
+    if (!json_is_array(c)) return ls_http_error(r, 400, NULL, "messages[%zu].content must be a string or an array of text parts", i), false;
     size_t k;
     json_t *part;
     json_array_foreach(c, k, part) {
         json_t *t = json_object_get(part, "text");
         if (!json_is_string(json_object_get(part, "type")) || strcmp(json_string_value(json_object_get(part, "type")), "text") ||
             !json_is_string(t))
-            return set_error(r, 400, NULL, "messages[%zu].content[%zu]: only {\"type\": \"text\", \"text\": ...} parts are "
+            return ls_http_error(r, 400, NULL, "messages[%zu].content[%zu]: only {\"type\": \"text\", \"text\": ...} parts are "
                              "supported", i, k), false;
         ls_buf_append(out, json_string_value(t), json_string_length(t));
     }
@@ -246,9 +196,9 @@ static bool message_text(hreq *r, json_t *c, size_t i, ls_buf *out) {
 static bool chat_prompt(hreq *r, json_t *q, ls_buf *out) {
     json_t *m = json_object_get(q, "messages");
     if (!json_is_array(m) || !json_array_size(m))
-        return set_error(r, 400, NULL, "messages must be a non-empty array of {role, content}"), false;
+        return ls_http_error(r, 400, NULL, "messages must be a non-empty array of {role, content}"), false;
     if (!r->h->host.prep->chat)
-        return set_error(r, 400, NULL, "the model has no chat template longseq knows: use /v1/completions"), false;
+        return ls_http_error(r, 400, NULL, "the model has no chat template longseq knows: use /v1/completions"), false;
     size_t n = json_array_size(m);
     ls_chat_msg *msgs = ls_calloc(n, sizeof *msgs);
     ls_buf *texts = ls_calloc(n, sizeof *texts);
@@ -258,7 +208,7 @@ static bool chat_prompt(hreq *r, json_t *q, ls_buf *out) {
         const char *rs = json_is_string(role) ? json_string_value(role) : "";
         if (!strcmp(rs, "developer")) rs = "system";
         if (strcmp(rs, "system") && strcmp(rs, "user") && strcmp(rs, "assistant")) {
-            set_error(r, 400, NULL, "messages[%zu].role must be system, developer, user or assistant", i);
+            ls_http_error(r, 400, NULL, "messages[%zu].role must be system, developer, user or assistant", i);
             ok = false;
             break;
         }
@@ -267,7 +217,7 @@ static bool chat_prompt(hreq *r, json_t *q, ls_buf *out) {
         msgs[i] = (ls_chat_msg){rs, texts[i].data};
     }
     if (ok && ls_chat_apply(r->h->host.prep->chat, msgs, n, true, out) != LS_OK) {
-        set_error(r, 400, NULL, "%s", ls_err_msg());
+        ls_http_error(r, 400, NULL, "%s", ls_err_msg());
         ls_err_clear();
         ok = false;
     }
@@ -279,7 +229,7 @@ static bool chat_prompt(hreq *r, json_t *q, ls_buf *out) {
 static bool completion_prompt(hreq *r, json_t *q, ls_buf *out) {
     json_t *p = json_object_get(q, "prompt");
     if (json_is_array(p) && json_array_size(p) == 1) p = json_array_get(p, 0);
-    if (!json_is_string(p)) return set_error(r, 400, NULL, "prompt must be a string (or an array of one string)"), false;
+    if (!json_is_string(p)) return ls_http_error(r, 400, NULL, "prompt must be a string (or an array of one string)"), false;
     ls_buf_append(out, json_string_value(p), json_string_length(p));
     return true;
 }
@@ -301,26 +251,32 @@ static Longseq__SubmitRequest *owned_request(const Longseq__Settings *set, const
     return out;
 }
 
-// A completion's body: its settings and prompt checked here, then tokenized by the prep pool
-// (the request waits, suspended), then stored as a job (ls_http_prep_done).
-static void start_completion(hreq *r, json_t *q) {
+Longseq__SubmitRequest *ls_http_build_job(hreq *r, json_t *q) {
     Longseq__Settings set = LONGSEQ__SETTINGS__INIT;
     ls_buf prompt = {0};
     json_t *model = json_object_get(q, "model"), *stream = json_object_get(q, "stream");
     if (model && !json_is_null(model) && (!json_is_string(model) || strcmp(json_string_value(model), r->h->model_id))) {
-        set_error(r, 404, "model_not_found", "the model '%s' is not served here; this server serves '%s'",
+        ls_http_error(r, 404, "model_not_found", "the model '%s' is not served here; this server serves '%s'",
                   json_is_string(model) ? json_string_value(model) : "?", r->h->model_id);
-        return;
+        return NULL;
     }
-    if (stream && !json_is_null(stream) && !json_is_boolean(stream)) return set_error(r, 400, NULL, "stream must be true or false");
+    if (stream && !json_is_null(stream) && !json_is_boolean(stream)) return ls_http_error(r, 400, NULL, "stream must be true or false"), NULL;
     r->stream = json_is_true(stream);
     if (!settings_from(r, q, &set) || !(r->chat ? chat_prompt(r, q, &prompt) : completion_prompt(r, q, &prompt))) {
         ls_free(set.stop), ls_buf_free(&prompt);
-        return;
+        return NULL;
     }
     Longseq__SubmitRequest *req = owned_request(&set, r->chat ? "http chat.completion" : "http completion", &prompt);
     ls_free(set.stop), ls_buf_free(&prompt);
-    if (!req) return set_error(r, 500, NULL, "internal: the job's request could not be built");
+    if (!req) ls_http_error(r, 500, NULL, "internal: the job's request could not be built");
+    return req;
+}
+
+// A completion's body: its settings and prompt checked here, then tokenized by the prep pool
+// (the request waits, suspended), then stored as a job (ls_http_prep_done).
+static void start_completion(hreq *r, json_t *q) {
+    Longseq__SubmitRequest *req = ls_http_build_job(r, q);
+    if (!req) return;
     ls_prep_task *t = ls_calloc(1, sizeof *t);
     static const Longseq__Settings none = LONGSEQ__SETTINGS__INIT;
     t->req = req;
@@ -346,8 +302,8 @@ static json_t *usage_of(const Longseq__JobResult *jr, int64_t prompt) {
 }
 
 // longseq's own figures, beside OpenAI's fields.
-static json_t *ext_of(const hreq *r, const Longseq__JobResult *jr) {
-    return json_pack("{s:s, s:f, s:f, s:i, s:s, s:s}", "job_id", r->job, "prefill_ms", jr ? jr->prefill_ms : 0.0,
+static json_t *ext_of(const char *job, const Longseq__JobResult *jr) {
+    return json_pack("{s:s, s:f, s:f, s:i, s:s, s:s}", "job_id", job, "prefill_ms", jr ? jr->prefill_ms : 0.0,
                      "decode_ms", jr ? jr->decode_ms : 0.0, "ranks", jr ? (int)jr->ranks : 0, "attention",
                      jr && jr->attention ? jr->attention : "", "rope", jr && jr->rope ? jr->rope : "");
 }
@@ -376,20 +332,23 @@ static void sse_event(hreq *r, json_t *j) {
     free(s);
 }
 
+json_t *ls_http_completion(const ls_http *h, bool chat, const char *job, int64_t created, const ls_job *j,
+                           const Longseq__JobResult *jr) {
+    const char *text = jr && jr->text ? jr->text : "";
+    json_t *choice = json_pack("{s:i, s:s, s:n}", "index", 0, "finish_reason", finish_reason(jr), "logprobs");
+    if (chat) json_object_set_new(choice, "message", json_pack("{s:s, s:s}", "role", "assistant", "content", text));
+    else json_object_set_new(choice, "text", json_string(text));
+    return json_pack("{s:s+, s:s, s:I, s:s, s:[o], s:o, s:o}", "id", chat ? "chatcmpl-" : "cmpl-", job, "object",
+                     chat ? "chat.completion" : "text_completion", "created", (json_int_t)created, "model", h->model_id,
+                     "choices", choice, "usage", usage_of(jr, j->n_tokens), "longseq", ext_of(job, jr));
+}
+
 // The whole answer of a finished job (not streamed).
 static void answer_final(hreq *r, const ls_job *j, const Longseq__JobResult *jr) {
     if (j->state != LS_JOB_DONE)
-        return set_error(r, j->state == LS_JOB_CANCELLED ? 409 : 500, NULL, "job %s %s: %s", j->id,
+        return ls_http_error(r, j->state == LS_JOB_CANCELLED ? 409 : 500, NULL, "job %s %s: %s", j->id,
                          ls_job_state_name(j->state), j->error && *j->error ? j->error : "no reason given");
-    const char *text = jr && jr->text ? jr->text : "";
-    json_t *choice = json_pack("{s:i, s:s, s:n}", "index", 0, "finish_reason", finish_reason(jr), "logprobs");
-    if (r->chat) json_object_set_new(choice, "message", json_pack("{s:s, s:s}", "role", "assistant", "content", text));
-    else json_object_set_new(choice, "text", json_string(text));
-    json_t *a = json_pack("{s:s+, s:s, s:I, s:s, s:[o], s:o, s:o}", "id", r->chat ? "chatcmpl-" : "cmpl-", r->job,
-                          "object", r->chat ? "chat.completion" : "text_completion", "created", (json_int_t)r->created,
-                          "model", r->h->model_id, "choices", choice, "usage", usage_of(jr, j->n_tokens), "longseq",
-                          ext_of(r, jr));
-    set_json(r, 200, a);
+    ls_http_json(r, 200, ls_http_completion(r->h, r->chat, r->job, r->created, j, jr));
 }
 
 // The last events of a stream: the finish reason with the usage, then [DONE] (an error object
@@ -404,11 +363,11 @@ static void stream_final(hreq *r, const ls_job *j, const Longseq__JobResult *jr)
         }
         json_t *last = chunk(r, NULL, finish_reason(jr), false);
         json_object_set_new(last, "usage", usage_of(jr, j->n_tokens));
-        json_object_set_new(last, "longseq", ext_of(r, jr));
+        json_object_set_new(last, "longseq", ext_of(r->job, jr));
         sse_event(r, last);
     } else {
         hreq tmp = {.h = r->h};
-        set_error(&tmp, 500, NULL, "job %s %s: %s", j->id, ls_job_state_name(j->state), j->error && *j->error ? j->error : "");
+        ls_http_error(&tmp, 500, NULL, "job %s %s: %s", j->id, ls_job_state_name(j->state), j->error && *j->error ? j->error : "");
         ls_buf_printf(&r->sse, "data: %.*s\n\n", (int)tmp.answer.len, tmp.answer.data);
         ls_buf_free(&tmp.answer);
     }
@@ -420,7 +379,7 @@ static void stream_final(hreq *r, const ls_job *j, const Longseq__JobResult *jr)
 static void job_ended(hreq *r) {
     ls_job j;
     if (ls_store_get(r->h->host.store, r->job, &j) != LS_OK) {
-        set_error(r, 500, NULL, "job %s: %s", r->job, ls_err_msg());
+        ls_http_error(r, 500, NULL, "job %s: %s", r->job, ls_err_msg());
         ls_err_clear();
         if (r->stream) ls_buf_printf(&r->sse, "data: %.*s\n\ndata: [DONE]\n\n", (int)r->answer.len, r->answer.data), r->sse_end = true;
         return;
@@ -434,13 +393,14 @@ static void job_ended(hreq *r) {
 }
 
 void ls_http_prep_done(ls_http *h, ls_prep_task *t) {
+    if (t->batch) return ls_batches_prep_done(h, t);
     hreq *r = t->owner;
     if (!r) return ls_prep_task_free(t); // its client went away meanwhile
     r->task = NULL;
     r->wait = W_NONE;
     ls_prep_doc *d = &t->docs[0];
     if (d->error) {
-        set_error(r, 400, strstr(d->error, "positions") ? "context_length_exceeded" : NULL, "%s", d->error);
+        ls_http_error(r, 400, strstr(d->error, "positions") ? "context_length_exceeded" : NULL, "%s", d->error);
     } else {
         ls_job job = {.state = LS_JOB_QUEUED, .name = d->name, .tokens = d->ids.data, .n_tokens = (int64_t)d->ids.len};
         size_t plen = longseq__settings__get_packed_size(t->set);
@@ -450,7 +410,7 @@ void ls_http_prep_done(ls_http *h, ls_prep_task *t) {
         if (rc == LS_OK) rc = ls_store_add(h->host.store, &job, 1); // committed before anyone is told
         ls_free(job.settings);
         if (rc != LS_OK) {
-            set_error(r, 503, NULL, "the job store could not commit: %s", ls_err_msg());
+            ls_http_error(r, 503, NULL, "the job store could not commit: %s", ls_err_msg());
             ls_err_clear();
         } else {
             snprintf(r->job, sizeof r->job, "%s", job.id);
@@ -529,13 +489,13 @@ static enum MHD_Result queue_stream(hreq *r) {
 static void route_health(hreq *r) {
     const char *why = NULL;
     bool ready = r->h->host.workers_ready(r->h->host.server, &why);
-    if (ready) set_json(r, 200, json_pack("{s:s}", "status", "ok"));
-    else set_json(r, 503, json_pack("{s:s, s:s}", "status", "unavailable", "reason", why && *why ? why : "workers not ready"));
+    if (ready) ls_http_json(r, 200, json_pack("{s:s}", "status", "ok"));
+    else ls_http_json(r, 503, json_pack("{s:s, s:s}", "status", "unavailable", "reason", why && *why ? why : "workers not ready"));
 }
 
 static void route_models(hreq *r) {
     json_t *m = json_pack("{s:s, s:s, s:i, s:s}", "id", r->h->model_id, "object", "model", "created", 0, "owned_by", "longseq");
-    set_json(r, 200, json_pack("{s:s, s:[o]}", "object", "list", "data", m));
+    ls_http_json(r, 200, json_pack("{s:s, s:[o]}", "object", "list", "data", m));
 }
 
 static void hist_text(ls_buf *b, const char *name, const char *help, const ls_hist *h) {
@@ -582,6 +542,7 @@ static void route_metrics(hreq *r) {
     metric(&b, "longseq_protocol_connections", "gauge", "Open connections of the protobuf protocol.",
            (double)r->h->host.connections(r->h->host.server));
     r->status = 200;
+    r->ctype = "text/plain; version=0.0.4; charset=utf-8";
     ls_buf_clear(&r->answer);
     ls_buf_append(&r->answer, b.data, b.len);
     ls_buf_free(&b);
@@ -616,15 +577,20 @@ static bool admit(hreq *r, const char *url, const char *method) {
     const char *want = NULL;
     route rt = route_of(url, &want);
     if (rt != RT_HEALTH && !authorized(h, r->mc))
-        return set_error(r, 401, "invalid_api_key", "a valid \"Authorization: Bearer TOKEN\" header is required"), false;
-    if (rt == RT_UNKNOWN) return set_error(r, 404, "unknown_url", "no route %s %s", method, url), false;
-    if (strcmp(method, want)) return set_error(r, 405, NULL, "%s takes %s, not %s", url, want, method), false;
+        return ls_http_error(r, 401, "invalid_api_key", "a valid \"Authorization: Bearer TOKEN\" header is required"), false;
+    if (rt == RT_UNKNOWN && !strncmp(url, "/v1/", 4) && ls_batches_route(r, method, url, false)) { // files and batches
+        if (r->status) return false; // the route said no (404, 405)
+    } else if (rt == RT_UNKNOWN) {
+        return ls_http_error(r, 404, "unknown_url", "no route %s %s", method, url), false;
+    } else if (strcmp(method, want)) {
+        return ls_http_error(r, 405, NULL, "%s takes %s, not %s", url, want, method), false;
+    }
     const char *cl = MHD_lookup_connection_value(r->mc, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
     unsigned long long len = cl ? strtoull(cl, NULL, 10) : 0;
     if (len > h->host.o->http_max_body)
-        return set_error(r, 413, NULL, "the body is %llu bytes; the limit is %zu", len, h->host.o->http_max_body), false;
+        return ls_http_error(r, 413, NULL, "the body is %llu bytes; the limit is %zu", len, h->host.o->http_max_body), false;
     if (len && h->buffered + len > h->host.o->max_buffered)
-        return set_error(r, 503, NULL, "the server is receiving too many bodies at once; try again"), false;
+        return ls_http_error(r, 503, NULL, "the server is receiving too many bodies at once; try again"), false;
     r->reserved = (size_t)len;
     h->buffered += r->reserved;
     return true;
@@ -633,14 +599,15 @@ static bool admit(hreq *r, const char *url, const char *method) {
 static void dispatch(hreq *r, const char *url) {
     const char *want;
     route rt = route_of(url, &want);
-    if (r->too_big) return set_error(r, 413, NULL, "the body is over the limit of %zu bytes", r->h->host.o->http_max_body);
+    if (r->too_big) return ls_http_error(r, 413, NULL, "the body is over the limit of %zu bytes", r->h->host.o->http_max_body);
     if (rt == RT_HEALTH) return route_health(r);
     if (rt == RT_MODELS) return route_models(r);
     if (rt == RT_METRICS) return route_metrics(r);
+    if (rt == RT_UNKNOWN) return (void)ls_batches_route(r, r->method, url, true);
     json_error_t err;
     json_t *q = json_loadb(r->body.data ? r->body.data : "", r->body.len, JSON_REJECT_DUPLICATES, &err);
-    if (!q) return set_error(r, 400, NULL, "the body is not valid JSON (UTF-8): %s at byte %d", err.text, err.position);
-    if (!json_is_object(q)) set_error(r, 400, NULL, "the body must be a JSON object");
+    if (!q) return ls_http_error(r, 400, NULL, "the body is not valid JSON (UTF-8): %s at byte %d", err.text, err.position);
+    if (!json_is_object(q)) ls_http_error(r, 400, NULL, "the body must be a JSON object");
     else {
         r->chat = rt == RT_CHAT;
         start_completion(r, q);
@@ -660,7 +627,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *mc, const ch
     hreq *r = *req_cls;
     if (!r) { // the headers are in
         r = ls_calloc(1, sizeof *r);
-        r->h = h, r->mc = mc;
+        r->h = h, r->mc = mc, r->method = method;
         const union MHD_ConnectionInfo *ci = MHD_get_connection_info(mc, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
         r->hc = ci ? ci->socket_context : NULL;
         link_req(&h->reqs, r);
@@ -769,7 +736,7 @@ ls_status ls_http_start(const ls_http_host *host, ls_http **out) {
         return LS_ERR(LS_ERR_IO, "--http %s: libmicrohttpd could not start", host->o->http);
     }
     *out = h;
-    return LS_OK;
+    return ls_batches_start(h);
 }
 
 int ls_http_port(const ls_http *h) { return h->port; }
@@ -788,6 +755,7 @@ int ls_http_timeout_ms(ls_http *h, int cap) {
 void ls_http_run(ls_http *h) {
     MHD_run(h->d);
     deadlines(h);
+    ls_batches_tick(h);
 }
 
 void ls_http_free(ls_http *h) {
@@ -797,7 +765,7 @@ void ls_http_free(ls_http *h) {
         if (r->stream && r->status == 200) {
             if (!r->sse_end) ls_buf_printf(&r->sse, "data: [DONE]\n\n"), r->sse_end = true;
         } else if (!r->status || r->wait != W_NONE) {
-            set_error(r, 503, NULL, "the server is stopping");
+            ls_http_error(r, 503, NULL, "the server is stopping");
         }
         r->wait = W_NONE;
         resume(r);
@@ -805,5 +773,6 @@ void ls_http_free(ls_http *h) {
     for (int i = 0; i < 20 && h->reqs; i++) MHD_run(h->d), usleep(5000); // let the answers go out
     for (hreq *r = h->reqs; r; r = r->next) resume(r);
     MHD_stop_daemon(h->d);
+    ls_batches_free(h);
     ls_free(h);
 }

@@ -1209,10 +1209,32 @@ static bool http_workers_ready(void *srv, const char **why) {
 
 static size_t http_connections(void *srv) { return ((server *)srv)->n_conns; }
 
+// A cancel from the HTTP front end (a batch's): a queued job at once, the running one at the
+// group's next step.
+static void http_cancel(void *srv, const char *id) {
+    server *s = srv;
+    ls_job j;
+    if (ls_store_get(s->store, id, &j) != LS_OK) return ls_err_clear();
+    if (j.state == LS_JOB_RUNNING && !strcmp(j.id, s->run_id) && s->leader && !s->cancel_asked) {
+        Longseq__CancelRequest cr = LONGSEQ__CANCEL_REQUEST__INIT;
+        cr.job_id = j.id;
+        Longseq__Reply r = LONGSEQ__REPLY__INIT;
+        r.body_case = LONGSEQ__REPLY__BODY_CANCEL_RUN;
+        r.cancel_run = &cr;
+        send_reply(s->leader, &r);
+        s->cancel_asked = true;
+    } else if (j.state == LS_JOB_QUEUED) {
+        finish(s, j.id, j.name, j.attempts, LS_JOB_CANCELLED, NULL, "cancelled with its batch");
+    }
+    ls_job_free(&j);
+}
+
 static ls_status start_http(server *s) {
     ls_http_host host = {.o = s->o, .store = s->store, .prep = s->prep, .pool = s->pool, .metrics = &s->metrics,
-                         .server = s, .workers_ready = http_workers_ready, .connections = http_connections};
-    LS_CHECK(ls_http_start(&host, &s->http));
+                         .server = s, .workers_ready = http_workers_ready, .connections = http_connections,
+                         .cancel = http_cancel};
+    ls_status rc = ls_http_start(&host, &s->http);
+    if (rc != LS_OK) return ls_http_free(s->http), s->http = NULL, rc;
     fprintf(stderr, "[longseq serve] HTTP on %s (http port %d)\n", s->o->http, ls_http_port(s->http));
     return LS_OK;
 }

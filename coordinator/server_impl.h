@@ -53,6 +53,7 @@ typedef struct ls_prep_task {
     const Longseq__Settings *set;    // req's settings, or defaults that outlive the task
     void *owner;                     // the loop's (its connection), never read by the pool
     bool http;                       // owner is an HTTP request (http.c), not a connection
+    bool batch;                      // (with http) owner is a batch's line (batch.c)
     bool rendered;                   // the documents are chat prompts already (ls_prep_document)
     ls_prep_doc *docs;               // [req->n_documents], filled by the pool
     // the pool's, under its lock
@@ -112,6 +113,7 @@ typedef struct ls_http_host {
     void *server;
     bool (*workers_ready)(void *server, const char **why);
     size_t (*connections)(void *server);        // protobuf connections open
+    void (*cancel)(void *server, const char *id); // cancels a queued or running job (as the Cancel call)
 } ls_http_host;
 
 ls_status ls_http_start(const ls_http_host *host, ls_http **out);

@@ -58,11 +58,11 @@ def _kill_leftovers():
 
 
 class Server:
-    def __init__(self, model, extra=()):
+    def __init__(self, model, extra=(), state=None):
         self.log = WORK / f"serve-{random.getrandbits(32):08x}.log"
-        args = [str(BIN), "serve", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0", "--state",
-                str(WORK / f"state-{random.getrandbits(32):08x}"), "--token-file", str(TOKEN_FILE), "--model",
-                str(model), *map(str, extra)]
+        self.state = state or WORK / f"state-{random.getrandbits(32):08x}"
+        args = [str(BIN), "serve", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0", "--state", str(self.state),
+                "--token-file", str(TOKEN_FILE), "--model", str(model), *map(str, extra)]
         self.f = open(self.log, "w")
         self.p = subprocess.Popen(args, stderr=self.f, stdout=self.f, env=ENV, start_new_session=True)
         STARTED.append(self.p.pid)
@@ -104,6 +104,11 @@ class Server:
 
     def client(self):
         return openai.OpenAI(base_url=self.base + "/v1", api_key=TOKEN, max_retries=0, timeout=120)
+
+    def kill9(self):
+        os.killpg(self.p.pid, signal.SIGKILL)
+        self.p.wait()
+        self.f.close()
 
     def stop(self):
         self.p.send_signal(signal.SIGTERM)
@@ -394,6 +399,133 @@ def test_health_down(tiny):
     print("health: 503 with the reason while no worker group is up")
 
 
+def batch_lines(n_good, bad=True, max_tokens=None):
+    """Request lines for a chat batch: good ones with their own settings, and (bad) four bad
+    ones among them; returns (the JSONL, [(custom_id, user text, max_tokens) for good lines],
+    [custom_id of bad lines])"""
+    good, bads, out = [], [], []
+    for i in range(n_good):
+        user, n = " ".join(random.Random(i).choice("the of and to in a is that".split()) for _ in range(6 + i)), 3 + i % 5
+        n = max_tokens or n
+        body = {"model": "tiny", "messages": [{"role": "user", "content": user}], "max_tokens": n}
+        out.append(json.dumps({"custom_id": f"req-{i}", "method": "POST", "url": "/v1/chat/completions", "body": body}))
+        good.append((f"req-{i}", user, n))
+        if bad and i == 1:
+            out.append('{"custom_id": "broken", "method": "POST", "url": ')
+            bads.append("")
+        if bad and i == 2:
+            out.append(json.dumps({"custom_id": "wrong-url", "method": "POST", "url": "/v1/completions", "body": body}))
+            bads.append("wrong-url")
+            out.append(json.dumps({"custom_id": "bad-temp", "method": "POST", "url": "/v1/chat/completions",
+                                   "body": dict(body, temperature=-1)}))
+            bads.append("bad-temp")
+            out.append(json.dumps({"custom_id": "too-long", "method": "POST", "url": "/v1/chat/completions",
+                                   "body": dict(body, messages=[{"role": "user", "content": "the " * 5000}])}))
+            bads.append("too-long")
+    return "\n".join(out) + "\n", good, bads
+
+
+def wait_batch(c, bid, timeout=300):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        b = c.batches.retrieve(bid)
+        if b.status in ("completed", "cancelled", "failed", "expired"):
+            return b
+        time.sleep(0.2)
+    fail(f"batch {bid} did not end: {b}")
+
+
+def check_output(c, b, good, bads, tiny, expect=None):
+    out = [json.loads(ln) for ln in c.files.content(b.output_file_id).text.splitlines()]
+    err = [json.loads(ln) for ln in c.files.content(b.error_file_id).text.splitlines()]
+    check([o["custom_id"] for o in out] == [g[0] for g in good], f"output lines in order: {[o['custom_id'] for o in out]}")
+    check([e["custom_id"] for e in err] == bads and all(e["response"] is None and e["error"]["message"] for e in err),
+          f"error lines in order: {err}")
+    for o, (cid, user, n) in zip(out, good):
+        if expect is None:
+            want = generate(tiny, user, n, chat=True)
+            check(o["response"]["status_code"] == 200 and o["response"]["body"]["choices"][0]["message"]["content"]
+                  == want["text"] and o["response"]["body"]["usage"]["completion_tokens"] == want["tokens"],
+                  f"{cid}: {o} vs generate --chat {want['text']!r}")
+    check(b.request_counts.total == len(good) + len(bads) and b.request_counts.completed == len(good)
+          and b.request_counts.failed == len(bads), f"request counts {b.request_counts}")
+    return out, err
+
+
+def test_batch(srv, tiny):
+    c = srv.client()
+    jsonl, good, bads = batch_lines(5)
+    f = c.files.create(file=("in.jsonl", jsonl.encode()), purpose="batch")
+    check(f.purpose == "batch" and f.bytes == len(jsonl.encode()) and c.files.retrieve(f.id).id == f.id, f"file {f}")
+    check(c.files.content(f.id).content == jsonl.encode(), "the input file reads back")
+    b = c.batches.create(input_file_id=f.id, endpoint="/v1/chat/completions", completion_window="24h",
+                         metadata={"who": "test_http"})
+    check(b.status == "in_progress" and b.metadata == {"who": "test_http"}, f"batch {b}")
+    b = wait_batch(c, b.id)
+    check(b.status == "completed", f"batch ended {b.status}")
+    check_output(c, b, good, bads, tiny)
+    # the wrong shapes
+    st, _, body = srv.request("POST", "/v1/batches", {"input_file_id": "file-nope", "endpoint": "/v1/chat/completions"})
+    check(st == 404, f"unknown input file: {st} {body!r}")
+    st, _, body = srv.request("POST", "/v1/batches", {"input_file_id": f.id, "endpoint": "/v1/embeddings"})
+    check(st == 400 and "endpoint" in error_of(body)["message"], f"bad endpoint: {st} {body!r}")
+    st, _, body = srv.request("POST", "/v1/files", b"{}")
+    check(st == 400, f"a file not as multipart: {st} {body!r}")
+    st, _, _ = srv.request("GET", "/v1/batches/batch_nope")
+    check(st == 404, "unknown batch: 404")
+    st, _, _ = srv.request("DELETE", f"/v1/batches/{b.id}")
+    check(st == 405, "DELETE a batch: 405")
+    # cancel: every line still ends up in exactly one of the two files
+    jsonl, good, _ = batch_lines(30, bad=False)
+    f = c.files.create(file=("many.jsonl", jsonl.encode()), purpose="batch")
+    b = c.batches.create(input_file_id=f.id, endpoint="/v1/chat/completions", completion_window="24h")
+    b = c.batches.cancel(b.id)
+    check(b.status == "cancelling", f"cancel: {b.status}")
+    b = wait_batch(c, b.id)
+    out = [json.loads(ln)["custom_id"] for ln in c.files.content(b.output_file_id).text.splitlines()]
+    err = [json.loads(ln)["custom_id"] for ln in c.files.content(b.error_file_id).text.splitlines()]
+    check(b.status == "cancelled" and sorted(out + err) == sorted(g[0] for g in good) and len(err) > 0,
+          f"cancelled batch: {len(out)} done + {len(err)} cancelled of {len(good)}")
+    print(f"batch: upload, create, poll, output and error files in order; cancel: {len(out)} done, {len(err)} cancelled")
+
+
+def test_batch_kill(tiny):
+    """kill -9 of the coordinator (and its workers) during a batch: after a restart on the same
+    state every line is in the output exactly once, and each line's job ran to done once."""
+    state = WORK / "state-batch-kill"
+    srv = Server(tiny, state=state)
+    srv.wait_ready()
+    c = srv.client()
+    jsonl, good, _ = batch_lines(40, bad=False, max_tokens=200)
+    f = c.files.create(file=("kill.jsonl", jsonl.encode()), purpose="batch")
+    b = c.batches.create(input_file_id=f.id, endpoint="/v1/chat/completions", completion_window="24h")
+    deadline = time.time() + 120
+    while time.time() < deadline and c.batches.retrieve(b.id).request_counts.completed < 5:
+        time.sleep(0.05)
+    done_before = c.batches.retrieve(b.id).request_counts.completed
+    check(5 <= done_before < len(good), f"killed mid-batch ({done_before} of {len(good)} done)")
+    srv.kill9()
+    srv = Server(tiny, state=state)
+    try:
+        srv.wait_ready()
+        c = srv.client()
+        b = wait_batch(c, b.id)
+        out = [json.loads(ln) for ln in c.files.content(b.output_file_id).text.splitlines()]
+        check(b.status == "completed" and [o["custom_id"] for o in out] == [g[0] for g in good],
+              f"after the restart: every line once, in order ({len(out)} lines)")
+    finally:
+        srv.stop()
+    import sqlite3
+    db = sqlite3.connect(state / "jobs.db")
+    jobs = [r[0] for r in db.execute("SELECT job FROM batch_lines WHERE batch = ? ORDER BY line", (b.id,))]
+    done_rows = dict(db.execute("SELECT job_id, count(*) FROM job_log WHERE state = 2 GROUP BY job_id").fetchall())
+    n_jobs = db.execute("SELECT count(*) FROM jobs").fetchone()[0]
+    db.close()
+    check(len(set(jobs)) == len(good) and all(done_rows.get(j) == 1 for j in jobs) and n_jobs == len(good),
+          f"one job per line, each done once ({n_jobs} jobs for {len(good)} lines)")
+    print(f"batch kill -9 after {done_before} of {len(good)} lines: completed after the restart, every line once")
+
+
 def main():
     tiny = WORK / "tiny.gguf"
     write_tiny_llama(str(tiny), embd=64, heads=4, kv_heads=2, ff=128, ctx=4096, chat_template=CHATML)
@@ -406,8 +538,10 @@ def main():
         test_shapes(srv, tiny)
         test_metrics(srv)
         test_hostile(srv)
+        test_batch(srv, tiny)
     finally:
         srv.stop()
+    test_batch_kill(tiny)
     test_health_down(tiny)
     done("test_http")
 
