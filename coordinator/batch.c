@@ -9,6 +9,8 @@
 // docs/protocol.md ("HTTP"). Tests: tests/oracle/test_http.py (test_batch, test_batch_kill).
 #include "http_impl.h"
 
+#include <errno.h>
+#include <stdio.h>
 #include <string.h>
 #include <time.h>
 
@@ -30,6 +32,7 @@ typedef struct obatch {         // an open batch
 
 struct ls_batches {
     obatch *open;
+    char offline[40];           // the batch of `longseq batch` ("" none)
 };
 
 typedef struct line_task {      // the owner of a line's prep task
@@ -160,6 +163,9 @@ void ls_batches_prep_done(ls_http *h, ls_prep_task *t) {
 typedef struct finish_ctx {
     ls_http *h;
     obatch *b;
+    const char *endpoint;
+    const char *batch_id;
+    bool merged;          // error lines go to out too (longseq batch: one line per request)
     ls_buf out, err;
     int64_t open_lines;   // lines whose job has not ended (or that have neither job nor error)
     int64_t done, failed;
@@ -173,8 +179,8 @@ static void out_line(ls_buf *to, json_t *line) {
 
 static void error_line(finish_ctx *c, int64_t line, const char *custom_id, const char *job, const char *code, const char *msg) {
     char id[64];
-    snprintf(id, sizeof id, "batch_req_%s-%lld", c->b->rec.id + 6, (long long)line);
-    out_line(&c->err, json_pack("{s:s, s:s, s:n, s:{s:s, s:s, s:I}}", "id", id, "custom_id", custom_id, "response",
+    snprintf(id, sizeof id, "batch_req_%s-%lld", c->batch_id + 6, (long long)line);
+    out_line(c->merged ? &c->out : &c->err, json_pack("{s:s, s:s, s:n, s:{s:s, s:s, s:I}}", "id", id, "custom_id", custom_id, "response",
                                 "error", "code", code, "message", msg, "line", (json_int_t)line + 1));
     (void)job;
     c->failed++;
@@ -187,7 +193,7 @@ static void done_line(finish_ctx *c, const char *custom_id, const char *job_id) 
         return error_line(c, -1, custom_id, job_id, "server_error", "the line's job is missing from the store");
     }
     Longseq__JobResult *jr = j.result_len ? longseq__job_result__unpack(NULL, j.result_len, j.result) : NULL;
-    bool chat = !strcmp(c->b->rec.endpoint, "/v1/chat/completions");
+    bool chat = !strcmp(c->endpoint, "/v1/chat/completions");
     json_t *body = ls_http_completion(c->h, chat, j.id, j.created_ms / 1000, &j, jr);
     char id[64];
     snprintf(id, sizeof id, "batch_req_%s", j.id);
@@ -223,8 +229,10 @@ static void write_line(void *ctx, int64_t line, const ls_batch_line *l, int st) 
 }
 
 // Closes the batch when every line has ended: the output and error files, in input order.
+static void write_offline(ls_http *h, const ls_batch *b);
+
 static bool try_finish(ls_http *h, obatch *b) {
-    finish_ctx c = {.h = h, .b = b};
+    finish_ctx c = {.h = h, .b = b, .endpoint = b->rec.endpoint, .batch_id = b->rec.id};
     if (ls_store_batch_lines(h->host.store, b->rec.id, count_line, &c) != LS_OK) return ls_err_clear(), false;
     if (c.open_lines) return false;
     c.done = c.failed = 0;
@@ -243,6 +251,7 @@ static bool try_finish(ls_http *h, obatch *b) {
         fprintf(stderr, "[longseq serve] batch %s %s: %lld lines done, %lld failed\n", b->rec.id,
                 b->cancelling ? "cancelled" : "completed", (long long)c.done, (long long)c.failed);
     ls_buf_free(&c.out), ls_buf_free(&c.err);
+    if (ok && !strcmp(b->rec.id, h->batches->offline)) write_offline(h, &b->rec);
     return ok;
 }
 
@@ -295,9 +304,13 @@ static void resume_one(void *ctx, const ls_batch *rec) {
     }
 }
 
+static ls_status make_batch(ls_http *h, const ls_file *f, const char *endpoint, const char *metadata, ls_batch *b);
+static ls_status offline_batch(ls_http *h);
+
 ls_status ls_batches_start(ls_http *h) {
     h->batches = ls_calloc(1, sizeof *h->batches);
-    return ls_store_batch_list(h->host.store, true, 1 << 20, resume_one, h);
+    LS_CHECK(ls_store_batch_list(h->host.store, true, 1 << 20, resume_one, h));
+    return h->host.o->batch_in ? offline_batch(h) : LS_OK;
 }
 
 void ls_batches_free(ls_http *h) {
@@ -441,6 +454,23 @@ static ls_batch_line *new_lines(const uint8_t *d, size_t len, const char *endpoi
     return lines;
 }
 
+// A batch over file f: its lines stored (b->id given, or a new one), then opened.
+static ls_status make_batch(ls_http *h, const ls_file *f, const char *endpoint, const char *metadata, ls_batch *b) {
+    int64_t n;
+    char **owned;
+    ls_batch_line *lines = new_lines(f->data, f->len, endpoint, &n, &owned);
+    b->input_file = (char *)f->id, b->endpoint = (char *)endpoint, b->state = "in_progress", b->n_lines = n;
+    b->metadata = (char *)metadata;
+    ls_status rc = !n ? LS_ERR(LS_ERR_INVALID, "the input file has no request lines")
+                 : b->id[0] ? LS_OK : ls_store_new_named_id("batch_", b->id);
+    if (rc == LS_OK) rc = ls_store_batch_add(h->host.store, b, lines);
+    if (rc == LS_OK) rc = open_batch(h, b);
+    if (rc == LS_OK && !h->host.o->quiet) fprintf(stderr, "[longseq serve] batch %s: %lld lines from %s\n", b->id, (long long)n, f->id);
+    for (int64_t i = 0; i < 2 * n; i++) ls_free(owned[i]);
+    ls_free(owned), ls_free(lines);
+    return rc;
+}
+
 static void create_batch(hreq *r, json_t *q) {
     json_t *in = json_object_get(q, "input_file_id"), *ep = json_object_get(q, "endpoint"), *meta = json_object_get(q, "metadata");
     const char *endpoint = json_is_string(ep) ? json_string_value(ep) : "";
@@ -450,26 +480,82 @@ static void create_batch(hreq *r, json_t *q) {
     ls_file f;
     if (ls_store_file_get(r->h->host.store, json_string_value(in), &f, true) != LS_OK)
         return ls_err_clear(), ls_http_error(r, 404, NULL, "no file %s", json_string_value(in));
-    int64_t n;
-    char **owned;
-    ls_batch_line *lines = new_lines(f.data, f.len, endpoint, &n, &owned);
-    ls_batch b = {.input_file = f.id, .endpoint = (char *)endpoint, .state = "in_progress", .n_lines = n};
     char *metatext = meta && json_is_object(meta) ? json_dumps(meta, JSON_COMPACT) : NULL;
-    b.metadata = metatext ? metatext : "null";
-    ls_status rc = n ? ls_store_new_named_id("batch_", b.id) : LS_ERR(LS_ERR_INVALID, "the input file has no request lines");
-    if (rc == LS_OK) rc = ls_store_batch_add(r->h->host.store, &b, lines);
-    if (rc == LS_OK) rc = open_batch(r->h, &b);
-    if (rc == LS_OK) {
+    ls_batch b = {0};
+    if (make_batch(r->h, &f, endpoint, metatext ? metatext : "null", &b) == LS_OK) {
         ls_batch got;
         if (ls_store_batch_get(r->h->host.store, b.id, &got) == LS_OK) ls_http_json(r, 200, batch_json(r->h, &got)), ls_batch_free(&got);
-        if (!r->h->host.o->quiet) fprintf(stderr, "[longseq serve] batch %s: %lld lines from %s\n", b.id, (long long)n, f.id);
     } else {
         ls_http_error(r, ls_err_code() == LS_ERR_INVALID ? 400 : 503, NULL, "%s", ls_err_msg());
     }
     ls_err_clear();
-    for (int64_t i = 0; i < 2 * n; i++) ls_free(owned[i]);
-    ls_free(owned), ls_free(lines), free(metatext);
+    free(metatext);
     ls_file_free(&f);
+}
+
+// --- longseq batch (offline) ------------------------------------------------------------------
+
+// The output of `longseq batch`: one line per request in input order (a response, or an error
+// line), written to a temporary file and renamed over batch_out; then the server stops.
+static void write_offline(ls_http *h, const ls_batch *b) {
+    finish_ctx c = {.h = h, .endpoint = b->endpoint, .batch_id = b->id, .merged = true};
+    ls_status rc = ls_store_batch_lines(h->host.store, b->id, write_line, &c);
+    char tmp[4200];
+    snprintf(tmp, sizeof tmp, "%s.tmp", h->host.o->batch_out);
+    FILE *f = rc == LS_OK ? fopen(tmp, "w") : NULL;
+    bool ok = f && fwrite(c.out.data ? c.out.data : "", 1, c.out.len, f) == c.out.len;
+    if (f) ok = (fclose(f) == 0) && ok;
+    if (ok) ok = rename(tmp, h->host.o->batch_out) == 0;
+    if (!ok) fprintf(stderr, "[longseq serve] cannot write %s: %s\n", h->host.o->batch_out, rc == LS_OK ? strerror(errno) : ls_err_msg());
+    ls_err_clear();
+    if (h->host.o->batch_failed) *h->host.o->batch_failed = ok ? c.failed : -1;
+    ls_buf_free(&c.out);
+    ls_server_stop();
+}
+
+// The endpoint of an offline batch: the url of its first line that names one (the lines that
+// name another become error lines).
+static const char *first_url(const ls_buf *in) {
+    size_t *at, *len;
+    int64_t n = split_lines((const uint8_t *)in->data, in->len, &at, &len);
+    const char *url = "/v1/chat/completions";
+    for (int64_t i = 0; i < n; i++) {
+        json_t *q = json_loadb(in->data + at[i], len[i], 0, NULL);
+        const char *u = json_string_value(json_object_get(q, "url"));
+        bool found = u && (!strcmp(u, "/v1/completions") || !strcmp(u, "/v1/chat/completions"));
+        if (found) url = !strcmp(u, "/v1/completions") ? "/v1/completions" : "/v1/chat/completions";
+        json_decref(q);
+        if (found) break;
+    }
+    ls_free(at), ls_free(len);
+    return url;
+}
+
+// The batch of `longseq batch IN`: its id comes from IN's bytes, so a rerun on the same state
+// finds it (and goes on, or only writes the output again when it has finished).
+static ls_status offline_batch(ls_http *h) {
+    ls_buf in = {0};
+    LS_CHECK(ls_file_read_all(h->host.o->batch_in, (size_t)1 << 32, &in));
+    uint64_t x = 1469598103934665603ull;
+    for (size_t i = 0; i < in.len; i++) x = (x ^ (uint8_t)in.data[i]) * 1099511628211ull;
+    ls_batch b = {0};
+    snprintf(b.id, sizeof b.id, "batch_%016llx", (unsigned long long)x);
+    snprintf(h->batches->offline, sizeof h->batches->offline, "%s", b.id);
+    ls_batch old;
+    ls_status rc = LS_OK;
+    if (ls_store_batch_get(h->host.store, b.id, &old) == LS_OK) { // a rerun
+        if (old.finished_ms) write_offline(h, &old);
+        ls_batch_free(&old);
+    } else {
+        ls_err_clear();
+        ls_file f = {.data = (uint8_t *)in.data, .len = in.len};
+        snprintf(f.id, sizeof f.id, "file-%016llx", (unsigned long long)x);
+        const char *endpoint = first_url(&in);
+        rc = ls_store_file_put(h->host.store, f.id, "batch", h->host.o->batch_in, in.data ? in.data : "", in.len);
+        if (rc == LS_OK) rc = make_batch(h, &f, endpoint, "null", &b);
+    }
+    ls_buf_free(&in);
+    return rc;
 }
 
 static void get_batch(hreq *r, const char *id, bool cancel) {

@@ -47,6 +47,9 @@ typedef struct ls_server_opts {
     size_t http_max_header;      // bytes of an HTTP request's headers (the request line too)
     int http_timeout_s;          // an HTTP request must arrive whole within this (also idle keep-alive)
     int http_max_conns;          // open HTTP connections
+    const char *batch_in;        // offline batch (`longseq batch`): this JSONL runs as a batch (resumed
+    const char *batch_out;       // when the state has it), its lines go to batch_out in order, then the server stops
+    int64_t *batch_failed;       // (optional) how many of its lines failed
     bool quiet;                  // no per-job log lines
     void (*on_ready)(void *ctx, int port); // called once listening
     void *ready_ctx;

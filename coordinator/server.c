@@ -1235,7 +1235,7 @@ static ls_status start_http(server *s) {
                          .cancel = http_cancel};
     ls_status rc = ls_http_start(&host, &s->http);
     if (rc != LS_OK) return ls_http_free(s->http), s->http = NULL, rc;
-    fprintf(stderr, "[longseq serve] HTTP on %s (http port %d)\n", s->o->http, ls_http_port(s->http));
+    if (!s->o->on_ready) fprintf(stderr, "[longseq serve] HTTP on %s (http port %d)\n", s->o->http, ls_http_port(s->http));
     return LS_OK;
 }
 

@@ -526,6 +526,70 @@ def test_batch_kill(tiny):
     print(f"batch kill -9 after {done_before} of {len(good)} lines: completed after the restart, every line once")
 
 
+def test_offline_batch(tiny):
+    """longseq batch IN --out OUT: one line per request in order (bad lines as error lines, exit
+    3), texts as generate; killed with -9 midway and run again: it goes on, every line once; run
+    once more: nothing runs again."""
+    jsonl, good, bads = batch_lines(4)
+    inp, out = WORK / "offline.jsonl", WORK / "offline-out.jsonl"
+    inp.write_text(jsonl)
+    args = [str(BIN), "batch", str(inp), "--out", str(out), "--model", str(tiny)]
+    p = subprocess.run(args, capture_output=True, text=True, env=ENV, timeout=600)
+    check(p.returncode == 3 and "4 lines failed" in p.stderr, f"longseq batch: {p.returncode} {p.stderr}")
+    lines = [json.loads(ln) for ln in out.read_text().splitlines()]
+    def cid_of(ln):
+        try:
+            return json.loads(ln)["custom_id"]
+        except ValueError:
+            return ""  # not JSON: its error line has no custom_id
+    order = [cid_of(ln) for ln in jsonl.splitlines()]
+    check([ln["custom_id"] for ln in lines] == order, f"one line per request, in order: {[ln['custom_id'] for ln in lines]}")
+    by_id = {ln["custom_id"]: ln for ln in lines}
+    for cid, user, n in good:
+        want = generate(tiny, user, n, chat=True)
+        check(by_id[cid]["response"]["body"]["choices"][0]["message"]["content"] == want["text"], f"{cid} as generate")
+    check(all(by_id[b]["error"]["message"] for b in bads if b), "bad lines carry their errors")
+
+    # killed midway, then run again: it goes on; every line once
+    jsonl, good, _ = batch_lines(30, bad=False, max_tokens=200)
+    inp.write_text(jsonl)
+    out = WORK / "offline-kill.jsonl"
+    args = [str(BIN), "batch", str(inp), "--out", str(out), "--model", str(tiny)]
+    k = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV, start_new_session=True)
+    STARTED.append(k.pid)
+    db_path = WORK / "offline-kill.jsonl.state" / "jobs.db"
+    import sqlite3
+    deadline, n_done = time.time() + 300, 0
+    while time.time() < deadline and n_done < 5 and k.poll() is None:
+        time.sleep(0.1)
+        try:
+            db = sqlite3.connect(db_path)
+            n_done = db.execute("SELECT count(*) FROM jobs WHERE state = 2").fetchone()[0]
+            db.close()
+        except sqlite3.Error:
+            pass
+    os.killpg(k.pid, signal.SIGKILL)
+    k.wait()
+    check(5 <= n_done < len(good) and not out.exists(), f"killed midway ({n_done} of {len(good)} done, no output yet)")
+    p = subprocess.run(args, capture_output=True, text=True, env=ENV, timeout=600)
+    lines = [json.loads(ln) for ln in out.read_text().splitlines()]
+    check(p.returncode == 0 and [ln["custom_id"] for ln in lines] == [g[0] for g in good]
+          and all(ln["response"]["status_code"] == 200 for ln in lines), f"rerun: {p.returncode} {p.stderr}")
+    db = sqlite3.connect(db_path)
+    n_jobs = db.execute("SELECT count(*) FROM jobs").fetchone()[0]
+    done_rows = db.execute("SELECT count(*), count(DISTINCT job_id) FROM job_log WHERE state = 2").fetchone()
+    db.close()
+    check(n_jobs == len(good) and done_rows == (len(good), len(good)), f"each line's job done once: {n_jobs}, {done_rows}")
+    # once more: nothing runs, the same output
+    before = out.read_text()
+    p = subprocess.run(args, capture_output=True, text=True, env=ENV, timeout=600)
+    db = sqlite3.connect(db_path)
+    n_jobs2 = db.execute("SELECT count(*) FROM jobs").fetchone()[0]
+    db.close()
+    check(p.returncode == 0 and out.read_text() == before and n_jobs2 == n_jobs, "a finished batch is not run again")
+    print(f"longseq batch: in order with error lines; killed after {n_done} of {len(good)}, resumed, every line once")
+
+
 def main():
     tiny = WORK / "tiny.gguf"
     write_tiny_llama(str(tiny), embd=64, heads=4, kv_heads=2, ff=128, ctx=4096, chat_template=CHATML)
@@ -542,6 +606,7 @@ def main():
     finally:
         srv.stop()
     test_batch_kill(tiny)
+    test_offline_batch(tiny)
     test_health_down(tiny)
     done("test_http")
 
