@@ -11,6 +11,13 @@ official `openai` client, raw HTTP (sockets and urllib) and prometheus_client's 
   headers and bodies (declared and chunked), headers sent slowly past --http-timeout (408 and
   closed), invalid JSON, invalid UTF-8, unknown routes and methods, bad fields, 1000 connections
   at once each answered 401; a good client is served throughout;
+- a stream whose worker group is killed midway goes on after the retry without repeating text;
+  the restart and the retry are counted in /metrics;
+- the Batch API with the openai client: upload, create, poll, output and error files in input
+  order (bad lines are error lines), unknown files and batches, cancel; kill -9 of the
+  coordinator mid-batch and a restart: every line once, each line's job done once;
+- `longseq batch IN --out OUT`: one line per request in order, exit 3 with bad lines, kill -9
+  and rerun (every line once), a finished batch not run again;
 - /health is 503 with the reason while no worker group is up.
 
 All on a tiny model (tests/oracle/fixtures.py).
@@ -29,6 +36,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import openai
 from prometheus_client.parser import text_string_to_metric_families
@@ -285,6 +293,50 @@ def test_metrics(srv):
     st, _, _ = srv.request("GET", "/metrics", token=None)
     check(st == 401, f"/metrics without the token: {st}")
     print(f"metrics: {len(fams)} families parsed by prometheus_client; counters moved")
+
+
+def worker_pids(srv):
+    out = subprocess.run(["pgrep", "-f", f"longseq worker --connect 127.0.0.1:{srv.proto_port}"], capture_output=True,
+                         text=True).stdout.split()
+    pids = []
+    for p in out:
+        try:
+            if Path(f"/proc/{p}/cmdline").read_bytes().split(b"\0")[0].endswith(b"longseq"):
+                pids.append(int(p))
+        except OSError:
+            pass
+    return pids
+
+
+def test_stream_retry(srv, tiny):
+    """The worker group killed while a stream runs: the job runs again and the stream goes on
+    where it was (no text twice), as generate's text; the restart and the retry are counted."""
+    _, before = metrics(srv)
+    prompt, n = "the of and to in a is that", 3000
+    want = generate(tiny, prompt, n)
+    req = urllib.request.Request(srv.base + "/v1/completions", method="POST", data=json.dumps(
+        {"prompt": prompt, "max_tokens": n, "stream": True}).encode(), headers={"Authorization": f"Bearer {TOKEN}"})
+    text, killed, last = "", False, None
+    with urllib.request.urlopen(req, timeout=300) as r:
+        for line in r:
+            if not line.startswith(b"data: {"):
+                continue
+            ev = json.loads(line[6:])
+            text += ev["choices"][0]["text"] if ev["choices"] else ""
+            last = ev
+            if not killed and len(text) > 20:
+                pids = worker_pids(srv)
+                check(len(pids) == 1, f"one rank to kill: {pids}")
+                os.kill(pids[0], signal.SIGKILL)
+                killed = True
+    check(killed and text == want["text"] and last["usage"]["completion_tokens"] == want["tokens"],
+          f"stream across a retry: {len(text)} chars vs generate's {len(want['text'])}")
+    _, after = metrics(srv)
+    check(after["longseq_worker_group_restarts_total"] == before["longseq_worker_group_restarts_total"] + 1
+          and after["longseq_job_retries_total"] == before["longseq_job_retries_total"] + 1,
+          "the group's restart and the job's retry counted")
+    srv.wait_ready()
+    print(f"stream across a killed worker group: {want['tokens']} tokens, text as generate, no text twice")
 
 
 def served(srv):
@@ -603,6 +655,7 @@ def main():
         test_metrics(srv)
         test_hostile(srv)
         test_batch(srv, tiny)
+        test_stream_retry(srv, tiny)
     finally:
         srv.stop()
     test_batch_kill(tiny)
