@@ -1,5 +1,5 @@
 // http_impl.h — private to coordinator/: the HTTP front end's requests and connections
-// (http.c) and its Batch API (batch.c), which share them.
+// (http.c) and its Batch API (batch.c), which share them. Tests: tests/oracle/test_http.py.
 #ifndef LS_HTTP_IMPL_H
 #define LS_HTTP_IMPL_H
 

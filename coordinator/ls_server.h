@@ -3,8 +3,10 @@
 // (ls_store.h), turns documents into token sequences (task prompt, chat template, length
 // checks), and hands them one at a time, FIFO, to a worker group that it launches (or that
 // connects from outside) and relaunches when it dies. The job settings it checks are
-// proto/ls_settings.h's, which the workers share.
-// Tests: tests/oracle/test_service.py, tests/unit/test_store.c, tests/fuzz/fuzz_frame.c.
+// proto/ls_settings.h's, which the workers share. With `http` set, the same loop also serves
+// an OpenAI-compatible HTTP API with batches and Prometheus metrics (http.c, batch.c).
+// Tests: tests/oracle/test_service.py, tests/oracle/test_http.py, tests/unit/test_store.c,
+// tests/fuzz/fuzz_frame.c.
 #ifndef LS_SERVER_H
 #define LS_SERVER_H
 
