@@ -600,6 +600,7 @@ static void dispatch(hreq *r, const char *url) {
     const char *want;
     route rt = route_of(url, &want);
     if (r->too_big) return ls_http_error(r, 413, NULL, "the body is over the limit of %zu bytes", r->h->host.o->http_max_body);
+    if (r->busy) return ls_http_error(r, 503, NULL, "the server is receiving too many bodies at once; try again");
     if (rt == RT_HEALTH) return route_health(r);
     if (rt == RT_MODELS) return route_models(r);
     if (rt == RT_METRICS) return route_metrics(r);
@@ -636,8 +637,13 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *mc, const ch
         return MHD_YES;
     }
     if (*upload_size) { // part of the body
-        if (r->body.len + *upload_size > h->host.o->http_max_body) r->too_big = true;
-        if (!r->too_big) ls_buf_append(&r->body, upload, *upload_size);
+        size_t need = r->body.len + *upload_size;
+        if (need > h->host.o->http_max_body) r->too_big = true;
+        if (!r->too_big && !r->busy && need > r->reserved) { // a body without Content-Length: reserved as it grows
+            if (h->buffered - r->reserved + need > h->host.o->max_buffered) r->busy = true;
+            else h->buffered += need - r->reserved, r->reserved = need;
+        }
+        if (!r->too_big && !r->busy) ls_buf_append(&r->body, upload, *upload_size);
         *upload_size = 0;
         return MHD_YES;
     }

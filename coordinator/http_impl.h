@@ -32,6 +32,7 @@ typedef struct hreq {
     size_t reserved;          // body bytes reserved from max_buffered
     ls_buf body;
     bool too_big;             // the body passed the limit while arriving: answered 413
+    bool busy;                // a body without a length passed --max-buffered while arriving: 503
     bool suspended;
     // a completion
     bool chat, stream, dispatched;

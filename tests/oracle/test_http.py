@@ -433,7 +433,8 @@ def test_health_down(tiny):
     wt = WORK / "worker-token"
     wt.write_text("w-" + "%016x" % random.getrandbits(64) + "\n")
     wt.chmod(0o600)
-    srv = Server(tiny, ["--workers", "external", "--worker-token-file", str(wt)])
+    srv = Server(tiny, ["--workers", "external", "--worker-token-file", str(wt), "--max-frame", "1024",
+                        "--max-buffered", "1048576", "--http-max-body", "4000000"])
     try:
         st, _, body = srv.request("GET", "/health", token=None)
         check(st == 503 and json.loads(body)["status"] == "unavailable", f"/health without workers: {st} {body!r}")
@@ -446,6 +447,16 @@ def test_health_down(tiny):
         check(st == 200, "served after a client gave up waiting")
         _, vals = metrics(srv)
         check(vals["longseq_queue_depth"] == 1 and vals["longseq_workers_ready"] == 0, f"queue depth 1: {vals}")
+        # bodies under --http-max-body but over --max-buffered (shared with the protocol): 503,
+        # by the declared length or, chunked, as the body grows
+        hdr = b"Authorization: Bearer " + TOKEN.encode() + b"\r\n"
+        resp = raw(srv.port, b"POST /v1/completions HTTP/1.1\r\nHost: x\r\n" + hdr + b"Content-Length: 1200000\r\n\r\n")
+        check(status_of(resp) == 503, f"declared body over --max-buffered: {resp[:200]!r}")
+        chunk = b"x" * 100000
+        body = b"".join(b"%x\r\n" % len(chunk) + chunk + b"\r\n" for _ in range(12)) + b"0\r\n\r\n"
+        resp = raw(srv.port, b"POST /v1/completions HTTP/1.1\r\nHost: x\r\n" + hdr + b"Transfer-Encoding: chunked\r\n\r\n" + body)
+        check(status_of(resp) == 503, f"chunked body over --max-buffered: {resp[:200]!r}")
+        check(srv.request("GET", "/v1/models")[0] == 200, "served after the big bodies")
     finally:
         srv.stop()
     print("health: 503 with the reason while no worker group is up")
