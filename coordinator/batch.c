@@ -11,6 +11,7 @@
 
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -576,6 +577,34 @@ static void get_batch(hreq *r, const char *id, bool cancel) {
     ls_batch_free(&b);
 }
 
+typedef struct list_ctx {
+    ls_http *h;
+    json_t *data;
+} list_ctx;
+
+static void list_one(void *ctx, const ls_batch *b) {
+    list_ctx *l = ctx;
+    json_array_append_new(l->data, batch_json(l->h, b));
+}
+
+// GET /v1/batches[?limit=N]: newest first (at most 100 by default, 10000 at most).
+static void list_batches(hreq *r) {
+    const char *lim = MHD_lookup_connection_value(r->mc, MHD_GET_ARGUMENT_KIND, "limit");
+    long limit = lim ? strtol(lim, NULL, 10) : 100;
+    if (limit < 1 || limit > 10000) return ls_http_error(r, 400, NULL, "limit must be an integer in [1, 10000]");
+    list_ctx l = {r->h, json_array()};
+    if (ls_store_batch_list(r->h->host.store, false, limit, list_one, &l) != LS_OK) {
+        json_decref(l.data);
+        ls_http_error(r, 503, NULL, "%s", ls_err_msg());
+        return ls_err_clear();
+    }
+    size_t n = json_array_size(l.data);
+    json_t *first = n ? json_object_get(json_array_get(l.data, 0), "id") : NULL;
+    json_t *last = n ? json_object_get(json_array_get(l.data, n - 1), "id") : NULL;
+    ls_http_json(r, 200, json_pack("{s:s, s:o, s:O?, s:O?, s:b}", "object", "list", "data", l.data, "first_id", first,
+                                   "last_id", last, "has_more", 0));
+}
+
 // /v1/files[/ID[/content]], /v1/batches[/ID[/cancel]]: the kind, and the id (at most 39 bytes).
 static bool parse_url(const char *url, bool *files, char id[40], const char **tail) {
     const char *rest;
@@ -600,7 +629,7 @@ bool ls_batches_route(hreq *r, const char *method, const char *url, bool run) {
     if (!parse_url(url, &files, id, &tail)) return false;
     bool post = !strcmp(method, "POST"), get = !strcmp(method, "GET");
     bool ok = files ? (!id[0] ? post : get && (!*tail || !strcmp(tail, "/content")))
-                    : (!id[0] ? post : !*tail ? get : post && !strcmp(tail, "/cancel"));
+                    : (!id[0] ? post || get : !*tail ? get : post && !strcmp(tail, "/cancel"));
     if (!ok) {
         if ((files && *tail && strcmp(tail, "/content")) || (!files && *tail && strcmp(tail, "/cancel")))
             ls_http_error(r, 404, "unknown_url", "no route %s %s", method, url);
@@ -611,6 +640,7 @@ bool ls_batches_route(hreq *r, const char *method, const char *url, bool run) {
     if (files && !id[0]) return post_file(r), true;
     if (files) return get_file(r, id, *tail != 0), true;
     if (id[0]) return get_batch(r, id, *tail != 0), true;
+    if (get) return list_batches(r), true;
     json_error_t err;
     json_t *q = json_loadb(r->body.data ? r->body.data : "", r->body.len, JSON_REJECT_DUPLICATES, &err);
     if (!json_is_object(q)) ls_http_error(r, 400, NULL, "the body must be a JSON object: %s", q ? "" : err.text);

@@ -527,6 +527,8 @@ def test_batch(srv, tiny):
     b = wait_batch(c, b.id)
     check(b.status == "completed", f"batch ended {b.status}")
     check_output(c, b, good, bads, tiny)
+    listed = c.batches.list(limit=5)
+    check([x.id for x in listed.data][:1] == [b.id] and listed.data[0].status == "completed", f"list: {listed}")
     # the wrong shapes
     st, _, body = srv.request("POST", "/v1/batches", {"input_file_id": "file-nope", "endpoint": "/v1/chat/completions"})
     check(st == 404, f"unknown input file: {st} {body!r}")
