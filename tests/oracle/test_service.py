@@ -1391,7 +1391,7 @@ def test_schema(tiny):
     p = subprocess.run([str(BIN), "serve", "--listen", "127.0.0.1:0", "--state", str(state), "--token-file",
                         str(TOKEN_FILE), "--model", str(tiny)], capture_output=True, text=True, timeout=60, env=ENV)
     check(p.returncode == 1 and "schema version 99" in p.stderr, f"a newer store is refused: {p.stderr}")
-    print("schema: version 1 migrated to 2; version 99 refused")
+    print("schema: version 1 migrated to 3; version 99 refused")
 
 
 def test_load(tiny):
