@@ -363,7 +363,7 @@ def test_hostile(srv):
     check(status_of(resp) == 413, f"chunked oversize body: {resp[:200]!r}")
     # oversize headers
     resp = raw(port, b"GET /v1/models HTTP/1.1\r\nHost: x\r\n" + hdr + b"X-Big: " + b"a" * 40000 + b"\r\n\r\n")
-    check(status_of(resp) in (431, 413), f"oversize headers: {resp[:200]!r}")
+    check(status_of(resp) == 431, f"oversize headers: {resp[:200]!r}")
     # invalid JSON, invalid UTF-8, not an object, unknown routes and methods
     for data, want in ((b"{nope", 400), (b'{"prompt": "\xff\xfe"}', 400), (b"[1, 2]", 400), (b"", 400)):
         st, _, body = srv.request("POST", "/v1/completions", data)
