@@ -17,6 +17,7 @@ int cmd_perplexity(int argc, char **argv);
 int cmd_worker(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
 int cmd_summarize(int argc, char **argv);
+int cmd_batch(int argc, char **argv);
 int cmd_submit(int argc, char **argv);
 int cmd_watch(int argc, char **argv);
 int cmd_result(int argc, char **argv);

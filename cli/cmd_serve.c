@@ -38,6 +38,13 @@ static void help(void) {
            "  --frame-timeout S    a frame must arrive within S s of its first byte (default 300)\n"
            "  --auth-timeout S     a new connection's token must arrive within S s of its first\n"
            "                       byte (default 10)\n"
+           "  --http HOST:PORT     also serve the OpenAI-compatible HTTP API there (docs/protocol.md,\n"
+           "                       \"HTTP\"; port 0 picks one); the same token, as a Bearer header\n"
+           "  --http-max-body BYTES   largest HTTP request body (default 64 MiB)\n"
+           "  --http-max-header BYTES largest HTTP request line and headers (default 16 KiB)\n"
+           "  --http-timeout S     an HTTP request must arrive whole within S s of the connection's\n"
+           "                       opening or its previous request's end (default 30)\n"
+           "  --http-max-conns N   open HTTP connections (default 1000)\n"
            "  --quiet              no line per job state change\n"
            CLI_ENGINE_HELP);
 }
@@ -69,7 +76,9 @@ int cmd_serve(int argc, char **argv) {
         {"max-buffered", required_argument, 0, 'B'}, {"frame-timeout", required_argument, 0, 'T'},
         {"auth-timeout", required_argument, 0, 'U'},
         {"quiet", no_argument, 0, 'q'}, {"advertise", required_argument, 0, 'V'}, {"help", no_argument, 0, 'h'},
-        {"worker-token-file", required_argument, 0, 'K'},
+        {"worker-token-file", required_argument, 0, 'K'}, {"http", required_argument, 0, 'H'},
+        {"http-max-body", required_argument, 0, 'Y'}, {"http-max-header", required_argument, 0, 'Z'},
+        {"http-timeout", required_argument, 0, 'O'}, {"http-max-conns", required_argument, 0, 'X'},
         CLI_ENGINE_OPTIONS, {0, 0, 0, 0}};
     ls_server_opts o = ls_server_opts_default();
     cli_engine_args eng = cli_engine_args_default();
@@ -113,6 +122,11 @@ int cmd_serve(int argc, char **argv) {
         case 'I': status = cli_parse_int("serve", "--idle-timeout", optarg, 1, 1 << 20, &v) ? (o.idle_timeout_s = (int)v, 0) : 2; break;
         case 'T': status = cli_parse_int("serve", "--frame-timeout", optarg, 1, 1 << 20, &v) ? (o.frame_timeout_s = (int)v, 0) : 2; break;
         case 'U': status = cli_parse_int("serve", "--auth-timeout", optarg, 1, 3600, &v) ? (o.auth_timeout_s = (int)v, 0) : 2; break;
+        case 'H': o.http = optarg; break;
+        case 'Y': status = cli_parse_int("serve", "--http-max-body", optarg, 1024, 1ll << 32, &v) ? (o.http_max_body = (size_t)v, 0) : 2; break;
+        case 'Z': status = cli_parse_int("serve", "--http-max-header", optarg, 1024, 1 << 20, &v) ? (o.http_max_header = (size_t)v, 0) : 2; break;
+        case 'O': status = cli_parse_int("serve", "--http-timeout", optarg, 1, 3600, &v) ? (o.http_timeout_s = (int)v, 0) : 2; break;
+        case 'X': status = cli_parse_int("serve", "--http-max-conns", optarg, 1, 1 << 20, &v) ? (o.http_max_conns = (int)v, 0) : 2; break;
         case 'h': help(); exit(0);
         default: status = cli_usage_error("serve", "unknown option");
         }

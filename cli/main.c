@@ -23,6 +23,7 @@ static const command g_commands[] = {
     {"perplexity", cmd_perplexity, "perplexity of a text, as llama-perplexity computes it"},
     {"worker", cmd_worker, "one rank of a worker group (run by mpirun/srun; see --np)"},
     {"summarize", cmd_summarize, "summarize long documents (a coordinator and worker group in one go)"},
+    {"batch", cmd_batch, "run OpenAI batch request lines (JSONL) offline, resumable"},
     {"serve", cmd_serve, "the job service: protocol, durable queue, worker group"},
     {"submit", cmd_submit, "submit documents to a server; prints job ids"},
     {"watch", cmd_watch, "follow a job: progress and text as it streams"},

@@ -3,8 +3,10 @@
 // (ls_store.h), turns documents into token sequences (task prompt, chat template, length
 // checks), and hands them one at a time, FIFO, to a worker group that it launches (or that
 // connects from outside) and relaunches when it dies. The job settings it checks are
-// proto/ls_settings.h's, which the workers share.
-// Tests: tests/oracle/test_service.py, tests/unit/test_store.c, tests/fuzz/fuzz_frame.c.
+// proto/ls_settings.h's, which the workers share. With `http` set, the same loop also serves
+// an OpenAI-compatible HTTP API with batches and Prometheus metrics (http.c, batch.c).
+// Tests: tests/oracle/test_service.py, tests/oracle/test_http.py, tests/unit/test_store.c,
+// tests/fuzz/fuzz_frame.c.
 #ifndef LS_SERVER_H
 #define LS_SERVER_H
 
@@ -42,6 +44,14 @@ typedef struct ls_server_opts {
     int worker_timeout_s;        // a running group that says nothing for this long is restarted
     int start_timeout_s;         // a group that does not say hello in this time is restarted
     int max_launch_failures;     // consecutive failed starts before queued jobs fail (0: never)
+    const char *http;            // HOST:PORT for the OpenAI-compatible HTTP front end (NULL: none)
+    size_t http_max_body;        // bytes of an HTTP request body
+    size_t http_max_header;      // bytes of an HTTP request's headers (the request line too)
+    int http_timeout_s;          // an HTTP request must arrive whole within this (also idle keep-alive)
+    int http_max_conns;          // open HTTP connections
+    const char *batch_in;        // offline batch (`longseq batch`): this JSONL runs as a batch (resumed
+    const char *batch_out;       // when the state has it), its lines go to batch_out in order, then the server stops
+    int64_t *batch_failed;       // (optional) how many of its lines failed
     bool quiet;                  // no per-job log lines
     void (*on_ready)(void *ctx, int port); // called once listening
     void *ready_ctx;

@@ -9,7 +9,7 @@
 
 #include "ls_base.h"
 
-#define LS_STORE_SCHEMA 2
+#define LS_STORE_SCHEMA 3
 
 typedef struct ls_store ls_store_t;
 
@@ -62,5 +62,49 @@ ls_status ls_store_count(ls_store_t *s, ls_job_state st, int64_t *n);
 ls_status ls_store_ahead(ls_store_t *s, int64_t seq, int64_t *n);
 // A new job id ("j" + 16 hex digits from the kernel's random source).
 ls_status ls_store_new_id(char id[40]);
+// The same with another prefix ("file-", "batch_").
+ls_status ls_store_new_named_id(const char *prefix, char id[40]);
+
+// --- files and batches of the HTTP Batch API (schema 3) --------------------------------------
+
+typedef struct ls_file {
+    char id[40];
+    char *purpose, *filename;
+    int64_t created_ms;
+    uint8_t *data;  // NULL unless asked for
+    size_t len;
+} ls_file;
+void ls_file_free(ls_file *f);
+ls_status ls_store_file_put(ls_store_t *s, const char *id, const char *purpose, const char *filename, const void *data,
+                            size_t len);
+// LS_ERR_NOT_FOUND when there is none.
+ls_status ls_store_file_get(ls_store_t *s, const char *id, ls_file *f, bool with_data);
+
+typedef struct ls_batch {
+    int64_t seq;
+    char id[40];
+    char *input_file, *endpoint, *state;     // state: OpenAI's names (in_progress, completed, ...)
+    int64_t n_lines, created_ms, finished_ms; // finished_ms 0: open
+    char *output_file, *error_file;           // ids, "" until finished
+    char *metadata;                           // JSON text
+} ls_batch;
+void ls_batch_free(ls_batch *b);
+// One request line as stored: its custom_id, its job once made ("" before), or why it is refused.
+typedef struct ls_batch_line {
+    const char *custom_id, *job, *error;
+} ls_batch_line;
+// A batch and all its lines (error set for the bad ones), in one transaction.
+ls_status ls_store_batch_add(ls_store_t *s, ls_batch *b, const ls_batch_line *lines);
+ls_status ls_store_batch_get(ls_store_t *s, const char *id, ls_batch *b);
+// Open batches oldest first, or all newest first; fn is called per batch.
+ls_status ls_store_batch_list(ls_store_t *s, bool open_only, int64_t limit, void (*fn)(void *ctx, const ls_batch *b), void *ctx);
+ls_status ls_store_batch_set_state(ls_store_t *s, const char *id, const char *state);
+ls_status ls_store_batch_line_set(ls_store_t *s, const char *batch, int64_t line, const char *job, const char *error);
+// The lines in order with their jobs' states (-1: no job).
+ls_status ls_store_batch_lines(ls_store_t *s, const char *batch, void (*fn)(void *ctx, int64_t line, const ls_batch_line *l,
+                               int job_state), void *ctx);
+// The output and error files (ids b->output_file, b->error_file) stored and the batch closed in
+// `state`, in one transaction.
+ls_status ls_store_batch_finish(ls_store_t *s, const ls_batch *b, const char *state, const ls_buf *out, const ls_buf *err);
 
 #endif // LS_STORE_H

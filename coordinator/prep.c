@@ -140,7 +140,7 @@ static ls_status check_bytes(const ls_prep *p, const Longseq__Settings *s, size_
     return LS_OK;
 }
 
-ls_status ls_prep_document(const ls_prep *p, const Longseq__Settings *s, const uint8_t *text, size_t len,
+ls_status ls_prep_document(const ls_prep *p, const Longseq__Settings *s, const uint8_t *text, size_t len, bool rendered,
                            int64_t max_job_tokens, ls_vec_i32 *ids) {
     size_t bad;
     int64_t limit;
@@ -152,8 +152,8 @@ ls_status ls_prep_document(const ls_prep *p, const Longseq__Settings *s, const u
     if (memchr(text, 0, len)) return LS_ERR(LS_ERR_INVALID, "the text contains a NUL byte");
     ls_buf prompt = {0};
     ls_status rc = LS_OK;
-    bool chat = s->task == LONGSEQ__TASK__SUMMARIZE;
-    if (chat) rc = summarize_prompt(p, s, text, len, &prompt);
+    bool summarize = s->task == LONGSEQ__TASK__SUMMARIZE && !rendered, chat = summarize || rendered;
+    if (summarize) rc = summarize_prompt(p, s, text, len, &prompt);
     else ls_buf_append(&prompt, text, len);
     if (rc == LS_OK) rc = ls_tokenize(p->tok, prompt.data, prompt.len, !chat, chat, ids);
     ls_buf_free(&prompt);

@@ -55,7 +55,7 @@ static void prepare_one(ls_prep_pool *pool, const ls_prep_task *t, ls_prep_doc *
         d->error = why.data;
         return;
     }
-    if (ls_prep_document(pool->prep, t->set, doc->text.data, doc->text.len, pool->max_job_tokens, &d->ids) == LS_OK) return;
+    if (ls_prep_document(pool->prep, t->set, doc->text.data, doc->text.len, t->rendered, pool->max_job_tokens, &d->ids) == LS_OK) return;
     d->error = ls_strndup(ls_err_msg(), strlen(ls_err_msg()));
     ls_err_clear();
     ls_free(d->ids.data);

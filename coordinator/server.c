@@ -70,7 +70,27 @@ typedef struct server {
     bool cancel_asked;
     const char *worker_token; // the workers' credential (o->worker_token or own_worker_token)
     char own_worker_token[65];
+    double run_started;      // when the running job was accepted (its created time, ms since the epoch)
+    bool run_texted;         // it has sent text (time to first token is measured once)
+    ls_http *http;           // the HTTP front end (NULL: none)
+    ls_metrics metrics;
 } server;
+
+const double ls_hist_bounds[LS_HIST_BUCKETS] = {0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 600};
+
+void ls_hist_observe(ls_hist *h, double seconds) {
+    int i = 0;
+    while (i < LS_HIST_BUCKETS && seconds > ls_hist_bounds[i]) i++;
+    h->counts[i]++;
+    h->n++;
+    h->sum += seconds;
+}
+
+static double unix_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
 
 static int g_sigpipe[2] = {-1, -1};
 
@@ -98,7 +118,8 @@ static void on_signal(int sig) {
 }
 
 ls_server_opts ls_server_opts_default(void) {
-    return (ls_server_opts){.listen = "127.0.0.1:7070", .rope = LS_ROPE_OVERRIDE_NONE, .np = 1, .launcher = "mpirun",
+    return (ls_server_opts){.listen = "127.0.0.1:7070", .http_max_body = (size_t)64 << 20, .http_max_header = 16384,
+                            .http_timeout_s = 30, .http_max_conns = 1000, .rope = LS_ROPE_OVERRIDE_NONE, .np = 1, .launcher = "mpirun",
                             .max_frame = LS_FRAME_MAX_DEFAULT, .max_docs = 1024, .max_job_tokens = 1 << 20,
                             .max_conns = 1000, .idle_timeout_s = 300, .attempts = 3, .worker_timeout_s = 600,
                             .start_timeout_s = 300, .frame_timeout_s = 300, .auth_timeout_s = 10,
@@ -248,6 +269,7 @@ static void notify_state(server *s, const char *id, ls_job_state st, int64_t att
         ls_job_free(&j);
     }
     ls_err_clear();
+    ls_http_job_state(s->http, id, (int)st);
     for (size_t i = 0; i < s->n_conns; i++) {
         conn *c = s->conns[i];
         if (strcmp(c->watch, id)) continue;
@@ -307,6 +329,14 @@ static void finish(server *s, const char *id, const char *name, int64_t attempts
         ls_err_clear();
     }
     ls_free(packed);
+    if (r && st == LS_JOB_DONE && !strcmp(id, s->run_id)) { // the running job's figures
+        ls_metrics *m = &s->metrics;
+        m->prefill_tokens += r->tokens, m->decode_tokens += r->generated;
+        m->prefill_s += r->prefill_ms / 1e3, m->decode_s += r->decode_ms / 1e3;
+        m->last_prefill_tps = r->prefill_ms > 0 ? r->tokens / (r->prefill_ms / 1e3) : 0;
+        m->last_decode_tps = r->decode_ms > 0 ? r->generated / (r->decode_ms / 1e3) : 0;
+        ls_hist_observe(&m->latency, (unix_ms() - s->run_started) / 1e3);
+    }
     if (r && st == LS_JOB_DONE)
         say(s, "job %s (%s) done: %llu tokens, prefill %.0f ms, %llu generated in %.0f ms", id, name,
             (unsigned long long)r->tokens, r->prefill_ms, (unsigned long long)r->generated, r->decode_ms);
@@ -381,6 +411,7 @@ static void fail_queued(server *s) {
 // job goes back to the queue, or fails when it has had all its attempts.
 static void group_down(server *s, const char *why) {
     bool was_ready = s->g == G_IDLE || s->g == G_BUSY;
+    if (was_ready) s->metrics.group_restarts++;
     snprintf(s->g_error, sizeof s->g_error, "%s", why);
     say(s, "worker group down: %s", why);
     if (s->g == G_BUSY) {
@@ -395,6 +426,7 @@ static void group_down(server *s, const char *why) {
             finish(s, s->run_id, s->run_name, s->run_attempts, LS_JOB_FAILED, NULL, msg);
         } else {
             snprintf(msg, sizeof msg, "attempt %lld failed (%s); queued again", (long long)s->run_attempts, why);
+            s->metrics.retries++;
             set_state(s, s->run_id, s->run_name, LS_JOB_QUEUED, s->run_attempts, msg, NULL);
         }
         s->run_id[0] = 0;
@@ -442,6 +474,7 @@ static void schedule(server *s) {
     s->run_tokens = j.n_tokens;
     ls_buf_clear(&s->run_text); // no watcher of this job may see the previous job's text
     s->cancel_asked = false;
+    s->run_started = (double)j.created_ms, s->run_texted = false;
     char note[64];
     snprintf(note, sizeof note, "attempt %lld, %lld tokens", (long long)s->run_attempts, (long long)j.n_tokens);
     set_state(s, j.id, j.name, LS_JOB_RUNNING, s->run_attempts, "", note);
@@ -542,6 +575,10 @@ static void submit_done(server *s, conn *c, ls_prep_task *t) {
 static void submits_ready(server *s) {
     ls_prep_task *t;
     while ((t = ls_prep_pool_take_done(s->pool))) {
+        if (t->http) { // an HTTP completion's
+            ls_http_prep_done(s->http, t);
+            continue;
+        }
         conn *c = t->owner;
         if (c && !c->closing) submit_done(s, c, t);
         else say(s, "a submit of %zu documents dropped: its client went away while they were prepared", t->req->n_documents);
@@ -727,9 +764,12 @@ static void do_worker_event(server *s, conn *c, const Longseq__WorkerEvent *w) {
         return;
     case LONGSEQ__WORKER_EVENT__KIND__TEXT:
         if (w->text) ls_buf_append(&s->run_text, w->text, strlen(w->text));
+        if (w->text && *w->text && !s->run_texted)
+            s->run_texted = true, ls_hist_observe(&s->metrics.ttft, (unix_ms() - s->run_started) / 1e3);
         e.kind = LONGSEQ__EVENT__KIND__TEXT;
         e.text = w->text;
         forward_event(s, &e);
+        ls_http_job_text(s->http, s->run_id, w->text);
         return;
     case LONGSEQ__WORKER_EVENT__KIND__DONE:
         if (w->result) {
@@ -1070,17 +1110,18 @@ static void on_signals(server *s) {
 static void loop(server *s) {
     struct pollfd *pf = NULL;
     while (!s->stopping) {
-        size_t n = 2 + s->n_conns;
+        size_t n = 3 + s->n_conns;
         pf = ls_realloc(pf, n * sizeof *pf);
         pf[0] = (struct pollfd){g_sigpipe[0], POLLIN, 0};
         pf[1] = (struct pollfd){s->lfd, POLLIN, 0};
+        pf[n - 1] = (struct pollfd){s->http ? ls_http_fd(s->http) : -1, POLLIN, 0}; // (-1: ignored by poll)
         for (size_t i = 0; i < s->n_conns; i++) { // a client that sends faster than its calls run waits
             conn *c = s->conns[i];
             bool room = conn_room(c) > 0; // else only its hanging up is watched for
             short ev = (short)(room ? POLLIN : c->closing ? 0 : POLLRDHUP);
             pf[2 + i] = (struct pollfd){c->fd, (short)(ev | (c->out.len ? POLLOUT : 0)), 0};
         }
-        int r = poll(pf, n, 200);
+        int r = poll(pf, n, s->http ? ls_http_timeout_ms(s->http, 200) : 200);
         if (r < 0 && errno != EINTR) break;
         if (pf[0].revents) on_signals(s);
         submits_ready(s);
@@ -1098,6 +1139,7 @@ static void loop(server *s) {
             if (c->in.len && !c->watch[0] && !c->closing) handle_input(s, c);
             if (c->out.len) conn_write(c);
         }
+        if (s->http) ls_http_run(s->http); // (also its deadlines, so on every turn)
         reap(s);
         timers(s);
         schedule(s);
@@ -1159,6 +1201,44 @@ static ls_status opts_check(const ls_server_opts *o) {
     return LS_OK;
 }
 
+static bool http_workers_ready(void *srv, const char **why) {
+    server *s = srv;
+    *why = s->g_error;
+    return s->g == G_IDLE || s->g == G_BUSY;
+}
+
+static size_t http_connections(void *srv) { return ((server *)srv)->n_conns; }
+
+// A cancel from the HTTP front end (a batch's): a queued job at once, the running one at the
+// group's next step.
+static void http_cancel(void *srv, const char *id) {
+    server *s = srv;
+    ls_job j;
+    if (ls_store_get(s->store, id, &j) != LS_OK) return ls_err_clear();
+    if (j.state == LS_JOB_RUNNING && !strcmp(j.id, s->run_id) && s->leader && !s->cancel_asked) {
+        Longseq__CancelRequest cr = LONGSEQ__CANCEL_REQUEST__INIT;
+        cr.job_id = j.id;
+        Longseq__Reply r = LONGSEQ__REPLY__INIT;
+        r.body_case = LONGSEQ__REPLY__BODY_CANCEL_RUN;
+        r.cancel_run = &cr;
+        send_reply(s->leader, &r);
+        s->cancel_asked = true;
+    } else if (j.state == LS_JOB_QUEUED) {
+        finish(s, j.id, j.name, j.attempts, LS_JOB_CANCELLED, NULL, "cancelled with its batch");
+    }
+    ls_job_free(&j);
+}
+
+static ls_status start_http(server *s) {
+    ls_http_host host = {.o = s->o, .store = s->store, .prep = s->prep, .pool = s->pool, .metrics = &s->metrics,
+                         .server = s, .workers_ready = http_workers_ready, .connections = http_connections,
+                         .cancel = http_cancel};
+    ls_status rc = ls_http_start(&host, &s->http);
+    if (rc != LS_OK) return ls_http_free(s->http), s->http = NULL, rc;
+    if (!s->o->on_ready) fprintf(stderr, "[longseq serve] HTTP on %s (http port %d)\n", s->o->http, ls_http_port(s->http));
+    return LS_OK;
+}
+
 ls_status ls_server_run(const ls_server_opts *o) {
     LS_CHECK(opts_check(o));
     server s = {.o = o, .lfd = -1};
@@ -1185,9 +1265,13 @@ ls_status ls_server_run(const ls_server_opts *o) {
             fprintf(stderr, "[longseq serve] listening on %s (port %d), state %s, %lld jobs queued (%lld were running), %d rank%s%s\n",
                     o->listen, s.port, o->state_dir, (long long)queued, (long long)requeued, o->np, o->np == 1 ? "" : "s",
             o->external_workers ? ", external workers" : "");
+        if (o->http) rc = start_http(&s);
+    }
+    if (rc == LS_OK) {
         if (o->on_ready) o->on_ready(o->ready_ctx, s.port);
         loop(&s);
         shut_down(&s);
+        ls_http_free(s.http); // (after the running job went back to the queue; before the prep pool stops)
     }
     ls_buf_free(&s.run_text);
     ls_prep_pool_free(s.pool); // (a submit still being prepared was answered UNAVAILABLE by shut_down)

@@ -28,9 +28,11 @@ ls_status ls_prep_check_call(const ls_prep *p, const Longseq__Settings *s);
 // context the model's RoPE settings (with the server's and the job's overrides) and attention
 // rule allow, and against max_job_tokens; the error says what and by how much. Empty and
 // whitespace-only texts are refused, and so, before tokenizing, is a text whose bytes alone
-// (at most max_token_bytes per token) need more tokens than fit. Reads p only: safe to call
-// from several threads at once (the prep pool's).
-ls_status ls_prep_document(const ls_prep *p, const Longseq__Settings *s, const uint8_t *text, size_t len,
+// (at most max_token_bytes per token) need more tokens than fit. rendered: the text is already a
+// conversation in the chat template (HTTP chat completions): its special tokens are parsed and
+// no BOS is added, whatever the task. Reads p only: safe to call from several threads at once
+// (the prep pool's).
+ls_status ls_prep_document(const ls_prep *p, const Longseq__Settings *s, const uint8_t *text, size_t len, bool rendered,
                            int64_t max_job_tokens, ls_vec_i32 *ids);
 // The context length a sequence may reach under the RoPE settings (no limit for sink and
 // window rules, whose positions never leave the cache's range): *limit, -1 for none.
@@ -50,6 +52,9 @@ typedef struct ls_prep_task {
     Longseq__SubmitRequest *req;     // the call (owned: freed with the task)
     const Longseq__Settings *set;    // req's settings, or defaults that outlive the task
     void *owner;                     // the loop's (its connection), never read by the pool
+    bool http;                       // owner is an HTTP request (http.c), not a connection
+    bool batch;                      // (with http) owner is a batch's line (batch.c)
+    bool rendered;                   // the documents are chat prompts already (ls_prep_document)
     ls_prep_doc *docs;               // [req->n_documents], filled by the pool
     // the pool's, under its lock
     size_t next, n_done;             // documents taken, finished
@@ -69,5 +74,60 @@ void ls_prep_pool_cancel(ls_prep_pool *pool, ls_prep_task *t);
 ls_prep_task *ls_prep_pool_take_done(ls_prep_pool *pool);
 // Stops the threads (documents in hand finish, the rest are skipped), frees every task left.
 void ls_prep_pool_free(ls_prep_pool *pool);
+
+
+// --- metrics (kept by server.c, shown by http.c at GET /metrics) ----------------------------
+
+#define LS_HIST_BUCKETS 12
+extern const double ls_hist_bounds[LS_HIST_BUCKETS]; // seconds: 0.05 ... 600, then +Inf
+typedef struct ls_hist {
+    uint64_t counts[LS_HIST_BUCKETS + 1]; // per bucket (not cumulative); the last is over every bound
+    uint64_t n;
+    double sum;
+} ls_hist;
+void ls_hist_observe(ls_hist *h, double seconds);
+
+typedef struct ls_metrics {
+    uint64_t prefill_tokens, decode_tokens;     // over the jobs finished DONE
+    double prefill_s, decode_s;                 // their prefill and decode time
+    double last_prefill_tps, last_decode_tps;   // the last finished job's rates
+    uint64_t group_restarts;                    // worker groups that went down
+    uint64_t retries;                           // jobs put back in the queue after their group died
+    uint64_t http_requests, http_errors;        // HTTP requests answered, and those with a status >= 400
+    ls_hist ttft;                               // job accepted -> its first text
+    ls_hist latency;                            // job accepted -> finished (DONE)
+} ls_metrics;
+
+// --- the HTTP front end (http.c): OpenAI-compatible routes over the same store ---------------
+// It runs inside the server's loop: libmicrohttpd in its external-polling epoll mode, whose
+// one descriptor the loop polls (docs/architecture.md, "The HTTP front end").
+
+typedef struct ls_http ls_http;
+// What the front end uses of the server (all of it from the loop's thread).
+typedef struct ls_http_host {
+    const ls_server_opts *o;
+    ls_store_t *store;
+    ls_prep *prep;
+    ls_prep_pool *pool;
+    ls_metrics *metrics;
+    void *server;
+    bool (*workers_ready)(void *server, const char **why);
+    size_t (*connections)(void *server);        // protobuf connections open
+    void (*cancel)(void *server, const char *id); // cancels a queued or running job (as the Cancel call)
+} ls_http_host;
+
+ls_status ls_http_start(const ls_http_host *host, ls_http **out);
+int ls_http_port(const ls_http *h);
+int ls_http_fd(const ls_http *h);               // poll it for POLLIN, then ls_http_run
+int ls_http_timeout_ms(ls_http *h, int cap);    // how long the loop may sleep (at most cap)
+void ls_http_run(ls_http *h);                   // serves what is ready, enforces the deadlines
+// A task it handed to the prep pool (t->http) is done: the job is stored, or the request
+// answered with the document's error. Frees t.
+void ls_http_prep_done(ls_http *h, ls_prep_task *t);
+// The running job's text as it comes, and every job's state changes.
+void ls_http_job_text(ls_http *h, const char *id, const char *text);
+void ls_http_job_state(ls_http *h, const char *id, int state);
+// Answers every waiting request 503, then stops (the loop has ended).
+void ls_http_free(ls_http *h);
 
 #endif // LS_SERVER_IMPL_H

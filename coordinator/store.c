@@ -43,6 +43,32 @@ static const char *const MIGRATIONS[LS_STORE_SCHEMA] = {
     "  error TEXT NOT NULL DEFAULT '');"
     "CREATE INDEX job_log_by_job ON job_log(job_id);"
     "INSERT INTO job_log SELECT id, created_ms, state, attempts, error FROM jobs;",
+    // 3: the files and batches of the HTTP front end's Batch API
+    "CREATE TABLE files ("
+    "  id TEXT PRIMARY KEY,"
+    "  purpose TEXT NOT NULL,"
+    "  filename TEXT NOT NULL,"
+    "  created_ms INTEGER NOT NULL,"
+    "  data BLOB NOT NULL);"
+    "CREATE TABLE batches ("
+    "  seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+    "  id TEXT NOT NULL UNIQUE,"
+    "  input_file TEXT NOT NULL,"
+    "  endpoint TEXT NOT NULL,"
+    "  state TEXT NOT NULL,"
+    "  n_lines INTEGER NOT NULL,"
+    "  created_ms INTEGER NOT NULL,"
+    "  finished_ms INTEGER NOT NULL DEFAULT 0,"
+    "  output_file TEXT NOT NULL DEFAULT '',"
+    "  error_file TEXT NOT NULL DEFAULT '',"
+    "  metadata TEXT NOT NULL DEFAULT 'null');"
+    "CREATE TABLE batch_lines ("
+    "  batch TEXT NOT NULL,"
+    "  line INTEGER NOT NULL,"
+    "  custom_id TEXT NOT NULL,"
+    "  job TEXT NOT NULL DEFAULT '',"
+    "  error TEXT NOT NULL DEFAULT '',"
+    "  PRIMARY KEY (batch, line));",
 };
 
 const char *ls_job_state_name(ls_job_state s) {
@@ -369,5 +395,196 @@ ls_status ls_store_new_id(char id[40]) {
     if (getrandom(r, sizeof r, 0) != (ssize_t)sizeof r) return LS_ERR(LS_ERR_IO, "getrandom: %s", strerror(errno));
     id[0] = 'j';
     for (int i = 0; i < 8; i++) snprintf(id + 1 + 2 * i, 3, "%02x", r[i]);
+    return LS_OK;
+}
+
+// --- files and batches (the Batch API) ---------------------------------------------------------
+
+void ls_batch_free(ls_batch *b) {
+    ls_free(b->input_file), ls_free(b->endpoint), ls_free(b->state), ls_free(b->output_file), ls_free(b->error_file);
+    ls_free(b->metadata);
+    *b = (ls_batch){0};
+}
+
+static char *text_copy(sqlite3_stmt *st, int col) {
+    const char *t = (const char *)sqlite3_column_text(st, col);
+    return ls_strndup(t ? t : "", t ? (size_t)sqlite3_column_bytes(st, col) : 0);
+}
+
+ls_status ls_store_file_put(ls_store_t *s, const char *id, const char *purpose, const char *filename, const void *data,
+                            size_t len) {
+    sqlite3_stmt *st;
+    LS_CHECK(prepare(s, "INSERT INTO files(id, purpose, filename, created_ms, data) VALUES (?1, ?2, ?3, ?4, ?5)", &st));
+    sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, purpose, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 3, filename, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 4, now_ms());
+    sqlite3_bind_blob64(st, 5, len ? data : "", (sqlite3_uint64)len, SQLITE_STATIC);
+    return run(s, st);
+}
+
+ls_status ls_store_file_get(ls_store_t *s, const char *id, ls_file *f, bool with_data) {
+    sqlite3_stmt *st;
+    LS_CHECK(prepare(s, "SELECT purpose, filename, created_ms, length(data), data FROM files WHERE id = ?1", &st));
+    sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+    int e = sqlite3_step(st);
+    if (e == SQLITE_ROW) {
+        *f = (ls_file){0};
+        snprintf(f->id, sizeof f->id, "%s", id);
+        f->purpose = text_copy(st, 0);
+        f->filename = text_copy(st, 1);
+        f->created_ms = sqlite3_column_int64(st, 2);
+        f->len = (size_t)sqlite3_column_int64(st, 3);
+        if (with_data) f->data = blob_copy(st, 4, &f->len);
+    }
+    sqlite3_finalize(st);
+    if (e == SQLITE_ROW) return LS_OK;
+    return e == SQLITE_DONE ? LS_ERR(LS_ERR_NOT_FOUND, "no file %s", id) : db_error(s, "read");
+}
+
+void ls_file_free(ls_file *f) {
+    ls_free(f->purpose), ls_free(f->filename), ls_free(f->data);
+    *f = (ls_file){0};
+}
+
+static ls_status add_line(ls_store_t *s, const char *batch, int64_t line, const ls_batch_line *l) {
+    sqlite3_stmt *st;
+    LS_CHECK(prepare(s, "INSERT INTO batch_lines(batch, line, custom_id, error) VALUES (?1, ?2, ?3, ?4)", &st));
+    sqlite3_bind_text(st, 1, batch, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, line);
+    sqlite3_bind_text(st, 3, l->custom_id ? l->custom_id : "", -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 4, l->error ? l->error : "", -1, SQLITE_STATIC);
+    return run(s, st);
+}
+
+static ls_status add_batch(ls_store_t *s, ls_batch *b, const ls_batch_line *lines) {
+    sqlite3_stmt *st;
+    b->created_ms = now_ms();
+    LS_CHECK(prepare(s, "INSERT INTO batches(id, input_file, endpoint, state, n_lines, created_ms, metadata) "
+                        "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)", &st));
+    sqlite3_bind_text(st, 1, b->id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, b->input_file, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 3, b->endpoint, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 4, b->state, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 5, b->n_lines);
+    sqlite3_bind_int64(st, 6, b->created_ms);
+    sqlite3_bind_text(st, 7, b->metadata ? b->metadata : "null", -1, SQLITE_STATIC);
+    LS_CHECK(run(s, st));
+    for (int64_t i = 0; i < b->n_lines; i++) LS_CHECK(add_line(s, b->id, i, &lines[i]));
+    return LS_OK;
+}
+
+ls_status ls_store_batch_add(ls_store_t *s, ls_batch *b, const ls_batch_line *lines) {
+    LS_CHECK(exec(s, "BEGIN IMMEDIATE"));
+    ls_status rc = add_batch(s, b, lines);
+    if (rc == LS_OK) rc = exec(s, "COMMIT");
+    if (rc != LS_OK) exec(s, "ROLLBACK");
+    return rc;
+}
+
+static void read_batch(sqlite3_stmt *st, ls_batch *b) {
+    *b = (ls_batch){0};
+    snprintf(b->id, sizeof b->id, "%s", (const char *)sqlite3_column_text(st, 0));
+    b->input_file = text_copy(st, 1);
+    b->endpoint = text_copy(st, 2);
+    b->state = text_copy(st, 3);
+    b->n_lines = sqlite3_column_int64(st, 4);
+    b->created_ms = sqlite3_column_int64(st, 5);
+    b->finished_ms = sqlite3_column_int64(st, 6);
+    b->output_file = text_copy(st, 7);
+    b->error_file = text_copy(st, 8);
+    b->metadata = text_copy(st, 9);
+    b->seq = sqlite3_column_int64(st, 10);
+}
+
+#define BATCH_COLUMNS "id, input_file, endpoint, state, n_lines, created_ms, finished_ms, output_file, error_file, metadata, seq"
+
+ls_status ls_store_batch_get(ls_store_t *s, const char *id, ls_batch *b) {
+    sqlite3_stmt *st;
+    LS_CHECK(prepare(s, "SELECT " BATCH_COLUMNS " FROM batches WHERE id = ?1", &st));
+    sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+    int e = sqlite3_step(st);
+    if (e == SQLITE_ROW) read_batch(st, b);
+    sqlite3_finalize(st);
+    if (e == SQLITE_ROW) return LS_OK;
+    return e == SQLITE_DONE ? LS_ERR(LS_ERR_NOT_FOUND, "no batch %s", id) : db_error(s, "read");
+}
+
+ls_status ls_store_batch_list(ls_store_t *s, bool open_only, int64_t limit, void (*fn)(void *ctx, const ls_batch *b), void *ctx) {
+    sqlite3_stmt *st;
+    LS_CHECK(prepare(s, open_only ? "SELECT " BATCH_COLUMNS " FROM batches WHERE finished_ms = 0 ORDER BY seq LIMIT ?1"
+                                  : "SELECT " BATCH_COLUMNS " FROM batches ORDER BY seq DESC LIMIT ?1", &st));
+    sqlite3_bind_int64(st, 1, limit);
+    int e;
+    while ((e = sqlite3_step(st)) == SQLITE_ROW) {
+        ls_batch b;
+        read_batch(st, &b);
+        fn(ctx, &b);
+        ls_batch_free(&b);
+    }
+    sqlite3_finalize(st);
+    return e == SQLITE_DONE ? LS_OK : db_error(s, "read");
+}
+
+ls_status ls_store_batch_set_state(ls_store_t *s, const char *id, const char *state) {
+    sqlite3_stmt *st;
+    LS_CHECK(prepare(s, "UPDATE batches SET state = ?2 WHERE id = ?1", &st));
+    sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, state, -1, SQLITE_STATIC);
+    return run(s, st);
+}
+
+static ls_status finish_batch(ls_store_t *s, const ls_batch *b, const char *state, const ls_buf *out, const ls_buf *err) {
+    LS_CHECK(ls_store_file_put(s, b->output_file, "batch_output", "output.jsonl", out->data, out->len));
+    LS_CHECK(ls_store_file_put(s, b->error_file, "batch_output", "errors.jsonl", err->data, err->len));
+    sqlite3_stmt *st;
+    LS_CHECK(prepare(s, "UPDATE batches SET state = ?2, finished_ms = ?3, output_file = ?4, error_file = ?5 WHERE id = ?1", &st));
+    sqlite3_bind_text(st, 1, b->id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, state, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 3, now_ms());
+    sqlite3_bind_text(st, 4, b->output_file, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 5, b->error_file, -1, SQLITE_STATIC);
+    return run(s, st);
+}
+
+ls_status ls_store_batch_finish(ls_store_t *s, const ls_batch *b, const char *state, const ls_buf *out, const ls_buf *err) {
+    LS_CHECK(exec(s, "BEGIN IMMEDIATE"));
+    ls_status rc = finish_batch(s, b, state, out, err);
+    if (rc == LS_OK) rc = exec(s, "COMMIT");
+    if (rc != LS_OK) exec(s, "ROLLBACK");
+    return rc;
+}
+
+ls_status ls_store_batch_line_set(ls_store_t *s, const char *batch, int64_t line, const char *job, const char *error) {
+    sqlite3_stmt *st;
+    LS_CHECK(prepare(s, "UPDATE batch_lines SET job = ?3, error = ?4 WHERE batch = ?1 AND line = ?2", &st));
+    sqlite3_bind_text(st, 1, batch, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, line);
+    sqlite3_bind_text(st, 3, job ? job : "", -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 4, error ? error : "", -1, SQLITE_STATIC);
+    return run(s, st);
+}
+
+ls_status ls_store_batch_lines(ls_store_t *s, const char *batch, void (*fn)(void *ctx, int64_t line, const ls_batch_line *l,
+                               int job_state), void *ctx) {
+    sqlite3_stmt *st;
+    LS_CHECK(prepare(s, "SELECT l.line, l.custom_id, l.job, l.error, coalesce(j.state, -1) FROM batch_lines l "
+                        "LEFT JOIN jobs j ON j.id = l.job WHERE l.batch = ?1 ORDER BY l.line", &st));
+    sqlite3_bind_text(st, 1, batch, -1, SQLITE_STATIC);
+    int e;
+    while ((e = sqlite3_step(st)) == SQLITE_ROW) {
+        ls_batch_line l = {(const char *)sqlite3_column_text(st, 1), (const char *)sqlite3_column_text(st, 2),
+                           (const char *)sqlite3_column_text(st, 3)};
+        fn(ctx, sqlite3_column_int64(st, 0), &l, sqlite3_column_int(st, 4));
+    }
+    sqlite3_finalize(st);
+    return e == SQLITE_DONE ? LS_OK : db_error(s, "read");
+}
+
+ls_status ls_store_new_named_id(const char *prefix, char id[40]) {
+    LS_CHECK(ls_store_new_id(id));
+    char tail[40];
+    snprintf(tail, sizeof tail, "%s", id + 1);
+    snprintf(id, 40, "%s%s", prefix, tail);
     return LS_OK;
 }

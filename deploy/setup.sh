@@ -27,7 +27,7 @@ KJV_SHA256=b5c4940bcfeee072c0935b5200d0f9d88a00a0199cb0961d16133458fcdfae5d
 say() { printf '[setup] %s\n' "$*"; }
 
 # --- Debian packages ----------------------------------------------------------------------
-packages="build-essential cmake pkg-config libutf8proc-dev libjansson-dev libopenblas-dev libopenmpi-dev openmpi-bin libprotobuf-c-dev protobuf-c-compiler libsqlite3-dev python3 python3-venv bible-kjv"
+packages="build-essential cmake pkg-config libutf8proc-dev libjansson-dev libopenblas-dev libopenmpi-dev openmpi-bin libprotobuf-c-dev protobuf-c-compiler libsqlite3-dev libmicrohttpd-dev python3 python3-venv bible-kjv"
 [ $tests = 1 ] && packages="$packages clang libclang-rt-14-dev"
 missing=""
 for p in $packages; do

@@ -39,6 +39,8 @@ ls_status ls_setting_check(ls_setting k, double v, bool flag);
 ls_status ls_setting_parse(ls_setting k, const char *arg, double *out);
 
 #define LS_SETTINGS_INSTRUCTION_MAX 65536 // bytes of settings.instruction
+#define LS_SETTINGS_STOP_MAX 4             // settings.stop: strings
+#define LS_SETTINGS_STOP_BYTES 256         // settings.stop: bytes of each
 #define LS_DEFAULT_MAX_TOKENS 256          // summarize, generate
 #define LS_DEFAULT_PPL_CTX 512             // perplexity's chunk
 #define LS_DEFAULT_SINKS 4                 // sink: S

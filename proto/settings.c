@@ -98,6 +98,11 @@ ls_status ls_settings_check(const Longseq__Settings *s) {
     LS_CHECK(check_numbers(s));
     if (s->instruction && strlen(s->instruction) > LS_SETTINGS_INSTRUCTION_MAX)
         return LS_ERR(LS_ERR_INVALID, "settings.instruction is over %d bytes", LS_SETTINGS_INSTRUCTION_MAX);
+    if (s->n_stop > LS_SETTINGS_STOP_MAX)
+        return LS_ERR(LS_ERR_INVALID, "settings.stop has %zu strings; at most %d", s->n_stop, LS_SETTINGS_STOP_MAX);
+    for (size_t i = 0; i < s->n_stop; i++)
+        if (!s->stop[i] || !*s->stop[i] || strlen(s->stop[i]) > LS_SETTINGS_STOP_BYTES)
+            return LS_ERR(LS_ERR_INVALID, "settings.stop[%zu] must be 1 to %d bytes", i, LS_SETTINGS_STOP_BYTES);
     ls_attn_rule rule;
     return ls_settings_rule(s, 1 << 16, &rule);
 }

@@ -139,7 +139,8 @@ static ls_status run_job(wserve *w, const Longseq__RunSequence *run, Longseq__Jo
         r->ppl = pr.ppl, r->ppl_stderr = pr.ppl_stderr, r->prefill_ms = pr.ms, r->tokens = (uint64_t)n;
         rule = po.rule;
     } else {
-        ls_gen_opts go = {.max_tokens = ls_settings_max_tokens(s), .sampling = ls_settings_sampling(s), .checkpoints = true};
+        ls_gen_opts go = {.max_tokens = ls_settings_max_tokens(s), .sampling = ls_settings_sampling(s), .checkpoints = true,
+                          .stop = (const char *const *)s->stop, .n_stop = s->n_stop};
         if (leader(w)) go.on_prefill = on_progress, go.progress_ctx = w;
         LS_CHECK(ls_settings_rule(s, n + go.max_tokens, &go.rule));
         LS_CHECK(ls_sp_generate(w->e, w->comm, run->tokens, n, &go, leader(w) ? on_text : NULL, w, gen));

@@ -108,6 +108,15 @@ expect 2 "--max-conns" -- serve --max-conns 1 --token-file "$work/token"
 expect 1 "--max-buffered 1048576 is less than one frame of --max-frame 67108864 bytes" -- serve --max-buffered 1048576 --state "$work/state" --token-file "$work/token"
 expect 2 '--workers is launch or external, not "maybe"' -- serve --workers maybe
 expect 1 "cannot listen on 192.0.2.1:7070" -- serve --listen 192.0.2.1:7070 --state "$work/state" --token-file "$work/token"
+# the HTTP front end's address and limits, and the offline batch's arguments
+expect 1 "--http: cannot listen on 192.0.2.1:8080" -- serve --listen 127.0.0.1:0 --http 192.0.2.1:8080 --state "$work/state" --token-file "$work/token"
+expect 1 'address "nocolon" is not HOST:PORT' -- serve --listen 127.0.0.1:0 --http nocolon --state "$work/state" --token-file "$work/token"
+expect 2 "--http-max-body expects an integer from 1024 to 4294967296, not \"10\"" -- serve --http-max-body 10
+expect 2 "--http-timeout expects an integer from 1 to 3600, not \"0\"" -- serve --http-timeout 0
+expect 2 "--out F is required" -- batch "$work/text.txt"
+expect 2 "give one input file IN.jsonl" -- batch --out "$work/out.jsonl"
+expect 1 "cannot read /nonexistent.jsonl" -- batch /nonexistent.jsonl --out "$work/out.jsonl"
+expect 0 "usage: longseq batch" -- batch --help
 expect 1 "cannot read /nonexistent.txt" -- summarize /nonexistent.txt
 # summarize exits 3 when it wrote every file's record but some did not end done
 expect 3 "the worker group could not be started" -- summarize --launcher /nonexistent/mpirun "$work/text.txt"

@@ -69,6 +69,18 @@ static void test_job(void) {
     TEST_ERR(ls_settings_check(&s), LS_ERR_INVALID, "settings.group belongs to settings.attention s2, not sink");
     s.attention = "dense";
     TEST_ERR(ls_settings_check(&s), LS_ERR_INVALID, "settings.attention \"dense\" is not full, s2, sink or window");
+    // stop strings: at most LS_SETTINGS_STOP_MAX, each 1 to LS_SETTINGS_STOP_BYTES bytes
+    s = (Longseq__Settings)LONGSEQ__SETTINGS__INIT;
+    char long_stop[LS_SETTINGS_STOP_BYTES + 2], *stops[LS_SETTINGS_STOP_MAX + 1] = {"a", "bc", "d", "e", "f"};
+    memset(long_stop, 'x', sizeof long_stop - 1), long_stop[sizeof long_stop - 1] = 0;
+    s.stop = stops, s.n_stop = LS_SETTINGS_STOP_MAX;
+    TEST_COND(ls_settings_check(&s) == LS_OK, "%d stop strings: %s", LS_SETTINGS_STOP_MAX, ls_err_msg());
+    s.n_stop = LS_SETTINGS_STOP_MAX + 1;
+    TEST_ERR(ls_settings_check(&s), LS_ERR_INVALID, "settings.stop has 5 strings; at most 4");
+    stops[1] = "", s.n_stop = 2;
+    TEST_ERR(ls_settings_check(&s), LS_ERR_INVALID, "settings.stop[1] must be 1 to 256 bytes");
+    stops[1] = long_stop;
+    TEST_ERR(ls_settings_check(&s), LS_ERR_INVALID, "settings.stop[1] must be 1 to 256 bytes");
     ls_err_clear();
 }
 

@@ -2,7 +2,10 @@
 // results that survive closing and reopening, running jobs queued again after a restart, the
 // state log, a submit whose refused documents are stored as failed jobs next to the queued
 // ones, and a store from a newer schema refused; the state directory created 0700 and the
-// store's files 0600 whatever the umask, a directory others may write to refused.
+// store's files 0600 whatever the umask, a directory others may write to refused; the HTTP
+// Batch API's files, batches and lines (all lines stored with the batch, a line's job and error
+// recorded, the lines read back in order with their jobs' states, the output files and the
+// closing in one call), kept across a reopen.
 #include "ls_store.h"
 #include "ls_test.h"
 
@@ -107,6 +110,59 @@ static void failed_documents(void) {
     TEST_COND(system(cmd) == 0, "cleanup");
 }
 
+static void count_lines(void *ctx, int64_t line, const ls_batch_line *l, int st) {
+    ls_buf *b = ctx;
+    ls_buf_printf(b, "%lld:%s:%s:%s:%d ", (long long)line, l->custom_id, *l->job ? "job" : "-", *l->error ? l->error : "-", st);
+}
+
+static void batches(void) {
+    char dir[] = "/tmp/ls-store-batch-XXXXXX";
+    TEST_COND(mkdtemp(dir) != NULL, "temp dir");
+    ls_store_t *s;
+    TEST_COND(ls_store_open(dir, &s) == LS_OK, "open: %s", ls_err_msg());
+    char fid[40];
+    TEST_COND(ls_store_new_named_id("file-", fid) == LS_OK && !strncmp(fid, "file-", 5) && strlen(fid) == 21, "file id %s", fid);
+    TEST_COND(ls_store_file_put(s, fid, "batch", "in.jsonl", "a\nb\nc\n", 6) == LS_OK, "file put: %s", ls_err_msg());
+    ls_file f;
+    TEST_COND(ls_store_file_get(s, fid, &f, true) == LS_OK && f.len == 6 && !memcmp(f.data, "a\nb\nc\n", 6) &&
+                  !strcmp(f.filename, "in.jsonl") && !strcmp(f.purpose, "batch"), "file get");
+    ls_file_free(&f);
+    TEST_ERR(ls_store_file_get(s, "file-nope", &f, false), LS_ERR_NOT_FOUND, "no file file-nope");
+    ls_batch b = {.input_file = fid, .endpoint = "/v1/completions", .state = "in_progress", .n_lines = 3, .metadata = "{}"};
+    ls_batch_line lines[3] = {{"x", "", ""}, {"", "", "not JSON"}, {"z", "", ""}};
+    TEST_COND(ls_store_new_named_id("batch_", b.id) == LS_OK, "batch id");
+    TEST_COND(ls_store_batch_add(s, &b, lines) == LS_OK, "batch add: %s", ls_err_msg());
+    ls_job j = make("line0", 4);
+    TEST_COND(ls_store_add(s, &j, 1) == LS_OK && ls_store_batch_line_set(s, b.id, 0, j.id, "") == LS_OK, "line 0's job");
+    TEST_COND(ls_store_batch_line_set(s, b.id, 2, "", "too long") == LS_OK, "line 2's error");
+    ls_buf got = {0};
+    TEST_COND(ls_store_batch_lines(s, b.id, count_lines, &got) == LS_OK, "lines");
+    TEST_COND(!strcmp(got.data, "0:x:job:-:0 1::-:not JSON:-1 2:z:-:too long:-1 "), "lines in order: %s", got.data);
+    ls_store_close(s);
+    TEST_COND(ls_store_open(dir, &s) == LS_OK, "reopen");
+    ls_batch back;
+    TEST_COND(ls_store_batch_get(s, b.id, &back) == LS_OK && back.n_lines == 3 && !back.finished_ms &&
+                  !strcmp(back.state, "in_progress") && !strcmp(back.endpoint, "/v1/completions"), "batch kept");
+    ls_buf out = {0}, err = {0};
+    ls_buf_printf(&out, "o\n"), ls_buf_printf(&err, "e\n");
+    char oid[40], eid[40];
+    ls_store_new_named_id("file-", oid), ls_store_new_named_id("file-", eid);
+    ls_free(back.output_file), ls_free(back.error_file);
+    back.output_file = ls_strndup(oid, strlen(oid)), back.error_file = ls_strndup(eid, strlen(eid));
+    TEST_COND(ls_store_batch_finish(s, &back, "completed", &out, &err) == LS_OK, "finish: %s", ls_err_msg());
+    ls_batch_free(&back);
+    TEST_COND(ls_store_batch_get(s, b.id, &back) == LS_OK && back.finished_ms && !strcmp(back.state, "completed") &&
+                  !strcmp(back.output_file, oid), "closed with its files");
+    TEST_COND(ls_store_file_get(s, eid, &f, true) == LS_OK && f.len == 2 && !memcmp(f.data, "e\n", 2), "error file");
+    ls_file_free(&f), ls_batch_free(&back), ls_job_free(&j);
+    ls_buf_free(&got), ls_buf_free(&out), ls_buf_free(&err);
+    TEST_ERR(ls_store_batch_get(s, "batch_nope", &back), LS_ERR_NOT_FOUND, "no batch batch_nope");
+    ls_store_close(s);
+    char cmd[160];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    TEST_COND(system(cmd) == 0, "cleanup");
+}
+
 int main(void) {
     test_modes();
     char dir[] = "/tmp/ls-store-XXXXXX";
@@ -166,5 +222,6 @@ int main(void) {
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     TEST_COND(system(cmd) == 0, "cleanup");
     failed_documents();
+    batches();
     return TEST_REPORT("test_store");
 }
