@@ -5,12 +5,14 @@
 // commands' flags for the settings fields they name. Tests: tests/oracle/test_service.py,
 // tests/cli/errors.sh.
 #include "cli.h"
+#include "ls_mapreduce.h"
 #include "ls_server.h"
 #include "ls_wire.h"
 
 #include <jansson.h>
 
 #include <dirent.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -325,6 +327,7 @@ typedef struct watch_opts {
     double every_s;      // off a terminal: seconds between progress lines
     uint32_t max_tokens; // the job's --max-tokens when known (0: not known), for the decode ETA
     size_t shown;        // bytes of text already printed (a watch again after a reconnect skips them)
+    const char *label;   // how the progress lines name the job (NULL: its id)
 } watch_opts;
 
 typedef struct watch_state {
@@ -401,7 +404,7 @@ static ls_status watch(client *c, const char *id, watch_opts *wo, Longseq__JobSt
     q.method_case = LONGSEQ__REQUEST__METHOD_WATCH;
     q.watch = &w;
     LS_CHECK(client_send(c, &q));
-    watch_state ws = {.id = id, .tty = isatty(2), .last_line = ls_time_ms()};
+    watch_state ws = {.id = wo->label ? wo->label : id, .tty = isatty(2), .last_line = ls_time_ms()};
     size_t seen = 0; // text bytes of this stream
     *final = LONGSEQ__JOB_STATE__QUEUED;
     ls_status rc;
@@ -461,6 +464,11 @@ static json_t *result_json(const Longseq__JobResult *j, const char *text_key) {
                           "attempts", (int)j->attempts);
     const char *text = j->text ? j->text : "";
     if (text_key) json_object_set_new(o, text_key, cli_json_str(text, strlen(text)));
+    if (text_key && !strcmp(text_key, "summary")) { // the record: one job is the direct strategy (long_document says otherwise)
+        json_object_set_new(o, "strategy", json_string("direct"));
+        json_object_set_new(o, "chunks", json_integer(1));
+        json_object_set_new(o, "levels", json_integer(0));
+    }
     if (j->task == LONGSEQ__TASK__PERPLEXITY) {
         json_object_set_new(o, "ppl", json_real(j->ppl));
         json_object_set_new(o, "ppl_stderr", json_real(j->ppl_stderr));
@@ -747,6 +755,16 @@ static void summarize_help(void) {
            "  --state DIR          keep the job store there (default: a temporary directory, removed at\n"
            "                       the end unless it holds results that were not returned)\n"
            "  --idle-timeout S     the coordinator closes a connection idle this long (default 300)\n"
+           "  --strategy auto|direct|extend|map-reduce   how a document is read (default auto):\n"
+           "                       direct: in one context as the model is; extend: in one context with\n"
+           "                       RoPE stretched over it (the measured best method, or --rope-scaling);\n"
+           "                       map-reduce: cut into chunks at paragraph and sentence ends, each\n"
+           "                       summarized as \"part i of n\", the summaries combined in order until one\n"
+           "                       call covers them; auto: direct when the document fits the trained\n"
+           "                       context, else what the model's measured effective context says\n"
+           "                       (docs/effective-context.json; direct when --rope-scaling or --attn is\n"
+           "                       given). The record adds strategy, chunks, levels, calls, wall_s.\n"
+           "  --chunk-tokens N     map-reduce: tokens per call (default: the measured reliable context)\n"
            PROGRESS_HELP
            "  --verbose            the coordinator's log lines; errors with their source location\n" JOB_HELP CLI_ENGINE_HELP);
 }
@@ -861,12 +879,335 @@ static int summarize_jobs(const char *token, int port, char **files, int n, Long
     return status;
 }
 
+// --- long documents: the strategies (docs/architecture.md, "Long documents") -------------------
+
+typedef enum { STRAT_AUTO, STRAT_DIRECT, STRAT_EXTEND, STRAT_MAPREDUCE } strategy;
+static const char *const g_strategies[] = {"auto", "direct", "extend", "map-reduce"};
+#define MR_OVERHEAD_TOKENS 96 // the chat template and a chunk's or combine's request, with room
+
+// What summarize knows of the model for choosing a strategy: its tokenizer (a document's
+// length), its trained context and its measured effective context (cli/effctx.c).
+typedef struct longdoc {
+    strategy want;
+    int64_t chunk_tokens; // --chunk-tokens; 0: the measured reliable context
+    cli_model m;
+    int64_t n_ctx_train;
+    cli_effctx eff;
+    bool rope_given; // the user chose RoPE: extend uses it as it is
+} longdoc;
+
+// One call of a map-reduce run: its text (the chunk, or headed summaries) and request.
+typedef struct mr_item {
+    char *summary;
+    size_t first, last; // the chunks it covers
+} mr_item;
+
+// The running figures of one document's map-reduce, for the progress lines and the record.
+typedef struct mr_run {
+    const char *file;
+    size_t n_chunks;
+    int levels, calls;
+    double t0, prefill_ms, decode_ms;
+    uint64_t tokens_done, generated, doc_tokens;
+    uint32_t ranks, attempts;
+    char *last_id, *stop; // the final call's id and stop reason
+} mr_run;
+
+// The progress line after a call: the stage, the tokens processed per second since the start
+// and the time left, from that rate over the tokens still to read (the remaining chunks and, for
+// the combines, about one max-tokens summary per chunk).
+static void mr_progress(const mr_run *r, const char *stage, uint64_t tokens_left) {
+    double s = (ls_time_ms() - r->t0) / 1e3, rate = s > 0 ? (double)r->tokens_done / s : 0;
+    fprintf(stderr, "[longseq] %s: %s done, %.0f tok/s, %.0f s so far, ETA %.0f s\n", r->file, stage, rate, s,
+            rate > 0 ? (double)tokens_left / rate : 0);
+}
+
+// Runs one call to its end: submitted alone with its own request, watched (text shown only for
+// the final call), its summary returned. A call that does not end done is an error naming it.
+static ls_status mr_call(client *c, const char *addr, mr_run *r, const char *stage, const char *text, size_t len,
+                         const char *request, const Longseq__Settings *s, bool show, double every, char **summary) {
+    Longseq__Settings cs = *s;
+    cs.instruction = (char *)request;
+    char name[512], *id = NULL, *err = NULL;
+    snprintf(name, sizeof name, "%s [%s]", r->file, stage);
+    ls_buf body = {0};
+    ls_buf_append(&body, text, len);
+    char *names[1] = {name};
+    LS_CHECK(submit_batch(c, names, &body, 1, &cs, &id, &err));
+    ls_buf_free(&body);
+    ls_status rc = LS_OK;
+    if (*err) rc = LS_ERR(LS_ERR_INVALID, "%s: %s", stage, err);
+    Longseq__Reply *rep = NULL;
+    char label[600];
+    snprintf(label, sizeof label, "%s %s", id, stage);
+    watch_opts wo = watch_opts_for(&cs, show, every);
+    wo.label = label;
+    if (rc == LS_OK) rc = follow_job(c, addr, id, &wo, &rep);
+    if (rc == LS_OK) {
+        const Longseq__JobResult *j = rep->result;
+        if (j->state != LONGSEQ__JOB_STATE__DONE) rc = LS_ERR(LS_ERR_INVALID, "%s: %s", stage, j->error ? j->error : "failed");
+        else {
+            r->calls++, r->ranks = j->ranks, r->attempts += j->attempts;
+            ls_free(r->stop);
+            r->stop = ls_strndup(j->stop ? j->stop : "", j->stop ? strlen(j->stop) : 0);
+            r->prefill_ms += j->prefill_ms, r->decode_ms += j->decode_ms;
+            r->tokens_done += j->tokens + j->generated, r->generated += j->generated;
+            *summary = ls_strndup(j->text ? j->text : "", j->text ? strlen(j->text) : 0);
+            ls_free(r->last_id);
+            r->last_id = ls_strndup(id, strlen(id));
+        }
+    }
+    if (rep) longseq__reply__free_unpacked(rep, NULL);
+    ls_free(id), ls_free(err);
+    return rc;
+}
+
+// One combine level: the items packed into groups that fit `budget` bytes (ls_mr_group), each
+// group of two or more combined by one call; a group of one goes up as it is.
+static ls_status mr_level(client *c, const char *addr, mr_run *r, mr_item *items, size_t *n, size_t budget,
+                          const Longseq__Settings *s, double every) {
+    size_t *lens = ls_calloc(*n, sizeof *lens), *ends = ls_calloc(*n, sizeof *ends), g = 0;
+    ls_buf head = {0};
+    for (size_t i = 0; i < *n; i++) { // each summary cut to half the budget, its heading included
+        ls_buf_clear(&head);
+        ls_mr_part_heading(items[i].first, items[i].last, r->n_chunks, &head);
+        size_t room = budget / 2 - head.len - 4, len = strlen(items[i].summary);
+        items[i].summary[ls_mr_utf8_prefix(items[i].summary, len, room)] = 0;
+        lens[i] = head.len + 4 + strlen(items[i].summary);
+    }
+    ls_status rc = ls_mr_group(lens, *n, budget, ends, &g);
+    r->levels++;
+    for (size_t k = 0; rc == LS_OK && k < g; k++) {
+        size_t a = k ? ends[k - 1] : 0, b = ends[k];
+        mr_item up = {.first = items[a].first, .last = items[b - 1].last};
+        if (b - a == 1) {
+            up.summary = items[a].summary, items[a].summary = NULL;
+        } else {
+            ls_buf text = {0}, req = {0};
+            for (size_t i = a; i < b; i++) {
+                ls_mr_part_heading(items[i].first, items[i].last, r->n_chunks, &text);
+                ls_buf_printf(&text, ": %s\n\n", items[i].summary);
+            }
+            ls_mr_combine_request(up.first, up.last, r->n_chunks, g == 1 ? s->instruction : NULL, &req);
+            char stage[96];
+            snprintf(stage, sizeof stage, "combine level %d, %zu/%zu", r->levels, k + 1, g);
+            rc = mr_call(c, addr, r, stage, text.data, text.len, req.data, s, g == 1, every, &up.summary);
+            if (rc == LS_OK) mr_progress(r, stage, (uint64_t)(g - k - 1) * (uint64_t)ls_settings_max_tokens(s) * 2);
+            ls_buf_free(&text), ls_buf_free(&req);
+        }
+        for (size_t i = a; i < b; i++) ls_free(items[i].summary), items[i].summary = NULL;
+        if (rc == LS_OK) items[k] = up;
+        if (rc != LS_OK) ls_free(up.summary);
+    }
+    if (rc == LS_OK) *n = g;
+    else *n = 0; // (the summaries are freed)
+    ls_buf_free(&head);
+    ls_free(lens), ls_free(ends);
+    return rc;
+}
+
+// Map-reduce over one document of doc_tokens tokens: chunks of chunk_tokens (bytes estimated from
+// the document's own bytes per token), each summarized as "part i of n", then combined in order,
+// level by level, until one call covers them all. *final: the summary.
+static ls_status mr_document(client *c, const char *addr, mr_run *r, const ls_buf *doc, int64_t chunk_tokens,
+                             const Longseq__Settings *s, double every, char **final) {
+    int64_t gen = ls_settings_max_tokens(s), content = chunk_tokens - gen - MR_OVERHEAD_TOKENS;
+    if (content < 64)
+        return LS_ERR(LS_ERR_INVALID, "chunks of %lld tokens leave %lld for the text after %lld to generate and %d for "
+                                      "the request: use a larger --chunk-tokens or a smaller --max-tokens",
+                      (long long)chunk_tokens, (long long)content, (long long)gen, MR_OVERHEAD_TOKENS);
+    double bytes_per_token = (double)doc->len / (double)(r->doc_tokens ? r->doc_tokens : 1);
+    size_t budget = (size_t)(0.9 * (double)content * bytes_per_token); // 10% for local density
+    if (budget < 2 * LS_MR_MIN_BYTES) budget = 2 * LS_MR_MIN_BYTES;
+    ls_span *sp;
+    size_t n;
+    LS_CHECK(ls_mr_split(doc->data, doc->len, budget, budget / 20, &sp, &n));
+    r->n_chunks = n;
+    mr_item *items = ls_calloc(n ? n : 1, sizeof *items);
+    ls_status rc = LS_OK;
+    fprintf(stderr, "[longseq] %s: %llu tokens, map-reduce over %zu chunk%s of at most %lld tokens\n", r->file,
+            (unsigned long long)r->doc_tokens, n, n == 1 ? "" : "s", (long long)chunk_tokens);
+    for (size_t i = 0; rc == LS_OK && i < n; i++) {
+        ls_buf req = {0};
+        char stage[64];
+        if (n == 1) ls_buf_printf(&req, "%s", s->instruction && *s->instruction ? s->instruction : "Summarize the text above in a few sentences.");
+        else ls_mr_chunk_request(i, n, &req);
+        snprintf(stage, sizeof stage, "chunk %zu/%zu", i + 1, n);
+        items[i] = (mr_item){.first = i, .last = i};
+        rc = mr_call(c, addr, r, stage, doc->data + sp[i].start, sp[i].end - sp[i].start, req.data, s, n == 1, every,
+                     &items[i].summary);
+        uint64_t left = (uint64_t)((double)(doc->len - sp[i].end) / bytes_per_token) + (uint64_t)(n - i - 1) * (uint64_t)gen * 2;
+        if (rc == LS_OK) mr_progress(r, stage, left);
+        ls_buf_free(&req);
+    }
+    size_t count = rc == LS_OK ? n : 0;
+    while (rc == LS_OK && count > 1) rc = mr_level(c, addr, r, items, &count, budget, s, every);
+    if (rc == LS_OK && count == 1) *final = items[0].summary, items[0].summary = NULL;
+    for (size_t i = 0; i < n; i++) ls_free(items[i].summary);
+    ls_free(items), ls_free(sp);
+    return rc;
+}
+
+// The strategy for a document of n tokens (docs/architecture.md, "Long documents"). auto: direct
+// when it fits the trained context; past it, extend when the measured table has an extension
+// that retrieved reliably at this length, otherwise map-reduce.
+static strategy choose(const longdoc *ld, int64_t n, int64_t gen) {
+    if (ld->want != STRAT_AUTO) return ld->want;
+    int64_t need = n + gen + MR_OVERHEAD_TOKENS;
+    if (need <= ld->n_ctx_train) return STRAT_DIRECT;
+    if (ld->eff.found && ld->eff.ext_method[0] && need <= ld->eff.ext_reliable) return STRAT_EXTEND;
+    return STRAT_MAPREDUCE;
+}
+
+// The chunk size of map-reduce: --chunk-tokens, else the measured reliable context, else (a model
+// not in the table) the trained context.
+static int64_t chunk_tokens(const longdoc *ld) {
+    return ld->chunk_tokens ? ld->chunk_tokens : ld->eff.found ? ld->eff.reliable : ld->n_ctx_train;
+}
+
+// extend: the document in one context, RoPE stretched over it: the user's RoPE settings as
+// given, else the measured best method (YaRN for a model not measured) with the factor this
+// length needs over the trained context.
+static void extend_settings(const longdoc *ld, int64_t n, int64_t gen, Longseq__Settings *s, char *method, size_t cap) {
+    if (ld->rope_given) return;
+    double need = (double)(n + gen + MR_OVERHEAD_TOKENS), f = ceil(10 * need / (double)ld->n_ctx_train) / 10;
+    snprintf(method, cap, "%s", ld->eff.found && ld->eff.ext_method[0] ? ld->eff.ext_method : "yarn");
+    if (f > 1) s->rope_scaling = method, s->rope_scale = (float)f;
+}
+
+// A record with the strategy's figures (write_record's fields and strategy, chunks, levels,
+// calls, wall_s).
+static void write_long_record(FILE *out, const Longseq__JobResult *j, const char *strat, size_t chunks, int levels,
+                              int calls, double wall_s) {
+    if (!out) return;
+    json_t *o = result_json(j, "summary");
+    json_object_set_new(o, "strategy", json_string(strat));
+    json_object_set_new(o, "chunks", json_integer((json_int_t)chunks));
+    json_object_set_new(o, "levels", json_integer(levels));
+    json_object_set_new(o, "calls", json_integer(calls));
+    json_object_set_new(o, "wall_s", json_real(wall_s));
+    json_dumpf(o, out, JSON_COMPACT);
+    fprintf(out, "\n");
+    fflush(out);
+    json_decref(o);
+}
+
+// One document past the trained context, by the strategy chosen for it; its record written.
+// Returns 0, 3 (the document failed; its record says why) or 1 (the coordinator failed).
+static int long_document(client *c, const char *addr, const longdoc *ld, const char *file, const ls_buf *doc,
+                         int64_t n, strategy st, const Longseq__Settings *s0, FILE *out, double every) {
+    Longseq__Settings s = *s0;
+    int64_t gen = ls_settings_max_tokens(&s);
+    char method[16];
+    mr_run r = {.file = file, .t0 = ls_time_ms(), .doc_tokens = (uint64_t)n, .n_chunks = 1};
+    char *summary = NULL;
+    ls_status rc;
+    if (st == STRAT_EXTEND) {
+        extend_settings(ld, n, gen, &s, method, sizeof method);
+        fprintf(stderr, "[longseq] %s: %lld tokens, extend: one context with RoPE %s x%.1f\n", file, (long long)n,
+                s.rope_scaling && *s.rope_scaling ? s.rope_scaling : "as given", s.rope_scale);
+        const char *ask = s.instruction && *s.instruction ? s.instruction : "Summarize the text above in a few sentences.";
+        rc = mr_call(c, addr, &r, "extend", doc->data, doc->len, ask, &s, true, every, &summary);
+    } else {
+        rc = mr_document(c, addr, &r, doc, chunk_tokens(ld), &s, every, &summary);
+    }
+    Longseq__JobResult j = LONGSEQ__JOB_RESULT__INIT;
+    j.id = r.last_id ? r.last_id : "";
+    j.name = (char *)file;
+    j.task = LONGSEQ__TASK__SUMMARIZE;
+    j.tokens = (uint64_t)n;
+    j.text = summary;
+    j.generated = r.generated;
+    j.prefill_ms = r.prefill_ms, j.decode_ms = r.decode_ms;
+    j.ranks = r.ranks, j.attempts = r.attempts, j.stop = r.stop ? r.stop : "";
+    j.state = rc == LS_OK ? LONGSEQ__JOB_STATE__DONE : LONGSEQ__JOB_STATE__FAILED;
+    char rope[64] = "";
+    if (st == STRAT_EXTEND && s.rope_scaling) snprintf(rope, sizeof rope, "%s x%g", s.rope_scaling, s.rope_scale);
+    j.rope = rope;
+    j.attention = s.attention && *s.attention ? s.attention : "full";
+    int status = 0;
+    if (rc != LS_OK) {
+        j.error = (char *)ls_err_msg();
+        status = ls_err_code() == LS_ERR_IO ? 1 : 3;
+    }
+    double wall = (ls_time_ms() - r.t0) / 1e3;
+    report_job(file, &j);
+    if (rc == LS_OK)
+        fprintf(stderr, "[longseq] %s: %s, %zu chunk%s, %d combine level%s, %d calls, %.1f s\n", file, g_strategies[st],
+                r.n_chunks, r.n_chunks == 1 ? "" : "s", r.levels, r.levels == 1 ? "" : "s", r.calls, wall);
+    write_long_record(out, &j, g_strategies[st], r.n_chunks, r.levels, r.calls, wall);
+    if (rc != LS_OK) ls_err_clear();
+    ls_free(summary), ls_free(r.last_id), ls_free(r.stop);
+    return status;
+}
+
+// Which files need a strategy other than direct: each read and its tokens counted with the
+// model's tokenizer. Files that cannot be read, are not UTF-8, or fit stay on the direct path
+// (which reports the first two as the server refuses them). long_at[i]: the strategy of file i,
+// STRAT_DIRECT for the direct path.
+static ls_status classify(const longdoc *ld, char **files, int n, const Longseq__Settings *s, strategy *st, int64_t *tokens) {
+    int64_t gen = ls_settings_max_tokens(s);
+    for (int i = 0; i < n; i++) {
+        st[i] = STRAT_DIRECT, tokens[i] = 0;
+        ls_buf text = {0};
+        ls_vec_i32 ids = {0};
+        if (ls_file_read_all(files[i], LS_FRAME_MAX_DEFAULT - 4096, &text) == LS_OK && ls_utf8_valid(text.data, text.len, NULL) &&
+            ls_tokenize(ld->m.tok, text.data, text.len, false, false, &ids) == LS_OK)
+            tokens[i] = (int64_t)ids.len, st[i] = choose(ld, tokens[i], gen);
+        ls_err_clear();
+        ls_buf_free(&text);
+        ls_vec_i32_free(&ids);
+    }
+    return LS_OK;
+}
+
+// The documents that need another strategy than direct, one after the other.
+static int summarize_long(const char *token, int port, const longdoc *ld, char **files, int n, const strategy *st,
+                          const int64_t *tokens, Longseq__Settings *s, FILE *out, double every) {
+    char addr[64];
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", port);
+    client cl = {.fd = -1, .token = ls_strndup(token, strlen(token)), .local = true};
+    int status = 0;
+    if (ls_net_connect(addr, 5000, &cl.fd) != LS_OK) status = cli_fail();
+    for (int i = 0; status != 1 && i < n; i++) {
+        if (st[i] == STRAT_DIRECT) continue;
+        ls_buf doc = {0};
+        if (ls_file_read_all(files[i], LS_FRAME_MAX_DEFAULT - 4096, &doc) != LS_OK) {
+            not_sent(out, files[i], ls_err_msg(), s);
+            ls_err_clear();
+            status = 3;
+            continue;
+        }
+        int one = long_document(&cl, addr, ld, files[i], &doc, tokens[i], st[i], s, out, every);
+        if (one) status = one;
+        ls_buf_free(&doc);
+    }
+    client_close(&cl);
+    return status;
+}
+
+// --strategy and the model's facts for it: the tokenizer, trained context, measured table.
+static ls_status longdoc_open(longdoc *ld, const char *model, const ls_load_opts *lo) {
+    LS_CHECK(cli_model_open(model, lo, &ld->m));
+    ls_model_config cfg;
+    LS_CHECK(ls_model_config_load(ld->m.gguf, &cfg));
+    ld->n_ctx_train = cfg.n_ctx_train;
+    ls_status rc = cli_effctx_lookup(cfg.name, cfg.n_ctx_train, &ld->eff);
+    if (rc == LS_OK && !ld->eff.found && ld->want != STRAT_DIRECT)
+        LS_INFO("%s (trained context %lld) is not in the measured table (docs/effective-context.json): map-reduce uses chunks of "
+                "its trained context", cfg.name[0] ? cfg.name : "the model", (long long)cfg.n_ctx_train);
+    ls_model_config_free(&cfg);
+    return rc;
+}
+
 int cmd_summarize(int argc, char **argv) {
     static const struct option opts[] = {{"np", required_argument, 0, 'N'}, {"launcher", required_argument, 0, 'L'},
                                          {"out", required_argument, 0, 'o'}, {"state", required_argument, 0, 's'},
                                          {"verbose", no_argument, 0, 'v'}, {"help", no_argument, 0, 'h'},
                                          {"idle-timeout", required_argument, 0, 'I'}, PROGRESS_OPTION,
+                                         {"strategy", required_argument, 0, 'S'}, {"chunk-tokens", required_argument, 0, 'C'},
                                          JOB_OPTIONS, CLI_ENGINE_OPTIONS, {0, 0, 0, 0}};
+    longdoc ld = {.want = STRAT_AUTO};
     inproc p = {.o = ls_server_opts_default(), .mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
     Longseq__Settings s = LONGSEQ__SETTINGS__INIT;
     cli_engine_args eng = cli_engine_args_default();
@@ -889,6 +1230,13 @@ int cmd_summarize(int argc, char **argv) {
         else if (c == 'I')
             status = cli_parse_int("summarize", "--idle-timeout", optarg, 1, 86400, &v) ? (p.o.idle_timeout_s = (int)v, 0) : 2;
         else if (c == 'P') status = progress_option("summarize", optarg, &every) ? 0 : 2;
+        else if (c == 'S') {
+            int k = 0;
+            while (k < 4 && strcmp(optarg, g_strategies[k])) k++;
+            if (k == 4) status = cli_usage_error("summarize", "--strategy is auto, direct, extend or map-reduce, not \"%s\"", optarg);
+            else ld.want = (strategy)k;
+        } else if (c == 'C')
+            status = cli_parse_int("summarize", "--chunk-tokens", optarg, 512, 1 << 20, &ld.chunk_tokens) ? 0 : 2;
         else if (c == 'h') summarize_help(), exit(0);
         else status = cli_usage_error("summarize", "unknown option");
     }
@@ -940,7 +1288,26 @@ int cmd_summarize(int argc, char **argv) {
         }
     }
     batch b = {.state = state, .model = eng.model, .every = every};
-    if (status == 0) status = summarize_jobs(token, p.port, argv + optind, argc - optind, &s, out, &b);
+    int nf = argc - optind, n_direct = 0, long_status = 0;
+    char **direct = ls_calloc((size_t)nf + 1, sizeof *direct);
+    strategy *st = ls_calloc((size_t)nf + 1, sizeof *st);
+    int64_t *ntok = ls_calloc((size_t)nf + 1, sizeof *ntok);
+    for (int i = 0; i < nf; i++) st[i] = STRAT_DIRECT; // (until classify says otherwise)
+    // auto with the user's own RoPE or attention rule: direct, as they chose (today's behaviour)
+    ld.rope_given = (s.rope_scaling && *s.rope_scaling) || s.rope_scale || eng.opts.rope.scaling >= 0 || !isnan(eng.opts.rope.factor);
+    if (ld.want == STRAT_AUTO && (ld.rope_given || (s.attention && *s.attention && strcmp(s.attention, "full"))))
+        ld.want = STRAT_DIRECT;
+    if (status == 0 && ld.want != STRAT_DIRECT) {
+        ls_load_opts lo = cli_load_opts(&eng);
+        if (longdoc_open(&ld, eng.model, &lo) != LS_OK || classify(&ld, argv + optind, nf, &s, st, ntok) != LS_OK) status = cli_fail();
+    }
+    for (int i = 0; i < nf; i++)
+        if (st[i] == STRAT_DIRECT) direct[n_direct++] = argv[optind + i];
+    if (status == 0 && n_direct) status = summarize_jobs(token, p.port, direct, n_direct, &s, out, &b);
+    if (status == 0 || status == 3) long_status = n_direct < nf ? summarize_long(token, p.port, &ld, argv + optind, nf, st, ntok, &s, out, every) : 0;
+    if (long_status == 1 || (long_status == 3 && status == 0)) status = long_status;
+    cli_model_close(&ld.m);
+    ls_free(direct), ls_free(st), ls_free(ntok);
     if (started) {
         ls_server_stop();
         pthread_join(th, NULL);
