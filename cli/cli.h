@@ -23,6 +23,7 @@ int cmd_result(int argc, char **argv);
 int cmd_jobs(int argc, char **argv);
 int cmd_cancel(int argc, char **argv);
 int cmd_plan(int argc, char **argv);
+int cmd_eval(int argc, char **argv);
 
 // Prints the pending error and returns 1: "longseq: error: MESSAGE" (with the rank and host
 // on a worker group's rank); its source location and trace only when verbose.

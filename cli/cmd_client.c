@@ -701,6 +701,10 @@ typedef struct inproc {
     int port;         // 0 until listening, -1 when the server failed
     ls_status rc;
     char err[1024];
+    const char *state;          // the state directory
+    char tmp[4096], token[65];  // tmp: a temporary state directory ("" when --state was given)
+    pthread_t th;
+    bool started;
 } inproc;
 
 static void on_ready(void *ctx, int port) {
@@ -735,6 +739,54 @@ static void remove_tree(const char *dir) {
         }
     closedir(d);
     rmdir(dir);
+}
+
+// This process's own coordinator (summarize, eval): the state directory (a temporary one when
+// none is given), a one-off token, the server on a thread listening on a loopback port, with a
+// worker group it launches. Returns 0, or 1 with the reason printed.
+static int inproc_start(inproc *p, const char *cmd, const char *state, const cli_engine_args *eng, char **wargs, int nw) {
+    p->tmp[0] = 0;
+    if (!state) {
+        snprintf(p->tmp, sizeof p->tmp, "%s/longseq-%s-XXXXXX", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp", cmd);
+        if (!mkdtemp(p->tmp)) return p->tmp[0] = 0, fprintf(stderr, "longseq %s: cannot create a directory in /tmp\n", cmd), 1;
+        state = p->tmp;
+    }
+    p->state = state;
+    char path[4200], *t = NULL; // a one-off token for this process's own coordinator
+    snprintf(path, sizeof path, "%s/token", state);
+    if (ls_wire_write_new_token(path) != LS_OK || ls_wire_read_token(path, &t) != LS_OK) return cli_fail();
+    snprintf(p->token, sizeof p->token, "%s", t);
+    ls_free(t);
+    p->o.listen = "127.0.0.1:0";
+    p->o.state_dir = state;
+    p->o.token = p->token;
+    p->o.model = eng->model;
+    p->o.rope = eng->opts.rope;
+    p->o.load = cli_load_opts(eng);
+    p->o.worker_args = wargs;
+    p->o.n_worker_args = nw;
+    p->o.max_launch_failures = 2;
+    p->o.on_ready = on_ready;
+    p->o.ready_ctx = p;
+    p->started = pthread_create(&p->th, NULL, server_thread, p) == 0;
+    pthread_mutex_lock(&p->mu);
+    while (p->started && !p->port) pthread_cond_wait(&p->cv, &p->mu);
+    pthread_mutex_unlock(&p->mu);
+    if (!p->started || p->port < 0) {
+        fprintf(stderr, "longseq %s: the coordinator did not start: %s\n", cmd, p->err);
+        return 1;
+    }
+    return 0;
+}
+
+// Stops it; its temporary state is removed unless `keep`.
+static void inproc_stop(inproc *p, bool keep) {
+    if (p->started) {
+        ls_server_stop();
+        pthread_join(p->th, NULL);
+        p->started = false;
+    }
+    if (p->tmp[0] && !keep) remove_tree(p->tmp);
 }
 
 static void summarize_help(void) {
@@ -1251,42 +1303,9 @@ int cmd_summarize(int argc, char **argv) {
         fprintf(stderr, "longseq summarize: cannot write %s\n", out_path);
         status = 1;
     }
-    char tmp[4096] = "", token[65];
-    if (status == 0 && !state) {
-        snprintf(tmp, sizeof tmp, "%s/longseq-summarize-XXXXXX", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
-        if (!mkdtemp(tmp)) status = 1, fprintf(stderr, "longseq summarize: cannot create a directory in /tmp\n");
-        state = tmp;
-    }
-    if (status == 0) { // a one-off token for this process's own coordinator
-        char path[4200];
-        snprintf(path, sizeof path, "%s/token", state);
-        char *t = NULL;
-        if (ls_wire_write_new_token(path) != LS_OK || ls_wire_read_token(path, &t) != LS_OK) status = cli_fail();
-        else snprintf(token, sizeof token, "%s", t), ls_free(t);
-    }
-    pthread_t th;
-    bool started = false;
-    if (status == 0) {
-        p.o.listen = "127.0.0.1:0";
-        p.o.state_dir = state;
-        p.o.token = token;
-        p.o.model = eng.model;
-        p.o.rope = eng.opts.rope;
-        p.o.load = cli_load_opts(&eng);
-        p.o.worker_args = wargs;
-        p.o.n_worker_args = nw;
-        p.o.max_launch_failures = 2;
-        p.o.on_ready = on_ready;
-        p.o.ready_ctx = &p;
-        started = pthread_create(&th, NULL, server_thread, &p) == 0;
-        pthread_mutex_lock(&p.mu);
-        while (started && !p.port) pthread_cond_wait(&p.cv, &p.mu);
-        pthread_mutex_unlock(&p.mu);
-        if (!started || p.port < 0) {
-            fprintf(stderr, "longseq summarize: the coordinator did not start: %s\n", p.err);
-            status = 1;
-        }
-    }
+    if (status == 0) status = inproc_start(&p, "summarize", state, &eng, wargs, nw);
+    state = p.state;
+    const char *token = p.token;
     batch b = {.state = state, .model = eng.model, .every = every};
     int nf = argc - optind, n_direct = 0, long_status = 0;
     char **direct = ls_calloc((size_t)nf + 1, sizeof *direct);
@@ -1308,12 +1327,396 @@ int cmd_summarize(int argc, char **argv) {
     if (long_status == 1 || (long_status == 3 && status == 0)) status = long_status;
     cli_model_close(&ld.m);
     ls_free(direct), ls_free(st), ls_free(ntok);
-    if (started) {
-        ls_server_stop();
-        pthread_join(th, NULL);
-    }
+    inproc_stop(&p, b.unreturned > 0); // a state holding results not returned is kept (say_kept)
     if (out) fclose(out);
-    if (tmp[0] && !b.unreturned) remove_tree(tmp); // a state holding results not returned is kept (say_kept)
+    for (int i = 0; i < nw; i++) ls_free(wargs[i]);
+    ls_free(wargs);
+    return status;
+}
+
+// --- eval: the effective context (passkey retrieval, needle in a haystack) --------------------
+//
+// Every trial is an ordinary generate job of the service (this process's coordinator with a
+// worker group of --np ranks, or --server's): a prompt of the asked length with a number hidden
+// at a depth, and the question after it; the trial is right when the first number of the
+// answer is the hidden one. docs/results.md, "Effective context", shows what they measured.
+
+#define EVAL_GEN 12 // tokens generated per trial (the number and a little)
+
+typedef struct eval_cfg {
+    bool niah;                 // needle in a haystack (KJV prose) rather than passkey (filler)
+    int64_t lengths[32];       // prompt lengths in tokens
+    int n_lengths;
+    double depths[32];         // where the number is hidden (0: start, 1: end)
+    int n_depths, trials;      // trials per (length, depth, method, rule)
+    char *methods[8], *attns[8];
+    int n_methods, n_attns;
+    double scale;              // --rope-scale (0: length / trained context, at least 1)
+    uint64_t seed;
+    const char *haystack;      // niah: the text the needle hides in
+} eval_cfg;
+
+typedef struct eval_trial {
+    int li, di, mi, ai, t;
+    char key[16], *id, *answer, *error;
+    int64_t tokens;
+    double factor, prefill_ms;
+    bool right;
+} eval_trial;
+
+static uint64_t eval_rand(uint64_t *s) { // splitmix64: the keys and the haystack's offsets
+    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+static int64_t count_tokens(const ls_tokenizer_t *tok, const char *text, size_t len) {
+    ls_vec_i32 ids = {0};
+    int64_t n = ls_tokenize(tok, text, len, false, false, &ids) == LS_OK ? (int64_t)ids.len : 0;
+    ls_err_clear();
+    ls_vec_i32_free(&ids);
+    return n;
+}
+
+// The passkey prompt (the format of the PI and LongLoRA papers): a task line, filler sentences
+// repeated up to `length` tokens, the key sentence after the share `depth` of them, the question.
+static void passkey_prompt(const ls_tokenizer_t *tok, int64_t length, double depth, const char *key, ls_buf *out) {
+    static const char *task = "There is an important info hidden inside a lot of irrelevant text. Find it and memorize "
+                              "it. I will quiz you about the important information there.\n";
+    static const char *filler = "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again.\n";
+    static const char *ask = "What is the pass key? The pass key is";
+    char line[128];
+    snprintf(line, sizeof line, "The pass key is %s. Remember it. %s is the pass key.\n", key, key);
+    int64_t fixed = count_tokens(tok, task, strlen(task)) + count_tokens(tok, line, strlen(line)) + count_tokens(tok, ask, strlen(ask));
+    int64_t unit = count_tokens(tok, filler, strlen(filler)), units = (length - fixed - EVAL_GEN) / (unit ? unit : 1);
+    if (units < 0) units = 0;
+    int64_t at = (int64_t)(depth * (double)units + 0.5);
+    ls_buf_printf(out, "%s", task);
+    for (int64_t u = 0; u <= units; u++) {
+        if (u == at) ls_buf_printf(out, "%s", line);
+        if (u < units) ls_buf_printf(out, "%s", filler);
+    }
+    ls_buf_printf(out, "%s", ask);
+}
+
+// The needle-in-a-haystack prompt: `length` tokens of the haystack text from a random line,
+// the needle sentence between two lines after the share `depth` of it, the question.
+static void niah_prompt(const ls_tokenizer_t *tok, const ls_buf *hay, int64_t length, double depth, const char *key,
+                        uint64_t *rng, ls_buf *out) {
+    static const char *ask = "\nWhat is the special magic number for Jerusalem mentioned in the text above? "
+                             "The special magic number for Jerusalem is";
+    char needle[128];
+    snprintf(needle, sizeof needle, "The special magic number for Jerusalem is %s.\n", key);
+    int64_t want = length - count_tokens(tok, needle, strlen(needle)) - count_tokens(tok, ask, strlen(ask)) - EVAL_GEN;
+    double bpt = 4.0; // bytes per token, refined once from the first cut
+    size_t start = hay->len > 1 ? (size_t)(eval_rand(rng) % (hay->len / 2)) : 0, end = start;
+    while (start > 0 && hay->data[start - 1] != '\n') start--;
+    for (int pass = 0; pass < 2; pass++) {
+        end = start + (size_t)(bpt * (double)(want > 0 ? want : 0));
+        if (end > hay->len) end = hay->len;
+        while (end > start && hay->data[end - 1] != '\n') end--;
+        int64_t got = count_tokens(tok, hay->data + start, end - start);
+        if (got > 0) bpt = bpt * (double)want / (double)got;
+    }
+    size_t at = start + (size_t)(depth * (double)(end - start));
+    while (at > start && hay->data[at - 1] != '\n') at--;
+    ls_buf_append(out, hay->data + start, at - start);
+    ls_buf_printf(out, "%s", needle);
+    ls_buf_append(out, hay->data + at, end - at);
+    ls_buf_printf(out, "%s", ask);
+}
+
+// Right when the first run of digits in the answer is the key.
+static bool eval_right(const char *answer, const char *key) {
+    const char *p = answer;
+    while (*p && !(*p >= '0' && *p <= '9')) p++;
+    size_t n = 0;
+    while (p[n] >= '0' && p[n] <= '9') n++;
+    return n == strlen(key) && !strncmp(p, key, n);
+}
+
+// The settings of one trial: greedy, EVAL_GEN tokens, its rule and RoPE (factor: the asked
+// --rope-scale, else the length over the trained context, at least 1).
+static Longseq__Settings eval_settings(const eval_cfg *e, const Longseq__Settings *base, const eval_trial *t) {
+    Longseq__Settings s = *base;
+    s.task = LONGSEQ__TASK__GENERATE;
+    s.max_tokens = EVAL_GEN;
+    s.attention = e->attns[t->ai];
+    // --group, --sinks, --window go to the rules that take them (a list of rules may mix them)
+    bool s2 = !strcmp(s.attention, "s2"), sink = !strcmp(s.attention, "sink"), window = !strcmp(s.attention, "window");
+    if (!s2) s.group = 0;
+    if (!sink) s.sinks_opt_case = LONGSEQ__SETTINGS__SINKS_OPT__NOT_SET;
+    if (!sink && !window) s.window = 0;
+    if (strcmp(e->methods[t->mi], "model")) s.rope_scaling = e->methods[t->mi];
+    if (t->factor > 1) s.rope_scale = (float)t->factor;
+    return s;
+}
+
+static ls_status eval_submit(client *c, const eval_cfg *e, const Longseq__Settings *base, const cli_model *m,
+                             const ls_buf *hay, int64_t trained, uint64_t *rng, eval_trial *t) {
+    int64_t len = e->lengths[t->li];
+    double d = e->depths[t->di];
+    snprintf(t->key, sizeof t->key, e->niah ? "%07llu" : "%05llu",
+             (unsigned long long)(eval_rand(rng) % (e->niah ? 9000000 : 90000) + (e->niah ? 1000000 : 10000)));
+    bool stretch = strcmp(e->methods[t->mi], "none") && strcmp(e->methods[t->mi], "model");
+    t->factor = !stretch ? 1 : e->scale ? e->scale : fmax(1, ceil(10.0 * (double)len / (double)trained) / 10);
+    ls_buf prompt = {0};
+    if (e->niah) niah_prompt(m->tok, hay, len, d, t->key, rng, &prompt);
+    else passkey_prompt(m->tok, len, d, t->key, &prompt);
+    t->tokens = count_tokens(m->tok, prompt.data, prompt.len);
+    Longseq__Settings s = eval_settings(e, base, t);
+    char name[160], *names[1] = {name};
+    snprintf(name, sizeof name, "%s %lld d=%.2f %s %s #%d", e->niah ? "niah" : "passkey", (long long)len, d,
+             e->methods[t->mi], e->attns[t->ai], t->t + 1);
+    ls_status rc = submit_batch(c, names, &prompt, 1, &s, &t->id, &t->error);
+    ls_buf_free(&prompt);
+    return rc;
+}
+
+// Follows a submitted trial to its answer.
+static ls_status eval_follow(client *c, const char *addr, const eval_cfg *e, eval_trial *t, double every) {
+    if (*t->error) return LS_OK; // refused at submit (e.g. past the context): no answer
+    char label[200];
+    snprintf(label, sizeof label, "%s %s %lld d=%.2f %s %s", t->id, e->niah ? "niah" : "passkey",
+             (long long)e->lengths[t->li], e->depths[t->di], e->methods[t->mi], e->attns[t->ai]);
+    watch_opts wo = {.every_s = every, .label = label};
+    Longseq__Reply *r = NULL;
+    LS_CHECK(follow_job(c, addr, t->id, &wo, &r));
+    const Longseq__JobResult *j = r->result;
+    t->answer = ls_strndup(j->text ? j->text : "", j->text ? strlen(j->text) : 0);
+    t->prefill_ms = j->prefill_ms;
+    if (j->state != LONGSEQ__JOB_STATE__DONE) {
+        ls_free(t->error);
+        t->error = ls_strndup(j->error ? j->error : "failed", j->error ? strlen(j->error) : 6);
+    }
+    t->right = j->state == LONGSEQ__JOB_STATE__DONE && eval_right(t->answer, t->key);
+    longseq__reply__free_unpacked(r, NULL);
+    return LS_OK;
+}
+
+static void eval_record(FILE *out, const eval_cfg *e, const eval_trial *t) {
+    if (!out) return;
+    json_t *o = json_pack("{s:s, s:I, s:I, s:f, s:s, s:f, s:s, s:s, s:o, s:b, s:s, s:f}", "test", e->niah ? "niah" : "passkey",
+                          "length", (json_int_t)e->lengths[t->li], "tokens", (json_int_t)t->tokens, "depth", e->depths[t->di],
+                          "rope", e->methods[t->mi], "factor", t->factor, "attention", e->attns[t->ai], "key", t->key,
+                          "answer", cli_json_str(t->answer ? t->answer : "", t->answer ? strlen(t->answer) : 0), "right",
+                          t->right, "error", t->error ? t->error : "", "prefill_ms", t->prefill_ms);
+    json_dumpf(o, out, JSON_COMPACT);
+    fprintf(out, "\n");
+    fflush(out);
+    json_decref(o);
+}
+
+// One table cell: "80% (4/5)", or "refused" when no trial ran (past the context).
+static void eval_cell(const eval_trial *tr, int n, bool (*in)(const eval_trial *, const int *), const int *sel) {
+    int runs = 0, right = 0;
+    for (int i = 0; i < n; i++)
+        if (in(&tr[i], sel) && !*tr[i].error) runs++, right += tr[i].right;
+    if (runs) printf(" %3.0f%% (%d/%d) |", 100.0 * right / runs, right, runs);
+    else printf(" refused |");
+}
+static bool in_length_combo(const eval_trial *t, const int *s) { return t->li == s[0] && t->mi == s[1] && t->ai == s[2]; }
+static bool in_depth_length(const eval_trial *t, const int *s) {
+    return t->di == s[0] && t->li == s[1] && t->mi == s[2] && t->ai == s[3];
+}
+
+// passkey: accuracy by length (rows) and RoPE method / rule (columns); niah: one depth x length
+// grid per method and rule.
+static void eval_tables(const eval_cfg *e, const eval_trial *tr, int n) {
+    if (!e->niah) {
+        printf("| length |");
+        for (int mi = 0; mi < e->n_methods; mi++)
+            for (int ai = 0; ai < e->n_attns; ai++) printf(" %s, %s |", e->methods[mi], e->attns[ai]);
+        printf("\n|---:|");
+        for (int k = 0; k < e->n_methods * e->n_attns; k++) printf("---:|");
+        printf("\n");
+        for (int li = 0; li < e->n_lengths; li++) {
+            printf("| %lld |", (long long)e->lengths[li]);
+            for (int mi = 0; mi < e->n_methods; mi++)
+                for (int ai = 0; ai < e->n_attns; ai++) eval_cell(tr, n, in_length_combo, (int[]){li, mi, ai});
+            printf("\n");
+        }
+        return;
+    }
+    for (int mi = 0; mi < e->n_methods; mi++)
+        for (int ai = 0; ai < e->n_attns; ai++) {
+            printf("\nneedle in a haystack, RoPE %s, attention %s (rows: depth; columns: length)\n\n| depth |", e->methods[mi], e->attns[ai]);
+            for (int li = 0; li < e->n_lengths; li++) printf(" %lld |", (long long)e->lengths[li]);
+            printf("\n|---:|");
+            for (int li = 0; li < e->n_lengths; li++) printf("---:|");
+            printf("\n");
+            for (int di = 0; di < e->n_depths; di++) {
+                printf("| %.2f |", e->depths[di]);
+                for (int li = 0; li < e->n_lengths; li++) eval_cell(tr, n, in_depth_length, (int[]){di, li, mi, ai});
+                printf("\n");
+            }
+        }
+}
+
+// "a,b,c" into at most cap parts (the string is modified).
+static int split_list(char *arg, char **out, int cap) {
+    int n = 0;
+    for (char *tok = strtok(arg, ","); tok && n < cap; tok = strtok(NULL, ",")) out[n++] = tok;
+    return n;
+}
+
+static void eval_help(void) {
+    printf("usage: longseq eval passkey|niah [options]\n"
+           "Measures how far into a long prompt the model still finds a number: passkey retrieval (a\n"
+           "5-digit key in repeated filler, as in the PI and LongLoRA papers) or a needle in a haystack\n"
+           "(a 7-digit number in KJV prose, at each depth). Every trial is a generate job of the service:\n"
+           "this process's coordinator with a worker group of --np ranks, or --server's. Prints a table\n"
+           "(passkey: accuracy by length and method; niah: a depth x length grid per method); --out\n"
+           "writes one JSON object per trial (tools/niah_heatmap.py draws the grid as a PNG).\n"
+           "  --lengths L,...      prompt lengths in tokens (default 1024,2048,4096)\n"
+           "  --depths D,...       where the number is, 0 (start) to 1 (end) (default passkey 0.1,0.3,0.5,\n"
+           "                       0.7,0.9; niah 0,0.25,0.5,0.75,1)\n"
+           "  --trials N           trials per length, depth, method and rule (default 1)\n"
+           "  --rope-scaling M,... RoPE methods: model (the file's), none, linear, ntk, dynamic, yarn,\n"
+           "                       llama3, longrope (default model)\n"
+           "  --rope-scale S       their factor (default: the length over the trained context, at least 1)\n"
+           "  --attn A,...         attention rules: full, s2, sink, window (default full); --group G\n"
+           "                       --sinks S --window W as for summarize\n"
+           "  --haystack F         niah: the text (default $LONGSEQ_HOME/data/kjv.txt)\n"
+           "  --seed S             the keys and haystack offsets (default 19)\n"
+           "  --out F              JSONL, one object per trial\n"
+           "  --np N --launcher CMD   the worker group (default 1 rank, mpirun)\n"
+           "  --server HOST:PORT --token-file F   run the trials on that service instead\n"
+           PROGRESS_HELP CLI_ENGINE_HELP);
+}
+
+static bool parse_lengths(const char *cmd, char *arg, eval_cfg *e) {
+    char *parts[32];
+    e->n_lengths = split_list(arg, parts, 32);
+    for (int i = 0; i < e->n_lengths; i++)
+        if (!cli_parse_int(cmd, "--lengths", parts[i], 64, 1 << 24, &e->lengths[i])) return false;
+    return e->n_lengths > 0 || (cli_usage_error(cmd, "--lengths needs at least one length"), false);
+}
+
+static bool parse_depths(const char *cmd, char *arg, eval_cfg *e) {
+    char *parts[32];
+    e->n_depths = split_list(arg, parts, 32);
+    for (int i = 0; i < e->n_depths; i++)
+        if (!cli_parse_double(cmd, "--depths", parts[i], &e->depths[i]) || e->depths[i] < 0 || e->depths[i] > 1)
+            return cli_usage_error(cmd, "--depths are from 0 to 1, not %s", parts[i]), false;
+    return e->n_depths > 0 || (cli_usage_error(cmd, "--depths needs at least one depth"), false);
+}
+
+static int eval_trials(client *c, const char *addr, const eval_cfg *e, const Longseq__Settings *base, const cli_model *m,
+                       int64_t trained, const ls_buf *hay, FILE *out, double every) {
+    int n = e->n_lengths * e->n_depths * e->trials * e->n_methods * e->n_attns, k = 0, status = 0;
+    eval_trial *tr = ls_calloc((size_t)n, sizeof *tr);
+    uint64_t rng = e->seed;
+    for (int mi = 0; mi < e->n_methods; mi++)
+        for (int ai = 0; ai < e->n_attns; ai++)
+            for (int li = 0; li < e->n_lengths; li++)
+                for (int di = 0; di < e->n_depths; di++)
+                    for (int t = 0; t < e->trials; t++) tr[k++] = (eval_trial){.li = li, .di = di, .mi = mi, .ai = ai, .t = t};
+    ls_status rc = LS_OK;
+    for (int i = 0; rc == LS_OK && i < n; i++) rc = eval_submit(c, e, base, m, hay, trained, &rng, &tr[i]);
+    for (int i = 0; rc == LS_OK && i < n; i++) {
+        rc = eval_follow(c, addr, e, &tr[i], every);
+        if (rc == LS_OK) eval_record(out, e, &tr[i]);
+    }
+    if (rc == LS_OK) eval_tables(e, tr, n);
+    else status = cli_fail();
+    for (int i = 0; i < n; i++) ls_free(tr[i].id), ls_free(tr[i].answer), ls_free(tr[i].error);
+    ls_free(tr);
+    return status;
+}
+
+int cmd_eval(int argc, char **argv) {
+    static const struct option opts[] = {{"lengths", required_argument, 0, 'l'}, {"depths", required_argument, 0, 'd'},
+                                         {"trials", required_argument, 0, 't'}, {"rope-scaling", required_argument, 0, 'r'},
+                                         {"rope-scale", required_argument, 0, 'f'}, {"attn", required_argument, 0, 'a'},
+                                         {"haystack", required_argument, 0, 'y'}, {"seed", required_argument, 0, 'e'},
+                                         {"out", required_argument, 0, 'o'}, {"np", required_argument, 0, 'N'},
+                                         {"launcher", required_argument, 0, 'L'}, CLIENT_OPTIONS, PROGRESS_OPTION,
+                                         {"help", no_argument, 0, 'h'}, {"verbose", no_argument, 0, 'v'},
+                                         {"group", required_argument, 0, JOB_OPT + 5}, {"sinks", required_argument, 0, JOB_OPT + 6},
+                                         {"window", required_argument, 0, JOB_OPT + 7},
+                                         {"yarn-orig-ctx", required_argument, 0, JOB_OPT + 11}, CLI_ENGINE_OPTIONS, {0, 0, 0, 0}};
+    if (argc < 2 || (strcmp(argv[1], "passkey") && strcmp(argv[1], "niah"))) {
+        if (argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) return eval_help(), 0;
+        return cli_usage_error("eval", "give the test: passkey or niah");
+    }
+    static char def_lengths[] = "1024,2048,4096", def_pk[] = "0.1,0.3,0.5,0.7,0.9", def_niah[] = "0,0.25,0.5,0.75,1";
+    static char model_m[] = "model", full[] = "full";
+    eval_cfg e = {.niah = !strcmp(argv[1], "niah"), .trials = 1, .seed = 19, .methods = {model_m}, .n_methods = 1,
+                  .attns = {full}, .n_attns = 1};
+    inproc p = {.o = ls_server_opts_default(), .mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+    Longseq__Settings base = LONGSEQ__SETTINGS__INIT;
+    cli_engine_args eng = cli_engine_args_default();
+    const char *out_path = NULL, *addr = NULL, *tf = NULL, *hay_path = NULL;
+    char **wargs = ls_calloc((size_t)argc * 2 + 1, sizeof *wargs);
+    int c, nw = 0, status = 0;
+    int64_t v;
+    double every = PROGRESS_DEFAULT_S;
+    bool lengths = false, depths = false;
+    p.o.quiet = true;
+    optind = 2;
+    while (status == 0 && (c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        if (c >= JOB_OPT) status = job_option("eval", c, optarg, &base);
+        else if (c >= CLI_ENGINE_OPT) {
+            status = cli_engine_option("eval", c, optarg, &eng);
+            cli_engine_option_keep(opts, c, optarg, wargs, &nw);
+        } else if (c == 'l') status = parse_lengths("eval", optarg, &e) ? (lengths = true, 0) : 2;
+        else if (c == 'd') status = parse_depths("eval", optarg, &e) ? (depths = true, 0) : 2;
+        else if (c == 't') status = cli_parse_int("eval", "--trials", optarg, 1, 1000, &v) ? (e.trials = (int)v, 0) : 2;
+        else if (c == 'r') e.n_methods = split_list(optarg, e.methods, 8);
+        else if (c == 'a') e.n_attns = split_list(optarg, e.attns, 8);
+        else if (c == 'f') status = cli_parse_setting("eval", LS_SET_ROPE_SCALE, optarg, &e.scale) ? 0 : 2;
+        else if (c == 'y') hay_path = optarg;
+        else if (c == 'e') status = cli_parse_int("eval", "--seed", optarg, 0, INT64_MAX, &v) ? (e.seed = (uint64_t)v, 0) : 2;
+        else if (c == 'o') out_path = optarg;
+        else if (c == 'N') status = cli_parse_int("eval", "--np", optarg, 1, 4096, &v) ? (p.o.np = (int)v, 0) : 2;
+        else if (c == 'L') p.o.launcher = optarg;
+        else if (c == 'A') addr = optarg;
+        else if (c == 'K') tf = optarg;
+        else if (c == 'P') status = progress_option("eval", optarg, &every) ? 0 : 2;
+        else if (c == 'v') p.o.quiet = false, cli_verbose = true;
+        else if (c == 'h') eval_help(), exit(0);
+        else status = cli_usage_error("eval", "unknown option");
+    }
+    if (status == 0 && optind < argc) status = cli_usage_error("eval", "unexpected argument \"%s\"", argv[optind]);
+    if (status == 0 && (!e.n_methods || !e.n_attns)) status = cli_usage_error("eval", "--rope-scaling and --attn need a value");
+    if (status == 0 && !lengths) parse_lengths("eval", def_lengths, &e);
+    if (status == 0 && !depths) parse_depths("eval", e.niah ? def_niah : def_pk, &e);
+    cli_model m = {0};
+    ls_buf hay = {0};
+    int64_t trained = 0;
+    FILE *out = NULL;
+    if (status == 0) { // the tokenizer sizes the prompts; the trained context sets the default factor
+        ls_load_opts lo = cli_load_opts(&eng);
+        ls_model_config cfg;
+        if (cli_model_open(eng.model, &lo, &m) != LS_OK || ls_model_config_load(m.gguf, &cfg) != LS_OK) status = cli_fail();
+        else trained = cfg.n_ctx_train, ls_model_config_free(&cfg);
+    }
+    char kjv[4200];
+    snprintf(kjv, sizeof kjv, "%s/data/kjv.txt", ls_home_dir());
+    if (status == 0 && e.niah && ls_file_read_all(hay_path ? hay_path : kjv, (size_t)1 << 30, &hay) != LS_OK) status = cli_fail();
+    if (status == 0 && e.niah && hay.len < 1024)
+        status = 1, fprintf(stderr, "longseq eval: the haystack %s has %zu bytes; it needs at least 1024\n", hay_path ? hay_path : kjv, hay.len);
+    if (status == 0 && out_path && !(out = fopen(out_path, "w")))
+        status = 1, fprintf(stderr, "longseq eval: cannot write %s\n", out_path);
+    client cl = {.fd = -1};
+    char where[64];
+    if (status == 0 && addr) { // the trials on a running service
+        if (client_open(addr, tf, &cl) != LS_OK) status = cli_fail();
+        snprintf(where, sizeof where, "%s", addr);
+    } else if (status == 0) {
+        status = inproc_start(&p, "eval", NULL, &eng, wargs, nw);
+        snprintf(where, sizeof where, "127.0.0.1:%d", p.port);
+        cl = (client){.fd = -1, .token = ls_strndup(p.token, strlen(p.token)), .local = true};
+        if (status == 0 && ls_net_connect(where, 5000, &cl.fd) != LS_OK) status = cli_fail();
+    }
+    if (status == 0) status = eval_trials(&cl, where, &e, &base, &m, trained, &hay, out, every);
+    client_close(&cl);
+    inproc_stop(&p, false);
+    if (out) fclose(out);
+    ls_buf_free(&hay);
+    cli_model_close(&m);
     for (int i = 0; i < nw; i++) ls_free(wargs[i]);
     ls_free(wargs);
     return status;
