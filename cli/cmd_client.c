@@ -931,7 +931,7 @@ static int summarize_jobs(const char *token, int port, char **files, int n, Long
     return status;
 }
 
-// --- long documents: the strategies (docs/architecture.md, "Long documents") -------------------
+// --- long documents: the strategies (docs/architecture.md ("Long documents")) -------------------
 
 typedef enum { STRAT_AUTO, STRAT_DIRECT, STRAT_EXTEND, STRAT_MAPREDUCE } strategy;
 static const char *const g_strategies[] = {"auto", "direct", "extend", "map-reduce"};
@@ -1100,7 +1100,7 @@ static ls_status mr_document(client *c, const char *addr, mr_run *r, const ls_bu
     return rc;
 }
 
-// The strategy for a document of n tokens (docs/architecture.md, "Long documents"). auto: direct
+// The strategy for a document of n tokens (docs/architecture.md ("Long documents")). auto: direct
 // when it fits the trained context; past it, extend when the measured table has an extension
 // that retrieved reliably at this length, otherwise map-reduce.
 static strategy choose(const longdoc *ld, int64_t n, int64_t gen) {
@@ -1339,7 +1339,7 @@ int cmd_summarize(int argc, char **argv) {
 // Every trial is an ordinary generate job of the service (this process's coordinator with a
 // worker group of --np ranks, or --server's): a prompt of the asked length with a number hidden
 // at a depth, and the question after it; the trial is right when the first number of the
-// answer is the hidden one. docs/results.md, "Effective context", shows what they measured.
+// answer is the hidden one. What they measured for the default model: docs/results.md.
 
 #define EVAL_GEN 12 // tokens generated per trial (the number and a little)
 

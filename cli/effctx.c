@@ -2,7 +2,7 @@
 // the binary; LONGSEQ_EFFECTIVE_CONTEXT=FILE reads another table): for a model, the longest
 // passkey length it retrieves reliably as trained, and the RoPE extension that measured best
 // with the length it reaches. summarize --strategy auto and extend choose from it
-// (docs/architecture.md, "Long documents"). Test: tests/oracle/test_longdoc.py.
+// (docs/architecture.md ("Long documents")). Test: tests/oracle/test_longdoc.py.
 #include "cli.h"
 
 #include <jansson.h>

@@ -1,5 +1,5 @@
-// ls_mapreduce.h — the pure parts of map-reduce summarization (docs/architecture.md, "Long
-// documents"): cutting a document into chunks at paragraph, then sentence, then word
+// ls_mapreduce.h — the pure parts of map-reduce summarization (docs/architecture.md ("Long
+// documents")): cutting a document into chunks at paragraph, then sentence, then word
 // boundaries (never inside a UTF-8 character), the plan of the combine levels, and the texts of
 // the chunk and combine requests. No I/O: summarize (cli/cmd_client.c) runs the jobs.
 // Test: tests/unit/test_mapreduce.c.

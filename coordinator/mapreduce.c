@@ -1,6 +1,6 @@
 // mapreduce.c — chunking a document and planning the combine levels of map-reduce
 // summarization (the hierarchical method of Wu et al. 2021, "Recursively Summarizing Books";
-// docs/architecture.md, "Long documents"). Test: tests/unit/test_mapreduce.c.
+// docs/architecture.md ("Long documents")). Test: tests/unit/test_mapreduce.c.
 #include "ls_mapreduce.h"
 
 #include <string.h>
