@@ -11,15 +11,18 @@
   document fits the trained context, extend (the table's method, with a factor for the length)
   when the table says an extension retrieves reliably that far, map-reduce otherwise, with the
   table's reliable length as the chunk size;
-- bad --strategy and --chunk-tokens values are usage errors.
+- bad --strategy and --chunk-tokens values are usage errors;
+- the coverage judge of bench/longdoc_coverage.py (results.md's coverage table) counts a book
+  when a summary names it or its principal persons, as whole words.
 """
 import json
 import os
 import re
 import subprocess
+import sys
 
 from fixtures import write_tiny_llama
-from lsoracle import BIN, check, done, tmpdir
+from lsoracle import BIN, REPO, check, done, tmpdir
 
 WORK = tmpdir()
 CHATML = ("{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + "
@@ -115,12 +118,25 @@ def test_usage(tiny):
     print("usage errors and a bad table refused")
 
 
+def test_coverage_judge():
+    sys.path.insert(0, str(REPO / "bench"))
+    from longdoc_coverage import covered
+    books = ["Ruth", "Esther", "Jonah", "Daniel", "Joel", "Obadiah", "Mark"]
+    check(covered("Naomi returns from Moab; the king Ahasuerus makes Esther queen.", books) == ["Ruth", "Esther"],
+          "persons name their books")
+    check(covered("Markets and remarks; a danielle; the joeliest text.", books) == [],
+          "whole words only (Mark is not in Markets)")
+    check(covered("The prophet JONAH went to nineveh.", books) == ["Jonah"], "any case")
+    print("coverage judge: names and persons, whole words")
+
+
 def main():
     tiny = WORK / "tiny.gguf"
     write_tiny_llama(str(tiny), embd=64, heads=4, kv_heads=2, ff=128, ctx=1024, chat_template=CHATML)
     test_map_reduce(tiny)
     test_auto(tiny)
     test_usage(tiny)
+    test_coverage_judge()
     done("test_longdoc")
 
 
