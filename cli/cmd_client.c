@@ -974,48 +974,80 @@ static void mr_progress(const mr_run *r, const char *stage, uint64_t tokens_left
             rate > 0 ? (double)tokens_left / rate : 0);
 }
 
-// Runs one call to its end: submitted alone with its own request, watched (text shown only for
-// the final call), its summary returned. A call that does not end done is an error naming it.
-static ls_status mr_call(client *c, const char *addr, mr_run *r, const char *stage, const char *text, size_t len,
-                         const char *request, const Longseq__Settings *s, bool show, double every, char **summary) {
+// Submits one call (its own Submit, as its request differs from the others'); *id: its job. A
+// call the server refuses is an error naming the stage.
+static ls_status mr_submit(client *c, const mr_run *r, const char *stage, const char *text, size_t len,
+                           const char *request, const Longseq__Settings *s, char **id) {
     Longseq__Settings cs = *s;
     cs.instruction = (char *)request;
-    char name[512], *id = NULL, *err = NULL;
+    char name[512], *err = NULL, *names[1] = {name};
     snprintf(name, sizeof name, "%s [%s]", r->file, stage);
     ls_buf body = {0};
     ls_buf_append(&body, text, len);
-    char *names[1] = {name};
-    LS_CHECK(submit_batch(c, names, &body, 1, &cs, &id, &err));
+    ls_status rc = submit_batch(c, names, &body, 1, &cs, id, &err);
     ls_buf_free(&body);
-    ls_status rc = LS_OK;
-    if (*err) rc = LS_ERR(LS_ERR_INVALID, "%s: %s", stage, err);
-    Longseq__Reply *rep = NULL;
-    char label[600];
-    snprintf(label, sizeof label, "%s %s", id, stage);
-    watch_opts wo = watch_opts_for(&cs, show, every);
-    wo.label = label;
-    if (rc == LS_OK) rc = follow_job(c, addr, id, &wo, &rep);
-    if (rc == LS_OK) {
-        const Longseq__JobResult *j = rep->result;
-        if (j->state != LONGSEQ__JOB_STATE__DONE) rc = LS_ERR(LS_ERR_INVALID, "%s: %s", stage, j->error ? j->error : "failed");
-        else {
-            r->calls++, r->ranks = j->ranks, r->attempts += j->attempts;
-            ls_free(r->stop);
-            r->stop = ls_strndup(j->stop ? j->stop : "", j->stop ? strlen(j->stop) : 0);
-            r->prefill_ms += j->prefill_ms, r->decode_ms += j->decode_ms;
-            r->tokens_done += j->tokens + j->generated, r->generated += j->generated;
-            *summary = ls_strndup(j->text ? j->text : "", j->text ? strlen(j->text) : 0);
-            ls_free(r->last_id);
-            r->last_id = ls_strndup(id, strlen(id));
-        }
-    }
-    if (rep) longseq__reply__free_unpacked(rep, NULL);
-    ls_free(id), ls_free(err);
+    if (rc == LS_OK && *err) rc = LS_ERR(LS_ERR_INVALID, "%s: %s", stage, err);
+    ls_free(err);
     return rc;
 }
 
-// One combine level: the items packed into groups that fit `budget` bytes (ls_mr_group), each
-// group of two or more combined by one call; a group of one goes up as it is.
+// Follows a submitted call to its end (its text shown only for the final call) and returns its
+// summary; a call that does not end done is an error naming its stage.
+static ls_status mr_follow(client *c, const char *addr, mr_run *r, const char *stage, const char *id,
+                           const Longseq__Settings *s, bool show, double every, char **summary) {
+    char label[600];
+    snprintf(label, sizeof label, "%s %s", id, stage);
+    watch_opts wo = watch_opts_for(s, show, every);
+    wo.label = label;
+    Longseq__Reply *rep = NULL;
+    LS_CHECK(follow_job(c, addr, id, &wo, &rep));
+    const Longseq__JobResult *j = rep->result;
+    ls_status rc = LS_OK;
+    if (j->state != LONGSEQ__JOB_STATE__DONE) rc = LS_ERR(LS_ERR_INVALID, "%s: %s", stage, j->error ? j->error : "failed");
+    else {
+        r->calls++, r->ranks = j->ranks, r->attempts += j->attempts;
+        ls_free(r->stop);
+        r->stop = ls_strndup(j->stop ? j->stop : "", j->stop ? strlen(j->stop) : 0);
+        r->prefill_ms += j->prefill_ms, r->decode_ms += j->decode_ms;
+        r->tokens_done += j->tokens + j->generated, r->generated += j->generated;
+        *summary = ls_strndup(j->text ? j->text : "", j->text ? strlen(j->text) : 0);
+        ls_free(r->last_id);
+        r->last_id = ls_strndup(id, strlen(id));
+    }
+    longseq__reply__free_unpacked(rep, NULL);
+    return rc;
+}
+
+// One call, submitted and followed (extend's single call).
+static ls_status mr_call(client *c, const char *addr, mr_run *r, const char *stage, const char *text, size_t len,
+                         const char *request, const Longseq__Settings *s, bool show, double every, char **summary) {
+    char *id = NULL;
+    ls_status rc = mr_submit(c, r, stage, text, len, request, s, &id);
+    if (rc == LS_OK) rc = mr_follow(c, addr, r, stage, id, s, show, every, summary);
+    ls_free(id);
+    return rc;
+}
+
+// The calls of a stage not followed when one failed: cancelled (best effort), ids freed.
+static void mr_cancel_rest(client *c, char **ids, size_t from, size_t n) {
+    for (size_t i = from; i < n; i++) {
+        if (ids[i] && c->fd >= 0) {
+            Longseq__CancelRequest cr = LONGSEQ__CANCEL_REQUEST__INIT;
+            cr.job_id = ids[i];
+            Longseq__Request q = LONGSEQ__REQUEST__INIT;
+            q.method_case = LONGSEQ__REQUEST__METHOD_CANCEL;
+            q.cancel = &cr;
+            Longseq__Reply *rep = NULL;
+            if (client_unary(c, &q, LONGSEQ__REPLY__BODY_STATUS, &rep) != LS_OK) ls_err_clear();
+            if (rep) longseq__reply__free_unpacked(rep, NULL);
+        }
+        ls_free(ids[i]), ids[i] = NULL;
+    }
+}
+
+// One combine level: the items packed into groups that fit `budget` bytes (ls_mr_group); the
+// groups of two or more are submitted together, one call each, then followed in order; a group
+// of one goes up as it is.
 static ls_status mr_level(client *c, const char *addr, mr_run *r, mr_item *items, size_t *n, size_t budget,
                           const Longseq__Settings *s, double every) {
     size_t *lens = ls_calloc(*n, sizeof *lens), *ends = ls_calloc(*n, sizeof *ends), g = 0;
@@ -1029,30 +1061,38 @@ static ls_status mr_level(client *c, const char *addr, mr_run *r, mr_item *items
     }
     ls_status rc = ls_mr_group(lens, *n, budget, ends, &g);
     r->levels++;
+    char **ids = ls_calloc(g ? g : 1, sizeof *ids), stage[96];
+    for (size_t k = 0; rc == LS_OK && k < g; k++) {
+        size_t a = k ? ends[k - 1] : 0, b = ends[k];
+        if (b - a == 1) continue;
+        ls_buf text = {0}, req = {0};
+        for (size_t i = a; i < b; i++) {
+            ls_mr_part_heading(items[i].first, items[i].last, r->n_chunks, &text);
+            ls_buf_printf(&text, ": %s\n\n", items[i].summary);
+        }
+        ls_mr_combine_request(items[a].first, items[b - 1].last, r->n_chunks, g == 1 ? s->instruction : NULL, &req);
+        snprintf(stage, sizeof stage, "combine level %d, %zu/%zu", r->levels, k + 1, g);
+        rc = mr_submit(c, r, stage, text.data, text.len, req.data, s, &ids[k]);
+        ls_buf_free(&text), ls_buf_free(&req);
+    }
     for (size_t k = 0; rc == LS_OK && k < g; k++) {
         size_t a = k ? ends[k - 1] : 0, b = ends[k];
         mr_item up = {.first = items[a].first, .last = items[b - 1].last};
         if (b - a == 1) {
             up.summary = items[a].summary, items[a].summary = NULL;
         } else {
-            ls_buf text = {0}, req = {0};
-            for (size_t i = a; i < b; i++) {
-                ls_mr_part_heading(items[i].first, items[i].last, r->n_chunks, &text);
-                ls_buf_printf(&text, ": %s\n\n", items[i].summary);
-            }
-            ls_mr_combine_request(up.first, up.last, r->n_chunks, g == 1 ? s->instruction : NULL, &req);
-            char stage[96];
             snprintf(stage, sizeof stage, "combine level %d, %zu/%zu", r->levels, k + 1, g);
-            rc = mr_call(c, addr, r, stage, text.data, text.len, req.data, s, g == 1, every, &up.summary);
+            rc = mr_follow(c, addr, r, stage, ids[k], s, g == 1, every, &up.summary);
             if (rc == LS_OK) mr_progress(r, stage, (uint64_t)(g - k - 1) * (uint64_t)ls_settings_max_tokens(s) * 2);
-            ls_buf_free(&text), ls_buf_free(&req);
         }
         for (size_t i = a; i < b; i++) ls_free(items[i].summary), items[i].summary = NULL;
-        if (rc == LS_OK) items[k] = up;
-        if (rc != LS_OK) ls_free(up.summary);
+        if (rc == LS_OK) items[k] = up; // (k <= a: the slot is free)
+        else ls_free(up.summary);
+        ls_free(ids[k]), ids[k] = NULL;
     }
-    if (rc == LS_OK) *n = g;
-    else *n = 0; // (the summaries are freed)
+    mr_cancel_rest(c, ids, 0, g);
+    *n = rc == LS_OK ? g : 0; // (on failure the caller frees what is left)
+    ls_free(ids);
     ls_buf_free(&head);
     ls_free(lens), ls_free(ends);
     return rc;
@@ -1079,19 +1119,25 @@ static ls_status mr_document(client *c, const char *addr, mr_run *r, const ls_bu
     ls_status rc = LS_OK;
     fprintf(stderr, "[longseq] %s: %llu tokens, map-reduce over %zu chunk%s of at most %lld tokens\n", r->file,
             (unsigned long long)r->doc_tokens, n, n == 1 ? "" : "s", (long long)chunk_tokens);
-    for (size_t i = 0; rc == LS_OK && i < n; i++) {
+    char **ids = ls_calloc(n ? n : 1, sizeof *ids), stage[64];
+    for (size_t i = 0; rc == LS_OK && i < n; i++) { // every chunk queued at once (a batching group may run them together)
         ls_buf req = {0};
-        char stage[64];
         if (n == 1) ls_buf_printf(&req, "%s", s->instruction && *s->instruction ? s->instruction : "Summarize the text above in a few sentences.");
         else ls_mr_chunk_request(i, n, &req);
         snprintf(stage, sizeof stage, "chunk %zu/%zu", i + 1, n);
-        items[i] = (mr_item){.first = i, .last = i};
-        rc = mr_call(c, addr, r, stage, doc->data + sp[i].start, sp[i].end - sp[i].start, req.data, s, n == 1, every,
-                     &items[i].summary);
-        uint64_t left = (uint64_t)((double)(doc->len - sp[i].end) / bytes_per_token) + (uint64_t)(n - i - 1) * (uint64_t)gen * 2;
-        if (rc == LS_OK) mr_progress(r, stage, left);
+        rc = mr_submit(c, r, stage, doc->data + sp[i].start, sp[i].end - sp[i].start, req.data, s, &ids[i]);
         ls_buf_free(&req);
     }
+    for (size_t i = 0; rc == LS_OK && i < n; i++) {
+        snprintf(stage, sizeof stage, "chunk %zu/%zu", i + 1, n);
+        items[i] = (mr_item){.first = i, .last = i};
+        rc = mr_follow(c, addr, r, stage, ids[i], s, n == 1, every, &items[i].summary);
+        uint64_t left = (uint64_t)((double)(doc->len - sp[i].end) / bytes_per_token) + (uint64_t)(n - i - 1) * (uint64_t)gen * 2;
+        if (rc == LS_OK) mr_progress(r, stage, left);
+        ls_free(ids[i]), ids[i] = NULL;
+    }
+    mr_cancel_rest(c, ids, 0, n);
+    ls_free(ids);
     size_t count = rc == LS_OK ? n : 0;
     while (rc == LS_OK && count > 1) rc = mr_level(c, addr, r, items, &count, budget, s, every);
     if (rc == LS_OK && count == 1) *final = items[0].summary, items[0].summary = NULL;
