@@ -1353,7 +1353,7 @@ int cmd_summarize(int argc, char **argv) {
     state = p.state;
     const char *token = p.token;
     batch b = {.state = state, .model = eng.model, .every = every};
-    int nf = argc - optind, n_direct = 0, long_status = 0;
+    int nf = argc - optind, n_direct = 0;
     char **direct = ls_calloc((size_t)nf + 1, sizeof *direct);
     strategy *st = ls_calloc((size_t)nf + 1, sizeof *st);
     int64_t *ntok = ls_calloc((size_t)nf + 1, sizeof *ntok);
@@ -1366,11 +1366,16 @@ int cmd_summarize(int argc, char **argv) {
         ls_load_opts lo = cli_load_opts(&eng);
         if (longdoc_open(&ld, eng.model, &lo) != LS_OK || classify(&ld, argv + optind, nf, &s, st, ntok) != LS_OK) status = cli_fail();
     }
-    for (int i = 0; i < nf; i++)
-        if (st[i] == STRAT_DIRECT) direct[n_direct++] = argv[optind + i];
-    if (status == 0 && n_direct) status = summarize_jobs(token, p.port, direct, n_direct, &s, out, &b);
-    if (status == 0 || status == 3) long_status = n_direct < nf ? summarize_long(token, p.port, &ld, argv + optind, nf, st, ntok, &s, out, every) : 0;
-    if (long_status == 1 || (long_status == 3 && status == 0)) status = long_status;
+    // in file order (the records too): each run of direct files as one batch, each long file alone
+    for (int i = 0; (status == 0 || status == 3) && i < nf;) {
+        int k = i, one;
+        n_direct = 0;
+        while (k < nf && st[k] == STRAT_DIRECT) direct[n_direct++] = argv[optind + k++];
+        if (n_direct) one = summarize_jobs(token, p.port, direct, n_direct, &s, out, &b);
+        else one = summarize_long(token, p.port, &ld, argv + optind + i, 1, st + i, ntok + i, &s, out, every), k = i + 1;
+        if (one == 1 || (one == 3 && status == 0)) status = one;
+        i = k;
+    }
     cli_model_close(&ld.m);
     ls_free(direct), ls_free(st), ls_free(ntok);
     inproc_stop(&p, b.unreturned > 0); // a state holding results not returned is kept (say_kept)

@@ -7,7 +7,7 @@
   "part i of n" in their request) and combined over one level or more until one call covers them;
   the short one runs direct;
 - the progress lines name the stage (chunk i/n, combine level L) with tok/s and an ETA;
-- --strategy auto picks from the measured table (LONGSEQ_EFFECTIVE_CONTEXT): direct when the
+- --strategy auto picks, per document and with the records in file order, from the measured table (LONGSEQ_EFFECTIVE_CONTEXT): direct when the
   document fits the trained context, extend (the table's method, with a factor for the length)
   when the table says an extension retrieves reliably that far, map-reduce otherwise, with the
   table's reliable length as the chunk size;
@@ -93,9 +93,10 @@ def test_auto(tiny):
     check(p.returncode == 0 and [r["strategy"] for r in recs] == ["direct", "extend"],
           f"auto, the table's extension reaches the length: direct for the short one, extend for the long: {recs} {p.stderr[-2000:]}")
     check(recs[1]["rope"].startswith("linear x"), f"extend used the table's method: {recs[1]}")
-    p, recs = summarize(tiny, [doc], env=with_table(None))
-    check(p.returncode == 0 and recs and recs[0]["strategy"] == "map-reduce" and recs[0]["chunks"] >= 2,
+    p, recs = summarize(tiny, [doc, short, short], env=with_table(None))
+    check(p.returncode == 0 and [r["strategy"] for r in recs] == ["map-reduce", "direct", "direct"] and recs[0]["chunks"] >= 2,
           f"auto, no extension measured to work: map-reduce: {recs} {p.stderr[-2000:]}")
+    check([r["file"] for r in recs] == [str(doc), str(short), str(short)], f"the records in file order: {recs}")
     m = re.search(r"map-reduce over \d+ chunks? of at most (\d+) tokens", p.stderr)
     check(m and int(m.group(1)) == 700, f"the chunk size is the table's reliable length: {p.stderr[-2000:]}")
     p, recs = summarize(tiny, [doc], env=with_table({"method": "yarn", "factor": 2, "reliable": 1500}))
