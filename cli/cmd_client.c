@@ -1412,6 +1412,7 @@ typedef struct eval_trial {
     char key[16], *id, *answer, *error;
     int64_t tokens;
     double factor, prefill_ms;
+    uint32_t ranks;
     bool right;
 } eval_trial;
 
@@ -1536,7 +1537,7 @@ static ls_status eval_follow(client *c, const char *addr, const eval_cfg *e, eva
     LS_CHECK(follow_job(c, addr, t->id, &wo, &r));
     const Longseq__JobResult *j = r->result;
     t->answer = ls_strndup(j->text ? j->text : "", j->text ? strlen(j->text) : 0);
-    t->prefill_ms = j->prefill_ms;
+    t->prefill_ms = j->prefill_ms, t->ranks = j->ranks;
     if (j->state != LONGSEQ__JOB_STATE__DONE) {
         ls_free(t->error);
         t->error = ls_strndup(j->error ? j->error : "failed", j->error ? strlen(j->error) : 6);
@@ -1553,6 +1554,7 @@ static void eval_record(FILE *out, const eval_cfg *e, const eval_trial *t) {
                           "rope", e->methods[t->mi], "factor", t->factor, "attention", e->attns[t->ai], "key", t->key,
                           "answer", cli_json_str(t->answer ? t->answer : "", t->answer ? strlen(t->answer) : 0), "right",
                           t->right, "error", t->error ? t->error : "", "prefill_ms", t->prefill_ms);
+    json_object_set_new(o, "ranks", json_integer(t->ranks));
     json_dumpf(o, out, JSON_COMPACT);
     fprintf(out, "\n");
     fflush(out);
