@@ -963,6 +963,7 @@ typedef struct mr_run {
     uint64_t tokens_done, generated, doc_tokens;
     uint32_t ranks, attempts;
     char *last_id, *stop; // the final call's id and stop reason
+    json_t *parts;        // the chunks' own summaries, in order (the record's `parts`)
 } mr_run;
 
 // The progress line after a call: the stage, the tokens processed per second since the start
@@ -1138,6 +1139,8 @@ static ls_status mr_document(client *c, const char *addr, mr_run *r, const ls_bu
     }
     mr_cancel_rest(c, ids, 0, n);
     ls_free(ids);
+    for (size_t i = 0; rc == LS_OK && n > 1 && i < n; i++)
+        json_array_append_new(r->parts, cli_json_str(items[i].summary, strlen(items[i].summary)));
     size_t count = rc == LS_OK ? n : 0;
     while (rc == LS_OK && count > 1) rc = mr_level(c, addr, r, items, &count, budget, s, every);
     if (rc == LS_OK && count == 1) *final = items[0].summary, items[0].summary = NULL;
@@ -1174,11 +1177,12 @@ static void extend_settings(const longdoc *ld, int64_t n, int64_t gen, Longseq__
 }
 
 // A record with the strategy's figures (write_record's fields and strategy, chunks, levels,
-// calls, wall_s).
+// calls, wall_s, and map-reduce's `parts`: each chunk's summary, in order).
 static void write_long_record(FILE *out, const Longseq__JobResult *j, const char *strat, size_t chunks, int levels,
-                              int calls, double wall_s) {
+                              int calls, double wall_s, json_t *parts) {
     if (!out) return;
     json_t *o = result_json(j, "summary");
+    json_object_set(o, "parts", parts);
     json_object_set_new(o, "strategy", json_string(strat));
     json_object_set_new(o, "chunks", json_integer((json_int_t)chunks));
     json_object_set_new(o, "levels", json_integer(levels));
@@ -1197,7 +1201,7 @@ static int long_document(client *c, const char *addr, const longdoc *ld, const c
     Longseq__Settings s = *s0;
     int64_t gen = ls_settings_max_tokens(&s);
     char method[16];
-    mr_run r = {.file = file, .t0 = ls_time_ms(), .doc_tokens = (uint64_t)n, .n_chunks = 1};
+    mr_run r = {.file = file, .t0 = ls_time_ms(), .doc_tokens = (uint64_t)n, .n_chunks = 1, .parts = json_array()};
     char *summary = NULL;
     ls_status rc;
     if (st == STRAT_EXTEND) {
@@ -1233,7 +1237,8 @@ static int long_document(client *c, const char *addr, const longdoc *ld, const c
     if (rc == LS_OK)
         fprintf(stderr, "[longseq] %s: %s, %zu chunk%s, %d combine level%s, %d calls, %.1f s\n", file, g_strategies[st],
                 r.n_chunks, r.n_chunks == 1 ? "" : "s", r.levels, r.levels == 1 ? "" : "s", r.calls, wall);
-    write_long_record(out, &j, g_strategies[st], r.n_chunks, r.levels, r.calls, wall);
+    write_long_record(out, &j, g_strategies[st], r.n_chunks, r.levels, r.calls, wall, r.parts);
+    json_decref(r.parts);
     if (rc != LS_OK) ls_err_clear();
     ls_free(summary), ls_free(r.last_id), ls_free(r.stop);
     return status;

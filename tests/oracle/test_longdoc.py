@@ -70,6 +70,8 @@ def test_map_reduce(tiny):
     for r in (l1, g):
         check(r["chunks"] >= 3 and r["levels"] >= 1 and r["calls"] >= r["chunks"] + 1,
               f"{r['file']}: several chunks combined over at least one level: {r}")
+        check(len(r["parts"]) == r["chunks"] and all(isinstance(x, str) for x in r["parts"]),
+              f"{r['file']}: each chunk's own summary in `parts`: {r['parts']}")
     check(re.search(r"chunk 2/\d+ done, \d+ tok/s, .* ETA \d+ s", p.stderr) and
           re.search(r"\[\w+ combine level 1, 1/\d+\]", p.stderr),
           f"progress names the stage, with tok/s and ETA: {p.stderr[-3000:]}")
