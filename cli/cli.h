@@ -60,6 +60,7 @@ typedef struct cli_effctx {
     char ext_method[16];  // the best RoPE extension ("" none worked)
     double ext_factor;    // its factor as measured
     int64_t ext_reliable; // and the longest length it retrieved reliably
+    int64_t chunk;        // the map-reduce chunk the coverage runs measured (0: none; then `reliable`)
     char measured[256];   // when and how
 } cli_effctx;
 // The table's entry for a model (GGUF general.name and trained context); found false when absent.

@@ -1160,10 +1160,12 @@ static strategy choose(const longdoc *ld, int64_t n, int64_t gen) {
     return STRAT_MAPREDUCE;
 }
 
-// The chunk size of map-reduce: --chunk-tokens, else the measured reliable context, else (a model
-// not in the table) the trained context.
+// The chunk size of map-reduce: --chunk-tokens, else the chunk the table's coverage runs used,
+// else its reliable passkey length, else (a model not in the table) the trained context.
 static int64_t chunk_tokens(const longdoc *ld) {
-    return ld->chunk_tokens ? ld->chunk_tokens : ld->eff.found ? ld->eff.reliable : ld->n_ctx_train;
+    if (ld->chunk_tokens) return ld->chunk_tokens;
+    if (!ld->eff.found) return ld->n_ctx_train;
+    return ld->eff.chunk ? ld->eff.chunk : ld->eff.reliable;
 }
 
 // extend: the document in one context, RoPE stretched over it: the user's RoPE settings as

@@ -12,21 +12,25 @@
 #include "effctx_data.h" // g_effctx_json[]: the bytes of docs/effective-context.json
 
 static ls_status entry(const json_t *m, const char *src, cli_effctx *out) {
-    json_int_t trained = 0, reliable = 0, ext_reliable = 0;
+    json_int_t trained = 0, reliable = 0, ext_reliable = 0, chunk = 0;
     const char *method = NULL, *measured = "";
     double factor = 0;
     json_error_t e;
-    if (json_unpack_ex((json_t *)m, &e, 0, "{s:I, s:I, s?s}", "trained", &trained, "reliable", &reliable, "measured", &measured))
+    if (json_unpack_ex((json_t *)m, &e, 0, "{s:I, s:I, s?s, s?I}", "trained", &trained, "reliable", &reliable, "measured",
+                       &measured, "chunk", &chunk))
         return LS_ERR(LS_ERR_FORMAT, "%s: a model's entry: %s", src, e.text);
     json_t *ext = json_object_get(m, "extend");
     if (ext && !json_is_null(ext) &&
         json_unpack_ex(ext, &e, 0, "{s:s, s:F, s:I}", "method", &method, "factor", &factor, "reliable", &ext_reliable))
         return LS_ERR(LS_ERR_FORMAT, "%s: a model's \"extend\": %s", src, e.text);
-    if (reliable < 256 || reliable > trained || (method && (factor <= 1 || ext_reliable <= reliable)))
-        return LS_ERR(LS_ERR_FORMAT, "%s: reliable %lld must be from 256 to the trained %lld, and an extension must reach "
-                                     "further (factor %g, reliable %lld)", src, (long long)reliable, (long long)trained,
-                      factor, (long long)ext_reliable);
-    *out = (cli_effctx){.found = true, .trained = trained, .reliable = reliable, .ext_factor = factor, .ext_reliable = ext_reliable};
+    if (reliable < 256 || reliable > trained || (method && (factor <= 1 || ext_reliable <= reliable)) ||
+        (chunk && (chunk < 512 || chunk > reliable)))
+        return LS_ERR(LS_ERR_FORMAT, "%s: reliable %lld must be from 256 to the trained %lld, an extension must reach "
+                                     "further (factor %g, reliable %lld), and a chunk is from 512 to the reliable length "
+                                     "(%lld)", src, (long long)reliable, (long long)trained, factor, (long long)ext_reliable,
+                      (long long)chunk);
+    *out = (cli_effctx){.found = true, .trained = trained, .reliable = reliable, .ext_factor = factor,
+                        .ext_reliable = ext_reliable, .chunk = chunk};
     snprintf(out->ext_method, sizeof out->ext_method, "%s", method ? method : "");
     snprintf(out->measured, sizeof out->measured, "%s", measured);
     return LS_OK;

@@ -101,6 +101,11 @@ def test_auto(tiny):
     check([r["file"] for r in recs] == [str(doc), str(short), str(short)], f"the records in file order: {recs}")
     m = re.search(r"map-reduce over \d+ chunks? of at most (\d+) tokens", p.stderr)
     check(m and int(m.group(1)) == 700, f"the chunk size is the table's reliable length: {p.stderr[-2000:]}")
+    table.write_text(json.dumps({"models": [{"name": "longseq tiny fixture", "trained": 1024, "reliable": 900,
+                                             "chunk": 600, "extend": None}]}))
+    p, recs = summarize(tiny, [doc], env=dict(ENV, LONGSEQ_EFFECTIVE_CONTEXT=str(table)))
+    m = re.search(r"map-reduce over \d+ chunks? of at most (\d+) tokens", p.stderr)
+    check(p.returncode == 0 and m and int(m.group(1)) == 600, f"the table's measured chunk, when it has one: {p.stderr[-2000:]}")
     p, recs = summarize(tiny, [doc], env=with_table({"method": "yarn", "factor": 2, "reliable": 1500}))
     check(p.returncode == 0 and recs and recs[0]["strategy"] == "map-reduce",
           f"auto, an extension measured only to 1,500 tokens: map-reduce for a longer document: {recs}")
