@@ -20,7 +20,7 @@ BOOKS = {
     "Jonah": ("jonah", ["Jonah", "Nineveh", "whale"]),
     "Daniel": ("dan", ["Daniel", "Nebuchadnezzar", "Belshazzar", "Darius", "Shadrach", "Meshach", "Abednego"]),
     "Joel": ("joel", ["Joel", "locust", "locusts", "palmerworm"]),
-    "Obadiah": ("obad", ["Obadiah", "Edom", "Esau"]),
+    "Obadiah": ("obad", ["Obadiah", "Edom"]),  # (not Esau: a principal person of Genesis too)
     "Mark": ("mark", ["Mark", "Jesus", "John the Baptist", "Peter", "Pilate"]),
 }
 
