@@ -817,6 +817,8 @@ static void summarize_help(void) {
            "                       (docs/effective-context.json; direct when --rope-scaling or --attn is\n"
            "                       given). The record adds strategy, chunks, levels, calls, wall_s.\n"
            "  --chunk-tokens N     map-reduce: tokens per call (default: the measured reliable context)\n"
+           "  --combine-parts N    map-reduce: at most N summaries per combine call (default: as many\n"
+           "                       as fit in a call; fewer means more levels)\n"
            PROGRESS_HELP
            "  --verbose            the coordinator's log lines; errors with their source location\n" JOB_HELP CLI_ENGINE_HELP);
 }
@@ -942,6 +944,7 @@ static const char *const g_strategies[] = {"auto", "direct", "extend", "map-redu
 typedef struct longdoc {
     strategy want;
     int64_t chunk_tokens; // --chunk-tokens; 0: the measured reliable context
+    int64_t combine_parts; // --combine-parts: at most this many summaries per combine call (0: as fit)
     cli_model m;
     int64_t n_ctx_train;
     cli_effctx eff;
@@ -964,6 +967,7 @@ typedef struct mr_run {
     uint32_t ranks, attempts;
     char *last_id, *stop; // the final call's id and stop reason
     json_t *parts;        // the chunks' own summaries, in order (the record's `parts`)
+    size_t combine_parts; // at most this many summaries per combine call (0: as many as fit)
 } mr_run;
 
 // The progress line after a call: the stage, the tokens processed per second since the start
@@ -1060,7 +1064,7 @@ static ls_status mr_level(client *c, const char *addr, mr_run *r, mr_item *items
         items[i].summary[ls_mr_utf8_prefix(items[i].summary, len, room)] = 0;
         lens[i] = head.len + 4 + strlen(items[i].summary);
     }
-    ls_status rc = ls_mr_group(lens, *n, budget, ends, &g);
+    ls_status rc = ls_mr_group(lens, *n, budget, r->combine_parts, ends, &g);
     r->levels++;
     char **ids = ls_calloc(g ? g : 1, sizeof *ids), stage[96];
     for (size_t k = 0; rc == LS_OK && k < g; k++) {
@@ -1203,7 +1207,8 @@ static int long_document(client *c, const char *addr, const longdoc *ld, const c
     Longseq__Settings s = *s0;
     int64_t gen = ls_settings_max_tokens(&s);
     char method[16];
-    mr_run r = {.file = file, .t0 = ls_time_ms(), .doc_tokens = (uint64_t)n, .n_chunks = 1, .parts = json_array()};
+    mr_run r = {.file = file, .t0 = ls_time_ms(), .doc_tokens = (uint64_t)n, .n_chunks = 1, .parts = json_array(),
+                .combine_parts = (size_t)ld->combine_parts};
     char *summary = NULL;
     ls_status rc;
     if (st == STRAT_EXTEND) {
@@ -1311,6 +1316,7 @@ int cmd_summarize(int argc, char **argv) {
                                          {"verbose", no_argument, 0, 'v'}, {"help", no_argument, 0, 'h'},
                                          {"idle-timeout", required_argument, 0, 'I'}, PROGRESS_OPTION,
                                          {"strategy", required_argument, 0, 'S'}, {"chunk-tokens", required_argument, 0, 'C'},
+                                         {"combine-parts", required_argument, 0, 'M'},
                                          JOB_OPTIONS, CLI_ENGINE_OPTIONS, {0, 0, 0, 0}};
     longdoc ld = {.want = STRAT_AUTO};
     inproc p = {.o = ls_server_opts_default(), .mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
@@ -1342,6 +1348,8 @@ int cmd_summarize(int argc, char **argv) {
             else ld.want = (strategy)k;
         } else if (c == 'C')
             status = cli_parse_int("summarize", "--chunk-tokens", optarg, 512, 1 << 20, &ld.chunk_tokens) ? 0 : 2;
+        else if (c == 'M')
+            status = cli_parse_int("summarize", "--combine-parts", optarg, 2, 100000, &ld.combine_parts) ? 0 : 2;
         else if (c == 'h') summarize_help(), exit(0);
         else status = cli_usage_error("summarize", "unknown option");
     }

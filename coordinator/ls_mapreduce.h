@@ -29,12 +29,13 @@ ls_status ls_mr_split(const char *text, size_t len, size_t max_bytes, size_t ove
 size_t ls_mr_utf8_prefix(const char *text, size_t len, size_t max);
 
 // One combine level: items of lens[0..n) bytes (each at most budget / 2; the caller cuts longer
-// ones with ls_mr_utf8_prefix) packed in order into groups of at most `budget` bytes:
+// ones with ls_mr_utf8_prefix) packed in order into groups of at most `budget` bytes and, when
+// max_items >= 2, at most max_items items (0: as many as fit; 1 is refused):
 // group_end[g] is one past the last item of group g, *n_groups the count. Every group but the
 // last holds two items or more, so for n >= 2 there are fewer groups than items and the levels
 // end after at most log2(n) + 1 rounds. A group of one item needs no call (its summary goes up
 // as it is).
-ls_status ls_mr_group(const size_t *lens, size_t n, size_t budget, size_t *group_end, size_t *n_groups);
+ls_status ls_mr_group(const size_t *lens, size_t n, size_t budget, size_t max_items, size_t *group_end, size_t *n_groups);
 
 // The request after chunk i (0-based) of n.
 void ls_mr_chunk_request(size_t i, size_t n, ls_buf *out);

@@ -84,14 +84,15 @@ size_t ls_mr_utf8_prefix(const char *text, size_t len, size_t max) {
     return p;
 }
 
-ls_status ls_mr_group(const size_t *lens, size_t n, size_t budget, size_t *group_end, size_t *n_groups) {
+ls_status ls_mr_group(const size_t *lens, size_t n, size_t budget, size_t max_items, size_t *group_end, size_t *n_groups) {
     *n_groups = 0;
+    if (max_items == 1) return LS_ERR(LS_ERR_INVALID, "a combine call of one summary would never end the levels");
     size_t used = 0, count = 0;
     for (size_t i = 0; i < n; i++) {
         if (lens[i] > budget / 2)
             return LS_ERR(LS_ERR_INVALID, "summary %zu is %zu bytes, more than half the combine budget of %zu", i + 1,
                           lens[i], budget);
-        if (count && used + lens[i] > budget) group_end[(*n_groups)++] = i, used = 0, count = 0;
+        if (count && (used + lens[i] > budget || count == max_items)) group_end[(*n_groups)++] = i, used = 0, count = 0;
         used += lens[i], count++;
     }
     if (count) group_end[(*n_groups)++] = n;

@@ -123,6 +123,7 @@ expect 2 "--idle-timeout expects an integer from 1 to 86400" -- summarize --idle
 # then need the worker group
 expect 2 '--strategy is auto, direct, extend or map-reduce, not "abridge"' -- summarize --strategy abridge "$work/text.txt"
 expect 2 "--chunk-tokens expects an integer from 512" -- summarize --chunk-tokens 100 "$work/text.txt"
+expect 2 "--combine-parts expects an integer from 2" -- summarize --combine-parts 1 "$work/text.txt"
 expect 3 "chunk 1/" -- summarize --launcher /nonexistent/mpirun "$work/long.txt"
 
 # Every --flag that a message or help text of the sources mentions is an option of some

@@ -6,6 +6,8 @@
   strategy, chunks and levels; the long ones are cut into several chunks (one job each, named
   "part i of n" in their request) and combined over one level or more until one call covers them;
   the short one runs direct;
+- --combine-parts 2 combines the summaries in pairs: chunks - 1 combine calls over
+  ceil(log2(chunks)) levels;
 - the progress lines name the stage (chunk i/n, combine level L) with tok/s and an ETA;
 - --strategy auto picks, per document and with the records in file order, from the measured table (LONGSEQ_EFFECTIVE_CONTEXT): direct when the
   document fits the trained context, extend (the table's method, with a factor for the length)
@@ -75,6 +77,10 @@ def test_map_reduce(tiny):
     check(re.search(r"chunk 2/\d+ done, \d+ tok/s, .* ETA \d+ s", p.stderr) and
           re.search(r"\[\w+ combine level 1, 1/\d+\]", p.stderr),
           f"progress names the stage, with tok/s and ETA: {p.stderr[-3000:]}")
+    p, recs2 = summarize(tiny, [long1], "--strategy", "map-reduce", "--chunk-tokens", "600", "--combine-parts", "2")
+    r2 = recs2[0] if recs2 else {}
+    check(p.returncode == 0 and r2.get("chunks") == l1["chunks"] and r2["levels"] >= (l1["chunks"] - 1).bit_length() and
+          r2["calls"] == l1["chunks"] + l1["chunks"] - 1, f"--combine-parts 2: pairs, level by level: {r2} {p.stderr[-1500:]}")
     print(f"map-reduce: {l1['chunks']} chunks / {l1['levels']} level(s) for {l1['tokens']} tokens, "
           f"{g['chunks']} chunks for a text without whitespace; records for all 3 documents")
 

@@ -130,7 +130,7 @@ static void test_random(void) {
 static void test_levels(void) {
     srand(7);
     for (int trial = 0; trial < 300; trial++) {
-        size_t n = 1 + (size_t)(rand() % 2000), budget = 200 + (size_t)(rand() % 5000);
+        size_t n = 1 + (size_t)(rand() % 2000), budget = 200 + (size_t)(rand() % 5000), most = trial % 3 ? 0 : 2 + (size_t)(rand() % 4);
         size_t *lens = ls_malloc(n * sizeof *lens), *ends = ls_malloc(n * sizeof *ends);
         for (size_t i = 0; i < n; i++) lens[i] = 1 + (size_t)rand() % (budget / 2);
         int levels = 0, bound = 1;
@@ -138,7 +138,7 @@ static void test_levels(void) {
         bool fewer = true;
         while (n > 1 && levels <= bound + 1) {
             size_t g;
-            ls_status rc = ls_mr_group(lens, n, budget, ends, &g);
+            ls_status rc = ls_mr_group(lens, n, budget, most, ends, &g);
             TEST_COND(rc == LS_OK, "%s", ls_err_msg());
             fewer &= g < n;
             for (size_t i = 0; i < g; i++) {
@@ -146,6 +146,7 @@ static void test_levels(void) {
                 for (size_t j = first; j < ends[i]; j++) sum += lens[j];
                 if (ends[i] - first > 1) TEST_COND(sum <= budget, "a group of %zu bytes over %zu", sum, budget);
                 if (i + 1 < g) TEST_COND(ends[i] - first >= 2, "group %zu of %zu holds one item", i, g);
+                if (most) TEST_COND(ends[i] - first <= most, "a group of %zu items over %zu", ends[i] - first, most);
                 lens[i] = ends[i] - first == 1 ? lens[first] : budget / 2; // "longer than its input", cut
             }
             n = g, levels++;
@@ -154,7 +155,8 @@ static void test_levels(void) {
         ls_free(lens), ls_free(ends);
     }
     size_t big[] = {10, 300}, ends[2], g;
-    TEST_ERR(ls_mr_group(big, 2, 400, ends, &g), LS_ERR_INVALID, "more than half the combine budget");
+    TEST_ERR(ls_mr_group(big, 2, 400, 0, ends, &g), LS_ERR_INVALID, "more than half the combine budget");
+    TEST_ERR(ls_mr_group(big, 2, 1000, 1, ends, &g), LS_ERR_INVALID, "never end");
 }
 
 static void test_cut_and_requests(void) {
