@@ -24,6 +24,7 @@ int cmd_result(int argc, char **argv);
 int cmd_jobs(int argc, char **argv);
 int cmd_cancel(int argc, char **argv);
 int cmd_plan(int argc, char **argv);
+int cmd_eval(int argc, char **argv);
 
 // Prints the pending error and returns 1: "longseq: error: MESSAGE" (with the rank and host
 // on a worker group's rank); its source location and trace only when verbose.
@@ -51,6 +52,20 @@ typedef struct cli_model {
 // Opens shapes only (nothing is copied or merged).
 ls_status cli_model_open(const char *path, const ls_load_opts *lo, cli_model *m);
 void cli_model_close(cli_model *m);
+
+// The measured effective context of a model (docs/effective-context.json; cli/effctx.c).
+typedef struct cli_effctx {
+    bool found;           // the table has the model
+    int64_t trained;      // its trained context
+    int64_t reliable;     // the longest passkey length retrieved reliably as trained
+    char ext_method[16];  // the best RoPE extension ("" none worked)
+    double ext_factor;    // its factor as measured
+    int64_t ext_reliable; // and the longest length it retrieved reliably
+    int64_t chunk;        // the map-reduce chunk the coverage runs measured (0: none; then `reliable`)
+    char measured[256];   // when and how
+} cli_effctx;
+// The table's entry for a model (GGUF general.name and trained context); found false when absent.
+ls_status cli_effctx_lookup(const char *name, int64_t trained, cli_effctx *out);
 
 // --- options shared by the commands that run the model ---------------------------------------
 #include "ls_engine.h"

@@ -5,12 +5,14 @@
 // commands' flags for the settings fields they name. Tests: tests/oracle/test_service.py,
 // tests/cli/errors.sh.
 #include "cli.h"
+#include "ls_mapreduce.h"
 #include "ls_server.h"
 #include "ls_wire.h"
 
 #include <jansson.h>
 
 #include <dirent.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -325,6 +327,7 @@ typedef struct watch_opts {
     double every_s;      // off a terminal: seconds between progress lines
     uint32_t max_tokens; // the job's --max-tokens when known (0: not known), for the decode ETA
     size_t shown;        // bytes of text already printed (a watch again after a reconnect skips them)
+    const char *label;   // how the progress lines name the job (NULL: its id)
 } watch_opts;
 
 typedef struct watch_state {
@@ -401,7 +404,7 @@ static ls_status watch(client *c, const char *id, watch_opts *wo, Longseq__JobSt
     q.method_case = LONGSEQ__REQUEST__METHOD_WATCH;
     q.watch = &w;
     LS_CHECK(client_send(c, &q));
-    watch_state ws = {.id = id, .tty = isatty(2), .last_line = ls_time_ms()};
+    watch_state ws = {.id = wo->label ? wo->label : id, .tty = isatty(2), .last_line = ls_time_ms()};
     size_t seen = 0; // text bytes of this stream
     *final = LONGSEQ__JOB_STATE__QUEUED;
     ls_status rc;
@@ -461,6 +464,11 @@ static json_t *result_json(const Longseq__JobResult *j, const char *text_key) {
                           "attempts", (int)j->attempts);
     const char *text = j->text ? j->text : "";
     if (text_key) json_object_set_new(o, text_key, cli_json_str(text, strlen(text)));
+    if (text_key && !strcmp(text_key, "summary")) { // the record: one job is the direct strategy (long_document says otherwise)
+        json_object_set_new(o, "strategy", json_string("direct"));
+        json_object_set_new(o, "chunks", json_integer(1));
+        json_object_set_new(o, "levels", json_integer(0));
+    }
     if (j->task == LONGSEQ__TASK__PERPLEXITY) {
         json_object_set_new(o, "ppl", json_real(j->ppl));
         json_object_set_new(o, "ppl_stderr", json_real(j->ppl_stderr));
@@ -693,6 +701,10 @@ typedef struct inproc {
     int port;         // 0 until listening, -1 when the server failed
     ls_status rc;
     char err[1024];
+    const char *state;          // the state directory
+    char tmp[4096], token[65];  // tmp: a temporary state directory ("" when --state was given)
+    pthread_t th;
+    bool started;
 } inproc;
 
 static void on_ready(void *ctx, int port) {
@@ -729,6 +741,54 @@ static void remove_tree(const char *dir) {
     rmdir(dir);
 }
 
+// This process's own coordinator (summarize, eval): the state directory (a temporary one when
+// none is given), a one-off token, the server on a thread listening on a loopback port, with a
+// worker group it launches. Returns 0, or 1 with the reason printed.
+static int inproc_start(inproc *p, const char *cmd, const char *state, const cli_engine_args *eng, char **wargs, int nw) {
+    p->tmp[0] = 0;
+    if (!state) {
+        snprintf(p->tmp, sizeof p->tmp, "%s/longseq-%s-XXXXXX", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp", cmd);
+        if (!mkdtemp(p->tmp)) return p->tmp[0] = 0, fprintf(stderr, "longseq %s: cannot create a directory in /tmp\n", cmd), 1;
+        state = p->tmp;
+    }
+    p->state = state;
+    char path[4200], *t = NULL; // a one-off token for this process's own coordinator
+    snprintf(path, sizeof path, "%s/token", state);
+    if (ls_wire_write_new_token(path) != LS_OK || ls_wire_read_token(path, &t) != LS_OK) return cli_fail();
+    snprintf(p->token, sizeof p->token, "%s", t);
+    ls_free(t);
+    p->o.listen = "127.0.0.1:0";
+    p->o.state_dir = state;
+    p->o.token = p->token;
+    p->o.model = eng->model;
+    p->o.rope = eng->opts.rope;
+    p->o.load = cli_load_opts(eng);
+    p->o.worker_args = wargs;
+    p->o.n_worker_args = nw;
+    p->o.max_launch_failures = 2;
+    p->o.on_ready = on_ready;
+    p->o.ready_ctx = p;
+    p->started = pthread_create(&p->th, NULL, server_thread, p) == 0;
+    pthread_mutex_lock(&p->mu);
+    while (p->started && !p->port) pthread_cond_wait(&p->cv, &p->mu);
+    pthread_mutex_unlock(&p->mu);
+    if (!p->started || p->port < 0) {
+        fprintf(stderr, "longseq %s: the coordinator did not start: %s\n", cmd, p->err);
+        return 1;
+    }
+    return 0;
+}
+
+// Stops it; its temporary state is removed unless `keep`.
+static void inproc_stop(inproc *p, bool keep) {
+    if (p->started) {
+        ls_server_stop();
+        pthread_join(p->th, NULL);
+        p->started = false;
+    }
+    if (p->tmp[0] && !keep) remove_tree(p->tmp);
+}
+
 static void summarize_help(void) {
     printf("usage: longseq summarize [options] FILE...\n"
            "Summarizes each file with the model: starts a coordinator in this process and a worker\n"
@@ -747,6 +807,18 @@ static void summarize_help(void) {
            "  --state DIR          keep the job store there (default: a temporary directory, removed at\n"
            "                       the end unless it holds results that were not returned)\n"
            "  --idle-timeout S     the coordinator closes a connection idle this long (default 300)\n"
+           "  --strategy auto|direct|extend|map-reduce   how a document is read (default auto):\n"
+           "                       direct: in one context as the model is; extend: in one context with\n"
+           "                       RoPE stretched over it (the measured best method, or --rope-scaling);\n"
+           "                       map-reduce: cut into chunks at paragraph and sentence ends, each\n"
+           "                       summarized as \"part i of n\", the summaries combined in order until one\n"
+           "                       call covers them; auto: direct when the document fits the trained\n"
+           "                       context, else what the model's measured effective context says\n"
+           "                       (docs/effective-context.json; direct when --rope-scaling or --attn is\n"
+           "                       given). The record adds strategy, chunks, levels, calls, wall_s.\n"
+           "  --chunk-tokens N     map-reduce: tokens per call (default: the measured reliable context)\n"
+           "  --combine-parts N    map-reduce: at most N summaries per combine call (default: as many\n"
+           "                       as fit in a call; fewer means more levels)\n"
            PROGRESS_HELP
            "  --verbose            the coordinator's log lines; errors with their source location\n" JOB_HELP CLI_ENGINE_HELP);
 }
@@ -861,12 +933,392 @@ static int summarize_jobs(const char *token, int port, char **files, int n, Long
     return status;
 }
 
+// --- long documents: the strategies (docs/architecture.md ("Long documents")) -------------------
+
+typedef enum { STRAT_AUTO, STRAT_DIRECT, STRAT_EXTEND, STRAT_MAPREDUCE } strategy;
+static const char *const g_strategies[] = {"auto", "direct", "extend", "map-reduce"};
+#define MR_OVERHEAD_TOKENS 96 // the chat template and a chunk's or combine's request, with room
+
+// What summarize knows of the model for choosing a strategy: its tokenizer (a document's
+// length), its trained context and its measured effective context (cli/effctx.c).
+typedef struct longdoc {
+    strategy want;
+    int64_t chunk_tokens; // --chunk-tokens; 0: the measured reliable context
+    int64_t combine_parts; // --combine-parts: at most this many summaries per combine call (0: as fit)
+    cli_model m;
+    int64_t n_ctx_train;
+    cli_effctx eff;
+    bool rope_given; // the user chose RoPE: extend uses it as it is
+} longdoc;
+
+// One call of a map-reduce run: its text (the chunk, or headed summaries) and request.
+typedef struct mr_item {
+    char *summary;
+    size_t first, last; // the chunks it covers
+} mr_item;
+
+// The running figures of one document's map-reduce, for the progress lines and the record.
+typedef struct mr_run {
+    const char *file;
+    size_t n_chunks;
+    int levels, calls;
+    double t0, prefill_ms, decode_ms;
+    uint64_t tokens_done, generated, doc_tokens;
+    uint32_t ranks, attempts;
+    char *last_id, *stop; // the final call's id and stop reason
+    json_t *parts;        // the chunks' own summaries, in order (the record's `parts`)
+    size_t combine_parts; // at most this many summaries per combine call (0: as many as fit)
+} mr_run;
+
+// The progress line after a call: the stage, the tokens processed per second since the start
+// and the time left, from that rate over the tokens still to read (the remaining chunks and, for
+// the combines, about one max-tokens summary per chunk).
+static void mr_progress(const mr_run *r, const char *stage, uint64_t tokens_left) {
+    double s = (ls_time_ms() - r->t0) / 1e3, rate = s > 0 ? (double)r->tokens_done / s : 0;
+    fprintf(stderr, "[longseq] %s: %s done, %.0f tok/s, %.0f s so far, ETA %.0f s\n", r->file, stage, rate, s,
+            rate > 0 ? (double)tokens_left / rate : 0);
+}
+
+// Submits one call (its own Submit, as its request differs from the others'); *id: its job. A
+// call the server refuses is an error naming the stage.
+static ls_status mr_submit(client *c, const mr_run *r, const char *stage, const char *text, size_t len,
+                           const char *request, const Longseq__Settings *s, char **id) {
+    Longseq__Settings cs = *s;
+    cs.instruction = (char *)request;
+    char name[512], *err = NULL, *names[1] = {name};
+    snprintf(name, sizeof name, "%s [%s]", r->file, stage);
+    ls_buf body = {0};
+    ls_buf_append(&body, text, len);
+    ls_status rc = submit_batch(c, names, &body, 1, &cs, id, &err);
+    ls_buf_free(&body);
+    if (rc == LS_OK && *err) rc = LS_ERR(LS_ERR_INVALID, "%s: %s", stage, err);
+    ls_free(err);
+    return rc;
+}
+
+// Follows a submitted call to its end (its text shown only for the final call) and returns its
+// summary; a call that does not end done is an error naming its stage.
+static ls_status mr_follow(client *c, const char *addr, mr_run *r, const char *stage, const char *id,
+                           const Longseq__Settings *s, bool show, double every, char **summary) {
+    char label[600];
+    snprintf(label, sizeof label, "%s %s", id, stage);
+    watch_opts wo = watch_opts_for(s, show, every);
+    wo.label = label;
+    Longseq__Reply *rep = NULL;
+    LS_CHECK(follow_job(c, addr, id, &wo, &rep));
+    const Longseq__JobResult *j = rep->result;
+    ls_status rc = LS_OK;
+    if (j->state != LONGSEQ__JOB_STATE__DONE) rc = LS_ERR(LS_ERR_INVALID, "%s: %s", stage, j->error ? j->error : "failed");
+    else {
+        r->calls++, r->ranks = j->ranks, r->attempts += j->attempts;
+        ls_free(r->stop);
+        r->stop = ls_strndup(j->stop ? j->stop : "", j->stop ? strlen(j->stop) : 0);
+        r->prefill_ms += j->prefill_ms, r->decode_ms += j->decode_ms;
+        r->tokens_done += j->tokens + j->generated, r->generated += j->generated;
+        *summary = ls_strndup(j->text ? j->text : "", j->text ? strlen(j->text) : 0);
+        ls_free(r->last_id);
+        r->last_id = ls_strndup(id, strlen(id));
+    }
+    longseq__reply__free_unpacked(rep, NULL);
+    return rc;
+}
+
+// One call, submitted and followed (extend's single call).
+static ls_status mr_call(client *c, const char *addr, mr_run *r, const char *stage, const char *text, size_t len,
+                         const char *request, const Longseq__Settings *s, bool show, double every, char **summary) {
+    char *id = NULL;
+    ls_status rc = mr_submit(c, r, stage, text, len, request, s, &id);
+    if (rc == LS_OK) rc = mr_follow(c, addr, r, stage, id, s, show, every, summary);
+    ls_free(id);
+    return rc;
+}
+
+// The calls of a stage not followed when one failed: cancelled (best effort), ids freed.
+static void mr_cancel_rest(client *c, char **ids, size_t from, size_t n) {
+    for (size_t i = from; i < n; i++) {
+        if (ids[i] && c->fd >= 0) {
+            Longseq__CancelRequest cr = LONGSEQ__CANCEL_REQUEST__INIT;
+            cr.job_id = ids[i];
+            Longseq__Request q = LONGSEQ__REQUEST__INIT;
+            q.method_case = LONGSEQ__REQUEST__METHOD_CANCEL;
+            q.cancel = &cr;
+            Longseq__Reply *rep = NULL;
+            if (client_unary(c, &q, LONGSEQ__REPLY__BODY_STATUS, &rep) != LS_OK) ls_err_clear();
+            if (rep) longseq__reply__free_unpacked(rep, NULL);
+        }
+        ls_free(ids[i]), ids[i] = NULL;
+    }
+}
+
+// One combine level: the items packed into groups that fit `budget` bytes (ls_mr_group); the
+// groups of two or more are submitted together, one call each, then followed in order; a group
+// of one goes up as it is.
+static ls_status mr_level(client *c, const char *addr, mr_run *r, mr_item *items, size_t *n, size_t budget,
+                          const Longseq__Settings *s, double every) {
+    size_t *lens = ls_calloc(*n, sizeof *lens), *ends = ls_calloc(*n, sizeof *ends), g = 0;
+    ls_buf head = {0};
+    for (size_t i = 0; i < *n; i++) { // each summary cut to half the budget, its heading included
+        ls_buf_clear(&head);
+        ls_mr_part_heading(items[i].first, items[i].last, r->n_chunks, &head);
+        size_t room = budget / 2 - head.len - 4, len = strlen(items[i].summary);
+        items[i].summary[ls_mr_utf8_prefix(items[i].summary, len, room)] = 0;
+        lens[i] = head.len + 4 + strlen(items[i].summary);
+    }
+    ls_status rc = ls_mr_group(lens, *n, budget, r->combine_parts, ends, &g);
+    r->levels++;
+    char **ids = ls_calloc(g ? g : 1, sizeof *ids), stage[96];
+    for (size_t k = 0; rc == LS_OK && k < g; k++) {
+        size_t a = k ? ends[k - 1] : 0, b = ends[k];
+        if (b - a == 1) continue;
+        ls_buf text = {0}, req = {0};
+        for (size_t i = a; i < b; i++) {
+            ls_mr_part_heading(items[i].first, items[i].last, r->n_chunks, &text);
+            ls_buf_printf(&text, ": %s\n\n", items[i].summary);
+        }
+        ls_mr_combine_request(items[a].first, items[b - 1].last, r->n_chunks, g == 1 ? s->instruction : NULL, &req);
+        snprintf(stage, sizeof stage, "combine level %d, %zu/%zu", r->levels, k + 1, g);
+        rc = mr_submit(c, r, stage, text.data, text.len, req.data, s, &ids[k]);
+        ls_buf_free(&text), ls_buf_free(&req);
+    }
+    for (size_t k = 0; rc == LS_OK && k < g; k++) {
+        size_t a = k ? ends[k - 1] : 0, b = ends[k];
+        mr_item up = {.first = items[a].first, .last = items[b - 1].last};
+        if (b - a == 1) {
+            up.summary = items[a].summary, items[a].summary = NULL;
+        } else {
+            snprintf(stage, sizeof stage, "combine level %d, %zu/%zu", r->levels, k + 1, g);
+            rc = mr_follow(c, addr, r, stage, ids[k], s, g == 1, every, &up.summary);
+            if (rc == LS_OK) mr_progress(r, stage, (uint64_t)(g - k - 1) * (uint64_t)ls_settings_max_tokens(s) * 2);
+        }
+        for (size_t i = a; i < b; i++) ls_free(items[i].summary), items[i].summary = NULL;
+        if (rc == LS_OK) items[k] = up; // (k <= a: the slot is free)
+        else ls_free(up.summary);
+        ls_free(ids[k]), ids[k] = NULL;
+    }
+    mr_cancel_rest(c, ids, 0, g);
+    *n = rc == LS_OK ? g : 0; // (on failure the caller frees what is left)
+    ls_free(ids);
+    ls_buf_free(&head);
+    ls_free(lens), ls_free(ends);
+    return rc;
+}
+
+// Map-reduce over one document of doc_tokens tokens: chunks of chunk_tokens (bytes estimated from
+// the document's own bytes per token), each summarized as "part i of n", then combined in order,
+// level by level, until one call covers them all. *final: the summary.
+static ls_status mr_document(client *c, const char *addr, mr_run *r, const ls_buf *doc, int64_t chunk_tokens,
+                             const Longseq__Settings *s, double every, char **final) {
+    int64_t gen = ls_settings_max_tokens(s), content = chunk_tokens - gen - MR_OVERHEAD_TOKENS;
+    if (content < 64)
+        return LS_ERR(LS_ERR_INVALID, "chunks of %lld tokens leave %lld for the text after %lld to generate and %d for "
+                                      "the request: use a larger --chunk-tokens or a smaller --max-tokens",
+                      (long long)chunk_tokens, (long long)content, (long long)gen, MR_OVERHEAD_TOKENS);
+    double bytes_per_token = (double)doc->len / (double)(r->doc_tokens ? r->doc_tokens : 1);
+    size_t budget = (size_t)(0.9 * (double)content * bytes_per_token); // 10% for local density
+    if (budget < 2 * LS_MR_MIN_BYTES) budget = 2 * LS_MR_MIN_BYTES;
+    ls_span *sp;
+    size_t n;
+    LS_CHECK(ls_mr_split(doc->data, doc->len, budget, budget / 20, &sp, &n));
+    r->n_chunks = n;
+    mr_item *items = ls_calloc(n ? n : 1, sizeof *items);
+    ls_status rc = LS_OK;
+    fprintf(stderr, "[longseq] %s: %llu tokens, map-reduce over %zu chunk%s of at most %lld tokens\n", r->file,
+            (unsigned long long)r->doc_tokens, n, n == 1 ? "" : "s", (long long)chunk_tokens);
+    char **ids = ls_calloc(n ? n : 1, sizeof *ids), stage[64];
+    for (size_t i = 0; rc == LS_OK && i < n; i++) { // every chunk queued at once (a batching group may run them together)
+        ls_buf req = {0};
+        if (n == 1) ls_buf_printf(&req, "%s", s->instruction && *s->instruction ? s->instruction : "Summarize the text above in a few sentences.");
+        else ls_mr_chunk_request(i, n, &req);
+        snprintf(stage, sizeof stage, "chunk %zu/%zu", i + 1, n);
+        rc = mr_submit(c, r, stage, doc->data + sp[i].start, sp[i].end - sp[i].start, req.data, s, &ids[i]);
+        ls_buf_free(&req);
+    }
+    for (size_t i = 0; rc == LS_OK && i < n; i++) {
+        snprintf(stage, sizeof stage, "chunk %zu/%zu", i + 1, n);
+        items[i] = (mr_item){.first = i, .last = i};
+        rc = mr_follow(c, addr, r, stage, ids[i], s, n == 1, every, &items[i].summary);
+        uint64_t left = (uint64_t)((double)(doc->len - sp[i].end) / bytes_per_token) + (uint64_t)(n - i - 1) * (uint64_t)gen * 2;
+        if (rc == LS_OK) mr_progress(r, stage, left);
+        ls_free(ids[i]), ids[i] = NULL;
+    }
+    mr_cancel_rest(c, ids, 0, n);
+    ls_free(ids);
+    for (size_t i = 0; rc == LS_OK && n > 1 && i < n; i++)
+        json_array_append_new(r->parts, cli_json_str(items[i].summary, strlen(items[i].summary)));
+    size_t count = rc == LS_OK ? n : 0;
+    while (rc == LS_OK && count > 1) rc = mr_level(c, addr, r, items, &count, budget, s, every);
+    if (rc == LS_OK && count == 1) *final = items[0].summary, items[0].summary = NULL;
+    for (size_t i = 0; i < n; i++) ls_free(items[i].summary);
+    ls_free(items), ls_free(sp);
+    return rc;
+}
+
+// The strategy for a document of n tokens (docs/architecture.md ("Long documents")). auto: direct
+// when it fits the trained context; past it, extend when the measured table has an extension
+// that retrieved reliably at this length, otherwise map-reduce.
+static strategy choose(const longdoc *ld, int64_t n, int64_t gen) {
+    if (ld->want != STRAT_AUTO) return ld->want;
+    int64_t need = n + gen + MR_OVERHEAD_TOKENS;
+    if (need <= ld->n_ctx_train) return STRAT_DIRECT;
+    if (ld->eff.found && ld->eff.ext_method[0] && need <= ld->eff.ext_reliable) return STRAT_EXTEND;
+    return STRAT_MAPREDUCE;
+}
+
+// The chunk size of map-reduce: --chunk-tokens, else the chunk the table's coverage runs used,
+// else its reliable passkey length, else (a model not in the table) the trained context.
+static int64_t chunk_tokens(const longdoc *ld) {
+    if (ld->chunk_tokens) return ld->chunk_tokens;
+    if (!ld->eff.found) return ld->n_ctx_train;
+    return ld->eff.chunk ? ld->eff.chunk : ld->eff.reliable;
+}
+
+// extend: the document in one context, RoPE stretched over it: the user's RoPE settings as
+// given, else the measured best method (YaRN for a model not measured) with the factor this
+// length needs over the trained context.
+static void extend_settings(const longdoc *ld, int64_t n, int64_t gen, Longseq__Settings *s, char *method, size_t cap) {
+    if (ld->rope_given) return;
+    double need = (double)(n + gen + MR_OVERHEAD_TOKENS), f = ceil(10 * need / (double)ld->n_ctx_train) / 10;
+    snprintf(method, cap, "%s", ld->eff.found && ld->eff.ext_method[0] ? ld->eff.ext_method : "yarn");
+    if (f > 1) s->rope_scaling = method, s->rope_scale = (float)f;
+}
+
+// A record with the strategy's figures (write_record's fields and strategy, chunks, levels,
+// calls, wall_s, and map-reduce's `parts`: each chunk's summary, in order).
+static void write_long_record(FILE *out, const Longseq__JobResult *j, const char *strat, size_t chunks, int levels,
+                              int calls, double wall_s, json_t *parts) {
+    if (!out) return;
+    json_t *o = result_json(j, "summary");
+    json_object_set(o, "parts", parts);
+    json_object_set_new(o, "strategy", json_string(strat));
+    json_object_set_new(o, "chunks", json_integer((json_int_t)chunks));
+    json_object_set_new(o, "levels", json_integer(levels));
+    json_object_set_new(o, "calls", json_integer(calls));
+    json_object_set_new(o, "wall_s", json_real(wall_s));
+    json_dumpf(o, out, JSON_COMPACT);
+    fprintf(out, "\n");
+    fflush(out);
+    json_decref(o);
+}
+
+// One document past the trained context, by the strategy chosen for it; its record written.
+// Returns 0, 3 (the document failed; its record says why) or 1 (the coordinator failed).
+static int long_document(client *c, const char *addr, const longdoc *ld, const char *file, const ls_buf *doc,
+                         int64_t n, strategy st, const Longseq__Settings *s0, FILE *out, double every) {
+    Longseq__Settings s = *s0;
+    int64_t gen = ls_settings_max_tokens(&s);
+    char method[16];
+    mr_run r = {.file = file, .t0 = ls_time_ms(), .doc_tokens = (uint64_t)n, .n_chunks = 1, .parts = json_array(),
+                .combine_parts = (size_t)ld->combine_parts};
+    char *summary = NULL;
+    ls_status rc;
+    if (st == STRAT_EXTEND) {
+        extend_settings(ld, n, gen, &s, method, sizeof method);
+        fprintf(stderr, "[longseq] %s: %lld tokens, extend: one context with RoPE %s x%.1f\n", file, (long long)n,
+                s.rope_scaling && *s.rope_scaling ? s.rope_scaling : "as given", s.rope_scale);
+        const char *ask = s.instruction && *s.instruction ? s.instruction : "Summarize the text above in a few sentences.";
+        rc = mr_call(c, addr, &r, "extend", doc->data, doc->len, ask, &s, true, every, &summary);
+    } else {
+        rc = mr_document(c, addr, &r, doc, chunk_tokens(ld), &s, every, &summary);
+    }
+    Longseq__JobResult j = LONGSEQ__JOB_RESULT__INIT;
+    j.id = r.last_id ? r.last_id : "";
+    j.name = (char *)file;
+    j.task = LONGSEQ__TASK__SUMMARIZE;
+    j.tokens = (uint64_t)n;
+    j.text = summary;
+    j.generated = r.generated;
+    j.prefill_ms = r.prefill_ms, j.decode_ms = r.decode_ms;
+    j.ranks = r.ranks, j.attempts = r.attempts, j.stop = r.stop ? r.stop : "";
+    j.state = rc == LS_OK ? LONGSEQ__JOB_STATE__DONE : LONGSEQ__JOB_STATE__FAILED;
+    char rope[64] = "";
+    if (st == STRAT_EXTEND && s.rope_scaling) snprintf(rope, sizeof rope, "%s x%g", s.rope_scaling, s.rope_scale);
+    j.rope = rope;
+    j.attention = s.attention && *s.attention ? s.attention : "full";
+    int status = 0;
+    if (rc != LS_OK) {
+        j.error = (char *)ls_err_msg();
+        status = ls_err_code() == LS_ERR_IO ? 1 : 3;
+    }
+    double wall = (ls_time_ms() - r.t0) / 1e3;
+    report_job(file, &j);
+    if (rc == LS_OK)
+        fprintf(stderr, "[longseq] %s: %s, %zu chunk%s, %d combine level%s, %d calls, %.1f s\n", file, g_strategies[st],
+                r.n_chunks, r.n_chunks == 1 ? "" : "s", r.levels, r.levels == 1 ? "" : "s", r.calls, wall);
+    write_long_record(out, &j, g_strategies[st], r.n_chunks, r.levels, r.calls, wall, r.parts);
+    json_decref(r.parts);
+    if (rc != LS_OK) ls_err_clear();
+    ls_free(summary), ls_free(r.last_id), ls_free(r.stop);
+    return status;
+}
+
+// Which files need a strategy other than direct: each read and its tokens counted with the
+// model's tokenizer. Files that cannot be read, are not UTF-8, or fit stay on the direct path
+// (which reports the first two as the server refuses them). long_at[i]: the strategy of file i,
+// STRAT_DIRECT for the direct path.
+static ls_status classify(const longdoc *ld, char **files, int n, const Longseq__Settings *s, strategy *st, int64_t *tokens) {
+    int64_t gen = ls_settings_max_tokens(s);
+    for (int i = 0; i < n; i++) {
+        st[i] = STRAT_DIRECT, tokens[i] = 0;
+        ls_buf text = {0};
+        ls_vec_i32 ids = {0};
+        if (ls_file_read_all(files[i], LS_FRAME_MAX_DEFAULT - 4096, &text) == LS_OK && ls_utf8_valid(text.data, text.len, NULL) &&
+            ls_tokenize(ld->m.tok, text.data, text.len, false, false, &ids) == LS_OK)
+            tokens[i] = (int64_t)ids.len, st[i] = choose(ld, tokens[i], gen);
+        ls_err_clear();
+        ls_buf_free(&text);
+        ls_vec_i32_free(&ids);
+    }
+    return LS_OK;
+}
+
+// The documents that need another strategy than direct, one after the other.
+static int summarize_long(const char *token, int port, const longdoc *ld, char **files, int n, const strategy *st,
+                          const int64_t *tokens, Longseq__Settings *s, FILE *out, double every) {
+    char addr[64];
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", port);
+    client cl = {.fd = -1, .token = ls_strndup(token, strlen(token)), .local = true};
+    int status = 0;
+    if (ls_net_connect(addr, 5000, &cl.fd) != LS_OK) status = cli_fail();
+    for (int i = 0; status != 1 && i < n; i++) {
+        if (st[i] == STRAT_DIRECT) continue;
+        ls_buf doc = {0};
+        if (ls_file_read_all(files[i], LS_FRAME_MAX_DEFAULT - 4096, &doc) != LS_OK) {
+            not_sent(out, files[i], ls_err_msg(), s);
+            ls_err_clear();
+            status = 3;
+            continue;
+        }
+        int one = long_document(&cl, addr, ld, files[i], &doc, tokens[i], st[i], s, out, every);
+        if (one) status = one;
+        ls_buf_free(&doc);
+    }
+    client_close(&cl);
+    return status;
+}
+
+// --strategy and the model's facts for it: the tokenizer, trained context, measured table.
+static ls_status longdoc_open(longdoc *ld, const char *model, const ls_load_opts *lo) {
+    LS_CHECK(cli_model_open(model, lo, &ld->m));
+    ls_model_config cfg;
+    LS_CHECK(ls_model_config_load(ld->m.gguf, &cfg));
+    ld->n_ctx_train = cfg.n_ctx_train;
+    ls_status rc = cli_effctx_lookup(cfg.name, cfg.n_ctx_train, &ld->eff);
+    if (rc == LS_OK && !ld->eff.found && ld->want != STRAT_DIRECT)
+        LS_INFO("%s (trained context %lld) is not in the measured table (docs/effective-context.json): map-reduce uses chunks of "
+                "its trained context", cfg.name[0] ? cfg.name : "the model", (long long)cfg.n_ctx_train);
+    ls_model_config_free(&cfg);
+    return rc;
+}
+
 int cmd_summarize(int argc, char **argv) {
     static const struct option opts[] = {{"np", required_argument, 0, 'N'}, {"launcher", required_argument, 0, 'L'},
                                          {"out", required_argument, 0, 'o'}, {"state", required_argument, 0, 's'},
                                          {"verbose", no_argument, 0, 'v'}, {"help", no_argument, 0, 'h'},
                                          {"idle-timeout", required_argument, 0, 'I'}, PROGRESS_OPTION,
+                                         {"strategy", required_argument, 0, 'S'}, {"chunk-tokens", required_argument, 0, 'C'},
+                                         {"combine-parts", required_argument, 0, 'M'},
                                          JOB_OPTIONS, CLI_ENGINE_OPTIONS, {0, 0, 0, 0}};
+    longdoc ld = {.want = STRAT_AUTO};
     inproc p = {.o = ls_server_opts_default(), .mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
     Longseq__Settings s = LONGSEQ__SETTINGS__INIT;
     cli_engine_args eng = cli_engine_args_default();
@@ -889,6 +1341,15 @@ int cmd_summarize(int argc, char **argv) {
         else if (c == 'I')
             status = cli_parse_int("summarize", "--idle-timeout", optarg, 1, 86400, &v) ? (p.o.idle_timeout_s = (int)v, 0) : 2;
         else if (c == 'P') status = progress_option("summarize", optarg, &every) ? 0 : 2;
+        else if (c == 'S') {
+            int k = 0;
+            while (k < 4 && strcmp(optarg, g_strategies[k])) k++;
+            if (k == 4) status = cli_usage_error("summarize", "--strategy is auto, direct, extend or map-reduce, not \"%s\"", optarg);
+            else ld.want = (strategy)k;
+        } else if (c == 'C')
+            status = cli_parse_int("summarize", "--chunk-tokens", optarg, 512, 1 << 20, &ld.chunk_tokens) ? 0 : 2;
+        else if (c == 'M')
+            status = cli_parse_int("summarize", "--combine-parts", optarg, 2, 100000, &ld.combine_parts) ? 0 : 2;
         else if (c == 'h') summarize_help(), exit(0);
         else status = cli_usage_error("summarize", "unknown option");
     }
@@ -903,50 +1364,427 @@ int cmd_summarize(int argc, char **argv) {
         fprintf(stderr, "longseq summarize: cannot write %s\n", out_path);
         status = 1;
     }
-    char tmp[4096] = "", token[65];
-    if (status == 0 && !state) {
-        snprintf(tmp, sizeof tmp, "%s/longseq-summarize-XXXXXX", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
-        if (!mkdtemp(tmp)) status = 1, fprintf(stderr, "longseq summarize: cannot create a directory in /tmp\n");
-        state = tmp;
-    }
-    if (status == 0) { // a one-off token for this process's own coordinator
-        char path[4200];
-        snprintf(path, sizeof path, "%s/token", state);
-        char *t = NULL;
-        if (ls_wire_write_new_token(path) != LS_OK || ls_wire_read_token(path, &t) != LS_OK) status = cli_fail();
-        else snprintf(token, sizeof token, "%s", t), ls_free(t);
-    }
-    pthread_t th;
-    bool started = false;
-    if (status == 0) {
-        p.o.listen = "127.0.0.1:0";
-        p.o.state_dir = state;
-        p.o.token = token;
-        p.o.model = eng.model;
-        p.o.rope = eng.opts.rope;
-        p.o.load = cli_load_opts(&eng);
-        p.o.worker_args = wargs;
-        p.o.n_worker_args = nw;
-        p.o.max_launch_failures = 2;
-        p.o.on_ready = on_ready;
-        p.o.ready_ctx = &p;
-        started = pthread_create(&th, NULL, server_thread, &p) == 0;
-        pthread_mutex_lock(&p.mu);
-        while (started && !p.port) pthread_cond_wait(&p.cv, &p.mu);
-        pthread_mutex_unlock(&p.mu);
-        if (!started || p.port < 0) {
-            fprintf(stderr, "longseq summarize: the coordinator did not start: %s\n", p.err);
-            status = 1;
-        }
-    }
+    if (status == 0) status = inproc_start(&p, "summarize", state, &eng, wargs, nw);
+    state = p.state;
+    const char *token = p.token;
     batch b = {.state = state, .model = eng.model, .every = every};
-    if (status == 0) status = summarize_jobs(token, p.port, argv + optind, argc - optind, &s, out, &b);
-    if (started) {
-        ls_server_stop();
-        pthread_join(th, NULL);
+    int nf = argc - optind, n_direct = 0;
+    char **direct = ls_calloc((size_t)nf + 1, sizeof *direct);
+    strategy *st = ls_calloc((size_t)nf + 1, sizeof *st);
+    int64_t *ntok = ls_calloc((size_t)nf + 1, sizeof *ntok);
+    for (int i = 0; i < nf; i++) st[i] = STRAT_DIRECT; // (until classify says otherwise)
+    // auto with the user's own RoPE or attention rule: direct, as they chose (today's behaviour)
+    ld.rope_given = (s.rope_scaling && *s.rope_scaling) || s.rope_scale || eng.opts.rope.scaling >= 0 || !isnan(eng.opts.rope.factor);
+    if (ld.want == STRAT_AUTO && (ld.rope_given || (s.attention && *s.attention && strcmp(s.attention, "full"))))
+        ld.want = STRAT_DIRECT;
+    if (status == 0 && ld.want != STRAT_DIRECT) {
+        ls_load_opts lo = cli_load_opts(&eng);
+        if (longdoc_open(&ld, eng.model, &lo) != LS_OK || classify(&ld, argv + optind, nf, &s, st, ntok) != LS_OK) status = cli_fail();
     }
+    // in file order (the records too): each run of direct files as one batch, each long file alone
+    for (int i = 0; (status == 0 || status == 3) && i < nf;) {
+        int k = i, one;
+        n_direct = 0;
+        while (k < nf && st[k] == STRAT_DIRECT) direct[n_direct++] = argv[optind + k++];
+        if (n_direct) one = summarize_jobs(token, p.port, direct, n_direct, &s, out, &b);
+        else one = summarize_long(token, p.port, &ld, argv + optind + i, 1, st + i, ntok + i, &s, out, every), k = i + 1;
+        if (one == 1 || (one == 3 && status == 0)) status = one;
+        i = k;
+    }
+    cli_model_close(&ld.m);
+    ls_free(direct), ls_free(st), ls_free(ntok);
+    inproc_stop(&p, b.unreturned > 0); // a state holding results not returned is kept (say_kept)
     if (out) fclose(out);
-    if (tmp[0] && !b.unreturned) remove_tree(tmp); // a state holding results not returned is kept (say_kept)
+    for (int i = 0; i < nw; i++) ls_free(wargs[i]);
+    ls_free(wargs);
+    return status;
+}
+
+// --- eval: the effective context (passkey retrieval, needle in a haystack) --------------------
+//
+// Every trial is an ordinary generate job of the service (this process's coordinator with a
+// worker group of --np ranks, or --server's): a prompt of the asked length with a number hidden
+// at a depth, and the question after it; the trial is right when the first number of the
+// answer is the hidden one. What they measured for the default model: docs/results.md.
+
+#define EVAL_GEN 12 // tokens generated per trial (the number and a little)
+
+typedef struct eval_cfg {
+    bool niah;                 // needle in a haystack (KJV prose) rather than passkey (filler)
+    int64_t lengths[32];       // prompt lengths in tokens
+    int n_lengths;
+    double depths[32];         // where the number is hidden (0: start, 1: end)
+    int n_depths, trials;      // trials per (length, depth, method, rule)
+    char *methods[8], *attns[8];
+    int n_methods, n_attns;
+    double scale;              // --rope-scale (0: length / trained context, at least 1)
+    uint64_t seed;
+    const char *haystack;      // niah: the text the needle hides in
+} eval_cfg;
+
+typedef struct eval_trial {
+    int li, di, mi, ai, t;
+    char key[16], *id, *answer, *error;
+    int64_t tokens;
+    double factor, prefill_ms;
+    uint32_t ranks;
+    bool right;
+} eval_trial;
+
+static uint64_t eval_rand(uint64_t *s) { // splitmix64: the keys and the haystack's offsets
+    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+static int64_t count_tokens(const ls_tokenizer_t *tok, const char *text, size_t len) {
+    ls_vec_i32 ids = {0};
+    int64_t n = ls_tokenize(tok, text, len, false, false, &ids) == LS_OK ? (int64_t)ids.len : 0;
+    ls_err_clear();
+    ls_vec_i32_free(&ids);
+    return n;
+}
+
+// The passkey prompt (the format of the PI and LongLoRA papers): a task line, filler sentences
+// repeated up to `length` tokens, the key sentence after the share `depth` of them, the question.
+static void passkey_prompt(const ls_tokenizer_t *tok, int64_t length, double depth, const char *key, ls_buf *out) {
+    static const char *task = "There is an important info hidden inside a lot of irrelevant text. Find it and memorize "
+                              "it. I will quiz you about the important information there.\n";
+    static const char *filler = "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again.\n";
+    static const char *ask = "What is the pass key? The pass key is";
+    char line[128];
+    snprintf(line, sizeof line, "The pass key is %s. Remember it. %s is the pass key.\n", key, key);
+    int64_t fixed = count_tokens(tok, task, strlen(task)) + count_tokens(tok, line, strlen(line)) + count_tokens(tok, ask, strlen(ask));
+    int64_t unit = count_tokens(tok, filler, strlen(filler)), units = (length - fixed - EVAL_GEN) / (unit ? unit : 1);
+    if (units < 0) units = 0;
+    int64_t at = (int64_t)(depth * (double)units + 0.5);
+    ls_buf_printf(out, "%s", task);
+    for (int64_t u = 0; u <= units; u++) {
+        if (u == at) ls_buf_printf(out, "%s", line);
+        if (u < units) ls_buf_printf(out, "%s", filler);
+    }
+    ls_buf_printf(out, "%s", ask);
+}
+
+// The needle-in-a-haystack prompt: `length` tokens of the haystack text from a random line,
+// the needle sentence between two lines after the share `depth` of it, the question.
+static void niah_prompt(const ls_tokenizer_t *tok, const ls_buf *hay, int64_t length, double depth, const char *key,
+                        uint64_t *rng, ls_buf *out) {
+    static const char *ask = "\nWhat is the special magic number for Jerusalem mentioned in the text above? "
+                             "The special magic number for Jerusalem is";
+    char needle[128];
+    snprintf(needle, sizeof needle, "The special magic number for Jerusalem is %s.\n", key);
+    int64_t want = length - count_tokens(tok, needle, strlen(needle)) - count_tokens(tok, ask, strlen(ask)) - EVAL_GEN;
+    double bpt = 4.0; // bytes per token, refined once from the first cut
+    size_t start = hay->len > 1 ? (size_t)(eval_rand(rng) % (hay->len / 2)) : 0, end = start;
+    while (start > 0 && hay->data[start - 1] != '\n') start--;
+    for (int pass = 0; pass < 2; pass++) {
+        end = start + (size_t)(bpt * (double)(want > 0 ? want : 0));
+        if (end > hay->len) end = hay->len;
+        while (end > start && hay->data[end - 1] != '\n') end--;
+        int64_t got = count_tokens(tok, hay->data + start, end - start);
+        if (got > 0) bpt = bpt * (double)want / (double)got;
+    }
+    size_t at = start + (size_t)(depth * (double)(end - start));
+    while (at > start && hay->data[at - 1] != '\n') at--;
+    ls_buf_append(out, hay->data + start, at - start);
+    ls_buf_printf(out, "%s", needle);
+    ls_buf_append(out, hay->data + at, end - at);
+    ls_buf_printf(out, "%s", ask);
+}
+
+// Right when the first run of digits in the answer is the key.
+static bool eval_right(const char *answer, const char *key) {
+    const char *p = answer;
+    while (*p && !(*p >= '0' && *p <= '9')) p++;
+    size_t n = 0;
+    while (p[n] >= '0' && p[n] <= '9') n++;
+    return n == strlen(key) && !strncmp(p, key, n);
+}
+
+// The settings of one trial: greedy, EVAL_GEN tokens, its rule and RoPE (factor: the asked
+// --rope-scale, else the length over the trained context, at least 1).
+static Longseq__Settings eval_settings(const eval_cfg *e, const Longseq__Settings *base, const eval_trial *t) {
+    Longseq__Settings s = *base;
+    s.task = LONGSEQ__TASK__GENERATE;
+    s.max_tokens = EVAL_GEN;
+    s.attention = e->attns[t->ai];
+    // --group, --sinks, --window go to the rules that take them (a list of rules may mix them)
+    bool s2 = !strcmp(s.attention, "s2"), sink = !strcmp(s.attention, "sink"), window = !strcmp(s.attention, "window");
+    if (!s2) s.group = 0;
+    if (!sink) s.sinks_opt_case = LONGSEQ__SETTINGS__SINKS_OPT__NOT_SET;
+    if (!sink && !window) s.window = 0;
+    if (strcmp(e->methods[t->mi], "model")) s.rope_scaling = e->methods[t->mi];
+    if (t->factor > 1) s.rope_scale = (float)t->factor;
+    return s;
+}
+
+static ls_status eval_submit(client *c, const eval_cfg *e, const Longseq__Settings *base, const cli_model *m,
+                             const ls_buf *hay, int64_t trained, uint64_t *rng, eval_trial *t) {
+    int64_t len = e->lengths[t->li];
+    double d = e->depths[t->di];
+    snprintf(t->key, sizeof t->key, e->niah ? "%07llu" : "%05llu",
+             (unsigned long long)(eval_rand(rng) % (e->niah ? 9000000 : 90000) + (e->niah ? 1000000 : 10000)));
+    bool stretch = strcmp(e->methods[t->mi], "none") && strcmp(e->methods[t->mi], "model");
+    t->factor = !stretch ? 1 : e->scale ? e->scale : fmax(1, ceil(10.0 * (double)len / (double)trained) / 10);
+    ls_buf prompt = {0};
+    if (e->niah) niah_prompt(m->tok, hay, len, d, t->key, rng, &prompt);
+    else passkey_prompt(m->tok, len, d, t->key, &prompt);
+    t->tokens = count_tokens(m->tok, prompt.data, prompt.len);
+    Longseq__Settings s = eval_settings(e, base, t);
+    char name[160], *names[1] = {name};
+    snprintf(name, sizeof name, "%s %lld d=%.2f %s %s #%d", e->niah ? "niah" : "passkey", (long long)len, d,
+             e->methods[t->mi], e->attns[t->ai], t->t + 1);
+    ls_status rc = submit_batch(c, names, &prompt, 1, &s, &t->id, &t->error);
+    ls_buf_free(&prompt);
+    return rc;
+}
+
+// Follows a submitted trial to its answer.
+static ls_status eval_follow(client *c, const char *addr, const eval_cfg *e, eval_trial *t, double every) {
+    if (*t->error) return LS_OK; // refused at submit (e.g. past the context): no answer
+    char label[200];
+    snprintf(label, sizeof label, "%s %s %lld d=%.2f %s %s", t->id, e->niah ? "niah" : "passkey",
+             (long long)e->lengths[t->li], e->depths[t->di], e->methods[t->mi], e->attns[t->ai]);
+    watch_opts wo = {.every_s = every, .label = label};
+    Longseq__Reply *r = NULL;
+    LS_CHECK(follow_job(c, addr, t->id, &wo, &r));
+    const Longseq__JobResult *j = r->result;
+    t->answer = ls_strndup(j->text ? j->text : "", j->text ? strlen(j->text) : 0);
+    t->prefill_ms = j->prefill_ms, t->ranks = j->ranks;
+    if (j->state != LONGSEQ__JOB_STATE__DONE) {
+        ls_free(t->error);
+        t->error = ls_strndup(j->error ? j->error : "failed", j->error ? strlen(j->error) : 6);
+    }
+    t->right = j->state == LONGSEQ__JOB_STATE__DONE && eval_right(t->answer, t->key);
+    longseq__reply__free_unpacked(r, NULL);
+    return LS_OK;
+}
+
+static void eval_record(FILE *out, const eval_cfg *e, const eval_trial *t) {
+    if (!out) return;
+    json_t *o = json_pack("{s:s, s:I, s:I, s:f, s:s, s:f, s:s, s:s, s:o, s:b, s:s, s:f}", "test", e->niah ? "niah" : "passkey",
+                          "length", (json_int_t)e->lengths[t->li], "tokens", (json_int_t)t->tokens, "depth", e->depths[t->di],
+                          "rope", e->methods[t->mi], "factor", t->factor, "attention", e->attns[t->ai], "key", t->key,
+                          "answer", cli_json_str(t->answer ? t->answer : "", t->answer ? strlen(t->answer) : 0), "right",
+                          t->right, "error", t->error ? t->error : "", "prefill_ms", t->prefill_ms);
+    json_object_set_new(o, "ranks", json_integer(t->ranks));
+    json_dumpf(o, out, JSON_COMPACT);
+    fprintf(out, "\n");
+    fflush(out);
+    json_decref(o);
+}
+
+// One table cell: "80% (4/5)", or "refused" when no trial ran (past the context).
+static void eval_cell(const eval_trial *tr, int n, bool (*in)(const eval_trial *, const int *), const int *sel) {
+    int runs = 0, right = 0;
+    for (int i = 0; i < n; i++)
+        if (in(&tr[i], sel) && !*tr[i].error) runs++, right += tr[i].right;
+    if (runs) printf(" %3.0f%% (%d/%d) |", 100.0 * right / runs, right, runs);
+    else printf(" refused |");
+}
+static bool in_length_combo(const eval_trial *t, const int *s) { return t->li == s[0] && t->mi == s[1] && t->ai == s[2]; }
+static bool in_depth_length(const eval_trial *t, const int *s) {
+    return t->di == s[0] && t->li == s[1] && t->mi == s[2] && t->ai == s[3];
+}
+
+// passkey: accuracy by length (rows) and RoPE method / rule (columns); niah: one depth x length
+// grid per method and rule.
+static void eval_tables(const eval_cfg *e, const eval_trial *tr, int n) {
+    if (!e->niah) {
+        printf("| length |");
+        for (int mi = 0; mi < e->n_methods; mi++)
+            for (int ai = 0; ai < e->n_attns; ai++) printf(" %s, %s |", e->methods[mi], e->attns[ai]);
+        printf("\n|---:|");
+        for (int k = 0; k < e->n_methods * e->n_attns; k++) printf("---:|");
+        printf("\n");
+        for (int li = 0; li < e->n_lengths; li++) {
+            printf("| %lld |", (long long)e->lengths[li]);
+            for (int mi = 0; mi < e->n_methods; mi++)
+                for (int ai = 0; ai < e->n_attns; ai++) eval_cell(tr, n, in_length_combo, (int[]){li, mi, ai});
+            printf("\n");
+        }
+        return;
+    }
+    for (int mi = 0; mi < e->n_methods; mi++)
+        for (int ai = 0; ai < e->n_attns; ai++) {
+            printf("\nneedle in a haystack, RoPE %s, attention %s (rows: depth; columns: length)\n\n| depth |", e->methods[mi], e->attns[ai]);
+            for (int li = 0; li < e->n_lengths; li++) printf(" %lld |", (long long)e->lengths[li]);
+            printf("\n|---:|");
+            for (int li = 0; li < e->n_lengths; li++) printf("---:|");
+            printf("\n");
+            for (int di = 0; di < e->n_depths; di++) {
+                printf("| %.2f |", e->depths[di]);
+                for (int li = 0; li < e->n_lengths; li++) eval_cell(tr, n, in_depth_length, (int[]){di, li, mi, ai});
+                printf("\n");
+            }
+        }
+}
+
+// "a,b,c" into at most cap parts (the string is modified).
+static int split_list(char *arg, char **out, int cap) {
+    int n = 0;
+    for (char *tok = strtok(arg, ","); tok && n < cap; tok = strtok(NULL, ",")) out[n++] = tok;
+    return n;
+}
+
+static void eval_help(void) {
+    printf("usage: longseq eval passkey|niah [options]\n"
+           "Measures how far into a long prompt the model still finds a number: passkey retrieval (a\n"
+           "5-digit key in repeated filler, as in the PI and LongLoRA papers) or a needle in a haystack\n"
+           "(a 7-digit number in KJV prose, at each depth). Every trial is a generate job of the service:\n"
+           "this process's coordinator with a worker group of --np ranks, or --server's. Prints a table\n"
+           "(passkey: accuracy by length and method; niah: a depth x length grid per method); --out\n"
+           "writes one JSON object per trial (tools/niah_heatmap.py draws the grid as a PNG).\n"
+           "  --lengths L,...      prompt lengths in tokens (default 1024,2048,4096)\n"
+           "  --depths D,...       where the number is, 0 (start) to 1 (end) (default passkey 0.1,0.3,0.5,\n"
+           "                       0.7,0.9; niah 0,0.25,0.5,0.75,1)\n"
+           "  --trials N           trials per length, depth, method and rule (default 1)\n"
+           "  --rope-scaling M,... RoPE methods: model (the file's), none, linear, ntk, dynamic, yarn,\n"
+           "                       llama3, longrope (default model)\n"
+           "  --rope-scale S       their factor (default: the length over the trained context, at least 1)\n"
+           "  --attn A,...         attention rules: full, s2, sink, window (default full); --group G\n"
+           "                       --sinks S --window W as for summarize\n"
+           "  --haystack F         niah: the text (default $LONGSEQ_HOME/data/kjv.txt)\n"
+           "  --seed S             the keys and haystack offsets (default 19)\n"
+           "  --out F              JSONL, one object per trial\n"
+           "  --np N --launcher CMD   the worker group (default 1 rank, mpirun)\n"
+           "  --server HOST:PORT --token-file F   run the trials on that service instead\n"
+           PROGRESS_HELP CLI_ENGINE_HELP);
+}
+
+static bool parse_lengths(const char *cmd, char *arg, eval_cfg *e) {
+    char *parts[32];
+    e->n_lengths = split_list(arg, parts, 32);
+    for (int i = 0; i < e->n_lengths; i++)
+        if (!cli_parse_int(cmd, "--lengths", parts[i], 64, 1 << 24, &e->lengths[i])) return false;
+    return e->n_lengths > 0 || (cli_usage_error(cmd, "--lengths needs at least one length"), false);
+}
+
+static bool parse_depths(const char *cmd, char *arg, eval_cfg *e) {
+    char *parts[32];
+    e->n_depths = split_list(arg, parts, 32);
+    for (int i = 0; i < e->n_depths; i++)
+        if (!cli_parse_double(cmd, "--depths", parts[i], &e->depths[i]) || e->depths[i] < 0 || e->depths[i] > 1)
+            return cli_usage_error(cmd, "--depths are from 0 to 1, not %s", parts[i]), false;
+    return e->n_depths > 0 || (cli_usage_error(cmd, "--depths needs at least one depth"), false);
+}
+
+static int eval_trials(client *c, const char *addr, const eval_cfg *e, const Longseq__Settings *base, const cli_model *m,
+                       int64_t trained, const ls_buf *hay, FILE *out, double every) {
+    int n = e->n_lengths * e->n_depths * e->trials * e->n_methods * e->n_attns, k = 0, status = 0;
+    eval_trial *tr = ls_calloc((size_t)n, sizeof *tr);
+    uint64_t rng = e->seed;
+    for (int mi = 0; mi < e->n_methods; mi++)
+        for (int ai = 0; ai < e->n_attns; ai++)
+            for (int li = 0; li < e->n_lengths; li++)
+                for (int di = 0; di < e->n_depths; di++)
+                    for (int t = 0; t < e->trials; t++) tr[k++] = (eval_trial){.li = li, .di = di, .mi = mi, .ai = ai, .t = t};
+    ls_status rc = LS_OK;
+    for (int i = 0; rc == LS_OK && i < n; i++) rc = eval_submit(c, e, base, m, hay, trained, &rng, &tr[i]);
+    for (int i = 0; rc == LS_OK && i < n; i++) {
+        rc = eval_follow(c, addr, e, &tr[i], every);
+        if (rc == LS_OK) eval_record(out, e, &tr[i]);
+    }
+    if (rc == LS_OK) eval_tables(e, tr, n);
+    else status = cli_fail();
+    for (int i = 0; i < n; i++) ls_free(tr[i].id), ls_free(tr[i].answer), ls_free(tr[i].error);
+    ls_free(tr);
+    return status;
+}
+
+int cmd_eval(int argc, char **argv) {
+    static const struct option opts[] = {{"lengths", required_argument, 0, 'l'}, {"depths", required_argument, 0, 'd'},
+                                         {"trials", required_argument, 0, 't'}, {"rope-scaling", required_argument, 0, 'r'},
+                                         {"rope-scale", required_argument, 0, 'f'}, {"attn", required_argument, 0, 'a'},
+                                         {"haystack", required_argument, 0, 'y'}, {"seed", required_argument, 0, 'e'},
+                                         {"out", required_argument, 0, 'o'}, {"np", required_argument, 0, 'N'},
+                                         {"launcher", required_argument, 0, 'L'}, CLIENT_OPTIONS, PROGRESS_OPTION,
+                                         {"help", no_argument, 0, 'h'}, {"verbose", no_argument, 0, 'v'},
+                                         {"group", required_argument, 0, JOB_OPT + 5}, {"sinks", required_argument, 0, JOB_OPT + 6},
+                                         {"window", required_argument, 0, JOB_OPT + 7},
+                                         {"yarn-orig-ctx", required_argument, 0, JOB_OPT + 11}, CLI_ENGINE_OPTIONS, {0, 0, 0, 0}};
+    if (argc < 2 || (strcmp(argv[1], "passkey") && strcmp(argv[1], "niah"))) {
+        if (argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) return eval_help(), 0;
+        return cli_usage_error("eval", "give the test: passkey or niah");
+    }
+    static char def_lengths[] = "1024,2048,4096", def_pk[] = "0.1,0.3,0.5,0.7,0.9", def_niah[] = "0,0.25,0.5,0.75,1";
+    static char model_m[] = "model", full[] = "full";
+    eval_cfg e = {.niah = !strcmp(argv[1], "niah"), .trials = 1, .seed = 19, .methods = {model_m}, .n_methods = 1,
+                  .attns = {full}, .n_attns = 1};
+    inproc p = {.o = ls_server_opts_default(), .mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+    Longseq__Settings base = LONGSEQ__SETTINGS__INIT;
+    cli_engine_args eng = cli_engine_args_default();
+    const char *out_path = NULL, *addr = NULL, *tf = NULL, *hay_path = NULL;
+    char **wargs = ls_calloc((size_t)argc * 2 + 1, sizeof *wargs);
+    int c, nw = 0, status = 0;
+    int64_t v;
+    double every = PROGRESS_DEFAULT_S;
+    bool lengths = false, depths = false;
+    p.o.quiet = true;
+    optind = 2;
+    while (status == 0 && (c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        if (c >= JOB_OPT) status = job_option("eval", c, optarg, &base);
+        else if (c >= CLI_ENGINE_OPT) {
+            status = cli_engine_option("eval", c, optarg, &eng);
+            cli_engine_option_keep(opts, c, optarg, wargs, &nw);
+        } else if (c == 'l') status = parse_lengths("eval", optarg, &e) ? (lengths = true, 0) : 2;
+        else if (c == 'd') status = parse_depths("eval", optarg, &e) ? (depths = true, 0) : 2;
+        else if (c == 't') status = cli_parse_int("eval", "--trials", optarg, 1, 1000, &v) ? (e.trials = (int)v, 0) : 2;
+        else if (c == 'r') e.n_methods = split_list(optarg, e.methods, 8);
+        else if (c == 'a') e.n_attns = split_list(optarg, e.attns, 8);
+        else if (c == 'f') status = cli_parse_setting("eval", LS_SET_ROPE_SCALE, optarg, &e.scale) ? 0 : 2;
+        else if (c == 'y') hay_path = optarg;
+        else if (c == 'e') status = cli_parse_int("eval", "--seed", optarg, 0, INT64_MAX, &v) ? (e.seed = (uint64_t)v, 0) : 2;
+        else if (c == 'o') out_path = optarg;
+        else if (c == 'N') status = cli_parse_int("eval", "--np", optarg, 1, 4096, &v) ? (p.o.np = (int)v, 0) : 2;
+        else if (c == 'L') p.o.launcher = optarg;
+        else if (c == 'A') addr = optarg;
+        else if (c == 'K') tf = optarg;
+        else if (c == 'P') status = progress_option("eval", optarg, &every) ? 0 : 2;
+        else if (c == 'v') p.o.quiet = false, cli_verbose = true;
+        else if (c == 'h') eval_help(), exit(0);
+        else status = cli_usage_error("eval", "unknown option");
+    }
+    if (status == 0 && optind < argc) status = cli_usage_error("eval", "unexpected argument \"%s\"", argv[optind]);
+    if (status == 0 && (!e.n_methods || !e.n_attns)) status = cli_usage_error("eval", "--rope-scaling and --attn need a value");
+    if (status == 0 && !lengths) parse_lengths("eval", def_lengths, &e);
+    if (status == 0 && !depths) parse_depths("eval", e.niah ? def_niah : def_pk, &e);
+    cli_model m = {0};
+    ls_buf hay = {0};
+    int64_t trained = 0;
+    FILE *out = NULL;
+    if (status == 0) { // the tokenizer sizes the prompts; the trained context sets the default factor
+        ls_load_opts lo = cli_load_opts(&eng);
+        ls_model_config cfg;
+        if (cli_model_open(eng.model, &lo, &m) != LS_OK || ls_model_config_load(m.gguf, &cfg) != LS_OK) status = cli_fail();
+        else trained = cfg.n_ctx_train, ls_model_config_free(&cfg);
+    }
+    char kjv[4200];
+    snprintf(kjv, sizeof kjv, "%s/data/kjv.txt", ls_home_dir());
+    if (status == 0 && e.niah && ls_file_read_all(hay_path ? hay_path : kjv, (size_t)1 << 30, &hay) != LS_OK) status = cli_fail();
+    if (status == 0 && e.niah && hay.len < 1024)
+        status = 1, fprintf(stderr, "longseq eval: the haystack %s has %zu bytes; it needs at least 1024\n", hay_path ? hay_path : kjv, hay.len);
+    if (status == 0 && out_path && !(out = fopen(out_path, "w")))
+        status = 1, fprintf(stderr, "longseq eval: cannot write %s\n", out_path);
+    client cl = {.fd = -1};
+    char where[64];
+    if (status == 0 && addr) { // the trials on a running service
+        if (client_open(addr, tf, &cl) != LS_OK) status = cli_fail();
+        snprintf(where, sizeof where, "%s", addr);
+    } else if (status == 0) {
+        status = inproc_start(&p, "eval", NULL, &eng, wargs, nw);
+        snprintf(where, sizeof where, "127.0.0.1:%d", p.port);
+        cl = (client){.fd = -1, .token = ls_strndup(p.token, strlen(p.token)), .local = true};
+        if (status == 0 && ls_net_connect(where, 5000, &cl.fd) != LS_OK) status = cli_fail();
+    }
+    if (status == 0) status = eval_trials(&cl, where, &e, &base, &m, trained, &hay, out, every);
+    client_close(&cl);
+    inproc_stop(&p, false);
+    if (out) fclose(out);
+    ls_buf_free(&hay);
+    cli_model_close(&m);
     for (int i = 0; i < nw; i++) ls_free(wargs[i]);
     ls_free(wargs);
     return status;

@@ -31,6 +31,7 @@ static const command g_commands[] = {
     {"jobs", cmd_jobs, "list the server's jobs"},
     {"cancel", cmd_cancel, "cancel a queued or running job"},
     {"plan", cmd_plan, "capacity planner: memory, time and traffic for N tokens on P ranks"},
+    {"eval", cmd_eval, "effective context: passkey retrieval and needle-in-a-haystack tables"},
 };
 
 static void usage(FILE *f) {

@@ -124,13 +124,20 @@ expect 3 "the worker group could not be started" -- summarize --launcher /nonexi
 # come out as the flags that set them. 60 KB of KJV are 15214 tokens: past the default
 # model's 8192 (the document's job fails at submit, before any worker is needed).
 head -c 60000 "$kjv" > "$work/long.txt"
-unwanted=settings expect 3 "stretch RoPE over it (--rope-scaling yarn --rope-scale 1.9) or bound the attention distance (--attn sink)" -- summarize --launcher /nonexistent/mpirun "$work/long.txt"
+unwanted=settings expect 3 "stretch RoPE over it (--rope-scaling yarn --rope-scale 1.9) or bound the attention distance (--attn sink)" -- summarize --strategy direct --launcher /nonexistent/mpirun "$work/long.txt"
 unwanted=settings expect 1 '--attn "dense" is not full, s2, sink or window' -- summarize --launcher /nonexistent/mpirun --attn dense "$work/text.txt"
 unwanted=settings expect 1 "--group belongs to --attn s2, not sink" -- summarize --launcher /nonexistent/mpirun --attn sink --group 8 "$work/text.txt"
 # summarize's coordinator is its own: its refusals are not "the server's"
 unwanted="the server says" expect 1 '--attn "dense" is not full, s2, sink or window' -- summarize --launcher /nonexistent/mpirun --attn dense "$work/text.txt"
 expect 2 "--progress is from 0.1 to 86400 seconds" -- watch --progress 0 j1
 expect 2 "--idle-timeout expects an integer from 1 to 86400" -- summarize --idle-timeout 0 "$work/text.txt"
+# Long documents (issue 19): the strategy is named, chunks are at least 512 tokens; past the
+# context, auto no longer refuses the document: it is cut into chunks (map-reduce), whose jobs
+# then need the worker group
+expect 2 '--strategy is auto, direct, extend or map-reduce, not "abridge"' -- summarize --strategy abridge "$work/text.txt"
+expect 2 "--chunk-tokens expects an integer from 512" -- summarize --chunk-tokens 100 "$work/text.txt"
+expect 2 "--combine-parts expects an integer from 2" -- summarize --combine-parts 1 "$work/text.txt"
+expect 3 "chunk 1/" -- summarize --launcher /nonexistent/mpirun "$work/long.txt"
 
 # Every --flag that a message or help text of the sources mentions is an option of some
 # command (its --help names it): a hint never points at an option that does not exist.

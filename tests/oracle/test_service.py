@@ -679,7 +679,7 @@ def test_summarize_bad_file(tiny):
     files.insert(2, huge)
     out = d / "results.jsonl"
     p = subprocess.run([str(BIN), "summarize", "--model", str(tiny), "--np", "1", "--max-tokens", "4", "--out", str(out),
-                        *map(str, files)], capture_output=True, text=True, timeout=600, env=ENV)
+                        "--strategy", "direct", *map(str, files)], capture_output=True, text=True, timeout=600, env=ENV)
     huge.unlink()
     check(p.returncode == 3, f"summarize: exit 3 when some files failed, got {p.returncode}: {p.stderr[-2000:]}")
     import json
