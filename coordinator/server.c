@@ -644,21 +644,25 @@ static void do_result(server *s, conn *c, const Longseq__ResultRequest *q) {
     ls_job_free(&j);
 }
 
+// Asks the worker group to stop the running job `id` at its next step (once).
+static void ask_cancel(server *s, char *id) {
+    if (s->cancel_asked) return;
+    Longseq__CancelRequest cr = LONGSEQ__CANCEL_REQUEST__INIT;
+    cr.job_id = id;
+    Longseq__Reply r = LONGSEQ__REPLY__INIT;
+    r.body_case = LONGSEQ__REPLY__BODY_CANCEL_RUN;
+    r.cancel_run = &cr;
+    send_reply(s->leader, &r);
+    s->cancel_asked = true;
+}
+
 static void do_cancel(server *s, conn *c, const Longseq__CancelRequest *q) {
     ls_job j;
     if (!get_job(s, c, q->job_id, &j)) return;
     if (ls_job_state_final(j.state)) {
         send_status(c, LONGSEQ__CODE__FAILED_PRECONDITION, "job %s is already %s", j.id, ls_job_state_name(j.state));
     } else if (j.state == LS_JOB_RUNNING && !strcmp(j.id, s->run_id) && s->leader) {
-        if (!s->cancel_asked) {
-            Longseq__CancelRequest cr = LONGSEQ__CANCEL_REQUEST__INIT;
-            cr.job_id = j.id;
-            Longseq__Reply r = LONGSEQ__REPLY__INIT;
-            r.body_case = LONGSEQ__REPLY__BODY_CANCEL_RUN;
-            r.cancel_run = &cr;
-            send_reply(s->leader, &r);
-            s->cancel_asked = true;
-        }
+        ask_cancel(s, j.id);
         send_status(c, LONGSEQ__CODE__OK, "job %s is running: the worker group stops it at its next step", j.id);
     } else {
         finish(s, j.id, j.name, j.attempts, LS_JOB_CANCELLED, NULL, "cancelled by a client");
@@ -1215,14 +1219,8 @@ static void http_cancel(void *srv, const char *id) {
     server *s = srv;
     ls_job j;
     if (ls_store_get(s->store, id, &j) != LS_OK) return ls_err_clear();
-    if (j.state == LS_JOB_RUNNING && !strcmp(j.id, s->run_id) && s->leader && !s->cancel_asked) {
-        Longseq__CancelRequest cr = LONGSEQ__CANCEL_REQUEST__INIT;
-        cr.job_id = j.id;
-        Longseq__Reply r = LONGSEQ__REPLY__INIT;
-        r.body_case = LONGSEQ__REPLY__BODY_CANCEL_RUN;
-        r.cancel_run = &cr;
-        send_reply(s->leader, &r);
-        s->cancel_asked = true;
+    if (j.state == LS_JOB_RUNNING && !strcmp(j.id, s->run_id) && s->leader) {
+        ask_cancel(s, j.id);
     } else if (j.state == LS_JOB_QUEUED) {
         finish(s, j.id, j.name, j.attempts, LS_JOB_CANCELLED, NULL, "cancelled with its batch");
     }
