@@ -1297,8 +1297,20 @@ static int summarize_long(const char *token, int port, const longdoc *ld, char *
 }
 
 // --strategy and the model's facts for it: the tokenizer, trained context, measured table.
-static ls_status longdoc_open(longdoc *ld, const char *model, const ls_load_opts *lo) {
+// A summarizing task needs the model's chat template: refused here, before any chunk is planned,
+// with the service's own words (coordinator/prep.c).
+static ls_status longdoc_open(longdoc *ld, const char *model, const ls_load_opts *lo, Longseq__Task task) {
     LS_CHECK(cli_model_open(model, lo, &ld->m));
+    if (task == LONGSEQ__TASK__SUMMARIZE) {
+        ls_chat_t *chat = NULL;
+        ls_status rc = ls_chat_init(ld->m.gguf, ld->m.tok, NULL, &chat);
+        ls_chat_free(chat);
+        if (rc != LS_OK) {
+            ls_err_clear();
+            return LS_ERR(LS_ERR_UNSUPPORTED, "the model has no chat template longseq knows, so it cannot summarize; "
+                                              "continue the text instead with --task generate");
+        }
+    }
     ls_model_config cfg;
     LS_CHECK(ls_model_config_load(ld->m.gguf, &cfg));
     ld->n_ctx_train = cfg.n_ctx_train;
@@ -1379,7 +1391,7 @@ int cmd_summarize(int argc, char **argv) {
         ld.want = STRAT_DIRECT;
     if (status == 0 && ld.want != STRAT_DIRECT) {
         ls_load_opts lo = cli_load_opts(&eng);
-        if (longdoc_open(&ld, eng.model, &lo) != LS_OK || classify(&ld, argv + optind, nf, &s, st, ntok) != LS_OK) status = cli_fail();
+        if (longdoc_open(&ld, eng.model, &lo, s.task) != LS_OK || classify(&ld, argv + optind, nf, &s, st, ntok) != LS_OK) status = cli_fail();
     }
     // in file order (the records too): each run of direct files as one batch, each long file alone
     for (int i = 0; (status == 0 || status == 3) && i < nf;) {

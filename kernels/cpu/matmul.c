@@ -13,6 +13,9 @@
 // Twin: ls_ref_matmul (kernels/ref/ops_ref.c). Tests: tests/unit/test_kernels.c.
 #include "cpu_impl.h"
 
+#if defined(__x86_64__)
+#include <cpuid.h>
+#endif
 #include <cblas.h>
 #include <stdlib.h>
 #include <string.h>
@@ -62,15 +65,23 @@ static void rows_int8_generic(ls_dtype t, const uint8_t *row, int64_t k, const c
 
 const char *cpu_isa_name(cpu_isa isa) { return isa == CPU_AVX512 ? "avx512" : isa == CPU_AVX2 ? "avx2" : "generic"; }
 
+#if defined(__x86_64__)
+// F16C from CPUID leaf 1 (ECX bit 29): clang's __builtin_cpu_supports does not know "f16c".
+static bool has_f16c(void) {
+    unsigned a, b, c, d;
+    return __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C);
+}
+#endif
+
 static bool isa_runs(cpu_isa isa) {
 #if defined(__x86_64__)
     __builtin_cpu_init();
     if (isa == CPU_AVX512)
         return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni") &&
-               __builtin_cpu_supports("f16c") && __builtin_cpu_supports("fma");
+               has_f16c() && __builtin_cpu_supports("fma");
     if (isa == CPU_AVX2)
-        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && has_f16c();
 #endif
     return isa == CPU_GENERIC;
 }
