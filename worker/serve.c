@@ -4,11 +4,11 @@
 // to the group (an empty command every second keeps idle ranks' waits short). While a job
 // runs the leader streams prefill progress and text back and watches its connection for a
 // cancel, which reaches the other ranks at the next layer (ls_sp_opts.checkpoints) or token.
-// Events carry the KV cache pools' figures: the leader's own in progress, the group's sum (one
-// more value in the end-of-job reduction the group makes anyway) when a job ends.
+// Events carry the KV cache pools' figures: the leader's own in progress, the group's sum (four
+// more values in the end-of-job reduction the group makes anyway) when a job ends.
 // A failure of the group itself (a rank gone, a timeout) ends the process, and the
 // coordinator starts a new group. What a job's settings mean (rule, RoPE, sampling, defaults)
-// is proto/ls_settings.h's. Tests: tests/oracle/test_service.py.
+// is proto/ls_settings.h's. Tests: tests/oracle/test_service.py (the KV figures: test_http.py).
 #include "ls_worker_serve.h"
 #include "ls_settings.h"
 #include "ls_sp_tasks.h"
