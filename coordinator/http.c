@@ -539,6 +539,16 @@ static void route_metrics(hreq *r) {
     metric(&b, "longseq_http_requests_total", "counter", "HTTP requests answered.", (double)m->http_requests);
     metric(&b, "longseq_http_errors_total", "counter", "HTTP requests answered with a status of 400 or more.",
            (double)m->http_errors);
+    metric(&b, "longseq_kv_bytes_in_use", "gauge",
+           "KV cache bytes held by sequences, summed over longseq_kv_report_ranks ranks (0 before the worker group reports).",
+           (double)m->kv_in_use);
+    metric(&b, "longseq_kv_bytes_allocated", "gauge", "KV cache bytes allocated (in use and free pages), over the same ranks.",
+           (double)m->kv_allocated);
+    metric(&b, "longseq_kv_bytes_budget", "gauge", "The KV cache pools' budget in bytes over the same ranks (0: none set).",
+           (double)m->kv_budget);
+    metric(&b, "longseq_kv_report_ranks", "gauge",
+           "Ranks the KV figures cover: the whole group after a job, the leader alone during prefill, 0 before any report.",
+           (double)m->kv_ranks);
     metric(&b, "longseq_protocol_connections", "gauge", "Open connections of the protobuf protocol.",
            (double)r->h->host.connections(r->h->host.server));
     r->status = 200;

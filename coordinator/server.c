@@ -412,6 +412,7 @@ static void fail_queued(server *s) {
 static void group_down(server *s, const char *why) {
     bool was_ready = s->g == G_IDLE || s->g == G_BUSY;
     if (was_ready) s->metrics.group_restarts++;
+    s->metrics.kv_in_use = s->metrics.kv_allocated = s->metrics.kv_budget = s->metrics.kv_ranks = 0; // its pools are gone
     snprintf(s->g_error, sizeof s->g_error, "%s", why);
     say(s, "worker group down: %s", why);
     if (s->g == G_BUSY) {
@@ -754,6 +755,11 @@ static void do_worker_event(server *s, conn *c, const Longseq__WorkerEvent *w) {
         return;
     }
     s->g_heard = ls_time_ms();
+    if (w->kv) { // the pools as they are now, whichever job the event is about
+        ls_metrics *m = &s->metrics;
+        m->kv_in_use = w->kv->bytes_in_use, m->kv_allocated = w->kv->bytes_allocated;
+        m->kv_budget = w->kv->bytes_budget, m->kv_ranks = w->kv->ranks;
+    }
     if (s->g != G_BUSY || !w->job_id || strcmp(w->job_id, s->run_id)) return; // a late event of a finished job
     Longseq__Event e = LONGSEQ__EVENT__INIT;
     e.job_id = s->run_id;

@@ -96,6 +96,11 @@ typedef struct ls_metrics {
     uint64_t http_requests, http_errors;        // HTTP requests answered, and those with a status >= 400
     ls_hist ttft;                               // job accepted -> its first text
     ls_hist latency;                            // job accepted -> finished (DONE)
+    // The worker group's KV cache pools as its latest event said (WorkerEvent.kv): bytes in
+    // use, allocated, budget (0: none) over kv_ranks ranks; zeros until the group reports and
+    // after it goes down.
+    uint64_t kv_in_use, kv_allocated, kv_budget;
+    uint32_t kv_ranks;
 } ls_metrics;
 
 // --- the HTTP front end (http.c): OpenAI-compatible routes over the same store ---------------

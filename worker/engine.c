@@ -208,6 +208,7 @@ const ls_tokenizer_t *ls_engine_tokenizer(const ls_engine_t *e) { return e->tok;
 const ls_gguf_t *ls_engine_gguf(const ls_engine_t *e) { return e->gguf; }
 ls_backend_t *ls_engine_backend(ls_engine_t *e) { return e->be; }
 ls_dtype ls_engine_kv_type(const ls_engine_t *e) { return ls_kv_shape_of(e->kv)->type; }
+ls_kv_usage ls_engine_kv_usage(const ls_engine_t *e) { return ls_kv_usage_of(e->kv); }
 const char *ls_engine_notes(const ls_engine_t *e) { return e->notes.data; }
 
 // --- sequences ----------------------------------------------------------------------------

@@ -89,6 +89,12 @@ int64_t ls_kv_pages_used(const ls_kv_t *kv) { return kv->used; }
 int64_t ls_kv_pages_held(const ls_kv_t *kv) { return kv->cap; }
 int64_t ls_kv_pages_max(const ls_kv_t *kv) { return kv->max_pages; }
 
+ls_kv_usage ls_kv_usage_of(const ls_kv_t *kv) {
+    uint64_t page = kv->page_bytes;
+    return (ls_kv_usage){.in_use = (uint64_t)kv->used * page, .allocated = (uint64_t)kv->cap * page,
+                         .budget = kv->max_pages == INT32_MAX ? 0 : (uint64_t)kv->max_pages * page};
+}
+
 // Room for `want` more free pages: a larger allocation (twice the pages, or what is wanted,
 // within the budget) with the used pages copied over in order, so page ids stay valid.
 static ls_status grow(ls_kv_t *kv, int64_t want) {

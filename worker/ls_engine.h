@@ -8,6 +8,7 @@
 #define LS_ENGINE_H
 
 #include "ls_kernels.h"
+#include "ls_kv.h"
 #include "ls_loader.h"
 #include "ls_model.h"
 #include "ls_settings.h" // defines: ls_rope_override, ls_context_limit (the job settings)
@@ -52,6 +53,7 @@ const ls_tokenizer_t *ls_engine_tokenizer(const ls_engine_t *e);
 const ls_gguf_t *ls_engine_gguf(const ls_engine_t *e);
 ls_backend_t *ls_engine_backend(ls_engine_t *e);
 ls_dtype ls_engine_kv_type(const ls_engine_t *e); // the KV cache's element type
+ls_kv_usage ls_engine_kv_usage(const ls_engine_t *e); // its pool's bytes in use, allocated, budget
 // Human-readable lines about settings that differ from the model file ("" if none).
 const char *ls_engine_notes(const ls_engine_t *e);
 

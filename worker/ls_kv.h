@@ -41,6 +41,12 @@ size_t ls_kv_page_bytes(const ls_kv_t *kv);
 int64_t ls_kv_pages_used(const ls_kv_t *kv);  // held by sequences
 int64_t ls_kv_pages_held(const ls_kv_t *kv);  // allocated (used + on the free list)
 int64_t ls_kv_pages_max(const ls_kv_t *kv);   // the budget (INT32_MAX when unbounded)
+// The pool in bytes (what a server reports as its KV memory, docs/protocol.md "KvUsage"):
+// pages held by sequences, pages allocated (held + free), and the budget (0 when unbounded).
+typedef struct ls_kv_usage {
+    uint64_t in_use, allocated, budget;
+} ls_kv_usage;
+ls_kv_usage ls_kv_usage_of(const ls_kv_t *kv);
 
 // A sequence: an empty page table over the pool.
 ls_status ls_kv_seq_init(ls_kv_t *kv, ls_kv_seq_t **out);

@@ -4,9 +4,11 @@
 // to the group (an empty command every second keeps idle ranks' waits short). While a job
 // runs the leader streams prefill progress and text back and watches its connection for a
 // cancel, which reaches the other ranks at the next layer (ls_sp_opts.checkpoints) or token.
+// Events carry the KV cache pools' figures: the leader's own in progress, the group's sum (four
+// more values in the end-of-job reduction the group makes anyway) when a job ends.
 // A failure of the group itself (a rank gone, a timeout) ends the process, and the
 // coordinator starts a new group. What a job's settings mean (rule, RoPE, sampling, defaults)
-// is proto/ls_settings.h's. Tests: tests/oracle/test_service.py.
+// is proto/ls_settings.h's. Tests: tests/oracle/test_service.py (the KV figures: test_http.py).
 #include "ls_worker_serve.h"
 #include "ls_settings.h"
 #include "ls_sp_tasks.h"
@@ -69,6 +71,21 @@ static ls_status stop_if_cancelled(wserve *w) {
     return w->cancelled ? LS_ERR(LS_ERR_CANCELLED, "cancelled by a client") : LS_OK;
 }
 
+// This rank's KV pool in bytes: in use, allocated, budget (0: none); zeros without an engine.
+static void kv_figures(const wserve *w, double out[3]) {
+    ls_kv_usage u = w->e ? ls_engine_kv_usage(w->e) : (ls_kv_usage){0};
+    out[0] = (double)u.in_use, out[1] = (double)u.allocated, out[2] = (double)u.budget;
+}
+
+// fig: bytes in use, allocated, budget over `ranks` ranks; unbounded: how many of them have no budget.
+static Longseq__KvUsage kv_message(const double fig[3], double unbounded, uint32_t ranks) {
+    Longseq__KvUsage k = LONGSEQ__KV_USAGE__INIT;
+    k.bytes_in_use = (uint64_t)fig[0], k.bytes_allocated = (uint64_t)fig[1];
+    k.bytes_budget = unbounded > 0 ? 0 : (uint64_t)fig[2]; // one rank without a budget: the group has none
+    k.ranks = ranks;
+    return k;
+}
+
 static ls_status on_progress(void *ctx, int64_t done, int64_t total) {
     wserve *w = ctx;
     double now = ls_time_ms();
@@ -79,6 +96,10 @@ static ls_status on_progress(void *ctx, int64_t done, int64_t total) {
         ev.kind = LONGSEQ__WORKER_EVENT__KIND__PROGRESS;
         ev.fraction = total > 0 ? (double)done / (double)total : 1.0;
         ev.tok_per_s = now > w->t0 ? (double)done / ((now - w->t0) / 1e3) : 0;
+        double fig[3];
+        kv_figures(w, fig);
+        Longseq__KvUsage kv = kv_message(fig, fig[2] == 0, 1);
+        ev.kv = &kv;
         if (send_event(w, &ev) != LS_OK) {
             ls_err_clear();
             w->lost = true;
@@ -174,13 +195,18 @@ static ls_status job(wserve *w, const uint8_t *msg, size_t len) {
     ls_buf_append(&why, "", 0);
     if (rc != LS_OK) ls_utf8_sanitize(ls_err_msg(), strlen(ls_err_msg()), &why);
     ls_err_clear();
-    double flags[3] = {rc != LS_OK, rc == LS_ERR_CANCELLED, rc == LS_ERR_DEVICE}; // any rank failed / cancelled / broke
-    ls_status grc = ls_comm_allreduce_sum(w->comm, flags, 3);
+    // any rank failed / cancelled / broke; the KV pools' bytes in use, allocated, budget; ranks without a budget
+    double flags[7] = {rc != LS_OK, rc == LS_ERR_CANCELLED, rc == LS_ERR_DEVICE};
+    kv_figures(w, flags + 3);
+    flags[6] = flags[5] == 0;
+    ls_status grc = ls_comm_allreduce_sum(w->comm, flags, 7);
     if (grc == LS_OK && flags[2] > 0) grc = LS_ERR(LS_ERR_DEVICE, "the group broke during job %s: %s", run->job_id, why.data);
     if (grc == LS_OK && leader(w)) {
         Longseq__WorkerEvent ev = LONGSEQ__WORKER_EVENT__INIT;
         ev.job_id = run->job_id;
         ev.result = &r;
+        Longseq__KvUsage kv = kv_message(flags + 3, flags[6], (uint32_t)ls_comm_size(w->comm));
+        ev.kv = &kv;
         if (flags[1] > 0) ev.kind = LONGSEQ__WORKER_EVENT__KIND__CANCELLED;
         else if (flags[0] > 0) {
             ev.kind = LONGSEQ__WORKER_EVENT__KIND__FAILED;

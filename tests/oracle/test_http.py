@@ -6,7 +6,10 @@ official `openai` client, raw HTTP (sockets and urllib) and prometheus_client's 
   every answer, /v1/models, /health; each text equals `longseq generate` (greedy) on the same
   prompt (chat: `generate --chat --system`); stop strings end the text before them;
 - metrics: /metrics parses with prometheus_client; job, token and histogram counters move as
-  completions run;
+  completions run; the KV cache gauges are 0 before any job and, after one, the pool's
+  allocated bytes equal the formula (2 x layers x KV heads x head_dim x 4 bytes per token, times
+  the job's prompt + max_tokens slots rounded up to 64-token pages), none of it in use; with a
+  group of 2 ranks the figures cover both ranks and add up to at least that formula;
 - hostile HTTP: no or wrong bearer (refused before a declared 1 GiB body is sent), oversize
   headers and bodies (declared and chunked), headers sent slowly past --http-timeout (408 and
   closed), invalid JSON, invalid UTF-8, unknown routes and methods, bad fields, 1000 connections
@@ -271,6 +274,54 @@ def metrics(srv):
             key = s.name + ("" if not s.labels else "{" + ",".join(f"{k}={v}" for k, v in sorted(s.labels.items())) + "}")
             vals[key] = s.value
     return fams, vals
+
+
+KV_GAUGES = ("longseq_kv_bytes_in_use", "longseq_kv_bytes_allocated", "longseq_kv_bytes_budget",
+             "longseq_kv_report_ranks")
+
+
+def test_kv_before(srv):
+    """Before any job the worker group has reported nothing: every KV gauge is 0."""
+    fams, vals = metrics(srv)
+    for name in KV_GAUGES:
+        check(name in fams and fams[name].type == "gauge" and vals[name] == 0, f"{name} before any job: {vals.get(name)}")
+    print("KV gauges: 0 before any job")
+
+
+def test_kv_after(srv, hp):
+    """One job larger than any before it: the pool (which, emptied, regrows to exactly what a lone
+    sequence wants) holds its slots rounded up to pages; its sequence gave them back at the end."""
+    n = 300
+    r = srv.client().completions.create(model="tiny", prompt="the of and", max_tokens=n, temperature=0)
+    _, vals = metrics(srv)
+    per_token = 2 * hp["layers"] * hp["kv_heads"] * hp["head_dim"] * 4  # f32 keys and values: the CPU's default
+    slots = r.usage.prompt_tokens + n
+    want = -(-slots // 64) * 64 * per_token
+    check(vals["longseq_kv_bytes_allocated"] == want,
+          f"KV bytes allocated {vals['longseq_kv_bytes_allocated']}, formula {want} ({slots} slots, {per_token} B/token)")
+    check(vals["longseq_kv_bytes_in_use"] == 0 and vals["longseq_kv_bytes_budget"] == 0
+          and vals["longseq_kv_report_ranks"] == 1, f"KV after the job: {[(k, vals[k]) for k in KV_GAUGES]}")
+    print(f"KV gauges after a job of {slots} slots: {want} bytes allocated (= formula), 0 in use, no budget, 1 rank")
+
+
+def test_kv_group(tiny, hp):
+    """A group of 2 ranks: the end-of-job figures are the sum over both. Each rank holds its share
+    of the sequence's slots, so the sum is at least the one-sequence formula; the leader's pool
+    alone would be about half of it."""
+    srv = Server(tiny, ["--np", "2"])
+    try:
+        srv.wait_ready()
+        n = 300
+        r = srv.client().completions.create(model="tiny", prompt="the of and", max_tokens=n, temperature=0)
+        _, vals = metrics(srv)
+    finally:
+        srv.stop()
+    page = 64 * 2 * hp["layers"] * hp["kv_heads"] * hp["head_dim"] * 4
+    want = -(-(r.usage.prompt_tokens + n) // 64) * page
+    got = vals["longseq_kv_bytes_allocated"]
+    check(vals["longseq_kv_report_ranks"] == 2 and vals["longseq_kv_bytes_in_use"] == 0 and got % page == 0
+          and got >= want, f"2 ranks: {[(k, vals[k]) for k in KV_GAUGES]}, at least {want} allocated")
+    print(f"KV gauges of a 2-rank group: {got:.0f} bytes allocated over 2 ranks (>= {want} for the whole sequence)")
 
 
 def test_metrics(srv):
@@ -657,15 +708,17 @@ def test_offline_batch(tiny):
 
 def main():
     tiny = WORK / "tiny.gguf"
-    write_tiny_llama(str(tiny), embd=64, heads=4, kv_heads=2, ff=128, ctx=4096, chat_template=CHATML)
+    hp = write_tiny_llama(str(tiny), embd=64, heads=4, kv_heads=2, ff=128, ctx=4096, chat_template=CHATML).hp
     srv = Server(tiny, ["--http-max-body", "1000000", "--http-max-header", "16384", "--http-timeout", "3",
                         "--http-max-conns", "1100"])
     m = re.search(r"\(port (\d+)\)", srv.log.read_text())
     srv.proto_port = int(m.group(1))
     try:
         srv.wait_ready()
+        test_kv_before(srv)
         test_shapes(srv, tiny)
         test_metrics(srv)
+        test_kv_after(srv, hp)
         test_hostile(srv)
         test_batch(srv, tiny)
         test_stream_retry(srv, tiny)
@@ -674,6 +727,7 @@ def main():
     test_batch_kill(tiny)
     test_offline_batch(tiny)
     test_health_down(tiny)
+    test_kv_group(tiny, hp)
     done("test_http")
 
 

@@ -3,7 +3,8 @@
 // after many sequences created, grown, evicted from the front and freed (no leak, the budget
 // kept, running out a status that takes nothing); stored keys and values read back through
 // ls_kv_attend equal the reference attention over the same values laid out contiguously,
-// also after the pool has grown; re-rotation equals the reference RoPE.
+// also after the pool has grown; re-rotation equals the reference RoPE; the pool's usage in
+// bytes (ls_kv_usage_of, what /metrics reports) agrees with its pages at every step.
 #include "ls_kv.h"
 #include "ls_ref.h"
 #include "ls_test.h"
@@ -30,15 +31,20 @@ static void test_bytes_per_token(void) {
         uint64_t want = 2 * 30 * 3 * types[i].per_row;
         TEST_COND(ls_kv_bytes_per_token(&sh) == want, "%s: %llu bytes per token, formula %llu", ls_dtype_name(sh.type),
                   (unsigned long long)ls_kv_bytes_per_token(&sh), (unsigned long long)want);
-        ls_kv_t *kv;
-        ls_kv_seq_t *s;
+        ls_kv_t *kv = NULL;
+        ls_kv_seq_t *s = NULL;
         TEST_COND(ls_kv_init(g_be, &sh, 0, &kv) == LS_OK && ls_kv_seq_init(kv, &s) == LS_OK, "init");
         TEST_COND(ls_kv_seq_reserve(s, 1000) == LS_OK, "reserve");
         // what the pool holds is exactly pages x tokens per page x bytes per token
         TEST_COND(ls_kv_page_bytes(kv) == want * LS_KV_PAGE && ls_kv_pages_held(kv) == (1000 + LS_KV_PAGE - 1) / LS_KV_PAGE,
                   "%s: %zu bytes per page, %lld pages", ls_dtype_name(sh.type), ls_kv_page_bytes(kv),
                   (long long)ls_kv_pages_held(kv));
+        ls_kv_usage u = ls_kv_usage_of(kv);
+        TEST_COND(u.in_use == u.allocated && u.allocated == ls_kv_pages_held(kv) * ls_kv_page_bytes(kv) && u.budget == 0,
+                  "%s: usage %llu in use, %llu allocated, budget %llu (0: unbounded)", ls_dtype_name(sh.type),
+                  (unsigned long long)u.in_use, (unsigned long long)u.allocated, (unsigned long long)u.budget);
         ls_kv_seq_free(s);
+        TEST_COND(ls_kv_usage_of(kv).in_use == 0 && ls_kv_usage_of(kv).allocated == u.allocated, "freed: 0 in use, still allocated");
         ls_kv_free(kv);
     }
     printf("  bytes per token (30 layers, 3 KV heads of 64): f32 %llu, bf16 %llu, q8_0 %llu\n",
@@ -61,6 +67,7 @@ static void test_no_leak(void) {
     ls_kv_shape sh = {2, 2, 32, LS_BF16};
     ls_kv_t *kv;
     TEST_COND(ls_kv_init(g_be, &sh, BUDGET, &kv) == LS_OK, "init");
+    uint64_t page = ls_kv_bytes_per_token(&sh) * LS_KV_PAGE;
     ls_kv_seq_t *seqs[SEQS] = {0};
     int64_t slots[SEQS] = {0};
     unsigned seed = 5;
@@ -91,8 +98,12 @@ static void test_no_leak(void) {
         int64_t held = 0;
         for (int j = 0; j < SEQS; j++) held += seqs[j] ? ls_kv_seq_pages(seqs[j]) : 0;
         bad += held != ls_kv_pages_used(kv) || ls_kv_pages_held(kv) > BUDGET;
+        ls_kv_usage u = ls_kv_usage_of(kv); // what a server reports: the same pages in bytes
+        bad += u.in_use != (uint64_t)held * page || u.allocated != (uint64_t)ls_kv_pages_held(kv) * page ||
+               u.budget != (uint64_t)BUDGET * page;
     }
-    TEST_COND(bad == 0, "%d steps where the pages held by sequences and the pool disagree or the budget broke", bad);
+    TEST_COND(bad == 0, "%d steps where the pages held by sequences, the pool and its usage in bytes disagree, or the budget broke",
+              bad);
     TEST_COND(nomem > 0, "the budget was reached (%d times) and reported as LS_ERR_NOMEM taking nothing", nomem);
     for (int j = 0; j < SEQS; j++) ls_kv_seq_free(seqs[j]);
     TEST_COND(ls_kv_pages_used(kv) == 0, "%lld pages not returned", (long long)ls_kv_pages_used(kv));
