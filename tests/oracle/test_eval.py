@@ -4,7 +4,8 @@
   method x rule, each prompt within a few tokens of its length; a length past the context is
   refused with the model's RoPE and runs with linear stretched to it (factor 2); the table has a
   row per length and a column per method and rule; the niah grid is a depth x length table and
-  tools/niah_heatmap.py draws it as a PNG;
+  tools/niah_heatmap.py draws it as a PNG, each panel with its own trials' lengths (a file that
+  combines runs of different lengths per method shows no cell as refused that was never asked);
 - the same trials as ordinary jobs of a running `longseq serve` (--server): the same records;
 - the scoring: the default model finds a passkey in 512 tokens, and a trial is wrong when the
   answer's first number is not the key (a model that cannot retrieve scores 0).
@@ -77,6 +78,24 @@ def test_niah_heatmap(tiny):
     print("niah: depth x length grids and the heatmap")
 
 
+def test_heatmap_panels():
+    sys.path.insert(0, str(REPO / "tools"))
+    import niah_heatmap
+
+    def trial(rope, length, depth, right, error=""):
+        return {"rope": rope, "attention": "full", "length": length, "depth": depth, "right": right, "error": error}
+
+    trials = [trial("model", 1024, 0.0, True), trial("model", 1024, 1.0, False),
+              trial("model", 12288, 0.0, False, "past the context"), trial("model", 12288, 1.0, False, "past the context"),
+              trial("yarn", 12288, 0.0, False), trial("yarn", 12288, 0.0, True)]
+    got = {p: (d, n, g.tolist()) for p, d, n, g in niah_heatmap.grids(trials)}
+    model, yarn = got[("model", "full")], got[("yarn", "full")]
+    check(model[:2] == ([0.0, 1.0], [1024, 12288]) and model[2][0][0] == 1.0 and model[2][1][0] == 0.0
+          and all(x != x for x in (model[2][0][1], model[2][1][1])), f"model: 1K ran, 12K refused (NaN): {model}")
+    check(yarn == ([0.0], [12288], [[0.5]]), f"yarn: only the length and depth it ran, 1 of 2 right: {yarn}")
+    print("niah heatmap: each panel has its own lengths and depths")
+
+
 def test_service(tiny):
     state = WORK / "state"
     token = WORK / "token"
@@ -125,6 +144,7 @@ def main():
     test_passkey_tiny(tiny)
     test_group(tiny)
     test_niah_heatmap(tiny)
+    test_heatmap_panels()
     test_service(tiny)
     test_scoring()
     done("test_eval")
