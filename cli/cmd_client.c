@@ -1479,31 +1479,50 @@ static void passkey_prompt(const ls_tokenizer_t *tok, int64_t length, double dep
     ls_buf_printf(out, "%s", ask);
 }
 
-// The needle-in-a-haystack prompt: `length` tokens of the haystack text from a random line,
-// the needle sentence between two lines after the share `depth` of it, the question.
+// The line end at or before `bytes` past start (start when there is none).
+static size_t niah_cut(const ls_buf *hay, size_t start, double bytes) {
+    size_t end = start + (size_t)(bytes > 0 ? bytes : 0);
+    if (end > hay->len) end = hay->len;
+    while (end > start && hay->data[end - 1] != '\n') end--;
+    return end;
+}
+
+// The prompt of the haystack [start, end): the needle between two lines after the share
+// `depth` of it, then the question. Returns its tokens.
+static int64_t niah_build(const ls_tokenizer_t *tok, const ls_buf *hay, size_t start, size_t end, double depth,
+                          const char *needle, const char *ask, ls_buf *out) {
+    size_t at = start + (size_t)(depth * (double)(end - start));
+    while (at > start && hay->data[at - 1] != '\n') at--;
+    ls_buf_clear(out);
+    ls_buf_append(out, hay->data + start, at - start);
+    ls_buf_printf(out, "%s", needle);
+    ls_buf_append(out, hay->data + at, end - at);
+    ls_buf_printf(out, "%s", ask);
+    return count_tokens(tok, out->data, out->len);
+}
+
+// The needle-in-a-haystack prompt: haystack text from a random line, as many whole lines as
+// keep the prompt within `length` - EVAL_GEN tokens (so that the answer fits the length: a
+// length equal to the trained context runs), the needle at `depth`, the question. The cut is
+// refined from the bytes per token of the previous try; the longest fitting one is kept.
 static void niah_prompt(const ls_tokenizer_t *tok, const ls_buf *hay, int64_t length, double depth, const char *key,
                         uint64_t *rng, ls_buf *out) {
     static const char *ask = "\nWhat is the special magic number for Jerusalem mentioned in the text above? "
                              "The special magic number for Jerusalem is";
     char needle[128];
     snprintf(needle, sizeof needle, "The special magic number for Jerusalem is %s.\n", key);
-    int64_t want = length - count_tokens(tok, needle, strlen(needle)) - count_tokens(tok, ask, strlen(ask)) - EVAL_GEN;
-    double bpt = 4.0; // bytes per token, refined once from the first cut
-    size_t start = hay->len > 1 ? (size_t)(eval_rand(rng) % (hay->len / 2)) : 0, end = start;
+    int64_t budget = length - EVAL_GEN, fixed = niah_build(tok, hay, 0, 0, 0, needle, ask, out), want = budget - fixed;
+    size_t start = hay->len > 1 ? (size_t)(eval_rand(rng) % (hay->len / 2)) : 0, best = start;
     while (start > 0 && hay->data[start - 1] != '\n') start--;
-    for (int pass = 0; pass < 2; pass++) {
-        end = start + (size_t)(bpt * (double)(want > 0 ? want : 0));
-        if (end > hay->len) end = hay->len;
-        while (end > start && hay->data[end - 1] != '\n') end--;
-        int64_t got = count_tokens(tok, hay->data + start, end - start);
-        if (got > 0) bpt = bpt * (double)want / (double)got;
+    double bpt = 4.0; // bytes per token, refined by each try
+    for (int pass = 0; pass < 6 && want > 0; pass++) {
+        size_t end = niah_cut(hay, start, bpt * (double)want);
+        int64_t n = niah_build(tok, hay, start, end, depth, needle, ask, out);
+        if (n <= budget && end > best) best = end;
+        if (n <= budget && budget - n < 16) break;
+        if (n > fixed) bpt = (double)(end - start) / (double)(n - fixed);
     }
-    size_t at = start + (size_t)(depth * (double)(end - start));
-    while (at > start && hay->data[at - 1] != '\n') at--;
-    ls_buf_append(out, hay->data + start, at - start);
-    ls_buf_printf(out, "%s", needle);
-    ls_buf_append(out, hay->data + at, end - at);
-    ls_buf_printf(out, "%s", ask);
+    niah_build(tok, hay, start, best, depth, needle, ask, out);
 }
 
 // Right when the first run of digits in the answer is the key.

@@ -4,6 +4,7 @@
   method x rule, each prompt within a few tokens of its length; a length past the context is
   refused with the model's RoPE and runs with linear stretched to it (factor 2); the table has a
   row per length and a column per method and rule; the niah grid is a depth x length table and
+  a niah prompt at the model's whole context leaves room for the answer (runs, not refused);
   tools/niah_heatmap.py draws it as a PNG, each panel with its own trials' lengths (a file that
   combines runs of different lengths per method shows no cell as refused that was never asked);
 - the same trials as ordinary jobs of a running `longseq serve` (--server): the same records;
@@ -78,6 +79,15 @@ def test_niah_heatmap(tiny):
     print("niah: depth x length grids and the heatmap")
 
 
+def test_niah_fits(tiny):
+    need_file(KJV, "the KJV text")
+    _, trials = evaluate("niah", "--lengths", "1024", "--trials", "2", model=tiny)
+    check(len(trials) == 10 and all(not t["error"] and t["tokens"] <= 1024 - 12 for t in trials),
+          f"niah at the model's whole context: every prompt leaves room for the 12 answer tokens and runs: "
+          f"{[(t['tokens'], t['error'][:60]) for t in trials]}")
+    print(f"niah at the context: prompts of {min(t['tokens'] for t in trials)}-{max(t['tokens'] for t in trials)} tokens")
+
+
 def test_heatmap_panels():
     sys.path.insert(0, str(REPO / "tools"))
     import niah_heatmap
@@ -144,6 +154,7 @@ def main():
     test_passkey_tiny(tiny)
     test_group(tiny)
     test_niah_heatmap(tiny)
+    test_niah_fits(tiny)
     test_heatmap_panels()
     test_service(tiny)
     test_scoring()
