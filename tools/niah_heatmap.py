@@ -39,7 +39,14 @@ def grids(trials):
     return out
 
 
-def draw(ax, panel, depths, lengths, grid):
+def title(panel, trials):
+    """"RoPE yarn x1.5, full": the factor when the panel's trials share one past 1."""
+    factors = {t.get("factor", 1.0) for t in trials if (t["rope"], t["attention"]) == panel}
+    f = factors.pop() if len(factors) == 1 else 1.0
+    return f"RoPE {panel[0]}{f' x{f:g}' if f > 1 else ''}, {panel[1]}"
+
+
+def draw(ax, name, depths, lengths, grid):
     cmap = matplotlib.colormaps["RdYlGn"].copy()
     cmap.set_bad("lightgrey")
     ax.imshow(np.ma.masked_invalid(grid), cmap=cmap, vmin=0, vmax=1, aspect="auto")
@@ -50,7 +57,7 @@ def draw(ax, panel, depths, lengths, grid):
     ax.set_yticks(range(len(depths)), [f"{d:.2f}" for d in depths])
     ax.set_xlabel("length (tokens)")
     ax.set_ylabel("needle depth")
-    ax.set_title(f"RoPE {panel[0]}, {panel[1]}", fontsize=9)
+    ax.set_title(name, fontsize=9)
 
 
 def main():
@@ -64,8 +71,8 @@ def main():
     rows = max(len(p[1]) for p in panels)
     fig, axes = plt.subplots(1, len(panels), figsize=(1.2 + 1.1 * sum(widths), 1.5 + 0.45 * rows), squeeze=False,
                              gridspec_kw={"width_ratios": widths})
-    for ax, p in zip(axes[0], panels):
-        draw(ax, *p)
+    for ax, (panel, depths, lengths, grid) in zip(axes[0], panels):
+        draw(ax, title(panel, trials), depths, lengths, grid)
     fig.suptitle("needle in a haystack: % right", fontsize=10)
     fig.tight_layout()
     fig.savefig(sys.argv[2], dpi=120)

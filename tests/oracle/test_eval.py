@@ -93,7 +93,8 @@ def test_heatmap_panels():
     import niah_heatmap
 
     def trial(rope, length, depth, right, error=""):
-        return {"rope": rope, "attention": "full", "length": length, "depth": depth, "right": right, "error": error}
+        return {"rope": rope, "attention": "full", "length": length, "depth": depth, "right": right, "error": error,
+                "factor": 1.5 if rope == "yarn" else 1.0}
 
     trials = [trial("model", 1024, 0.0, True), trial("model", 1024, 1.0, False),
               trial("model", 12288, 0.0, False, "past the context"), trial("model", 12288, 1.0, False, "past the context"),
@@ -103,6 +104,8 @@ def test_heatmap_panels():
     check(model[:2] == ([0.0, 1.0], [1024, 12288]) and model[2][0][0] == 1.0 and model[2][1][0] == 0.0
           and all(x != x for x in (model[2][0][1], model[2][1][1])), f"model: 1K ran, 12K refused (NaN): {model}")
     check(yarn == ([0.0], [12288], [[0.5]]), f"yarn: only the length and depth it ran, 1 of 2 right: {yarn}")
+    names = [niah_heatmap.title(p, trials) for p in got]
+    check(names == ["RoPE model, full", "RoPE yarn x1.5, full"], f"panel titles name the factor: {names}")
     print("niah heatmap: each panel has its own lengths and depths")
 
 
