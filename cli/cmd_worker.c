@@ -132,7 +132,8 @@ void cli_group_stats(void) {
             print_stats_row("all", r, t);
         }
         for (int r = 0; r < P; r++)
-            fprintf(stderr, "[longseq stats] rank %d peak resident memory %.1f MiB\n", r, all[per * (size_t)r + per - 1]);
+            fprintf(stderr, "[longseq stats] rank %d on %s peak resident memory %.1f MiB\n", r, ls_comm_host(g_comm, r),
+                    all[per * (size_t)r + per - 1]);
     }
     ls_free(mine), ls_free(all);
 }
