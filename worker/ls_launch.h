@@ -4,10 +4,11 @@
 // entries the caller adds, such as the workers' credential. The process environment itself is
 // never changed, so a server running on a thread of a bigger program (`summarize`) can launch
 // while other threads read it. Ranks are placed on named hosts with `--host LIST` or
-// `--hostfile F` (mpirun's own options; docs/ops.md §4). Used by `generate`/`perplexity --np N` (cli/cmd_worker.c) and the
-// job service (coordinator/server.c). Its own library, ls_launch, below the engine: the
-// coordinator links it without MPI. Tests: tests/cli/errors.sh, tests/oracle/test_sp.py,
-// tests/oracle/test_service.py.
+// `--hostfile F` (mpirun's own options; docs/ops.md §5). Used by `generate`/`perplexity --np
+// N` (cli/cmd_worker.c) and the job service (coordinator/server.c). Its own library,
+// ls_launch, below the engine: the coordinator links it without MPI. Tests:
+// tests/cli/errors.sh, tests/oracle/test_sp.py, tests/oracle/test_service.py,
+// tests/multihost/test_multihost.py.
 #ifndef LS_LAUNCH_H
 #define LS_LAUNCH_H
 
