@@ -13,7 +13,10 @@ only, processes started through tests/multihost/agent as ssh would start them):
   relaunched group; h3's link set down mid-job (LS_COMM_TIMEOUT=5): the rank on h2 fails
   within the timeout naming host h3 (as the silent peer, or in a collective as the group's
   other host), the coordinator relaunches (starts fail until the link is up again) and the
-  job completes.
+  job completes;
+- Slurm across the hosts (tests/multihost/slurm-up: slurmctld here, a slurmd in h1 and in h2):
+  `sbatch -N 2 deploy/slurm/longseq.sbatch` summarizes 2 passages on a group of 2 ranks, one
+  per host, started by srun --mpi=pmix.
 Skipped (exit 77) when not root or network namespaces cannot be made. The cluster is taken
 down at the end, whatever happened.
 """
@@ -232,6 +235,37 @@ def service(env, work):
         srv.stop()
 
 
+def slurm(env, work):
+    """deploy/slurm/longseq.sbatch with `sbatch -N 2`: one slurmd per namespaced host."""
+    up = sh([str(HERE / "slurm-up"), "2"], timeout=300)
+    check(up.returncode == 0, f"slurm-up 2: exit {up.returncode}\n{up.stderr[-3000:]}")
+    try:
+        senv = {k: v for k, v in env.items() if k != "OMPI_MCA_plm_rsh_agent"}  # srun starts the ranks
+        senv.update(SLURM_CONF="/run/lsmh-slurm/slurm.conf", LONGSEQ_BIN=str(BIN), LONGSEQ_OUT=str(work / "slurm.jsonl"),
+                    LONGSEQ_STATE=str(work / "slurm-state"), LONGSEQ_JOB_ARGS="--max-tokens 8",
+                    LONGSEQ_ENGINE_ARGS="--threads 1", LONGSEQ_MODEL=str(MODEL))
+        docs = work / "slurm-docs"
+        docs.mkdir()
+        lines = need_file(KJV, "the KJV text").read_text().splitlines(True)
+        for i in range(2):
+            (docs / f"passage{i}.txt").write_text("".join(lines[40 * i:40 * i + 8]))
+        p = sh(["sbatch", "--parsable", "-N", "2", "-n", "2", "-o", str(work / "slurm-%j.out"),
+                str(HERE.parents[1] / "deploy" / "slurm" / "longseq.sbatch"), str(docs)], env=senv, cwd=work)
+        check(p.returncode == 0, f"sbatch -N 2: {p.stderr}")
+        job = p.stdout.strip().split(";")[0]
+        deadline = time.time() + 300
+        while time.time() < deadline and sh(["squeue", "-h", "-j", job], env=senv).stdout.strip():
+            time.sleep(1)
+        log = (work / f"slurm-{job}.out").read_text()
+        check("2 ranks on h[1-2]" in log, f"the sbatch job did not run on h1 and h2:\n{log[-3000:]}")
+        recs = [json.loads(l) for l in (work / "slurm.jsonl").read_text().splitlines()] if (work / "slurm.jsonl").exists() else []
+        check(len(recs) == 2 and all(r["status"] == "done" and r["ranks"] == 2 for r in recs),
+              f"sbatch -N 2: records {recs}\n{log[-3000:]}")
+        print(f"  sbatch -N 2 deploy/slurm/longseq.sbatch: slurmd on h1 and h2, {len(recs)} documents done on 2 ranks")
+    finally:
+        sh([str(HERE / "slurm-down")])
+
+
 def main():
     if os.geteuid() != 0:
         skip("network namespaces need root")
@@ -247,6 +281,7 @@ def main():
         placement(env)
         perplexity_across(env, work)
         service(env, work)
+        slurm(env, work)
     finally:
         sh([str(HERE / "cluster-down")])
     done("multihost")
