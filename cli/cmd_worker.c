@@ -1,9 +1,10 @@
 // cmd_worker.c — worker groups: `longseq worker --task generate|perplexity|logits ARGS` is the
 // MPI program (run by mpirun or srun); `--np N [--launcher CMD] [--hosts H | --hostfile F]` on
-// generate and perplexity starts such a group and waits for it. Inside a group every rank loads the model, the leader
-// (rank 0) reads and tokenizes the input and broadcasts it, and only the leader writes output,
-// so the output has the same form whatever N is. Any error on a rank aborts the whole group,
-// naming the rank. Tests: tests/oracle/test_sp.py.
+// generate and perplexity starts such a group and waits for it. Inside a group every rank
+// loads the model, the leader (rank 0) reads and tokenizes the input and broadcasts it, and
+// only the leader writes output, so the output has the same form whatever N is. Any error on a
+// rank aborts the whole group, naming the rank. Tests: tests/oracle/test_sp.py,
+// tests/multihost/test_multihost.py (--hosts), tests/cli/errors.sh.
 #include "cli.h"
 #include "ls_comm.h"
 #include "ls_launch.h"
