@@ -167,12 +167,16 @@ bool cli_parse_setting(const char *cmd, ls_setting k, const char *arg, double *o
 typedef struct ls_comm ls_comm_t;
 #define CLI_GROUP_OPTIONS                                                                  \
     {"np", required_argument, 0, 'N'}, {"launcher", required_argument, 0, 'L'},              \
+    {"hosts", required_argument, 0, 'L'}, {"hostfile", required_argument, 0, 'L'},           \
     {"stats", no_argument, 0, 'Z'}
 #define CLI_GROUP_HELP                                                                     \
     "  --np N               run as a worker group of N ranks (sequence parallelism)\n"        \
     "  --launcher CMD       how to start it (default mpirun; e.g. \"srun --mpi=pmix\")\n"      \
+    "  --hosts H1:N,H2:M    with mpirun: run N ranks on host H1, M on H2 (mpirun --host)\n"    \
+    "  --hostfile F         with mpirun: the hosts and their slots from F (mpirun --hostfile)\n" \
     "  --stats              with --np: bytes sent/received and wait time per layer and rank\n"
-// In one-shot use with --np: starts `CMD -np N <longseq> worker --task TASK <args>` and returns
+// In one-shot use with --np: starts `CMD -np N [--host H | --hostfile F] <longseq> worker --task
+// TASK <args>` and returns
 // its exit status; -1 when there is no --np or this already is a worker.
 int cli_maybe_launch(const char *task, int argc, char **argv);
 ls_comm_t *cli_group(void); // NULL outside `longseq worker`

@@ -22,7 +22,9 @@ static void help(void) {
            "  --tokens N           sequence length (suffixes K = 1000, M = 1000000: 100K, 1M)\n"
            "  --ranks P            ranks (GPUs, or CPU processes)\n"
            "  --gpu cpu|h100|h200|a100   device of every rank (default cpu)\n"
-           "  --link shm|nvlink|ib-ndr|tcp   between ranks (default shm on cpu, nvlink on GPUs)\n"
+           "  --link shm|nvlink|ib-ndr|tcp|FILE   between ranks (default shm on cpu, nvlink on GPUs);\n"
+           "                       FILE: a JSON object {\"bandwidth\": B/s, \"latency\": s} such as\n"
+           "                       tests/multihost/measure-link writes from bench_comm\n"
            "  --threads T          cpu: threads per rank (default 1)\n"
            "  --rates F            the rates file (default: deploy/capacity.json of this source tree)\n"
            "  --json               one JSON object\n" CLI_ATTN_HELP);
@@ -46,13 +48,37 @@ static bool parse_tokens(const char *s, int64_t *out) {
     return true;
 }
 
+// --link FILE: a link object of its own (a name with a '/' or ending in .json), checked.
+static bool link_is_file(const char *link) {
+    size_t n = strlen(link);
+    return strchr(link, '/') || (n > 5 && !strcmp(link + n - 5, ".json"));
+}
+
+static ls_status load_link_file(const char *path, json_t **out) {
+    json_error_t err;
+    json_t *o = json_load_file(path, 0, &err);
+    if (!o) return LS_ERR(LS_ERR_FORMAT, "--link %s:%d: %s", path, err.line, err.text);
+    double bw = json_number_value(json_object_get(o, "bandwidth")), lat = json_number_value(json_object_get(o, "latency"));
+    if (!json_is_object(o) || !(bw > 0) || !(lat >= 0)) {
+        json_decref(o);
+        return LS_ERR(LS_ERR_FORMAT, "--link %s: expected {\"bandwidth\": bytes/s > 0, \"latency\": seconds >= 0}", path);
+    }
+    *out = o;
+    return LS_OK;
+}
+
 // The device's and link's rates from the data file (CPU rates are per thread).
 static ls_status load_rates(const plan_args *a, ls_device_rates *d, ls_link_rates *l, char *src, size_t cap) {
     json_error_t err;
+    json_t *own = NULL;
+    if (link_is_file(a->link)) LS_CHECK(load_link_file(a->link, &own));
     json_t *root = json_load_file(a->rates, 0, &err);
-    if (!root) return LS_ERR(LS_ERR_FORMAT, "%s:%d: %s", a->rates, err.line, err.text);
+    if (!root) {
+        json_decref(own);
+        return LS_ERR(LS_ERR_FORMAT, "%s:%d: %s", a->rates, err.line, err.text);
+    }
     json_t *dev = json_object_get(json_object_get(root, "devices"), a->gpu);
-    json_t *lnk = json_object_get(json_object_get(root, "links"), a->link);
+    json_t *lnk = own ? own : json_object_get(json_object_get(root, "links"), a->link);
     ls_status rc = LS_OK;
     if (!dev) rc = LS_ERR(LS_ERR_NOT_FOUND, "%s has no device \"%s\"", a->rates, a->gpu);
     else if (!lnk) rc = LS_ERR(LS_ERR_NOT_FOUND, "%s has no link \"%s\"", a->rates, a->link);
@@ -69,8 +95,9 @@ static ls_status load_rates(const plan_args *a, ls_device_rates *d, ls_link_rate
         *l = (ls_link_rates){.bandwidth = json_number_value(json_object_get(lnk, "bandwidth")),
                              .latency = json_number_value(json_object_get(lnk, "latency"))};
         const char *ds = json_string_value(json_object_get(dev, "source")), *ls = json_string_value(json_object_get(lnk, "source"));
-        snprintf(src, cap, "%s; %s", ds ? ds : "?", ls ? ls : "?");
+        snprintf(src, cap, "%s; %s", ds ? ds : "?", ls ? ls : own ? a->link : "?");
     }
+    json_decref(own);
     json_decref(root);
     return rc;
 }

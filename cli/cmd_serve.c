@@ -2,6 +2,7 @@
 // line. Engine options given here are the workers' (and the RoPE overrides also the
 // coordinator's, for its length checks). Tests: tests/oracle/test_service.py.
 #include "cli.h"
+#include "ls_launch.h"
 #include "ls_server.h"
 
 #include <stdlib.h>
@@ -20,6 +21,8 @@ static void help(void) {
            "                       created with a random token when missing)\n"
            "  --np N               ranks of the worker group (default 1)\n"
            "  --launcher CMD       how to start it (default mpirun; e.g. \"srun --mpi=pmix\")\n"
+           "  --hosts H1:N,H2:M    with mpirun: N ranks on host H1, M on H2 (give --advertise too)\n"
+           "  --hostfile F         with mpirun: the hosts and their slots from F\n"
            "  --workers launch|external   external: start no group, wait for\n"
            "                       `longseq worker --connect HOST:PORT` (e.g. from an sbatch script)\n"
            "  --worker-token-file F   the workers' own credential, which clients never see\n"
@@ -79,6 +82,7 @@ int cmd_serve(int argc, char **argv) {
         {"worker-token-file", required_argument, 0, 'K'}, {"http", required_argument, 0, 'H'},
         {"http-max-body", required_argument, 0, 'Y'}, {"http-max-header", required_argument, 0, 'Z'},
         {"http-timeout", required_argument, 0, 'O'}, {"http-max-conns", required_argument, 0, 'X'},
+        {"hosts", required_argument, 0, 'y'}, {"hostfile", required_argument, 0, 'f'},
         CLI_ENGINE_OPTIONS, {0, 0, 0, 0}};
     ls_server_opts o = ls_server_opts_default();
     cli_engine_args eng = cli_engine_args_default();
@@ -104,6 +108,8 @@ int cmd_serve(int argc, char **argv) {
         case 't': token_file = optarg; break;
         case 'K': worker_token_file = optarg; break;
         case 'L': o.launcher = optarg; break;
+        case 'y': o.hosts = optarg; break;
+        case 'f': o.hostfile = optarg; break;
         case 'q': o.quiet = true; break;
         case 'w':
             if (strcmp(optarg, "launch") && strcmp(optarg, "external"))
@@ -134,6 +140,11 @@ int cmd_serve(int argc, char **argv) {
     if (status == 0 && optind < argc) status = cli_usage_error("serve", "unexpected argument \"%s\"", argv[optind]);
     if (status == 0 && o.external_workers && !worker_token_file)
         status = cli_usage_error("serve", "--workers external needs --worker-token-file F (the workers' own credential)");
+    ls_launch_opts placement = {.launcher = o.launcher, .hosts = o.hosts, .hostfile = o.hostfile};
+    if (status == 0 && !o.external_workers && ls_launch_check_placement(&placement) != LS_OK) {
+        status = cli_usage_error("serve", "%s", ls_err_msg());
+        ls_err_clear();
+    }
     char *token = NULL, *worker_token = NULL;
     if (status == 0 && server_token(token_file, &token) != LS_OK) status = cli_fail();
     if (status == 0 && worker_token_file && ls_wire_read_token(worker_token_file, &worker_token) != LS_OK) status = cli_fail();

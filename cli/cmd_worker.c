@@ -1,9 +1,10 @@
 // cmd_worker.c — worker groups: `longseq worker --task generate|perplexity|logits ARGS` is the
-// MPI program (run by mpirun or srun); `--np N [--launcher CMD]` on generate and perplexity
-// starts such a group and waits for it. Inside a group every rank loads the model, the leader
-// (rank 0) reads and tokenizes the input and broadcasts it, and only the leader writes output,
-// so the output has the same form whatever N is. Any error on a rank aborts the whole group,
-// naming the rank. Tests: tests/oracle/test_sp.py.
+// MPI program (run by mpirun or srun); `--np N [--launcher CMD] [--hosts H | --hostfile F]` on
+// generate and perplexity starts such a group and waits for it. Inside a group every rank
+// loads the model, the leader (rank 0) reads and tokenizes the input and broadcasts it, and
+// only the leader writes output, so the output has the same form whatever N is. Any error on a
+// rank aborts the whole group, naming the rank. Tests: tests/oracle/test_sp.py,
+// tests/multihost/test_multihost.py (--hosts), tests/cli/errors.sh.
 #include "cli.h"
 #include "ls_comm.h"
 #include "ls_launch.h"
@@ -24,35 +25,52 @@ bool cli_is_leader(void) { return !g_comm || ls_comm_rank(g_comm) == 0; }
 
 // --- launching a group ------------------------------------------------------------------------
 
-// The group's arguments: worker --task TASK and this command's own, less --np and --launcher.
+// The options cli_maybe_launch takes for itself (each with a value).
+static const char *const g_launch_opts[] = {"--np", "--launcher", "--hosts", "--hostfile"};
+
+// The value of launch option `name` in argv[*i] (--name V or --name=V; *i advanced past V), or NULL.
+static const char *launch_opt(const char *name, int argc, char **argv, int *i) {
+    size_t n = strlen(name);
+    if (strncmp(argv[*i], name, n)) return NULL;
+    if (argv[*i][n] == '=') return argv[*i] + n + 1;
+    if (argv[*i][n] || *i + 1 >= argc) return NULL;
+    return argv[++*i];
+}
+
+// The group's arguments: worker --task TASK and this command's own, less the launch options.
 static int group_args(const char *task, int argc, char **argv, const char **args) {
     int k = 0;
     args[k++] = "worker", args[k++] = "--task", args[k++] = task;
     for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--np") || !strcmp(argv[i], "--launcher")) {
-            i++;
-            continue;
-        }
-        if (!strncmp(argv[i], "--np=", 5) || !strncmp(argv[i], "--launcher=", 11)) continue;
-        args[k++] = argv[i];
+        bool taken = false;
+        for (size_t m = 0; m < sizeof g_launch_opts / sizeof *g_launch_opts && !taken; m++)
+            taken = launch_opt(g_launch_opts[m], argc, argv, &i) != NULL;
+        if (!taken) args[k++] = argv[i];
     }
     return k;
 }
 
 int cli_maybe_launch(const char *task, int argc, char **argv) {
-    const char *np = NULL, *launcher = "mpirun";
-    for (int i = 1; i < argc; i++) { // as getopt_long reads them: --np N or --np=N
-        if (!strcmp(argv[i], "--np") && i + 1 < argc) np = argv[i + 1];
-        if (!strcmp(argv[i], "--launcher") && i + 1 < argc) launcher = argv[i + 1];
-        if (!strncmp(argv[i], "--np=", 5)) np = argv[i] + 5;
-        if (!strncmp(argv[i], "--launcher=", 11)) launcher = argv[i] + 11;
-    }
+    const char *v[4] = {NULL, "mpirun", NULL, NULL}; // as getopt_long reads them: --np N or --np=N
+    for (int i = 1; i < argc; i++)
+        for (int m = 0; m < 4; m++) {
+            int j = i;
+            const char *x = launch_opt(g_launch_opts[m], argc, argv, &j);
+            if (x) v[m] = x;
+        }
+    const char *np = v[0], *launcher = v[1];
     if (!np || g_comm) return -1;
     int64_t n;
     if (!cli_parse_int(task, "--np", np, 1, 4096, &n)) return 2;
     if (!launcher[strspn(launcher, " \t")]) return cli_usage_error(task, "--launcher is empty");
+    ls_launch_opts lo = {.launcher = launcher, .np = (int)n, .hosts = v[2], .hostfile = v[3]};
+    if (ls_launch_check_placement(&lo) != LS_OK) {
+        cli_usage_error(task, "%s", ls_err_msg());
+        ls_err_clear();
+        return 2;
+    }
     const char **args = ls_calloc((size_t)argc + 3, sizeof *args);
-    ls_launch_opts lo = {.launcher = launcher, .np = (int)n, .args = args, .n_args = group_args(task, argc, argv, args)};
+    lo.args = args, lo.n_args = group_args(task, argc, argv, args);
     pid_t pid;
     ls_status rc = ls_launch_group(&lo, &pid);
     ls_free(args);
@@ -115,7 +133,8 @@ void cli_group_stats(void) {
             print_stats_row("all", r, t);
         }
         for (int r = 0; r < P; r++)
-            fprintf(stderr, "[longseq stats] rank %d peak resident memory %.1f MiB\n", r, all[per * (size_t)r + per - 1]);
+            fprintf(stderr, "[longseq stats] rank %d on %s peak resident memory %.1f MiB\n", r, ls_comm_host(g_comm, r),
+                    all[per * (size_t)r + per - 1]);
     }
     ls_free(mine), ls_free(all);
 }

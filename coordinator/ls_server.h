@@ -29,6 +29,7 @@ typedef struct ls_server_opts {
     ls_load_opts load;           // LoRA adapters (may grow the vocabulary; also given to the workers)
     int np;                      // ranks of the worker group
     const char *launcher;        // e.g. "mpirun" or "srun --mpi=pmix"
+    const char *hosts, *hostfile; // NULL, or where mpirun places the ranks (ls_launch.h)
     bool external_workers;       // do not launch: wait for `longseq worker --connect`
     char **worker_args;          // extra options for `longseq worker` (engine options)
     int n_worker_args;

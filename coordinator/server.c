@@ -374,7 +374,7 @@ static void launch(server *s) {
     for (int i = 0; i < s->o->n_worker_args; i++) args[k++] = s->o->worker_args[i];
     const char *env[] = {cred, "LONGSEQ_TOKEN"}; // the clients' token stays out of the group
     ls_launch_opts lo = {.launcher = s->o->launcher, .np = s->o->np, .args = args, .n_args = k, .env = env,
-                         .n_env = 2, .own_group = true};
+                         .n_env = 2, .own_group = true, .hosts = s->o->hosts, .hostfile = s->o->hostfile};
     ls_status rc = ls_launch_group(&lo, &s->gpid);
     ls_free(args);
     if (rc != LS_OK) {

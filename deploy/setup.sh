@@ -28,7 +28,7 @@ say() { printf '[setup] %s\n' "$*"; }
 
 # --- Debian packages ----------------------------------------------------------------------
 packages="build-essential cmake pkg-config libutf8proc-dev libjansson-dev libopenblas-dev libopenmpi-dev openmpi-bin libprotobuf-c-dev protobuf-c-compiler libsqlite3-dev libmicrohttpd-dev python3 python3-venv bible-kjv"
-[ $tests = 1 ] && packages="$packages clang libclang-rt-14-dev"
+[ $tests = 1 ] && packages="$packages clang libclang-rt-14-dev iproute2 iputils-ping"
 missing=""
 for p in $packages; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"

@@ -1,9 +1,12 @@
 // comm.c — the implementation-independent half of the exchange layer: batches, waits with a
-// timeout (LS_COMM_TIMEOUT seconds), per-layer statistics. The transport is an
-// ls_comm_iface (comm_mpi.c). Tests: tests/oracle/test_sp.py.
+// timeout (LS_COMM_TIMEOUT seconds) whose error names the silent rank and its host, per-layer
+// statistics. The transport is an ls_comm_iface (comm_mpi.c). Tests: tests/oracle/test_sp.py,
+// tests/multihost/test_multihost.py (a host's link down: the host named).
 #include "ls_comm.h"
 
+#include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 LS_PARAM(comm_timeout_s, "LS_COMM_TIMEOUT", 300)
 
@@ -17,6 +20,7 @@ struct ls_comm {
     ls_comm_t *stats_owner; // counts go to this group's statistics (NCCL: its MPI group), or NULL
     void *reqs;          // [MAX_REQS] of iface->req_size bytes: one batch in flight at a time
     int peers[MAX_REQS]; // the peer of each request of the batch
+    char (*hosts)[LS_COMM_HOST_MAX]; // [size] each rank's host name (NULL: not learnt)
 };
 
 ls_comm_t *ls_comm_new(const ls_comm_iface *iface, void *impl, int rank, int size, int local_rank, int local_size) {
@@ -31,6 +35,7 @@ void ls_comm_finish(ls_comm_t *c) {
     if (!c) return;
     ls_free(c->stats.sent), ls_free(c->stats.recvd), ls_free(c->stats.wait_ms);
     ls_free(c->reqs);
+    ls_free(c->hosts);
     c->iface->finish(c->impl);
     ls_free(c);
 }
@@ -48,6 +53,24 @@ const ls_comm_stats *ls_comm_get_stats(const ls_comm_t *c) { return c->stats_own
 bool ls_comm_device_buffers(const ls_comm_t *c) { return c->iface->device_buffers; }
 const char *ls_comm_name(const ls_comm_t *c) { return c->iface->name; }
 void ls_comm_count_into(ls_comm_t *c, ls_comm_t *owner) { c->stats_owner = owner; }
+const char *ls_comm_host(const ls_comm_t *c, int rank) {
+    return c->hosts && rank >= 0 && rank < c->size ? c->hosts[rank] : "?";
+}
+
+ls_status ls_comm_learn_hosts(ls_comm_t *c) {
+    char me[LS_COMM_HOST_MAX] = "";
+    if (gethostname(me, sizeof me - 1) != 0) snprintf(me, sizeof me, "?");
+    char(*all)[LS_COMM_HOST_MAX] = ls_calloc((size_t)c->size, sizeof *all);
+    ls_status rc = ls_comm_allgather(c, me, all, sizeof me);
+    if (rc != LS_OK) {
+        ls_free(all);
+        return rc;
+    }
+    for (int r = 0; r < c->size; r++) all[r][LS_COMM_HOST_MAX - 1] = 0;
+    ls_free(c->hosts);
+    c->hosts = all;
+    return LS_OK;
+}
 
 ls_status ls_comm_stats_init(ls_comm_t *c, int n_layers) {
     if (c->stats_owner) c = c->stats_owner;
@@ -78,6 +101,26 @@ static int pending_peer(ls_comm_t *c, int n, void *reqs) {
     return -1;
 }
 
+// The hosts of the group other than this rank's (at most 8 named, then how many more), for a
+// collective's timeout: MPI cannot say which rank is missing, so the message names where to look.
+static void other_hosts(const ls_comm_t *c, char *out, size_t cap) {
+    size_t len = 0;
+    int named = 0, more = 0;
+    out[0] = 0;
+    for (int r = 0; c->hosts && r < c->size; r++) {
+        bool seen = !strcmp(c->hosts[r], c->hosts[c->rank]);
+        for (int q = 0; q < r && !seen; q++) seen = !strcmp(c->hosts[q], c->hosts[r]);
+        if (seen) continue;
+        if (named == 8) {
+            more++;
+            continue;
+        }
+        int k = snprintf(out + len, cap - len, "%s%s", named ? ", " : "; the other hosts: ", c->hosts[r]);
+        if (k > 0 && (size_t)k < cap - len) len += (size_t)k, named++;
+    }
+    if (more) snprintf(out + len, cap - len, " and %d more", more);
+}
+
 // Polls until the requests complete; after the timeout, an error naming what and whom (peer:
 // the collective's root, -1 for none, -2 for a point-to-point batch).
 static ls_status wait_reqs(ls_comm_t *c, int n, void *reqs, const char *what, int peer) {
@@ -88,10 +131,13 @@ static ls_status wait_reqs(ls_comm_t *c, int n, void *reqs, const char *what, in
         if (done) break;
         if (ls_time_ms() > deadline) {
             if (peer == -2) peer = pending_peer(c, n, reqs);
-            return peer >= 0 ? LS_ERR(LS_ERR_DEVICE, "rank %d: no answer from rank %d for %lld s during %s", c->rank, peer,
+            char others[640];
+            other_hosts(c, others, sizeof others);
+            return peer >= 0 ? LS_ERR(LS_ERR_DEVICE, "rank %d (host %s): no answer from rank %d (host %s) for %lld s during %s",
+                                      c->rank, ls_comm_host(c, c->rank), peer, ls_comm_host(c, peer),
                                       (long long)ls_param_comm_timeout_s(), what)
-                             : LS_ERR(LS_ERR_DEVICE, "rank %d: the group did not complete %s within %lld s", c->rank,
-                                      what, (long long)ls_param_comm_timeout_s());
+                             : LS_ERR(LS_ERR_DEVICE, "rank %d (host %s): the group did not complete %s within %lld s%s", c->rank,
+                                      ls_comm_host(c, c->rank), what, (long long)ls_param_comm_timeout_s(), others);
         }
         if (spins > 1000) nanosleep(&(struct timespec){0, 20000}, NULL); // a long wait: stop burning a core
     }

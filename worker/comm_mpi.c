@@ -99,5 +99,5 @@ ls_status ls_comm_mpi_init(int *argc, char ***argv, ls_comm_t **out) {
     MPI_Comm_rank(m->node, &lr);
     MPI_Comm_size(m->node, &ls);
     *out = ls_comm_new(&g_mpi, m, m->rank, size, lr, ls);
-    return LS_OK;
+    return ls_comm_learn_hosts(*out);
 }

@@ -1,9 +1,12 @@
 // launch.c — the one worker-group launcher (ls_launch.h): the command line, an environment
 // array built for the child (never setenv), posix_spawnp. Tests: tests/cli/errors.sh (a
-// launcher that cannot start), tests/oracle/test_sp.py (--np groups), tests/oracle/test_service.py
-// (the service's groups and their credential).
+// launcher that cannot start, --hosts refused), tests/oracle/test_sp.py (--np groups),
+// tests/oracle/test_service.py (the service's groups and their credential),
+// tests/multihost/test_multihost.py (--hosts across namespaced hosts).
 #include "ls_launch.h"
 
+#include <ctype.h>
+#include <errno.h>
 #include <signal.h>
 #include <spawn.h>
 #include <string.h>
@@ -47,6 +50,49 @@ static char **group_env(const ls_launch_opts *o) {
     return env;
 }
 
+static bool is_srun(const char *launcher) {
+    const char *p = launcher + strspn(launcher, " \t");
+    size_t n = strcspn(p, " \t");
+    const char *base = p;
+    for (size_t i = 0; i < n; i++)
+        if (p[i] == '/') base = p + i + 1;
+    return (size_t)(p + n - base) == 4 && !strncmp(base, "srun", 4);
+}
+
+// One "NAME[:SLOTS]" of a host list, from s to its end or the next ','.
+static ls_status check_host(const char *s, size_t len) {
+    size_t name = 0;
+    while (name < len && (isalnum((unsigned char)s[name]) || strchr(".-_", s[name]))) name++;
+    if (!name) return LS_ERR(LS_ERR_INVALID, "--hosts: empty host name in \"%.*s\" (expected NAME[:SLOTS],...)", (int)len, s);
+    if (name == len) return LS_OK;
+    if (s[name] != ':') return LS_ERR(LS_ERR_INVALID, "--hosts: \"%.*s\" is not NAME[:SLOTS]", (int)len, s);
+    long slots = 0;
+    size_t i = name + 1;
+    for (; i < len && isdigit((unsigned char)s[i]) && slots <= 4096; i++) slots = slots * 10 + (s[i] - '0');
+    if (i != len || slots < 1 || slots > 4096)
+        return LS_ERR(LS_ERR_INVALID, "--hosts: the slots of \"%.*s\" must be a number from 1 to 4096", (int)len, s);
+    return LS_OK;
+}
+
+ls_status ls_launch_check_placement(const ls_launch_opts *o) {
+    if (!o->hosts && !o->hostfile) return LS_OK;
+    if (o->hosts && o->hostfile) return LS_ERR(LS_ERR_INVALID, "give one of --hosts and --hostfile, not both");
+    if (is_srun(o->launcher ? o->launcher : "mpirun"))
+        return LS_ERR(LS_ERR_INVALID, "--hosts and --hostfile place ranks with mpirun; under srun, Slurm's allocation places them");
+    if (o->hostfile) {
+        if (access(o->hostfile, R_OK) != 0)
+            return LS_ERR(LS_ERR_IO, "--hostfile %s: %s", o->hostfile, strerror(errno));
+        return LS_OK;
+    }
+    const char *s = o->hosts;
+    do {
+        size_t len = strcspn(s, ",");
+        LS_CHECK(check_host(s, len));
+        s += len;
+    } while (*s++);
+    return LS_OK;
+}
+
 // LAUNCHER -np N SELF ARGS... in argv (words points into a copy of the launcher line).
 static ls_status group_argv(const ls_launch_opts *o, char *words, const char *self, char *np, char **argv) {
     int k = 0;
@@ -56,6 +102,8 @@ static ls_status group_argv(const ls_launch_opts *o, char *words, const char *se
     const char *prog = strrchr(argv[0], '/') ? strrchr(argv[0], '/') + 1 : argv[0];
     argv[k++] = !strcmp(prog, "srun") ? "-n" : "-np";
     argv[k++] = np;
+    if (o->hosts) argv[k++] = "--host", argv[k++] = (char *)o->hosts;
+    if (o->hostfile) argv[k++] = "--hostfile", argv[k++] = (char *)o->hostfile;
     argv[k++] = (char *)self;
     for (int i = 0; i < o->n_args; i++) argv[k++] = (char *)o->args[i];
     argv[k] = NULL;
@@ -70,8 +118,9 @@ ls_status ls_launch_group(const ls_launch_opts *o, pid_t *pid) {
     snprintf(np, sizeof np, "%d", o->np);
     const char *launcher = o->launcher ? o->launcher : "mpirun";
     char *words = ls_strndup(launcher, strlen(launcher));
-    char **argv = ls_calloc(16 + 3 + (size_t)o->n_args + 1, sizeof *argv);
-    ls_status rc = group_argv(o, words, self, np, argv);
+    char **argv = ls_calloc(16 + 5 + (size_t)o->n_args + 1, sizeof *argv);
+    ls_status rc = ls_launch_check_placement(o);
+    if (rc == LS_OK) rc = group_argv(o, words, self, np, argv);
     char **env = rc == LS_OK ? group_env(o) : NULL;
     posix_spawnattr_t at;
     posix_spawnattr_init(&at);

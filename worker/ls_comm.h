@@ -74,6 +74,11 @@ void ls_comm_abort(ls_comm_t *c, int code);
 
 int ls_comm_rank(const ls_comm_t *c);
 int ls_comm_size(const ls_comm_t *c);
+// Every rank's host name, gathered once (a collective; ls_comm_mpi_init does it) so that a
+// timeout names the host of the rank that went silent (a link down, a host gone).
+enum { LS_COMM_HOST_MAX = 64 };
+ls_status ls_comm_learn_hosts(ls_comm_t *c);
+const char *ls_comm_host(const ls_comm_t *c, int rank); // "?" before ls_comm_learn_hosts
 // Ranks on this node and this rank's index among them (for threads per rank, GPU choice).
 int ls_comm_local_size(const ls_comm_t *c);
 int ls_comm_local_rank(const ls_comm_t *c);

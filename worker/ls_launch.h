@@ -3,10 +3,12 @@
 // permission to run as root and to oversubscribe (unless already set; docs/ops.md §1.1), and the
 // entries the caller adds, such as the workers' credential. The process environment itself is
 // never changed, so a server running on a thread of a bigger program (`summarize`) can launch
-// while other threads read it. Used by `generate`/`perplexity --np N` (cli/cmd_worker.c) and the
-// job service (coordinator/server.c). Its own library, ls_launch, below the engine: the
-// coordinator links it without MPI. Tests: tests/cli/errors.sh, tests/oracle/test_sp.py,
-// tests/oracle/test_service.py.
+// while other threads read it. Ranks are placed on named hosts with `--host LIST` or
+// `--hostfile F` (mpirun's own options; docs/ops.md §5). Used by `generate`/`perplexity --np
+// N` (cli/cmd_worker.c) and the job service (coordinator/server.c). Its own library,
+// ls_launch, below the engine: the coordinator links it without MPI. Tests:
+// tests/cli/errors.sh, tests/oracle/test_sp.py, tests/oracle/test_service.py,
+// tests/multihost/test_multihost.py.
 #ifndef LS_LAUNCH_H
 #define LS_LAUNCH_H
 
@@ -24,10 +26,18 @@ typedef struct ls_launch_opts {
     const char *const *env;
     int n_env;
     bool own_group;          // in a process group of its own (stopped as a whole), no blocked signals
+    const char *hosts;       // NULL, or "NAME[:SLOTS],..." where the ranks run (mpirun --host)
+    const char *hostfile;    // NULL, or a file of hosts, as mpirun's --hostfile reads it
 } ls_launch_opts;
 
-// Spawns the launcher and returns at once with its pid. LS_ERR_INVALID for an empty launcher,
-// LS_ERR_IO naming the launcher when it cannot be started.
+// Whether o's placement can be passed on: hosts well formed (names of letters, digits, '.',
+// '-', '_'; slots 1..4096), a readable hostfile, not both, and a launcher that is not srun
+// (Slurm places ranks itself). LS_ERR_INVALID or LS_ERR_IO saying what is wrong.
+ls_status ls_launch_check_placement(const ls_launch_opts *o);
+
+// Spawns the launcher and returns at once with its pid. LS_ERR_INVALID for an empty launcher
+// or a placement ls_launch_check_placement refuses, LS_ERR_IO naming the launcher when it
+// cannot be started.
 ls_status ls_launch_group(const ls_launch_opts *o, pid_t *pid);
 
 #endif // LS_LAUNCH_H

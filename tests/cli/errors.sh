@@ -80,6 +80,17 @@ expect 2 "give exactly one of --prompt and --prompt-file" -- generate --np 2 --l
 expect 2 "--batch runs in one process: drop --np" -- generate --batch x.jsonl --np 2 --launcher /nonexistent/mpirun
 expect 2 '--batch-tokens expects an integer from 1 to 1048576, not "0"' -- generate --batch x.jsonl --batch-tokens 0
 expect 2 "unknown option" -- generate --np 2 --launcher /nonexistent/mpirun --prompt x --bogus
+# where the ranks go (--hosts/--hostfile become mpirun's --host/--hostfile): refused before launching
+expect 2 '--hosts: the slots of "h1:0" must be a number from 1 to 4096' -- perplexity --np 2 --launcher /nonexistent/mpirun --hosts h1:0 --ctx 64 "$kjv"
+expect 2 '--hosts: empty host name in ""' -- generate --prompt x --np 2 --launcher /nonexistent/mpirun --hosts=h1:1,,h2:1
+expect 2 '--hosts: "h1;x" is not NAME[:SLOTS]' -- serve --hosts 'h1;x'
+expect 2 "give one of --hosts and --hostfile, not both" -- generate --prompt x --np 2 --launcher /nonexistent/mpirun --hosts h1 --hostfile "$kjv"
+expect 2 "--hostfile /nonexistent/hosts: No such file or directory" -- perplexity --np 2 --launcher /nonexistent/mpirun --hostfile /nonexistent/hosts --ctx 64 "$kjv"
+expect 2 "under srun, Slurm's allocation places them" -- generate --prompt x --np 2 --launcher "/usr/bin/srun --mpi=pmix" --hosts h1:2
+# well-formed placement reaches the launcher (which does not exist here)
+expect 1 'cannot start the launcher "/nonexistent/mpirun"' -- generate --prompt x --np 2 --launcher /nonexistent/mpirun --hosts h1:1,node-2.example:3
+echo '{"bandwidth": 0, "latency": 1e-3}' > "$work/link.json"
+expect 1 "--link $work/link.json: expected {\"bandwidth\": bytes/s > 0" -- plan --tokens 4K --ranks 2 --link "$work/link.json"
 expect 2 '--kv-type "q4_0" is not f32, bf16 or q8_0' -- generate --prompt x --kv-type q4_0
 expect 2 '--kv-type "f16" is not f32, bf16 or q8_0' -- serve --kv-type f16
 # the worker command's own help (it is what mpirun/srun run; its usage errors point at it)
