@@ -426,6 +426,11 @@ static ls_status watch(client *c, const char *id, watch_opts *wo, Longseq__JobSt
             show_state(&ws, e);
         } else if (e && e->kind == LONGSEQ__EVENT__KIND__PREFILL) {
             show_prefill(&ws, wo, e);
+        } else if (e && e->kind == LONGSEQ__EVENT__KIND__STAGE) { // a strategy's parent: its stage
+            end_progress_line(&ws);
+            fprintf(stderr, "[%s] %s", ws.id, e->stage ? e->stage : "");
+            if (e->tok_per_s > 0) fprintf(stderr, ", %.0f%%, %.0f tok/s, ETA %.0f s", 100 * e->fraction, e->tok_per_s, e->eta_s);
+            fprintf(stderr, "\n");
         } else if (e && e->kind == LONGSEQ__EVENT__KIND__TEXT) {
             show_decode(&ws, wo);
             if (wo->show_text) show_text(&ws, wo, &seen, e->text ? e->text : "");
@@ -935,19 +940,21 @@ static int summarize_jobs(const char *token, int port, char **files, int n, Long
 
 // --- long documents: the strategies (docs/architecture.md ("Long documents")) -------------------
 
-typedef enum { STRAT_AUTO, STRAT_DIRECT, STRAT_EXTEND, STRAT_MAPREDUCE } strategy;
-static const char *const g_strategies[] = {"auto", "direct", "extend", "map-reduce"};
-#define MR_OVERHEAD_TOKENS 96 // the chat template and a chunk's or combine's request, with room
+typedef ls_strategy strategy; // (proto/ls_settings.h; chosen by coordinator/ls_effctx.h)
+#define STRAT_AUTO LS_STRAT_AUTO
+#define STRAT_DIRECT LS_STRAT_DIRECT
+#define STRAT_EXTEND LS_STRAT_EXTEND
+#define STRAT_MAPREDUCE LS_STRAT_MAPREDUCE
+#define MR_OVERHEAD_TOKENS LS_MR_OVERHEAD_TOKENS
 
 // What summarize knows of the model for choosing a strategy: its tokenizer (a document's
-// length), its trained context and its measured effective context (cli/effctx.c).
+// length), its trained context and its measured effective context (coordinator/effctx.c).
 typedef struct longdoc {
     strategy want;
     int64_t chunk_tokens; // --chunk-tokens; 0: the measured reliable context
     int64_t combine_parts; // --combine-parts: at most this many summaries per combine call (0: as fit)
     cli_model m;
-    int64_t n_ctx_train;
-    cli_effctx eff;
+    ls_strategy_model sm; // the trained context and the measured table's entry
     bool rope_given; // the user chose RoPE: extend uses it as it is
 } longdoc;
 
@@ -1156,29 +1163,19 @@ static ls_status mr_document(client *c, const char *addr, mr_run *r, const ls_bu
 // The strategy for a document of n tokens (docs/architecture.md ("Long documents")). auto: direct
 // when it fits the trained context; past it, extend when the measured table has an extension
 // that retrieved reliably at this length, otherwise map-reduce.
-static strategy choose(const longdoc *ld, int64_t n, int64_t gen) {
-    if (ld->want != STRAT_AUTO) return ld->want;
-    int64_t need = n + gen + MR_OVERHEAD_TOKENS;
-    if (need <= ld->n_ctx_train) return STRAT_DIRECT;
-    if (ld->eff.found && ld->eff.ext_method[0] && need <= ld->eff.ext_reliable) return STRAT_EXTEND;
-    return STRAT_MAPREDUCE;
-}
+static strategy choose(const longdoc *ld, int64_t n, int64_t gen) { return ls_strategy_choose(&ld->sm, ld->want, n, gen); }
 
 // The chunk size of map-reduce: --chunk-tokens, else the chunk the table's coverage runs used,
 // else its reliable passkey length, else (a model not in the table) the trained context.
-static int64_t chunk_tokens(const longdoc *ld) {
-    if (ld->chunk_tokens) return ld->chunk_tokens;
-    if (!ld->eff.found) return ld->n_ctx_train;
-    return ld->eff.chunk ? ld->eff.chunk : ld->eff.reliable;
-}
+static int64_t chunk_tokens(const longdoc *ld) { return ls_strategy_chunk_tokens(&ld->sm, ld->chunk_tokens); }
 
 // extend: the document in one context, RoPE stretched over it: the user's RoPE settings as
 // given, else the measured best method (YaRN for a model not measured) with the factor this
 // length needs over the trained context.
 static void extend_settings(const longdoc *ld, int64_t n, int64_t gen, Longseq__Settings *s, char *method, size_t cap) {
     if (ld->rope_given) return;
-    double need = (double)(n + gen + MR_OVERHEAD_TOKENS), f = ceil(10 * need / (double)ld->n_ctx_train) / 10;
-    snprintf(method, cap, "%s", ld->eff.found && ld->eff.ext_method[0] ? ld->eff.ext_method : "yarn");
+    double f;
+    ls_strategy_extend_rope(&ld->sm, n, gen, method, cap, &f);
     if (f > 1) s->rope_scaling = method, s->rope_scale = (float)f;
 }
 
@@ -1242,9 +1239,9 @@ static int long_document(client *c, const char *addr, const longdoc *ld, const c
     double wall = (ls_time_ms() - r.t0) / 1e3;
     report_job(file, &j);
     if (rc == LS_OK)
-        fprintf(stderr, "[longseq] %s: %s, %zu chunk%s, %d combine level%s, %d calls, %.1f s\n", file, g_strategies[st],
+        fprintf(stderr, "[longseq] %s: %s, %zu chunk%s, %d combine level%s, %d calls, %.1f s\n", file, ls_strategy_name(st),
                 r.n_chunks, r.n_chunks == 1 ? "" : "s", r.levels, r.levels == 1 ? "" : "s", r.calls, wall);
-    write_long_record(out, &j, g_strategies[st], r.n_chunks, r.levels, r.calls, wall, r.parts);
+    write_long_record(out, &j, ls_strategy_name(st), r.n_chunks, r.levels, r.calls, wall, r.parts);
     json_decref(r.parts);
     if (rc != LS_OK) ls_err_clear();
     ls_free(summary), ls_free(r.last_id), ls_free(r.stop);
@@ -1313,9 +1310,9 @@ static ls_status longdoc_open(longdoc *ld, const char *model, const ls_load_opts
     }
     ls_model_config cfg;
     LS_CHECK(ls_model_config_load(ld->m.gguf, &cfg));
-    ld->n_ctx_train = cfg.n_ctx_train;
-    ls_status rc = cli_effctx_lookup(cfg.name, cfg.n_ctx_train, &ld->eff);
-    if (rc == LS_OK && !ld->eff.found && ld->want != STRAT_DIRECT)
+    ld->sm.n_ctx_train = cfg.n_ctx_train;
+    ls_status rc = ls_effctx_lookup(cfg.name, cfg.n_ctx_train, &ld->sm.eff);
+    if (rc == LS_OK && !ld->sm.eff.found && ld->want != STRAT_DIRECT)
         LS_INFO("%s (trained context %lld) is not in the measured table (docs/effective-context.json): map-reduce uses chunks of "
                 "its trained context", cfg.name[0] ? cfg.name : "the model", (long long)cfg.n_ctx_train);
     ls_model_config_free(&cfg);
@@ -1354,9 +1351,8 @@ int cmd_summarize(int argc, char **argv) {
             status = cli_parse_int("summarize", "--idle-timeout", optarg, 1, 86400, &v) ? (p.o.idle_timeout_s = (int)v, 0) : 2;
         else if (c == 'P') status = progress_option("summarize", optarg, &every) ? 0 : 2;
         else if (c == 'S') {
-            int k = 0;
-            while (k < 4 && strcmp(optarg, g_strategies[k])) k++;
-            if (k == 4) status = cli_usage_error("summarize", "--strategy is auto, direct, extend or map-reduce, not \"%s\"", optarg);
+            ls_strategy k;
+            if (!ls_strategy_parse(optarg, &k)) status = cli_usage_error("summarize", "--strategy is auto, direct, extend or map-reduce, not \"%s\"", optarg);
             else ld.want = (strategy)k;
         } else if (c == 'C')
             status = cli_parse_int("summarize", "--chunk-tokens", optarg, 512, 1 << 20, &ld.chunk_tokens) ? 0 : 2;
