@@ -549,14 +549,7 @@ static ls_status make_jobs(const ls_prep_task *t, ls_job *jobs, uint8_t *packed,
         jobs[i].tokens = d->ids.data, d->ids.data = NULL;
         jobs[i].n_tokens = (int64_t)d->ids.len;
         jobs[i].settings = packed, jobs[i].settings_len = packed_len;
-        if (d->parent && !d->error) { // a strategy's parent keeps its document; its children come at its first step
-            const ProtobufCBinaryData *text = &t->req->documents[i]->text;
-            jobs[i].is_parent = true;
-            jobs[i].doc = ls_malloc(text->len ? text->len : 1), jobs[i].doc_len = text->len;
-            if (text->len) memcpy(jobs[i].doc, text->data, text->len);
-            jobs[i].n_tokens = d->doc_tokens;
-            jobs[i].tag = ls_strndup(ls_strategy_name(d->strategy), strlen(ls_strategy_name(d->strategy)));
-        }
+        ls_strat_job_of(&jobs[i], d, &t->req->documents[i]->text); // a strategy's parent keeps its document
     }
     return LS_OK;
 }
@@ -1353,10 +1346,18 @@ static void resume_parents(server *s) {
     ls_free(c.ids);
 }
 
+static void http_strat_start(void *srv, const char *id) {
+    server *s = srv;
+    if (ls_strat_step(&s->strat, id, false, NULL, 0) != LS_OK) {
+        say(s, "job %s: its first step failed: %s", id, ls_err_msg());
+        ls_err_clear();
+    }
+}
+
 static ls_status start_http(server *s) {
     ls_http_host host = {.o = s->o, .store = s->store, .prep = s->prep, .pool = s->pool, .metrics = &s->metrics,
                          .server = s, .workers_ready = http_workers_ready, .connections = http_connections,
-                         .cancel = http_cancel};
+                         .cancel = http_cancel, .strat_start = http_strat_start};
     ls_status rc = ls_http_start(&host, &s->http);
     if (rc != LS_OK) return ls_http_free(s->http), s->http = NULL, rc;
     if (!s->o->on_ready) fprintf(stderr, "[longseq serve] HTTP on %s (http port %d)\n", s->o->http, ls_http_port(s->http));
@@ -1381,6 +1382,9 @@ ls_status ls_server_run(const ls_server_opts *o) {
     if (rc == LS_OK) rc = ls_store_open(o->state_dir, &s.store);
     int64_t requeued = 0;
     if (rc == LS_OK) rc = ls_store_requeue_running(s.store, &requeued);
+    s.strat = (ls_strat_host){.store = s.store, .prep = s.prep, .max_job_tokens = o->max_job_tokens, .server = &s,
+                              .finish = strat_finish, .queued = strat_queued, .stop_running = strat_stop_running,
+                              .stage = strat_stage};
     if (rc == LS_OK) rc = ls_net_listen(o->listen, 512, &s.lfd, &s.port);
     if (rc == LS_OK) {
         int64_t queued = 0;
@@ -1391,9 +1395,6 @@ ls_status ls_server_run(const ls_server_opts *o) {
             o->external_workers ? ", external workers" : "");
         if (o->http) rc = start_http(&s);
     }
-    s.strat = (ls_strat_host){.store = s.store, .prep = s.prep, .max_job_tokens = o->max_job_tokens, .server = &s,
-                              .finish = strat_finish, .queued = strat_queued, .stop_running = strat_stop_running,
-                              .stage = strat_stage};
     if (rc == LS_OK) {
         resume_parents(&s);
         if (o->on_ready) o->on_ready(o->ready_ctx, s.port);

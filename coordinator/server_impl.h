@@ -130,6 +130,7 @@ typedef struct ls_http_host {
     bool (*workers_ready)(void *server, const char **why);
     size_t (*connections)(void *server);        // protobuf connections open
     void (*cancel)(void *server, const char *id); // cancels a queued or running job (as the Cancel call)
+    void (*strat_start)(void *server, const char *id); // a strategy's parent was stored: its first step
 } ls_http_host;
 
 ls_status ls_http_start(const ls_http_host *host, ls_http **out);
@@ -166,6 +167,9 @@ typedef struct ls_strat_host {
     void (*stage)(void *server, const char *parent, const char *stage, double fraction, double tok_per_s, double eta_s);
 } ls_strat_host;
 
+// A prepared document that is a parent (d->parent) makes j one: its document (a copy of text),
+// strategy and token count set. Other documents leave j as it is.
+void ls_strat_job_of(ls_job *j, const ls_prep_doc *d, const ProtobufCBinaryData *text);
 // One step of the parent: its children that the plan needs next are queued (one transaction), or
 // it finishes (done with the final summary and its figures, or failed naming the child that
 // failed, its other children cancelled). dry: nothing is changed, only *stage is said (may be

@@ -51,6 +51,16 @@ static kid *find(const kids *k, const char *tag) {
     return NULL;
 }
 
+void ls_strat_job_of(ls_job *j, const ls_prep_doc *d, const ProtobufCBinaryData *text) {
+    if (!d->parent || d->error) return;
+    const char *name = ls_strategy_name(d->strategy);
+    j->is_parent = true;
+    j->doc = ls_malloc(text->len ? text->len : 1), j->doc_len = text->len;
+    if (text->len) memcpy(j->doc, text->data, text->len);
+    j->n_tokens = d->doc_tokens;
+    j->tag = ls_strndup(name, strlen(name));
+}
+
 // --- one step ---------------------------------------------------------------------------------
 
 typedef struct plan {
