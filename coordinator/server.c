@@ -195,6 +195,10 @@ static void from_settings(server *s, const ls_job *j, Longseq__JobResult *r) {
     Longseq__Settings *set = j->settings_len ? longseq__settings__unpack(NULL, j->settings_len, j->settings) : NULL;
     if (!set) return;
     r->task = set->task;
+    if (set->strategy && *set->strategy && !j->is_parent && !j->parent[0] && (!r->strategy || !*r->strategy)) {
+        set_str(&r->strategy, "direct"); // a strategy that chose one job of its own
+        r->chunks = 1, r->calls = 1;
+    }
     if (!r->attention || !*r->attention) set_str(&r->attention, set->attention && *set->attention ? set->attention : "full");
     if (!r->ranks && j->state == LS_JOB_RUNNING) r->ranks = (uint32_t)s->o->np;
     longseq__settings__free_unpacked(set, NULL);

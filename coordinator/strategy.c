@@ -162,7 +162,8 @@ static void say_stage(plan *p) {
 }
 
 // The parent done: the final child's text with the figures of all of them.
-static void finish_done(plan *p, const kid *last, const char *strategy, size_t chunks, int levels, char **parts, size_t n_parts) {
+static void finish_done(plan *p, const kid *last, const char *strategy, size_t chunks, int levels, char **parts, size_t n_parts,
+                        int64_t chunk_tokens) {
     if (p->dry) return;
     sums s = add_up(&p->k);
     Longseq__JobResult r = LONGSEQ__JOB_RESULT__INIT;
@@ -178,6 +179,7 @@ static void finish_done(plan *p, const kid *last, const char *strategy, size_t c
     r.strategy = (char *)strategy;
     r.chunks = (uint32_t)chunks, r.levels = (uint32_t)levels, r.calls = s.calls;
     r.parts = parts, r.n_parts = n_parts;
+    r.chunk_tokens = (uint32_t)chunk_tokens;
     p->h->finish(p->h->server, p->parent.id, p->parent.name, p->parent.attempts, LS_JOB_DONE, &r, NULL);
 }
 
@@ -202,17 +204,18 @@ static ls_status step_extend(plan *p) {
     snprintf(p->stage, sizeof p->stage, "extend");
     int64_t gen = ls_settings_max_tokens(p->set);
     p->est_tokens = (uint64_t)(p->parent.n_tokens + gen);
-    if (!x) {
+    if (!x) { // the job's or the server's own RoPE as given; else the measured method, stretched over the length
         char method[16];
-        double f;
-        ls_strategy_extend_rope(&p->h->prep->sm, p->parent.n_tokens, gen, method, sizeof method, &f);
+        double f = 1;
+        bool given = (p->set->rope_scaling && *p->set->rope_scaling) || p->set->rope_scale > 0 || p->h->prep->rope.scaling >= 0;
+        if (!given) ls_strategy_extend_rope(&p->h->prep->sm, p->parent.n_tokens, gen, method, sizeof method, &f);
         const char *ask = p->set->instruction && *p->set->instruction ? p->set->instruction : "Summarize the text above in a few sentences.";
         bool ended;
         LS_CHECK(add_child(p, "x", "extend", (const char *)p->doc, p->len, ask, f > 1 ? method : NULL, f));
         LS_CHECK(commit_children(p, &ended));
         if (ended) return LS_OK;
     } else if (x->state == LS_JOB_DONE && x->r) {
-        finish_done(p, x, "extend", 1, 0, NULL, 0);
+        finish_done(p, x, "extend", 1, 0, NULL, 0, 0);
         return LS_OK;
     }
     say_stage(p);
@@ -311,7 +314,8 @@ static ls_status step_mapreduce(plan *p) {
     }
     LS_CHECK(ls_mr_split((const char *)p->doc, p->len, budget, budget / 20, &sp, &n));
     int64_t gen = ls_settings_max_tokens(p->set);
-    p->est_tokens = (uint64_t)p->parent.n_tokens + (uint64_t)n * (uint64_t)gen * 3;
+    // the chunks (5% overlap) and their requests, then combines reading about one summary per chunk
+    p->est_tokens = (uint64_t)((double)p->parent.n_tokens * 1.05) + (uint64_t)n * (uint64_t)(2 * LS_MR_OVERHEAD_TOKENS + 4 * gen);
     item *items = ls_calloc(n ? n : 1, sizeof *items);
     char tag[48], stage[64];
     size_t done = 0;
@@ -348,7 +352,9 @@ static ls_status step_mapreduce(plan *p) {
         if (level) snprintf(tag, sizeof tag, "l%d.0", level);
         else snprintf(tag, sizeof tag, "c0");
         last = find(&p->k, tag);
-        if (last && last->r) finish_done(p, last, "map-reduce", n, level, parts, parts ? n : 0);
+        if (last && last->r)
+            finish_done(p, last, "map-reduce", n, level, parts, parts ? n : 0,
+                        ls_strategy_chunk_tokens(&p->h->prep->sm, p->set->chunk_tokens));
     } else if (rc == LS_OK) say_stage(p);
     for (size_t i = 0; i < n; i++) ls_free(items[i].text), parts ? ls_free(parts[i]) : (void)0;
     ls_free(parts), ls_free(items), ls_free(sp);
