@@ -3,7 +3,8 @@
 // worker group is a child process (the launcher) in its own process group whose leader
 // connects back and says hello; it runs one job at a time and reports progress, text and the
 // result as WorkerEvents. Every job state change is committed to the store before anyone is
-// told. Tests: tests/oracle/test_service.py.
+// told. A long-document strategy's parent job runs its children through the same queue
+// (strategy.c). Tests: tests/oracle/test_service.py, tests/oracle/test_strategy.py.
 #include "server_impl.h"
 #include "ls_launch.h"
 
