@@ -359,7 +359,7 @@ static void show_state(watch_state *ws, const Longseq__Event *e) {
     fprintf(stderr, "[%s] %s", ws->id, ls_job_state_name((ls_job_state)e->state));
     if (e->state == LONGSEQ__JOB_STATE__QUEUED && e->queue_position)
         fprintf(stderr, " (%llu ahead)", (unsigned long long)e->queue_position);
-    if (e->state == LONGSEQ__JOB_STATE__RUNNING) fprintf(stderr, " (attempt %u)", e->attempt);
+    if (e->state == LONGSEQ__JOB_STATE__RUNNING && e->attempt) fprintf(stderr, " (attempt %u)", e->attempt); // (0: a parent)
     if (e->error && *e->error) {
         char *err = settings_as_flags(e->error);
         fprintf(stderr, ": %s", err);
