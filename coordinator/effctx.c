@@ -78,3 +78,11 @@ void ls_strategy_extend_rope(const ls_strategy_model *m, int64_t n, int64_t gen,
     *factor = ceil(10 * need / (double)m->n_ctx_train) / 10;
     snprintf(method, cap, "%s", m->eff.found && m->eff.ext_method[0] ? m->eff.ext_method : "yarn");
 }
+
+ls_status ls_strategy_chunk_room(int64_t chunk, int64_t gen, int64_t *content) {
+    *content = chunk - gen - LS_MR_OVERHEAD_TOKENS;
+    if (*content >= 64) return LS_OK;
+    return LS_ERR(LS_ERR_INVALID, "chunks of %lld tokens leave %lld for the text after %lld to generate and %d for the "
+                                  "request: give a larger settings.chunk_tokens or a smaller settings.max_tokens",
+                  (long long)chunk, (long long)*content, (long long)gen, LS_MR_OVERHEAD_TOKENS);
+}

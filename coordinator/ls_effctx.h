@@ -37,6 +37,9 @@ ls_strategy ls_strategy_choose(const ls_strategy_model *m, ls_strategy want, int
 // Map-reduce's chunk in tokens: asked (> 0), else the chunk the table's coverage runs used, else
 // its reliable passkey length, else (a model not in the table) the trained context.
 int64_t ls_strategy_chunk_tokens(const ls_strategy_model *m, int64_t asked);
+// Map-reduce's room for text in a chunk's call: chunk - gen - LS_MR_OVERHEAD_TOKENS tokens
+// (*content), refused (naming the settings) when under 64.
+ls_status ls_strategy_chunk_room(int64_t chunk, int64_t gen, int64_t *content);
 // extend's RoPE for n tokens generating gen: the measured best method (YaRN for a model not
 // measured) and the factor, rounded up to a tenth, that stretches the trained context over them
 // (*factor <= 1: no stretch needed).

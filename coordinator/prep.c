@@ -197,5 +197,8 @@ ls_status ls_prep_strategy(const ls_prep *p, const Longseq__Settings *s, const u
     ls_vec_i32_free(&ids);
     LS_CHECK(rc);
     *st = ls_strategy_choose(&p->sm, want, *n_tokens, ls_settings_max_tokens(s));
+    int64_t content;
+    if (*st == LS_STRAT_MAPREDUCE) // refused now rather than after the parent is stored
+        LS_CHECK(ls_strategy_chunk_room(ls_strategy_chunk_tokens(&p->sm, s->chunk_tokens), ls_settings_max_tokens(s), &content));
     return LS_OK;
 }

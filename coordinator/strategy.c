@@ -226,11 +226,8 @@ static ls_status step_extend(plan *p) {
 // document's own bytes per token, less 10% for denser passages.
 static ls_status chunk_budget(plan *p, size_t *budget) {
     int64_t gen = ls_settings_max_tokens(p->set), chunk = ls_strategy_chunk_tokens(&p->h->prep->sm, p->set->chunk_tokens);
-    int64_t content = chunk - gen - LS_MR_OVERHEAD_TOKENS;
-    if (content < 64)
-        return LS_ERR(LS_ERR_INVALID, "chunks of %lld tokens leave %lld for the text after %lld to generate and %d for the "
-                                      "request: give a larger settings.chunk_tokens or a smaller settings.max_tokens",
-                      (long long)chunk, (long long)content, (long long)gen, LS_MR_OVERHEAD_TOKENS);
+    int64_t content;
+    LS_CHECK(ls_strategy_chunk_room(chunk, gen, &content));
     double bpt = (double)p->len / (double)(p->parent.n_tokens > 0 ? p->parent.n_tokens : 1);
     *budget = (size_t)(0.9 * (double)content * bpt);
     if (*budget < 2 * LS_MR_MIN_BYTES) *budget = 2 * LS_MR_MIN_BYTES;
@@ -307,9 +304,11 @@ static ls_status step_mapreduce(plan *p) {
     size_t budget = 0, n = 0;
     ls_span *sp = NULL;
     ls_status rc = chunk_budget(p, &budget);
-    if (rc != LS_OK) {
-        if (!p->dry) ls_strat_end(p->h, &p->parent, LS_JOB_FAILED, ls_err_msg());
+    if (rc != LS_OK) { // the settings leave no room for text: the parent fails saying so
+        char *why = ls_strndup(ls_err_msg(), strlen(ls_err_msg()));
         ls_err_clear();
+        if (!p->dry) ls_strat_end(p->h, &p->parent, LS_JOB_FAILED, why);
+        ls_free(why);
         return LS_OK;
     }
     LS_CHECK(ls_mr_split((const char *)p->doc, p->len, budget, budget / 20, &sp, &n));

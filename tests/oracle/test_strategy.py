@@ -115,6 +115,11 @@ def test_map_reduce(tiny):
         events, _ = srv.watch(bid)
         rb = srv.result(bid)
         check(rb.state == pb.DONE and rb.strategy == "map-reduce" and rb.chunks >= 2, f"auto past the context: {rb}")
+        # chunks with no room for text: refused at submit, naming the settings
+        _, st = submit_status(srv, [("long", long_doc)], strategy="map-reduce", chunk_tokens=512, max_tokens=400)
+        r = srv.result(_[0].submit.job_ids[0])
+        check(r.state == pb.FAILED and "give a larger settings.chunk_tokens or a smaller settings.max_tokens" in r.error,
+              f"no room in a chunk: {r}")
         # a child that fails fails its parent, with its reason
         (cid,) = srv.submit([("long", prose(150, 3).encode())], strategy="map-reduce", chunk_tokens=600, max_tokens=8)
         for _ in range(100):
