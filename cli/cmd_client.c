@@ -904,6 +904,7 @@ static void not_sent(FILE *out, const char *file, const char *error, const Longs
     j.state = LONGSEQ__JOB_STATE__FAILED;
     j.task = s->task;
     j.error = (char *)error;
+    if (s->strategy && *s->strategy) j.strategy = "direct", j.chunks = 1; // (the same keys as the other records)
     report_job(file, &j);
     write_record(out, &j);
 }

@@ -198,7 +198,7 @@ static void from_settings(server *s, const ls_job *j, Longseq__JobResult *r) {
     r->task = set->task;
     if (set->strategy && *set->strategy && !j->is_parent && !j->parent[0] && (!r->strategy || !*r->strategy)) {
         set_str(&r->strategy, "direct"); // a strategy that chose one job of its own
-        r->chunks = 1, r->calls = 1;
+        r->chunks = 1, r->calls = j->attempts > 0; // (a document refused at submit never ran)
     }
     if (!r->attention || !*r->attention) set_str(&r->attention, set->attention && *set->attention ? set->attention : "full");
     if (!r->ranks && j->state == LS_JOB_RUNNING) r->ranks = (uint32_t)s->o->np;
