@@ -741,7 +741,8 @@ def check_strategy_lines(by_id):
 
 def test_strategy(srv, tiny):
     """longseq.strategy under the extension key: a long document summarized by map-reduce on the
-    server (the record's strategy, chunks and levels in the answer's `longseq`), on both routes;
+    server (the record's strategy, chunks and levels in the answer's `longseq`), on both routes,
+    streamed too (the final summary in the events, as the answer not streamed);
     a batch file and `longseq batch` whose lines carry different strategies."""
     doc = prose(60, 5)
     c = srv.client()
@@ -750,6 +751,12 @@ def test_strategy(srv, tiny):
     ext = r.model_extra["longseq"]
     check(ext["strategy"] == "map-reduce" and ext["chunks"] >= 3 and ext["levels"] >= 1 and ext["calls"] > ext["chunks"]
           and r.usage.prompt_tokens > 1000, f"chat with map-reduce: {ext} {r.usage}")
+    parts = c.chat.completions.create(model="tiny", messages=[{"role": "user", "content": doc}], max_tokens=6, stream=True,
+                                      extra_body={"longseq": {"strategy": "map-reduce", "chunk_tokens": 600}})
+    chunks = list(parts)
+    streamed = "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices)
+    check(streamed == r.choices[0].message.content and chunks[-1].model_extra["longseq"]["strategy"] == "map-reduce",
+          f"streamed, the same summary (greedy): {streamed!r} vs {r.choices[0].message.content!r}")
     st, _, body = srv.request("POST", "/v1/completions", {"model": "tiny", "prompt": doc, "max_tokens": 6,
                                                           "longseq": {"strategy": "map-reduce", "chunk_tokens": 600,
                                                                       "combine_parts": 2}})

@@ -136,7 +136,11 @@ def test_map_reduce(tiny):
         events, _ = srv.watch(cid)
         rc = srv.result(cid)
         check(rc.state == pb.FAILED and victim in rc.error and "cancelled" in rc.error, f"a failed child fails the parent: {rc}")
-        check(all(k.state in (pb.DONE, pb.CANCELLED) for k in children(srv, cid)), "its other children stopped")
+        deadline = time.time() + 120  # (a running child stops at the worker group's next step)
+        while time.time() < deadline and not all(k.state in (pb.DONE, pb.CANCELLED) for k in children(srv, cid)):
+            time.sleep(0.1)
+        check(all(k.state in (pb.DONE, pb.CANCELLED) for k in children(srv, cid)),
+              f"its other children stopped: {[pb.JobState.Name(k.state) for k in children(srv, cid)]}")
         check(srv.stop() == 0, f"the server exited cleanly: {srv.log.read_text()[-3000:]}")
     finally:
         if srv.p.poll() is None:
