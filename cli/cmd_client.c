@@ -1011,11 +1011,9 @@ int cmd_summarize(int argc, char **argv) {
     const char *token = p.token;
     batch b = {.state = state, .model = eng.model, .every = every};
     // The strategy is the coordinator's (settings.strategy; docs/architecture.md ("Long documents")):
-    // auto unless asked otherwise, and direct when the user chose the RoPE or the attention rule
-    // (for the job or for the whole run), as they chose.
-    bool rope_given = (s.rope_scaling && *s.rope_scaling) || s.rope_scale || eng.opts.rope.scaling >= 0 || !isnan(eng.opts.rope.factor);
-    bool rule_given = s.attention && *s.attention && strcmp(s.attention, "full");
-    if (!s.strategy || !*s.strategy) s.strategy = (rope_given || rule_given) ? "" : "auto";
+    // auto unless asked otherwise (auto reads a document directly when the user chose the RoPE
+    // or the attention rule, for the job or for the whole run, as they chose).
+    if (!s.strategy || !*s.strategy) s.strategy = "auto";
     if (!strcmp(s.strategy, "direct")) s.strategy = ""; // (the records say direct)
     if (status == 0) status = summarize_jobs(token, p.port, argv + optind, argc - optind, &s, out, &b);
     inproc_stop(&p, b.unreturned > 0); // a state holding results not returned is kept (say_kept)

@@ -184,7 +184,7 @@ ls_status ls_prep_strategy(const ls_prep *p, const Longseq__Settings *s, const u
                            int64_t *n_tokens) {
     ls_strategy want = ls_settings_strategy(s);
     *st = LS_STRAT_DIRECT, *n_tokens = 0;
-    bool own_rope = (s->rope_scaling && *s->rope_scaling) || s->rope_scale > 0;
+    bool own_rope = (s->rope_scaling && *s->rope_scaling) || s->rope_scale > 0 || p->rope.scaling >= 0 || !isnan(p->rope.factor);
     bool own_rule = s->attention && *s->attention && strcmp(s->attention, "full");
     if (want == LS_STRAT_DIRECT || (want == LS_STRAT_AUTO && (own_rope || own_rule))) return LS_OK; // as the job chose
     size_t bad;

@@ -37,8 +37,8 @@ ls_status ls_prep_check_call(const ls_prep *p, const Longseq__Settings *s);
 ls_status ls_prep_document(const ls_prep *p, const Longseq__Settings *s, const uint8_t *text, size_t len, bool rendered,
                            int64_t max_job_tokens, ls_vec_i32 *ids);
 // The strategy a document of a job with settings.strategy runs under (docs/architecture.md
-// ("Long documents")): direct for an unset or direct strategy, and for auto when the job gives
-// its own RoPE scaling or attention rule; otherwise the text is checked (not blank, UTF-8, no
+// ("Long documents")): direct for an unset or direct strategy, and for auto when the job (or the
+// server) gives its own RoPE scaling or the job its attention rule; otherwise the text is checked (not blank, UTF-8, no
 // NUL) and its tokens counted (*n_tokens) for ls_strategy_choose. Reads p only (prep pool).
 ls_status ls_prep_strategy(const ls_prep *p, const Longseq__Settings *s, const uint8_t *text, size_t len, ls_strategy *st,
                            int64_t *n_tokens);

@@ -118,11 +118,17 @@ def test_map_reduce(tiny):
         events, _ = srv.watch(bid)
         rb = srv.result(bid)
         check(rb.state == pb.DONE and rb.strategy == "map-reduce" and rb.chunks >= 2, f"auto past the context: {rb}")
+        # auto with the job's own attention rule: read directly, as the job chose
+        (did,) = srv.submit([("long", prose(300, 2).encode())], strategy="auto", attention="sink", max_tokens=8)
+        srv.watch(did)
+        rd = srv.result(did)
+        check(rd.state == pb.DONE and rd.strategy == "direct" and rd.chunks == 1 and not children(srv, did),
+              f"auto with attention sink: direct: {rd}")
         # chunks with no room for text: refused at submit, naming the settings
         _, st = submit_status(srv, [("long", long_doc)], strategy="map-reduce", chunk_tokens=512, max_tokens=400)
-        r = srv.result(_[0].submit.job_ids[0])
-        check(r.state == pb.FAILED and "give a larger settings.chunk_tokens or a smaller settings.max_tokens" in r.error,
-              f"no room in a chunk: {r}")
+        rn = srv.result(_[0].submit.job_ids[0])
+        check(rn.state == pb.FAILED and "give a larger settings.chunk_tokens or a smaller settings.max_tokens" in rn.error,
+              f"no room in a chunk: {rn}")
         # a child that fails fails its parent, with its reason
         (cid,) = srv.submit([("long", prose(150, 3).encode())], strategy="map-reduce", chunk_tokens=600, max_tokens=8)
         for _ in range(100):
