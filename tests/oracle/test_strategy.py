@@ -177,8 +177,8 @@ def test_extend(tiny):
 
 
 def test_cancel(tiny):
-    srv = ts.Server(WORK / "state-cancel", tiny)
-    try:  # no group yet: the children wait in the queue
+    srv = ts.Server(WORK / "state-cancel", tiny, extra=ts.EXTERNAL)
+    try:  # no worker group: the children wait in the queue
         (pid,) = srv.submit([("long", prose(300, 4).encode())], strategy="map-reduce", chunk_tokens=600, max_tokens=8)
         _, st = srv.rpc(pb.Request(cancel=pb.CancelRequest(job_id=pid)))
         check(st.code == pb.OK, st.message)
