@@ -11,7 +11,8 @@ the independent Python client of test_service.py (protobuf from proto/longseq.pr
   one `parts` entry per chunk; its children are ordinary jobs naming it as their parent, each
   done once; the short one under auto runs direct (strategy direct, chunks 1, no children);
 - extend under auto with a table that has an extension: one child with the RoPE stretched;
-- cancel of a parent: the parent and every child not finished end cancelled;
+- cancel of a parent: the parent and every child not finished end cancelled (queued ones at
+  once; with the default model, a running one stops at the group's next step);
 - a child that fails fails its parent with its reason;
 - kill -9 of the coordinator while a parent's chunks run (the default model), then restart: the
   parent completes, every child done exactly once (job_log).
@@ -193,6 +194,38 @@ def test_cancel(tiny):
     print(f"cancel: the parent and its {len(kids)} children")
 
 
+def test_cancel_running():
+    """Cancel of a parent while a child runs (the default model): the running child stops, the
+    queued ones are cancelled."""
+    text = need_file(KJV, "the KJV text").read_text()[400000:400000 + 12000]
+    state = WORK / "state-cancel-running"
+    srv = ts.Server(state, MODEL)
+    try:
+        srv.wait_ready()
+        (pid,) = srv.submit([("kjv", text.encode())], strategy="map-reduce", chunk_tokens=700, max_tokens=8)
+        deadline = time.time() + 300
+        while time.time() < deadline and not any(k.state == pb.RUNNING for k in children(srv, pid)):
+            time.sleep(0.05)
+        _, st = srv.rpc(pb.Request(cancel=pb.CancelRequest(job_id=pid)))
+        check(st.code == pb.OK and srv.result(pid).state == pb.CANCELLED, f"the parent cancelled: {st}")
+        deadline = time.time() + 120  # (the running child stops at the group's next step)
+        while time.time() < deadline and not all(k.state in (pb.DONE, pb.CANCELLED) for k in children(srv, pid)):
+            time.sleep(0.1)
+        kids = children(srv, pid)
+        check(all(k.state in (pb.DONE, pb.CANCELLED) for k in kids) and sum(k.state == pb.CANCELLED for k in kids) >= len(kids) - 1,
+              f"its children stopped: {[pb.JobState.Name(k.state) for k in kids]}")
+        check(srv.stop() == 0, "the server exited cleanly")
+    finally:
+        if srv.p.poll() is None:
+            srv.kill_all()
+    db = sqlite3.connect(state / "jobs.db")
+    stopped = db.execute("SELECT count(*) FROM jobs j WHERE j.parent = ? AND j.state = 4 AND EXISTS "
+                         "(SELECT 1 FROM job_log l WHERE l.job_id = j.id AND l.state = 1)", (pid,)).fetchone()[0]
+    db.close()
+    check(stopped == 1, f"the child that was running ended cancelled ({stopped})")
+    print(f"cancel while a child runs: it stopped, the other {len(kids) - 1} cancelled")
+
+
 def test_restart():
     """kill -9 while a parent's chunks run on the default model; the restarted coordinator finishes it."""
     text = need_file(KJV, "the KJV text").read_text()[300000:300000 + 12000]
@@ -241,6 +274,7 @@ def main():
     test_cancel(tiny)
     if "--quick" not in sys.argv:
         need_file(MODEL, "the default model")
+        test_cancel_running()
         test_restart()
     done("test_strategy")
 
