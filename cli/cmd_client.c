@@ -1,11 +1,11 @@
 // cmd_client.c — the client commands of the job service: submit, watch, result, jobs, cancel,
 // and summarize (which runs a coordinator in this process on a loopback port, with a worker
-// group it launches, and summarizes the given files end to end). They speak the protocol of
-// docs/protocol.md through proto/ls_wire.h; the server's messages are shown with these
-// commands' flags for the settings fields they name. Tests: tests/oracle/test_service.py,
+// group it launches, and summarizes the given files end to end: one job per file, whose
+// settings.strategy the coordinator runs). They speak the protocol of docs/protocol.md through
+// proto/ls_wire.h; the server's messages are shown with these commands' flags for the settings
+// fields they name. Tests: tests/oracle/test_service.py, tests/oracle/test_longdoc.py,
 // tests/cli/errors.sh.
 #include "cli.h"
-#include "ls_mapreduce.h"
 #include "ls_server.h"
 #include "ls_wire.h"
 
