@@ -53,19 +53,8 @@ typedef struct cli_model {
 ls_status cli_model_open(const char *path, const ls_load_opts *lo, cli_model *m);
 void cli_model_close(cli_model *m);
 
-// The measured effective context of a model (docs/effective-context.json; cli/effctx.c).
-typedef struct cli_effctx {
-    bool found;           // the table has the model
-    int64_t trained;      // its trained context
-    int64_t reliable;     // the longest passkey length retrieved reliably as trained
-    char ext_method[16];  // the best RoPE extension ("" none worked)
-    double ext_factor;    // its factor as measured
-    int64_t ext_reliable; // and the longest length it retrieved reliably
-    int64_t chunk;        // the map-reduce chunk the coverage runs measured (0: none; then `reliable`)
-    char measured[256];   // when and how
-} cli_effctx;
-// The table's entry for a model (GGUF general.name and trained context); found false when absent.
-ls_status cli_effctx_lookup(const char *name, int64_t trained, cli_effctx *out);
+// The measured effective context of models and the strategy chosen from it: coordinator/ls_effctx.h.
+#include "ls_effctx.h"
 
 // --- options shared by the commands that run the model ---------------------------------------
 #include "ls_engine.h"

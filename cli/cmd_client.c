@@ -1,11 +1,11 @@
 // cmd_client.c — the client commands of the job service: submit, watch, result, jobs, cancel,
 // and summarize (which runs a coordinator in this process on a loopback port, with a worker
-// group it launches, and summarizes the given files end to end). They speak the protocol of
-// docs/protocol.md through proto/ls_wire.h; the server's messages are shown with these
-// commands' flags for the settings fields they name. Tests: tests/oracle/test_service.py,
+// group it launches, and summarizes the given files end to end: one job per file, whose
+// settings.strategy the coordinator runs). They speak the protocol of docs/protocol.md through
+// proto/ls_wire.h; the server's messages are shown with these commands' flags for the settings
+// fields they name. Tests: tests/oracle/test_service.py, tests/oracle/test_longdoc.py,
 // tests/cli/errors.sh.
 #include "cli.h"
-#include "ls_mapreduce.h"
 #include "ls_server.h"
 #include "ls_wire.h"
 
@@ -99,12 +99,14 @@ static ls_status client_unary(client *c, Longseq__Request *q, Longseq__Reply__Bo
     {"rope-freq-base", required_argument, 0, JOB_OPT + 10}, {"yarn-orig-ctx", required_argument, 0, JOB_OPT + 11}, \
     {"instruction", required_argument, 0, JOB_OPT + 12}, {"ctx", required_argument, 0, JOB_OPT + 13}, \
     {"chunks", required_argument, 0, JOB_OPT + 14}, {"top-p", required_argument, 0, JOB_OPT + 15},   \
-    {"top-k", required_argument, 0, JOB_OPT + 16}, {"repeat-penalty", required_argument, 0, JOB_OPT + 17}
+    {"top-k", required_argument, 0, JOB_OPT + 16}, {"repeat-penalty", required_argument, 0, JOB_OPT + 17}, \
+    {"strategy", required_argument, 0, JOB_OPT + 18}, {"chunk-tokens", required_argument, 0, JOB_OPT + 19}, \
+    {"combine-parts", required_argument, 0, JOB_OPT + 20}
 // The Settings field each of them sets, by JOB_OPT offset.
 static const char *const g_job_fields[] = {"task", "max_tokens", "temperature", "seed", "attention", "group",
                                            "sinks", "window", "rope_scaling", "rope_scale", "rope_freq_base",
                                            "yarn_orig_ctx", "instruction", "ctx", "max_chunks", "top_p", "top_k",
-                                           "repeat_penalty"};
+                                           "repeat_penalty", "strategy", "chunk_tokens", "combine_parts"};
 static const struct option g_job_options[] = {JOB_OPTIONS, {0, 0, 0, 0}};
 
 // "--flag" for a Settings field; NULL when no job option sets it.
@@ -183,7 +185,9 @@ static char *settings_as_flags(const char *msg) {
     "  --attn full|s2|sink|window --group G --sinks S --window W   attention rule\n"                 \
     "  --rope-scaling M --rope-scale S --rope-freq-base B --yarn-orig-ctx N   RoPE for this job\n"   \
     "  --instruction TEXT   summarize: the request after the document\n"                              \
-    "  --ctx N --chunks N   perplexity: context (default 512) and at most N chunks\n"
+    "  --ctx N --chunks N   perplexity: context (default 512) and at most N chunks\n"                 \
+    "  --strategy auto|direct|extend|map-reduce --chunk-tokens N --combine-parts N   summarize: how\n" \
+    "                       the coordinator reads a long document (docs/architecture.md)\n"
 
 // Names (task, attention, RoPE method) and how the values fit together are checked by the
 // server (ls_settings_check); each number is checked here against the same limits.
@@ -223,6 +227,14 @@ static int job_option(const char *cmd, int c, const char *arg, Longseq__Settings
     case 15: if (!cli_parse_setting(cmd, LS_SET_TOP_P, arg, &d)) return 2; s->top_p = (float)d; return 0;
     case 16: if (!cli_parse_setting(cmd, LS_SET_TOP_K, arg, &d)) return 2; s->top_k = (uint32_t)d; return 0;
     case 17: if (!cli_parse_setting(cmd, LS_SET_REPEAT_PENALTY, arg, &d)) return 2; s->repeat_penalty = (float)d; return 0;
+    case 18: {
+        ls_strategy k;
+        if (!ls_strategy_parse(arg, &k)) return cli_usage_error(cmd, "--strategy is auto, direct, extend or map-reduce, not \"%s\"", arg);
+        s->strategy = (char *)arg;
+        return 0;
+    }
+    case 19: if (!cli_parse_setting(cmd, LS_SET_CHUNK_TOKENS, arg, &d)) return 2; s->chunk_tokens = (uint32_t)d; return 0;
+    case 20: if (!cli_parse_setting(cmd, LS_SET_COMBINE_PARTS, arg, &d)) return 2; s->combine_parts = (uint32_t)d; return 0;
     default: return cli_usage_error(cmd, "unknown option");
     }
 }
@@ -347,7 +359,7 @@ static void show_state(watch_state *ws, const Longseq__Event *e) {
     fprintf(stderr, "[%s] %s", ws->id, ls_job_state_name((ls_job_state)e->state));
     if (e->state == LONGSEQ__JOB_STATE__QUEUED && e->queue_position)
         fprintf(stderr, " (%llu ahead)", (unsigned long long)e->queue_position);
-    if (e->state == LONGSEQ__JOB_STATE__RUNNING) fprintf(stderr, " (attempt %u)", e->attempt);
+    if (e->state == LONGSEQ__JOB_STATE__RUNNING && e->attempt) fprintf(stderr, " (attempt %u)", e->attempt); // (0: a parent)
     if (e->error && *e->error) {
         char *err = settings_as_flags(e->error);
         fprintf(stderr, ": %s", err);
@@ -426,6 +438,11 @@ static ls_status watch(client *c, const char *id, watch_opts *wo, Longseq__JobSt
             show_state(&ws, e);
         } else if (e && e->kind == LONGSEQ__EVENT__KIND__PREFILL) {
             show_prefill(&ws, wo, e);
+        } else if (e && e->kind == LONGSEQ__EVENT__KIND__STAGE) { // a strategy's parent: its stage
+            end_progress_line(&ws);
+            fprintf(stderr, "[%s] %s", ws.id, e->stage ? e->stage : "");
+            if (e->tok_per_s > 0) fprintf(stderr, ", %.0f%%, %.0f tok/s, ETA %.0f s", 100 * e->fraction, e->tok_per_s, e->eta_s);
+            fprintf(stderr, "\n");
         } else if (e && e->kind == LONGSEQ__EVENT__KIND__TEXT) {
             show_decode(&ws, wo);
             if (wo->show_text) show_text(&ws, wo, &seen, e->text ? e->text : "");
@@ -464,7 +481,18 @@ static json_t *result_json(const Longseq__JobResult *j, const char *text_key) {
                           "attempts", (int)j->attempts);
     const char *text = j->text ? j->text : "";
     if (text_key) json_object_set_new(o, text_key, cli_json_str(text, strlen(text)));
-    if (text_key && !strcmp(text_key, "summary")) { // the record: one job is the direct strategy (long_document says otherwise)
+    if (j->strategy && *j->strategy) { // a job with settings.strategy: what ran, as the coordinator says
+        json_t *parts = json_array();
+        for (size_t i = 0; i < j->n_parts; i++) json_array_append_new(parts, cli_json_str(j->parts[i], strlen(j->parts[i])));
+        json_object_set_new(o, "strategy", json_string(j->strategy));
+        json_object_set_new(o, "chunks", json_integer(j->chunks));
+        json_object_set_new(o, "levels", json_integer(j->levels));
+        json_object_set_new(o, "calls", json_integer(j->calls));
+        json_object_set_new(o, "chunk_tokens", json_integer(j->chunk_tokens));
+        json_object_set_new(o, "parts", parts);
+        json_object_set_new(o, "wall_s", json_real(j->finished_unix_ms > j->created_unix_ms ?
+                                                   (double)(j->finished_unix_ms - j->created_unix_ms) / 1e3 : 0));
+    } else if (text_key && !strcmp(text_key, "summary")) { // the record: one job is the direct strategy
         json_object_set_new(o, "strategy", json_string("direct"));
         json_object_set_new(o, "chunks", json_integer(1));
         json_object_set_new(o, "levels", json_integer(0));
@@ -815,7 +843,9 @@ static void summarize_help(void) {
            "                       call covers them; auto: direct when the document fits the trained\n"
            "                       context, else what the model's measured effective context says\n"
            "                       (docs/effective-context.json; direct when --rope-scaling or --attn is\n"
-           "                       given). The record adds strategy, chunks, levels, calls, wall_s.\n"
+           "                       given). The coordinator runs it: one job per document, its calls\n"
+           "                       are child jobs. The record adds strategy, chunks, levels, calls,\n"
+           "                       chunk_tokens, parts, wall_s.\n"
            "  --chunk-tokens N     map-reduce: tokens per call (default: the measured reliable context)\n"
            "  --combine-parts N    map-reduce: at most N summaries per combine call (default: as many\n"
            "                       as fit in a call; fewer means more levels)\n"
@@ -874,6 +904,7 @@ static void not_sent(FILE *out, const char *file, const char *error, const Longs
     j.state = LONGSEQ__JOB_STATE__FAILED;
     j.task = s->task;
     j.error = (char *)error;
+    if (s->strategy && *s->strategy) j.strategy = "direct", j.chunks = 1; // (the same keys as the other records)
     report_job(file, &j);
     write_record(out, &j);
 }
@@ -933,404 +964,12 @@ static int summarize_jobs(const char *token, int port, char **files, int n, Long
     return status;
 }
 
-// --- long documents: the strategies (docs/architecture.md ("Long documents")) -------------------
-
-typedef enum { STRAT_AUTO, STRAT_DIRECT, STRAT_EXTEND, STRAT_MAPREDUCE } strategy;
-static const char *const g_strategies[] = {"auto", "direct", "extend", "map-reduce"};
-#define MR_OVERHEAD_TOKENS 96 // the chat template and a chunk's or combine's request, with room
-
-// What summarize knows of the model for choosing a strategy: its tokenizer (a document's
-// length), its trained context and its measured effective context (cli/effctx.c).
-typedef struct longdoc {
-    strategy want;
-    int64_t chunk_tokens; // --chunk-tokens; 0: the measured reliable context
-    int64_t combine_parts; // --combine-parts: at most this many summaries per combine call (0: as fit)
-    cli_model m;
-    int64_t n_ctx_train;
-    cli_effctx eff;
-    bool rope_given; // the user chose RoPE: extend uses it as it is
-} longdoc;
-
-// One call of a map-reduce run: its text (the chunk, or headed summaries) and request.
-typedef struct mr_item {
-    char *summary;
-    size_t first, last; // the chunks it covers
-} mr_item;
-
-// The running figures of one document's map-reduce, for the progress lines and the record.
-typedef struct mr_run {
-    const char *file;
-    size_t n_chunks;
-    int levels, calls;
-    double t0, prefill_ms, decode_ms;
-    uint64_t tokens_done, generated, doc_tokens;
-    uint32_t ranks, attempts;
-    char *last_id, *stop; // the final call's id and stop reason
-    json_t *parts;        // the chunks' own summaries, in order (the record's `parts`)
-    size_t combine_parts; // at most this many summaries per combine call (0: as many as fit)
-} mr_run;
-
-// The progress line after a call: the stage, the tokens processed per second since the start
-// and the time left, from that rate over the tokens still to read (the remaining chunks and, for
-// the combines, about one max-tokens summary per chunk).
-static void mr_progress(const mr_run *r, const char *stage, uint64_t tokens_left) {
-    double s = (ls_time_ms() - r->t0) / 1e3, rate = s > 0 ? (double)r->tokens_done / s : 0;
-    fprintf(stderr, "[longseq] %s: %s done, %.0f tok/s, %.0f s so far, ETA %.0f s\n", r->file, stage, rate, s,
-            rate > 0 ? (double)tokens_left / rate : 0);
-}
-
-// Submits one call (its own Submit, as its request differs from the others'); *id: its job. A
-// call the server refuses is an error naming the stage.
-static ls_status mr_submit(client *c, const mr_run *r, const char *stage, const char *text, size_t len,
-                           const char *request, const Longseq__Settings *s, char **id) {
-    Longseq__Settings cs = *s;
-    cs.instruction = (char *)request;
-    char name[512], *err = NULL, *names[1] = {name};
-    snprintf(name, sizeof name, "%s [%s]", r->file, stage);
-    ls_buf body = {0};
-    ls_buf_append(&body, text, len);
-    ls_status rc = submit_batch(c, names, &body, 1, &cs, id, &err);
-    ls_buf_free(&body);
-    if (rc == LS_OK && *err) rc = LS_ERR(LS_ERR_INVALID, "%s: %s", stage, err);
-    ls_free(err);
-    return rc;
-}
-
-// Follows a submitted call to its end (its text shown only for the final call) and returns its
-// summary; a call that does not end done is an error naming its stage.
-static ls_status mr_follow(client *c, const char *addr, mr_run *r, const char *stage, const char *id,
-                           const Longseq__Settings *s, bool show, double every, char **summary) {
-    char label[600];
-    snprintf(label, sizeof label, "%s %s", id, stage);
-    watch_opts wo = watch_opts_for(s, show, every);
-    wo.label = label;
-    Longseq__Reply *rep = NULL;
-    LS_CHECK(follow_job(c, addr, id, &wo, &rep));
-    const Longseq__JobResult *j = rep->result;
-    ls_status rc = LS_OK;
-    if (j->state != LONGSEQ__JOB_STATE__DONE) rc = LS_ERR(LS_ERR_INVALID, "%s: %s", stage, j->error ? j->error : "failed");
-    else {
-        r->calls++, r->ranks = j->ranks, r->attempts += j->attempts;
-        ls_free(r->stop);
-        r->stop = ls_strndup(j->stop ? j->stop : "", j->stop ? strlen(j->stop) : 0);
-        r->prefill_ms += j->prefill_ms, r->decode_ms += j->decode_ms;
-        r->tokens_done += j->tokens + j->generated, r->generated += j->generated;
-        *summary = ls_strndup(j->text ? j->text : "", j->text ? strlen(j->text) : 0);
-        ls_free(r->last_id);
-        r->last_id = ls_strndup(id, strlen(id));
-    }
-    longseq__reply__free_unpacked(rep, NULL);
-    return rc;
-}
-
-// One call, submitted and followed (extend's single call).
-static ls_status mr_call(client *c, const char *addr, mr_run *r, const char *stage, const char *text, size_t len,
-                         const char *request, const Longseq__Settings *s, bool show, double every, char **summary) {
-    char *id = NULL;
-    ls_status rc = mr_submit(c, r, stage, text, len, request, s, &id);
-    if (rc == LS_OK) rc = mr_follow(c, addr, r, stage, id, s, show, every, summary);
-    ls_free(id);
-    return rc;
-}
-
-// The calls of a stage not followed when one failed: cancelled (best effort), ids freed.
-static void mr_cancel_rest(client *c, char **ids, size_t from, size_t n) {
-    for (size_t i = from; i < n; i++) {
-        if (ids[i] && c->fd >= 0) {
-            Longseq__CancelRequest cr = LONGSEQ__CANCEL_REQUEST__INIT;
-            cr.job_id = ids[i];
-            Longseq__Request q = LONGSEQ__REQUEST__INIT;
-            q.method_case = LONGSEQ__REQUEST__METHOD_CANCEL;
-            q.cancel = &cr;
-            Longseq__Reply *rep = NULL;
-            if (client_unary(c, &q, LONGSEQ__REPLY__BODY_STATUS, &rep) != LS_OK) ls_err_clear();
-            if (rep) longseq__reply__free_unpacked(rep, NULL);
-        }
-        ls_free(ids[i]), ids[i] = NULL;
-    }
-}
-
-// One combine level: the items packed into groups that fit `budget` bytes (ls_mr_group); the
-// groups of two or more are submitted together, one call each, then followed in order; a group
-// of one goes up as it is.
-static ls_status mr_level(client *c, const char *addr, mr_run *r, mr_item *items, size_t *n, size_t budget,
-                          const Longseq__Settings *s, double every) {
-    size_t *lens = ls_calloc(*n, sizeof *lens), *ends = ls_calloc(*n, sizeof *ends), g = 0;
-    ls_buf head = {0};
-    for (size_t i = 0; i < *n; i++) { // each summary cut to half the budget, its heading included
-        ls_buf_clear(&head);
-        ls_mr_part_heading(items[i].first, items[i].last, r->n_chunks, &head);
-        size_t room = budget / 2 - head.len - 4, len = strlen(items[i].summary);
-        items[i].summary[ls_mr_utf8_prefix(items[i].summary, len, room)] = 0;
-        lens[i] = head.len + 4 + strlen(items[i].summary);
-    }
-    ls_status rc = ls_mr_group(lens, *n, budget, r->combine_parts, ends, &g);
-    r->levels++;
-    char **ids = ls_calloc(g ? g : 1, sizeof *ids), stage[96];
-    for (size_t k = 0; rc == LS_OK && k < g; k++) {
-        size_t a = k ? ends[k - 1] : 0, b = ends[k];
-        if (b - a == 1) continue;
-        ls_buf text = {0}, req = {0};
-        for (size_t i = a; i < b; i++) {
-            ls_mr_part_heading(items[i].first, items[i].last, r->n_chunks, &text);
-            ls_buf_printf(&text, ": %s\n\n", items[i].summary);
-        }
-        ls_mr_combine_request(items[a].first, items[b - 1].last, r->n_chunks, g == 1 ? s->instruction : NULL, &req);
-        snprintf(stage, sizeof stage, "combine level %d, %zu/%zu", r->levels, k + 1, g);
-        rc = mr_submit(c, r, stage, text.data, text.len, req.data, s, &ids[k]);
-        ls_buf_free(&text), ls_buf_free(&req);
-    }
-    for (size_t k = 0; rc == LS_OK && k < g; k++) {
-        size_t a = k ? ends[k - 1] : 0, b = ends[k];
-        mr_item up = {.first = items[a].first, .last = items[b - 1].last};
-        if (b - a == 1) {
-            up.summary = items[a].summary, items[a].summary = NULL;
-        } else {
-            snprintf(stage, sizeof stage, "combine level %d, %zu/%zu", r->levels, k + 1, g);
-            rc = mr_follow(c, addr, r, stage, ids[k], s, g == 1, every, &up.summary);
-            if (rc == LS_OK) mr_progress(r, stage, (uint64_t)(g - k - 1) * (uint64_t)ls_settings_max_tokens(s) * 2);
-        }
-        for (size_t i = a; i < b; i++) ls_free(items[i].summary), items[i].summary = NULL;
-        if (rc == LS_OK) items[k] = up; // (k <= a: the slot is free)
-        else ls_free(up.summary);
-        ls_free(ids[k]), ids[k] = NULL;
-    }
-    mr_cancel_rest(c, ids, 0, g);
-    *n = rc == LS_OK ? g : 0; // (on failure the caller frees what is left)
-    ls_free(ids);
-    ls_buf_free(&head);
-    ls_free(lens), ls_free(ends);
-    return rc;
-}
-
-// Map-reduce over one document of doc_tokens tokens: chunks of chunk_tokens (bytes estimated from
-// the document's own bytes per token), each summarized as "part i of n", then combined in order,
-// level by level, until one call covers them all. *final: the summary.
-static ls_status mr_document(client *c, const char *addr, mr_run *r, const ls_buf *doc, int64_t chunk_tokens,
-                             const Longseq__Settings *s, double every, char **final) {
-    int64_t gen = ls_settings_max_tokens(s), content = chunk_tokens - gen - MR_OVERHEAD_TOKENS;
-    if (content < 64)
-        return LS_ERR(LS_ERR_INVALID, "chunks of %lld tokens leave %lld for the text after %lld to generate and %d for "
-                                      "the request: use a larger --chunk-tokens or a smaller --max-tokens",
-                      (long long)chunk_tokens, (long long)content, (long long)gen, MR_OVERHEAD_TOKENS);
-    double bytes_per_token = (double)doc->len / (double)(r->doc_tokens ? r->doc_tokens : 1);
-    size_t budget = (size_t)(0.9 * (double)content * bytes_per_token); // 10% for local density
-    if (budget < 2 * LS_MR_MIN_BYTES) budget = 2 * LS_MR_MIN_BYTES;
-    ls_span *sp;
-    size_t n;
-    LS_CHECK(ls_mr_split(doc->data, doc->len, budget, budget / 20, &sp, &n));
-    r->n_chunks = n;
-    mr_item *items = ls_calloc(n ? n : 1, sizeof *items);
-    ls_status rc = LS_OK;
-    fprintf(stderr, "[longseq] %s: %llu tokens, map-reduce over %zu chunk%s of at most %lld tokens\n", r->file,
-            (unsigned long long)r->doc_tokens, n, n == 1 ? "" : "s", (long long)chunk_tokens);
-    char **ids = ls_calloc(n ? n : 1, sizeof *ids), stage[64];
-    for (size_t i = 0; rc == LS_OK && i < n; i++) { // every chunk queued at once (a batching group may run them together)
-        ls_buf req = {0};
-        if (n == 1) ls_buf_printf(&req, "%s", s->instruction && *s->instruction ? s->instruction : "Summarize the text above in a few sentences.");
-        else ls_mr_chunk_request(i, n, &req);
-        snprintf(stage, sizeof stage, "chunk %zu/%zu", i + 1, n);
-        rc = mr_submit(c, r, stage, doc->data + sp[i].start, sp[i].end - sp[i].start, req.data, s, &ids[i]);
-        ls_buf_free(&req);
-    }
-    for (size_t i = 0; rc == LS_OK && i < n; i++) {
-        snprintf(stage, sizeof stage, "chunk %zu/%zu", i + 1, n);
-        items[i] = (mr_item){.first = i, .last = i};
-        rc = mr_follow(c, addr, r, stage, ids[i], s, n == 1, every, &items[i].summary);
-        uint64_t left = (uint64_t)((double)(doc->len - sp[i].end) / bytes_per_token) + (uint64_t)(n - i - 1) * (uint64_t)gen * 2;
-        if (rc == LS_OK) mr_progress(r, stage, left);
-        ls_free(ids[i]), ids[i] = NULL;
-    }
-    mr_cancel_rest(c, ids, 0, n);
-    ls_free(ids);
-    for (size_t i = 0; rc == LS_OK && n > 1 && i < n; i++)
-        json_array_append_new(r->parts, cli_json_str(items[i].summary, strlen(items[i].summary)));
-    size_t count = rc == LS_OK ? n : 0;
-    while (rc == LS_OK && count > 1) rc = mr_level(c, addr, r, items, &count, budget, s, every);
-    if (rc == LS_OK && count == 1) *final = items[0].summary, items[0].summary = NULL;
-    for (size_t i = 0; i < n; i++) ls_free(items[i].summary);
-    ls_free(items), ls_free(sp);
-    return rc;
-}
-
-// The strategy for a document of n tokens (docs/architecture.md ("Long documents")). auto: direct
-// when it fits the trained context; past it, extend when the measured table has an extension
-// that retrieved reliably at this length, otherwise map-reduce.
-static strategy choose(const longdoc *ld, int64_t n, int64_t gen) {
-    if (ld->want != STRAT_AUTO) return ld->want;
-    int64_t need = n + gen + MR_OVERHEAD_TOKENS;
-    if (need <= ld->n_ctx_train) return STRAT_DIRECT;
-    if (ld->eff.found && ld->eff.ext_method[0] && need <= ld->eff.ext_reliable) return STRAT_EXTEND;
-    return STRAT_MAPREDUCE;
-}
-
-// The chunk size of map-reduce: --chunk-tokens, else the chunk the table's coverage runs used,
-// else its reliable passkey length, else (a model not in the table) the trained context.
-static int64_t chunk_tokens(const longdoc *ld) {
-    if (ld->chunk_tokens) return ld->chunk_tokens;
-    if (!ld->eff.found) return ld->n_ctx_train;
-    return ld->eff.chunk ? ld->eff.chunk : ld->eff.reliable;
-}
-
-// extend: the document in one context, RoPE stretched over it: the user's RoPE settings as
-// given, else the measured best method (YaRN for a model not measured) with the factor this
-// length needs over the trained context.
-static void extend_settings(const longdoc *ld, int64_t n, int64_t gen, Longseq__Settings *s, char *method, size_t cap) {
-    if (ld->rope_given) return;
-    double need = (double)(n + gen + MR_OVERHEAD_TOKENS), f = ceil(10 * need / (double)ld->n_ctx_train) / 10;
-    snprintf(method, cap, "%s", ld->eff.found && ld->eff.ext_method[0] ? ld->eff.ext_method : "yarn");
-    if (f > 1) s->rope_scaling = method, s->rope_scale = (float)f;
-}
-
-// A record with the strategy's figures (write_record's fields and strategy, chunks, levels,
-// calls, wall_s, and map-reduce's `parts`: each chunk's summary, in order).
-static void write_long_record(FILE *out, const Longseq__JobResult *j, const char *strat, size_t chunks, int levels,
-                              int calls, double wall_s, json_t *parts) {
-    if (!out) return;
-    json_t *o = result_json(j, "summary");
-    json_object_set(o, "parts", parts);
-    json_object_set_new(o, "strategy", json_string(strat));
-    json_object_set_new(o, "chunks", json_integer((json_int_t)chunks));
-    json_object_set_new(o, "levels", json_integer(levels));
-    json_object_set_new(o, "calls", json_integer(calls));
-    json_object_set_new(o, "wall_s", json_real(wall_s));
-    json_dumpf(o, out, JSON_COMPACT);
-    fprintf(out, "\n");
-    fflush(out);
-    json_decref(o);
-}
-
-// One document past the trained context, by the strategy chosen for it; its record written.
-// Returns 0, 3 (the document failed; its record says why) or 1 (the coordinator failed).
-static int long_document(client *c, const char *addr, const longdoc *ld, const char *file, const ls_buf *doc,
-                         int64_t n, strategy st, const Longseq__Settings *s0, FILE *out, double every) {
-    Longseq__Settings s = *s0;
-    int64_t gen = ls_settings_max_tokens(&s);
-    char method[16];
-    mr_run r = {.file = file, .t0 = ls_time_ms(), .doc_tokens = (uint64_t)n, .n_chunks = 1, .parts = json_array(),
-                .combine_parts = (size_t)ld->combine_parts};
-    char *summary = NULL;
-    ls_status rc;
-    if (st == STRAT_EXTEND) {
-        extend_settings(ld, n, gen, &s, method, sizeof method);
-        fprintf(stderr, "[longseq] %s: %lld tokens, extend: one context with RoPE %s x%.1f\n", file, (long long)n,
-                s.rope_scaling && *s.rope_scaling ? s.rope_scaling : "as given", s.rope_scale);
-        const char *ask = s.instruction && *s.instruction ? s.instruction : "Summarize the text above in a few sentences.";
-        rc = mr_call(c, addr, &r, "extend", doc->data, doc->len, ask, &s, true, every, &summary);
-    } else {
-        rc = mr_document(c, addr, &r, doc, chunk_tokens(ld), &s, every, &summary);
-    }
-    Longseq__JobResult j = LONGSEQ__JOB_RESULT__INIT;
-    j.id = r.last_id ? r.last_id : "";
-    j.name = (char *)file;
-    j.task = LONGSEQ__TASK__SUMMARIZE;
-    j.tokens = (uint64_t)n;
-    j.text = summary;
-    j.generated = r.generated;
-    j.prefill_ms = r.prefill_ms, j.decode_ms = r.decode_ms;
-    j.ranks = r.ranks, j.attempts = r.attempts, j.stop = r.stop ? r.stop : "";
-    j.state = rc == LS_OK ? LONGSEQ__JOB_STATE__DONE : LONGSEQ__JOB_STATE__FAILED;
-    char rope[64] = "";
-    if (st == STRAT_EXTEND && s.rope_scaling) snprintf(rope, sizeof rope, "%s x%g", s.rope_scaling, s.rope_scale);
-    j.rope = rope;
-    j.attention = s.attention && *s.attention ? s.attention : "full";
-    int status = 0;
-    if (rc != LS_OK) {
-        j.error = (char *)ls_err_msg();
-        status = ls_err_code() == LS_ERR_IO ? 1 : 3;
-    }
-    double wall = (ls_time_ms() - r.t0) / 1e3;
-    report_job(file, &j);
-    if (rc == LS_OK)
-        fprintf(stderr, "[longseq] %s: %s, %zu chunk%s, %d combine level%s, %d calls, %.1f s\n", file, g_strategies[st],
-                r.n_chunks, r.n_chunks == 1 ? "" : "s", r.levels, r.levels == 1 ? "" : "s", r.calls, wall);
-    write_long_record(out, &j, g_strategies[st], r.n_chunks, r.levels, r.calls, wall, r.parts);
-    json_decref(r.parts);
-    if (rc != LS_OK) ls_err_clear();
-    ls_free(summary), ls_free(r.last_id), ls_free(r.stop);
-    return status;
-}
-
-// Which files need a strategy other than direct: each read and its tokens counted with the
-// model's tokenizer. Files that cannot be read, are not UTF-8, or fit stay on the direct path
-// (which reports the first two as the server refuses them). long_at[i]: the strategy of file i,
-// STRAT_DIRECT for the direct path.
-static ls_status classify(const longdoc *ld, char **files, int n, const Longseq__Settings *s, strategy *st, int64_t *tokens) {
-    int64_t gen = ls_settings_max_tokens(s);
-    for (int i = 0; i < n; i++) {
-        st[i] = STRAT_DIRECT, tokens[i] = 0;
-        ls_buf text = {0};
-        ls_vec_i32 ids = {0};
-        if (ls_file_read_all(files[i], LS_FRAME_MAX_DEFAULT - 4096, &text) == LS_OK && ls_utf8_valid(text.data, text.len, NULL) &&
-            ls_tokenize(ld->m.tok, text.data, text.len, false, false, &ids) == LS_OK)
-            tokens[i] = (int64_t)ids.len, st[i] = choose(ld, tokens[i], gen);
-        ls_err_clear();
-        ls_buf_free(&text);
-        ls_vec_i32_free(&ids);
-    }
-    return LS_OK;
-}
-
-// The documents that need another strategy than direct, one after the other.
-static int summarize_long(const char *token, int port, const longdoc *ld, char **files, int n, const strategy *st,
-                          const int64_t *tokens, Longseq__Settings *s, FILE *out, double every) {
-    char addr[64];
-    snprintf(addr, sizeof addr, "127.0.0.1:%d", port);
-    client cl = {.fd = -1, .token = ls_strndup(token, strlen(token)), .local = true};
-    int status = 0;
-    if (ls_net_connect(addr, 5000, &cl.fd) != LS_OK) status = cli_fail();
-    for (int i = 0; status != 1 && i < n; i++) {
-        if (st[i] == STRAT_DIRECT) continue;
-        ls_buf doc = {0};
-        if (ls_file_read_all(files[i], LS_FRAME_MAX_DEFAULT - 4096, &doc) != LS_OK) {
-            not_sent(out, files[i], ls_err_msg(), s);
-            ls_err_clear();
-            status = 3;
-            continue;
-        }
-        int one = long_document(&cl, addr, ld, files[i], &doc, tokens[i], st[i], s, out, every);
-        if (one) status = one;
-        ls_buf_free(&doc);
-    }
-    client_close(&cl);
-    return status;
-}
-
-// --strategy and the model's facts for it: the tokenizer, trained context, measured table.
-// A summarizing task needs the model's chat template: refused here, before any chunk is planned,
-// with the service's own words (coordinator/prep.c).
-static ls_status longdoc_open(longdoc *ld, const char *model, const ls_load_opts *lo, Longseq__Task task) {
-    LS_CHECK(cli_model_open(model, lo, &ld->m));
-    if (task == LONGSEQ__TASK__SUMMARIZE) {
-        ls_chat_t *chat = NULL;
-        ls_status rc = ls_chat_init(ld->m.gguf, ld->m.tok, NULL, &chat);
-        ls_chat_free(chat);
-        if (rc != LS_OK) {
-            ls_err_clear();
-            return LS_ERR(LS_ERR_UNSUPPORTED, "the model has no chat template longseq knows, so it cannot summarize; "
-                                              "continue the text instead with --task generate");
-        }
-    }
-    ls_model_config cfg;
-    LS_CHECK(ls_model_config_load(ld->m.gguf, &cfg));
-    ld->n_ctx_train = cfg.n_ctx_train;
-    ls_status rc = cli_effctx_lookup(cfg.name, cfg.n_ctx_train, &ld->eff);
-    if (rc == LS_OK && !ld->eff.found && ld->want != STRAT_DIRECT)
-        LS_INFO("%s (trained context %lld) is not in the measured table (docs/effective-context.json): map-reduce uses chunks of "
-                "its trained context", cfg.name[0] ? cfg.name : "the model", (long long)cfg.n_ctx_train);
-    ls_model_config_free(&cfg);
-    return rc;
-}
-
 int cmd_summarize(int argc, char **argv) {
     static const struct option opts[] = {{"np", required_argument, 0, 'N'}, {"launcher", required_argument, 0, 'L'},
                                          {"out", required_argument, 0, 'o'}, {"state", required_argument, 0, 's'},
                                          {"verbose", no_argument, 0, 'v'}, {"help", no_argument, 0, 'h'},
                                          {"idle-timeout", required_argument, 0, 'I'}, PROGRESS_OPTION,
-                                         {"strategy", required_argument, 0, 'S'}, {"chunk-tokens", required_argument, 0, 'C'},
-                                         {"combine-parts", required_argument, 0, 'M'},
                                          JOB_OPTIONS, CLI_ENGINE_OPTIONS, {0, 0, 0, 0}};
-    longdoc ld = {.want = STRAT_AUTO};
     inproc p = {.o = ls_server_opts_default(), .mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
     Longseq__Settings s = LONGSEQ__SETTINGS__INIT;
     cli_engine_args eng = cli_engine_args_default();
@@ -1353,15 +992,6 @@ int cmd_summarize(int argc, char **argv) {
         else if (c == 'I')
             status = cli_parse_int("summarize", "--idle-timeout", optarg, 1, 86400, &v) ? (p.o.idle_timeout_s = (int)v, 0) : 2;
         else if (c == 'P') status = progress_option("summarize", optarg, &every) ? 0 : 2;
-        else if (c == 'S') {
-            int k = 0;
-            while (k < 4 && strcmp(optarg, g_strategies[k])) k++;
-            if (k == 4) status = cli_usage_error("summarize", "--strategy is auto, direct, extend or map-reduce, not \"%s\"", optarg);
-            else ld.want = (strategy)k;
-        } else if (c == 'C')
-            status = cli_parse_int("summarize", "--chunk-tokens", optarg, 512, 1 << 20, &ld.chunk_tokens) ? 0 : 2;
-        else if (c == 'M')
-            status = cli_parse_int("summarize", "--combine-parts", optarg, 2, 100000, &ld.combine_parts) ? 0 : 2;
         else if (c == 'h') summarize_help(), exit(0);
         else status = cli_usage_error("summarize", "unknown option");
     }
@@ -1380,31 +1010,12 @@ int cmd_summarize(int argc, char **argv) {
     state = p.state;
     const char *token = p.token;
     batch b = {.state = state, .model = eng.model, .every = every};
-    int nf = argc - optind, n_direct = 0;
-    char **direct = ls_calloc((size_t)nf + 1, sizeof *direct);
-    strategy *st = ls_calloc((size_t)nf + 1, sizeof *st);
-    int64_t *ntok = ls_calloc((size_t)nf + 1, sizeof *ntok);
-    for (int i = 0; i < nf; i++) st[i] = STRAT_DIRECT; // (until classify says otherwise)
-    // auto with the user's own RoPE or attention rule: direct, as they chose (today's behaviour)
-    ld.rope_given = (s.rope_scaling && *s.rope_scaling) || s.rope_scale || eng.opts.rope.scaling >= 0 || !isnan(eng.opts.rope.factor);
-    if (ld.want == STRAT_AUTO && (ld.rope_given || (s.attention && *s.attention && strcmp(s.attention, "full"))))
-        ld.want = STRAT_DIRECT;
-    if (status == 0 && ld.want != STRAT_DIRECT) {
-        ls_load_opts lo = cli_load_opts(&eng);
-        if (longdoc_open(&ld, eng.model, &lo, s.task) != LS_OK || classify(&ld, argv + optind, nf, &s, st, ntok) != LS_OK) status = cli_fail();
-    }
-    // in file order (the records too): each run of direct files as one batch, each long file alone
-    for (int i = 0; (status == 0 || status == 3) && i < nf;) {
-        int k = i, one;
-        n_direct = 0;
-        while (k < nf && st[k] == STRAT_DIRECT) direct[n_direct++] = argv[optind + k++];
-        if (n_direct) one = summarize_jobs(token, p.port, direct, n_direct, &s, out, &b);
-        else one = summarize_long(token, p.port, &ld, argv + optind + i, 1, st + i, ntok + i, &s, out, every), k = i + 1;
-        if (one == 1 || (one == 3 && status == 0)) status = one;
-        i = k;
-    }
-    cli_model_close(&ld.m);
-    ls_free(direct), ls_free(st), ls_free(ntok);
+    // The strategy is the coordinator's (settings.strategy; docs/architecture.md ("Long documents")):
+    // auto unless asked otherwise (auto reads a document directly when the user chose the RoPE
+    // or the attention rule, for the job or for the whole run, as they chose).
+    if (!s.strategy || !*s.strategy) s.strategy = "auto";
+    if (!strcmp(s.strategy, "direct")) s.strategy = ""; // (the records say direct)
+    if (status == 0) status = summarize_jobs(token, p.port, argv + optind, argc - optind, &s, out, &b);
     inproc_stop(&p, b.unreturned > 0); // a state holding results not returned is kept (say_kept)
     if (out) fclose(out);
     for (int i = 0; i < nw; i++) ls_free(wargs[i]);

@@ -123,7 +123,7 @@ static void submit_line(ls_http *h, obatch *b, int64_t line) {
     lt->b = b, lt->line = line;
     t->req = req;
     t->set = req->settings ? req->settings : &none;
-    t->owner = lt, t->http = true, t->batch = true, t->rendered = tmp.chat;
+    t->owner = lt, t->http = true, t->batch = true, t->rendered = tmp.chat && !tmp.document;
     b->in_flight++;
     ls_prep_pool_add(h->host.pool, t);
 }
@@ -143,16 +143,20 @@ void ls_batches_prep_done(ls_http *h, ls_prep_task *t) {
         size_t plen = longseq__settings__get_packed_size(t->set);
         job.settings = ls_malloc(plen ? plen : 1), job.settings_len = plen;
         longseq__settings__pack(t->set, job.settings);
+        ls_strat_job_of(&job, d, &t->req->documents[0]->text); // (a line with a strategy: a parent)
         ls_status rc = LS_OK;
         if (ls_store_get(h->host.store, job.id, &old) == LS_OK) ls_job_free(&old); // stored before a crash
-        else ls_err_clear(), rc = ls_store_add(h->host.store, &job, 1);
+        else {
+            ls_err_clear(), rc = ls_store_add(h->host.store, &job, 1);
+            if (rc == LS_OK && job.is_parent) h->host.strat_start(h->host.server, job.id);
+        }
         if (rc == LS_OK) rc = ls_store_batch_line_set(h->host.store, b->rec.id, lt->line, job.id, "");
         if (rc != LS_OK) { // taken again later
             ls_err_clear();
             b->taken[lt->line] = 0;
             if (lt->line < b->next_line) b->next_line = lt->line;
         }
-        ls_free(job.settings);
+        ls_free(job.settings), ls_free(job.doc), ls_free(job.tag);
     }
     ls_free(lt);
     t->owner = NULL;

@@ -108,9 +108,11 @@ static bool ext_settings(hreq *r, json_t *ext, Longseq__Settings *s) {
     json_t *v;
     json_object_foreach(ext, k, v) {
         double x;
-        if (!strcmp(k, "attention") || !strcmp(k, "rope_scaling")) {
+        if (!strcmp(k, "attention") || !strcmp(k, "rope_scaling") || !strcmp(k, "strategy") || !strcmp(k, "instruction")) {
             if (!json_is_string(v)) return ls_http_error(r, 400, NULL, "longseq.%s must be a string", k), false;
             if (!strcmp(k, "attention")) s->attention = (char *)json_string_value(v);
+            else if (!strcmp(k, "strategy")) s->strategy = (char *)json_string_value(v);
+            else if (!strcmp(k, "instruction")) s->instruction = (char *)json_string_value(v);
             else s->rope_scaling = (char *)json_string_value(v);
             continue;
         }
@@ -124,10 +126,16 @@ static bool ext_settings(hreq *r, json_t *ext, Longseq__Settings *s) {
         else if (!strcmp(k, "yarn_orig_ctx")) s->yarn_orig_ctx = (uint32_t)fmin(x, 4e9);
         else if (!strcmp(k, "top_k")) s->top_k = (uint32_t)fmin(x, 4e9);
         else if (!strcmp(k, "repeat_penalty")) s->repeat_penalty = (float)x;
+        else if (!strcmp(k, "chunk_tokens")) s->chunk_tokens = (uint32_t)fmin(x, 4e9);
+        else if (!strcmp(k, "combine_parts")) s->combine_parts = (uint32_t)fmin(x, 4e9);
         else
             return ls_http_error(r, 400, NULL, "longseq.%s is not a setting longseq knows (attention, group, sinks, window, "
-                             "rope_scaling, rope_scale, rope_freq_base, yarn_orig_ctx, top_k, repeat_penalty)", k), false;
+                             "rope_scaling, rope_scale, rope_freq_base, yarn_orig_ctx, top_k, repeat_penalty, strategy, "
+                             "chunk_tokens, combine_parts, instruction)", k), false;
     }
+    // a strategy other than direct summarizes: the prompt (a chat's last user message) is the
+    // document (docs/protocol.md, "HTTP")
+    if (s->strategy && *s->strategy && strcmp(s->strategy, "direct")) s->task = LONGSEQ__TASK__SUMMARIZE, r->document = true;
     return true;
 }
 
@@ -226,6 +234,16 @@ static bool chat_prompt(hreq *r, json_t *q, ls_buf *out) {
     return ok;
 }
 
+// longseq.strategy on a chat: the last message, a user's, is the document.
+static bool chat_document(hreq *r, json_t *q, ls_buf *out) {
+    json_t *m = json_object_get(q, "messages");
+    size_t n = json_is_array(m) ? json_array_size(m) : 0;
+    json_t *last = n ? json_array_get(m, n - 1) : NULL, *role = last ? json_object_get(last, "role") : NULL;
+    if (!json_is_string(role) || strcmp(json_string_value(role), "user"))
+        return ls_http_error(r, 400, NULL, "with longseq.strategy the last message must be the user's document to summarize"), false;
+    return message_text(r, json_object_get(last, "content"), n - 1, out);
+}
+
 static bool completion_prompt(hreq *r, json_t *q, ls_buf *out) {
     json_t *p = json_object_get(q, "prompt");
     if (json_is_array(p) && json_array_size(p) == 1) p = json_array_get(p, 0);
@@ -262,7 +280,8 @@ Longseq__SubmitRequest *ls_http_build_job(hreq *r, json_t *q) {
     }
     if (stream && !json_is_null(stream) && !json_is_boolean(stream)) return ls_http_error(r, 400, NULL, "stream must be true or false"), NULL;
     r->stream = json_is_true(stream);
-    if (!settings_from(r, q, &set) || !(r->chat ? chat_prompt(r, q, &prompt) : completion_prompt(r, q, &prompt))) {
+    if (!settings_from(r, q, &set) ||
+        !(r->chat ? (r->document ? chat_document(r, q, &prompt) : chat_prompt(r, q, &prompt)) : completion_prompt(r, q, &prompt))) {
         ls_free(set.stop), ls_buf_free(&prompt);
         return NULL;
     }
@@ -281,7 +300,7 @@ static void start_completion(hreq *r, json_t *q) {
     static const Longseq__Settings none = LONGSEQ__SETTINGS__INIT;
     t->req = req;
     t->set = req->settings ? req->settings : &none;
-    t->owner = r, t->http = true, t->rendered = r->chat;
+    t->owner = r, t->http = true, t->rendered = r->chat && !r->document;
     r->task = t;
     r->wait = W_PREP;
     r->created = (int64_t)time(NULL);
@@ -301,11 +320,18 @@ static json_t *usage_of(const Longseq__JobResult *jr, int64_t prompt) {
                      "total_tokens", (json_int_t)(p + c));
 }
 
-// longseq's own figures, beside OpenAI's fields.
+// longseq's own figures, beside OpenAI's fields (and a strategy's, when the job had one).
 static json_t *ext_of(const char *job, const Longseq__JobResult *jr) {
-    return json_pack("{s:s, s:f, s:f, s:i, s:s, s:s}", "job_id", job, "prefill_ms", jr ? jr->prefill_ms : 0.0,
-                     "decode_ms", jr ? jr->decode_ms : 0.0, "ranks", jr ? (int)jr->ranks : 0, "attention",
-                     jr && jr->attention ? jr->attention : "", "rope", jr && jr->rope ? jr->rope : "");
+    json_t *o = json_pack("{s:s, s:f, s:f, s:i, s:s, s:s}", "job_id", job, "prefill_ms", jr ? jr->prefill_ms : 0.0,
+                          "decode_ms", jr ? jr->decode_ms : 0.0, "ranks", jr ? (int)jr->ranks : 0, "attention",
+                          jr && jr->attention ? jr->attention : "", "rope", jr && jr->rope ? jr->rope : "");
+    if (o && jr && jr->strategy && *jr->strategy) {
+        json_object_set_new(o, "strategy", json_string(jr->strategy));
+        json_object_set_new(o, "chunks", json_integer(jr->chunks));
+        json_object_set_new(o, "levels", json_integer(jr->levels));
+        json_object_set_new(o, "calls", json_integer(jr->calls));
+    }
+    return o;
 }
 
 static json_t *chunk(const hreq *r, const char *text, const char *finish, bool role) {
@@ -406,9 +432,11 @@ void ls_http_prep_done(ls_http *h, ls_prep_task *t) {
         size_t plen = longseq__settings__get_packed_size(t->set);
         job.settings = ls_malloc(plen ? plen : 1), job.settings_len = plen;
         longseq__settings__pack(t->set, job.settings);
+        ls_strat_job_of(&job, d, &t->req->documents[0]->text);
         ls_status rc = ls_store_new_id(job.id);
         if (rc == LS_OK) rc = ls_store_add(h->host.store, &job, 1); // committed before anyone is told
-        ls_free(job.settings);
+        if (rc == LS_OK && job.is_parent) h->host.strat_start(h->host.server, job.id);
+        ls_free(job.settings), ls_free(job.doc), ls_free(job.tag);
         if (rc != LS_OK) {
             ls_http_error(r, 503, NULL, "the job store could not commit: %s", ls_err_msg());
             ls_err_clear();

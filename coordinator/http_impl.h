@@ -36,6 +36,7 @@ typedef struct hreq {
     bool suspended;
     // a completion
     bool chat, stream, dispatched;
+    bool document;              // longseq.strategy: the prompt (the last user message) is a document to summarize
     wait_kind wait;
     ls_prep_task *task;       // in the prep pool (owner: this request)
     char job[40];

@@ -1,7 +1,7 @@
 // ls_mapreduce.h — the pure parts of map-reduce summarization (docs/architecture.md ("Long
 // documents")): cutting a document into chunks at paragraph, then sentence, then word
 // boundaries (never inside a UTF-8 character), the plan of the combine levels, and the texts of
-// the chunk and combine requests. No I/O: summarize (cli/cmd_client.c) runs the jobs.
+// the chunk and combine requests. No I/O: the coordinator runs the jobs (coordinator/strategy.c).
 // Test: tests/unit/test_mapreduce.c.
 #ifndef LS_MAPREDUCE_H
 #define LS_MAPREDUCE_H

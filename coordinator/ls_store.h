@@ -9,7 +9,7 @@
 
 #include "ls_base.h"
 
-#define LS_STORE_SCHEMA 3
+#define LS_STORE_SCHEMA 4
 
 typedef struct ls_store ls_store_t;
 
@@ -32,6 +32,12 @@ typedef struct ls_job {
     uint8_t *result;       // packed longseq.JobResult, once finished (NULL before)
     size_t result_len;
     char *error;           // why it failed or was cancelled ("" otherwise)
+    // schema 4: jobs of a long-document strategy (coordinator/strategy.c)
+    char parent[40];       // a child: its parent's id ("" none)
+    char *tag;             // a child: its place in the plan ("c3", "l2.1", "x"); a parent: its strategy
+    bool is_parent;        // a parent: its document is stored, it never runs itself
+    uint8_t *doc;          // a parent's document, when adding one (the store reads it with ls_store_doc)
+    size_t doc_len;
 } ls_job;
 void ls_job_free(ls_job *j);
 
@@ -40,11 +46,12 @@ void ls_job_free(ls_job *j);
 // -wal and -shm files are the owner's alone (0600).
 ls_status ls_store_open(const char *dir, ls_store_t **out);
 void ls_store_close(ls_store_t *s);
-// After a restart: running jobs go back to the queue; *n how many.
+// After a restart: running jobs go back to the queue (parents stay running); *n how many.
 ls_status ls_store_requeue_running(ls_store_t *s, int64_t *n);
 // Adds jobs (id, name, settings, tokens set) in one transaction: all or none. Each is queued,
 // or, with state LS_JOB_FAILED and its error (a document refused at submit; tokens may be
-// none), stored already finished.
+// none), stored already finished; a parent (is_parent, doc set) is stored running, as it is
+// in progress from the start and never queued itself; parent and tag are kept.
 ls_status ls_store_add(ls_store_t *s, ls_job *jobs, size_t n);
 // The oldest queued job with its tokens; *found false when the queue is empty.
 ls_status ls_store_next_queued(ls_store_t *s, ls_job *j, bool *found);
@@ -58,6 +65,12 @@ ls_status ls_store_get(ls_store_t *s, const char *id, ls_job *j);
 // Newest first, at most `limit`, with settings and results but without tokens; fn is called per job.
 ls_status ls_store_list(ls_store_t *s, int64_t limit, void (*fn)(void *ctx, const ls_job *j), void *ctx);
 ls_status ls_store_count(ls_store_t *s, ls_job_state st, int64_t *n);
+// A parent's children in the order they were added (with results, without tokens).
+ls_status ls_store_children(ls_store_t *s, const char *parent, void (*fn)(void *ctx, const ls_job *j), void *ctx);
+// The parents not yet finished, oldest first (after a restart they go on).
+ls_status ls_store_open_parents(ls_store_t *s, void (*fn)(void *ctx, const ls_job *j), void *ctx);
+// A parent's document (allocated, ls_free); LS_ERR_NOT_FOUND when the job has none.
+ls_status ls_store_doc(ls_store_t *s, const char *id, uint8_t **doc, size_t *len);
 // Queued jobs ahead of the job with this seq.
 ls_status ls_store_ahead(ls_store_t *s, int64_t seq, int64_t *n);
 // A new job id ("j" + 16 hex digits from the kernel's random source).

@@ -37,6 +37,10 @@ ls_status ls_prep_init(const char *model, const ls_rope_override *rope, const ls
         with.rope = check;
         if (rc == LS_OK && ls_rope_scaling_missing(&with, hint, sizeof hint)) LS_WARN("%s", hint);
     }
+    if (rc == LS_OK) { // the measured table: strategy auto and extend choose from it
+        p->sm.n_ctx_train = p->cfg.n_ctx_train;
+        rc = ls_effctx_lookup(p->cfg.name, p->cfg.n_ctx_train, &p->sm.eff);
+    }
     if (rc == LS_OK && ls_chat_init(p->gguf, p->tok, NULL, &p->chat) != LS_OK) {
         LS_WARN("%s has no chat template longseq knows: summarize jobs will be refused (%s)", model, ls_err_msg());
         ls_err_clear();
@@ -173,5 +177,28 @@ ls_status ls_prep_document(const ls_prep *p, const Longseq__Settings *s, const u
     if (n + gen > max_job_tokens)
         return LS_ERR(LS_ERR_RANGE, "the job needs %lld tokens (%lld in the prompt + %lld to generate); this server takes at most %lld per job",
                       (long long)(n + gen), (long long)n, (long long)gen, (long long)max_job_tokens);
+    return LS_OK;
+}
+
+ls_status ls_prep_strategy(const ls_prep *p, const Longseq__Settings *s, const uint8_t *text, size_t len, ls_strategy *st,
+                           int64_t *n_tokens) {
+    ls_strategy want = ls_settings_strategy(s);
+    *st = LS_STRAT_DIRECT, *n_tokens = 0;
+    bool own_rope = (s->rope_scaling && *s->rope_scaling) || s->rope_scale > 0 || p->rope.scaling >= 0 || !isnan(p->rope.factor);
+    bool own_rule = s->attention && *s->attention && strcmp(s->attention, "full");
+    if (want == LS_STRAT_DIRECT || (want == LS_STRAT_AUTO && (own_rope || own_rule))) return LS_OK; // as the job chose
+    size_t bad;
+    LS_CHECK(check_not_blank(text, len));
+    if (!ls_utf8_valid((const char *)text, len, &bad)) return LS_ERR(LS_ERR_INVALID, "the text is not valid UTF-8 (at byte %zu)", bad);
+    if (memchr(text, 0, len)) return LS_ERR(LS_ERR_INVALID, "the text contains a NUL byte");
+    ls_vec_i32 ids = {0};
+    ls_status rc = ls_tokenize(p->tok, (const char *)text, len, false, false, &ids);
+    *n_tokens = (int64_t)ids.len;
+    ls_vec_i32_free(&ids);
+    LS_CHECK(rc);
+    *st = ls_strategy_choose(&p->sm, want, *n_tokens, ls_settings_max_tokens(s));
+    int64_t content;
+    if (*st == LS_STRAT_MAPREDUCE) // refused now rather than after the parent is stored
+        LS_CHECK(ls_strategy_chunk_room(ls_strategy_chunk_tokens(&p->sm, s->chunk_tokens), ls_settings_max_tokens(s), &content));
     return LS_OK;
 }

@@ -55,7 +55,16 @@ static void prepare_one(ls_prep_pool *pool, const ls_prep_task *t, ls_prep_doc *
         d->error = why.data;
         return;
     }
-    if (ls_prep_document(pool->prep, t->set, doc->text.data, doc->text.len, t->rendered, pool->max_job_tokens, &d->ids) == LS_OK) return;
+    ls_strategy st = LS_STRAT_DIRECT;
+    ls_status rc = t->rendered ? LS_OK : ls_prep_strategy(pool->prep, t->set, doc->text.data, doc->text.len, &st, &d->doc_tokens);
+    d->strategy = st;
+    if (rc == LS_OK && st != LS_STRAT_DIRECT) { // a parent: its children are prepared when the plan needs them
+        d->parent = true;
+        return;
+    }
+    if (rc == LS_OK &&
+        ls_prep_document(pool->prep, t->set, doc->text.data, doc->text.len, t->rendered, pool->max_job_tokens, &d->ids) == LS_OK)
+        return;
     d->error = ls_strndup(ls_err_msg(), strlen(ls_err_msg()));
     ls_err_clear();
     ls_free(d->ids.data);

@@ -3,7 +3,8 @@
 // worker group is a child process (the launcher) in its own process group whose leader
 // connects back and says hello; it runs one job at a time and reports progress, text and the
 // result as WorkerEvents. Every job state change is committed to the store before anyone is
-// told. Tests: tests/oracle/test_service.py.
+// told. A long-document strategy's parent job runs its children through the same queue
+// (strategy.c). Tests: tests/oracle/test_service.py, tests/oracle/test_strategy.py.
 #include "server_impl.h"
 #include "ls_launch.h"
 
@@ -74,6 +75,7 @@ typedef struct server {
     bool run_texted;         // it has sent text (time to first token is measured once)
     ls_http *http;           // the HTTP front end (NULL: none)
     ls_metrics metrics;
+    ls_strat_host strat;     // the long-document strategies' parents (strategy.c)
 } server;
 
 const double ls_hist_bounds[LS_HIST_BUCKETS] = {0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 600};
@@ -194,6 +196,10 @@ static void from_settings(server *s, const ls_job *j, Longseq__JobResult *r) {
     Longseq__Settings *set = j->settings_len ? longseq__settings__unpack(NULL, j->settings_len, j->settings) : NULL;
     if (!set) return;
     r->task = set->task;
+    if (set->strategy && *set->strategy && !j->is_parent && !j->parent[0] && (!r->strategy || !*r->strategy)) {
+        set_str(&r->strategy, "direct"); // a strategy that chose one job of its own
+        r->chunks = 1, r->calls = j->attempts > 0; // (a document refused at submit never ran)
+    }
     if (!r->attention || !*r->attention) set_str(&r->attention, set->attention && *set->attention ? set->attention : "full");
     if (!r->ranks && j->state == LS_JOB_RUNNING) r->ranks = (uint32_t)s->o->np;
     longseq__settings__free_unpacked(set, NULL);
@@ -219,6 +225,13 @@ static Longseq__JobResult *job_result(server *s, const ls_job *j, bool with_text
     r->queue_position = (uint64_t)queue_ahead(s, j);
     if (!r->tokens) r->tokens = (uint64_t)j->n_tokens; // the prompt with its chat template
     from_settings(s, j, r);
+    set_str(&r->parent, j->parent);
+    if (j->is_parent && !ls_job_state_final(j->state)) { // a parent in progress: its strategy, and its stage
+        set_str(&r->strategy, j->tag);
+        char stage[128] = "";
+        if (with_text && ls_strat_step(&s->strat, j->id, true, stage, sizeof stage) != LS_OK) ls_err_clear();
+        set_str(&r->stage, stage);
+    }
     if (j->state == LS_JOB_RUNNING && !strcmp(j->id, s->run_id) && with_text)
         set_str(&r->text, s->run_text.len ? s->run_text.data : "");
     if (!with_text && r->text && *r->text) set_str(&r->text, "");
@@ -315,6 +328,17 @@ static Longseq__JobResult *with_streamed_text(server *s, Longseq__JobResult *r, 
     return copy;
 }
 
+// A child of a strategy's parent ended: the parent takes its next step (strategy.c).
+static void child_ended(server *s, const char *id) {
+    ls_job j;
+    if (ls_store_get(s->store, id, &j) != LS_OK) return ls_err_clear();
+    if (j.parent[0] && ls_strat_step(&s->strat, j.parent, false, NULL, 0) != LS_OK) {
+        say(s, "job %s: its next step failed: %s", j.parent, ls_err_msg());
+        ls_err_clear();
+    }
+    ls_job_free(&j);
+}
+
 static void finish(server *s, const char *id, const char *name, int64_t attempts, ls_job_state st, Longseq__JobResult *r,
                    const char *why) {
     uint8_t *packed = NULL;
@@ -342,6 +366,7 @@ static void finish(server *s, const char *id, const char *name, int64_t attempts
             (unsigned long long)r->tokens, r->prefill_ms, (unsigned long long)r->generated, r->decode_ms);
     else say(s, "job %s (%s) %s%s%s", id, name, ls_job_state_name(st), why && *why ? ": " : "", why ? why : "");
     notify_state(s, id, st, attempts, why);
+    child_ended(s, id);
 }
 
 // --- the worker group -------------------------------------------------------------------------
@@ -529,6 +554,7 @@ static ls_status make_jobs(const ls_prep_task *t, ls_job *jobs, uint8_t *packed,
         jobs[i].tokens = d->ids.data, d->ids.data = NULL;
         jobs[i].n_tokens = (int64_t)d->ids.len;
         jobs[i].settings = packed, jobs[i].settings_len = packed_len;
+        ls_strat_job_of(&jobs[i], d, &t->req->documents[i]->text); // a strategy's parent keeps its document
     }
     return LS_OK;
 }
@@ -553,6 +579,8 @@ static void submit_done(server *s, conn *c, ls_prep_task *t) {
             errors[i] = jobs[i].error ? jobs[i].error : "";
             n_failed += jobs[i].state == LS_JOB_FAILED;
             if (jobs[i].state == LS_JOB_FAILED) say(s, "job %s (%s) failed at submit: %s", jobs[i].id, jobs[i].name, jobs[i].error);
+            else if (jobs[i].is_parent)
+                say(s, "job %s (%s) accepted: %lld tokens, strategy %s", jobs[i].id, jobs[i].name, (long long)jobs[i].n_tokens, jobs[i].tag);
             else say(s, "job %s (%s) queued: %lld tokens", jobs[i].id, jobs[i].name, (long long)jobs[i].n_tokens);
         }
         sr.n_job_ids = sr.n_errors = n;
@@ -565,6 +593,11 @@ static void submit_done(server *s, conn *c, ls_prep_task *t) {
         if (n_failed) send_status(c, LONGSEQ__CODE__OK, "%zu job%s queued, %zu failed", n - n_failed, n - n_failed == 1 ? "" : "s", n_failed);
         else send_status(c, LONGSEQ__CODE__OK, "%zu job%s queued", n, n == 1 ? "" : "s");
         ls_free(ids), ls_free(errors);
+        for (size_t i = 0; i < n; i++) // the parents' first steps: their children queued
+            if (jobs[i].is_parent && ls_strat_step(&s->strat, jobs[i].id, false, NULL, 0) != LS_OK) {
+                say(s, "job %s: its first step failed: %s", jobs[i].id, ls_err_msg());
+                ls_err_clear();
+            }
     }
     for (size_t i = 0; i < n; i++) jobs[i].settings = NULL, ls_job_free(&jobs[i]);
     ls_free(jobs);
@@ -616,6 +649,16 @@ static void do_watch(server *s, conn *c, const Longseq__WatchRequest *q) {
     c->queue_pos = j.state == LS_JOB_QUEUED ? (int64_t)e.queue_position : -1;
     bool final = ls_job_state_final(j.state), running = j.state == LS_JOB_RUNNING && !strcmp(j.id, s->run_id);
     if (!final) send_event(c, &e);
+    char stage[128] = "";
+    if (!final && j.is_parent && ls_strat_step(&s->strat, j.id, true, stage, sizeof stage) != LS_OK) ls_err_clear();
+    if (stage[0]) {
+        Longseq__Event g = LONGSEQ__EVENT__INIT;
+        g.job_id = j.id;
+        g.kind = LONGSEQ__EVENT__KIND__STAGE;
+        g.state = e.state;
+        g.stage = stage;
+        send_event(c, &g);
+    }
     Longseq__JobResult *r = final ? job_result(s, &j, true) : NULL;
     const char *text = running ? (s->run_text.len ? s->run_text.data : NULL) : r ? r->text : NULL;
     if (text && *text) {
@@ -662,6 +705,9 @@ static void do_cancel(server *s, conn *c, const Longseq__CancelRequest *q) {
     if (!get_job(s, c, q->job_id, &j)) return;
     if (ls_job_state_final(j.state)) {
         send_status(c, LONGSEQ__CODE__FAILED_PRECONDITION, "job %s is already %s", j.id, ls_job_state_name(j.state));
+    } else if (j.is_parent) {
+        ls_strat_end(&s->strat, &j, LS_JOB_CANCELLED, "cancelled by a client");
+        send_status(c, LONGSEQ__CODE__OK, "job %s cancelled, and its calls with it", j.id);
     } else if (j.state == LS_JOB_RUNNING && !strcmp(j.id, s->run_id) && s->leader) {
         ask_cancel(s, j.id);
         send_status(c, LONGSEQ__CODE__OK, "job %s is running: the worker group stops it at its next step", j.id);
@@ -1225,7 +1271,9 @@ static void http_cancel(void *srv, const char *id) {
     server *s = srv;
     ls_job j;
     if (ls_store_get(s->store, id, &j) != LS_OK) return ls_err_clear();
-    if (j.state == LS_JOB_RUNNING && !strcmp(j.id, s->run_id) && s->leader) {
+    if (j.is_parent && !ls_job_state_final(j.state)) {
+        ls_strat_end(&s->strat, &j, LS_JOB_CANCELLED, "cancelled with its batch");
+    } else if (j.state == LS_JOB_RUNNING && !strcmp(j.id, s->run_id) && s->leader) {
         ask_cancel(s, j.id);
     } else if (j.state == LS_JOB_QUEUED) {
         finish(s, j.id, j.name, j.attempts, LS_JOB_CANCELLED, NULL, "cancelled with its batch");
@@ -1233,10 +1281,88 @@ static void http_cancel(void *srv, const char *id) {
     ls_job_free(&j);
 }
 
+// --- the strategies' host (strategy.c) ----------------------------------------------------------
+
+static void strat_finish(void *srv, const char *id, const char *name, int64_t attempts, ls_job_state st,
+                         Longseq__JobResult *r, const char *why) {
+    server *s = srv;
+    if (r && r->text && *r->text) { // the parent's watchers get its summary before its end
+        Longseq__Event e = LONGSEQ__EVENT__INIT;
+        e.job_id = (char *)id;
+        e.kind = LONGSEQ__EVENT__KIND__TEXT;
+        e.text = r->text;
+        for (size_t i = 0; i < s->n_conns; i++)
+            if (!strcmp(s->conns[i]->watch, id)) send_event(s->conns[i], &e);
+    }
+    finish(s, id, name, attempts, st, r, why);
+}
+
+static void strat_queued(void *srv, const ls_job *jobs, size_t n) {
+    server *s = srv;
+    for (size_t i = 0; i < n; i++) {
+        if (jobs[i].state == LS_JOB_FAILED) say(s, "job %s (%s) failed at submit: %s", jobs[i].id, jobs[i].name, jobs[i].error);
+        else say(s, "job %s (%s) queued: %lld tokens", jobs[i].id, jobs[i].name, (long long)jobs[i].n_tokens);
+        ls_http_job_state(s->http, jobs[i].id, (int)jobs[i].state);
+    }
+}
+
+static void strat_stop_running(void *srv, const char *id) {
+    server *s = srv;
+    if (!strcmp(id, s->run_id) && s->leader) ask_cancel(s, s->run_id);
+}
+
+static void strat_stage(void *srv, const char *parent, const char *stage, double fraction, double tok_per_s, double eta_s) {
+    server *s = srv;
+    Longseq__Event e = LONGSEQ__EVENT__INIT;
+    e.job_id = (char *)parent;
+    e.kind = LONGSEQ__EVENT__KIND__STAGE;
+    e.state = LONGSEQ__JOB_STATE__RUNNING;
+    e.stage = (char *)stage;
+    e.fraction = fraction, e.tok_per_s = tok_per_s, e.eta_s = eta_s;
+    e.error = "";
+    for (size_t i = 0; i < s->n_conns; i++)
+        if (!strcmp(s->conns[i]->watch, parent)) send_event(s->conns[i], &e);
+}
+
+typedef struct ids_ctx {
+    char (*ids)[40];
+    size_t n;
+} ids_ctx;
+
+static void collect_id(void *ctx, const ls_job *j) {
+    ids_ctx *c = ctx;
+    c->ids = ls_realloc(c->ids, (c->n + 1) * sizeof *c->ids);
+    snprintf(c->ids[c->n++], sizeof *c->ids, "%s", j->id);
+}
+
+// After a start: the parents not finished take their next step (children requeued, or the
+// next level queued when the last one ended just before the stop).
+static void resume_parents(server *s) {
+    ids_ctx c = {0};
+    if (ls_store_open_parents(s->store, collect_id, &c) != LS_OK) { // (read whole before any write)
+        say(s, "cannot read the open parents: %s", ls_err_msg());
+        ls_err_clear();
+    }
+    for (size_t i = 0; i < c.n; i++)
+        if (ls_strat_step(&s->strat, c.ids[i], false, NULL, 0) != LS_OK) {
+            say(s, "job %s: cannot go on after the restart: %s", c.ids[i], ls_err_msg());
+            ls_err_clear();
+        }
+    ls_free(c.ids);
+}
+
+static void http_strat_start(void *srv, const char *id) {
+    server *s = srv;
+    if (ls_strat_step(&s->strat, id, false, NULL, 0) != LS_OK) {
+        say(s, "job %s: its first step failed: %s", id, ls_err_msg());
+        ls_err_clear();
+    }
+}
+
 static ls_status start_http(server *s) {
     ls_http_host host = {.o = s->o, .store = s->store, .prep = s->prep, .pool = s->pool, .metrics = &s->metrics,
                          .server = s, .workers_ready = http_workers_ready, .connections = http_connections,
-                         .cancel = http_cancel};
+                         .cancel = http_cancel, .strat_start = http_strat_start};
     ls_status rc = ls_http_start(&host, &s->http);
     if (rc != LS_OK) return ls_http_free(s->http), s->http = NULL, rc;
     if (!s->o->on_ready) fprintf(stderr, "[longseq serve] HTTP on %s (http port %d)\n", s->o->http, ls_http_port(s->http));
@@ -1261,6 +1387,9 @@ ls_status ls_server_run(const ls_server_opts *o) {
     if (rc == LS_OK) rc = ls_store_open(o->state_dir, &s.store);
     int64_t requeued = 0;
     if (rc == LS_OK) rc = ls_store_requeue_running(s.store, &requeued);
+    s.strat = (ls_strat_host){.store = s.store, .prep = s.prep, .max_job_tokens = o->max_job_tokens, .server = &s,
+                              .finish = strat_finish, .queued = strat_queued, .stop_running = strat_stop_running,
+                              .stage = strat_stage};
     if (rc == LS_OK) rc = ls_net_listen(o->listen, 512, &s.lfd, &s.port);
     if (rc == LS_OK) {
         int64_t queued = 0;
@@ -1272,6 +1401,7 @@ ls_status ls_server_run(const ls_server_opts *o) {
         if (o->http) rc = start_http(&s);
     }
     if (rc == LS_OK) {
+        resume_parents(&s);
         if (o->on_ready) o->on_ready(o->ready_ctx, s.port);
         loop(&s);
         shut_down(&s);

@@ -5,6 +5,7 @@
 #define LS_SERVER_IMPL_H
 
 #include "ls_chat.h"
+#include "ls_effctx.h"
 #include "ls_server.h"
 
 // What the coordinator needs of the model: metadata, tokenizer and chat template (the file is
@@ -16,6 +17,7 @@ typedef struct ls_prep {
     ls_chat_t *chat;        // NULL when the model has no usable template (summarize then fails)
     ls_rope_override rope;  // the server's overrides
     size_t max_token_bytes; // the longest vocabulary string: no token stands for more text
+    ls_strategy_model sm;   // trained context and measured effective context (strategy auto, extend)
 } ls_prep;
 
 ls_status ls_prep_init(const char *model, const ls_rope_override *rope, const ls_load_opts *load, ls_prep **out);
@@ -34,6 +36,12 @@ ls_status ls_prep_check_call(const ls_prep *p, const Longseq__Settings *s);
 // (the prep pool's).
 ls_status ls_prep_document(const ls_prep *p, const Longseq__Settings *s, const uint8_t *text, size_t len, bool rendered,
                            int64_t max_job_tokens, ls_vec_i32 *ids);
+// The strategy a document of a job with settings.strategy runs under (docs/architecture.md
+// ("Long documents")): direct for an unset or direct strategy, and for auto when the job (or the
+// server) gives its own RoPE scaling or the job its attention rule; otherwise the text is checked (not blank, UTF-8, no
+// NUL) and its tokens counted (*n_tokens) for ls_strategy_choose. Reads p only (prep pool).
+ls_status ls_prep_strategy(const ls_prep *p, const Longseq__Settings *s, const uint8_t *text, size_t len, ls_strategy *st,
+                           int64_t *n_tokens);
 // The context length a sequence may reach under the RoPE settings (no limit for sink and
 // window rules, whose positions never leave the cache's range): *limit, -1 for none.
 ls_status ls_prep_context(const ls_prep *p, const Longseq__Settings *s, int64_t *limit, ls_rope_config *rope);
@@ -46,6 +54,9 @@ typedef struct ls_prep_doc {
     char *name;          // the name to store (a bad one shortened, bad bytes as U+FFFD)
     ls_vec_i32 ids;      // the job's tokens, when error is NULL
     char *error;         // why the document is refused (NULL: it is fine)
+    bool parent;         // its strategy (extend, map-reduce) makes it a parent job: no ids
+    ls_strategy strategy;
+    int64_t doc_tokens;  // a parent's document's tokens
 } ls_prep_doc;
 
 typedef struct ls_prep_task {
@@ -119,6 +130,7 @@ typedef struct ls_http_host {
     bool (*workers_ready)(void *server, const char **why);
     size_t (*connections)(void *server);        // protobuf connections open
     void (*cancel)(void *server, const char *id); // cancels a queued or running job (as the Cancel call)
+    void (*strat_start)(void *server, const char *id); // a strategy's parent was stored: its first step
 } ls_http_host;
 
 ls_status ls_http_start(const ls_http_host *host, ls_http **out);
@@ -134,5 +146,36 @@ void ls_http_job_text(ls_http *h, const char *id, const char *text);
 void ls_http_job_state(ls_http *h, const char *id, int state);
 // Answers every waiting request 503, then stops (the loop has ended).
 void ls_http_free(ls_http *h);
+
+// --- long-document strategies run by the coordinator (strategy.c) --------------------------
+// A job whose strategy is extend or map-reduce is a parent: its document is stored, and its
+// children are ordinary jobs (the chunk and combine calls, or extend's one call) named after it.
+// The plan is a function of the document, the settings and the children's results, so each
+// step reads them from the store: after a restart the parent goes on where its children are.
+
+typedef struct ls_strat_host {
+    ls_store_t *store;
+    const ls_prep *prep;
+    int64_t max_job_tokens;
+    void *server;
+    // A job ends (the parent, or a child cancelled): committed, then told, as the server does.
+    void (*finish)(void *server, const char *id, const char *name, int64_t attempts, ls_job_state st,
+                   Longseq__JobResult *r, const char *why);
+    void (*queued)(void *server, const ls_job *jobs, size_t n); // children committed to the queue
+    void (*stop_running)(void *server, const char *id);        // a running child is to stop
+    // The parent's stage changed ("chunk 3/7"): its watchers hear it.
+    void (*stage)(void *server, const char *parent, const char *stage, double fraction, double tok_per_s, double eta_s);
+} ls_strat_host;
+
+// A prepared document that is a parent (d->parent) makes j one: its document (a copy of text),
+// strategy and token count set. Other documents leave j as it is.
+void ls_strat_job_of(ls_job *j, const ls_prep_doc *d, const ProtobufCBinaryData *text);
+// One step of the parent: its children that the plan needs next are queued (one transaction), or
+// it finishes (done with the final summary and its figures, or failed naming the child that
+// failed, its other children cancelled). dry: nothing is changed, only *stage is said (may be
+// NULL). A parent already finished is left alone.
+ls_status ls_strat_step(const ls_strat_host *h, const char *parent, bool dry, char *stage, size_t cap);
+// The parent ends in state st (cancelled, failed) with why; its unfinished children are cancelled.
+void ls_strat_end(const ls_strat_host *h, const ls_job *parent, ls_job_state st, const char *why);
 
 #endif // LS_SERVER_IMPL_H

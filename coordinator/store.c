@@ -69,6 +69,11 @@ static const char *const MIGRATIONS[LS_STORE_SCHEMA] = {
     "  job TEXT NOT NULL DEFAULT '',"
     "  error TEXT NOT NULL DEFAULT '',"
     "  PRIMARY KEY (batch, line));",
+    // 4: long-document strategies: a parent job keeps its document, its children name it
+    "ALTER TABLE jobs ADD COLUMN parent TEXT NOT NULL DEFAULT '';"
+    "ALTER TABLE jobs ADD COLUMN tag TEXT NOT NULL DEFAULT '';"
+    "ALTER TABLE jobs ADD COLUMN doc BLOB;"
+    "CREATE INDEX jobs_by_parent ON jobs(parent, seq);",
 };
 
 const char *ls_job_state_name(ls_job_state s) {
@@ -78,6 +83,7 @@ const char *ls_job_state_name(ls_job_state s) {
 
 void ls_job_free(ls_job *j) {
     ls_free(j->name), ls_free(j->settings), ls_free(j->tokens), ls_free(j->result), ls_free(j->error);
+    ls_free(j->tag), ls_free(j->doc);
     *j = (ls_job){0};
 }
 
@@ -198,12 +204,12 @@ void ls_store_close(ls_store_t *s) {
 ls_status ls_store_requeue_running(ls_store_t *s, int64_t *n) {
     LS_CHECK(exec(s, "BEGIN IMMEDIATE"));
     sqlite3_stmt *st;
-    ls_status rc = prepare(s, "INSERT INTO job_log SELECT id, ?1, 0, attempts, 'requeued after a restart' FROM jobs WHERE state = 1", &st);
+    ls_status rc = prepare(s, "INSERT INTO job_log SELECT id, ?1, 0, attempts, 'requeued after a restart' FROM jobs WHERE state = 1 AND doc IS NULL", &st);
     if (rc == LS_OK) {
         sqlite3_bind_int64(st, 1, now_ms());
         rc = run(s, st);
     }
-    if (rc == LS_OK) rc = exec(s, "UPDATE jobs SET state = 0 WHERE state = 1");
+    if (rc == LS_OK) rc = exec(s, "UPDATE jobs SET state = 0 WHERE state = 1 AND doc IS NULL");
     *n = sqlite3_changes(s->db);
     if (rc == LS_OK) return exec(s, "COMMIT");
     exec(s, "ROLLBACK");
@@ -221,27 +227,35 @@ static ls_status log_state(ls_store_t *s, const char *id, ls_job_state state, in
     return run(s, st);
 }
 
-// A new job: queued, or already failed (with its error) when its document was refused.
+// A new job: queued, or already failed (with its error) when its document was refused; a parent
+// running.
 static ls_status add_one(ls_store_t *s, ls_job *j) {
     sqlite3_stmt *st;
     bool failed = j->state == LS_JOB_FAILED;
+    ls_job_state first = failed ? LS_JOB_FAILED : j->is_parent ? LS_JOB_RUNNING : LS_JOB_QUEUED;
     j->created_ms = now_ms();
     j->finished_ms = failed ? j->created_ms : 0;
-    LS_CHECK(prepare(s, "INSERT INTO jobs(id, name, state, created_ms, settings, tokens, n_tokens, finished_ms, error) "
-                        "VALUES (?1, ?2, ?7, ?3, ?4, ?5, ?6, ?8, ?9)", &st));
+    LS_CHECK(prepare(s, "INSERT INTO jobs(id, name, state, created_ms, settings, tokens, n_tokens, finished_ms, error, "
+                        "parent, tag, doc) VALUES (?1, ?2, ?7, ?3, ?4, ?5, ?6, ?8, ?9, ?10, ?11, ?12)", &st));
+    sqlite3_bind_text(st, 10, j->parent, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 11, j->tag ? j->tag : "", -1, SQLITE_STATIC);
+    if (j->is_parent && !failed) sqlite3_bind_blob64(st, 12, j->doc ? (const void *)j->doc : "", j->doc_len, SQLITE_STATIC);
+    else sqlite3_bind_null(st, 12);
     sqlite3_bind_text(st, 1, j->id, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 2, j->name ? j->name : "", -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 3, j->created_ms);
     sqlite3_bind_blob(st, 4, j->settings ? (const void *)j->settings : "", (int)j->settings_len, SQLITE_STATIC);
-    sqlite3_bind_blob64(st, 5, j->tokens ? (const void *)j->tokens : "", (sqlite3_uint64)j->n_tokens * sizeof(int32_t),
-                        SQLITE_STATIC);
+    // (a parent has no tokens of its own: n_tokens is its document's count)
+    sqlite3_bind_blob64(st, 5, j->tokens ? (const void *)j->tokens : "",
+                        j->tokens ? (sqlite3_uint64)j->n_tokens * sizeof(int32_t) : 0, SQLITE_STATIC);
     sqlite3_bind_int64(st, 6, j->n_tokens);
-    sqlite3_bind_int(st, 7, failed ? LS_JOB_FAILED : LS_JOB_QUEUED);
+    sqlite3_bind_int(st, 7, (int)first);
     sqlite3_bind_int64(st, 8, j->finished_ms);
     sqlite3_bind_text(st, 9, failed && j->error ? j->error : "", -1, SQLITE_STATIC);
     LS_CHECK(run(s, st));
     j->seq = sqlite3_last_insert_rowid(s->db);
-    return log_state(s, j->id, failed ? LS_JOB_FAILED : LS_JOB_QUEUED, 0, failed ? j->error : "");
+    j->state = first;
+    return log_state(s, j->id, first, 0, failed ? j->error : "");
 }
 
 ls_status ls_store_add(ls_store_t *s, ls_job *jobs, size_t n) {
@@ -263,7 +277,8 @@ static void *blob_copy(sqlite3_stmt *st, int col, size_t *len) {
     return q;
 }
 
-#define JOB_COLUMNS "seq, id, name, state, attempts, created_ms, finished_ms, settings, result, error, n_tokens"
+#define JOB_COLUMNS "seq, id, name, state, attempts, created_ms, finished_ms, settings, result, error, n_tokens, " \
+                    "parent, tag, doc IS NOT NULL"
 
 // The row's columns (in JOB_COLUMNS order) into j.
 static void read_row(sqlite3_stmt *st, ls_job *j) {
@@ -279,17 +294,21 @@ static void read_row(sqlite3_stmt *st, ls_job *j) {
     j->result = blob_copy(st, 8, &j->result_len);
     j->error = ls_strndup(err ? err : "", err ? strlen(err) : 0);
     j->n_tokens = sqlite3_column_int64(st, 10);
+    const char *parent = (const char *)sqlite3_column_text(st, 11), *tag = (const char *)sqlite3_column_text(st, 12);
+    snprintf(j->parent, sizeof j->parent, "%s", parent ? parent : "");
+    j->tag = ls_strndup(tag ? tag : "", tag ? strlen(tag) : 0);
+    j->is_parent = sqlite3_column_int(st, 13) != 0;
 }
 
 ls_status ls_store_next_queued(ls_store_t *s, ls_job *j, bool *found) {
     sqlite3_stmt *st;
-    LS_CHECK(prepare(s, "SELECT " JOB_COLUMNS ", tokens FROM jobs WHERE state = 0 ORDER BY seq LIMIT 1", &st));
+    LS_CHECK(prepare(s, "SELECT " JOB_COLUMNS ", tokens FROM jobs WHERE state = 0 AND doc IS NULL ORDER BY seq LIMIT 1", &st));
     int e = sqlite3_step(st);
     *found = e == SQLITE_ROW;
     if (*found) {
         read_row(st, j);
         size_t bytes;
-        j->tokens = blob_copy(st, 11, &bytes);
+        j->tokens = blob_copy(st, 14, &bytes);
         if (bytes != (size_t)j->n_tokens * sizeof(int32_t)) {
             sqlite3_finalize(st);
             return LS_ERR(LS_ERR_FORMAT, "job store %s: job %s has %zu token bytes for %lld tokens", s->path, j->id, bytes,
@@ -357,10 +376,8 @@ ls_status ls_store_get(ls_store_t *s, const char *id, ls_job *j) {
     return e == SQLITE_DONE ? LS_ERR(LS_ERR_NOT_FOUND, "no job %s", id) : db_error(s, "read");
 }
 
-ls_status ls_store_list(ls_store_t *s, int64_t limit, void (*fn)(void *ctx, const ls_job *j), void *ctx) {
-    sqlite3_stmt *st;
-    LS_CHECK(prepare(s, "SELECT " JOB_COLUMNS " FROM jobs ORDER BY seq DESC LIMIT ?1", &st));
-    sqlite3_bind_int64(st, 1, limit);
+// Calls fn on each row of a prepared query (its parameters bound), then finalizes it.
+static ls_status each_row(ls_store_t *s, sqlite3_stmt *st, void (*fn)(void *ctx, const ls_job *j), void *ctx) {
     int e;
     while ((e = sqlite3_step(st)) == SQLITE_ROW) {
         ls_job j;
@@ -370,6 +387,38 @@ ls_status ls_store_list(ls_store_t *s, int64_t limit, void (*fn)(void *ctx, cons
     }
     sqlite3_finalize(st);
     return e == SQLITE_DONE ? LS_OK : db_error(s, "read");
+}
+
+ls_status ls_store_list(ls_store_t *s, int64_t limit, void (*fn)(void *ctx, const ls_job *j), void *ctx) {
+    sqlite3_stmt *st;
+    LS_CHECK(prepare(s, "SELECT " JOB_COLUMNS " FROM jobs ORDER BY seq DESC LIMIT ?1", &st));
+    sqlite3_bind_int64(st, 1, limit);
+    return each_row(s, st, fn, ctx);
+}
+
+ls_status ls_store_children(ls_store_t *s, const char *parent, void (*fn)(void *ctx, const ls_job *j), void *ctx) {
+    sqlite3_stmt *st;
+    LS_CHECK(prepare(s, "SELECT " JOB_COLUMNS " FROM jobs WHERE parent = ?1 ORDER BY seq", &st));
+    sqlite3_bind_text(st, 1, parent, -1, SQLITE_TRANSIENT);
+    return each_row(s, st, fn, ctx);
+}
+
+ls_status ls_store_open_parents(ls_store_t *s, void (*fn)(void *ctx, const ls_job *j), void *ctx) {
+    sqlite3_stmt *st;
+    LS_CHECK(prepare(s, "SELECT " JOB_COLUMNS " FROM jobs WHERE doc IS NOT NULL AND state < 2 ORDER BY seq", &st));
+    return each_row(s, st, fn, ctx);
+}
+
+ls_status ls_store_doc(ls_store_t *s, const char *id, uint8_t **doc, size_t *len) {
+    sqlite3_stmt *st;
+    *doc = NULL, *len = 0;
+    LS_CHECK(prepare(s, "SELECT doc FROM jobs WHERE id = ?1 AND doc IS NOT NULL", &st));
+    sqlite3_bind_text(st, 1, id, -1, SQLITE_TRANSIENT);
+    int e = sqlite3_step(st);
+    if (e == SQLITE_ROW) *doc = blob_copy(st, 0, len);
+    sqlite3_finalize(st);
+    if (e == SQLITE_ROW) return LS_OK;
+    return e == SQLITE_DONE ? LS_ERR(LS_ERR_NOT_FOUND, "job %s has no document of its own", id) : db_error(s, "read");
 }
 
 static ls_status count_where(ls_store_t *s, const char *sql, int64_t arg, int64_t *n) {

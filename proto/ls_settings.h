@@ -23,7 +23,7 @@
 typedef enum ls_setting {
     LS_SET_MAX_TOKENS, LS_SET_TEMPERATURE, LS_SET_TOP_K, LS_SET_TOP_P, LS_SET_REPEAT_PENALTY,
     LS_SET_GROUP, LS_SET_SINKS, LS_SET_WINDOW, LS_SET_ROPE_SCALE, LS_SET_ROPE_FREQ_BASE,
-    LS_SET_YARN_ORIG_CTX, LS_SET_CTX, LS_SET_MAX_CHUNKS, LS_SET_COUNT
+    LS_SET_YARN_ORIG_CTX, LS_SET_CTX, LS_SET_MAX_CHUNKS, LS_SET_CHUNK_TOKENS, LS_SET_COMBINE_PARTS, LS_SET_COUNT
 } ls_setting;
 typedef struct ls_setting_limit {
     const char *field, *flag; // "rope_scale", "--rope-scale"
@@ -56,6 +56,13 @@ ls_status ls_settings_check(const Longseq__Settings *s);
 ls_status ls_settings_rule(const Longseq__Settings *s, int64_t seq_len, ls_attn_rule *out);
 int64_t ls_settings_max_tokens(const Longseq__Settings *s); // default LS_DEFAULT_MAX_TOKENS
 int64_t ls_settings_ppl_ctx(const Longseq__Settings *s);    // default LS_DEFAULT_PPL_CTX
+
+// --- the long-document strategy (docs/architecture.md ("Long documents")) ---------------------
+typedef enum ls_strategy { LS_STRAT_AUTO, LS_STRAT_DIRECT, LS_STRAT_EXTEND, LS_STRAT_MAPREDUCE, LS_STRAT_COUNT } ls_strategy;
+const char *ls_strategy_name(ls_strategy k); // "auto", "direct", "extend", "map-reduce"
+bool ls_strategy_parse(const char *name, ls_strategy *out);
+// settings.strategy; unset ("") is direct, the behaviour of clients that do not know the field.
+ls_strategy ls_settings_strategy(const Longseq__Settings *s);
 
 // --- the attention rule -----------------------------------------------------------------------
 // What a command line or a job asks for; -1 (ratio <= 0): not given.

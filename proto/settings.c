@@ -27,6 +27,9 @@ static const ls_setting_limit g_limits[LS_SET_COUNT] = {
     [LS_SET_YARN_ORIG_CTX] = {"yarn_orig_ctx", "--yarn-orig-ctx", 1, 1 << 24, false, true},
     [LS_SET_CTX] = {"ctx", "--ctx", 4, 1 << 24, false, true},
     [LS_SET_MAX_CHUNKS] = {"max_chunks", "--chunks", 1, 1 << 24, false, true},
+    [LS_SET_CHUNK_TOKENS] = {"chunk_tokens", "--chunk-tokens", 512, 1 << 20, false, true},
+    // one summary per call would never end the levels (coordinator/ls_mapreduce.h)
+    [LS_SET_COMBINE_PARTS] = {"combine_parts", "--combine-parts", 2, 100000, false, true},
 };
 
 const ls_setting_limit *ls_setting_limit_of(ls_setting k) { return (unsigned)k < LS_SET_COUNT ? &g_limits[k] : NULL; }
@@ -84,9 +87,43 @@ static ls_status check_numbers(const Longseq__Settings *s) {
         {LS_SET_YARN_ORIG_CTX, s->yarn_orig_ctx, s->yarn_orig_ctx != 0},
         {LS_SET_CTX, s->ctx, s->ctx != 0},
         {LS_SET_MAX_CHUNKS, s->max_chunks, s->max_chunks != 0},
+        {LS_SET_CHUNK_TOKENS, s->chunk_tokens, s->chunk_tokens != 0},
+        {LS_SET_COMBINE_PARTS, s->combine_parts, s->combine_parts != 0},
     };
     for (size_t i = 0; i < sizeof f / sizeof *f; i++)
         if (f[i].given) LS_CHECK(ls_setting_check(f[i].k, f[i].v, false));
+    return LS_OK;
+}
+
+static const char *const g_strategies[LS_STRAT_COUNT] = {"auto", "direct", "extend", "map-reduce"};
+
+const char *ls_strategy_name(ls_strategy k) { return (unsigned)k < LS_STRAT_COUNT ? g_strategies[k] : "?"; }
+
+bool ls_strategy_parse(const char *name, ls_strategy *out) {
+    for (int k = 0; name && k < LS_STRAT_COUNT; k++)
+        if (!strcmp(name, g_strategies[k])) return *out = (ls_strategy)k, true;
+    return false;
+}
+
+ls_strategy ls_settings_strategy(const Longseq__Settings *s) {
+    ls_strategy k = LS_STRAT_DIRECT;
+    if (s->strategy && *s->strategy) ls_strategy_parse(s->strategy, &k);
+    return k;
+}
+
+// A strategy is a way of summarizing; chunk_tokens and combine_parts belong to map-reduce (or
+// auto, which may choose it).
+static ls_status check_strategy(const Longseq__Settings *s) {
+    ls_strategy k = LS_STRAT_DIRECT;
+    if (s->strategy && *s->strategy && !ls_strategy_parse(s->strategy, &k))
+        return LS_ERR(LS_ERR_INVALID, "settings.strategy \"%s\" is not auto, direct, extend or map-reduce", s->strategy);
+    if (k != LS_STRAT_DIRECT && s->task != LONGSEQ__TASK__SUMMARIZE)
+        return LS_ERR(LS_ERR_INVALID, "settings.strategy %s summarizes a document; it does not apply to task %s",
+                      g_strategies[k], s->task == LONGSEQ__TASK__GENERATE ? "GENERATE" : "PERPLEXITY");
+    bool mr = k == LS_STRAT_MAPREDUCE || k == LS_STRAT_AUTO;
+    if (!mr && (s->chunk_tokens || s->combine_parts))
+        return LS_ERR(LS_ERR_INVALID, "settings.%s belongs to settings.strategy map-reduce or auto, not %s",
+                      s->chunk_tokens ? "chunk_tokens" : "combine_parts", g_strategies[k]);
     return LS_OK;
 }
 
@@ -103,6 +140,7 @@ ls_status ls_settings_check(const Longseq__Settings *s) {
     for (size_t i = 0; i < s->n_stop; i++)
         if (!s->stop[i] || !*s->stop[i] || strlen(s->stop[i]) > LS_SETTINGS_STOP_BYTES)
             return LS_ERR(LS_ERR_INVALID, "settings.stop[%zu] must be 1 to %d bytes", i, LS_SETTINGS_STOP_BYTES);
+    LS_CHECK(check_strategy(s));
     ls_attn_rule rule;
     return ls_settings_rule(s, 1 << 16, &rule);
 }

@@ -53,6 +53,8 @@ expect 2 "--rope-scale 3e+38 is not a number in (0, 1024]" -- summarize --rope-s
 expect 2 "--rope-scale 3e+38 is not a number in (0, 1024]" -- serve --rope-scale 3e38
 expect 2 "--rope-freq-base 1e+30 is not a number in (1, 1e+12]" -- submit --rope-freq-base 1e30 "$work/text.txt"
 expect 2 "--top-k 4294967295 is not an integer in [1, 16777216]" -- submit --top-k 4294967295 "$work/text.txt"
+expect 2 '--strategy is auto, direct, extend or map-reduce, not "abridge"' -- submit --strategy abridge "$work/text.txt"
+expect 2 "--chunk-tokens 511 is not an integer in [512, 1048576]" -- submit --strategy map-reduce --chunk-tokens 511 "$work/text.txt"
 expect 2 "--temp 1000 is not a number in [0, 100]" -- generate --prompt x -n 1 --temp 1000
 expect 2 "--repeat-penalty -1 is not a number in (0, 10]" -- generate --prompt x -n 1 --repeat-penalty -1
 expect 2 "--sinks 4.5 is not an integer in [0, 1048576]" -- generate --prompt x -n 1 --attn sink --sinks 4.5
@@ -146,8 +148,8 @@ expect 2 "--idle-timeout expects an integer from 1 to 86400" -- summarize --idle
 # context, auto no longer refuses the document: it is cut into chunks (map-reduce), whose jobs
 # then need the worker group
 expect 2 '--strategy is auto, direct, extend or map-reduce, not "abridge"' -- summarize --strategy abridge "$work/text.txt"
-expect 2 "--chunk-tokens expects an integer from 512" -- summarize --chunk-tokens 100 "$work/text.txt"
-expect 2 "--combine-parts expects an integer from 2" -- summarize --combine-parts 1 "$work/text.txt"
+expect 2 "--chunk-tokens 100 is not an integer in [512, 1048576]" -- summarize --chunk-tokens 100 "$work/text.txt"
+expect 2 "--combine-parts 1 is not an integer in [2, 100000]" -- summarize --combine-parts 1 "$work/text.txt"
 expect 3 "chunk 1/" -- summarize --launcher /nonexistent/mpirun "$work/long.txt"
 
 # Every --flag that a message or help text of the sources mentions is an option of some

@@ -21,7 +21,9 @@ official `openai` client, raw HTTP (sockets and urllib) and prometheus_client's 
   coordinator mid-batch and a restart: every line once, each line's job done once;
 - `longseq batch IN --out OUT`: one line per request in order, exit 3 with bad lines, kill -9
   and rerun (every line once), a finished batch not run again;
-- /health is 503 with the reason while no worker group is up.
+- /health is 503 with the reason while no worker group is up;
+- the long-document strategy under the extension key (`longseq: {strategy: "map-reduce", ...}`)
+  on both routes, and per line in a batch file and in `longseq batch`.
 
 All on a tiny model (tests/oracle/fixtures.py).
 """
@@ -706,6 +708,85 @@ def test_offline_batch(tiny):
     print(f"longseq batch: in order with error lines; killed after {n_done} of {len(good)}, resumed, every line once")
 
 
+def prose(n_sentences, seed):
+    words = ["Naomi", "went", "unto", "Moab", "and", "Boaz", "said", "the", "field", "of", "barley", "in", "Bethlehem"]
+    out = []
+    for i in range(n_sentences):
+        out.append(" ".join(words[(seed + i * 7 + k) % len(words)] for k in range(6 + i % 5)).capitalize() + ".")
+        if i % 6 == 5:
+            out.append("\n\n")
+    return " ".join(out)
+
+
+def strategy_lines():
+    """A chat batch whose lines each carry their own strategy (and one a bad one)."""
+    doc = prose(60, 5)
+    lines = [("direct", {"messages": [{"role": "user", "content": "Ruth gleaned in the field of Boaz."}]}),
+             ("mr", {"messages": [{"role": "user", "content": doc}], "longseq": {"strategy": "map-reduce", "chunk_tokens": 600}}),
+             ("extend", {"messages": [{"role": "user", "content": doc}], "longseq": {"strategy": "extend"}}),
+             ("bad", {"messages": [{"role": "user", "content": doc}], "longseq": {"strategy": "abridge"}})]
+    return "".join(json.dumps({"custom_id": cid, "method": "POST", "url": "/v1/chat/completions",
+                               "body": dict(body, model="tiny", max_tokens=6)}) + "\n" for cid, body in lines)
+
+
+def check_strategy_lines(by_id):
+    ext = {cid: (ln["response"] or {}).get("body", {}).get("longseq", {}) for cid, ln in by_id.items()}
+    check("strategy" not in ext["direct"] and by_id["direct"]["response"]["status_code"] == 200, f"direct: {by_id['direct']}")
+    check(ext["mr"].get("strategy") == "map-reduce" and ext["mr"]["chunks"] >= 3 and ext["mr"]["levels"] >= 1, f"mr: {ext['mr']}")
+    check(ext["extend"].get("strategy") == "extend" and ext["extend"]["chunks"] == 1 and ext["extend"]["calls"] == 1,
+          f"extend: {ext['extend']}")
+    check(by_id["bad"]["response"] is None and "settings.strategy \"abridge\"" in by_id["bad"]["error"]["message"],
+          f"a bad strategy is an error line: {by_id['bad']}")
+
+
+def test_strategy(srv, tiny):
+    """longseq.strategy under the extension key: a long document summarized by map-reduce on the
+    server (the record's strategy, chunks and levels in the answer's `longseq`), on both routes,
+    streamed too (the final summary in the events, as the answer not streamed);
+    a batch file and `longseq batch` whose lines carry different strategies."""
+    doc = prose(60, 5)
+    c = srv.client()
+    r = c.chat.completions.create(model="tiny", messages=[{"role": "user", "content": doc}], max_tokens=6,
+                                  extra_body={"longseq": {"strategy": "map-reduce", "chunk_tokens": 600}})
+    ext = r.model_extra["longseq"]
+    check(ext["strategy"] == "map-reduce" and ext["chunks"] >= 3 and ext["levels"] >= 1 and ext["calls"] > ext["chunks"]
+          and r.usage.prompt_tokens > 1000, f"chat with map-reduce: {ext} {r.usage}")
+    parts = c.chat.completions.create(model="tiny", messages=[{"role": "user", "content": doc}], max_tokens=6, stream=True,
+                                      extra_body={"longseq": {"strategy": "map-reduce", "chunk_tokens": 600}})
+    chunks = list(parts)
+    streamed = "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices)
+    check(streamed == r.choices[0].message.content and chunks[-1].model_extra["longseq"]["strategy"] == "map-reduce",
+          f"streamed, the same summary (greedy): {streamed!r} vs {r.choices[0].message.content!r}")
+    st, _, body = srv.request("POST", "/v1/completions", {"model": "tiny", "prompt": doc, "max_tokens": 6,
+                                                          "longseq": {"strategy": "map-reduce", "chunk_tokens": 600,
+                                                                      "combine_parts": 2}})
+    ext = json.loads(body)["longseq"] if st == 200 else {}
+    check(st == 200 and ext["strategy"] == "map-reduce" and ext["calls"] == 2 * ext["chunks"] - 1,
+          f"completion with map-reduce, parts in pairs: {st} {body[:500]!r}")
+    st, _, body = srv.request("POST", "/v1/completions", {"model": "tiny", "prompt": doc, "longseq": {"strategy": 3}})
+    check(st == 400 and "longseq.strategy must be a string" in error_of(body)["message"], f"{st} {body!r}")
+    st, _, body = srv.request("POST", "/v1/chat/completions", {"model": "tiny", "longseq": {"strategy": "map-reduce"},
+                                                               "messages": [{"role": "user", "content": doc},
+                                                                            {"role": "assistant", "content": "ok"}]})
+    check(st == 400 and "the last message must be the user's document" in error_of(body)["message"], f"{st} {body!r}")
+    jsonl = strategy_lines()
+    f = c.files.create(file=("strategies.jsonl", jsonl.encode()), purpose="batch")
+    b = wait_batch(c, c.batches.create(input_file_id=f.id, endpoint="/v1/chat/completions", completion_window="24h").id)
+    lines = [json.loads(ln) for ln in c.files.content(b.output_file_id).text.splitlines()]
+    lines += [json.loads(ln) for ln in c.files.content(b.error_file_id).text.splitlines()]
+    check_strategy_lines({ln["custom_id"]: ln for ln in lines})
+    inp, out = WORK / "strategies.jsonl", WORK / "strategies-out.jsonl"
+    inp.write_text(jsonl)
+    p = subprocess.run([str(BIN), "batch", str(inp), "--out", str(out), "--model", str(tiny)], capture_output=True,
+                       text=True, env=ENV, timeout=600)
+    lines = [json.loads(ln) for ln in out.read_text().splitlines()] if out.exists() else []
+    check(p.returncode == 3 and [ln["custom_id"] for ln in lines] == ["direct", "mr", "extend", "bad"],
+          f"longseq batch: {p.returncode} {p.stderr[-2000:]}")
+    check_strategy_lines({ln["custom_id"]: ln for ln in lines})
+    print(f"strategy: map-reduce over HTTP ({ext['chunks']} chunks, {ext['calls']} calls in pairs), "
+          "per-line strategies in a batch file and in longseq batch")
+
+
 def main():
     tiny = WORK / "tiny.gguf"
     hp = write_tiny_llama(str(tiny), embd=64, heads=4, kv_heads=2, ff=128, ctx=4096, chat_template=CHATML).hp
@@ -721,6 +802,7 @@ def main():
         test_kv_after(srv, hp)
         test_hostile(srv)
         test_batch(srv, tiny)
+        test_strategy(srv, tiny)
         test_stream_retry(srv, tiny)
     finally:
         srv.stop()

@@ -1387,11 +1387,11 @@ def test_schema(tiny):
     db.execute("PRAGMA user_version = 99")
     db.commit()
     db.close()
-    check(v == 3 and n >= 3, f"migrated to version 3 with a job log ({v}, {n} rows)")
+    check(v == 4 and n >= 3, f"migrated to version 4 with a job log ({v}, {n} rows)")
     p = subprocess.run([str(BIN), "serve", "--listen", "127.0.0.1:0", "--state", str(state), "--token-file",
                         str(TOKEN_FILE), "--model", str(tiny)], capture_output=True, text=True, timeout=60, env=ENV)
     check(p.returncode == 1 and "schema version 99" in p.stderr, f"a newer store is refused: {p.stderr}")
-    print("schema: version 1 migrated to 3; version 99 refused")
+    print("schema: version 1 migrated to 4; version 99 refused")
 
 
 def test_load(tiny):

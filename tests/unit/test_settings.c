@@ -1,11 +1,13 @@
 // test_settings.c — the job settings (proto/ls_settings.h): every numeric setting's range at
 // its edges, the same limits for a protocol field and its flag, the values that overflowed or
 // slipped through before (rope_scale 3e38, group 0 on the command line, top_k 2^32-1), the
-// attention rule's defaults and the names its messages use, and the default sampling.
+// attention rule's defaults and the names its messages use, the default sampling, and the
+// long-document strategy with the fields that belong to it.
 #include "ls_settings.h"
 #include "ls_test.h"
 
 #include <math.h>
+#include <string.h>
 
 // Each limit holds at its edges, for a field and for its flag alike.
 static void test_limits(void) {
@@ -138,8 +140,42 @@ static void test_sampling(void) {
     TEST_COND(ls_settings_max_tokens(&s) == LS_DEFAULT_MAX_TOKENS && ls_settings_ppl_ctx(&s) == LS_DEFAULT_PPL_CTX, "defaults");
 }
 
+// settings.strategy: its names, unset is direct, summarize only, and chunk_tokens /
+// combine_parts only with map-reduce or auto.
+static void test_strategy(void) {
+    Longseq__Settings s = LONGSEQ__SETTINGS__INIT;
+    TEST_COND(ls_settings_strategy(&s) == LS_STRAT_DIRECT, "unset is direct (old clients)");
+    const char *names[] = {"auto", "direct", "extend", "map-reduce"};
+    for (int k = 0; k < LS_STRAT_COUNT; k++) {
+        ls_strategy got;
+        TEST_COND(ls_strategy_parse(names[k], &got) && got == (ls_strategy)k && !strcmp(ls_strategy_name(got), names[k]), "%s", names[k]);
+        s.strategy = (char *)names[k];
+        TEST_COND(ls_settings_check(&s) == LS_OK && ls_settings_strategy(&s) == (ls_strategy)k, "%s: %s", names[k], ls_err_msg());
+    }
+    ls_strategy got;
+    TEST_COND(!ls_strategy_parse("mapreduce", &got) && !ls_strategy_parse(NULL, &got), "no other names");
+    s.strategy = "abridge";
+    TEST_ERR(ls_settings_check(&s), LS_ERR_INVALID, "settings.strategy \"abridge\" is not auto, direct, extend or map-reduce");
+    s.strategy = "map-reduce", s.task = LONGSEQ__TASK__PERPLEXITY;
+    TEST_ERR(ls_settings_check(&s), LS_ERR_INVALID, "settings.strategy map-reduce summarizes a document; it does not apply to task PERPLEXITY");
+    s.strategy = "direct", s.task = LONGSEQ__TASK__GENERATE;
+    TEST_COND(ls_settings_check(&s) == LS_OK, "direct goes with any task");
+    s = (Longseq__Settings)LONGSEQ__SETTINGS__INIT;
+    s.strategy = "extend", s.chunk_tokens = 1024;
+    TEST_ERR(ls_settings_check(&s), LS_ERR_INVALID, "settings.chunk_tokens belongs to settings.strategy map-reduce or auto, not extend");
+    s.strategy = "", s.chunk_tokens = 0, s.combine_parts = 3;
+    TEST_ERR(ls_settings_check(&s), LS_ERR_INVALID, "settings.combine_parts belongs to settings.strategy map-reduce or auto, not direct");
+    s.strategy = "auto", s.chunk_tokens = 511, s.combine_parts = 0;
+    TEST_ERR(ls_settings_check(&s), LS_ERR_INVALID, "settings.chunk_tokens 511 is not an integer in [512, 1048576]");
+    s.chunk_tokens = 512, s.combine_parts = 1;
+    TEST_ERR(ls_settings_check(&s), LS_ERR_INVALID, "settings.combine_parts 1 is not an integer in [2, 100000]");
+    s.combine_parts = 2;
+    TEST_COND(ls_settings_check(&s) == LS_OK, "auto with its chunk and parts: %s", ls_err_msg());
+}
+
 int main(void) {
     test_limits();
+    test_strategy();
     test_job();
     test_rule();
     test_context();

@@ -5,7 +5,9 @@
 // store's files 0600 whatever the umask, a directory others may write to refused; the HTTP
 // Batch API's files, batches and lines (all lines stored with the batch, a line's job and error
 // recorded, the lines read back in order with their jobs' states, the output files and the
-// closing in one call), kept across a reopen.
+// closing in one call), kept across a reopen; a long-document strategy's parent (stored running
+// with its document and without tokens, never queued, never requeued, listed as open until it
+// finishes) and its children in order.
 #include "ls_store.h"
 #include "ls_test.h"
 
@@ -163,6 +165,60 @@ static void batches(void) {
     TEST_COND(system(cmd) == 0, "cleanup");
 }
 
+static void on_child(void *ctx, const ls_job *j) {
+    ls_buf *b = ctx;
+    ls_buf_printf(b, "%s/%s:%s ", j->tag, j->parent[0] ? "child" : "?", ls_job_state_name(j->state));
+}
+
+static void parents(void) {
+    char dir[] = "/tmp/ls-store-parent-XXXXXX";
+    TEST_COND(mkdtemp(dir) != NULL, "temp dir");
+    ls_store_t *s;
+    TEST_COND(ls_store_open(dir, &s) == LS_OK, "open: %s", ls_err_msg());
+    ls_job p = make("doc", 0), kids[2] = {make("doc [chunk 1/2]", 3), make("doc [chunk 2/2]", 4)};
+    ls_free(p.tokens), p.tokens = NULL, p.n_tokens = 9000; // a parent: its document's tokens, none of its own
+    p.is_parent = true, p.doc = (uint8_t *)ls_strndup("Some long text.", 15), p.doc_len = 15, p.tag = ls_strndup("map-reduce", 10);
+    TEST_COND(ls_store_add(s, &p, 1) == LS_OK && p.state == LS_JOB_RUNNING, "a parent is stored running");
+    bool found;
+    ls_job j;
+    TEST_COND(ls_store_next_queued(s, &j, &found) == LS_OK && !found, "a parent is never queued");
+    for (int i = 0; i < 2; i++) {
+        snprintf(kids[i].parent, sizeof kids[i].parent, "%s", p.id);
+        kids[i].tag = ls_strndup(i ? "c1" : "c0", 2);
+    }
+    TEST_COND(ls_store_add(s, kids, 2) == LS_OK, "children");
+    TEST_COND(ls_store_next_queued(s, &j, &found) == LS_OK && found && !strcmp(j.parent, p.id) && !strcmp(j.tag, "c0") &&
+                  j.n_tokens == 3 && !j.is_parent, "the first child is next");
+    ls_job_free(&j);
+    TEST_COND(ls_store_set_state(s, kids[0].id, LS_JOB_RUNNING, 1, "") == LS_OK, "a child runs");
+    ls_store_close(s);
+    TEST_COND(ls_store_open(dir, &s) == LS_OK, "reopen");
+    int64_t n;
+    TEST_COND(ls_store_requeue_running(s, &n) == LS_OK && n == 1, "the running child requeued, not the parent (%lld)", (long long)n);
+    TEST_COND(ls_store_get(s, p.id, &j) == LS_OK && j.state == LS_JOB_RUNNING && j.is_parent && !strcmp(j.tag, "map-reduce") &&
+                  j.n_tokens == 9000, "the parent stays running");
+    ls_job_free(&j);
+    ls_buf b = {0};
+    TEST_COND(ls_store_children(s, p.id, on_child, &b) == LS_OK && !strcmp(b.data, "c0/child:queued c1/child:queued "),
+              "children in order: %s", b.data);
+    ls_buf_clear(&b);
+    TEST_COND(ls_store_open_parents(s, on_job, &b) == LS_OK && !strcmp(b.data, "doc:running "), "open parents: %s", b.data);
+    uint8_t *doc;
+    size_t len;
+    TEST_COND(ls_store_doc(s, p.id, &doc, &len) == LS_OK && len == 15 && !memcmp(doc, "Some long text.", 15), "its document");
+    ls_free(doc);
+    TEST_ERR(ls_store_doc(s, kids[0].id, &doc, &len), LS_ERR_NOT_FOUND, "has no document of its own");
+    TEST_COND(ls_store_finish(s, p.id, LS_JOB_DONE, (const uint8_t *)"R", 1, "") == LS_OK, "the parent done");
+    ls_buf_clear(&b);
+    TEST_COND(ls_store_open_parents(s, on_job, &b) == LS_OK && b.len == 0, "no open parent left: %s", b.data ? b.data : "");
+    ls_buf_free(&b);
+    ls_store_close(s);
+    ls_job_free(&p), ls_job_free(&kids[0]), ls_job_free(&kids[1]);
+    char cmd[160];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    TEST_COND(system(cmd) == 0, "cleanup");
+}
+
 int main(void) {
     test_modes();
     char dir[] = "/tmp/ls-store-XXXXXX";
@@ -223,5 +279,6 @@ int main(void) {
     TEST_COND(system(cmd) == 0, "cleanup");
     failed_documents();
     batches();
+    parents();
     return TEST_REPORT("test_store");
 }
