@@ -819,6 +819,7 @@ static void summarize_help(void) {
            "  --chunk-tokens N     map-reduce: tokens per call (default: the measured reliable context)\n"
            "  --combine-parts N    map-reduce: at most N summaries per combine call (default: as many\n"
            "                       as fit in a call; fewer means more levels)\n"
+           "  --chat-template NAME " LS_CHAT_NAMES " instead of the model's own template\n"
            PROGRESS_HELP
            "  --verbose            the coordinator's log lines; errors with their source location\n" JOB_HELP CLI_ENGINE_HELP);
 }
@@ -1299,16 +1300,19 @@ static int summarize_long(const char *token, int port, const longdoc *ld, char *
 // --strategy and the model's facts for it: the tokenizer, trained context, measured table.
 // A summarizing task needs the model's chat template: refused here, before any chunk is planned,
 // with the service's own words (coordinator/prep.c).
-static ls_status longdoc_open(longdoc *ld, const char *model, const ls_load_opts *lo, Longseq__Task task) {
+static ls_status longdoc_open(longdoc *ld, const char *model, const ls_load_opts *lo, Longseq__Task task,
+                              const char *tmpl) {
     LS_CHECK(cli_model_open(model, lo, &ld->m));
     if (task == LONGSEQ__TASK__SUMMARIZE) {
         ls_chat_t *chat = NULL;
-        ls_status rc = ls_chat_init(ld->m.gguf, ld->m.tok, NULL, &chat);
+        ls_status rc = ls_chat_init(ld->m.gguf, ld->m.tok, tmpl, &chat);
         ls_chat_free(chat);
+        if (rc != LS_OK && tmpl) return rc; // an unknown name
         if (rc != LS_OK) {
             ls_err_clear();
             return LS_ERR(LS_ERR_UNSUPPORTED, "the model has no chat template longseq knows, so it cannot summarize; "
-                                              "continue the text instead with --task generate");
+                                              "choose one with --chat-template " LS_CHAT_NAMES
+                                              ", or continue the text instead with --task generate");
         }
     }
     ls_model_config cfg;
@@ -1329,6 +1333,7 @@ int cmd_summarize(int argc, char **argv) {
                                          {"idle-timeout", required_argument, 0, 'I'}, PROGRESS_OPTION,
                                          {"strategy", required_argument, 0, 'S'}, {"chunk-tokens", required_argument, 0, 'C'},
                                          {"combine-parts", required_argument, 0, 'M'},
+                                         {"chat-template", required_argument, 0, 'G'},
                                          JOB_OPTIONS, CLI_ENGINE_OPTIONS, {0, 0, 0, 0}};
     longdoc ld = {.want = STRAT_AUTO};
     inproc p = {.o = ls_server_opts_default(), .mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
@@ -1362,6 +1367,7 @@ int cmd_summarize(int argc, char **argv) {
             status = cli_parse_int("summarize", "--chunk-tokens", optarg, 512, 1 << 20, &ld.chunk_tokens) ? 0 : 2;
         else if (c == 'M')
             status = cli_parse_int("summarize", "--combine-parts", optarg, 2, 100000, &ld.combine_parts) ? 0 : 2;
+        else if (c == 'G') p.o.chat_template = optarg;
         else if (c == 'h') summarize_help(), exit(0);
         else status = cli_usage_error("summarize", "unknown option");
     }
@@ -1391,7 +1397,7 @@ int cmd_summarize(int argc, char **argv) {
         ld.want = STRAT_DIRECT;
     if (status == 0 && ld.want != STRAT_DIRECT) {
         ls_load_opts lo = cli_load_opts(&eng);
-        if (longdoc_open(&ld, eng.model, &lo, s.task) != LS_OK || classify(&ld, argv + optind, nf, &s, st, ntok) != LS_OK) status = cli_fail();
+        if (longdoc_open(&ld, eng.model, &lo, s.task, p.o.chat_template) != LS_OK || classify(&ld, argv + optind, nf, &s, st, ntok) != LS_OK) status = cli_fail();
     }
     // in file order (the records too): each run of direct files as one batch, each long file alone
     for (int i = 0; (status == 0 || status == 3) && i < nf;) {

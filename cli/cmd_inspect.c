@@ -247,7 +247,7 @@ static void collect(inspect_info *in) {
     ls_str tmpl;
     ls_chat_kind kind;
     if (ls_gguf_get_str(in->g, "tokenizer.chat_template", &tmpl) == LS_OK)
-        in->chat = !ls_chat_detect(tmpl.ptr, tmpl.len, &kind) ? "other" : kind == LS_CHAT_CHATML ? "chatml" : "llama2";
+        in->chat = !ls_chat_detect(tmpl.ptr, tmpl.len, &kind) ? "other" : ls_chat_kind_name(kind);
 }
 
 int cmd_inspect(int argc, char **argv) {

@@ -19,7 +19,8 @@ static size_t longest_token(const ls_tokenizer_t *t) {
     return longest;
 }
 
-ls_status ls_prep_init(const char *model, const ls_rope_override *rope, const ls_load_opts *load, ls_prep **out) {
+ls_status ls_prep_init(const char *model, const ls_rope_override *rope, const ls_load_opts *load,
+                       const char *chat_template, ls_prep **out) {
     ls_prep *p = ls_calloc(1, sizeof *p);
     p->rope = *rope;
     if (!model) model = ls_default_model_path();
@@ -37,7 +38,8 @@ ls_status ls_prep_init(const char *model, const ls_rope_override *rope, const ls
         with.rope = check;
         if (rc == LS_OK && ls_rope_scaling_missing(&with, hint, sizeof hint)) LS_WARN("%s", hint);
     }
-    if (rc == LS_OK && ls_chat_init(p->gguf, p->tok, NULL, &p->chat) != LS_OK) {
+    if (rc == LS_OK && chat_template) rc = ls_chat_init(p->gguf, p->tok, chat_template, &p->chat);
+    else if (rc == LS_OK && ls_chat_init(p->gguf, p->tok, NULL, &p->chat) != LS_OK) {
         LS_WARN("%s has no chat template longseq knows: summarize jobs will be refused (%s)", model, ls_err_msg());
         ls_err_clear();
         p->chat = NULL;
