@@ -1,6 +1,6 @@
-// config.c — the `llama` model configuration from GGUF metadata: hyperparameters, RoPE
-// settings and every weight tensor, each checked against the shape the hyperparameters
-// imply. Docs: docs/formats.md §3, docs/rope.md §4.
+// config.c — the model configuration of the llama layout (llama, mistral, qwen2) from GGUF
+// metadata: hyperparameters, RoPE settings, sliding-window layers and every weight tensor, each
+// checked against the shape the hyperparameters imply. Docs: docs/formats.md §3, docs/rope.md §4.
 // Tests: tests/unit/test_model.c, tests/oracle/test_inspect.py.
 #include "ls_model.h"
 
@@ -262,14 +262,44 @@ bool ls_rope_scaling_missing(const ls_model_config *c, char *msg, size_t cap) {
     return true;
 }
 
+// The architectures with llama's tensors and keys (under their own prefix): Mistral adds a
+// sliding window, Qwen2 biases on q, k and v (optional tensors of the layout) and a window.
+#define LS_ARCHS "llama, mistral, qwen2"
+static bool llama_layout(ls_str arch) {
+    static const char *names[] = {"llama", "mistral", "qwen2"};
+    for (size_t i = 0; i < sizeof names / sizeof *names; i++)
+        if (arch.len == strlen(names[i]) && !memcmp(arch.ptr, names[i], arch.len)) return true;
+    return false;
+}
+
+// attention.sliding_window (0 or absent: none) and attention.sliding_window_pattern (a bool per
+// layer, true for a window layer; absent: all of them).
+static ls_status sliding_window(keys *k, ls_model_config *c) {
+    LS_CHECK(get_int(k, "attention.sliding_window", 0, 0, INT32_MAX, &c->sliding_window));
+    if (c->sliding_window == 1)
+        return LS_ERR(LS_ERR_FORMAT, "%s = 1: a window of the query alone (0: none, else at least 2)",
+                      key(k, "attention.sliding_window"));
+    c->layer_window = ls_calloc((size_t)c->n_layer, sizeof *c->layer_window);
+    ls_gguf_arr pat;
+    const char *name = key(k, "attention.sliding_window_pattern");
+    ls_status rc = ls_gguf_get_arr(k->g, name, &pat);
+    if (rc != LS_OK && rc != LS_ERR_NOT_FOUND) return rc;
+    if (rc == LS_OK && (pat.type != LS_GGUF_BOOL || (int64_t)pat.count != c->n_layer))
+        return LS_ERR(LS_ERR_FORMAT, "%s holds %llu values of type %s: expected %lld bools (one per layer)", name,
+                      (unsigned long long)pat.count, ls_gguf_vtype_name(pat.type), (long long)c->n_layer);
+    for (int64_t il = 0; il < c->n_layer; il++)
+        c->layer_window[il] = rc == LS_OK && !pat.data[il] ? 0 : c->sliding_window;
+    return LS_OK;
+}
+
 static ls_status load(const ls_gguf_t *g, ls_model_config *c) {
     ls_str arch;
     ls_status rc = ls_gguf_get_str(g, "general.architecture", &arch);
     if (rc == LS_ERR_NOT_FOUND) return LS_ERR(LS_ERR_FORMAT, "the file has no general.architecture");
     LS_CHECK(rc);
     snprintf(c->arch, sizeof c->arch, "%.*s", (int)(arch.len < 31 ? arch.len : 31), arch.ptr);
-    if (arch.len != 5 || memcmp(arch.ptr, "llama", 5))
-        return LS_ERR(LS_ERR_UNSUPPORTED, "architecture \"%s\" is not supported (supported: llama)", c->arch);
+    if (!llama_layout(arch))
+        return LS_ERR(LS_ERR_UNSUPPORTED, "architecture \"%s\" is not supported (supported: %s)", c->arch, LS_ARCHS);
     ls_str name;
     if (ls_gguf_get_str(g, "general.name", &name) == LS_OK)
         snprintf(c->name, sizeof c->name, "%.*s", (int)(name.len < 127 ? name.len : 127), name.ptr);
@@ -278,6 +308,8 @@ static ls_status load(const ls_gguf_t *g, ls_model_config *c) {
     context_hint(g, c);
     LS_CHECK(vocab_size(g, &k, c));
     LS_CHECK(rope_config(&k, c, &c->rope));
+    LS_CHECK(sliding_window(&k, c));
+    c->rope_halves = !strcmp(c->arch, "qwen2"); // llama.cpp's NEOX rope type for qwen2
     LS_CHECK(tensor(g, "token_embd.weight", c->n_embd, c->n_vocab, true, &c->tok_embd));
     LS_CHECK(tensor(g, "output_norm.weight", c->n_embd, 0, true, &c->output_norm));
     LS_CHECK(tensor(g, "output.weight", c->n_embd, c->n_vocab, false, &c->output));
@@ -297,7 +329,9 @@ ls_status ls_model_config_load(const ls_gguf_t *g, ls_model_config *cfg) {
 
 void ls_model_config_free(ls_model_config *cfg) {
     ls_free(cfg->layers);
+    ls_free(cfg->layer_window);
     cfg->layers = NULL;
+    cfg->layer_window = NULL;
 }
 
 uint64_t ls_model_weight_bytes(const ls_gguf_t *g) {
