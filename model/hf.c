@@ -1,7 +1,7 @@
 // hf.c — a Hugging Face checkpoint directory of llama's layout (model_type llama, mistral,
 // qwen2) as a model under construction: config.json (hyperparameters; RoPE base and scaling of
 // every type, from transformers 5's rope_parameters or the older rope_theta + rope_scaling;
-// tied embeddings; sliding-window layers) becomes <model_type>.* GGUF keys, and the safetensors tensors (single or sharded) are mapped to GGUF names in their
+// tied embeddings; sliding-window layers; model_type phi3 too) becomes <model_type>.* GGUF keys, and the safetensors tensors (single or sharded) are mapped to GGUF names in their
 // stored F32/F16/BF16 form, straight from the file mapping. q/k rows (and biases) are
 // permuted from rotate-half pairs to adjacent pairs, the only copy made. Every file is read
 // through ls_dir_file (links kept inside the directory, FIFOs refused). Docs:
@@ -42,7 +42,8 @@ bool ld_hf_name(const char *hf, char *out, size_t cap, int *perm) {
         {"self_attn.k_proj", "attn_k", 2},          {"self_attn.v_proj", "attn_v", 0},
         {"self_attn.o_proj", "attn_output", 0},     {"post_attention_layernorm", "ffn_norm", 0},
         {"mlp.gate_proj", "ffn_gate", 0},           {"mlp.up_proj", "ffn_up", 0},
-        {"mlp.down_proj", "ffn_down", 0}};
+        {"mlp.down_proj", "ffn_down", 0},           {"self_attn.qkv_proj", "attn_qkv", 0}, // Phi-3's fused
+        {"mlp.gate_up_proj", "ffn_up", 0}};
     *perm = 0;
     if (!strcmp(hf, "model.embed_tokens")) return snprintf(out, cap, "token_embd") > 0;
     if (!strcmp(hf, "model.norm")) return snprintf(out, cap, "output_norm") > 0;
@@ -138,16 +139,24 @@ static ls_status cfg_bool(const hf_config *c, const char *key, bool dflt, bool *
     return LS_OK;
 }
 
-// model_type: llama, or mistral and qwen2, which have llama's layout (Qwen2 with q/k/v biases).
+// q/k rows in Hugging Face's rotate-half order, as llama.cpp keeps them for these (config.c).
+static bool halves(const char *arch) { return !strcmp(arch, "qwen2") || !strcmp(arch, "phi3"); }
+
+// model_type: llama, or mistral, qwen2 and phi3, which have llama's layout (Qwen2 with q/k/v
+// biases, Phi-3 with fused qkv and gate/up tensors).
 static ls_status architecture(hf_config *c) {
-    static const char *types[] = {"llama", "mistral", "qwen2"};
+    static const char *types[] = {"llama", "mistral", "qwen2", "phi3"};
     const char *type = json_string_value(json_object_get(c->root, "model_type"));
     if (!type) return LS_ERR(LS_ERR_FORMAT, "%s has no \"model_type\"", c->file);
     for (size_t i = 0; i < sizeof types / sizeof *types; i++)
         if (!strcmp(type, types[i])) c->arch = types[i];
     if (!c->arch)
-        return LS_ERR(LS_ERR_UNSUPPORTED, "%s: model_type \"%s\" is not supported (supported: llama, mistral, qwen2)",
+        return LS_ERR(LS_ERR_UNSUPPORTED, "%s: model_type \"%s\" is not supported (supported: llama, mistral, qwen2, phi3)",
                       c->file, type);
+    double prf;
+    LS_CHECK(cfg_num(c, c->root, "partial_rotary_factor", 1, &prf));
+    if (prf != 1 && strcmp(c->arch, "llama")) // (transformers' llama ignores it)
+        return LS_ERR(LS_ERR_UNSUPPORTED, "%s: partial_rotary_factor = %g: longseq rotates whole heads", c->file, prf);
     const char *act = json_string_value(json_object_get(c->root, "hidden_act"));
     if (act && strcmp(act, "silu"))
         return LS_ERR(LS_ERR_UNSUPPORTED, "%s: hidden_act \"%s\" is not supported (llama uses silu)", c->file, act);
@@ -472,7 +481,7 @@ static ls_status add_tensor(ld_model *m, const hf_config *c, const ls_st_tensor 
     const void *data = t->data;
     int64_t rows = t->n_dims == 2 ? ne[1] : ne[0];
     size_t row_bytes = t->n_dims == 2 ? (size_t)ne[0] * esize : esize;
-    if (perm && !m->shapes_only && strcmp(c->arch, "qwen2")) { // qwen2 keeps HF's halves (config.c: rope_halves)
+    if (perm && !m->shapes_only && !halves(c->arch)) { // qwen2, phi3 keep HF's halves (config.c: rope_halves)
         int64_t heads = perm == 1 ? c->n_head : c->n_head_kv;
         if (rows != heads * c->head_dim)
             return LS_ERR(LS_ERR_FORMAT, "tensor '%s' has %lld rows, expected %lld heads x %lld", t->name, (long long)rows,
@@ -594,7 +603,7 @@ ls_status ld_from_hf(ld_model *m, const char *dir) {
     m->n_head = c.n_head;
     m->n_head_kv = c.n_head_kv;
     m->head_dim = c.head_dim;
-    m->rope_halves = c.arch && !strcmp(c.arch, "qwen2");
+    m->rope_halves = c.arch && halves(c.arch);
     json_decref(c.root);
     return rc;
 }

@@ -1,5 +1,5 @@
 // ls_model.h — model configuration read from GGUF metadata for the `llama` layout (the
-// architectures llama, mistral and qwen2, whose keys are prefixed with their name):
+// architectures llama, mistral, qwen2 and phi3, whose keys are prefixed with their name):
 // hyperparameters, the RoPE configuration (base, scaling type and factor, YaRN keys,
 // attention factor, per-frequency factor tensors) and the weight tensors, each checked
 // against the shape the hyperparameters imply. Missing or inconsistent values are errors
@@ -67,6 +67,9 @@ typedef struct ls_model_config {
     // one bool per layer; absent: every layer is a window layer).
     int64_t sliding_window;
     int64_t *layer_window; // [n_layer]
+    // Phi-3's fused attn_qkv ([q; k; v] rows) and ffn_up ([gate; up] rows) are read through
+    // views of their rows (wq..wv, w_gate and w_up point here): [n_layer][5], or NULL.
+    ls_gguf_tensor *views;
 } ls_model_config;
 
 // The rotary frequencies of a sequence of seq_len tokens (dynamic NTK and LongRoPE depend on

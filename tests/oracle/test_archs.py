@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
-"""Architectures with llama's layout (issue #22): Mistral (a sliding window on every layer) and
+"""Architectures with llama's layout (issue #22): Mistral (a sliding window on every layer),
 Qwen2 (q/k/v biases, HF's rotate-half q/k order kept as llama.cpp keeps it, YaRN, a sliding
-window on the layers from max_window_layers on: window layers next to a global one).
+window on the layers from max_window_layers on: window layers next to a global one) and Phi-3
+(fused qkv and gate/up weights, LongRoPE long/short factors, a sliding window).
 
 Each tiny random model is written by transformers' own save_pretrained (the pinned version in
 tests/requirements.txt) and, from the same weights, as GGUF by gguf-py (the keys and tensor
@@ -37,16 +38,27 @@ MPI_ENV = {**os.environ, "OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_
 HF_GGUF = {"embed_tokens": "token_embd", "norm": "output_norm", "input_layernorm": "attn_norm",
            "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
            "self_attn.o_proj": "attn_output", "post_attention_layernorm": "ffn_norm", "mlp.gate_proj": "ffn_gate",
-           "mlp.up_proj": "ffn_up", "mlp.down_proj": "ffn_down"}
+           "mlp.up_proj": "ffn_up", "mlp.down_proj": "ffn_down", "self_attn.qkv_proj": "attn_qkv",
+           "mlp.gate_up_proj": "ffn_up"}
+
+
+MODELS = {"mistral": lambda: __import__("transformers").MistralForCausalLM,
+          "qwen2": lambda: __import__("transformers").Qwen2ForCausalLM,
+          "phi3": lambda: __import__("transformers").Phi3ForCausalLM}
 
 
 def cases():
     yarn = {"rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0, "original_max_position_embeddings": 16}
+    rng = np.random.default_rng(5)  # head dim 16: 8 factors each
+    longrope = {"rope_type": "longrope", "rope_theta": 10000.0, "long_factor": (1 + 3 * rng.random(8)).tolist(),
+                "short_factor": (1 + 0.2 * rng.random(8)).tolist()}
     return [
         ("mistral", dict(sliding_window=WINDOW, max_position_embeddings=64,
                          rope_parameters={"rope_type": "default", "rope_theta": 10000.0})),
         ("qwen2", dict(use_sliding_window=True, sliding_window=WINDOW, max_window_layers=1,
                        max_position_embeddings=64, rope_parameters=yarn)),
+        ("phi3", dict(sliding_window=WINDOW, max_position_embeddings=64, original_max_position_embeddings=16,
+                      pad_token_id=0, rope_parameters=longrope)),
     ]
 
 
@@ -55,8 +67,9 @@ def save_hf(arch, d, extra, seed):
     import transformers
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
-    Config = {"mistral": transformers.MistralConfig, "qwen2": transformers.Qwen2Config}[arch]
-    Model = {"mistral": transformers.MistralForCausalLM, "qwen2": transformers.Qwen2ForCausalLM}[arch]
+    Config = {"mistral": transformers.MistralConfig, "qwen2": transformers.Qwen2Config,
+              "phi3": transformers.Phi3Config}[arch]
+    Model = MODELS[arch]()
     shutil.rmtree(d, ignore_errors=True)
     cfg = Config(vocab_size=len(tiny_vocab()[0]), hidden_size=64, intermediate_size=128, num_hidden_layers=3,
                  num_attention_heads=4, num_key_value_heads=2, rms_norm_eps=1e-5, tie_word_embeddings=False,
@@ -102,6 +115,13 @@ def write_gguf(path, arch, model, cfg, layer_types):
         w.add_rope_scaling_type(gguf.RopeScalingType.YARN)
         w.add_rope_scaling_factor(rp["factor"])
         w.add_rope_scaling_orig_ctx_len(rp["original_max_position_embeddings"])
+    if rp["rope_type"] == "longrope":  # as llama.cpp's converter writes Phi-3: no type, the factors as tensors
+        orig = cfg["original_max_position_embeddings"]
+        s = cfg["max_position_embeddings"] / orig
+        w.add_rope_scaling_orig_ctx_len(orig)
+        w.add_rope_scaling_attn_factors(float(np.sqrt(1 + np.log(s) / np.log(orig))))
+        w.add_tensor("rope_factors_long.weight", np.asarray(rp["long_factor"], dtype=np.float32))
+        w.add_tensor("rope_factors_short.weight", np.asarray(rp["short_factor"], dtype=np.float32))
     w.add_sliding_window(cfg["sliding_window"])
     w.add_array(f"{arch}.attention.sliding_window_pattern", [t == "sliding_attention" for t in layer_types])
     w.add_tokenizer_model("gpt2")
@@ -228,8 +248,7 @@ def Config_without_window(model, arch, extra):
     cfg.layer_types = ["full_attention"] * cfg.num_hidden_layers
     if arch == "qwen2":
         cfg.use_sliding_window = False
-    Model = {"mistral": transformers.MistralForCausalLM, "qwen2": transformers.Qwen2ForCausalLM}[arch]
-    m = Model(cfg).eval()
+    m = MODELS[arch]()(cfg).eval()
     m.load_state_dict(model.state_dict())
     return m
 
