@@ -14,7 +14,9 @@ sequence longer than the window (and, for Qwen2, past its original context with 
 - `inspect` shows each layer's rule;
 - a worker group of 2 and 3 ranks (mpirun) gives the logits of one process, for the per-layer
   rules under --attn full (zigzag ring with window layers) and --attn window (shards and needs
-  covering both rules), and the bytes --stats reports per layer equal those the rules need.
+  covering both rules), and the bytes --stats reports per layer equal those the rules need;
+- `longseq plan` (the capacity planner) predicts those bytes, and counts each layer's keys by
+  its own rule.
 """
 from __future__ import annotations
 
@@ -176,7 +178,7 @@ def rel_err(a, b):
     return float(np.max(np.abs(a - b) / (np.abs(b) + rms)))
 
 
-def sharded(work, name, path, toks, nv, cfg, attn, plan_rule):
+def sharded(work, name, path, toks, nv, cfg, attn, plan_rule, layer_types):
     """np 2 and 3 against one process; --stats bytes of every layer against what plan_rule's
     shards need (the union of the layers' rules: the widest window, or the ring of full)."""
     ref = our_logits(path, toks, nv, work, *attn, "--decode-from", N - 4)
@@ -198,8 +200,28 @@ def sharded(work, name, path, toks, nv, cfg, attn, plan_rule):
                 w = (want[r][0] + gather, want[r][1] + gather)
                 check(stats.get((layer, r)) == w, f"{name} {attn} np={P}: layer {layer} rank {r} moved "
                                                   f"{stats.get((layer, r))} bytes, the rules need {w}")
+        # the capacity planner: the same bytes, and each layer's keys counted by its own rule
+        pl = json.loads(run(["plan", "--json", "--model", str(path), "--tokens", str(k), "--ranks", str(P), *attn]).stdout)
+        recv = [want[r][1] for r in range(P)]
+        check(pl["recv_per_layer_max"] == max(recv) and pl["recv_per_layer_all"] == sum(recv),
+              f"{name} {attn} np={P}: plan predicts {pl['recv_per_layer_max']}/{pl['recv_per_layer_all']} bytes, "
+              f"--stats shows {recv}")
+        per_layer = [mean_keys(WINDOW - 1 if t == "sliding_attention" else user_window(attn), k) for t in layer_types]
+        keys = sum(per_layer) / len(per_layer)
+        check(abs(pl["visible_keys_mean"] - keys) < 1e-9 * keys,
+              f"{name} {attn}: plan counts {pl['visible_keys_mean']} keys per query, the layers' rules {keys}")
         print(f"  {name:8s} {' '.join(attn):26s} np={P}: max rel error vs one process {e:.1e}; bytes received "
-              f"per layer by rank {[want[r][1] for r in range(P)]} ({plan_rule})")
+              f"per layer by rank {recv} ({plan_rule}) = plan; {keys:.2f} keys per query = plan")
+
+
+def user_window(attn):
+    return int(attn[attn.index("--window") + 1]) if "--window" in attn else None
+
+
+def mean_keys(window, n):
+    """Keys a query sees, averaged over positions 0..n-1: i + 1 under full attention, at most
+    window + 1 under the window rule."""
+    return float(np.mean([i + 1 if window is None else min(i + 1, window + 1) for i in range(n)]))
 
 
 def main():
@@ -233,9 +255,9 @@ def main():
               f"GGUF identical\n           inspect: {line}")
         all_window = all(t == "sliding_attention" for t in types)
         model_rule = {"kind": "window", "window": WINDOW - 1}
-        sharded(work, arch, g, toks, nv, cfg, ["--attn", "full"], model_rule if all_window else {"kind": "full"})
+        sharded(work, arch, g, toks, nv, cfg, ["--attn", "full"], model_rule if all_window else {"kind": "full"}, types)
         sharded(work, arch, g, toks, nv, cfg, ["--attn", "window", "--window", "12"],
-                model_rule if all_window else {"kind": "window", "window": 12})
+                model_rule if all_window else {"kind": "window", "window": 12}, types)
     done("test_archs")
 
 
