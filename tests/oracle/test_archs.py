@@ -16,7 +16,8 @@ sequence longer than the window (and, for Qwen2, past its original context with 
   rules under --attn full (zigzag ring with window layers) and --attn window (shards and needs
   covering both rules), and the bytes --stats reports per layer equal those the rules need;
 - `longseq plan` (the capacity planner) predicts those bytes, and counts each layer's keys by
-  its own rule.
+  its own rule;
+- streaming (which evicts keys by one window for every layer) is refused, saying why.
 """
 from __future__ import annotations
 
@@ -214,6 +215,16 @@ def sharded(work, name, path, toks, nv, cfg, attn, plan_rule, layer_types):
               f"per layer by rank {recv} ({plan_rule}) = plan; {keys:.2f} keys per query = plan")
 
 
+def stream_refused(work, arch, path):
+    """Streaming evicts keys by one window for every layer: refused for now, with the reason."""
+    text = work / "text.txt"
+    text.write_text("the quick brown fox jumps over the lazy dog " * 8)
+    p = run(["perplexity", "--model", str(path), "--stream", "--attn", "window", "--window", "12", str(text)], check=False)
+    err = p.stderr.decode()
+    check(p.returncode == 1 and "streaming is not supported for a model with sliding-window layers" in err,
+          f"{arch}: perplexity --stream: {err!r}")
+
+
 def user_window(attn):
     return int(attn[attn.index("--window") + 1]) if "--window" in attn else None
 
@@ -253,6 +264,7 @@ def main():
         line = next(l for l in text.splitlines() if l.startswith("attention"))
         print(f"  {arch:8s} {types}: max |dLL| vs transformers {e:.1e} nats (all global: {eb:.2f}); "
               f"GGUF identical\n           inspect: {line}")
+        stream_refused(work, arch, g)
         all_window = all(t == "sliding_attention" for t in types)
         model_rule = {"kind": "window", "window": WINDOW - 1}
         sharded(work, arch, g, toks, nv, cfg, ["--attn", "full"], model_rule if all_window else {"kind": "full"}, types)
