@@ -96,7 +96,7 @@ static const ls_gguf_tensor *row_view(ls_gguf_tensor *v, const ls_gguf_tensor *t
     v->ne[1] = rows;
     v->nbytes = row * (uint64_t)rows;
     v->offset = t->offset + row * (uint64_t)r0;
-    v->data = (const char *)t->data + row * (uint64_t)r0;
+    v->data = t->data ? (const char *)t->data + row * (uint64_t)r0 : NULL; // (shapes-only loads have none)
     return v;
 }
 
