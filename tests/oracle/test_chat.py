@@ -11,6 +11,7 @@ each command's message names an option that command has: --chat-template for gen
 tokenize, --chat-template and --task generate for summarize.
 """
 import json
+import os
 from pathlib import Path
 
 import gguf
@@ -30,6 +31,11 @@ LLAMA2_TEMPLATE = (
     "{% else %}{% set content = message['content'] %}{% endif %}"
     "{% if message['role'] == 'user' %}{{ bos_token + '[INST] ' + content.strip() + ' [/INST]' }}"
     "{% elif message['role'] == 'assistant' %}{{ ' '  + content.strip() + ' ' + eos_token }}{% endif %}{% endfor %}")
+
+
+# ChatML as SmolLM2's template writes it, without its default system message
+CHATML_PLAIN = ("{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + "
+                "'<|im_end|>' + '\\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}")
 
 
 def render(template, messages, **kw):
@@ -150,6 +156,18 @@ def no_template(work):
              str(doc)], check=False)
     check(p.returncode == 1 and 'unknown chat template "vicuna"' in p.stderr.decode(),
           f"summarize --chat-template vicuna: {p.stderr.decode()!r}")
+    # with a template named, the same model summarizes: its prompt is the ChatML rendering
+    out = work / "summary.jsonl"
+    env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
+    run(["summarize", "--model", str(model), "--chat-template", "chatml", "--max-tokens", "2", "--out", str(out),
+         str(doc)], env=env)
+    rec = json.loads(out.read_text().splitlines()[0])
+    want = render(CHATML_PLAIN, [{"role": "user", "content": doc.read_text() +
+                                  "\n\nSummarize the text above in a few sentences."}])
+    n = len(expect_ids(model, want))
+    check(rec["status"] == "done" and rec["tokens"] == n and rec["generated"] == 2,
+          f"summarize --chat-template chatml: {rec} (the ChatML prompt has {n} tokens)")
+    print(f"  summarize --chat-template chatml on a model without a template: {n} prompt tokens, as jinja2 renders it")
 
 
 if __name__ == "__main__":
