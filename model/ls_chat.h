@@ -33,7 +33,7 @@ typedef struct ls_chat_msg {
 // template, or with one longseq does not know, needs a name: that is an error that says so.
 // By name, the details a template varies in (Mistral's space after eos, Gemma 3's system
 // prefix, Phi-3.5's empty system turn) are taken from the model's template when it is of that
-// kind, else from the first public template of the kind (docs/architecture.md).
+// kind, else Mixtral's, Gemma 3's and Phi-3.5's (docs/formats.md §4.1).
 ls_status ls_chat_init(const ls_gguf_t *g, const ls_tokenizer_t *tok, const char *name,
                        ls_chat_t **out);
 void ls_chat_free(ls_chat_t *c);
