@@ -27,9 +27,16 @@ const char *ls_chat_kind_name(ls_chat_kind kind) { return g_names[kind]; }
 // Each kind by the markers only its templates write. Llama-2 and Mistral both write [INST]:
 // Llama-2's has a <<SYS>> block, Mistral v0.1's writes ' [/INST]' after the user's text (later
 // Mistral templates, which put the system message into the last user turn, are not detected).
+// Llama 3.1's and later templates always open with a dated system header ("Cutting Knowledge
+// Date: ..."), which longseq does not write: they are not taken for Llama 3's.
+static bool llama31(const char *tmpl, size_t len) { return find(tmpl, len, "Cutting Knowledge Date") != NULL; }
+
 bool ls_chat_detect(const char *tmpl, size_t len, ls_chat_kind *kind) {
     if (find(tmpl, len, "<|im_start|>")) *kind = LS_CHAT_CHATML;
-    else if (find(tmpl, len, "<|start_header_id|>") && find(tmpl, len, "<|eot_id|>")) *kind = LS_CHAT_LLAMA3;
+    else if (find(tmpl, len, "<|start_header_id|>") && find(tmpl, len, "<|eot_id|>")) {
+        if (llama31(tmpl, len)) return false;
+        *kind = LS_CHAT_LLAMA3;
+    }
     else if (find(tmpl, len, "<start_of_turn>")) *kind = LS_CHAT_GEMMA;
     else if (find(tmpl, len, "<|user|>") && find(tmpl, len, "<|end|>")) *kind = LS_CHAT_PHI3;
     else if (find(tmpl, len, "[INST]") && find(tmpl, len, "<<SYS>>")) *kind = LS_CHAT_LLAMA2;
@@ -101,6 +108,9 @@ ls_status ls_chat_init(const ls_gguf_t *g, const ls_tokenizer_t *tok, const char
         kind = (ls_chat_kind)k;
     } else if (!have) {
         return LS_ERR(LS_ERR_INVALID, "the model has no tokenizer.chat_template"); // callers name their option for a template
+    } else if (!known && llama31(tmpl.ptr, tmpl.len)) {
+        return LS_ERR(LS_ERR_UNSUPPORTED, "the model's chat template is Llama 3.1's (a dated system header), which longseq "
+                                          "does not render; --chat-template llama3 writes Llama 3's turns without it");
     } else if (!known) {
         return LS_ERR(LS_ERR_UNSUPPORTED, "the model's chat template is none of those longseq renders (%s)", LS_CHAT_NAMES);
     } else {

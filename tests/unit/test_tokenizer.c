@@ -292,6 +292,22 @@ static void test_chat_kinds(void) {
               "<|user|>\n Q1 <|end|>\n<|assistant|>\n A1 <|end|>\n<|user|>\nQ2<|end|>\n<|im_end|>");
     chat_case(phi3, NULL, LS_CHAT_PHI3, empty_sys, 4, false,
               "<|system|>\n<|end|>\n<|user|>\n Q1 <|end|>\n<|assistant|>\n A1 <|end|>\n<|user|>\nQ2<|end|>\n<|im_end|>");
+    // Llama 3.1's dated system header is not Llama 3's: refused, saying so; by name it is Llama 3's
+    const char *llama31 = "{{- \"<|start_header_id|>system<|end_header_id|>\\n\\n\" }}{{- \"Cutting Knowledge Date: December 2023\\n\" }}"
+                          "{{- '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n'+ message['content'] | trim + '<|eot_id|>' }}";
+    {
+        gw w31 = {0};
+        ls_gguf_t *g31;
+        ls_chat_t *c31;
+        ls_tokenizer_t *t31 = open_tok(&w31, (vocab_opts){.template = llama31}, &g31);
+        if (!t31) return;
+        TEST_ERR(ls_chat_init(g31, t31, NULL, &c31), LS_ERR_UNSUPPORTED, "is Llama 3.1's (a dated system header)");
+        TEST_COND(ls_chat_init(g31, t31, "llama3", &c31) == LS_OK && ls_chat_kind_of(c31) == LS_CHAT_LLAMA3, "llama3 by name");
+        ls_chat_free(c31);
+        ls_tokenizer_free(t31);
+        ls_gguf_free(g31);
+        ls_buf_free(&w31.b);
+    }
     // what the templates refuse (they raise)
     gw w = {0};
     ls_gguf_t *g;
