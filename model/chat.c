@@ -58,33 +58,40 @@ static void details(ls_chat_t *c, const char *tmpl, size_t len, bool same_kind) 
     c->skip_empty_sys = find(tmpl, len, "'system' and message['content']") != NULL;
 }
 
-// The default system message of a ChatML template: the literal system turn it emits when
-// messages[0] is not a system message ("" if it has no such branch). Jinja string escapes
-// (\n, \', \", \\) are undone.
+// The default system message of a ChatML template: the first system turn it writes as a
+// literal ("<|im_start|>system\n...<|im_end|>" with no expression inside), after its
+// "!= 'system'" test when it has one (SmolLM2's), else anywhere (Qwen2.5's else-branch); "" when
+// there is none. Jinja string escapes (\n, \', \", \\) are undone.
 static char *default_system(const char *tmpl, size_t len) {
-    const char *cond = find(tmpl, len, "!= 'system'");
-    if (!cond) cond = find(tmpl, len, "!= \"system\"");
-    if (!cond) return ls_strndup("", 0);
-    size_t rest = len - (size_t)(cond - tmpl);
-    const char *open = find(cond, rest, "<|im_start|>system");
-    if (!open) return ls_strndup("", 0);
-    open += strlen("<|im_start|>system");
-    rest = len - (size_t)(open - tmpl);
-    if (rest >= 2 && open[0] == '\\' && open[1] == 'n') open += 2, rest -= 2;
-    else if (rest >= 1 && open[0] == '\n') open += 1, rest -= 1;
-    const char *close = find(open, rest, "<|im_end|>");
-    if (!close) return ls_strndup("", 0);
-    ls_buf b = {0};
-    for (const char *p = open; p < close; p++) {
-        if (*p == '\\' && p + 1 < close) {
-            p++;
-            ls_buf_putc(&b, *p == 'n' ? '\n' : *p == 't' ? '\t' : *p);
-        } else {
-            ls_buf_putc(&b, *p);
+    const char *from = find(tmpl, len, "!= 'system'");
+    if (!from) from = find(tmpl, len, "!= \"system\"");
+    if (!from) from = tmpl;
+    static const char open_tag[] = "<|im_start|>system";
+    for (const char *open = find(from, len - (size_t)(from - tmpl), open_tag); open;
+         open = find(open + 1, len - (size_t)(open + 1 - tmpl), open_tag)) {
+        const char *p = open + strlen(open_tag);
+        size_t rest = len - (size_t)(p - tmpl);
+        if (rest >= 2 && p[0] == '\\' && p[1] == 'n') p += 2, rest -= 2;
+        else if (rest >= 1 && p[0] == '\n') p += 1, rest -= 1;
+        const char *close = find(p, rest, "<|im_end|>");
+        if (!close) break;
+        bool literal = true;
+        for (const char *q = p; q < close && literal; q++)
+            if ((*q == '\'' || *q == '"' || *q == '{' || *q == '}') && !(q > p && q[-1] == '\\')) literal = false;
+        if (!literal) continue;
+        ls_buf b = {0};
+        for (const char *q = p; q < close; q++) {
+            if (*q == '\\' && q + 1 < close) {
+                q++;
+                ls_buf_putc(&b, *q == 'n' ? '\n' : *q == 't' ? '\t' : *q);
+            } else {
+                ls_buf_putc(&b, *q);
+            }
         }
+        if (!b.data) ls_buf_append(&b, "", 0);
+        return b.data;
     }
-    if (!b.data) ls_buf_append(&b, "", 0);
-    return b.data;
+    return ls_strndup("", 0);
 }
 
 static char *token_text(const ls_tokenizer_t *tok, int32_t id, const char *fallback) {

@@ -2,7 +2,8 @@
 """Chat prompts equal what the models' own Jinja templates render (jinja2 from PyPI is the
 oracle): SmolLM2's ChatML template from the default model, with and without a system message
 (its default system message included), and the Hugging Face Llama-2 chat template on a
-fixture vocabulary, and the public Llama-3, Mistral, Mixtral, Gemma, Gemma 3, Phi-3 and Phi-3.5
+fixture vocabulary, and the public Qwen2.5 (ChatML with a default system message in an else
+branch), Llama-3, Mistral, Mixtral, Gemma, Gemma 3, Phi-3 and Phi-3.5
 templates (tests/oracle/data/chat_templates.json, copied from the models' tokenizer_config.json)
 on fixture vocabularies holding their special tokens: each detected as its kind, and rendered
 with and without a system message (or refused where the template raises). `longseq tokenize --chat` ids must equal the ids of the rendered text,
@@ -39,7 +40,7 @@ CHATML_PLAIN = ("{% for message in messages %}{{'<|im_start|>' + message['role']
 
 
 def render(template, messages, **kw):
-    env = jinja2.Environment()
+    env = jinja2.Environment(trim_blocks=True, lstrip_blocks=True)  # as transformers renders chat templates
     env.globals["raise_exception"] = lambda m: (_ for _ in ()).throw(RuntimeError(m))
     return env.from_string(template).render(messages=messages, add_generation_prompt=True, **kw)
 
@@ -92,7 +93,7 @@ def main():
 
 
 # The special tokens each kind's template writes (added to the fixture vocabulary as control tokens).
-SPECIALS = {"llama3": ["<|start_header_id|>", "<|end_header_id|>"], "mistral": [],
+SPECIALS = {"chatml": [], "llama3": ["<|start_header_id|>", "<|end_header_id|>"], "mistral": [],
             "gemma": ["<start_of_turn>", "<end_of_turn>"],
             "phi3": ["<|system|>", "<|user|>", "<|assistant|>", "<|end|>"]}
 
