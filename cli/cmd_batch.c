@@ -26,6 +26,8 @@ static void help(void) {
            "  --state DIR          the job store (default F.state)\n"
            "  --np N               ranks (default 1)\n"
            "  --launcher CMD       how to start them (default mpirun)\n"
+           "  --chat-template NAME " LS_CHAT_NAMES " for /v1/chat/completions lines instead of\n"
+           "                       the model's own template\n"
            "  --verbose            the coordinator's log lines\n" CLI_ENGINE_HELP);
 }
 
@@ -43,7 +45,7 @@ int cmd_batch(int argc, char **argv) {
     static const struct option opts[] = {
         {"out", required_argument, 0, 'o'}, {"state", required_argument, 0, 's'}, {"np", required_argument, 0, 'N'},
         {"launcher", required_argument, 0, 'L'}, {"verbose", no_argument, 0, 'v'}, {"help", no_argument, 0, 'h'},
-        CLI_ENGINE_OPTIONS, {0, 0, 0, 0}};
+        {"chat-template", required_argument, 0, 'G'}, CLI_ENGINE_OPTIONS, {0, 0, 0, 0}};
     ls_server_opts o = ls_server_opts_default();
     cli_engine_args eng = cli_engine_args_default();
     const char *out = NULL, *state = NULL;
@@ -59,6 +61,7 @@ int cmd_batch(int argc, char **argv) {
         else if (c == 's') state = optarg;
         else if (c == 'N') status = cli_parse_int("batch", "--np", optarg, 1, 4096, &v) ? (o.np = (int)v, 0) : 2;
         else if (c == 'L') o.launcher = optarg;
+        else if (c == 'G') o.chat_template = optarg;
         else if (c == 'v') o.quiet = false, cli_verbose = true;
         else if (c == 'h') help(), exit(0);
         else status = cli_usage_error("batch", "unknown option");

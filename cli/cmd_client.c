@@ -6,6 +6,7 @@
 // fields they name. Tests: tests/oracle/test_service.py, tests/oracle/test_longdoc.py,
 // tests/cli/errors.sh.
 #include "cli.h"
+#include "ls_chat.h"
 #include "ls_server.h"
 #include "ls_wire.h"
 
@@ -849,6 +850,7 @@ static void summarize_help(void) {
            "  --chunk-tokens N     map-reduce: tokens per call (default: the measured reliable context)\n"
            "  --combine-parts N    map-reduce: at most N summaries per combine call (default: as many\n"
            "                       as fit in a call; fewer means more levels)\n"
+           "  --chat-template NAME " LS_CHAT_NAMES " instead of the model's own template\n"
            PROGRESS_HELP
            "  --verbose            the coordinator's log lines; errors with their source location\n" JOB_HELP CLI_ENGINE_HELP);
 }
@@ -969,6 +971,7 @@ int cmd_summarize(int argc, char **argv) {
                                          {"out", required_argument, 0, 'o'}, {"state", required_argument, 0, 's'},
                                          {"verbose", no_argument, 0, 'v'}, {"help", no_argument, 0, 'h'},
                                          {"idle-timeout", required_argument, 0, 'I'}, PROGRESS_OPTION,
+                                         {"chat-template", required_argument, 0, 'G'},
                                          JOB_OPTIONS, CLI_ENGINE_OPTIONS, {0, 0, 0, 0}};
     inproc p = {.o = ls_server_opts_default(), .mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
     Longseq__Settings s = LONGSEQ__SETTINGS__INIT;
@@ -992,6 +995,7 @@ int cmd_summarize(int argc, char **argv) {
         else if (c == 'I')
             status = cli_parse_int("summarize", "--idle-timeout", optarg, 1, 86400, &v) ? (p.o.idle_timeout_s = (int)v, 0) : 2;
         else if (c == 'P') status = progress_option("summarize", optarg, &every) ? 0 : 2;
+        else if (c == 'G') p.o.chat_template = optarg;
         else if (c == 'h') summarize_help(), exit(0);
         else status = cli_usage_error("summarize", "unknown option");
     }

@@ -29,7 +29,7 @@ static void help(void) {
            "  --batch-tokens N     tokens per batched step: running decodes first, then prompt\n"
            "                       chunks (default 512)\n"
            "  --chat               wrap the prompt as a user message in the model's chat template\n"
-           "  --system TEXT        system message for --chat; --chat-template chatml|llama2\n"
+           "  --system TEXT        system message for --chat; --chat-template " LS_CHAT_NAMES "\n"
            "  -n N                 generate at most N tokens (default 256)\n"
            "  --temp T             temperature (default 0.8; 0 = greedy)\n"
            "  --top-k K --top-p P --min-p P   (defaults 40, 0.95, 0.05; 0 / 1 / 0 turn them off)\n"

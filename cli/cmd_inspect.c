@@ -53,6 +53,20 @@ static void print_rope(const ls_rope_config *r) {
     printf("\n");
 }
 
+// Each layer's attention, runs of equal layers together: the model's sliding window (HF's
+// sliding_window: the keys a query sees, itself included), or global (the --attn rule).
+static void print_layer_rules(const ls_model_config *c) {
+    printf("attention      ");
+    for (int64_t a = 0, b; a < c->n_layer; a = b) {
+        for (b = a + 1; b < c->n_layer && c->layer_window[b] == c->layer_window[a];) b++;
+        printf("%slayer%s %lld", a ? "; " : "", b - a > 1 ? "s" : "", (long long)a);
+        if (b - a > 1) printf("-%lld", (long long)b - 1);
+        if (c->layer_window[a]) printf(" sliding window of %lld keys", (long long)c->layer_window[a]);
+        else printf(" global (the --attn rule, full by default)");
+    }
+    printf("\n");
+}
+
 static void print_human(const inspect_info *in) {
     char sz[32];
     if (ls_is_dir(in->path)) {
@@ -71,6 +85,7 @@ static void print_human(const inspect_info *in) {
                (long long)c->n_layer, (long long)c->n_embd, (long long)c->n_ff, (long long)c->n_head,
                (long long)c->n_head_kv, (long long)c->head_dim, (long long)c->n_vocab, c->rms_eps);
         printf("output         %s\n", c->tied_output ? "tied to token_embd.weight" : "output.weight");
+        print_layer_rules(c);
         print_rope(&c->rope);
     } else {
         printf("model          not loadable: %s\n", in->cfg_error);
@@ -214,6 +229,9 @@ static void print_json(const inspect_info *in) {
                                       "n_vocab", (json_int_t)c->n_vocab, "rms_eps", c->rms_eps,
                                       "tied_output", c->tied_output));
         json_object_set_new(root, "rope", json_rope(&c->rope));
+        json_t *lw = json_array(); // per layer: its sliding window (keys seen, the query included), 0: global
+        for (int64_t il = 0; il < c->n_layer; il++) json_array_append_new(lw, json_integer(c->layer_window[il]));
+        json_object_set_new(root, "layer_window", lw);
     } else {
         json_object_set_new(root, "context_length", json_null());
         json_object_set_new(root, "rope", json_null());
@@ -247,7 +265,7 @@ static void collect(inspect_info *in) {
     ls_str tmpl;
     ls_chat_kind kind;
     if (ls_gguf_get_str(in->g, "tokenizer.chat_template", &tmpl) == LS_OK)
-        in->chat = !ls_chat_detect(tmpl.ptr, tmpl.len, &kind) ? "other" : kind == LS_CHAT_CHATML ? "chatml" : "llama2";
+        in->chat = !ls_chat_detect(tmpl.ptr, tmpl.len, &kind) ? "other" : ls_chat_kind_name(kind);
 }
 
 int cmd_inspect(int argc, char **argv) {

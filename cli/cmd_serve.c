@@ -48,6 +48,8 @@ static void help(void) {
            "  --http-timeout S     an HTTP request must arrive whole within S s of the connection's\n"
            "                       opening or its previous request's end (default 30)\n"
            "  --http-max-conns N   open HTTP connections (default 1000)\n"
+           "  --chat-template NAME " LS_CHAT_NAMES ": the template for summarize jobs and\n"
+           "                       /v1/chat/completions instead of the model's own\n"
            "  --quiet              no line per job state change\n"
            CLI_ENGINE_HELP);
 }
@@ -83,7 +85,7 @@ int cmd_serve(int argc, char **argv) {
         {"http-max-body", required_argument, 0, 'Y'}, {"http-max-header", required_argument, 0, 'Z'},
         {"http-timeout", required_argument, 0, 'O'}, {"http-max-conns", required_argument, 0, 'X'},
         {"hosts", required_argument, 0, 'y'}, {"hostfile", required_argument, 0, 'f'},
-        CLI_ENGINE_OPTIONS, {0, 0, 0, 0}};
+        {"chat-template", required_argument, 0, 'G'}, CLI_ENGINE_OPTIONS, {0, 0, 0, 0}};
     ls_server_opts o = ls_server_opts_default();
     cli_engine_args eng = cli_engine_args_default();
     const char *token_file = NULL, *worker_token_file = NULL;
@@ -129,6 +131,7 @@ int cmd_serve(int argc, char **argv) {
         case 'T': status = cli_parse_int("serve", "--frame-timeout", optarg, 1, 1 << 20, &v) ? (o.frame_timeout_s = (int)v, 0) : 2; break;
         case 'U': status = cli_parse_int("serve", "--auth-timeout", optarg, 1, 3600, &v) ? (o.auth_timeout_s = (int)v, 0) : 2; break;
         case 'H': o.http = optarg; break;
+        case 'G': o.chat_template = optarg; break;
         case 'Y': status = cli_parse_int("serve", "--http-max-body", optarg, 1024, 1ll << 32, &v) ? (o.http_max_body = (size_t)v, 0) : 2; break;
         case 'Z': status = cli_parse_int("serve", "--http-max-header", optarg, 1024, 1 << 20, &v) ? (o.http_max_header = (size_t)v, 0) : 2; break;
         case 'O': status = cli_parse_int("serve", "--http-timeout", optarg, 1, 3600, &v) ? (o.http_timeout_s = (int)v, 0) : 2; break;

@@ -24,7 +24,7 @@ static void tokenize_help(void) {
            "  --stats          print bytes, tokens and speed to standard error\n"
            "  --chat           treat the text as one user message in the model's chat template\n"
            "  --system TEXT    system message for --chat (default: the template's own, if any)\n"
-           "  --chat-template NAME  chatml or llama2 instead of the model's template\n");
+           "  --chat-template NAME  " LS_CHAT_NAMES " instead of the model's template\n");
 }
 
 // Wraps `text` as a user turn (after an optional system turn) in the chat template; the

@@ -88,7 +88,7 @@ ls_status cli_chat_init(const ls_gguf_t *g, const ls_tokenizer_t *tok, const cha
         char msg[512];
         snprintf(msg, sizeof msg, "%s", ls_err_msg());
         ls_err_clear();
-        rc = LS_ERR(rc, "%s; choose one with --chat-template chatml|llama2", msg);
+        rc = LS_ERR(rc, "%s; choose one with --chat-template " LS_CHAT_NAMES, msg);
     }
     return rc;
 }

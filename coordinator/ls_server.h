@@ -27,6 +27,7 @@ typedef struct ls_server_opts {
     const char *model;           // GGUF (NULL: the default model)
     ls_rope_override rope;       // the server's RoPE overrides (also given to the workers)
     ls_load_opts load;           // LoRA adapters (may grow the vocabulary; also given to the workers)
+    const char *chat_template;   // --chat-template: a name (ls_chat.h) instead of the model's own template
     int np;                      // ranks of the worker group
     const char *launcher;        // e.g. "mpirun" or "srun --mpi=pmix"
     const char *hosts, *hostfile; // NULL, or where mpirun places the ranks (ls_launch.h)

@@ -19,7 +19,8 @@ static size_t longest_token(const ls_tokenizer_t *t) {
     return longest;
 }
 
-ls_status ls_prep_init(const char *model, const ls_rope_override *rope, const ls_load_opts *load, ls_prep **out) {
+ls_status ls_prep_init(const char *model, const ls_rope_override *rope, const ls_load_opts *load,
+                       const char *chat_template, ls_prep **out) {
     ls_prep *p = ls_calloc(1, sizeof *p);
     p->rope = *rope;
     if (!model) model = ls_default_model_path();
@@ -41,7 +42,8 @@ ls_status ls_prep_init(const char *model, const ls_rope_override *rope, const ls
         p->sm.n_ctx_train = p->cfg.n_ctx_train;
         rc = ls_effctx_lookup(p->cfg.name, p->cfg.n_ctx_train, &p->sm.eff);
     }
-    if (rc == LS_OK && ls_chat_init(p->gguf, p->tok, NULL, &p->chat) != LS_OK) {
+    if (rc == LS_OK && chat_template) rc = ls_chat_init(p->gguf, p->tok, chat_template, &p->chat);
+    else if (rc == LS_OK && ls_chat_init(p->gguf, p->tok, NULL, &p->chat) != LS_OK) {
         LS_WARN("%s has no chat template longseq knows: summarize jobs will be refused (%s)", model, ls_err_msg());
         ls_err_clear();
         p->chat = NULL;

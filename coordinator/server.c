@@ -1381,7 +1381,7 @@ ls_status ls_server_run(const ls_server_opts *o) {
     sigaction(SIGCHLD, &sa, &old_chld);
     struct sigaction ign = {.sa_handler = SIG_IGN};
     sigaction(SIGPIPE, &ign, &old_pipe);
-    ls_status rc = ls_prep_init(o->model, &o->rope, &o->load, &s.prep);
+    ls_status rc = ls_prep_init(o->model, &o->rope, &o->load, o->chat_template, &s.prep);
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
     if (rc == LS_OK) rc = ls_prep_pool_start(s.prep, o->max_job_tokens, cpus < 1 ? 1 : cpus > 4 ? 4 : (int)cpus, wake_loop, &s.pool);
     if (rc == LS_OK) rc = ls_store_open(o->state_dir, &s.store);

@@ -20,7 +20,10 @@ typedef struct ls_prep {
     ls_strategy_model sm;   // trained context and measured effective context (strategy auto, extend)
 } ls_prep;
 
-ls_status ls_prep_init(const char *model, const ls_rope_override *rope, const ls_load_opts *load, ls_prep **out);
+// chat_template: a template name (ls_chat.h), or NULL for the model's own (a model without one it
+// knows then serves everything but summarize).
+ls_status ls_prep_init(const char *model, const ls_rope_override *rope, const ls_load_opts *load,
+                       const char *chat_template, ls_prep **out);
 void ls_prep_free(ls_prep *p);
 // The checks of a Submit's settings against the model, for all its documents at once (summarize
 // needs a chat template; the job's RoPE overrides must apply).

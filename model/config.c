@@ -1,6 +1,6 @@
-// config.c — the `llama` model configuration from GGUF metadata: hyperparameters, RoPE
-// settings and every weight tensor, each checked against the shape the hyperparameters
-// imply. Docs: docs/formats.md §3, docs/rope.md §4.
+// config.c — the model configuration of the llama layout (llama, mistral, qwen2, phi3) from GGUF
+// metadata: hyperparameters, RoPE settings, sliding-window layers and every weight tensor, each
+// checked against the shape the hyperparameters imply. Docs: docs/formats.md §3, docs/rope.md §4.
 // Tests: tests/unit/test_model.c, tests/oracle/test_inspect.py.
 #include "ls_model.h"
 
@@ -87,25 +87,68 @@ static ls_status tensor(const ls_gguf_t *g, const char *name, int64_t ne0, int64
     return LS_OK;
 }
 
-static ls_status layer_tensors(const ls_gguf_t *g, const ls_model_config *c, int64_t il,
-                               ls_layer_weights *w) {
+// Rows [r0, r0 + rows) of a 2-D tensor as a tensor of its own (in place: rows are contiguous
+// in every type).
+static const ls_gguf_tensor *row_view(ls_gguf_tensor *v, const ls_gguf_tensor *t, int64_t r0, int64_t rows) {
+    uint64_t row;
+    ls_dtype_row_bytes(t->type, (uint64_t)t->ne[0], &row); // checked when the file was opened
+    *v = *t;
+    v->ne[1] = rows;
+    v->nbytes = row * (uint64_t)rows;
+    v->offset = t->offset + row * (uint64_t)r0;
+    v->data = t->data ? (const char *)t->data + row * (uint64_t)r0 : NULL; // (shapes-only loads have none)
+    return v;
+}
+
+// Phi-3's fused tensors, when the layer has them: attn_qkv [n_embd, q + 2 kv] and ffn_up
+// [n_embd, 2 n_ff] without ffn_gate (gate rows first, as Hugging Face's gate_up_proj).
+static ls_status fused_tensors(const ls_gguf_t *g, ls_model_config *c, int64_t il, ls_layer_weights *w) {
     char n[96];
     int64_t q = c->n_head * c->head_dim, kv = c->n_head_kv * c->head_dim;
+    ls_gguf_tensor *v = c->views + il * 5;
+    const ls_gguf_tensor *t;
+    snprintf(n, sizeof n, "blk.%lld.attn_qkv.weight", (long long)il);
+    LS_CHECK(tensor(g, n, c->n_embd, q + 2 * kv, false, &t));
+    if (t) {
+        w->wq = row_view(v + 0, t, 0, q);
+        w->wk = row_view(v + 1, t, q, kv);
+        w->wv = row_view(v + 2, t, q + kv, kv);
+    }
+    snprintf(n, sizeof n, "blk.%lld.ffn_gate.weight", (long long)il);
+    if (ls_gguf_find_tensor(g, n)) return LS_OK;
+    snprintf(n, sizeof n, "blk.%lld.ffn_up.weight", (long long)il);
+    t = ls_gguf_find_tensor(g, n);
+    if (t && t->ne[1] == 2 * c->n_ff) {
+        LS_CHECK(tensor(g, n, c->n_embd, 2 * c->n_ff, true, &t));
+        w->w_gate = row_view(v + 3, t, 0, c->n_ff);
+        w->w_up = row_view(v + 4, t, c->n_ff, c->n_ff);
+    }
+    return LS_OK;
+}
+
+static ls_status layer_tensors(const ls_gguf_t *g, ls_model_config *c, int64_t il, ls_layer_weights *w) {
+    char n[96];
+    int64_t q = c->n_head * c->head_dim, kv = c->n_head_kv * c->head_dim;
+    if (!strcmp(c->arch, "phi3")) LS_CHECK(fused_tensors(g, c, il, w));
 #define T(field, suffix, ne0, ne1, req)                                                    \
     snprintf(n, sizeof n, "blk.%lld.%s", (long long)il, suffix);                           \
     LS_CHECK(tensor(g, n, ne0, ne1, req, &w->field))
     T(attn_norm, "attn_norm.weight", c->n_embd, 0, true);
-    T(wq, "attn_q.weight", c->n_embd, q, true);
-    T(wk, "attn_k.weight", c->n_embd, kv, true);
-    T(wv, "attn_v.weight", c->n_embd, kv, true);
+    if (!w->wq) {
+        T(wq, "attn_q.weight", c->n_embd, q, true);
+        T(wk, "attn_k.weight", c->n_embd, kv, true);
+        T(wv, "attn_v.weight", c->n_embd, kv, true);
+    }
     T(wo, "attn_output.weight", q, c->n_embd, true);
     T(bq, "attn_q.bias", q, 0, false);
     T(bk, "attn_k.bias", kv, 0, false);
     T(bv, "attn_v.bias", kv, 0, false);
     T(bo, "attn_output.bias", c->n_embd, 0, false);
     T(ffn_norm, "ffn_norm.weight", c->n_embd, 0, true);
-    T(w_gate, "ffn_gate.weight", c->n_embd, c->n_ff, true);
-    T(w_up, "ffn_up.weight", c->n_embd, c->n_ff, true);
+    if (!w->w_gate) {
+        T(w_gate, "ffn_gate.weight", c->n_embd, c->n_ff, true);
+        T(w_up, "ffn_up.weight", c->n_embd, c->n_ff, true);
+    }
     T(w_down, "ffn_down.weight", c->n_ff, c->n_embd, true);
 #undef T
     return LS_OK;
@@ -177,6 +220,8 @@ static ls_status rope_config(keys *k, const ls_model_config *c, ls_rope_config *
     LS_CHECK(factor_tensor(k->g, "rope_factors_short.weight", r->n_rot, &r->factors_short));
     if (r->scaling == LS_ROPE_LINEAR && r->factor == 1.0) r->scaling = LS_ROPE_NONE;
     if (r->freq_factors && r->scaling == LS_ROPE_NONE) r->scaling = LS_ROPE_LLAMA3; // Llama 3.1
+    // llama.cpp's Phi-3 files name no scaling type: the long/short factor tensors are LongRoPE
+    if (r->factors_long && r->factors_short && r->scaling == LS_ROPE_NONE) r->scaling = LS_ROPE_LONGROPE;
     if (r->scaling == LS_ROPE_LONGROPE && (!r->factors_long || !r->factors_short))
         return LS_ERR(LS_ERR_FORMAT, "longrope scaling needs the rope_factors_long and rope_factors_short tensors");
     return LS_OK;
@@ -262,14 +307,45 @@ bool ls_rope_scaling_missing(const ls_model_config *c, char *msg, size_t cap) {
     return true;
 }
 
+// The architectures with llama's tensors and keys (under their own prefix): Mistral adds a
+// sliding window, Qwen2 biases on q, k and v (optional tensors of the layout) and a window,
+// Phi-3 fused qkv and gate/up tensors (fused_tensors), LongRoPE and a window.
+#define LS_ARCHS "llama, mistral, qwen2, phi3"
+static bool llama_layout(ls_str arch) {
+    static const char *names[] = {"llama", "mistral", "qwen2", "phi3"};
+    for (size_t i = 0; i < sizeof names / sizeof *names; i++)
+        if (arch.len == strlen(names[i]) && !memcmp(arch.ptr, names[i], arch.len)) return true;
+    return false;
+}
+
+// attention.sliding_window (0 or absent: none) and attention.sliding_window_pattern (a bool per
+// layer, true for a window layer; absent: all of them).
+static ls_status sliding_window(keys *k, ls_model_config *c) {
+    LS_CHECK(get_int(k, "attention.sliding_window", 0, 0, INT32_MAX, &c->sliding_window));
+    if (c->sliding_window == 1)
+        return LS_ERR(LS_ERR_FORMAT, "%s = 1: a window of the query alone (0: none, else at least 2)",
+                      key(k, "attention.sliding_window"));
+    c->layer_window = ls_calloc((size_t)c->n_layer, sizeof *c->layer_window);
+    ls_gguf_arr pat;
+    const char *name = key(k, "attention.sliding_window_pattern");
+    ls_status rc = ls_gguf_get_arr(k->g, name, &pat);
+    if (rc != LS_OK && rc != LS_ERR_NOT_FOUND) return rc;
+    if (rc == LS_OK && (pat.type != LS_GGUF_BOOL || (int64_t)pat.count != c->n_layer))
+        return LS_ERR(LS_ERR_FORMAT, "%s holds %llu values of type %s: expected %lld bools (one per layer)", name,
+                      (unsigned long long)pat.count, ls_gguf_vtype_name(pat.type), (long long)c->n_layer);
+    for (int64_t il = 0; il < c->n_layer; il++)
+        c->layer_window[il] = rc == LS_OK && !pat.data[il] ? 0 : c->sliding_window;
+    return LS_OK;
+}
+
 static ls_status load(const ls_gguf_t *g, ls_model_config *c) {
     ls_str arch;
     ls_status rc = ls_gguf_get_str(g, "general.architecture", &arch);
     if (rc == LS_ERR_NOT_FOUND) return LS_ERR(LS_ERR_FORMAT, "the file has no general.architecture");
     LS_CHECK(rc);
     snprintf(c->arch, sizeof c->arch, "%.*s", (int)(arch.len < 31 ? arch.len : 31), arch.ptr);
-    if (arch.len != 5 || memcmp(arch.ptr, "llama", 5))
-        return LS_ERR(LS_ERR_UNSUPPORTED, "architecture \"%s\" is not supported (supported: llama)", c->arch);
+    if (!llama_layout(arch))
+        return LS_ERR(LS_ERR_UNSUPPORTED, "architecture \"%s\" is not supported (supported: %s)", c->arch, LS_ARCHS);
     ls_str name;
     if (ls_gguf_get_str(g, "general.name", &name) == LS_OK)
         snprintf(c->name, sizeof c->name, "%.*s", (int)(name.len < 127 ? name.len : 127), name.ptr);
@@ -278,12 +354,15 @@ static ls_status load(const ls_gguf_t *g, ls_model_config *c) {
     context_hint(g, c);
     LS_CHECK(vocab_size(g, &k, c));
     LS_CHECK(rope_config(&k, c, &c->rope));
+    LS_CHECK(sliding_window(&k, c));
+    c->rope_halves = !strcmp(c->arch, "qwen2") || !strcmp(c->arch, "phi3"); // llama.cpp's NEOX rope type
     LS_CHECK(tensor(g, "token_embd.weight", c->n_embd, c->n_vocab, true, &c->tok_embd));
     LS_CHECK(tensor(g, "output_norm.weight", c->n_embd, 0, true, &c->output_norm));
     LS_CHECK(tensor(g, "output.weight", c->n_embd, c->n_vocab, false, &c->output));
     c->tied_output = c->output == NULL;
     if (c->tied_output) c->output = c->tok_embd;
     c->layers = ls_calloc((size_t)c->n_layer, sizeof *c->layers);
+    if (!strcmp(c->arch, "phi3")) c->views = ls_calloc((size_t)c->n_layer * 5, sizeof *c->views);
     for (int64_t il = 0; il < c->n_layer; il++) LS_CHECK(layer_tensors(g, c, il, &c->layers[il]));
     return LS_OK;
 }
@@ -297,7 +376,11 @@ ls_status ls_model_config_load(const ls_gguf_t *g, ls_model_config *cfg) {
 
 void ls_model_config_free(ls_model_config *cfg) {
     ls_free(cfg->layers);
+    ls_free(cfg->layer_window);
+    ls_free(cfg->views);
+    cfg->views = NULL;
     cfg->layers = NULL;
+    cfg->layer_window = NULL;
 }
 
 uint64_t ls_model_weight_bytes(const ls_gguf_t *g) {

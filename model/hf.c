@@ -1,11 +1,11 @@
-// hf.c — a Hugging Face Llama checkpoint directory as a model under construction: config.json
-// (hyperparameters; RoPE base and scaling of every type, from transformers 5's rope_parameters
-// or the older rope_theta + rope_scaling; tied embeddings) becomes llama.*
-// GGUF keys, and the safetensors tensors (single or sharded) are mapped to GGUF names in their
+// hf.c — a Hugging Face checkpoint directory of llama's layout (model_type llama, mistral,
+// qwen2) as a model under construction: config.json (hyperparameters; RoPE base and scaling of
+// every type, from transformers 5's rope_parameters or the older rope_theta + rope_scaling;
+// tied embeddings; sliding-window layers; model_type phi3 too) becomes <model_type>.* GGUF keys, and the safetensors tensors (single or sharded) are mapped to GGUF names in their
 // stored F32/F16/BF16 form, straight from the file mapping. q/k rows (and biases) are
 // permuted from rotate-half pairs to adjacent pairs, the only copy made. Every file is read
 // through ls_dir_file (links kept inside the directory, FIFOs refused). Docs:
-// docs/formats.md §3.4, §5; docs/rope.md §5. Tests: tests/oracle/test_hf.py,
+// docs/formats.md §3.4, §5; docs/rope.md §5. Tests: tests/oracle/test_hf.py, test_archs.py,
 // tests/unit/test_loader.c (hostile directories).
 #include "loader_impl.h"
 #include "ls_safetensors.h"
@@ -42,7 +42,8 @@ bool ld_hf_name(const char *hf, char *out, size_t cap, int *perm) {
         {"self_attn.k_proj", "attn_k", 2},          {"self_attn.v_proj", "attn_v", 0},
         {"self_attn.o_proj", "attn_output", 0},     {"post_attention_layernorm", "ffn_norm", 0},
         {"mlp.gate_proj", "ffn_gate", 0},           {"mlp.up_proj", "ffn_up", 0},
-        {"mlp.down_proj", "ffn_down", 0}};
+        {"mlp.down_proj", "ffn_down", 0},           {"self_attn.qkv_proj", "attn_qkv", 0}, // Phi-3's fused
+        {"mlp.gate_up_proj", "ffn_up", 0}};
     *perm = 0;
     if (!strcmp(hf, "model.embed_tokens")) return snprintf(out, cap, "token_embd") > 0;
     if (!strcmp(hf, "model.norm")) return snprintf(out, cap, "output_norm") > 0;
@@ -75,9 +76,27 @@ void ld_permute_rows(void *dst, const void *src, int64_t rows, int64_t hd, size_
 typedef struct hf_config {
     const char *file;
     json_t *root;
+    const char *arch; // the GGUF architecture: model_type (llama, mistral, qwen2)
     int64_t n_embd, n_layer, n_ff, n_head, n_head_kv, head_dim, max_pos, vocab;
     bool tied, bias;
 } hf_config;
+
+// Metadata under the architecture's prefix ("mistral.context_length").
+static void meta_u32(ls_gguf_meta *m, const hf_config *c, const char *suffix, uint32_t v) {
+    char k[128];
+    snprintf(k, sizeof k, "%s.%s", c->arch, suffix);
+    ls_gguf_meta_u32(m, k, v);
+}
+static void meta_f32(ls_gguf_meta *m, const hf_config *c, const char *suffix, float v) {
+    char k[128];
+    snprintf(k, sizeof k, "%s.%s", c->arch, suffix);
+    ls_gguf_meta_f32(m, k, v);
+}
+static void meta_str(ls_gguf_meta *m, const hf_config *c, const char *suffix, const char *v, size_t len) {
+    char k[128];
+    snprintf(k, sizeof k, "%s.%s", c->arch, suffix);
+    ls_gguf_meta_str(m, k, v, len);
+}
 
 // An integer field in [lo, hi]; absent or null: dflt, or an error when dflt < 0.
 static ls_status cfg_int(const hf_config *c, json_t *o, const char *key, int64_t dflt, int64_t lo, int64_t hi, int64_t *v) {
@@ -120,11 +139,24 @@ static ls_status cfg_bool(const hf_config *c, const char *key, bool dflt, bool *
     return LS_OK;
 }
 
-static ls_status architecture(const hf_config *c) {
+// q/k rows in Hugging Face's rotate-half order, as llama.cpp keeps them for these (config.c).
+static bool halves(const char *arch) { return !strcmp(arch, "qwen2") || !strcmp(arch, "phi3"); }
+
+// model_type: llama, or mistral, qwen2 and phi3, which have llama's layout (Qwen2 with q/k/v
+// biases, Phi-3 with fused qkv and gate/up tensors).
+static ls_status architecture(hf_config *c) {
+    static const char *types[] = {"llama", "mistral", "qwen2", "phi3"};
     const char *type = json_string_value(json_object_get(c->root, "model_type"));
     if (!type) return LS_ERR(LS_ERR_FORMAT, "%s has no \"model_type\"", c->file);
-    if (strcmp(type, "llama"))
-        return LS_ERR(LS_ERR_UNSUPPORTED, "%s: model_type \"%s\" is not supported (supported: llama)", c->file, type);
+    for (size_t i = 0; i < sizeof types / sizeof *types; i++)
+        if (!strcmp(type, types[i])) c->arch = types[i];
+    if (!c->arch)
+        return LS_ERR(LS_ERR_UNSUPPORTED, "%s: model_type \"%s\" is not supported (supported: llama, mistral, qwen2, phi3)",
+                      c->file, type);
+    double prf;
+    LS_CHECK(cfg_num(c, c->root, "partial_rotary_factor", 1, &prf));
+    if (prf != 1 && strcmp(c->arch, "llama")) // (transformers' llama ignores it)
+        return LS_ERR(LS_ERR_UNSUPPORTED, "%s: partial_rotary_factor = %g: longseq rotates whole heads", c->file, prf);
     const char *act = json_string_value(json_object_get(c->root, "hidden_act"));
     if (act && strcmp(act, "silu"))
         return LS_ERR(LS_ERR_UNSUPPORTED, "%s: hidden_act \"%s\" is not supported (llama uses silu)", c->file, act);
@@ -157,15 +189,47 @@ static ls_status hyperparameters(hf_config *c, ls_gguf_meta *m) {
     LS_CHECK(cfg_num(c, r, "rms_norm_eps", 1e-6, &eps));
     if (!(eps > 0 && eps < 1)) return LS_ERR(LS_ERR_FORMAT, "%s: rms_norm_eps = %g is not in (0, 1)", c->file, eps);
     LS_CHECK(cfg_bool(c, "tie_word_embeddings", false, &c->tied));
-    LS_CHECK(cfg_bool(c, "attention_bias", false, &c->bias));
-    ls_gguf_meta_u32(m, "llama.context_length", (uint32_t)c->max_pos);
-    ls_gguf_meta_u32(m, "llama.embedding_length", (uint32_t)c->n_embd);
-    ls_gguf_meta_u32(m, "llama.block_count", (uint32_t)c->n_layer);
-    ls_gguf_meta_u32(m, "llama.feed_forward_length", (uint32_t)c->n_ff);
-    ls_gguf_meta_u32(m, "llama.attention.head_count", (uint32_t)c->n_head);
-    ls_gguf_meta_u32(m, "llama.attention.head_count_kv", (uint32_t)c->n_head_kv);
-    ls_gguf_meta_f32(m, "llama.attention.layer_norm_rms_epsilon", (float)eps);
-    ls_gguf_meta_u32(m, "llama.rope.dimension_count", (uint32_t)c->head_dim);
+    LS_CHECK(cfg_bool(c, "attention_bias", !strcmp(c->arch, "qwen2"), &c->bias)); // Qwen2: always q, k, v biases
+    meta_u32(m, c, "context_length", (uint32_t)c->max_pos);
+    meta_u32(m, c, "embedding_length", (uint32_t)c->n_embd);
+    meta_u32(m, c, "block_count", (uint32_t)c->n_layer);
+    meta_u32(m, c, "feed_forward_length", (uint32_t)c->n_ff);
+    meta_u32(m, c, "attention.head_count", (uint32_t)c->n_head);
+    meta_u32(m, c, "attention.head_count_kv", (uint32_t)c->n_head_kv);
+    meta_f32(m, c, "attention.layer_norm_rms_epsilon", (float)eps);
+    meta_u32(m, c, "rope.dimension_count", (uint32_t)c->head_dim);
+    return LS_OK;
+}
+
+// Sliding-window attention: "sliding_window" (Mistral; Qwen2 only with "use_sliding_window"),
+// on the layers "layer_types" calls sliding_attention (transformers 5 writes it; without it,
+// Qwen2's layers from "max_window_layers" on, Mistral's all).
+static ls_status sliding_window(const hf_config *c, ls_gguf_meta *m) {
+    bool use = true;
+    LS_CHECK(cfg_bool(c, "use_sliding_window", strcmp(c->arch, "qwen2") != 0, &use));
+    int64_t w, from = 0;
+    LS_CHECK(cfg_int(c, c->root, "sliding_window", 0, 0, INT32_MAX, &w));
+    if (!use || w == 0) return LS_OK;
+    if (w == 1) return LS_ERR(LS_ERR_FORMAT, "%s: \"sliding_window\" = 1 leaves a query only itself", c->file);
+    if (!strcmp(c->arch, "qwen2")) LS_CHECK(cfg_int(c, c->root, "max_window_layers", 0, 0, c->n_layer, &from));
+    json_t *types = json_object_get(c->root, "layer_types");
+    if (types && !json_is_null(types) && (!json_is_array(types) || (int64_t)json_array_size(types) != c->n_layer))
+        return LS_ERR(LS_ERR_FORMAT, "%s: \"layer_types\" must list %lld layer types", c->file, (long long)c->n_layer);
+    uint8_t *pat = ls_malloc((size_t)c->n_layer);
+    for (int64_t il = 0; il < c->n_layer; il++) {
+        const char *t = json_is_array(types) ? json_string_value(json_array_get(types, (size_t)il)) : NULL;
+        if (json_is_array(types) && (!t || (strcmp(t, "sliding_attention") && strcmp(t, "full_attention")))) {
+            ls_free(pat);
+            return LS_ERR(LS_ERR_FORMAT, "%s: layer_types[%lld] is not \"sliding_attention\" or \"full_attention\"",
+                          c->file, (long long)il);
+        }
+        pat[il] = t ? !strcmp(t, "sliding_attention") : il >= from;
+    }
+    meta_u32(m, c, "attention.sliding_window", (uint32_t)w);
+    char k[128];
+    snprintf(k, sizeof k, "%s.attention.sliding_window_pattern", c->arch);
+    ls_gguf_meta_arr(m, k, LS_GGUF_BOOL, pat, (uint64_t)c->n_layer);
+    ls_free(pat);
     return LS_OK;
 }
 
@@ -309,10 +373,10 @@ static ls_status rope_scaling(ld_model *m, const hf_config *c, const hf_rope *r)
     if (!(orig >= 1 && orig <= INT32_MAX))
         return LS_ERR(LS_ERR_FORMAT, "%s: %s.original_max_position_embeddings = %g is out of range", file, name, orig);
     ls_gguf_meta *g = &m->meta;
-    ls_gguf_meta_str(g, "llama.rope.scaling.type", type, strlen(type));
-    ls_gguf_meta_f32(g, "llama.rope.scaling.factor", (float)factor);
+    meta_str(g, c, "rope.scaling.type", type, strlen(type));
+    meta_f32(g, c, "rope.scaling.factor", (float)factor);
     // HF's dynamic NTK measures lengths against max_position_embeddings.
-    ls_gguf_meta_u32(g, "llama.rope.scaling.original_context_length",
+    meta_u32(g, c, "rope.scaling.original_context_length",
                      (uint32_t)(!strcmp(type, "dynamic") ? (double)c->max_pos : orig));
     if (!strcmp(type, "yarn")) {
         json_t *t = json_object_get(rs, "truncate");
@@ -321,26 +385,26 @@ static ls_status rope_scaling(ld_model *m, const hf_config *c, const hf_rope *r)
                           name);
         // transformers: `beta_fast or 32`, `beta_slow or 1` (0 means the default too)
         LS_CHECK(cfg_num(c, rs, "beta_fast", 32, &v));
-        ls_gguf_meta_f32(g, "llama.rope.scaling.yarn_beta_fast", (float)(v != 0 ? v : 32));
+        meta_f32(g, c, "rope.scaling.yarn_beta_fast", (float)(v != 0 ? v : 32));
         LS_CHECK(cfg_num(c, rs, "beta_slow", 1, &v));
-        ls_gguf_meta_f32(g, "llama.rope.scaling.yarn_beta_slow", (float)(v != 0 ? v : 1));
+        meta_f32(g, c, "rope.scaling.yarn_beta_slow", (float)(v != 0 ? v : 1));
         // HF's attention_factor replaces g(s) = 1 + 0.1 ln s; longseq's multiplies it.
         double gs = 1 + 0.1 * log(factor), ms, msa;
         LS_CHECK(cfg_num(c, rs, "attention_factor", 0, &v));
         LS_CHECK(cfg_num(c, rs, "mscale", 0, &ms));
         LS_CHECK(cfg_num(c, rs, "mscale_all_dim", 0, &msa));
         if (v <= 0 && ms > 0 && msa > 0) v = (1 + 0.1 * ms * log(factor)) / (1 + 0.1 * msa * log(factor));
-        if (v > 0) ls_gguf_meta_f32(g, "llama.rope.scaling.attn_factor", (float)(v / gs));
+        if (v > 0) meta_f32(g, c, "rope.scaling.attn_factor", (float)(v / gs));
     } else if (!strcmp(type, "llama3")) {
         LS_CHECK(cfg_num(c, rs, "low_freq_factor", 1, &v));
-        ls_gguf_meta_f32(g, "llama.rope.scaling.low_freq_factor", (float)v);
+        meta_f32(g, c, "rope.scaling.low_freq_factor", (float)v);
         LS_CHECK(cfg_num(c, rs, "high_freq_factor", 4, &v));
-        ls_gguf_meta_f32(g, "llama.rope.scaling.high_freq_factor", (float)v);
+        meta_f32(g, c, "rope.scaling.high_freq_factor", (float)v);
     } else if (longrope) {
         LS_CHECK(factor_list(m, c, r, "long_factor", "rope_factors_long.weight"));
         LS_CHECK(factor_list(m, c, r, "short_factor", "rope_factors_short.weight"));
         LS_CHECK(cfg_num(c, rs, "attention_factor", 0, &v));
-        if (v > 0) ls_gguf_meta_f32(g, "llama.rope.scaling.attn_factor", (float)v);
+        if (v > 0) meta_f32(g, c, "rope.scaling.attn_factor", (float)v);
     }
     return LS_OK;
 }
@@ -389,7 +453,7 @@ static ls_status rope(ld_model *m, const hf_config *c) {
     if (!(theta > 1) || !isfinite(theta))
         return LS_ERR(LS_ERR_FORMAT, "%s: %s = %g must be greater than 1", c->file,
                       rp && json_object_get(rp, "rope_theta") ? "rope_parameters.rope_theta" : "rope_theta", theta);
-    ls_gguf_meta_f32(&m->meta, "llama.rope.freq_base", (float)theta);
+    meta_f32(&m->meta, c, "rope.freq_base", (float)theta);
     return r.obj ? rope_scaling(m, c, &r) : LS_OK;
 }
 
@@ -417,7 +481,7 @@ static ls_status add_tensor(ld_model *m, const hf_config *c, const ls_st_tensor 
     const void *data = t->data;
     int64_t rows = t->n_dims == 2 ? ne[1] : ne[0];
     size_t row_bytes = t->n_dims == 2 ? (size_t)ne[0] * esize : esize;
-    if (perm && !m->shapes_only) {
+    if (perm && !m->shapes_only && !halves(c->arch)) { // qwen2, phi3 keep HF's halves (config.c: rope_halves)
         int64_t heads = perm == 1 ? c->n_head : c->n_head_kv;
         if (rows != heads * c->head_dim)
             return LS_ERR(LS_ERR_FORMAT, "tensor '%s' has %lld rows, expected %lld heads x %lld", t->name, (long long)rows,
@@ -523,9 +587,10 @@ ls_status ld_from_hf(ld_model *m, const char *dir) {
     if (rc == LS_OK && !json_is_object(c.root)) rc = LS_ERR(LS_ERR_FORMAT, "%s is not a JSON object", file);
     if (rc == LS_OK) rc = architecture(&c);
     if (rc == LS_OK) {
-        ls_gguf_meta_str(&m->meta, "general.architecture", "llama", 5);
+        ls_gguf_meta_str(&m->meta, "general.architecture", c.arch, strlen(c.arch));
         rc = hyperparameters(&c, &m->meta);
     }
+    if (rc == LS_OK) rc = sliding_window(&c, &m->meta);
     if (rc == LS_OK) rc = rope(m, &c);
     if (rc == LS_OK) rc = describe(m, dir);
     ls_safetensors_t *st = NULL;
@@ -538,6 +603,7 @@ ls_status ld_from_hf(ld_model *m, const char *dir) {
     m->n_head = c.n_head;
     m->n_head_kv = c.n_head_kv;
     m->head_dim = c.head_dim;
+    m->rope_halves = c.arch && halves(c.arch);
     json_decref(c.root);
     return rc;
 }

@@ -178,6 +178,8 @@ static const char *split_pattern(json_t *split) {
 // The llama.cpp pre-tokenizer this byte-level tokenizer's pre_tokenizer amounts to.
 static ls_status pre_name(const char *file, json_t *pre, ld_vocab *v) {
     static const char *llama3 = "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+    // Qwen2: Llama 3's with single digits
+    static const char *qwen2 = "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
     json_t *bl = component(pre, "ByteLevel"), *split = component(pre, "Split"), *digits = component(pre, "Digits");
     bool bl_regex = bl && !json_is_false(json_object_get(bl, "use_regex"));
     const char *re = split ? split_pattern(split) : NULL;
@@ -190,9 +192,11 @@ static ls_status pre_name(const char *file, json_t *pre, ld_vocab *v) {
     else if (bl && !bl_regex && re && !strcmp(re, llama3)) {
         snprintf(v->pre, sizeof v->pre, "llama-bpe");
         v->add_bos = 1;
-    } else
+    } else if (bl && !bl_regex && re && !strcmp(re, qwen2))
+        snprintf(v->pre, sizeof v->pre, "qwen2");
+    else
         return LS_ERR(LS_ERR_UNSUPPORTED, "%s: the pre_tokenizer is not one longseq knows (byte-level GPT-2, SmolLM/StarCoder "
-                                          "digit splitting, or Llama 3's regex)", file);
+                                          "digit splitting, Llama 3's or Qwen2's regex)", file);
     return LS_OK;
 }
 

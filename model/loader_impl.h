@@ -40,6 +40,7 @@ typedef struct ld_model {
     struct ld_keep { void *ctx; void (*release)(void *); } *keep;
     int64_t n_keep;
     int64_t n_embd, n_head, n_head_kv, head_dim; // what adapters need
+    bool rope_halves;       // q/k rows stay in HF's rotate-half order (qwen2): adapters are not permuted
 } ld_model;
 
 // --- loader.c ---

@@ -272,7 +272,7 @@ static ls_status merge_pair(ld_model *m, const peft *p, const pair *q) {
         ls_free(At);
         ls_free(Bt);
     } else if (rc == LS_OK) {
-        if (perm && !m->shapes_only) {
+        if (perm && !m->shapes_only && !m->rope_halves) {
             int64_t heads = perm == 1 ? m->n_head : m->n_head_kv;
             if (out != heads * m->head_dim)
                 rc = LS_ERR(LS_ERR_FORMAT, "%s: '%s' lora_B has %lld rows, expected %lld", p->file, q->module,

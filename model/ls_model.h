@@ -1,4 +1,5 @@
-// ls_model.h — model configuration read from GGUF metadata for the `llama` architecture:
+// ls_model.h — model configuration read from GGUF metadata for the `llama` layout (the
+// architectures llama, mistral, qwen2 and phi3, whose keys are prefixed with their name):
 // hyperparameters, the RoPE configuration (base, scaling type and factor, YaRN keys,
 // attention factor, per-frequency factor tensors) and the weight tensors, each checked
 // against the shape the hyperparameters imply. Missing or inconsistent values are errors
@@ -54,10 +55,21 @@ typedef struct ls_model_config {
     double rms_eps;
     bool tied_output;      // no output.weight: token_embd is the LM head
     ls_rope_config rope;
+    bool rope_halves;      // q/k rotate pairs (i, i + n_rot/2), as HF and llama.cpp's qwen2 store them;
+                           // else adjacent pairs (2i, 2i+1), llama's GGUF layout
     int64_t ctx_hint;      // the context the name or tokenizer claims (0: none); see below
     char ctx_hint_src[64];
     const ls_gguf_tensor *tok_embd, *output_norm, *output; // output == tok_embd when tied
     ls_layer_weights *layers; // [n_layer]
+    // Sliding-window attention (Mistral, Qwen2 with use_sliding_window): the keys a window
+    // layer's query sees, itself included (HF's sliding_window; attention.sliding_window), 0
+    // when none; layer_window[il] is that or 0 for a global layer (attention.sliding_window_pattern,
+    // one bool per layer; absent: every layer is a window layer).
+    int64_t sliding_window;
+    int64_t *layer_window; // [n_layer]
+    // Phi-3's fused attn_qkv ([q; k; v] rows) and ffn_up ([gate; up] rows) are read through
+    // views of their rows (wq..wv, w_gate and w_up point here): [n_layer][5], or NULL.
+    ls_gguf_tensor *views;
 } ls_model_config;
 
 // The rotary frequencies of a sequence of seq_len tokens (dynamic NTK and LongRoPE depend on

@@ -5,6 +5,7 @@
 //   smollm:    \p{N} isolated first, then gpt-2 on the rest
 //   llama-bpe: (?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}|
 //              ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+
+//   qwen2:     llama-bpe with \p{N} (one digit a piece) for \p{N}{1,3}
 // Letter/number/space classes come from utf8proc; \s is Unicode White_Space.
 // Tests: tests/unit/test_tokenizer.c, tests/oracle/test_tokenizer.py.
 #include "tokenizer_impl.h"
@@ -111,7 +112,8 @@ static size_t gpt2_piece_end(const span *s, size_t pos) {
     return whitespace_end(s, pos);
 }
 
-static size_t llama3_piece_end(const span *s, size_t pos) {
+// Llama 3's regex, with runs of at most max_digits numbers (3; Qwen2: 1).
+static size_t llama3_like(const span *s, size_t pos, size_t max_digits) {
     size_t k = contraction(s, pos, true);
     if (k) return pos + k;
     uint32_t c = cp_at(s, pos);
@@ -123,10 +125,10 @@ static size_t llama3_piece_end(const span *s, size_t pos) {
         while (is_cls(s, e, CLS_LETTER)) e++;
         return e;
     }
-    // \p{N}{1,3}
+    // \p{N}{1,3} (Qwen2: \p{N})
     if (is_cls(s, pos, CLS_NUMBER)) {
         e = pos;
-        while (e - pos < 3 && is_cls(s, e, CLS_NUMBER)) e++;
+        while (e - pos < max_digits && is_cls(s, e, CLS_NUMBER)) e++;
         return e;
     }
     // ` ?[^\s\p{L}\p{N}]+[\r\n]*`
@@ -145,6 +147,9 @@ static size_t llama3_piece_end(const span *s, size_t pos) {
     return whitespace_end(s, pos);
 }
 
+static size_t llama3_piece_end(const span *s, size_t pos) { return llama3_like(s, pos, 3); }
+static size_t qwen2_piece_end(const span *s, size_t pos) { return llama3_like(s, pos, 1); }
+
 static ls_status scan(size_t (*piece_end)(const span *, size_t), const text_unit *u, size_t a,
                       size_t b, piece_fn emit, void *ctx) {
     span s = {u, b};
@@ -159,6 +164,7 @@ static ls_status scan(size_t (*piece_end)(const span *, size_t), const text_unit
 ls_status ls_pretokenize(pretok_kind kind, const text_unit *u, size_t n, piece_fn emit, void *ctx) {
     if (kind == PRETOK_GPT2) return scan(gpt2_piece_end, u, 0, n, emit, ctx);
     if (kind == PRETOK_LLAMA3) return scan(llama3_piece_end, u, 0, n, emit, ctx);
+    if (kind == PRETOK_QWEN2) return scan(qwen2_piece_end, u, 0, n, emit, ctx);
     // smollm: every number character is a piece of its own; gpt-2 runs between them.
     for (size_t i = 0; i < n;) {
         if (u[i].cls & CLS_NUMBER) {

@@ -22,7 +22,7 @@ static const pre_alias g_pre[] = {
     {"jina-de", PRETOK_GPT2},     {"smollm", PRETOK_SMOLLM},    {"starcoder", PRETOK_SMOLLM},
     {"refact", PRETOK_SMOLLM},    {"command-r", PRETOK_SMOLLM}, {"codeshell", PRETOK_SMOLLM},
     {"exaone", PRETOK_SMOLLM},    {"minerva-7b", PRETOK_SMOLLM}, {"llama-bpe", PRETOK_LLAMA3},
-    {"llama3", PRETOK_LLAMA3},    {"llama-v3", PRETOK_LLAMA3},
+    {"llama3", PRETOK_LLAMA3},    {"llama-v3", PRETOK_LLAMA3},  {"qwen2", PRETOK_QWEN2},
 };
 
 static ls_status set_pre(ls_tokenizer_t *t, const ls_gguf_t *g) {

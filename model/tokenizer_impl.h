@@ -5,7 +5,7 @@
 
 #include "ls_tokenizer.h"
 
-typedef enum pretok_kind { PRETOK_GPT2, PRETOK_SMOLLM, PRETOK_LLAMA3 } pretok_kind;
+typedef enum pretok_kind { PRETOK_GPT2, PRETOK_SMOLLM, PRETOK_LLAMA3, PRETOK_QWEN2 } pretok_kind;
 
 struct ls_tokenizer {
     ls_tok_model model;

@@ -99,6 +99,13 @@ void ls_rope_describe(const ls_rope_config *r, char *out, size_t cap);
 // window), so that no length runs past it. The job service refuses longer sequences
 // (coordinator/prep.c); the one-shot commands warn. Test: tests/oracle/test_generate.py.
 int64_t ls_context_limit(const ls_model_config *c, const ls_attn_rule *rule);
+// The rule of layer il: a window layer of the model (ls_model_config.layer_window) keeps its own
+// window whatever the sequence's rule (HF's sliding_window counts the query itself: longseq's
+// window rule with W - 1 previous keys); the other layers take the sequence's `rule`.
+// Test: tests/unit/test_settings.c.
+ls_attn_rule ls_layer_rule(const ls_model_config *c, const ls_attn_rule *rule, int64_t il);
+// True when some layer of the model has its own window.
+bool ls_model_has_window_layers(const ls_model_config *c);
 // The RoPE scale factor, rounded up to a tenth, that stretches the model's original context
 // over n positions (for the hints that go with ls_context_limit).
 double ls_context_scale_for(const ls_model_config *c, int64_t n);

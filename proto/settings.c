@@ -276,6 +276,18 @@ int64_t ls_context_limit(const ls_model_config *c, const ls_attn_rule *rule) {
     return ctx;
 }
 
+ls_attn_rule ls_layer_rule(const ls_model_config *c, const ls_attn_rule *rule, int64_t il) {
+    int64_t w = c->layer_window && il >= 0 && il < c->n_layer ? c->layer_window[il] : 0;
+    if (w <= 0) return *rule;
+    return (ls_attn_rule){.kind = LS_ATTN_WINDOW, .window = w - 1, .n_head = rule->n_head}; // w >= 2 (config.c)
+}
+
+bool ls_model_has_window_layers(const ls_model_config *c) {
+    for (int64_t il = 0; c->layer_window && il < c->n_layer; il++)
+        if (c->layer_window[il] > 0) return true;
+    return false;
+}
+
 double ls_context_scale_for(const ls_model_config *c, int64_t n) {
     int64_t orig = c->rope.orig_ctx > 0 ? c->rope.orig_ctx : c->n_ctx_train;
     return ceil((double)n / (double)orig * 10.0) / 10.0;

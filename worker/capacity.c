@@ -5,15 +5,16 @@
 #include <math.h>
 #include <string.h>
 
-// name, layers, d_model, d_ff, heads, KV heads, head dim, vocabulary, trained context
+// name, layers, d_model, d_ff, heads, KV heads, head dim, vocabulary, trained context (no
+// file, no window layers)
 static const ls_model_shape SHAPES[] = {
-    {"smollm2-135m", 30, 576, 1536, 9, 3, 64, 49152, 8192, 0},
-    {"llama2-7b", 32, 4096, 11008, 32, 32, 128, 32000, 4096, 0},
-    {"llama2-13b", 40, 5120, 13824, 40, 40, 128, 32000, 4096, 0},
-    {"llama2-70b", 80, 8192, 28672, 64, 8, 128, 32000, 4096, 0},
-    {"codellama-34b", 48, 8192, 22016, 64, 8, 128, 32000, 16384, 0},
-    {"llama3-8b", 32, 4096, 14336, 32, 8, 128, 128256, 8192, 0},
-    {"llama3-70b", 80, 8192, 28672, 64, 8, 128, 128256, 8192, 0},
+    {"smollm2-135m", 30, 576, 1536, 9, 3, 64, 49152, 8192, 0, 0, 0},
+    {"llama2-7b", 32, 4096, 11008, 32, 32, 128, 32000, 4096, 0, 0, 0},
+    {"llama2-13b", 40, 5120, 13824, 40, 40, 128, 32000, 4096, 0, 0, 0},
+    {"llama2-70b", 80, 8192, 28672, 64, 8, 128, 32000, 4096, 0, 0, 0},
+    {"codellama-34b", 48, 8192, 22016, 64, 8, 128, 32000, 16384, 0, 0, 0},
+    {"llama3-8b", 32, 4096, 14336, 32, 8, 128, 128256, 8192, 0, 0, 0},
+    {"llama3-70b", 80, 8192, 28672, 64, 8, 128, 128256, 8192, 0, 0, 0},
 };
 
 ls_status ls_shape_named(const char *name, ls_model_shape *out) {
@@ -34,7 +35,8 @@ ls_status ls_shape_named(const char *name, ls_model_shape *out) {
 void ls_shape_of_config(const ls_model_config *c, double file_bytes, ls_model_shape *out) {
     *out = (ls_model_shape){.n_layer = c->n_layer, .n_embd = c->n_embd, .n_ff = c->n_ff, .n_head = c->n_head,
                             .n_head_kv = c->n_head_kv, .head_dim = c->head_dim, .n_vocab = c->n_vocab,
-                            .n_ctx_train = c->n_ctx_train, .file_bytes = file_bytes};
+                            .n_ctx_train = c->n_ctx_train, .file_bytes = file_bytes, .sliding_window = c->sliding_window};
+    for (int64_t il = 0; c->layer_window && il < c->n_layer; il++) out->n_window_layers += c->layer_window[il] > 0;
     snprintf(out->name, sizeof out->name, "%s", c->name[0] ? c->name : "model");
 }
 
@@ -64,22 +66,47 @@ static double visible_keys(const ls_attn_rule *rule, int64_t lo, int64_t hi) {
 
 typedef struct rank_work {
     int64_t owned;
-    double keys;       // visible keys summed over owned positions and heads
+    double keys;       // visible keys summed over owned positions and heads, per layer (mean over layers)
     double recv;       // bytes received per layer
     int msgs;          // messages received per layer
     double borrowed;   // positions x KV heads kept from other ranks, per layer
 } rank_work;
 
-static ls_status plan_work(const ls_model_shape *m, const ls_attn_rule *rule, int64_t n, int P, double kv_elem,
-                           rank_work *w) {
+// The layers' rules as the sharded path plans them (worker/sp.c): shards by the rule, or by the
+// model's window when every layer has one; needs covering the window layers too.
+typedef struct layer_rules {
+    ls_attn_rule shard, win;
+    int n_extra;             // 1 when window layers sit next to global ones
+    double n_global, n_win;  // layers under each
+} layer_rules;
+
+static layer_rules rules_of(const ls_model_shape *m, const ls_attn_rule *rule) {
+    layer_rules lr = {.shard = *rule, .win = *rule, .n_global = (double)m->n_layer};
+    if (m->n_window_layers <= 0 || m->sliding_window < 2) return lr;
+    lr.win = (ls_attn_rule){.kind = LS_ATTN_WINDOW, .window = m->sliding_window - 1, .n_head = rule->n_head};
+    lr.n_win = (double)m->n_window_layers;
+    lr.n_global = (double)(m->n_layer - m->n_window_layers);
+    if (lr.n_global == 0) lr.shard = lr.win;
+    else lr.n_extra = 1;
+    return lr;
+}
+
+static ls_status plan_work(const ls_model_shape *m, const layer_rules *lr, int64_t n, int P, double kv_elem,
+                           rank_work *w, bool *ring) {
     ls_plan_t *plan;
-    LS_CHECK(ls_plan_init(rule, n, P, (int)m->n_head_kv, &plan));
+    LS_CHECK(ls_plan_init_layers(&lr->shard, &lr->win, lr->n_extra, n, P, (int)m->n_head_kv, &plan));
+    *ring = ls_plan_ring(plan);
+    double L = lr->n_global + lr->n_win;
     double row = (double)m->head_dim * 2 * kv_elem; // K and V of one position and KV head
     for (int r = 0; r < P; r++) {
         ls_range own[2];
         int k = ls_plan_owned(plan, r, own);
         w[r] = (rank_work){.owned = ls_plan_owned_count(plan, r)};
-        for (int i = 0; i < k; i++) w[r].keys += visible_keys(rule, own[i].lo, own[i].hi);
+        for (int i = 0; i < k; i++) {
+            double g = lr->n_global > 0 ? visible_keys(&lr->shard, own[i].lo, own[i].hi) : 0;
+            double wk = lr->n_win > 0 ? visible_keys(&lr->win, own[i].lo, own[i].hi) : 0;
+            w[r].keys += (lr->n_global * g + lr->n_win * wk) / L;
+        }
         if (ls_plan_ring(plan)) {
             w[r].recv = (double)(n - w[r].owned) * (double)m->n_head_kv * row;
             w[r].msgs = P - 1;
@@ -106,8 +133,10 @@ ls_status ls_capacity_predict(const ls_model_shape *m, const ls_attn_rule *rule_
         return LS_ERR(LS_ERR_INVALID, "plan: the device and link rates must be positive");
     ls_attn_rule rule = *rule_in;
     rule.n_head = (int)m->n_head;
+    layer_rules lr = rules_of(m, &rule);
     rank_work *w = ls_calloc((size_t)P, sizeof *w);
-    ls_status rc = plan_work(m, &rule, n, P, d->kv_bytes, w);
+    bool ring = false;
+    ls_status rc = plan_work(m, &lr, n, P, d->kv_bytes, w, &ring);
     if (rc != LS_OK) {
         ls_free(w);
         return rc;
@@ -125,7 +154,7 @@ ls_status ls_capacity_predict(const ls_model_shape *m, const ls_attn_rule *rule_
         double mm = ((double)x->owned * tok_flop + (r == 0 ? logits_flop : 0)) / d->matmul_flops;
         double att = 4 * hd * x->keys * L / d->attention_flops;
         double comm_layer = x->msgs * l->latency + x->recv / l->bandwidth, total;
-        if (P > 1 && rule.kind == LS_ATTN_FULL) total = mm + fmax(att, L * comm_layer); // the ring overlaps compute
+        if (P > 1 && ring) total = mm + fmax(att, L * comm_layer); // the ring overlaps compute
         else total = mm + att + L * comm_layer;
         if (total > out->prefill_s)
             out->prefill_s = total, out->prefill_matmul_s = mm, out->prefill_attention_s = att,
@@ -133,7 +162,7 @@ ls_status ls_capacity_predict(const ls_model_shape *m, const ls_attn_rule *rule_
         out->recv_per_layer_max = fmax(out->recv_per_layer_max, x->recv);
         out->recv_per_layer_all += x->recv;
         double kv = ((double)x->owned * K + x->borrowed) * L * kv_row;
-        if (P > 1 && rule.kind == LS_ATTN_FULL) kv += 2 * (double)x->owned * K * kv_row; // the ring's two buffers
+        if (P > 1 && ring) kv += 2 * (double)x->owned * K * kv_row; // the ring's two buffers
         out->kv = fmax(out->kv, kv);
         keys_all += x->keys;
         if (x->owned > owned_max) owned_max = x->owned;

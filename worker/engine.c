@@ -225,6 +225,9 @@ static ls_status check_rule(const ls_engine_t *e, const ls_seq_opts *o, ls_attn_
     if (o->stream && !evicting)
         return LS_ERR(LS_ERR_INVALID, "streaming needs the sink or window rule: %s attention keeps every key",
                       ls_attn_kind_name(r->kind));
+    if (o->stream && ls_model_has_window_layers(&e->cfg)) // its evictions would follow one window only
+        return LS_ERR(LS_ERR_UNSUPPORTED, "streaming is not supported for a model with sliding-window layers "
+                      "(attention.sliding_window = %lld)", (long long)e->cfg.sliding_window);
     int64_t span = (r->kind == LS_ATTN_SINK ? r->sinks : 0) + r->window + 1;
     if (evicting && !o->stream && span > o->capacity)
         return LS_ERR(LS_ERR_INVALID,
@@ -307,7 +310,7 @@ static ls_status rebase(ls_seq_t *s, int64_t new_base) {
         return LS_OK;
     }
     for (int64_t t = 0; t < n; t++) s->shift_pos[t] = -delta;
-    ls_rope_freqs f = {c->rope.n_rot, s->inv_freq, 1.0f, LS_ROPE_PAIR_ADJACENT}; // a pure rotation
+    ls_rope_freqs f = {c->rope.n_rot, s->inv_freq, 1.0f, c->rope_halves ? LS_ROPE_PAIR_HALVES : LS_ROPE_PAIR_ADJACENT}; // a pure rotation
     LS_CHECK(ls_kv_rotate(s->kv, ls_seq_slot(s, s->win0), n, s->shift_pos, &f));
     s->base = new_base;
     return LS_OK;

@@ -84,22 +84,25 @@ ls_status ls_output_logits(ls_engine_t *e, const float *x, int64_t m, float *h, 
 }
 
 // Attention of the sequence's m queries at positions p0.. (q, q_sink: [m][n_head*hd]) over
-// its cache of layer il under its rule: the sinks, then the window from win0 (its first key
-// kv_gap slots past the sinks' pages). out: [m][n_head*hd].
+// its cache of layer il under the layer's rule (ls_layer_rule: the model's window layers keep
+// theirs): the sinks, then the window from win0 (its first key kv_gap slots past the sinks'
+// pages). out: [m][n_head*hd].
 static ls_status attend(const ls_seq_t *s, int64_t il, const float *q, const float *q_sink, float *out, int64_t m,
                         int64_t p0) {
     const ls_model_config *c = &s->e->cfg;
     int64_t end = p0 + m, kv_sinks = end < s->sinks ? end : s->sinks;
-    ls_attn_args at = {.q = q, .q_sink = q_sink, .out = out, .n_q = m, .q_pos0 = p0,
+    ls_attn_rule rule = ls_layer_rule(c, &s->rule, il);
+    ls_attn_args at = {.q = q, .q_sink = rule.kind == LS_ATTN_SINK ? q_sink : NULL, .out = out, .n_q = m, .q_pos0 = p0,
                        .n_kv = kv_sinks + (end > s->win0 ? end - s->win0 : 0), .kv_sinks = kv_sinks, .kv_pos0 = s->win0,
                        .kv_gap = ls_seq_slot(s, s->win0) - s->sinks, .n_head = (int)c->n_head,
                        .n_kv_head = (int)c->n_head_kv, .head_dim = (int)c->head_dim,
-                       .scale = 1.0f / sqrtf((float)c->head_dim), .rule = s->rule};
+                       .scale = 1.0f / sqrtf((float)c->head_dim), .rule = rule};
     return ls_kv_attend(s->kv, il, &at);
 }
 
 ls_rope_freqs ls_seq_freqs(const ls_seq_t *s) {
-    return (ls_rope_freqs){s->e->cfg.rope.n_rot, s->inv_freq, s->attn_factor, LS_ROPE_PAIR_ADJACENT};
+    return (ls_rope_freqs){s->e->cfg.rope.n_rot, s->inv_freq, s->attn_factor,
+                           s->e->cfg.rope_halves ? LS_ROPE_PAIR_HALVES : LS_ROPE_PAIR_ADJACENT};
 }
 
 // The micro-batch's keys and values into the sequence's cache, then attention over the cache

@@ -2,7 +2,8 @@
 // tokens and P ranks on a device and a link, the memory per rank (weights, KV share,
 // activations), the prefill time (matmul and attention FLOPs at measured rates, plus the
 // exchange the plan makes necessary), the decode time per token, and the bytes each rank
-// receives per layer. The work and the traffic come from the real shard plan (ls_plan) and
+// receives per layer. Each layer's work follows its own rule (a model's window layers keep
+// their window); the plan and its exchange are those of the sharded path (ls_plan_init_layers). The work and the traffic come from the real shard plan (ls_plan) and
 // rule (ls_attn_ranges), so they are what the system would do; the rates come from a data file
 // (deploy/capacity.json, each with its source). The formulas are written out in
 // docs/deploy.md. Tests: tests/oracle/test_plan_cli.py (against measured runs).
@@ -17,6 +18,9 @@ typedef struct ls_model_shape {
     char name[128];
     int64_t n_layer, n_embd, n_ff, n_head, n_head_kv, head_dim, n_vocab, n_ctx_train;
     double file_bytes;  // the weights as stored (GGUF); 0 for named shapes
+    // Layers with the model's own sliding window (HF's sliding_window keys, the query included),
+    // which keep it whatever the rule (ls_layer_rule); the others follow the rule. 0: none.
+    int64_t sliding_window, n_window_layers;
 } ls_model_shape;
 // llama2-7b, llama2-13b, llama2-70b, llama3-8b, llama3-70b, codellama-34b, smollm2-135m.
 ls_status ls_shape_named(const char *name, ls_model_shape *out);

@@ -34,6 +34,11 @@ typedef struct ls_plan ls_plan_t;
 
 // n >= 0 tokens over P ranks under the rule (n_head must be set; n_kv_head is the model's).
 ls_status ls_plan_init(const ls_attn_rule *rule, int64_t n, int P, int n_kv_head, ls_plan_t **out);
+// Per-layer rules (a model's window layers next to its global ones): shards follow `rule`, and a
+// rank's needs are the union of what each of rule and extra[0..n_extra) sees from it (the ring
+// of full attention carries every key: there the extra rules only narrow what each layer reads).
+ls_status ls_plan_init_layers(const ls_attn_rule *rule, const ls_attn_rule *extra, int n_extra, int64_t n, int P,
+                              int n_kv_head, ls_plan_t **out);
 void ls_plan_free(ls_plan_t *p);
 
 int ls_plan_ranks(const ls_plan_t *p);

@@ -62,25 +62,28 @@ static ls_status add_need(ls_plan_t *p, int r, int64_t lo, int64_t hi, int g) {
     return LS_OK;
 }
 
-// The keys rank r's queries see outside its own shard, per KV head: for every owned query and
-// every query head reading that KV head, the parts of the rule's ranges below the shard.
-static ls_status derive_needs(ls_plan_t *p, int r) {
+// The keys rank r's queries see outside its own shard, per KV head: for every owned query, every
+// query head reading that KV head and every rule (a model's layers may differ), the parts of the
+// rule's ranges below the shard, merged into at most a sink range and one range up to the shard
+// (so no key is borrowed twice).
+static ls_status derive_needs(ls_plan_t *p, const ls_attn_rule *rules, int n_rules, int r) {
     ls_range own = p->own[r][0];
     if (own.lo >= own.hi) return LS_OK;
     int rep = p->rule.n_head / p->n_kv_head;
     for (int g = 0; g < p->n_kv_head; g++) {
         int64_t sink_hi = 0, far_lo = own.lo; // [0, sink_hi) from range 0 of sink; [far_lo, own.lo) from the rest
-        for (int h = g * rep; h < (g + 1) * rep; h++)
-            for (int64_t i = own.lo; i < own.hi; i++) {
-                int64_t lo[2], hi[2];
-                int m = ls_attn_ranges(&p->rule, i, h, lo, hi);
-                for (int k = 0; k < m; k++) {
-                    if (lo[k] >= own.lo) continue;
-                    int64_t top = hi[k] + 1 < own.lo ? hi[k] + 1 : own.lo;
-                    if (p->rule.kind == LS_ATTN_SINK && k == 0 && m == 2) sink_hi = top > sink_hi ? top : sink_hi;
-                    else if (lo[k] < far_lo) far_lo = lo[k];
+        for (int ru = 0; ru < n_rules; ru++)
+            for (int h = g * rep; h < (g + 1) * rep; h++)
+                for (int64_t i = own.lo; i < own.hi; i++) {
+                    int64_t lo[2], hi[2];
+                    int m = ls_attn_ranges(&rules[ru], i, h, lo, hi);
+                    for (int k = 0; k < m; k++) {
+                        if (lo[k] >= own.lo) continue;
+                        int64_t top = hi[k] + 1 < own.lo ? hi[k] + 1 : own.lo;
+                        if (rules[ru].kind == LS_ATTN_SINK && k == 0 && m == 2) sink_hi = top > sink_hi ? top : sink_hi;
+                        else if (lo[k] < far_lo) far_lo = lo[k];
+                    }
                 }
-            }
         if (sink_hi >= far_lo) far_lo = 0, sink_hi = 0; // the two touch: one range
         if (sink_hi > 0) LS_CHECK(add_need(p, r, 0, sink_hi, g));
         if (far_lo < own.lo) LS_CHECK(add_need(p, r, far_lo, own.lo, g));
@@ -89,12 +92,22 @@ static ls_status derive_needs(ls_plan_t *p, int r) {
 }
 
 ls_status ls_plan_init(const ls_attn_rule *rule, int64_t n, int P, int n_kv_head, ls_plan_t **out) {
+    return ls_plan_init_layers(rule, NULL, 0, n, P, n_kv_head, out);
+}
+
+ls_status ls_plan_init_layers(const ls_attn_rule *rule, const ls_attn_rule *extra, int n_extra, int64_t n, int P,
+                              int n_kv_head, ls_plan_t **out) {
     *out = NULL;
     if (P < 1 || P > LS_PLAN_MAX_RANKS) return LS_ERR(LS_ERR_INVALID, "plan: %d ranks (1 to %d)", P, LS_PLAN_MAX_RANKS);
     if (n < 0) return LS_ERR(LS_ERR_INVALID, "plan: %lld tokens", (long long)n);
     if (n_kv_head < 1 || n_kv_head > 64 || rule->n_head % n_kv_head)
         return LS_ERR(LS_ERR_INVALID, "plan: %d KV heads for %d query heads", n_kv_head, rule->n_head);
     LS_CHECK(ls_attn_rule_check(rule));
+    for (int i = 0; i < n_extra; i++) {
+        LS_CHECK(ls_attn_rule_check(&extra[i]));
+        if (extra[i].n_head != rule->n_head)
+            return LS_ERR(LS_ERR_INVALID, "plan: layer rule %d has %d query heads, not %d", i, extra[i].n_head, rule->n_head);
+    }
     ls_plan_t *p = ls_calloc(1, sizeof *p);
     *p = (ls_plan_t){.rule = *rule, .n = n, .P = P, .n_kv_head = n_kv_head, .ring = rule->kind == LS_ATTN_FULL};
     p->own = ls_calloc((size_t)P, sizeof *p->own);
@@ -104,7 +117,11 @@ ls_status ls_plan_init(const ls_attn_rule *rule, int64_t n, int P, int n_kv_head
     if (p->ring) own_zigzag(p);
     else own_contiguous(p, rule->kind == LS_ATTN_S2 ? rule->group : 1);
     ls_status rc = LS_OK;
-    for (int r = 0; r < P && rc == LS_OK && !p->ring; r++) rc = derive_needs(p, r);
+    ls_attn_rule *all = ls_malloc((size_t)(n_extra + 1) * sizeof *all);
+    all[0] = *rule;
+    for (int i = 0; i < n_extra; i++) all[i + 1] = extra[i];
+    for (int r = 0; r < P && rc == LS_OK && !p->ring; r++) rc = derive_needs(p, all, n_extra + 1, r);
+    ls_free(all);
     if (rc != LS_OK) {
         ls_plan_free(p);
         return rc;

@@ -159,6 +159,20 @@ void ls_sp_reset(ls_sp_t *s) {
     memset(s->loads, 0, (size_t)s->P * sizeof *s->loads);
 }
 
+// The plan for the model's layers: shards by the sequence's rule, or by the window when every
+// layer is a window layer (Mistral); the needs cover the window layers' rule too.
+static ls_status plan_layers(ls_sp_t *s) {
+    const ls_model_config *c = &s->e->cfg;
+    ls_attn_rule shard = s->rule, win = s->rule;
+    bool global = false, window = false;
+    for (int64_t il = 0; il < c->n_layer; il++) {
+        if (c->layer_window[il] > 0) window = true, win = ls_layer_rule(c, &s->rule, il);
+        else global = true;
+    }
+    if (!global) shard = win;
+    return ls_plan_init_layers(&shard, &win, global && window ? 1 : 0, s->n, s->P, s->n_kv, &s->plan);
+}
+
 static ls_status init(ls_sp_t *s, const ls_sp_opts *o) {
     const ls_model_config *c = &s->e->cfg;
     s->rule = o->rule;
@@ -170,7 +184,7 @@ static ls_status init(ls_sp_t *s, const ls_sp_opts *o) {
     if (s->n < 1 || s->max_new < 0 || s->n + s->max_new > (1 << 24))
         return LS_ERR(LS_ERR_RANGE, "a sharded sequence of %lld + %lld tokens is outside 1..2^24", (long long)s->n,
                       (long long)s->max_new);
-    LS_CHECK(ls_plan_init(&s->rule, s->n, s->P, s->n_kv, &s->plan));
+    LS_CHECK(plan_layers(s));
     s->n_own = ls_plan_owned(s->plan, s->rank, s->own);
     s->m = ls_plan_owned_count(s->plan, s->rank);
     s->n_needs = ls_plan_ring(s->plan) ? 0 : ls_plan_needs(s->plan, s->rank, s->needs);
@@ -290,10 +304,11 @@ static ls_status attend(ls_sp_t *s, int64_t il, int64_t r0, int64_t nr, int64_t 
                         int64_t stride, int64_t kv_pos0, int64_t nk) {
     if (nr <= 0 || nk <= 0) return LS_OK;
     int64_t nq = nq_of(s);
-    ls_attn_args a = {.q = s->q + r0 * nq, .q_sink = s->rule.kind == LS_ATTN_SINK ? s->q_sink + r0 * nq : NULL,
+    ls_attn_rule rule = ls_layer_rule(&s->e->cfg, &s->rule, il); // a window layer keeps its window
+    ls_attn_args a = {.q = s->q + r0 * nq, .q_sink = rule.kind == LS_ATTN_SINK ? s->q_sink + r0 * nq : NULL,
                       .k = k, .v = v, .out = s->o_tmp + r0 * nq, .lse = s->lse_tmp + r0 * s->n_head, .n_q = nr,
                       .q_pos0 = q_pos0, .n_kv = nk, .kv_pos0 = kv_pos0, .kv_stride = stride, .n_head = s->n_head,
-                      .n_kv_head = s->n_kv, .head_dim = s->hd, .scale = 1.0f / sqrtf((float)s->hd), .rule = s->rule};
+                      .n_kv_head = s->n_kv, .head_dim = s->hd, .scale = 1.0f / sqrtf((float)s->hd), .rule = rule};
     if (k) {
         LS_CHECK(ls_op_attention(s->be, &a));
     } else { // own keys: key j at slot stride + j
@@ -456,7 +471,7 @@ static ls_rows rows_at(ls_sp_t *s, int64_t r0, int64_t n) {
 
 static ls_status prefill_layer(ls_sp_t *s, int64_t il) {
     const ls_model_config *c = &s->e->cfg;
-    ls_rope_freqs f = {c->rope.n_rot, s->inv_freq, s->attn_factor, LS_ROPE_PAIR_ADJACENT};
+    ls_rope_freqs f = {c->rope.n_rot, s->inv_freq, s->attn_factor, c->rope_halves ? LS_ROPE_PAIR_HALVES : LS_ROPE_PAIR_ADJACENT};
     ls_comm_set_layer(s->c, (int)il);
     for (int64_t r0 = 0; r0 < s->m; r0 += s->e->ubatch) { // projections, micro-batch by micro-batch
         int64_t n = s->m - r0 < s->e->ubatch ? s->m - r0 : s->e->ubatch;
@@ -605,7 +620,7 @@ ls_status ls_sp_decode(ls_sp_t *s, int32_t token, float *logits) {
     s->pos[0] = p;
     s->pos_sink[0] = p < slot_cap ? p : slot_cap;
     LS_CHECK(ls_op_get_rows(s->be, &s->e->tok_embd, &token, 1, s->x));
-    ls_rope_freqs f = {c->rope.n_rot, s->inv_freq, s->attn_factor, LS_ROPE_PAIR_ADJACENT};
+    ls_rope_freqs f = {c->rope.n_rot, s->inv_freq, s->attn_factor, c->rope_halves ? LS_ROPE_PAIR_HALVES : LS_ROPE_PAIR_ADJACENT};
     for (int64_t il = 0; il < c->n_layer; il++) {
         ls_rows r = rows_at(s, 0, 1);
         LS_CHECK(ls_layer_qkv(s->e, il, &r, &f));

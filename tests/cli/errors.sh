@@ -118,6 +118,9 @@ expect 1 "has mode 0644" -- serve --listen 127.0.0.1:0 --state "$work/state" --t
 mkdir -m 777 "$work/open-state"
 expect 1 "the state directory $work/open-state has mode 0777: group or others may write to it; run chmod 700 $work/open-state" -- serve --listen 127.0.0.1:0 --state "$work/open-state" --token-file "$work/token"
 expect 2 "--max-conns" -- serve --max-conns 1 --token-file "$work/token"
+# serve --chat-template: a name it does not know stops the start (summarize's: tests/oracle/test_chat.py)
+expect 1 'unknown chat template "vicuna" (known: chatml|llama2|llama3|mistral|gemma|phi3)' -- serve --listen 127.0.0.1:0 --state "$work/state" --token-file "$work/token" --chat-template vicuna
+expect 1 'unknown chat template "vicuna"' -- batch "$work/text.txt" --out "$work/batch-out.jsonl" --chat-template vicuna
 expect 1 "--max-buffered 1048576 is less than one frame of --max-frame 67108864 bytes" -- serve --max-buffered 1048576 --state "$work/state" --token-file "$work/token"
 expect 2 '--workers is launch or external, not "maybe"' -- serve --workers maybe
 expect 1 "cannot listen on 192.0.2.1:7070" -- serve --listen 192.0.2.1:7070 --state "$work/state" --token-file "$work/token"

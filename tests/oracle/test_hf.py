@@ -724,7 +724,7 @@ def check_tokenizers(work):
     texts = [p for p in files if p.stat().st_size < 3_000_000]  # all but the KJV
     tokens, types, merges = vocab_of(need_file(MODEL, "the default model"))
     template = "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
-    for pre in ("smollm", "gpt-2", "llama-bpe"):
+    for pre in ("smollm", "gpt-2", "llama-bpe", "qwen2"):
         tk = hf_tokenizer(tokens, types, merges, pre)
         if pre == "llama-bpe":  # Llama 3 adds BOS through its post-processor
             tk.post_processor = processors.TemplateProcessing(single="<|im_start|> $A", special_tokens=[("<|im_start|>", 1)])
@@ -801,8 +801,8 @@ def check_errors(work):
     d = hf_dir(work, "e-json", model)
     (d / "config.json").write_text('{"model_type": "llama", "hidden_size": 64,')
     expect("truncated config.json", d, "invalid JSON at line 1")
-    d = hf_dir(work, "e-arch", model, config={"model_type": "mistral"})
-    expect("model_type mistral", d, "model_type \"mistral\" is not supported")
+    d = hf_dir(work, "e-arch", model, config={"model_type": "gemma3"})
+    expect("model_type gemma3", d, "model_type \"gemma3\" is not supported (supported: llama, mistral, qwen2)")
     d = hf_dir(work, "e-heads", model, config={"num_attention_heads": 5})
     expect("heads not dividing hidden_size", d, "does not divide hidden_size")
     d = hf_dir(work, "e-rope", model, rope_scaling={"rope_type": "turbo", "factor": 2})

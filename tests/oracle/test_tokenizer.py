@@ -4,7 +4,8 @@
 References (PyPI, never our code):
 - Hugging Face `tokenizers`, set up as each model's original tokenizer from the GGUF's own
   vocabulary and merges: SmolLM2 = Digits(individual) + ByteLevel(regex); gpt-2 = ByteLevel;
-  llama-bpe = Split(llama-3 regex) + ByteLevel, BPE with ignore_merges.
+  llama-bpe = Split(llama-3 regex) + ByteLevel, BPE with ignore_merges; qwen2 = Split(Qwen2's
+  regex: llama-3's with single digits) + ByteLevel.
 - `sentencepiece`: a BPE model with byte fallback trained here, turned into a GGUF fixture
   (tokenizer.ggml.model = llama) and compared with SentencePieceProcessor.encode/decode.
 
@@ -26,6 +27,7 @@ from lsoracle import CORPUS, KJV, MODEL, REPO, check, done, need_file, run, tmpd
 
 LLAMA3_RE = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}|"
              r" ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
+QWEN2_RE = LLAMA3_RE.replace(r"\p{N}{1,3}", r"\p{N}")  # Qwen2's tokenizer.json
 
 
 def corpus_files(work):
@@ -64,7 +66,7 @@ def hf_tokenizer(tokens, types, merges, pre):
         tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
     else:
         tk.pre_tokenizer = pre_tokenizers.Sequence([
-            pre_tokenizers.Split(Regex(LLAMA3_RE), behavior="isolated"),
+            pre_tokenizers.Split(Regex(QWEN2_RE if pre == "qwen2" else LLAMA3_RE), behavior="isolated"),
             pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
     tk.add_special_tokens([AddedToken(t, special=True, normalized=False)
                            for t, ty in zip(tokens, types) if ty == 3])
@@ -187,7 +189,7 @@ def main():
     print(f"corpus: {len(files)} files, {size} bytes")
     tokens, types, merges = vocab_of(model)
     check_bpe("smollm", model, tokens, types, merges, files, (True, False))
-    for pre in ("gpt-2", "llama-bpe"):
+    for pre in ("gpt-2", "llama-bpe", "qwen2"):
         path = work / f"{pre}.gguf"
         write_tokenizer_gguf(str(path), tokens, types, pre=pre, merges=merges, bos=1, eos=2, unk=0,
                              add_bos=False)

@@ -53,6 +53,59 @@ static void check_needs(const ls_plan_t *p, const ls_attn_rule *rule, int64_t n,
               (long long)n, P, rule->n_head, n_kv, missing, extra);
 }
 
+// Per-layer rules (ls_plan_init_layers): shards follow the first rule, and each rank's needs are
+// the union of what every rule's queries see remotely, each (position, KV head) borrowed once.
+static void test_layers(void) {
+    ls_attn_rule s2 = {.kind = LS_ATTN_S2, .group = 8, .n_head = 4}, win = {.kind = LS_ATTN_WINDOW, .window = 11, .n_head = 4},
+                 sink = {.kind = LS_ATTN_SINK, .sinks = 3, .window = 5, .n_head = 4};
+    const ls_attn_rule *pairs[][2] = {{&s2, &win}, {&win, &sink}, {&sink, &win}};
+    for (int c = 0; c < 3; c++)
+        for (int P = 2; P <= 4; P++) {
+            int64_t n = 53;
+            ls_plan_t *p;
+            TEST_COND(ls_plan_init_layers(pairs[c][0], pairs[c][1], 1, n, P, 2, &p) == LS_OK, "plan: %s", ls_err_msg());
+            ls_plan_t *alone;
+            TEST_COND(ls_plan_init(pairs[c][0], n, P, 2, &alone) == LS_OK, "plan: %s", ls_err_msg());
+            int missing = 0, twice = 0, extra = 0, moved = 0;
+            for (int r = 0; r < P; r++) {
+                ls_range own[2], own_alone[2];
+                ls_plan_owned(p, r, own), ls_plan_owned(alone, r, own_alone);
+                TEST_COND(own[0].lo == own_alone[0].lo && own[0].hi == own_alone[0].hi, "shards follow the first rule");
+                int count[64][2] = {{0}};
+                bool want[64][2] = {{false}};
+                for (int k = 0; k < 2; k++)
+                    for (int64_t i = own[0].lo; i < own[0].hi; i++)
+                        for (int h = 0; h < 4; h++) {
+                            int64_t lo[2], hi[2];
+                            int m = ls_attn_ranges(pairs[c][k], i, h, lo, hi);
+                            for (int q = 0; q < m; q++)
+                                for (int64_t j = lo[q]; j <= hi[q]; j++)
+                                    if (j < own[0].lo) want[j][h / 2] = true;
+                        }
+                ls_need nd[LS_PLAN_MAX_NEEDS];
+                int cn = ls_plan_needs(p, r, nd);
+                for (int k = 0; k < cn; k++)
+                    for (int64_t j = nd[k].pos.lo; j < nd[k].pos.hi; j++)
+                        for (int g = 0; g < 2; g++)
+                            if (nd[k].kv_mask >> g & 1) count[j][g]++, moved++;
+                for (int64_t j = 0; j < n; j++)
+                    for (int g = 0; g < 2; g++)
+                        missing += want[j][g] && !count[j][g], twice += count[j][g] > 1, extra += !want[j][g] && count[j][g];
+            }
+            TEST_COND(missing == 0 && twice == 0, "%s + %s P=%d: %d missing, %d borrowed twice", ls_attn_kind_name(pairs[c][0]->kind),
+                      ls_attn_kind_name(pairs[c][1]->kind), P, missing, twice);
+            // a sink range and one contiguous range per KV head: what lies between them in the
+            // union is moved too (sink + wider window), never more than that
+            TEST_COND(c == 2 || extra == 0, "%s + %s P=%d: %d keys no rule sees", ls_attn_kind_name(pairs[c][0]->kind),
+                      ls_attn_kind_name(pairs[c][1]->kind), P, extra);
+            ls_plan_free(p), ls_plan_free(alone);
+        }
+    ls_attn_rule other = win;
+    other.n_head = 8;
+    ls_plan_t *p;
+    TEST_ERR(ls_plan_init_layers(&s2, &other, 1, 10, 2, 2, &p), LS_ERR_INVALID, "layer rule 0 has 8 query heads, not 4");
+}
+
 static void test_all(void) {
     static const int64_t ns[] = {0, 1, 3, 7, 64, 101, 1000};
     static const int Ps[] = {1, 2, 3, 4, 5};
@@ -126,6 +179,7 @@ static void test_shapes(void) {
 }
 
 int main(void) {
+    test_layers();
     test_all();
     test_shapes();
     return TEST_REPORT("test_plan");

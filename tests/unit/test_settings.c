@@ -130,6 +130,21 @@ static void test_context(void) {
     TEST_COND(ls_context_limit(&c, &sink) == -1, "sink: no limit");
 }
 
+// A model's window layers keep their window (HF's sliding_window W: W - 1 previous keys), the
+// others take the sequence's rule.
+static void test_layer_rule(void) {
+    int64_t lw[3] = {0, 4096, 2};
+    ls_model_config c = {.n_layer = 3, .sliding_window = 4096, .layer_window = lw};
+    ls_attn_rule s2 = {.kind = LS_ATTN_S2, .group = 16, .n_head = 8};
+    ls_attn_rule r0 = ls_layer_rule(&c, &s2, 0), r1 = ls_layer_rule(&c, &s2, 1), r2 = ls_layer_rule(&c, &s2, 2);
+    TEST_COND(r0.kind == LS_ATTN_S2 && r0.group == 16, "a global layer takes the sequence's rule");
+    TEST_COND(r1.kind == LS_ATTN_WINDOW && r1.window == 4095 && r1.n_head == 8, "window 4096 -> 4095 previous keys");
+    TEST_COND(r2.kind == LS_ATTN_WINDOW && r2.window == 1, "window 2 -> 1 previous key");
+    TEST_COND(ls_model_has_window_layers(&c), "has window layers");
+    lw[1] = lw[2] = 0;
+    TEST_COND(!ls_model_has_window_layers(&c) && ls_layer_rule(&c, &s2, 2).kind == LS_ATTN_S2, "none left");
+}
+
 static void test_sampling(void) {
     Longseq__Settings s = LONGSEQ__SETTINGS__INIT;
     ls_sampler_opts o = ls_settings_sampling(&s);
@@ -174,6 +189,7 @@ static void test_strategy(void) {
 }
 
 int main(void) {
+    test_layer_rule();
     test_limits();
     test_strategy();
     test_job();

@@ -231,9 +231,104 @@ static void test_chat(void) {
     gw w2 = {0};
     t = open_tok(&w2, (vocab_opts){0}, &g);
     TEST_ERR(ls_chat_init(g, t, NULL, &c), LS_ERR_INVALID, "has no tokenizer.chat_template");
+    for (int k = 0; k < 6; k++) {
+        TEST_COND(ls_chat_init(g, t, ls_chat_kind_name((ls_chat_kind)k), &c) == LS_OK && ls_chat_kind_of(c) == (ls_chat_kind)k,
+                  "%s by name on a model without a template", ls_chat_kind_name((ls_chat_kind)k));
+        ls_chat_free(c);
+    }
     ls_tokenizer_free(t);
     ls_gguf_free(g);
     ls_buf_free(&w2.b);
+}
+
+// Multi-turn conversations (assistant turns too, which the CLI never writes) in the public
+// templates' own details (tests/oracle/data/chat_templates.json); the expected texts are what
+// jinja2 renders from those templates with this vocabulary's bos/eos (<|im_start|>, <|im_end|>).
+static void chat_case(const char *tmpl, const char *name, ls_chat_kind kind, const ls_chat_msg *m, size_t n,
+                      bool gen, const char *want) {
+    gw w = {0};
+    ls_gguf_t *g;
+    ls_tokenizer_t *t = open_tok(&w, (vocab_opts){.template = tmpl}, &g);
+    if (!t) return;
+    ls_chat_t *c;
+    ls_buf out = {0};
+    TEST_COND(ls_chat_init(g, t, name, &c) == LS_OK && ls_chat_kind_of(c) == kind, "%s detected", ls_chat_kind_name(kind));
+    TEST_COND(c && ls_chat_apply(c, m, n, gen, &out) == LS_OK && !strcmp(out.data, want), "%s rendering: %s", ls_chat_kind_name(kind),
+              out.data);
+    ls_chat_free(c);
+    ls_buf_free(&out);
+    ls_tokenizer_free(t);
+    ls_gguf_free(g);
+    ls_buf_free(&w.b);
+}
+
+static void test_chat_kinds(void) {
+    const char *mistral01 = "{{ bos_token }}{% for message in messages %}{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}"
+                            "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}"
+                            "{% if message['role'] == 'user' %}{{ '[INST] ' + message['content'] + ' [/INST]' }}"
+                            "{% elif message['role'] == 'assistant' %}{{ message['content'] + eos_token + ' ' }}"
+                            "{% else %}{{ raise_exception('Only user and assistant roles are supported!') }}{% endif %}{% endfor %}";
+    const char *gemma7 = "{{ bos_token }}{% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not supported') }}"
+                         "{% endif %}{% for message in messages %}{{ '<start_of_turn>' + role + '\\n' + message['content'] | trim }}{% endfor %}";
+    const char *gemma3 = "{{ bos_token }}{%- set first_user_prefix = messages[0]['content'] + '\\n\\n' -%}<start_of_turn>";
+    const char *phi35 = "{% for message in messages %}{% if message['role'] == 'system' and message['content'] %}"
+                        "{{'<|system|>\\n' + message['content'] + '<|end|>\\n'}}{% elif message['role'] == 'user' %}"
+                        "{{'<|user|>\\n' + message['content'] + '<|end|>\\n'}}{% endif %}{% endfor %}";
+    const char *phi3 = "{% for message in messages %}{% if message['role'] == 'system' %}{{'<|system|>\\n' + message['content'] + "
+                       "'<|end|>\\n'}}{% elif message['role'] == 'user' %}{{'<|user|>\\n' + message['content'] + '<|end|>\\n'}}{% endif %}{% endfor %}";
+    const char *llama3 = "{% set content = '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n'+ message['content'] | trim + '<|eot_id|>' %}";
+    ls_chat_msg conv[] = {{"system", "Sys "}, {"user", " Q1 "}, {"assistant", " A1 "}, {"user", "Q2"}};
+    ls_chat_msg empty_sys[] = {{"system", ""}, {"user", " Q1 "}, {"assistant", " A1 "}, {"user", "Q2"}};
+    chat_case(llama3, NULL, LS_CHAT_LLAMA3, conv + 1, 3, true,
+              "<|im_start|><|start_header_id|>user<|end_header_id|>\n\nQ1<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n"
+              "A1<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nQ2<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n");
+    chat_case(mistral01, NULL, LS_CHAT_MISTRAL, conv + 1, 3, true, "<|im_start|>[INST]  Q1  [/INST] A1 <|im_end|> [INST] Q2 [/INST]");
+    chat_case(mistral01, "mistral", LS_CHAT_MISTRAL, conv + 1, 3, true, "<|im_start|>[INST]  Q1  [/INST] A1 <|im_end|> [INST] Q2 [/INST]");
+    chat_case(NULL, "mistral", LS_CHAT_MISTRAL, conv + 1, 3, true, "<|im_start|>[INST]  Q1  [/INST] A1 <|im_end|>[INST] Q2 [/INST]");
+    chat_case(gemma3, NULL, LS_CHAT_GEMMA, conv, 4, true,
+              "<|im_start|><start_of_turn>user\nSys \n\nQ1<end_of_turn>\n<start_of_turn>model\nA1<end_of_turn>\n"
+              "<start_of_turn>user\nQ2<end_of_turn>\n<start_of_turn>model\n");
+    chat_case(phi35, NULL, LS_CHAT_PHI3, empty_sys, 4, false,
+              "<|user|>\n Q1 <|end|>\n<|assistant|>\n A1 <|end|>\n<|user|>\nQ2<|end|>\n<|im_end|>");
+    chat_case(phi3, NULL, LS_CHAT_PHI3, empty_sys, 4, false,
+              "<|system|>\n<|end|>\n<|user|>\n Q1 <|end|>\n<|assistant|>\n A1 <|end|>\n<|user|>\nQ2<|end|>\n<|im_end|>");
+    // Llama 3.1's dated system header is not Llama 3's: refused, saying so; by name it is Llama 3's
+    const char *llama31 = "{{- \"<|start_header_id|>system<|end_header_id|>\\n\\n\" }}{{- \"Cutting Knowledge Date: December 2023\\n\" }}"
+                          "{{- '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n'+ message['content'] | trim + '<|eot_id|>' }}";
+    {
+        gw w31 = {0};
+        ls_gguf_t *g31;
+        ls_chat_t *c31;
+        ls_tokenizer_t *t31 = open_tok(&w31, (vocab_opts){.template = llama31}, &g31);
+        if (!t31) return;
+        TEST_ERR(ls_chat_init(g31, t31, NULL, &c31), LS_ERR_UNSUPPORTED, "is Llama 3.1's (a dated system header)");
+        TEST_COND(ls_chat_init(g31, t31, "llama3", &c31) == LS_OK && ls_chat_kind_of(c31) == LS_CHAT_LLAMA3, "llama3 by name");
+        ls_chat_free(c31);
+        ls_tokenizer_free(t31);
+        ls_gguf_free(g31);
+        ls_buf_free(&w31.b);
+    }
+    // what the templates refuse (they raise)
+    gw w = {0};
+    ls_gguf_t *g;
+    ls_chat_t *c;
+    ls_buf out = {0};
+    const char *refusing[] = {mistral01, gemma7};
+    const char *why[] = {"user and assistant messages only", "takes no system message"};
+    for (int k = 0; k < 2; k++) {
+        ls_tokenizer_t *t = open_tok(&w, (vocab_opts){.template = refusing[k]}, &g);
+        if (!t) return;
+        TEST_COND(ls_chat_init(g, t, NULL, &c) == LS_OK, "template %d detected", k);
+        TEST_ERR(ls_chat_apply(c, conv, 4, true, &out), LS_ERR_INVALID, why[k]);
+        ls_chat_msg twice[] = {{"user", "a"}, {"user", "b"}};
+        TEST_ERR(ls_chat_apply(c, twice, 2, true, &out), LS_ERR_INVALID, "alternate user/assistant");
+        ls_chat_free(c);
+        ls_tokenizer_free(t);
+        ls_gguf_free(g);
+        ls_buf_free(&w.b);
+        w = (gw){0};
+    }
+    ls_buf_free(&out);
 }
 
 int main(void) {
@@ -242,5 +337,6 @@ int main(void) {
     test_setup_errors();
     test_flags();
     test_chat();
+    test_chat_kinds();
     return TEST_REPORT("test_tokenizer");
 }
