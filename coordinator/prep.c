@@ -82,7 +82,9 @@ ls_status ls_prep_context(const ls_prep *p, const Longseq__Settings *s, int64_t 
 ls_status ls_prep_check_call(const ls_prep *p, const Longseq__Settings *s) {
     if (s->task == LONGSEQ__TASK__SUMMARIZE && !p->chat)
         return LS_ERR(LS_ERR_UNSUPPORTED, "the model has no chat template longseq knows, so it cannot summarize; "
-                                          "continue the text instead with settings { task: GENERATE }");
+                                          "choose one with --chat-template " LS_CHAT_NAMES
+                                          " (the server's option), or continue the text instead with "
+                                          "settings { task: GENERATE }");
     int64_t limit;
     ls_rope_config rope;
     return ls_prep_context(p, s, &limit, &rope);
@@ -93,7 +95,9 @@ static ls_status summarize_prompt(const ls_prep *p, const Longseq__Settings *s, 
                                   ls_buf *out) {
     if (!p->chat)
         return LS_ERR(LS_ERR_UNSUPPORTED, "the model has no chat template longseq knows, so it cannot summarize; "
-                                          "continue the text instead with settings { task: GENERATE }");
+                                          "choose one with --chat-template " LS_CHAT_NAMES
+                                          " (the server's option), or continue the text instead with "
+                                          "settings { task: GENERATE }");
     const char *ask = s->instruction && *s->instruction ? s->instruction : "Summarize the text above in a few sentences.";
     ls_buf user = {0};
     ls_buf_append(&user, text, len);

@@ -802,7 +802,7 @@ def check_errors(work):
     (d / "config.json").write_text('{"model_type": "llama", "hidden_size": 64,')
     expect("truncated config.json", d, "invalid JSON at line 1")
     d = hf_dir(work, "e-arch", model, config={"model_type": "gemma3"})
-    expect("model_type gemma3", d, "model_type \"gemma3\" is not supported (supported: llama, mistral, qwen2)")
+    expect("model_type gemma3", d, "model_type \"gemma3\" is not supported (supported: llama, mistral, qwen2, phi3)")
     d = hf_dir(work, "e-heads", model, config={"num_attention_heads": 5})
     expect("heads not dividing hidden_size", d, "does not divide hidden_size")
     d = hf_dir(work, "e-rope", model, rope_scaling={"rope_type": "turbo", "factor": 2})
