@@ -61,3 +61,15 @@ def fail(msg: str) -> None:
 
 def done(name: str) -> None:
     print(f"{name}: {_checks} checks passed")
+
+
+# Sentences of a few Book-of-Ruth words with a paragraph break every six: a document whose
+# chunk boundaries (paragraphs, sentence ends) the long-document tests can predict.
+def prose(n_sentences, seed):
+    words = ["Naomi", "went", "unto", "Moab", "and", "Boaz", "said", "the", "field", "of", "barley", "in", "Bethlehem"]
+    out = []
+    for i in range(n_sentences):
+        out.append(" ".join(words[(seed + i * 7 + k) % len(words)] for k in range(6 + i % 5)).capitalize() + ".")
+        if i % 6 == 5:
+            out.append("\n\n")
+    return " ".join(out)

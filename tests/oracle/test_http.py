@@ -47,7 +47,7 @@ import openai
 from prometheus_client.parser import text_string_to_metric_families
 
 from fixtures import write_tiny_llama
-from lsoracle import BIN, check, done, fail, run, tmpdir
+from lsoracle import BIN, check, done, fail, prose, run, tmpdir
 
 WORK = tmpdir()
 CHATML = ("{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + "
@@ -706,16 +706,6 @@ def test_offline_batch(tiny):
     db.close()
     check(p.returncode == 0 and out.read_text() == before and n_jobs2 == n_jobs, "a finished batch is not run again")
     print(f"longseq batch: in order with error lines; killed after {n_done} of {len(good)}, resumed, every line once")
-
-
-def prose(n_sentences, seed):
-    words = ["Naomi", "went", "unto", "Moab", "and", "Boaz", "said", "the", "field", "of", "barley", "in", "Bethlehem"]
-    out = []
-    for i in range(n_sentences):
-        out.append(" ".join(words[(seed + i * 7 + k) % len(words)] for k in range(6 + i % 5)).capitalize() + ".")
-        if i % 6 == 5:
-            out.append("\n\n")
-    return " ".join(out)
 
 
 def strategy_lines():

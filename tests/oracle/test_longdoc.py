@@ -27,7 +27,7 @@ import subprocess
 import sys
 
 from fixtures import write_tiny_llama
-from lsoracle import BIN, REPO, check, done, tmpdir
+from lsoracle import BIN, check, done, prose, REPO, tmpdir
 
 WORK = tmpdir()
 CHATML = ("{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + "
@@ -44,16 +44,6 @@ def summarize(model, files, *extra, env=ENV):
                        timeout=600)
     recs = [json.loads(line) for line in out.read_text().splitlines()] if out.exists() else []
     return p, recs
-
-
-def prose(n_sentences, seed):
-    words = ["Naomi", "went", "unto", "Moab", "and", "Boaz", "said", "the", "field", "of", "barley", "in", "Bethlehem"]
-    out = []
-    for i in range(n_sentences):
-        out.append(" ".join(words[(seed + i * 7 + k) % len(words)] for k in range(6 + i % 5)).capitalize() + ".")
-        if i % 6 == 5:
-            out.append("\n\n")
-    return " ".join(out)
 
 
 def test_map_reduce(tiny):

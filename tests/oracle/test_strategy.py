@@ -29,20 +29,10 @@ import time
 
 import test_service as ts
 from fixtures import write_tiny_llama
-from lsoracle import KJV, MODEL, check, done, need_file, tmpdir
+from lsoracle import check, done, KJV, MODEL, need_file, prose, tmpdir
 
 pb = ts.pb
 WORK = tmpdir()
-
-
-def prose(n_sentences, seed):
-    words = ["Naomi", "went", "unto", "Moab", "and", "Boaz", "said", "the", "field", "of", "barley", "in", "Bethlehem"]
-    out = []
-    for i in range(n_sentences):
-        out.append(" ".join(words[(seed + i * 7 + k) % len(words)] for k in range(6 + i % 5)).capitalize() + ".")
-        if i % 6 == 5:
-            out.append("\n\n")
-    return " ".join(out)
 
 
 def submit_status(srv, docs, **settings):
