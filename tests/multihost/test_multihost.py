@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "oracle"))
-from lsoracle import BIN, KJV, MODEL, check, done, fail, need_file, tmpdir  # noqa: E402
+from lsoracle import BIN, KJV, MODEL, check, done, fail, need_file, tmpdir, wait_for_port  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 MPI_ENV = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
@@ -118,14 +118,7 @@ class Service:
                 "--model", str(MODEL), "--threads", "1", "--attempts", "3"]
         self.f = open(self.log, "w")
         self.p = subprocess.Popen(args, stdout=self.f, stderr=self.f, env=senv, start_new_session=True)
-        deadline, self.port = time.time() + 60, None
-        while time.time() < deadline and self.port is None:
-            m = re.search(r"\(port (\d+)\)", self.log.read_text())
-            if m:
-                self.port = int(m.group(1))
-            elif self.p.poll() is not None:
-                fail(f"longseq serve exited {self.p.returncode}:\n{self.log.read_text()}")
-            time.sleep(0.1)
+        self.port = wait_for_port(self.p, self.log)
         check(self.port is not None, f"the coordinator printed its port:\n{self.log.read_text()}")
 
     def cli(self, *args, timeout=120):

@@ -9,9 +9,11 @@ Paths come from the environment that tests/run (through ctest) sets:
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -73,3 +75,17 @@ def prose(n_sentences, seed):
         if i % 6 == 5:
             out.append("\n\n")
     return " ".join(out)
+
+
+def wait_for_port(p: subprocess.Popen, log: Path, timeout: float = 60) -> int | None:
+    """The port a starting `longseq serve` prints in its log ("(port N)"), or None after timeout
+    seconds; a server that exits first fails the test with its log."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        m = re.search(r"\(port (\d+)\)", log.read_text())
+        if m:
+            return int(m.group(1))
+        if p.poll() is not None:
+            fail(f"longseq serve exited {p.returncode}:\n{log.read_text()}")
+        time.sleep(0.1)
+    return None
